@@ -1,0 +1,212 @@
+//! Command-line parsing (hand-written: the option set is small and flat).
+
+use crate::qemu::{Accel, QEMU};
+use std::path::PathBuf;
+
+/// Usage text printed by `ktest --help`.
+pub const USAGE: &str = "\
+usage: ktest run [options]     boot the testkernel once per configuration and report
+       ktest bench [options]   run the benchmarks (--smp 2 -m 512M bench=only), write bench.json
+
+options:
+  --smp LIST          comma list of CPU counts, one boot each (default 4; bench: 2)
+  --preempt LIST      comma list of full,none (default full)
+  --tests LIST        comma list of suites, passed as tests= (default all)
+  --seed N            seed of randomized tests (default: random, printed)
+  --timeout SECS      whole-run time-out per boot (default 900)
+  --mem MIB           guest memory in MiB (default 256; bench: 512)
+  --kernel PATH       kernel ELF to boot (default: build testkernel)
+  --no-build          boot the already built kernel
+  --append \"k=v ...\"  extra guest command-line words (repeatable)
+  --kvm               use -accel kvm instead of -accel tcg,thread=multi
+  --initrd PATH       pass -initrd PATH to QEMU
+  --qemu-arg ARG      extra QEMU argument (repeatable)
+  --qemu PATH         emulator binary (default qemu-system-x86_64)
+  --out DIR           output directory (default target/ktest)
+  --quiet             echo only failures and the summary
+  -h, --help          show this text
+
+exit status: 0 all passed, 1 a test or boot failed, 2 usage or environment error";
+
+/// What the runner was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `ktest run`
+    Run,
+    /// `ktest bench`
+    Bench,
+}
+
+/// Parsed options of `run` and `bench`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Subcommand.
+    pub mode: Mode,
+    /// CPU counts, one boot each.
+    pub smp: Vec<u32>,
+    /// Preemption models, one boot each (cross product with `smp`).
+    pub preempt: Vec<String>,
+    /// Value of `tests=`.
+    pub tests: String,
+    /// Seed; `None` picks a random one.
+    pub seed: Option<u64>,
+    /// Whole-run time-out per boot, in seconds.
+    pub timeout_secs: u64,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// Kernel ELF; `None` means the default build output.
+    pub kernel: Option<PathBuf>,
+    /// Do not build the kernel.
+    pub no_build: bool,
+    /// Extra command-line words.
+    pub append: Vec<String>,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Optional initrd.
+    pub initrd: Option<PathBuf>,
+    /// Extra QEMU arguments.
+    pub qemu_args: Vec<String>,
+    /// Emulator binary.
+    pub qemu: PathBuf,
+    /// Output directory; `None` means `<repo>/target/ktest`.
+    pub out: Option<PathBuf>,
+    /// Echo only failures and the summary.
+    pub quiet: bool,
+}
+
+impl Options {
+    /// Defaults of a subcommand.
+    pub fn new(mode: Mode) -> Self {
+        let bench = mode == Mode::Bench;
+        Options {
+            mode,
+            smp: vec![if bench { 2 } else { 4 }],
+            preempt: vec!["full".into()],
+            tests: "all".into(),
+            seed: None,
+            timeout_secs: 900,
+            mem_mib: if bench { 512 } else { 256 },
+            kernel: None,
+            no_build: false,
+            append: Vec::new(),
+            accel: Accel::Tcg,
+            initrd: None,
+            qemu_args: Vec::new(),
+            qemu: PathBuf::from(QEMU),
+            out: None,
+            quiet: false,
+        }
+    }
+
+    /// Value of `bench=` for this mode.
+    pub fn bench_mode(&self) -> &'static str {
+        match self.mode {
+            Mode::Run => "skip",
+            Mode::Bench => "only",
+        }
+    }
+}
+
+/// Result of parsing the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cli {
+    /// Print [`USAGE`].
+    Help,
+    /// Run or benchmark with these options.
+    Run(Box<Options>),
+}
+
+/// Parse the arguments (without the program name).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
+    let mut args = args.into_iter();
+    let mode = match args.next().as_deref() {
+        Some("run") => Mode::Run,
+        Some("bench") => Mode::Bench,
+        Some("-h" | "--help" | "help") => return Ok(Cli::Help),
+        Some(other) => {
+            return Err(format!(
+                "unknown command '{other}' (expected 'run' or 'bench')"
+            ));
+        }
+        None => return Err("missing command (expected 'run' or 'bench')".into()),
+    };
+    let mut o = Options::new(mode);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Cli::Help),
+            "--smp" => o.smp = parse_list(&flag, &value()?, parse_cpus)?,
+            "--preempt" => o.preempt = parse_list(&flag, &value()?, parse_preempt)?,
+            "--tests" => {
+                let v = value()?;
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    return Err(format!(
+                        "invalid --tests value '{v}': expected a comma list of suites"
+                    ));
+                }
+                o.tests = v;
+            }
+            "--seed" => o.seed = Some(parse_num(&flag, &value()?)?),
+            "--timeout" => {
+                o.timeout_secs = parse_num(&flag, &value()?)?;
+                if o.timeout_secs == 0 {
+                    return Err("--timeout must be at least 1 second".into());
+                }
+            }
+            "--mem" => o.mem_mib = parse_num(&flag, &value()?)?,
+            "--kernel" => o.kernel = Some(PathBuf::from(value()?)),
+            "--no-build" => o.no_build = true,
+            "--append" => o
+                .append
+                .extend(value()?.split_whitespace().map(String::from)),
+            "--kvm" => o.accel = Accel::Kvm,
+            "--initrd" => o.initrd = Some(PathBuf::from(value()?)),
+            "--qemu-arg" => o.qemu_args.push(value()?),
+            "--qemu" => o.qemu = PathBuf::from(value()?),
+            "--out" => o.out = Some(PathBuf::from(value()?)),
+            "--quiet" | "-q" => o.quiet = true,
+            _ => return Err(format!("unknown option '{arg}'")),
+        }
+        if inline.is_some() && matches!(flag.as_str(), "--no-build" | "--kvm" | "--quiet") {
+            return Err(format!("{flag} takes no value"));
+        }
+    }
+    Ok(Cli::Run(Box::new(o)))
+}
+
+fn parse_num(flag: &str, v: &str) -> Result<u64, String> {
+    v.parse()
+        .map_err(|_| format!("invalid {flag} value '{v}': expected a non-negative integer"))
+}
+
+fn parse_cpus(v: &str) -> Option<u32> {
+    v.parse().ok().filter(|&n| (1..=255).contains(&n))
+}
+
+fn parse_preempt(v: &str) -> Option<String> {
+    matches!(v, "full" | "none").then(|| v.to_string())
+}
+
+fn parse_list<T>(flag: &str, v: &str, item: fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
+    let what = if flag == "--smp" {
+        "CPU counts from 1 to 255"
+    } else {
+        "full, none"
+    };
+    let items: Option<Vec<T>> = v.split(',').map(|s| item(s.trim())).collect();
+    match items {
+        Some(list) if !list.is_empty() => Ok(list),
+        _ => Err(format!(
+            "invalid {flag} value '{v}': expected a comma list of {what}"
+        )),
+    }
+}

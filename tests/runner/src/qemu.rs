@@ -1,0 +1,246 @@
+//! Starting the emulator, streaming its serial output and enforcing the time-out.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The QEMU binary the runner uses by default.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// The message (and exit status 2) when QEMU is not installed.
+pub const QEMU_MISSING: &str = "qemu-system-x86_64 not found: install it with 'apt-get install qemu-system-x86' (Debian/Ubuntu)";
+
+/// Exit code QEMU returns when the guest wrote 0x10 (pass) to isa-debug-exit.
+pub const EXIT_PASS: i32 = 33;
+/// Exit code QEMU returns when the guest wrote 0x11 (fail) to isa-debug-exit.
+pub const EXIT_FAIL: i32 = 35;
+
+/// How an emulator run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The process exited with this status.
+    Code(i32),
+    /// The process was killed by this signal (not by the runner).
+    Signal(i32),
+    /// The runner killed it at the time-out.
+    TimedOut,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit {c}"),
+            Exit::Signal(s) => write!(f, "signal {s}"),
+            Exit::TimedOut => write!(f, "timed out"),
+        }
+    }
+}
+
+/// Something that happened while the emulator runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A line of serial output (without its terminator; the last one may be partial).
+    Line(&'a str),
+    /// About a quarter of a second passed without output (for progress redraws).
+    Tick,
+}
+
+/// Result of [`run_emulator`].
+#[derive(Debug, Clone)]
+pub struct EmulatorRun {
+    /// How the process ended.
+    pub exit: Exit,
+    /// Everything the process wrote to stderr.
+    pub stderr: String,
+    /// Wall-clock duration of the run.
+    pub elapsed: Duration,
+}
+
+/// Accelerator selection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// `-accel tcg,thread=multi` (the default: KVM does not work on these machines).
+    Tcg,
+    /// `-accel kvm`.
+    Kvm,
+}
+
+impl Accel {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// Everything needed to build one QEMU command line.
+#[derive(Debug, Clone)]
+pub struct QemuConfig<'a> {
+    /// Emulator binary.
+    pub qemu: &'a Path,
+    /// Kernel ELF.
+    pub kernel: &'a Path,
+    /// Guest command line (`-append`).
+    pub cmdline: &'a str,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// Memory in MiB.
+    pub mem_mib: u64,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Optional initrd.
+    pub initrd: Option<&'a Path>,
+    /// Extra arguments appended last.
+    pub extra: &'a [String],
+}
+
+/// Build the QEMU command for one boot (stdio is set up by [`run_emulator`]).
+pub fn qemu_command(c: &QemuConfig<'_>) -> Command {
+    let mut cmd = Command::new(c.qemu);
+    cmd.arg("-kernel").arg(c.kernel);
+    cmd.arg("-append").arg(c.cmdline);
+    cmd.args(["-display", "none", "-serial", "stdio", "-no-reboot"]);
+    cmd.arg("-m").arg(format!("{}M", c.mem_mib));
+    cmd.arg("-smp").arg(c.smp.to_string());
+    cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    cmd.arg("-accel").arg(match c.accel {
+        Accel::Tcg => "tcg,thread=multi",
+        Accel::Kvm => "kvm",
+    });
+    if let Some(initrd) = c.initrd {
+        cmd.arg("-initrd").arg(initrd);
+    }
+    cmd.args(c.extra);
+    cmd
+}
+
+/// Find an executable: a path with a slash is taken as is, a bare name is searched in `PATH`.
+pub fn find_executable(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The emulator's version (`7.2.x` from `QEMU emulator version 7.2.x (...)`).
+pub fn qemu_version(qemu: &Path) -> Option<String> {
+    let out = Command::new(qemu)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next()?;
+    let version = first.split("version").nth(1)?.split_whitespace().next()?;
+    Some(version.to_string())
+}
+
+/// Run an emulator command with its stdout streamed line by line to `on_event`,
+/// killing it once `timeout` has passed.
+///
+/// The command's stdin is closed (so QEMU leaves the terminal alone) and its
+/// stdout and stderr are piped. Any command works: tests pass a shell script.
+pub fn run_emulator(
+    mut cmd: Command,
+    timeout: Duration,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> std::io::Result<EmulatorRun> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+                        buf.pop();
+                    }
+                    if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr.read_to_end(&mut bytes);
+        let _ = etx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+
+    let tick = Duration::from_millis(250);
+    let grace = Duration::from_millis(500);
+    let mut timed_out = false;
+    let mut status = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break;
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(now).min(tick)) {
+            Ok(line) => on_event(Event::Line(&line)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                on_event(Event::Tick);
+                // The process may have exited while something else holds the pipe.
+                if let Some(s) = child.try_wait()? {
+                    status = Some(s);
+                    break;
+                }
+            }
+        }
+    }
+    // Collect what is still buffered, without waiting long on a pipe a stray process holds.
+    let drain_end = Instant::now() + grace;
+    while let Ok(line) = rx.recv_timeout(drain_end.saturating_duration_since(Instant::now())) {
+        on_event(Event::Line(&line));
+    }
+    let status = match status {
+        Some(s) => s,
+        None => loop {
+            if let Some(s) = child.try_wait()? {
+                break s;
+            }
+            if !timed_out && Instant::now() >= deadline {
+                timed_out = true;
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        },
+    };
+    let stderr = erx.recv_timeout(grace).unwrap_or_default();
+    let exit = if timed_out {
+        Exit::TimedOut
+    } else if let Some(code) = status.code() {
+        Exit::Code(code)
+    } else {
+        use std::os::unix::process::ExitStatusExt;
+        Exit::Signal(status.signal().unwrap_or(0))
+    };
+    Ok(EmulatorRun {
+        exit,
+        stderr,
+        elapsed: start.elapsed(),
+    })
+}

@@ -1,0 +1,401 @@
+//! Orchestration: build the kernel, boot every configuration, echo, report.
+
+use crate::Error;
+use crate::cli::Options;
+use crate::ktap::{Line, Parser, Summary};
+use crate::qemu::{self, Event, Exit, QEMU, QEMU_MISSING, QemuConfig};
+use crate::report::{self, BootResult, RunInfo};
+use crate::symbolize::Symbolizer;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Terminal output: echoed lines plus, on a terminal, a progress line redrawn with `\r`.
+pub struct Console<'a> {
+    out: &'a mut dyn Write,
+    tty: bool,
+    quiet: bool,
+    status: String,
+}
+
+impl<'a> Console<'a> {
+    /// `tty` enables the redrawn progress line; `quiet` limits echo to failures.
+    pub fn new(out: &'a mut dyn Write, tty: bool, quiet: bool) -> Self {
+        Console {
+            out,
+            tty,
+            quiet,
+            status: String::new(),
+        }
+    }
+
+    /// Whether only failures are echoed.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Print a whole line (above the progress line on a terminal).
+    pub fn line(&mut self, text: &str) {
+        if self.tty && !self.status.is_empty() {
+            let _ = write!(self.out, "\r\x1b[2K{text}\n{}", self.status);
+        } else {
+            let _ = writeln!(self.out, "{text}");
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Replace the progress line (terminal only; ignored otherwise).
+    pub fn progress(&mut self, text: String) {
+        if self.tty && text != self.status {
+            self.status = text;
+            let _ = write!(self.out, "\r\x1b[2K{}", self.status);
+            let _ = self.out.flush();
+        }
+    }
+
+    /// Remove the progress line.
+    pub fn clear_progress(&mut self) {
+        if self.tty && !self.status.is_empty() {
+            self.status.clear();
+            let _ = write!(self.out, "\r\x1b[2K");
+            let _ = self.out.flush();
+        }
+    }
+
+    /// The underlying writer (for the summary).
+    pub fn writer(&mut self) -> &mut dyn Write {
+        self.clear_progress();
+        self.out
+    }
+}
+
+/// What one boot produced.
+#[derive(Debug, Clone)]
+pub struct BootOutcome {
+    /// How the emulator ended.
+    pub exit: Exit,
+    /// The emulator's stderr.
+    pub stderr: String,
+    /// Raw serial output, one line per received line.
+    pub raw: String,
+    /// Parsed KTAP.
+    pub ktap: Summary,
+    /// Wall-clock duration.
+    pub elapsed: Duration,
+}
+
+/// Decides which lines `--quiet` shows: failures with the diagnostics before them,
+/// and panic/exception blocks.
+#[derive(Default)]
+struct QuietFilter {
+    pending: Vec<String>,
+    in_fault: bool,
+}
+
+impl QuietFilter {
+    fn filter(&mut self, kind: &Line, text: String, failed: bool) -> Vec<String> {
+        match kind {
+            Line::Result(_) if failed => {
+                self.in_fault = false;
+                let mut out = std::mem::take(&mut self.pending);
+                out.push(text);
+                out
+            }
+            Line::Result(_) | Line::Version | Line::Plan(_) | Line::Subtest(_) => {
+                self.in_fault = false;
+                self.pending.clear();
+                Vec::new()
+            }
+            Line::Panic(_) | Line::Exception(_) | Line::GuestError(_) => {
+                self.in_fault = true;
+                let mut out = std::mem::take(&mut self.pending);
+                out.push(text);
+                out
+            }
+            Line::Backtrace | Line::Frame(_) | Line::Registers(_) => vec![text],
+            Line::Diagnostic if self.in_fault => vec![text],
+            Line::Diagnostic => {
+                if self.pending.len() < 64 {
+                    self.pending.push(text);
+                }
+                Vec::new()
+            }
+            Line::Bench(_) | Line::Blank | Line::Garbage => Vec::new(),
+        }
+    }
+}
+
+/// Append the symbol of a frame address or of `rip=` to an echoed line.
+pub fn annotate(line: &str, kind: &Line, sym: Option<&Symbolizer>) -> String {
+    let described = match (kind, sym) {
+        (Line::Frame(a), Some(s)) => s.describe(*a).map(|d| format!("{line} {d}")),
+        (Line::Registers(a), Some(s)) => s.describe(*a).map(|d| format!("{line} (rip: {d})")),
+        _ => None,
+    };
+    described.unwrap_or_else(|| line.to_string())
+}
+
+/// Boot once: run `cmd` (QEMU, or any stand-in) with the time-out, parse and echo
+/// its output as it arrives. `label` prefixes the progress line.
+pub fn run_boot(
+    cmd: Command,
+    timeout: Duration,
+    sym: Option<&Symbolizer>,
+    console: &mut Console<'_>,
+    label: &str,
+) -> std::io::Result<BootOutcome> {
+    let start = Instant::now();
+    let mut parser = Parser::new();
+    let mut raw = String::new();
+    let mut quiet = QuietFilter::default();
+    let mut on_event = |ev: Event<'_>| {
+        if let Event::Line(line) = ev {
+            raw.push_str(line);
+            raw.push('\n');
+            let kind = parser.feed(line);
+            let failed = match kind {
+                Line::Result(i) => parser.summary().results[i].status.is_failure(),
+                _ => false,
+            };
+            let text = annotate(line, &kind, sym);
+            if console.quiet() {
+                for l in quiet.filter(&kind, text, failed) {
+                    console.line(&l);
+                }
+            } else {
+                console.line(&text);
+            }
+        }
+        let (done, plan, suite) = parser.progress();
+        let suites = match plan {
+            Some(n) => format!("suite {}/{n}", (done + 1).min(n)),
+            None => "starting".to_string(),
+        };
+        console.progress(format!(
+            "{label} {suites} {} {} s",
+            suite.unwrap_or(""),
+            start.elapsed().as_secs()
+        ));
+    };
+    let run = qemu::run_emulator(cmd, timeout, &mut on_event)?;
+    console.clear_progress();
+    Ok(BootOutcome {
+        exit: run.exit,
+        stderr: run.stderr,
+        raw,
+        ktap: parser.finish(),
+        elapsed: run.elapsed,
+    })
+}
+
+/// The guest command line: runner keys first, `append` words override keys they repeat.
+pub fn build_cmdline(
+    tests: &str,
+    seed: u64,
+    preempt: &str,
+    bench: &str,
+    append: &[String],
+) -> String {
+    let mut words: Vec<String> = vec![
+        format!("tests={tests}"),
+        format!("seed={seed}"),
+        format!("preempt={preempt}"),
+        format!("bench={bench}"),
+    ];
+    for w in append {
+        let key = w.split_once('=').map(|(k, _)| k);
+        let existing = key.and_then(|k| {
+            words
+                .iter()
+                .position(|x| x.split_once('=').map(|(a, _)| a) == Some(k))
+        });
+        match existing {
+            Some(i) => words[i] = w.clone(),
+            None => words.push(w.clone()),
+        }
+    }
+    words.join(" ")
+}
+
+/// The repository root: two levels above this package, or the nearest ancestor of
+/// the current directory that has a `testkernel` directory and a `Cargo.toml`.
+pub fn repo_root() -> Result<PathBuf, Error> {
+    let is_repo = |p: &Path| p.join("Cargo.toml").is_file() && p.join("testkernel").is_dir();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Ok(m) = manifest.canonicalize()
+        && let Some(root) = m.parent().and_then(Path::parent).filter(|r| is_repo(r))
+    {
+        return Ok(root.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::env(format!("ktest: no current directory: {e}")))?;
+    cwd.ancestors()
+        .find(|p| is_repo(p))
+        .map(Path::to_path_buf)
+        .ok_or_else(|| Error::env("ktest: cannot find the repository root (a directory with Cargo.toml and testkernel/)"))
+}
+
+/// Where `cargo build --release` in `testkernel/` puts the kernel ELF.
+pub fn default_kernel_path(repo: &Path) -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => repo.join("testkernel").join(dir),
+        None => repo.join("target"),
+    };
+    target.join("x86_64-unknown-linux-gnu/release/testkernel")
+}
+
+/// Build the kernel with `cargo build --release` in `<repo>/testkernel`.
+pub fn build_kernel(repo: &Path) -> Result<(), Error> {
+    let dir = repo.join("testkernel");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // RUSTFLAGS from the environment would replace the kernel's own flags.
+    let status = Command::new(&cargo)
+        .args(["build", "--release"])
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .map_err(|e| Error::env(format!("ktest: cannot run cargo: {e}")))?;
+    if !status.success() {
+        return Err(Error::env(format!(
+            "ktest: kernel build failed: 'cargo build --release' in {} exited with {status}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), Error> {
+    std::fs::write(path, contents)
+        .map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", path.display())))
+}
+
+/// Run every configuration of `opts`; returns the exit status (0 pass, 1 fail).
+pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
+    let qemu_path = qemu::find_executable(&opts.qemu).ok_or_else(|| {
+        if opts.qemu == Path::new(QEMU) {
+            Error::env(QEMU_MISSING)
+        } else {
+            Error::env(format!("ktest: emulator {} not found", opts.qemu.display()))
+        }
+    })?;
+    let kernel = match &opts.kernel {
+        Some(k) => k.clone(),
+        None => {
+            let repo = repo_root()?;
+            if !opts.no_build {
+                build_kernel(&repo)?;
+            }
+            default_kernel_path(&repo)
+        }
+    };
+    if !kernel.is_file() {
+        return Err(Error::env(format!(
+            "ktest: kernel ELF not found at {}",
+            kernel.display()
+        )));
+    }
+    let out_dir = match &opts.out {
+        Some(d) => d.clone(),
+        None => repo_root()?.join("target/ktest"),
+    };
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
+
+    let mut console = Console::new(out, tty, opts.quiet);
+    let sym = match Symbolizer::from_file(&kernel) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            console.line(&format!(
+                "ktest: warning: backtraces stay unsymbolized: {e}"
+            ));
+            None
+        }
+    };
+    let seed = opts.seed.unwrap_or_else(random_seed);
+    let info = RunInfo {
+        seed,
+        accel: opts.accel.name().to_string(),
+        qemu_version: qemu::qemu_version(&qemu_path),
+        kernel: kernel.display().to_string(),
+    };
+    console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
+
+    let configs: Vec<(u32, &str)> = opts
+        .smp
+        .iter()
+        .flat_map(|&n| opts.preempt.iter().map(move |p| (n, p.as_str())))
+        .collect();
+    let mut boots = Vec::new();
+    for (i, &(smp, preempt)) in configs.iter().enumerate() {
+        let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
+        let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &opts.append);
+        let cmd = qemu::qemu_command(&QemuConfig {
+            qemu: &qemu_path,
+            kernel: &kernel,
+            cmdline: &cmdline,
+            smp,
+            mem_mib: opts.mem_mib,
+            accel: opts.accel,
+            initrd: opts.initrd.as_deref(),
+            extra: &opts.qemu_args,
+        });
+        console.line(&format!(
+            "ktest: {label}: booting {} with \"{cmdline}\"",
+            kernel.display()
+        ));
+        let timeout = Duration::from_secs(opts.timeout_secs);
+        let boot = run_boot(cmd, timeout, sym.as_ref(), &mut console, &label)
+            .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
+        let log = format!("ktap-smp{smp}-{preempt}.txt");
+        write_file(&out_dir.join(&log), &boot.raw)?;
+        let failures = report::judge(boot.exit, &boot.ktap, opts.timeout_secs);
+        for line in boot.stderr.lines().filter(|l| !l.trim().is_empty()) {
+            if !opts.quiet || !failures.is_empty() {
+                console.line(&format!("qemu: {line}"));
+            }
+        }
+        let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
+        console.line(&format!(
+            "ktest: {label}: {verdict} ({}, {:.1} s)",
+            boot.exit,
+            boot.elapsed.as_secs_f64()
+        ));
+        for f in &failures {
+            console.line(&format!("ktest: {label}: {f}"));
+        }
+        boots.push(BootResult {
+            smp,
+            preempt: preempt.to_string(),
+            cmdline,
+            exit: boot.exit,
+            elapsed: boot.elapsed,
+            ktap: boot.ktap,
+            failures,
+            log,
+        });
+    }
+
+    write_file(
+        &out_dir.join("results.json"),
+        &report::results_json(&info, &boots),
+    )?;
+    let benches = report::bench_objects(&info, &boots);
+    if opts.mode == crate::cli::Mode::Bench || !benches.is_empty() {
+        let text = serde_json::to_string_pretty(&benches).expect("serializable") + "\n";
+        write_file(&out_dir.join("bench.json"), &text)?;
+    }
+    console.line(&format!("ktest: reports in {}", out_dir.display()));
+    let _ = report::print_summary(console.writer(), &boots);
+    Ok(if boots.iter().all(BootResult::passed) {
+        0
+    } else {
+        1
+    })
+}
