@@ -172,11 +172,9 @@ pub fn run_boot(
             Some(n) => format!("suite {}/{n}", (done + 1).min(n)),
             None => "starting".to_string(),
         };
-        console.progress(format!(
-            "{label} {suites} {} {} s",
-            suite.unwrap_or(""),
-            start.elapsed().as_secs()
-        ));
+        let suite = suite.map(|s| format!(" {s}")).unwrap_or_default();
+        let secs = start.elapsed().as_secs();
+        console.progress(format!("{label} {suites}{suite} {secs} s"));
     };
     let run = qemu::run_emulator(cmd, timeout, &mut on_event)?;
     console.clear_progress();
@@ -309,6 +307,8 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
 
     let mut console = Console::new(out, tty, opts.quiet);
+    let seed = opts.seed.unwrap_or_else(random_seed);
+    console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
     let sym = match Symbolizer::from_file(&kernel) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -318,14 +318,12 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             None
         }
     };
-    let seed = opts.seed.unwrap_or_else(random_seed);
     let info = RunInfo {
         seed,
         accel: opts.accel.name().to_string(),
         qemu_version: qemu::qemu_version(&qemu_path),
         kernel: kernel.display().to_string(),
     };
-    console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
 
     let configs: Vec<(u32, &str)> = opts
         .smp
