@@ -268,7 +268,7 @@ impl Parser {
         if let Some(addr) = parse_frame(text) {
             return Line::Frame(addr);
         }
-        if let Some(addr) = parse_rip(text) {
+        if let Some(addr) = rip_of(text) {
             return Line::Registers(addr);
         }
         if let Some(msg) = text.strip_prefix("ktest: error:") {
@@ -481,8 +481,8 @@ fn parse_frame(text: &str) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-/// The value of a `rip=0x…` word, if present.
-fn parse_rip(text: &str) -> Option<u64> {
+/// The value of a `rip=0x…` word in a line, if present.
+pub fn rip_of(text: &str) -> Option<u64> {
     text.split_whitespace()
         .find_map(|w| w.strip_prefix("rip=0x"))
         .and_then(|h| u64::from_str_radix(h.trim_end_matches(','), 16).ok())

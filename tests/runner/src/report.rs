@@ -187,9 +187,9 @@ fn number_or_string(v: &str) -> Value {
 
 /// Print the per-configuration and per-suite summary, ending with the skip line and
 /// the final `N passed, N failed` line.
-pub fn print_summary(out: &mut dyn Write, boots: &[BootResult]) -> std::io::Result<()> {
+pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> std::io::Result<()> {
     writeln!(out)?;
-    writeln!(out, "==== ktest summary ====")?;
+    writeln!(out, "==== ktest summary (seed {seed}) ====")?;
     for b in boots {
         let (p, f, s) = b.counts();
         writeln!(

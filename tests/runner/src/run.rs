@@ -131,6 +131,9 @@ pub fn annotate(line: &str, kind: &Line, sym: Option<&Symbolizer>) -> String {
     let described = match (kind, sym) {
         (Line::Frame(a), Some(s)) => s.describe(*a).map(|d| format!("{line} {d}")),
         (Line::Registers(a), Some(s)) => s.describe(*a).map(|d| format!("{line} (rip: {d})")),
+        (Line::Exception(text), Some(s)) => crate::ktap::rip_of(text)
+            .and_then(|a| s.describe(a))
+            .map(|d| format!("{line} (rip: {d})")),
         _ => None,
     };
     described.unwrap_or_else(|| line.to_string())
@@ -294,9 +297,14 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         }
     };
     if !kernel.is_file() {
+        let hint = if opts.no_build {
+            " (drop --no-build to build it)"
+        } else {
+            ""
+        };
+        let kernel = kernel.display();
         return Err(Error::env(format!(
-            "ktest: kernel ELF not found at {}",
-            kernel.display()
+            "ktest: kernel ELF not found at {kernel}{hint}"
         )));
     }
     let out_dir = match &opts.out {
@@ -308,7 +316,9 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
 
     let mut console = Console::new(out, tty, opts.quiet);
     let seed = opts.seed.unwrap_or_else(random_seed);
-    console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
+    if !opts.quiet {
+        console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
+    }
     let sym = match Symbolizer::from_file(&kernel) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -344,10 +354,12 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             initrd: opts.initrd.as_deref(),
             extra: &opts.qemu_args,
         });
-        console.line(&format!(
-            "ktest: {label}: booting {} with \"{cmdline}\"",
-            kernel.display()
-        ));
+        if !opts.quiet {
+            let kernel = kernel.display();
+            console.line(&format!(
+                "ktest: {label}: booting {kernel} with \"{cmdline}\""
+            ));
+        }
         let timeout = Duration::from_secs(opts.timeout_secs);
         let boot = run_boot(cmd, timeout, sym.as_ref(), &mut console, &label)
             .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
@@ -360,11 +372,13 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             }
         }
         let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
-        console.line(&format!(
-            "ktest: {label}: {verdict} ({}, {:.1} s)",
-            boot.exit,
-            boot.elapsed.as_secs_f64()
-        ));
+        if !opts.quiet || !failures.is_empty() {
+            let secs = boot.elapsed.as_secs_f64();
+            console.line(&format!(
+                "ktest: {label}: {verdict} ({}, {secs:.1} s)",
+                boot.exit
+            ));
+        }
         for f in &failures {
             console.line(&format!("ktest: {label}: {f}"));
         }
@@ -389,8 +403,10 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         let text = serde_json::to_string_pretty(&benches).expect("serializable") + "\n";
         write_file(&out_dir.join("bench.json"), &text)?;
     }
-    console.line(&format!("ktest: reports in {}", out_dir.display()));
-    let _ = report::print_summary(console.writer(), &boots);
+    if !opts.quiet {
+        console.line(&format!("ktest: reports in {}", out_dir.display()));
+    }
+    let _ = report::print_summary(console.writer(), seed, &boots);
     Ok(if boots.iter().all(BootResult::passed) {
         0
     } else {

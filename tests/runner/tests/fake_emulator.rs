@@ -323,6 +323,13 @@ fn binary_symbolizes_backtraces_and_rip() {
     );
     assert!(stdout.contains(&format!("(rip: {expected})")), "{stdout}");
     assert!(stdout.contains("FAIL: EXCEPTION: page fault"), "{stdout}");
+    // A rip= on the EXCEPTION line itself is symbolized too.
+    let line = format!("# EXCEPTION: #GP rip=0x{addr:x}");
+    let kind = ktest_runner::ktap::Parser::new().feed(&line);
+    assert_eq!(
+        ktest_runner::run::annotate(&line, &kind, Some(&sym)),
+        format!("{line} (rip: {expected})")
+    );
     assert!(stdout.ends_with("\n0 passed, 1 failed\n"), "{stdout}");
 }
 

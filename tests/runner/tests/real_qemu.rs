@@ -138,7 +138,7 @@ fn failing_guest() {
     let (code, stdout) = ktest(&kernel, &out, &["--smp", "1", "--quiet"]);
     assert_eq!(code, 1);
     assert!(
-        stdout.contains("\nktest: warning: backtraces stay unsymbolized"),
+        stdout.contains("ktest: warning: backtraces stay unsymbolized"),
         "{stdout}"
     );
     assert!(stdout.contains("\nnot ok 1 a # nope\n"), "{stdout}");
