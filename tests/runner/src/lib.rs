@@ -10,6 +10,7 @@
 //! The guest side of the contract is described in `docs/guest-protocol.md`.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod ktap;
