@@ -2,6 +2,9 @@
 //! faults on purpose (`fault=` on the guest command line, see
 //! docs/guest-protocol.md) and a guest that never exits.
 //!
+//! Faults are injected by the kernel's explicit `fault` suite, so those boots pass
+//! `tests=fault`.
+//!
 //! The kernel is built once (`cargo build --release` in testkernel/) and the boots
 //! run one at a time: TCG on two host cores is slow enough without competition.
 
@@ -92,7 +95,7 @@ fn assert_fault_reported(name: &str, fault: &str) -> Run {
             "--smp",
             "2",
             "--tests",
-            "boot",
+            "fault",
             "--timeout",
             "300",
             "--append",
@@ -154,7 +157,7 @@ fn hanging_test_is_reported_by_the_guest_watchdog() {
             "--smp",
             "2",
             "--tests",
-            "boot",
+            "fault",
             "--timeout",
             "300",
             "--append",
@@ -184,7 +187,7 @@ fn locked_up_guest_is_killed_by_the_runner() {
             "--smp",
             "2",
             "--tests",
-            "boot",
+            "fault",
             "--timeout",
             "20",
             "--append",
