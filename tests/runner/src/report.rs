@@ -219,6 +219,14 @@ pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> st
                 writeln!(out, "        not ok {}{reason}", t.name)?;
             }
         }
+        for bench in &b.ktap.benches {
+            let fields: Vec<String> = bench
+                .fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            writeln!(out, "    bench {} {}", bench.name, fields.join(" "))?;
+        }
         for f in &b.failures {
             writeln!(out, "    FAIL: {f}")?;
         }

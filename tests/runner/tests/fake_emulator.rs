@@ -378,6 +378,10 @@ exit 33",
         out.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("\n    bench wq_flush_idle median_ns=410 p99_ns=590 n=10000\n"),
+        "{stdout}"
+    );
     let bench: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(
