@@ -124,9 +124,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
         Some("bench") => Mode::Bench,
         Some("-h" | "--help" | "help") => return Ok(Cli::Help),
         Some(other) => {
-            return Err(format!(
-                "unknown command '{other}' (expected 'run' or 'bench')"
-            ));
+            return Err(format!("unknown command '{other}' (expected 'run' or 'bench')"));
         }
         None => return Err("missing command (expected 'run' or 'bench')".into()),
     };
@@ -137,10 +135,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             _ => (arg.clone(), None),
         };
         let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{flag} needs a value"))
+            inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{flag} needs a value"))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
@@ -149,9 +144,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "--tests" => {
                 let v = value()?;
                 if v.is_empty() || v.contains(char::is_whitespace) {
-                    return Err(format!(
-                        "invalid --tests value '{v}': expected a comma list of suites"
-                    ));
+                    return Err(format!("invalid --tests value '{v}': expected a comma list of suites"));
                 }
                 o.tests = v;
             }
@@ -165,9 +158,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "--mem" => o.mem_mib = parse_num(&flag, &value()?)?,
             "--kernel" => o.kernel = Some(PathBuf::from(value()?)),
             "--no-build" => o.no_build = true,
-            "--append" => o
-                .append
-                .extend(value()?.split_whitespace().map(String::from)),
+            "--append" => o.append.extend(value()?.split_whitespace().map(String::from)),
             "--kvm" => o.accel = Accel::Kvm,
             "--initrd" => o.initrd = Some(PathBuf::from(value()?)),
             "--qemu-arg" => o.qemu_args.push(value()?),
@@ -184,8 +175,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
 }
 
 fn parse_num(flag: &str, v: &str) -> Result<u64, String> {
-    v.parse()
-        .map_err(|_| format!("invalid {flag} value '{v}': expected a non-negative integer"))
+    v.parse().map_err(|_| format!("invalid {flag} value '{v}': expected a non-negative integer"))
 }
 
 fn parse_cpus(v: &str) -> Option<u32> {
@@ -197,16 +187,10 @@ fn parse_preempt(v: &str) -> Option<String> {
 }
 
 fn parse_list<T>(flag: &str, v: &str, item: fn(&str) -> Option<T>) -> Result<Vec<T>, String> {
-    let what = if flag == "--smp" {
-        "CPU counts from 1 to 255"
-    } else {
-        "full, none"
-    };
+    let what = if flag == "--smp" { "CPU counts from 1 to 255" } else { "full, none" };
     let items: Option<Vec<T>> = v.split(',').map(|s| item(s.trim())).collect();
     match items {
         Some(list) if !list.is_empty() => Ok(list),
-        _ => Err(format!(
-            "invalid {flag} value '{v}': expected a comma list of {what}"
-        )),
+        _ => Err(format!("invalid {flag} value '{v}': expected a comma list of {what}")),
     }
 }

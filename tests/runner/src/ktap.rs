@@ -179,10 +179,7 @@ impl Default for Parser {
 impl Parser {
     /// A parser in its initial state.
     pub fn new() -> Self {
-        Parser {
-            levels: vec![Level::default()],
-            out: Summary::default(),
-        }
+        Parser { levels: vec![Level::default()], out: Summary::default() }
     }
 
     /// Results and benchmarks collected so far.
@@ -210,10 +207,7 @@ impl Parser {
             self.open(depth);
             return Line::Version;
         }
-        if let Some(n) = body
-            .strip_prefix("1..")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
+        if let Some(n) = body.strip_prefix("1..").and_then(|n| n.parse::<usize>().ok()) {
             self.open(depth);
             let level = &mut self.levels[depth];
             level.plan = Some(n);
@@ -244,14 +238,8 @@ impl Parser {
             let Some(name) = words.next() else {
                 return Line::Diagnostic;
             };
-            let fields = words
-                .filter_map(|w| w.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            self.out.benches.push(Bench {
-                name: name.to_string(),
-                fields,
-            });
+            let fields = words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            self.out.benches.push(Bench { name: name.to_string(), fields });
             return Line::Bench(self.out.benches.len() - 1);
         }
         if text.starts_with("PANIC") {
@@ -297,11 +285,7 @@ impl Parser {
         }
         let rest = rest.trim_start();
         let rest = rest.strip_prefix("- ").unwrap_or(rest);
-        let hash = if rest.starts_with('#') {
-            Some(0)
-        } else {
-            rest.find(" #").map(|i| i + 1)
-        };
+        let hash = if rest.starts_with('#') { Some(0) } else { rest.find(" #").map(|i| i + 1) };
         let (name, directive) = match hash {
             Some(i) => (rest[..i].trim(), Some(rest[i + 1..].trim())),
             None => (rest.trim(), None),
@@ -310,21 +294,12 @@ impl Parser {
         let (status, reason) = match (upper.as_deref(), directive) {
             (Some(u), Some(d)) if u.starts_with("SKIP") => (Status::Skip, non_empty(d[4..].trim())),
             (Some(u), Some(d)) if u.starts_with("TIMEOUT") => (Status::Timeout, non_empty(d)),
-            (_, d) => (
-                if failed { Status::NotOk } else { Status::Ok },
-                d.and_then(non_empty),
-            ),
+            (_, d) => (if failed { Status::NotOk } else { Status::Ok }, d.and_then(non_empty)),
         };
         Some(Line::Result(self.record(depth, name, status, reason)))
     }
 
-    fn record(
-        &mut self,
-        depth: usize,
-        name: &str,
-        status: Status,
-        reason: Option<String>,
-    ) -> usize {
+    fn record(&mut self, depth: usize, name: &str, status: Status, reason: Option<String>) -> usize {
         // A result at `depth` closes any subtest at `depth + 1` (its children).
         let mut leaf = true;
         while self.levels.len() > depth + 1 {
@@ -338,28 +313,15 @@ impl Parser {
             }
         }
         self.push_to(depth);
-        let suite = if depth == 0 {
-            name.to_string()
-        } else {
-            self.levels[1].name.clone().unwrap_or_default()
-        };
-        let mut path: Vec<&str> = self.levels[2.min(depth + 1)..=depth]
-            .iter()
-            .filter_map(|l| l.name.as_deref())
-            .collect();
+        let suite = if depth == 0 { name.to_string() } else { self.levels[1].name.clone().unwrap_or_default() };
+        let mut path: Vec<&str> =
+            self.levels[2.min(depth + 1)..=depth].iter().filter_map(|l| l.name.as_deref()).collect();
         path.push(name);
         let name = path.join(".");
         let level = &mut self.levels[depth];
         level.count += 1;
         level.has_content = true;
-        self.out.results.push(TestResult {
-            suite,
-            name,
-            status,
-            reason,
-            depth,
-            leaf,
-        });
+        self.out.results.push(TestResult { suite, name, status, reason, depth, leaf });
         self.out.results.len() - 1
     }
 
@@ -381,10 +343,7 @@ impl Parser {
     /// Push implicit levels until `depth` exists.
     fn push_to(&mut self, depth: usize) {
         while self.levels.len() < depth + 1 {
-            self.levels.push(Level {
-                first_result: self.out.results.len(),
-                ..Level::default()
-            });
+            self.levels.push(Level { first_result: self.out.results.len(), ..Level::default() });
         }
     }
 
@@ -399,10 +358,11 @@ impl Parser {
                 r.suite = name.to_string();
             }
         }
-        let what = level.name.as_deref().or(closed_by).map_or_else(
-            || format!("unnamed subtest at depth {depth}"),
-            |n| format!("subtest {n}"),
-        );
+        let what = level
+            .name
+            .as_deref()
+            .or(closed_by)
+            .map_or_else(|| format!("unnamed subtest at depth {depth}"), |n| format!("subtest {n}"));
         if closed_by.is_none() {
             self.problem(format!("missing result: {what} has no result line"), 0);
         }
@@ -413,10 +373,7 @@ impl Parser {
 
     fn check_plan(&mut self, what: &str, plan: usize, count: usize) {
         if count < plan {
-            self.problem(
-                format!("missing result: {what} planned {plan} results, got {count}"),
-                plan - count,
-            );
+            self.problem(format!("missing result: {what} planned {plan} results, got {count}"), plan - count);
         } else if count > plan {
             self.problem(format!("{what} planned {plan} results, got {count}"), 0);
         }
@@ -436,10 +393,7 @@ impl Parser {
         self.out.top_plan = root.plan;
         match root.plan {
             Some(plan) => self.check_plan("top level", plan, root.count),
-            None => self.problem(
-                "no top-level KTAP plan (output missing or cut short)".into(),
-                1,
-            ),
+            None => self.problem("no top-level KTAP plan (output missing or cut short)".into(), 1),
         }
         self.out
     }

@@ -31,10 +31,7 @@ pub struct Error {
 impl Error {
     /// An environment or usage error (exit status 2).
     pub fn env(message: impl Into<String>) -> Self {
-        Error {
-            message: message.into(),
-            code: 2,
-        }
+        Error { message: message.into(), code: 2 }
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// The message (and exit status 2) when QEMU is not installed.
-pub const QEMU_MISSING: &str = "qemu-system-x86_64 not found: install it with 'apt-get install qemu-system-x86' (Debian/Ubuntu)";
+pub const QEMU_MISSING: &str =
+    "qemu-system-x86_64 not found: install it with 'apt-get install qemu-system-x86' (Debian/Ubuntu)";
 
 /// Exit code QEMU returns when the guest wrote 0x10 (pass) to isa-debug-exit.
 pub const EXIT_PASS: i32 = 33;
@@ -124,18 +125,12 @@ pub fn find_executable(name: &Path) -> Option<PathBuf> {
         return name.is_file().then(|| name.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// The emulator's version (`7.2.x` from `QEMU emulator version 7.2.x (...)`).
 pub fn qemu_version(qemu: &Path) -> Option<String> {
-    let out = Command::new(qemu)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
+    let out = Command::new(qemu).arg("--version").stdin(Stdio::null()).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next()?;
     let version = first.split("version").nth(1)?.split_whitespace().next()?;
@@ -154,9 +149,7 @@ pub fn run_emulator(
 ) -> std::io::Result<EmulatorRun> {
     let start = Instant::now();
     let deadline = start + timeout;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
@@ -238,9 +231,5 @@ pub fn run_emulator(
         use std::os::unix::process::ExitStatusExt;
         Exit::Signal(status.signal().unwrap_or(0))
     };
-    Ok(EmulatorRun {
-        exit,
-        stderr,
-        elapsed: start.elapsed(),
-    })
+    Ok(EmulatorRun { exit, stderr, elapsed: start.elapsed() })
 }

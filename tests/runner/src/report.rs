@@ -54,26 +54,20 @@ pub fn judge(exit: Exit, ktap: &Summary, timeout_secs: u64) -> Vec<String> {
     if !failed.is_empty() {
         out.push(format!("{} test(s) failed", failed.len()));
     }
-    let suites_failed = ktap
-        .results
-        .iter()
-        .filter(|r| !r.leaf && r.status.is_failure())
-        .count();
+    let suites_failed = ktap.results.iter().filter(|r| !r.leaf && r.status.is_failure()).count();
     if failed.is_empty() && suites_failed > 0 {
         out.push(format!("{suites_failed} suite(s) reported not ok"));
     }
     match exit {
         Exit::TimedOut => out.push(format!("TIMEOUT: whole run exceeded {timeout_secs} s")),
-        Exit::Code(EXIT_PASS) if ktap.has_failure() => out.push(format!(
-            "guest reported pass (QEMU exit {EXIT_PASS}) but its KTAP output shows failures"
-        )),
-        Exit::Code(EXIT_PASS) => {}
-        Exit::Code(EXIT_FAIL) if !ktap.has_failure() => out.push(format!(
-            "guest reported failure (QEMU exit {EXIT_FAIL}) but its KTAP output shows none"
-        )),
-        Exit::Code(EXIT_FAIL) => {
-            out.push(format!("guest reported failure (QEMU exit {EXIT_FAIL})"))
+        Exit::Code(EXIT_PASS) if ktap.has_failure() => {
+            out.push(format!("guest reported pass (QEMU exit {EXIT_PASS}) but its KTAP output shows failures"))
         }
+        Exit::Code(EXIT_PASS) => {}
+        Exit::Code(EXIT_FAIL) if !ktap.has_failure() => {
+            out.push(format!("guest reported failure (QEMU exit {EXIT_FAIL}) but its KTAP output shows none"))
+        }
+        Exit::Code(EXIT_FAIL) => out.push(format!("guest reported failure (QEMU exit {EXIT_FAIL})")),
         Exit::Code(0) => out.push("triple fault or reset (QEMU exit 0)".into()),
         Exit::Code(n) => out.push(format!("unexpected QEMU exit {n}")),
         Exit::Signal(s) => out.push(format!("QEMU killed by signal {s}")),
@@ -120,10 +114,7 @@ struct ResultsJson<'a> {
 
 /// Totals over all boots: (passed, failed, skipped).
 pub fn totals(boots: &[BootResult]) -> (usize, usize, usize) {
-    boots
-        .iter()
-        .map(BootResult::counts)
-        .fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2))
+    boots.iter().map(BootResult::counts).fold((0, 0, 0), |a, c| (a.0 + c.0, a.1 + c.1, a.2 + c.2))
 }
 
 /// `results.json`: every configuration with its leaf tests.
@@ -143,13 +134,7 @@ pub fn results_json(info: &RunInfo, boots: &[BootResult]) -> String {
             tests: b.ktap.leaves().collect(),
         })
         .collect();
-    let doc = ResultsJson {
-        info,
-        passed,
-        failed,
-        skipped,
-        configs,
-    };
+    let doc = ResultsJson { info, passed, failed, skipped, configs };
     serde_json::to_string_pretty(&doc).expect("serializable") + "\n"
 }
 
@@ -211,20 +196,12 @@ pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> st
                 count(|s| s == Status::Skip)
             )?;
             for t in tests.iter().filter(|t| t.status.is_failure()) {
-                let reason = t
-                    .reason
-                    .as_deref()
-                    .map(|r| format!(" # {r}"))
-                    .unwrap_or_default();
+                let reason = t.reason.as_deref().map(|r| format!(" # {r}")).unwrap_or_default();
                 writeln!(out, "        not ok {}{reason}", t.name)?;
             }
         }
         for bench in &b.ktap.benches {
-            let fields: Vec<String> = bench
-                .fields
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let fields: Vec<String> = bench.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(out, "    bench {} {}", bench.name, fields.join(" "))?;
         }
         for f in &b.failures {

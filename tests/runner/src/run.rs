@@ -22,12 +22,7 @@ pub struct Console<'a> {
 impl<'a> Console<'a> {
     /// `tty` enables the redrawn progress line; `quiet` limits echo to failures.
     pub fn new(out: &'a mut dyn Write, tty: bool, quiet: bool) -> Self {
-        Console {
-            out,
-            tty,
-            quiet,
-            status: String::new(),
-        }
+        Console { out, tty, quiet, status: String::new() }
     }
 
     /// Whether only failures are echoed.
@@ -131,9 +126,9 @@ pub fn annotate(line: &str, kind: &Line, sym: Option<&Symbolizer>) -> String {
     let described = match (kind, sym) {
         (Line::Frame(a), Some(s)) => s.describe(*a).map(|d| format!("{line} {d}")),
         (Line::Registers(a), Some(s)) => s.describe(*a).map(|d| format!("{line} (rip: {d})")),
-        (Line::Exception(text), Some(s)) => crate::ktap::rip_of(text)
-            .and_then(|a| s.describe(a))
-            .map(|d| format!("{line} (rip: {d})")),
+        (Line::Exception(text), Some(s)) => {
+            crate::ktap::rip_of(text).and_then(|a| s.describe(a)).map(|d| format!("{line} (rip: {d})"))
+        }
         _ => None,
     };
     described.unwrap_or_else(|| line.to_string())
@@ -181,36 +176,16 @@ pub fn run_boot(
     };
     let run = qemu::run_emulator(cmd, timeout, &mut on_event)?;
     console.clear_progress();
-    Ok(BootOutcome {
-        exit: run.exit,
-        stderr: run.stderr,
-        raw,
-        ktap: parser.finish(),
-        elapsed: run.elapsed,
-    })
+    Ok(BootOutcome { exit: run.exit, stderr: run.stderr, raw, ktap: parser.finish(), elapsed: run.elapsed })
 }
 
 /// The guest command line: runner keys first, `append` words override keys they repeat.
-pub fn build_cmdline(
-    tests: &str,
-    seed: u64,
-    preempt: &str,
-    bench: &str,
-    append: &[String],
-) -> String {
-    let mut words: Vec<String> = vec![
-        format!("tests={tests}"),
-        format!("seed={seed}"),
-        format!("preempt={preempt}"),
-        format!("bench={bench}"),
-    ];
+pub fn build_cmdline(tests: &str, seed: u64, preempt: &str, bench: &str, append: &[String]) -> String {
+    let mut words: Vec<String> =
+        vec![format!("tests={tests}"), format!("seed={seed}"), format!("preempt={preempt}"), format!("bench={bench}")];
     for w in append {
         let key = w.split_once('=').map(|(k, _)| k);
-        let existing = key.and_then(|k| {
-            words
-                .iter()
-                .position(|x| x.split_once('=').map(|(a, _)| a) == Some(k))
-        });
+        let existing = key.and_then(|k| words.iter().position(|x| x.split_once('=').map(|(a, _)| a) == Some(k)));
         match existing {
             Some(i) => words[i] = w.clone(),
             None => words.push(w.clone()),
@@ -229,12 +204,10 @@ pub fn repo_root() -> Result<PathBuf, Error> {
     {
         return Ok(root.to_path_buf());
     }
-    let cwd = std::env::current_dir()
-        .map_err(|e| Error::env(format!("ktest: no current directory: {e}")))?;
-    cwd.ancestors()
-        .find(|p| is_repo(p))
-        .map(Path::to_path_buf)
-        .ok_or_else(|| Error::env("ktest: cannot find the repository root (a directory with Cargo.toml and testkernel/)"))
+    let cwd = std::env::current_dir().map_err(|e| Error::env(format!("ktest: no current directory: {e}")))?;
+    cwd.ancestors().find(|p| is_repo(p)).map(Path::to_path_buf).ok_or_else(|| {
+        Error::env("ktest: cannot find the repository root (a directory with Cargo.toml and testkernel/)")
+    })
 }
 
 /// Where `cargo build --release` in `testkernel/` puts the kernel ELF.
@@ -273,8 +246,7 @@ fn random_seed() -> u64 {
 }
 
 fn write_file(path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::write(path, contents)
-        .map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", path.display())))
+    std::fs::write(path, contents).map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", path.display())))
 }
 
 /// Run every configuration of `opts`; returns the exit status (0 pass, 1 fail).
@@ -297,15 +269,9 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         }
     };
     if !kernel.is_file() {
-        let hint = if opts.no_build {
-            " (drop --no-build to build it)"
-        } else {
-            ""
-        };
+        let hint = if opts.no_build { " (drop --no-build to build it)" } else { "" };
         let kernel = kernel.display();
-        return Err(Error::env(format!(
-            "ktest: kernel ELF not found at {kernel}{hint}"
-        )));
+        return Err(Error::env(format!("ktest: kernel ELF not found at {kernel}{hint}")));
     }
     let out_dir = match &opts.out {
         Some(d) => d.clone(),
@@ -322,9 +288,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
     let sym = match Symbolizer::from_file(&kernel) {
         Ok(s) => Some(s),
         Err(e) => {
-            console.line(&format!(
-                "ktest: warning: backtraces stay unsymbolized: {e}"
-            ));
+            console.line(&format!("ktest: warning: backtraces stay unsymbolized: {e}"));
             None
         }
     };
@@ -335,11 +299,8 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         kernel: kernel.display().to_string(),
     };
 
-    let configs: Vec<(u32, &str)> = opts
-        .smp
-        .iter()
-        .flat_map(|&n| opts.preempt.iter().map(move |p| (n, p.as_str())))
-        .collect();
+    let configs: Vec<(u32, &str)> =
+        opts.smp.iter().flat_map(|&n| opts.preempt.iter().map(move |p| (n, p.as_str()))).collect();
     let mut boots = Vec::new();
     for (i, &(smp, preempt)) in configs.iter().enumerate() {
         let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
@@ -356,9 +317,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         });
         if !opts.quiet {
             let kernel = kernel.display();
-            console.line(&format!(
-                "ktest: {label}: booting {kernel} with \"{cmdline}\""
-            ));
+            console.line(&format!("ktest: {label}: booting {kernel} with \"{cmdline}\""));
         }
         let timeout = Duration::from_secs(opts.timeout_secs);
         let boot = run_boot(cmd, timeout, sym.as_ref(), &mut console, &label)
@@ -374,10 +333,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
         if !opts.quiet || !failures.is_empty() {
             let secs = boot.elapsed.as_secs_f64();
-            console.line(&format!(
-                "ktest: {label}: {verdict} ({}, {secs:.1} s)",
-                boot.exit
-            ));
+            console.line(&format!("ktest: {label}: {verdict} ({}, {secs:.1} s)", boot.exit));
         }
         for f in &failures {
             console.line(&format!("ktest: {label}: {f}"));
@@ -394,10 +350,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         });
     }
 
-    write_file(
-        &out_dir.join("results.json"),
-        &report::results_json(&info, &boots),
-    )?;
+    write_file(&out_dir.join("results.json"), &report::results_json(&info, &boots))?;
     let benches = report::bench_objects(&info, &boots);
     if opts.mode == crate::cli::Mode::Bench || !benches.is_empty() {
         let text = serde_json::to_string_pretty(&benches).expect("serializable") + "\n";
@@ -407,9 +360,5 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         console.line(&format!("ktest: reports in {}", out_dir.display()));
     }
     let _ = report::print_summary(console.writer(), seed, &boots);
-    Ok(if boots.iter().all(BootResult::passed) {
-        0
-    } else {
-        1
-    })
+    Ok(if boots.iter().all(BootResult::passed) { 0 } else { 1 })
 }

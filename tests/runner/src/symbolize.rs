@@ -23,8 +23,7 @@ pub struct Symbolizer {
 impl Symbolizer {
     /// Read the symbol tables of the ELF file at `path`.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -59,9 +58,7 @@ impl Symbolizer {
         }
         symbols.sort_by(|a, b| a.addr.cmp(&b.addr).then(b.func.cmp(&a.func)));
         symbols.dedup_by(|b, a| a.addr == b.addr && a.name == b.name);
-        let funcs = (0..symbols.len())
-            .filter(|&i| symbols[i].func && symbols[i].size > 0)
-            .collect();
+        let funcs = (0..symbols.len()).filter(|&i| symbols[i].func && symbols[i].size > 0).collect();
         Ok(Symbolizer { symbols, funcs })
     }
 
@@ -80,9 +77,7 @@ impl Symbolizer {
     /// A function whose `[addr, addr + size)` covers the address wins; otherwise the
     /// symbol with the greatest address not above `addr`.
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
-        let end = self
-            .funcs
-            .partition_point(|&i| self.symbols[i].addr <= addr);
+        let end = self.funcs.partition_point(|&i| self.symbols[i].addr <= addr);
         // Functions rarely overlap; look back a little for aliases and nesting.
         for &i in self.funcs[..end].iter().rev().take(16) {
             let s = &self.symbols[i];
@@ -100,7 +95,6 @@ impl Symbolizer {
 
     /// `function+0xoff` for an address, if any symbol precedes it.
     pub fn describe(&self, addr: u64) -> Option<String> {
-        self.lookup(addr)
-            .map(|(name, off)| format!("{name}+{off:#x}"))
+        self.lookup(addr).map(|(name, off)| format!("{name}+{off:#x}"))
     }
 }

@@ -28,10 +28,7 @@ fn run_defaults() {
 #[test]
 fn bench_defaults() {
     let o = opts(&["bench"]).unwrap();
-    assert_eq!(
-        (o.smp.as_slice(), o.mem_mib, o.bench_mode()),
-        (&[2][..], 512, "only")
-    );
+    assert_eq!((o.smp.as_slice(), o.mem_mib, o.bench_mode()), (&[2][..], 512, "only"));
 }
 
 #[test]
@@ -87,15 +84,9 @@ fn bad_values() {
     for (args, msg) in [
         (&["run", "--smp", "1,x"][..], "invalid --smp value '1,x'"),
         (&["run", "--smp", ""][..], "invalid --smp value ''"),
-        (
-            &["run", "--preempt", "voluntary"][..],
-            "invalid --preempt value 'voluntary'",
-        ),
+        (&["run", "--preempt", "voluntary"][..], "invalid --preempt value 'voluntary'"),
         (&["run", "--seed", "-1"][..], "invalid --seed value '-1'"),
-        (
-            &["run", "--timeout", "0"][..],
-            "--timeout must be at least 1 second",
-        ),
+        (&["run", "--timeout", "0"][..], "--timeout must be at least 1 second"),
         (&["run", "--mem"][..], "--mem needs a value"),
         (&["run", "--kvm=yes"][..], "--kvm takes no value"),
         (&["run", "--bogus"][..], "unknown option '--bogus'"),
@@ -114,15 +105,8 @@ fn help() {
 
 #[test]
 fn guest_command_line() {
-    assert_eq!(
-        build_cmdline("all", 9, "none", "skip", &[]),
-        "tests=all seed=9 preempt=none bench=skip"
-    );
-    let extra = [
-        "fault=hang".to_string(),
-        "seed=3".to_string(),
-        "timeout=5".to_string(),
-    ];
+    assert_eq!(build_cmdline("all", 9, "none", "skip", &[]), "tests=all seed=9 preempt=none bench=skip");
+    let extra = ["fault=hang".to_string(), "seed=3".to_string(), "timeout=5".to_string()];
     assert_eq!(
         build_cmdline("boot", 9, "full", "only", &extra),
         "tests=boot seed=3 preempt=full bench=only fault=hang timeout=5"

@@ -29,19 +29,12 @@ fn boot(script: &str, timeout: Duration, quiet: bool) -> (BootOutcome, String) {
 
 #[test]
 fn passing_guest() {
-    let (b, echoed) = boot(
-        &format!("printf '{PASS}'; exit 33"),
-        Duration::from_secs(30),
-        false,
-    );
+    let (b, echoed) = boot(&format!("printf '{PASS}'; exit 33"), Duration::from_secs(30), false);
     assert_eq!(b.exit, Exit::Code(33));
     assert_eq!(b.ktap.counts(), (1, 0, 1));
     assert!(judge(b.exit, &b.ktap, 30).is_empty());
     assert!(echoed.contains("    ok 2 b # SKIP not here\n"), "{echoed}");
-    assert!(
-        !echoed.contains('\x1b'),
-        "no escape codes without a terminal"
-    );
+    assert!(!echoed.contains('\x1b'), "no escape codes without a terminal");
     assert_eq!(b.raw.lines().count(), 8);
 }
 
@@ -51,28 +44,14 @@ fn failing_guest_exit_35() {
     let (b, _) = boot(script, Duration::from_secs(30), false);
     assert_eq!(b.exit, Exit::Code(35));
     let f = judge(b.exit, &b.ktap, 30);
-    assert_eq!(
-        f,
-        ["1 test(s) failed", "guest reported failure (QEMU exit 35)"]
-    );
+    assert_eq!(f, ["1 test(s) failed", "guest reported failure (QEMU exit 35)"]);
 }
 
 #[test]
 fn triple_fault_and_odd_exits() {
-    let (b, _) = boot(
-        &format!("printf '{PASS}'; exit 0"),
-        Duration::from_secs(30),
-        false,
-    );
-    assert_eq!(
-        judge(b.exit, &b.ktap, 30),
-        ["triple fault or reset (QEMU exit 0)"]
-    );
-    let (b, _) = boot(
-        &format!("printf '{PASS}'; exit 7"),
-        Duration::from_secs(30),
-        false,
-    );
+    let (b, _) = boot(&format!("printf '{PASS}'; exit 0"), Duration::from_secs(30), false);
+    assert_eq!(judge(b.exit, &b.ktap, 30), ["triple fault or reset (QEMU exit 0)"]);
+    let (b, _) = boot(&format!("printf '{PASS}'; exit 7"), Duration::from_secs(30), false);
     assert_eq!(judge(b.exit, &b.ktap, 30), ["unexpected QEMU exit 7"]);
     let (b, _) = boot("kill -9 $$", Duration::from_secs(30), false);
     assert_eq!(b.exit, Exit::Signal(9));
@@ -86,10 +65,7 @@ fn pass_exit_with_missing_results_fails() {
     let (b, _) = boot(script, Duration::from_secs(30), false);
     let f = judge(b.exit, &b.ktap, 30);
     assert!(f[0].starts_with("guest reported pass"), "{f:?}");
-    assert!(
-        f.iter().any(|m| m.contains("planned 3 results, got 2")),
-        "{f:?}"
-    );
+    assert!(f.iter().any(|m| m.contains("planned 3 results, got 2")), "{f:?}");
 }
 
 #[test]
@@ -97,11 +73,7 @@ fn hung_guest_is_killed_at_the_timeout() {
     let start = Instant::now();
     let script = r"printf 'KTAP version 1\n1..1\n'; exec sleep 60";
     let (b, _) = boot(script, Duration::from_secs(1), false);
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert_eq!(b.exit, Exit::TimedOut);
     let f = judge(b.exit, &b.ktap, 1);
     assert_eq!(f[0], "TIMEOUT: whole run exceeded 1 s");
@@ -110,16 +82,8 @@ fn hung_guest_is_killed_at_the_timeout() {
 #[test]
 fn chatty_guest_is_killed_at_the_timeout() {
     let start = Instant::now();
-    let (b, _) = boot(
-        "while :; do echo '# spam'; done",
-        Duration::from_secs(1),
-        true,
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        start.elapsed()
-    );
+    let (b, _) = boot("while :; do echo '# spam'; done", Duration::from_secs(1), true);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
     assert_eq!(b.exit, Exit::TimedOut);
 }
 
@@ -127,33 +91,21 @@ fn chatty_guest_is_killed_at_the_timeout() {
 fn lines_stream_as_they_arrive() {
     let mut seen = Vec::new();
     let start = Instant::now();
-    let run = run_emulator(
-        sh("echo first; sleep 1; printf 'partial'"),
-        Duration::from_secs(30),
-        &mut |ev| {
-            if let Event::Line(l) = ev {
-                seen.push((l.to_string(), start.elapsed()));
-            }
-        },
-    )
+    let run = run_emulator(sh("echo first; sleep 1; printf 'partial'"), Duration::from_secs(30), &mut |ev| {
+        if let Event::Line(l) = ev {
+            seen.push((l.to_string(), start.elapsed()));
+        }
+    })
     .expect("run");
     assert_eq!(run.exit, Exit::Code(0));
     let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(lines, ["first", "partial"]);
-    assert!(
-        seen[1].1 - seen[0].1 >= Duration::from_millis(500),
-        "{seen:?}"
-    );
+    assert!(seen[1].1 - seen[0].1 >= Duration::from_millis(500), "{seen:?}");
 }
 
 #[test]
 fn stderr_is_collected() {
-    let run = run_emulator(
-        sh("echo oops >&2; exit 1"),
-        Duration::from_secs(30),
-        &mut |_| {},
-    )
-    .expect("run");
+    let run = run_emulator(sh("echo oops >&2; exit 1"), Duration::from_secs(30), &mut |_| {}).expect("run");
     assert_eq!(run.stderr, "oops\n");
     assert_eq!(run.exit, Exit::Code(1));
 }
@@ -171,12 +123,7 @@ fn quiet_echoes_only_failures() {
 
 #[test]
 fn missing_emulator_is_an_io_error() {
-    let err = run_emulator(
-        Command::new("/nonexistent/qemu"),
-        Duration::from_secs(5),
-        &mut |_| {},
-    )
-    .unwrap_err();
+    let err = run_emulator(Command::new("/nonexistent/qemu"), Duration::from_secs(5), &mut |_| {}).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
 
@@ -201,10 +148,7 @@ fn fake_qemu(dir: &Path, body: &str) -> PathBuf {
 }
 
 fn ktest(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ktest"))
-        .args(args)
-        .output()
-        .expect("run ktest");
+    let out = Command::new(env!("CARGO_BIN_EXE_ktest")).args(args).output().expect("run ktest");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -252,22 +196,14 @@ fn binary_runs_the_cross_product_and_writes_reports() {
         stdout.contains("-append tests=boot seed=7 preempt=full bench=skip timeout=5 -display none -serial stdio -no-reboot -m 256M -smp 1 -device isa-debug-exit,iobase=0xf4,iosize=0x04 -accel tcg,thread=multi -foo"),
         "{stdout}"
     );
-    for log in [
-        "ktap-smp1-full.txt",
-        "ktap-smp1-none.txt",
-        "ktap-smp2-full.txt",
-        "ktap-smp2-none.txt",
-    ] {
+    for log in ["ktap-smp1-full.txt", "ktap-smp1-none.txt", "ktap-smp2-full.txt", "ktap-smp2-none.txt"] {
         assert!(out.join(log).is_file(), "{log} missing");
     }
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[lines.len() - 2], "3 skipped", "{stdout}");
     // 3 passing boots of (1 ok, 1 skip); the failing one has 1 not ok from its second KTAP.
     assert_eq!(lines[lines.len() - 1], "3 passed, 1 failed", "{stdout}");
-    assert!(
-        stdout.contains("smp=2 preempt=none: FAIL (exit 35"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("smp=2 preempt=none: FAIL (exit 35"), "{stdout}");
 
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
@@ -292,11 +228,7 @@ fn binary_symbolizes_backtraces_and_rip() {
     let sym = ktest_runner::symbolize::Symbolizer::from_bytes(&bytes).unwrap();
     // Any sized function of this binary will do as the "kernel" function that faulted.
     let elf = goblin::elf::Elf::parse(&bytes).unwrap();
-    let f = elf
-        .syms
-        .iter()
-        .find(|s| s.st_type() == goblin::elf::sym::STT_FUNC && s.st_size > 16)
-        .expect("a function");
+    let f = elf.syms.iter().find(|s| s.st_type() == goblin::elf::sym::STT_FUNC && s.st_size > 16).expect("a function");
     let addr = f.st_value + 5;
     let expected = sym.describe(addr).unwrap();
     assert!(expected.ends_with("+0x5"), "{expected}");
@@ -317,19 +249,13 @@ fn binary_symbolizes_backtraces_and_rip() {
         dir.join("out").to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{stdout}");
-    assert!(
-        stdout.contains(&format!("#  0: 0x{addr:016x} {expected}\n")),
-        "{stdout}"
-    );
+    assert!(stdout.contains(&format!("#  0: 0x{addr:016x} {expected}\n")), "{stdout}");
     assert!(stdout.contains(&format!("(rip: {expected})")), "{stdout}");
     assert!(stdout.contains("FAIL: EXCEPTION: page fault"), "{stdout}");
     // A rip= on the EXCEPTION line itself is symbolized too.
     let line = format!("# EXCEPTION: #GP rip=0x{addr:x}");
     let kind = ktest_runner::ktap::Parser::new().feed(&line);
-    assert_eq!(
-        ktest_runner::run::annotate(&line, &kind, Some(&sym)),
-        format!("{line} (rip: {expected})")
-    );
+    assert_eq!(ktest_runner::run::annotate(&line, &kind, Some(&sym)), format!("{line} (rip: {expected})"));
     assert!(stdout.ends_with("\n0 passed, 1 failed\n"), "{stdout}");
 }
 
@@ -351,10 +277,7 @@ fn binary_times_out_a_silent_guest() {
     ]);
     assert!(start.elapsed() < Duration::from_secs(20));
     assert_eq!(code, 1);
-    assert!(
-        stdout.contains("TIMEOUT: whole run exceeded 1 s"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("TIMEOUT: whole run exceeded 1 s"), "{stdout}");
     assert!(stdout.ends_with("\n0 passed, 1 failed\n"), "{stdout}");
 }
 
@@ -368,20 +291,10 @@ printf 'KTAP version 1\n1..1\n    KTAP version 1\n    # Subtest: bench\n    1..2
 exit 33",
     );
     let out = dir.join("out");
-    let (code, stdout, stderr) = ktest(&[
-        "bench",
-        "--qemu",
-        qemu.to_str().unwrap(),
-        "--kernel",
-        &own_exe(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) =
+        ktest(&["bench", "--qemu", qemu.to_str().unwrap(), "--kernel", &own_exe(), "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("\n    bench wq_flush_idle median_ns=410 p99_ns=590 n=10000\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("\n    bench wq_flush_idle median_ns=410 p99_ns=590 n=10000\n"), "{stdout}");
     let bench: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
     assert_eq!(
@@ -413,10 +326,7 @@ fn binary_reports_missing_qemu() {
 fn binary_usage_errors() {
     let (code, _, stderr) = ktest(&["run", "--smp", "0"]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.starts_with("ktest: invalid --smp value '0'"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("ktest: invalid --smp value '0'"), "{stderr}");
     let (code, _, stderr) = ktest(&["frobnicate"]);
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown command 'frobnicate'"), "{stderr}");
@@ -428,8 +338,5 @@ fn binary_usage_errors() {
 #[test]
 fn skip_status_serializes_like_ktap() {
     assert_eq!(serde_json::to_string(&Status::NotOk).unwrap(), "\"not ok\"");
-    assert_eq!(
-        serde_json::to_string(&Status::Timeout).unwrap(),
-        "\"timeout\""
-    );
+    assert_eq!(serde_json::to_string(&Status::Timeout).unwrap(), "\"timeout\"");
 }

@@ -51,11 +51,7 @@ fn ktest(name: &str, args: &[&str]) -> Run {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("---- ktest {args:?} ----\n{stdout}\n---- stderr ----\n{stderr}");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout,
-        out_dir,
-    }
+    Run { code: output.status.code().unwrap_or(-1), stdout, out_dir }
 }
 
 /// A backtrace frame line `#  N: 0x<hex> function+0xoff`.
@@ -68,64 +64,32 @@ fn has_symbolized_frame(stdout: &str) -> bool {
             return false;
         };
         let mut words = after.split_whitespace();
-        let addr_ok = words
-            .next()
-            .is_some_and(|a| u64::from_str_radix(a, 16).is_ok());
-        index.bytes().all(|b| b.is_ascii_digit())
-            && addr_ok
-            && words.next().is_some_and(|s| s.contains("+0x"))
+        let addr_ok = words.next().is_some_and(|a| u64::from_str_radix(a, 16).is_ok());
+        index.bytes().all(|b| b.is_ascii_digit()) && addr_ok && words.next().is_some_and(|s| s.contains("+0x"))
     })
 }
 
 fn final_counts(stdout: &str) -> (usize, usize) {
     let last = stdout.lines().last().expect("output");
-    let (p, f) = last
-        .split_once(" passed, ")
-        .unwrap_or_else(|| panic!("bad final line {last:?}"));
-    let f = f
-        .strip_suffix(" failed")
-        .unwrap_or_else(|| panic!("bad final line {last:?}"));
+    let (p, f) = last.split_once(" passed, ").unwrap_or_else(|| panic!("bad final line {last:?}"));
+    let f = f.strip_suffix(" failed").unwrap_or_else(|| panic!("bad final line {last:?}"));
     (p.parse().unwrap(), f.parse().unwrap())
 }
 
 fn assert_fault_reported(name: &str, fault: &str) -> Run {
-    let run = ktest(
-        name,
-        &[
-            "--smp",
-            "2",
-            "--tests",
-            "fault",
-            "--timeout",
-            "300",
-            "--append",
-            fault,
-        ],
-    );
+    let run = ktest(name, &["--smp", "2", "--tests", "fault", "--timeout", "300", "--append", fault]);
     assert_eq!(run.code, 1, "{fault}: the run must fail");
-    assert!(
-        has_symbolized_frame(&run.stdout),
-        "{fault}: no symbolized backtrace frame"
-    );
-    assert!(
-        final_counts(&run.stdout).1 > 0,
-        "{fault}: no failure counted"
-    );
+    assert!(has_symbolized_frame(&run.stdout), "{fault}: no symbolized backtrace frame");
+    assert!(final_counts(&run.stdout).1 > 0, "{fault}: no failure counted");
     run
 }
 
 #[test]
 fn boot_suite_passes_on_two_cpus() {
-    let run = ktest(
-        "boot",
-        &["--smp", "2", "--tests", "boot", "--timeout", "300"],
-    );
+    let run = ktest("boot", &["--smp", "2", "--tests", "boot", "--timeout", "300"]);
     assert_eq!(run.code, 0, "tests=boot must pass");
     let (passed, failed) = final_counts(&run.stdout);
-    assert!(
-        passed > 0 && failed == 0,
-        "{passed} passed, {failed} failed"
-    );
+    assert!(passed > 0 && failed == 0, "{passed} passed, {failed} failed");
     assert!(run.stdout.contains("smp=2 preempt=full: PASS (exit 33"));
     assert!(run.out_dir.join("ktap-smp2-full.txt").is_file());
     assert!(run.out_dir.join("results.json").is_file());
@@ -151,29 +115,12 @@ fn panic_is_reported_with_backtrace() {
 
 #[test]
 fn hanging_test_is_reported_by_the_guest_watchdog() {
-    let run = ktest(
-        "hang",
-        &[
-            "--smp",
-            "2",
-            "--tests",
-            "fault",
-            "--timeout",
-            "300",
-            "--append",
-            "fault=hang timeout=5",
-        ],
-    );
+    let run =
+        ktest("hang", &["--smp", "2", "--tests", "fault", "--timeout", "300", "--append", "fault=hang timeout=5"]);
     assert_eq!(run.code, 1, "the run must fail");
-    let timeout_line = run
-        .stdout
-        .lines()
-        .any(|l| l.trim_start().starts_with("not ok ") && l.contains("# TIMEOUT"));
+    let timeout_line = run.stdout.lines().any(|l| l.trim_start().starts_with("not ok ") && l.contains("# TIMEOUT"));
     assert!(timeout_line, "no 'not ok ... # TIMEOUT' result");
-    assert!(
-        !run.stdout.contains("TIMEOUT: whole run exceeded"),
-        "the guest's watchdog should have fired first"
-    );
+    assert!(!run.stdout.contains("TIMEOUT: whole run exceeded"), "the guest's watchdog should have fired first");
     let results = std::fs::read_to_string(run.out_dir.join("results.json")).expect("results.json");
     assert!(results.contains("\"status\": \"timeout\""), "{results}");
 }
@@ -181,27 +128,9 @@ fn hanging_test_is_reported_by_the_guest_watchdog() {
 #[test]
 fn locked_up_guest_is_killed_by_the_runner() {
     let start = std::time::Instant::now();
-    let run = ktest(
-        "lockup",
-        &[
-            "--smp",
-            "2",
-            "--tests",
-            "fault",
-            "--timeout",
-            "20",
-            "--append",
-            "fault=lockup",
-        ],
-    );
+    let run = ktest("lockup", &["--smp", "2", "--tests", "fault", "--timeout", "20", "--append", "fault=lockup"]);
     assert!(start.elapsed().as_secs() < 60, "took {:?}", start.elapsed());
     assert_eq!(run.code, 1, "the run must fail");
-    assert!(
-        run.stdout.contains("TIMEOUT: whole run exceeded 20 s"),
-        "no runner time-out reported"
-    );
-    assert!(
-        run.stdout.contains("(timed out,"),
-        "exit not reported as a time-out"
-    );
+    assert!(run.stdout.contains("TIMEOUT: whole run exceeded 20 s"), "no runner time-out reported");
+    assert!(run.stdout.contains("(timed out,"), "exit not reported as a time-out");
 }

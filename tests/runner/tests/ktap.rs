@@ -36,18 +36,8 @@ fn all_pass() {
     assert!(s.problems.is_empty(), "{:?}", s.problems);
     assert!(!s.has_failure());
     assert_eq!(s.top_plan, Some(2));
-    let leaves: Vec<(&str, &str)> = s
-        .leaves()
-        .map(|r| (r.suite.as_str(), r.name.as_str()))
-        .collect();
-    assert_eq!(
-        leaves,
-        [
-            ("boot", "cpus_online"),
-            ("boot", "clock_monotonic"),
-            ("sched", "yield")
-        ]
-    );
+    let leaves: Vec<(&str, &str)> = s.leaves().map(|r| (r.suite.as_str(), r.name.as_str())).collect();
+    assert_eq!(leaves, [("boot", "cpus_online"), ("boot", "clock_monotonic"), ("sched", "yield")]);
     // The suite summaries are results too, but not leaves.
     assert_eq!(s.results.iter().filter(|r| !r.leaf).count(), 2);
     assert!(judge(Exit::Code(33), &s, 900).is_empty());
@@ -65,10 +55,7 @@ fn not_ok_with_reason() {
     let failed: Vec<_> = s.leaves().filter(|r| r.status == Status::NotOk).collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].name, "clock_monotonic");
-    assert_eq!(
-        failed[0].reason.as_deref(),
-        Some("assertion failed: a <= b at tests/suite/src/boot.rs:10:5")
-    );
+    assert_eq!(failed[0].reason.as_deref(), Some("assertion failed: a <= b at tests/suite/src/boot.rs:10:5"));
     assert!(s.has_failure());
     let f = judge(Exit::Code(35), &s, 900);
     assert!(f.iter().any(|m| m.contains("1 test(s) failed")), "{f:?}");
@@ -82,10 +69,7 @@ fn skip_is_not_failure() {
     let text = ALL_PASS.replace("    ok 1 yield", "    ok 1 yield # SKIP needs 2 CPUs");
     let (_, s) = parse(&text);
     assert_eq!(s.counts(), (2, 0, 1));
-    let skipped = s
-        .leaves()
-        .find(|r| r.status == Status::Skip)
-        .expect("a skip");
+    let skipped = s.leaves().find(|r| r.status == Status::Skip).expect("a skip");
     assert_eq!(skipped.reason.as_deref(), Some("needs 2 CPUs"));
     assert!(judge(Exit::Code(33), &s, 900).is_empty());
     // A fail exit with nothing failing in KTAP is inconsistent, and reported.
@@ -141,16 +125,8 @@ KTAP version 1
 ";
     let (_, s) = parse(text);
     let msgs: Vec<&str> = s.problems.iter().map(|p| p.message.as_str()).collect();
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("subtest boot planned 3 results, got 1")),
-        "{msgs:?}"
-    );
-    assert!(
-        msgs.iter()
-            .any(|m| m.contains("top level planned 2 results, got 0")),
-        "{msgs:?}"
-    );
+    assert!(msgs.iter().any(|m| m.contains("subtest boot planned 3 results, got 1")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("top level planned 2 results, got 0")), "{msgs:?}");
     // Two missing in the suite, two missing suites.
     assert_eq!(s.problems.iter().map(|p| p.weight).sum::<usize>(), 4);
 }
@@ -160,11 +136,7 @@ fn no_plan_at_all() {
     let (_, s) = parse("SeaBIOS (version 1.16)\nBooting from ROM...\n");
     assert_eq!(s.garbage, 2);
     assert!(s.top_plan.is_none());
-    assert!(
-        s.problems
-            .iter()
-            .any(|p| p.message.contains("no top-level KTAP plan"))
-    );
+    assert!(s.problems.iter().any(|p| p.message.contains("no top-level KTAP plan")));
     let (_, empty) = parse("");
     assert!(empty.has_failure());
 }
@@ -213,17 +185,10 @@ not ok 1 wq
 ";
     let (_, s) = parse(text);
     assert!(s.problems.is_empty(), "{:?}", s.problems);
-    let leaves: Vec<(&str, &str, Status)> = s
-        .leaves()
-        .map(|r| (r.suite.as_str(), r.name.as_str(), r.status))
-        .collect();
+    let leaves: Vec<(&str, &str, Status)> = s.leaves().map(|r| (r.suite.as_str(), r.name.as_str(), r.status)).collect();
     assert_eq!(
         leaves,
-        [
-            ("wq", "params.one", Status::Ok),
-            ("wq", "params.two", Status::NotOk),
-            ("wq", "flat", Status::Ok),
-        ]
+        [("wq", "params.one", Status::Ok), ("wq", "params.two", Status::NotOk), ("wq", "flat", Status::Ok),]
     );
     assert_eq!(s.counts(), (2, 1, 0));
 }
@@ -253,10 +218,7 @@ KTAP version 1
 not ok 1 boot
 ";
     let (lines, s) = parse(text);
-    assert_eq!(
-        lines[6],
-        Line::Panic("PANIC at tests/suite/src/boot.rs:20:9: boom".into())
-    );
+    assert_eq!(lines[6], Line::Panic("PANIC at tests/suite/src/boot.rs:20:9: boom".into()));
     assert_eq!(lines[7], Line::Backtrace);
     assert_eq!(lines[8], Line::Frame(0xffff_ffff_8001_2345));
     assert_eq!(lines[9], Line::Frame(0xffff_ffff_8002_3456));
@@ -280,11 +242,7 @@ KTAP version 1
     let (lines, s) = parse(text);
     assert!(matches!(&lines[2], Line::Exception(m) if m.contains("page fault")));
     assert_eq!(lines[3], Line::Registers(0xffff_ffff_8000_1000));
-    assert!(
-        s.problems
-            .iter()
-            .any(|p| p.message.starts_with("EXCEPTION"))
-    );
+    assert!(s.problems.iter().any(|p| p.message.starts_with("EXCEPTION")));
     let f = judge(Exit::Code(35), &s, 900);
     assert!(f.iter().any(|m| m.contains("missing result")), "{f:?}");
 }
@@ -311,22 +269,8 @@ ok 1 bench
     let b = &s.benches[0];
     assert_eq!(b.name, "sched_yield_pingpong_same_cpu");
     let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
-    assert_eq!(
-        b.fields,
-        [
-            kv("median_ns", "1234"),
-            kv("p99_ns", "5678"),
-            kv("n", "10000")
-        ]
-    );
-    assert_eq!(
-        s.benches[1].fields,
-        [
-            kv("items_per_s", "967000"),
-            kv("n", "100000"),
-            kv("cpu", "0")
-        ]
-    );
+    assert_eq!(b.fields, [kv("median_ns", "1234"), kv("p99_ns", "5678"), kv("n", "10000")]);
+    assert_eq!(s.benches[1].fields, [kv("items_per_s", "967000"), kv("n", "100000"), kv("cpu", "0")]);
     assert_eq!(s.benches[2].fields, [kv("count", "17")]);
     assert_eq!(s.counts(), (3, 0, 0));
 }
@@ -334,22 +278,14 @@ ok 1 bench
 #[test]
 fn guest_command_line_error() {
     let (_, s) = parse("# ktest: error: unknown key 'foo' \n");
-    assert!(
-        s.problems
-            .iter()
-            .any(|p| p.message == "guest error: unknown key 'foo'")
-    );
+    assert!(s.problems.iter().any(|p| p.message == "guest error: unknown key 'foo'"));
 }
 
 #[test]
 fn extra_result_is_a_problem() {
     let (_, s) = parse("KTAP version 1\n1..1\nok 1 a\nok 2 b\n");
     assert_eq!(s.counts(), (2, 0, 0));
-    assert!(
-        s.problems
-            .iter()
-            .any(|p| p.message.contains("planned 1 results, got 2"))
-    );
+    assert!(s.problems.iter().any(|p| p.message.contains("planned 1 results, got 2")));
 }
 
 #[test]

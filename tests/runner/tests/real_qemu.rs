@@ -119,14 +119,8 @@ fn passing_guest_on_each_config() {
     let (kernel, out) = guest("pass", PASS, End::Exit(0x10));
     let (code, stdout) = ktest(&kernel, &out, &["--smp", "1,2", "--preempt", "full,none"]);
     assert_eq!(code, 0);
-    assert!(
-        stdout.contains("smp=2 preempt=none: PASS (exit 33"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.ends_with("\n4 skipped\n4 passed, 0 failed\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("smp=2 preempt=none: PASS (exit 33"), "{stdout}");
+    assert!(stdout.ends_with("\n4 skipped\n4 passed, 0 failed\n"), "{stdout}");
     let log = std::fs::read_to_string(out.join("ktap-smp2-none.txt")).unwrap();
     assert_eq!(log, PASS);
 }
@@ -137,15 +131,9 @@ fn failing_guest() {
     let (kernel, out) = guest("fail", msg, End::Exit(0x11));
     let (code, stdout) = ktest(&kernel, &out, &["--smp", "1", "--quiet"]);
     assert_eq!(code, 1);
-    assert!(
-        stdout.contains("ktest: warning: backtraces stay unsymbolized"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("ktest: warning: backtraces stay unsymbolized"), "{stdout}");
     assert!(stdout.contains("\nnot ok 1 a # nope\n"), "{stdout}");
-    assert!(
-        stdout.contains("FAIL: guest reported failure (QEMU exit 35)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("FAIL: guest reported failure (QEMU exit 35)"), "{stdout}");
     assert!(stdout.ends_with("\n0 passed, 1 failed\n"), "{stdout}");
 }
 
@@ -154,14 +142,8 @@ fn triple_fault_exits_zero() {
     let (kernel, out) = guest("triple", PASS, End::TripleFault);
     let (code, stdout) = ktest(&kernel, &out, &["--smp", "1"]);
     assert_eq!(code, 1);
-    assert!(
-        stdout.contains("FAIL: triple fault or reset (QEMU exit 0)"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.ends_with("\n1 skipped\n1 passed, 1 failed\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("FAIL: triple fault or reset (QEMU exit 0)"), "{stdout}");
+    assert!(stdout.ends_with("\n1 skipped\n1 passed, 1 failed\n"), "{stdout}");
 }
 
 #[test]
@@ -169,18 +151,8 @@ fn halted_guest_is_killed_at_the_timeout() {
     let (kernel, out) = guest("hang", "KTAP version 1\n1..1\n", End::Hang);
     let start = Instant::now();
     let (code, stdout) = ktest(&kernel, &out, &["--smp", "2", "--timeout", "3"]);
-    assert!(
-        start.elapsed() < Duration::from_secs(30),
-        "took {:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
     assert_eq!(code, 1);
-    assert!(
-        stdout.contains("TIMEOUT: whole run exceeded 3 s"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("missing result: top level planned 1 results, got 0"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("TIMEOUT: whole run exceeded 3 s"), "{stdout}");
+    assert!(stdout.contains("missing result: top level planned 1 results, got 0"), "{stdout}");
 }

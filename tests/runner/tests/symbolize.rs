@@ -53,9 +53,7 @@ fn runtime_function_addresses_map_back_to_their_names() {
     let (name, off) = sym.lookup(beta + 3).expect("beta+3");
     assert!(name.ends_with("::marker_beta"), "got {name}");
     assert_eq!(off, 3);
-    let desc = sym
-        .describe(alpha_rt.wrapping_sub(bias) + 2)
-        .expect("alpha");
+    let desc = sym.describe(alpha_rt.wrapping_sub(bias) + 2).expect("alpha");
     assert!(desc.ends_with("::marker_alpha+0x2"), "got {desc}");
     // Hashes are stripped by the alternate demangling.
     assert!(!desc.contains("::h"), "got {desc}");
@@ -66,19 +64,12 @@ fn runtime_function_addresses_map_back_to_their_names() {
 fn interior_addresses_of_functions() {
     let bytes = own_elf();
     let sym = Symbolizer::from_bytes(&bytes).expect("symbols");
-    let funcs: Vec<(u64, u64)> = raw_functions(&bytes, "")
-        .into_iter()
-        .filter(|f| f.1 >= 8)
-        .collect();
+    let funcs: Vec<(u64, u64)> = raw_functions(&bytes, "").into_iter().filter(|f| f.1 >= 8).collect();
     assert!(funcs.len() > 50, "only {} functions", funcs.len());
     for &(addr, size) in funcs.iter().step_by(funcs.len() / 50) {
         let inside = addr + size / 2;
         let (_, off) = sym.lookup(inside).expect("symbolized");
-        assert_eq!(
-            inside - off,
-            addr,
-            "{inside:#x} resolved to the wrong start"
-        );
+        assert_eq!(inside - off, addr, "{inside:#x} resolved to the wrong start");
     }
     // Below the lowest symbol there is nothing to report.
     assert_eq!(sym.lookup(0), None);
