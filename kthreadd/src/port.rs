@@ -1,0 +1,382 @@
+//! The port: the small set of primitives a host kernel provides to the
+//! subsystem. Named after what Redox already has (see `shared/REDOX.md`):
+//! kernel-only contexts from `context::spawn`, block/wake through
+//! `Context::block` + `switch()` and `unblock_context`, `cpu_id()`, per-CPU
+//! blocks, IPIs, and two scheduler callbacks.
+//!
+//! Three implementations exist: the testkernel (bare metal under QEMU), the
+//! host port on std threads ([`crate::host`], feature `host`), and the Redox
+//! glue in `kernel-patch/`. The subsystem reaches the installed port through
+//! [`port()`]; it is installed once at boot with [`install`].
+//!
+//! # The blocking protocol
+//! It is Linux's `set_current_state` / `schedule` / `wake_up_process`:
+//! a context that waits first announces the state it will sleep in
+//! ([`Port::set_current_state`]), then checks its condition, then calls
+//! [`Port::schedule`], which blocks only if no wake-up arrived in between
+//! (a wake-up sets the context back to running). No wake-up is lost.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::any::Any;
+use core::fmt;
+
+pub use syscall::error::{EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, ENOENT, ENOMEM, ENOSYS, EPERM, ESRCH, Error};
+
+/// Result type of fallible port and subsystem calls (`syscall::Error`, as
+/// Redox's kernel uses).
+pub type Result<T> = core::result::Result<T, Error>;
+
+/// Most CPUs a [`CpuMask`] can name.
+pub const MAX_CPUS: usize = 64;
+
+/// A set of CPUs (bit n = CPU n), Linux's `cpumask` for up to 64 CPUs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CpuMask(pub u64);
+
+impl CpuMask {
+    /// No CPU.
+    pub const NONE: CpuMask = CpuMask(0);
+    /// Every CPU.
+    pub const ALL: CpuMask = CpuMask(u64::MAX);
+
+    /// Just `cpu`.
+    pub fn one(cpu: usize) -> Self {
+        assert!(cpu < MAX_CPUS, "cpu {cpu} out of range");
+        CpuMask(1 << cpu)
+    }
+
+    /// CPUs `0..n`.
+    pub fn first(n: usize) -> Self {
+        if n >= MAX_CPUS { CpuMask::ALL } else { CpuMask((1u64 << n) - 1) }
+    }
+
+    /// Does it contain `cpu`?
+    pub fn contains(self, cpu: usize) -> bool {
+        cpu < MAX_CPUS && self.0 & (1 << cpu) != 0
+    }
+
+    /// Number of CPUs in the set.
+    pub fn count(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Is it empty?
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The only CPU, if the set has exactly one.
+    pub fn single(self) -> Option<usize> {
+        (self.count() == 1).then(|| self.0.trailing_zeros() as usize)
+    }
+
+    /// Lowest CPU in the set.
+    pub fn first_cpu(self) -> Option<usize> {
+        (self.0 != 0).then(|| self.0.trailing_zeros() as usize)
+    }
+
+    /// Intersection.
+    pub fn and(self, o: CpuMask) -> CpuMask {
+        CpuMask(self.0 & o.0)
+    }
+
+    /// Iterate over the CPUs in the set.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..MAX_CPUS).filter(move |&c| self.contains(c))
+    }
+}
+
+impl fmt::Debug for CpuMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// Scheduling priority levels of a context, highest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Priority {
+    /// Runs before normal contexts (IRQ threads, highpri workers, rescuers).
+    High,
+    /// Ordinary contexts.
+    Normal,
+    /// Runs only when no normal context wants the CPU.
+    Idle,
+}
+
+/// A state a context sleeps in (Linux `TASK_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SleepState {
+    /// `TASK_INTERRUPTIBLE` ("S"): woken by [`PortTask::wake`].
+    Interruptible,
+    /// `TASK_UNINTERRUPTIBLE` ("D"): woken by [`PortTask::wake`]; counted
+    /// by the hung-task detector.
+    Uninterruptible,
+    /// `TASK_PARKED` ("P"): woken only by [`PortTask::wake_parked`].
+    Parked,
+}
+
+/// What a context is doing, as a `ps` listing shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// On a CPU or queued to run ("R").
+    Running,
+    /// Interruptible sleep ("S").
+    Sleeping,
+    /// Uninterruptible sleep ("D").
+    DiskSleep,
+    /// Parked ("P").
+    Parked,
+    /// Created and not yet woken for the first time (shown as "D", as
+    /// Linux shows a fresh kthread).
+    New,
+    /// Exited ("Z").
+    Dead,
+}
+
+impl TaskState {
+    /// The one-letter code of `ps`.
+    pub fn letter(self) -> char {
+        match self {
+            TaskState::Running => 'R',
+            TaskState::Sleeping => 'S',
+            TaskState::DiskSleep | TaskState::New => 'D',
+            TaskState::Parked => 'P',
+            TaskState::Dead => 'Z',
+        }
+    }
+}
+
+/// Per-context data the subsystem attaches at spawn and finds again from
+/// inside the context ([`Port::current_data`]) and from the scheduler hooks.
+pub type TaskData = Arc<dyn Any + Send + Sync>;
+
+/// Everything needed to create a kernel-only context.
+pub struct SpawnSpec {
+    /// Name (the host may truncate it to its own limit).
+    pub name: String,
+    /// The function the context runs; when it returns, the context exits.
+    pub entry: Box<dyn FnOnce() + Send>,
+    /// CPUs it may run on.
+    pub affinity: CpuMask,
+    /// Priority level.
+    pub priority: Priority,
+    /// Data reachable from inside the context.
+    pub data: Option<TaskData>,
+    /// Call the [`SchedHooks`] when this context blocks and runs again (a
+    /// workqueue worker).
+    pub worker_hooks: bool,
+}
+
+/// A handle to a context of the host kernel (Redox: `Arc<ContextLock>`).
+/// Cloning the [`TaskRef`] keeps the context's bookkeeping alive, not the
+/// context running.
+pub trait PortTask: Send + Sync {
+    /// Unique, never reused id.
+    fn id(&self) -> usize;
+    /// Wake it if it sleeps in `Interruptible` or `Uninterruptible`, or was
+    /// never started (Linux `wake_up_process`). True if it was woken.
+    fn wake(&self) -> bool;
+    /// Wake it if it is parked (Linux `wake_up_state(p, TASK_PARKED)`).
+    fn wake_parked(&self) -> bool;
+    /// Its state.
+    fn state(&self) -> TaskState;
+    /// CPU it runs on or last ran on.
+    fn cpu(&self) -> usize;
+    /// CPUs it may run on.
+    fn affinity(&self) -> CpuMask;
+    /// Change the CPUs it may run on; it migrates if it must.
+    fn set_affinity(&self, mask: CpuMask) -> Result<()>;
+    /// Change its priority level.
+    fn set_priority(&self, prio: Priority);
+    /// Its name.
+    fn name(&self) -> String;
+    /// Rename it.
+    fn set_name(&self, name: &str);
+    /// CPU time consumed, in ns.
+    fn cpu_time_ns(&self) -> u64;
+    /// Times it was switched in (the hung-task detector watches this).
+    fn nr_switches(&self) -> u64;
+    /// What it waits on while blocked ("" if nothing recorded).
+    fn wait_channel(&self) -> &'static str;
+    /// The data given at spawn.
+    fn data(&self) -> Option<TaskData>;
+}
+
+/// Shared handle to a context.
+pub type TaskRef = Arc<dyn PortTask>;
+
+/// A one-shot timer whose callback runs in interrupt context (Redox: from
+/// `tick()`). Linux `timer_list`.
+pub trait PortTimer: Send + Sync {
+    /// (Re)arm it to fire at `deadline_ns` of [`Port::now_ns`] on `cpu` (or
+    /// the current CPU). Re-arming a pending timer moves it.
+    fn arm(&self, deadline_ns: u64, cpu: Option<usize>);
+    /// Disarm it; true if it was pending (Linux `del_timer`).
+    fn cancel(&self) -> bool;
+    /// Disarm it and wait until its callback is not running (Linux
+    /// `del_timer_sync`); true if it was pending. Must not be called from
+    /// the callback itself.
+    fn cancel_sync(&self) -> bool;
+    /// Is it armed?
+    fn is_pending(&self) -> bool;
+}
+
+/// Scheduler callbacks a workqueue registers (Linux `wq_worker_sleeping`
+/// and `wq_worker_running`). Called only for contexts spawned with
+/// `worker_hooks`, with the data given at spawn, on the context's own CPU,
+/// with preemption disabled; they must not sleep.
+pub trait SchedHooks: Send + Sync {
+    /// The context is about to block (not when it is preempted).
+    fn sleeping(&self, data: &TaskData);
+    /// The context runs again after having blocked.
+    fn running(&self, data: &TaskData);
+}
+
+/// CPU hot-plug callbacks (Linux `cpuhp` states used by smpboot). Called
+/// in a context that may sleep.
+pub trait HotplugHooks: Send + Sync {
+    /// `cpu` is about to stop taking work: park what is bound to it.
+    fn cpu_going_down(&self, cpu: usize);
+    /// `cpu` takes work again: unpark what is bound to it.
+    fn cpu_came_up(&self, cpu: usize);
+}
+
+/// Memory counters of the host kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemCounters {
+    /// Usable frames.
+    pub total_frames: u64,
+    /// Free frames.
+    pub free_frames: u64,
+    /// Frames handed out.
+    pub used_frames: u64,
+    /// Kernel heap bytes in use.
+    pub heap_used: u64,
+}
+
+/// The primitives the subsystem needs from the host kernel.
+pub trait Port: Send + Sync {
+    /// A short name of the host ("testkernel", "host", "redox").
+    fn name(&self) -> &'static str;
+
+    // --- contexts ---
+
+    /// Create a kernel-only context that starts (runs `spec.entry`) at its
+    /// first [`PortTask::wake`]. Redox: `context::spawn(false, ...)`,
+    /// status `HardBlocked { NotYetStarted }`.
+    fn spawn(&self, spec: SpawnSpec) -> Result<TaskRef>;
+    /// The calling context.
+    fn current(&self) -> TaskRef;
+    /// Id of the calling context.
+    fn current_id(&self) -> usize;
+    /// The data the calling context was spawned with.
+    fn current_data(&self) -> Option<TaskData>;
+    /// Announce the state the caller will sleep in at its next
+    /// [`Port::schedule`] (Linux `set_current_state`); `wchan` says what
+    /// it waits on.
+    fn set_current_state(&self, state: SleepState, wchan: &'static str);
+    /// Back to running without sleeping (Linux `__set_current_state(TASK_RUNNING)`).
+    fn set_current_running(&self);
+    /// Sleep in the announced state unless a wake-up came since it was
+    /// announced; if the state is running, just let others run. Must not be
+    /// called in atomic context.
+    fn schedule(&self);
+    /// Like [`Port::schedule`], but also wake at `deadline_ns`. Returns
+    /// true if the deadline passed.
+    fn schedule_until(&self, deadline_ns: u64) -> bool;
+    /// Let other runnable contexts run (Linux `yield()`).
+    fn yield_now(&self);
+    /// Reschedule if the scheduler asked for it (Linux `cond_resched`): the
+    /// only preemption point under Redox's model.
+    fn cond_resched(&self);
+    /// End the calling context (Redox: `exit_this_context`).
+    fn exit_current(&self) -> !;
+
+    // --- CPUs ---
+
+    /// The calling CPU.
+    fn cpu_id(&self) -> usize;
+    /// Number of CPUs the machine has (possible CPUs).
+    fn cpu_count(&self) -> usize;
+    /// CPUs currently taking work.
+    fn online_mask(&self) -> CpuMask;
+    /// Run `f` on `cpu` in interrupt context (an IPI); wait for it if `wait`.
+    fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()>;
+
+    // --- atomic context ---
+
+    /// Disable interrupts, returning whether they were enabled.
+    fn irq_save(&self) -> bool;
+    /// Restore the interrupt state from [`Port::irq_save`].
+    fn irq_restore(&self, was_enabled: bool);
+    /// Disable preemption (nestable).
+    fn preempt_disable(&self);
+    /// Re-enable preemption.
+    fn preempt_enable(&self);
+    /// Is the caller in a context that must not sleep?
+    fn in_atomic(&self) -> bool;
+    /// Is the caller an interrupt handler?
+    fn in_irq(&self) -> bool;
+
+    // --- time ---
+
+    /// Monotonic nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// A fast cycle counter (rdtsc) for benchmarks.
+    fn cycles(&self) -> u64;
+    /// Convert a cycle delta to ns.
+    fn cycles_to_ns(&self, cycles: u64) -> u64;
+    /// A one-shot timer calling `callback` in interrupt context.
+    fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer>;
+
+    // --- hooks ---
+
+    /// Register the workqueue's scheduler callbacks (once).
+    fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks);
+    /// Register CPU hot-plug callbacks.
+    fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks);
+    /// Take `cpu` offline (stop giving it work, park its per-CPU threads,
+    /// move its unbound contexts away). `EINVAL` for a bad or last CPU.
+    fn cpu_down(&self, cpu: usize) -> Result<()>;
+    /// Bring `cpu` back online.
+    fn cpu_up(&self, cpu: usize) -> Result<()>;
+
+    // --- machine ---
+
+    /// Write one whole line to the console.
+    fn console_line(&self, line: &str);
+    /// Stop the machine with a pass or fail status.
+    fn exit_machine(&self, pass: bool) -> !;
+    /// Memory counters.
+    fn mem_counters(&self) -> MemCounters;
+    /// Make the next `n` context creations fail with `ENOMEM` (fault
+    /// injection for tests).
+    fn inject_spawn_failures(&self, n: usize);
+    /// Print a backtrace of the calling context (for warnings).
+    fn dump_stack(&self);
+}
+
+static PORT: spin::Once<&'static dyn Port> = spin::Once::new();
+
+/// Install the port (once, at boot). A second install is ignored with a
+/// warning on the first port's console.
+pub fn install(p: &'static dyn Port) {
+    let first = PORT.call_once(|| p);
+    if !core::ptr::addr_eq(*first as *const dyn Port, p as *const dyn Port) {
+        first.console_line("# WARNING: kthreadd::port::install called twice; keeping the first port");
+    }
+}
+
+/// The installed port. Panics if none was installed: nothing of the
+/// subsystem works before the host kernel installs its port.
+#[inline]
+pub fn port() -> &'static dyn Port {
+    *PORT.get().expect("kthreadd: no port installed (call kthreadd::port::install at boot)")
+}
+
+/// Is a port installed?
+pub fn installed() -> bool {
+    PORT.get().is_some()
+}
