@@ -1,0 +1,122 @@
+//! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
+//! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// Which benchmark cases run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Tests only (default).
+    Skip,
+    /// Benchmarks only.
+    Only,
+    /// Both.
+    Also,
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Suites to run; empty means all.
+    pub tests: Vec<String>,
+    /// Seed of randomized cases.
+    pub seed: u64,
+    /// `preempt=full` (true) or `none`.
+    pub preempt_full: bool,
+    /// Benchmark selection.
+    pub bench: BenchMode,
+    /// Default per-case watchdog, seconds.
+    pub timeout_s: u32,
+    /// A fault to cause on purpose (runner self-tests).
+    pub fault: Option<String>,
+    /// CPUs the runner told QEMU to start, if it says.
+    pub expect_cpus: Option<usize>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            tests: Vec::new(),
+            seed: 1,
+            preempt_full: true,
+            bench: BenchMode::Skip,
+            timeout_s: DEFAULT_TIMEOUT_S,
+            fault: None,
+            expect_cpus: None,
+        }
+    }
+}
+
+/// Default per-case watchdog: generous, because under TCG several guest CPUs
+/// share two host cores and a spinning CPU can delay the others.
+pub const DEFAULT_TIMEOUT_S: u32 = 120;
+
+/// Faults the testkernel can cause on purpose.
+pub const FAULTS: [&str; 5] = ["page", "stack", "hang", "panic", "lockup"];
+
+fn number<T: core::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("bad number for {key}: '{v}'"))
+}
+
+impl Args {
+    /// Parse `key=value` words. Unknown keys, bad values and unknown faults
+    /// are errors with a message naming them. Words a host kernel consumes
+    /// itself can be passed in `ignore` (keys only).
+    pub fn parse(cmdline: &str, ignore: &[&str]) -> Result<Args, String> {
+        let mut a = Args::default();
+        for word in cmdline.split_ascii_whitespace() {
+            let (k, v) = word.split_once('=').ok_or_else(|| format!("expected key=value, got '{word}'"))?;
+            match k {
+                "tests" => {
+                    a.tests = if v == "all" || v.is_empty() {
+                        Vec::new()
+                    } else {
+                        v.split(',').filter(|s| !s.is_empty()).map(|s| s.to_string()).collect()
+                    }
+                }
+                "seed" => a.seed = number(k, v)?,
+                "preempt" => {
+                    a.preempt_full = match v {
+                        "full" => true,
+                        "none" => false,
+                        _ => return Err(format!("bad value for preempt: '{v}' (full or none)")),
+                    }
+                }
+                "bench" => {
+                    a.bench = match v {
+                        "skip" => BenchMode::Skip,
+                        "only" => BenchMode::Only,
+                        "also" => BenchMode::Also,
+                        _ => return Err(format!("bad value for bench: '{v}' (skip, only or also)")),
+                    }
+                }
+                "timeout" => {
+                    a.timeout_s = number(k, v)?;
+                    if a.timeout_s == 0 {
+                        return Err("timeout must be at least 1 second".to_string());
+                    }
+                }
+                "fault" => {
+                    if !FAULTS.contains(&v) {
+                        return Err(format!("unknown fault '{v}' (one of {})", FAULTS.join(", ")));
+                    }
+                    a.fault = Some(v.to_string());
+                }
+                "expect_cpus" => a.expect_cpus = Some(number(k, v)?),
+                _ if ignore.contains(&k) => {}
+                _ => return Err(format!("unknown command-line key '{k}'")),
+            }
+        }
+        if a.fault.is_some() && a.tests.is_empty() {
+            a.tests.push("fault".to_string());
+        }
+        Ok(a)
+    }
+
+    /// Is `suite` selected?
+    pub fn selects(&self, suite: &str) -> bool {
+        self.tests.is_empty() || self.tests.iter().any(|t| t == suite)
+    }
+}

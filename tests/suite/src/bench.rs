@@ -1,0 +1,44 @@
+//! Benchmark reporting (see `shared/BENCH.md`): samples are cycle counts
+//! from the port's `cycles()` (rdtsc with a fence), converted to ns with the
+//! factor calibrated at boot; the median and the 99th percentile are printed
+//! as a KTAP diagnostic. Nothing here asserts a time.
+
+use alloc::vec::Vec;
+
+use kthreadd::port::port;
+
+/// Iterations of a latency benchmark (BENCH.md: 10 000).
+pub const ITERATIONS: usize = 10_000;
+/// Iterations of thread creation and stop benchmarks (BENCH.md: 2 000).
+pub const THREAD_ITERATIONS: usize = 2_000;
+/// Warm-up iterations before measuring.
+pub const WARMUP: usize = 100;
+
+/// Median and 99th percentile of `samples` (in cycles), in ns.
+pub fn percentiles_ns(samples: &mut [u64]) -> (u64, u64) {
+    if samples.is_empty() {
+        return (0, 0);
+    }
+    samples.sort_unstable();
+    let p = port();
+    let med = samples[samples.len() / 2];
+    let p99 = samples[((samples.len() * 99) / 100).min(samples.len() - 1)];
+    (p.cycles_to_ns(med), p.cycles_to_ns(p99))
+}
+
+/// Print `# bench: NAME median_ns=… p99_ns=… n=…` for `samples` (cycles).
+pub fn report_latency(name: &str, samples: &mut Vec<u64>) {
+    let (med, p99) = percentiles_ns(samples);
+    crate::harness::diag_line(&alloc::format!("bench: {name} median_ns={med} p99_ns={p99} n={}", samples.len()));
+}
+
+/// Print `# bench: NAME items_per_s=… n=…`.
+pub fn report_throughput(name: &str, items: u64, elapsed_ns: u64) {
+    let per_s = if elapsed_ns == 0 { 0 } else { (items as u128 * 1_000_000_000 / elapsed_ns as u128) as u64 };
+    crate::harness::diag_line(&alloc::format!("bench: {name} items_per_s={per_s} n={items}"));
+}
+
+/// Print `# bench: NAME count=…`.
+pub fn report_count(name: &str, count: u64) {
+    crate::harness::diag_line(&alloc::format!("bench: {name} count={count}"));
+}

@@ -1,0 +1,229 @@
+//! The KTAP v1 harness.
+//!
+//! Runs in a context that may sleep. Each case runs in its own kernel thread;
+//! a one-shot timer in interrupt context is the watchdog, so even a case that
+//! spins with preemption off on every CPU is reported (`# TIMEOUT`). A
+//! timeout, a panic or a CPU exception ends the run with the fail status after
+//! the running case is reported `not ok`; the remaining cases are then
+//! missing from the output, which the runner also reports.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use kthreadd::port::{CpuMask, Priority, SpawnSpec, port};
+use kthreadd::sync::{Completion, SpinLock};
+
+use crate::args::BenchMode;
+use crate::{Args, Ctx, Failure, TestCase};
+
+unsafe extern "C" {
+    static __start_ktest_cases: TestCase;
+    static __stop_ktest_cases: TestCase;
+}
+
+/// Every registered case, in link order.
+pub fn all_cases() -> &'static [TestCase] {
+    // SAFETY: the linker places every `ktest!` static contiguously in the
+    // `ktest_cases` section and defines its start and stop symbols (the
+    // testkernel's linker script does so explicitly; ELF linkers do it for any
+    // section whose name is a C identifier). Each element is a TestCase with
+    // its natural alignment, which is a multiple of its size's alignment.
+    unsafe {
+        let start = &raw const __start_ktest_cases;
+        let stop = &raw const __stop_ktest_cases;
+        let n = (stop as usize - start as usize) / core::mem::size_of::<TestCase>();
+        core::slice::from_raw_parts(start, n)
+    }
+}
+
+/// Suites that come first, in this order (the foundations before what
+/// stands on them); other suites follow alphabetically. Only display order:
+/// every registered suite runs.
+const FIRST_SUITES: [&str; 5] = ["boot", "sched", "kthread", "kthread_worker", "workqueue"];
+
+/// Cases selected by `args`, grouped by suite in display order.
+pub fn plan(args: &Args) -> Result<Vec<(&'static str, Vec<&'static TestCase>)>, String> {
+    let cases = all_cases();
+    for t in &args.tests {
+        if !cases.iter().any(|c| c.suite == t) {
+            let mut known: Vec<&str> = cases.iter().map(|c| c.suite).collect();
+            known.sort_unstable();
+            known.dedup();
+            return Err(format!("unknown suite '{t}' (known: {})", known.join(", ")));
+        }
+    }
+    let mut suites: Vec<&'static str> = cases.iter().map(|c| c.suite).collect();
+    suites.sort_by_key(|s| (FIRST_SUITES.iter().position(|f| f == s).unwrap_or(FIRST_SUITES.len()), *s));
+    suites.dedup();
+    let mut out = Vec::new();
+    for s in suites {
+        if !args.selects(s) {
+            continue;
+        }
+        let sel: Vec<&TestCase> = cases
+            .iter()
+            .filter(|c| c.suite == s)
+            .filter(|c| !c.explicit || args.tests.iter().any(|t| t == s))
+            .filter(|c| match args.bench {
+                BenchMode::Skip => !c.bench,
+                BenchMode::Only => c.bench,
+                BenchMode::Also => true,
+            })
+            .collect();
+        if !sel.is_empty() {
+            out.push((s, sel));
+        }
+    }
+    Ok(out)
+}
+
+static PASSED: AtomicUsize = AtomicUsize::new(0);
+static FAILED: AtomicUsize = AtomicUsize::new(0);
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+/// The running case (for the watchdog and fatal reports).
+static CURRENT: AtomicPtr<TestCase> = AtomicPtr::new(core::ptr::null_mut());
+static CURRENT_INDEX: AtomicUsize = AtomicUsize::new(0);
+
+fn line(s: &str) {
+    port().console_line(s);
+}
+
+/// Print a diagnostic line at the running case's indentation.
+pub fn diag_line(s: &str) {
+    line(&format!("    # {s}"));
+}
+
+fn summary_line() {
+    line(&format!(
+        "# ktest: done passed={} failed={} skipped={}",
+        PASSED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+        SKIPPED.load(Ordering::Relaxed)
+    ));
+}
+
+/// Report the running case as failed with `reason` and print the closing
+/// summary. Called on the fatal path (panic, CPU exception) of the host
+/// kernel just before it stops the machine; takes no locks.
+pub fn report_fatal(reason: &str) {
+    let c = CURRENT.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !c.is_null() {
+        // SAFETY: CURRENT only ever holds pointers to `'static` registered cases.
+        let c = unsafe { &*c };
+        FAILED.fetch_add(1, Ordering::Relaxed);
+        line(&format!("    not ok {} {} # {reason}", CURRENT_INDEX.load(Ordering::Relaxed), c.name));
+    }
+    summary_line();
+}
+
+fn one_line(s: &str) -> String {
+    s.replace('\n', " ").replace('#', "%")
+}
+
+/// Run a case in its own thread, with the watchdog armed.
+fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout: u32) -> Result<(), Failure> {
+    let p = port();
+    if case.min_cpus > p.cpu_count() {
+        return Err(Failure::Skip(format!("needs {} CPUs, have {}", case.min_cpus, p.cpu_count())));
+    }
+    let timeout = if case.timeout_s > 0 { case.timeout_s } else { default_timeout };
+    CURRENT_INDEX.store(index, Ordering::Relaxed);
+    CURRENT.store(case as *const TestCase as *mut TestCase, Ordering::Release);
+
+    let watchdog = p.timer(Arc::new(move || {
+        // Interrupt context: the case is stuck. Report it and stop.
+        let c = CURRENT.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        if !c.is_null() {
+            // SAFETY: CURRENT only holds pointers to registered cases.
+            let c = unsafe { &*c };
+            FAILED.fetch_add(1, Ordering::Relaxed);
+            let p = port();
+            p.console_line(&format!("    not ok {index} {} # TIMEOUT after {timeout} s", c.name));
+            summary_line();
+            p.exit_machine(false);
+        }
+    }));
+    watchdog.arm(p.now_ns() + timeout as u64 * 1_000_000_000, Some(0));
+
+    let result: Arc<SpinLock<Option<Result<(), Failure>>>> = Arc::new(SpinLock::new(None));
+    let done = Arc::new(Completion::new());
+    let (r2, d2) = (result.clone(), done.clone());
+    let mut ctx = Ctx {
+        seed: args.seed,
+        rng: crate::rng::Rng::new(args.seed, case.name),
+        cpus: p.cpu_count(),
+        args: args.clone(),
+    };
+    let spawned = p.spawn(SpawnSpec {
+        name: format!("ktest/{}", case.name),
+        entry: Box::new(move || {
+            let r = (case.func)(&mut ctx);
+            *r2.lock() = Some(r);
+            d2.complete_all();
+        }),
+        affinity: CpuMask::ALL,
+        priority: Priority::Normal,
+        data: None,
+        worker_hooks: false,
+    });
+    let r = match spawned {
+        Ok(t) => {
+            t.wake();
+            done.wait("ktest case");
+            result.lock().take().unwrap_or_else(|| Err(Failure::Fail("case ended without a result".into())))
+        }
+        Err(e) => Err(Failure::Fail(format!("cannot spawn the case's thread: {e:?}"))),
+    };
+    watchdog.cancel_sync();
+    CURRENT.store(core::ptr::null_mut(), Ordering::Release);
+    r
+}
+
+/// Run the selected suites and print KTAP. Returns true if nothing failed.
+/// The host kernel then stops the machine with the matching status.
+pub fn run(args: &Args) -> bool {
+    let p = port();
+    line("KTAP version 1");
+    line(&format!("# seed: {}", args.seed));
+    let plan = match plan(args) {
+        Ok(p) => p,
+        Err(e) => {
+            line(&format!("# ktest: error: {e}"));
+            line("1..0");
+            return false;
+        }
+    };
+    line(&format!("1..{}", plan.len()));
+    for (si, (suite, cases)) in plan.iter().enumerate() {
+        line("    KTAP version 1");
+        line(&format!("    # Subtest: {suite}"));
+        line(&format!("    1..{}", cases.len()));
+        let mut suite_ok = true;
+        for (ci, case) in cases.iter().enumerate() {
+            let idx = ci + 1;
+            match run_case(case, idx, args, args.timeout_s) {
+                Ok(()) => {
+                    PASSED.fetch_add(1, Ordering::Relaxed);
+                    line(&format!("    ok {idx} {}", case.name));
+                }
+                Err(Failure::Skip(why)) => {
+                    SKIPPED.fetch_add(1, Ordering::Relaxed);
+                    line(&format!("    ok {idx} {} # SKIP {}", case.name, one_line(&why)));
+                }
+                Err(Failure::Fail(why)) => {
+                    suite_ok = false;
+                    FAILED.fetch_add(1, Ordering::Relaxed);
+                    line(&format!("    not ok {idx} {} # {}", case.name, one_line(&why)));
+                }
+            }
+        }
+        line(&format!("{} {} {suite}", if suite_ok { "ok" } else { "not ok" }, si + 1));
+    }
+    summary_line();
+    let _ = p;
+    FAILED.load(Ordering::Relaxed) == 0
+}

@@ -1,0 +1,260 @@
+//! Suite `port`: the port's contract, checked the same way on every host
+//! kernel (testkernel, host std threads, Redox). Each case asserts one
+//! promise of `kthreadd::port`.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use kthreadd::port::{CpuMask, Priority, SleepState, SpawnSpec, TaskRef, TaskState, port};
+use kthreadd::sync::{Completion, Mutex, WaitQueue};
+
+use crate::{check, check_eq, ktest};
+
+/// Spawn a context running `f` on `affinity` (not started).
+pub fn spawn_on(name: &str, affinity: CpuMask, f: impl FnOnce() + Send + 'static) -> TaskRef {
+    port()
+        .spawn(SpawnSpec {
+            name: name.into(),
+            entry: Box::new(f),
+            affinity,
+            priority: Priority::Normal,
+            data: None,
+            worker_hooks: false,
+        })
+        .expect("spawn failed")
+}
+
+/// Wait (sleeping in short steps) until `cond` holds or `timeout_ms` passes.
+pub fn wait_for(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let p = port();
+    let deadline = p.now_ns() + timeout_ms * 1_000_000;
+    while !cond() {
+        if p.now_ns() > deadline {
+            return false;
+        }
+        p.set_current_state(SleepState::Interruptible, "wait_for");
+        p.schedule_until((p.now_ns() + 1_000_000).min(deadline));
+    }
+    true
+}
+
+/// Sleep for `ms` milliseconds (never less).
+pub fn msleep(ms: u64) {
+    let p = port();
+    let deadline = p.now_ns() + ms * 1_000_000;
+    while p.now_ns() < deadline {
+        p.set_current_state(SleepState::Uninterruptible, "msleep");
+        p.schedule_until(deadline);
+    }
+}
+
+ktest!(port::spawned_context_runs_only_after_wake => |ctx| {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let done = Arc::new(Completion::new());
+    let d = done.clone();
+    let t = spawn_on("port-new", CpuMask::ALL, move || {
+        r.store(true, Ordering::SeqCst);
+        d.complete_all();
+    });
+    msleep(20);
+    check!(!ran.load(Ordering::SeqCst), "the context ran before its first wake-up");
+    check_eq!(t.state(), TaskState::New);
+    check!(t.wake(), "the first wake-up must report that it woke the context");
+    done.wait("test");
+    check!(wait_for(5_000, || t.state() == TaskState::Dead), "context did not exit: {:?}", t.state());
+    Ok(())
+});
+
+ktest!(port::block_and_wake_no_lost_wakeup => |ctx| {
+    // A sleeper and a waker race 2 000 times over a flag; the sleeper must
+    // never miss a wake-up (it would hang and the watchdog would fire).
+    const ROUNDS: usize = 2_000;
+    let flag = Arc::new(AtomicUsize::new(0));
+    let sleeper_done = Arc::new(Completion::new());
+    let (f, sd) = (flag.clone(), sleeper_done.clone());
+    let sleeper = spawn_on("port-sleeper", CpuMask::ALL, move || {
+        let p = port();
+        for i in 1..=ROUNDS {
+            loop {
+                p.set_current_state(SleepState::Uninterruptible, "port-test");
+                if f.load(Ordering::SeqCst) >= i {
+                    break;
+                }
+                p.schedule();
+            }
+            p.set_current_running();
+        }
+        sd.complete_all();
+    });
+    sleeper.wake();
+    for i in 1..=ROUNDS {
+        flag.store(i, Ordering::SeqCst);
+        sleeper.wake();
+        if i % 64 == 0 {
+            port().yield_now();
+        }
+    }
+    check!(sleeper_done.wait_deadline("test", port().now_ns() + 60_000_000_000), "sleeper missed a wake-up");
+    Ok(())
+});
+
+ktest!(port::schedule_until_never_returns_early => |ctx| {
+    let p = port();
+    for ms in [1u64, 3, 7, 20] {
+        let start = p.now_ns();
+        let deadline = start + ms * 1_000_000;
+        p.set_current_state(SleepState::Uninterruptible, "test");
+        let passed = p.schedule_until(deadline);
+        let now = p.now_ns();
+        check!(passed, "schedule_until({ms} ms) reported an early wake-up without one");
+        check!(now >= deadline, "woke {} ns early", deadline - now);
+    }
+    Ok(())
+});
+
+ktest!(port::timer_fires_after_deadline_and_cancel_works => |ctx| {
+    let p = port();
+    let fired_at = Arc::new(AtomicU64::new(0));
+    let fa = fired_at.clone();
+    let t = p.timer(Arc::new(move || {
+        fa.store(port().now_ns(), Ordering::SeqCst);
+    }));
+    let deadline = p.now_ns() + 5_000_000;
+    t.arm(deadline, None);
+    check!(t.is_pending());
+    check!(wait_for(5_000, || fired_at.load(Ordering::SeqCst) != 0), "timer never fired");
+    check!(fired_at.load(Ordering::SeqCst) >= deadline, "timer fired early");
+    check!(!t.is_pending());
+    // Cancel before it fires: it never fires and cancel reports it pending.
+    fired_at.store(0, Ordering::SeqCst);
+    t.arm(p.now_ns() + 50_000_000, None);
+    check!(t.cancel_sync(), "cancel of an armed timer must report it pending");
+    msleep(80);
+    check_eq!(fired_at.load(Ordering::SeqCst), 0, "a cancelled timer fired");
+    check!(!t.cancel(), "cancel of a disarmed timer must report it idle");
+    Ok(())
+});
+
+ktest!(port::bound_context_stays_on_its_cpu => |ctx| {
+    let p = port();
+    let n = p.cpu_count();
+    for cpu in 0..n {
+        let wrong = Arc::new(AtomicUsize::new(0));
+        let w = wrong.clone();
+        let done = Arc::new(Completion::new());
+        let d = done.clone();
+        let t = spawn_on("port-bound", CpuMask::one(cpu), move || {
+            let p = port();
+            for i in 0..200 {
+                if p.cpu_id() != cpu {
+                    w.fetch_add(1, Ordering::SeqCst);
+                }
+                if i % 10 == 0 {
+                    msleep(1);
+                } else {
+                    p.yield_now();
+                }
+            }
+            d.complete_all();
+        });
+        t.wake();
+        done.wait("test");
+        check_eq!(wrong.load(Ordering::SeqCst), 0, "context bound to cpu {cpu} ran elsewhere");
+    }
+    Ok(())
+});
+
+ktest!(port::current_data_is_the_spawn_data => |ctx| {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let done = Arc::new(Completion::new());
+    let d = done.clone();
+    let t = port()
+        .spawn(SpawnSpec {
+            name: "port-data".into(),
+            entry: Box::new(move || {
+                let data = port().current_data().expect("no data");
+                let v = data.downcast_ref::<usize>().copied().unwrap_or(0);
+                s.store(v, Ordering::SeqCst);
+                d.complete_all();
+            }),
+            affinity: CpuMask::ALL,
+            priority: Priority::Normal,
+            data: Some(Arc::new(4242usize)),
+            worker_hooks: false,
+        })
+        .expect("spawn");
+    check_eq!(t.data().and_then(|d| d.downcast_ref::<usize>().copied()), Some(4242));
+    t.wake();
+    done.wait("test");
+    check_eq!(seen.load(Ordering::SeqCst), 4242);
+    Ok(())
+});
+
+ktest!(port::call_on_cpu_runs_there => |ctx| {
+    let p = port();
+    for cpu in 0..p.cpu_count() {
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let s = seen.clone();
+        p.call_on_cpu(cpu, Box::new(move || s.store(port().cpu_id(), Ordering::SeqCst)), true)
+            .map_err(|e| crate::Failure::Fail(format!("call_on_cpu({cpu}): {e:?}")))?;
+        check_eq!(seen.load(Ordering::SeqCst), cpu);
+    }
+    check!(p.call_on_cpu(p.cpu_count() + 5, Box::new(|| {}), true).is_err(), "a bad CPU must be an error");
+    Ok(())
+});
+
+ktest!(port::waitqueue_wake_one_and_all => |ctx| {
+    let wq = Arc::new(WaitQueue::new());
+    let go = Arc::new(AtomicUsize::new(0));
+    let woke = Arc::new(AtomicUsize::new(0));
+    let mut ts = Vec::new();
+    for i in 0..4 {
+        let (w, g, k) = (wq.clone(), go.clone(), woke.clone());
+        let t = spawn_on(&format!("port-wq{i}"), CpuMask::ALL, move || {
+            w.wait_event("test-wq", || g.load(Ordering::SeqCst) > 0);
+            k.fetch_add(1, Ordering::SeqCst);
+        });
+        t.wake();
+        ts.push(t);
+    }
+    check!(wait_for(5_000, || ts.iter().all(|t| t.state() == TaskState::DiskSleep)), "waiters did not all sleep");
+    // wake_one with the condition false: the woken one goes back to sleep.
+    check!(wq.wake_one());
+    msleep(10);
+    check_eq!(woke.load(Ordering::SeqCst), 0);
+    go.store(1, Ordering::SeqCst);
+    check!(wq.wake_one());
+    check!(wait_for(5_000, || woke.load(Ordering::SeqCst) == 1), "wake_one woke nobody");
+    msleep(10);
+    check_eq!(woke.load(Ordering::SeqCst), 1, "wake_one woke more than one");
+    wq.wake_all();
+    check!(wait_for(5_000, || woke.load(Ordering::SeqCst) == 4), "wake_all did not wake every waiter");
+    Ok(())
+});
+
+ktest!(port::mutex_excludes => |ctx| {
+    let m = Arc::new(Mutex::new(0u64));
+    let done = Arc::new(AtomicUsize::new(0));
+    let n = port().cpu_count().max(2);
+    for i in 0..n {
+        let (m, d) = (m.clone(), done.clone());
+        spawn_on(&format!("port-mutex{i}"), CpuMask::ALL, move || {
+            for _ in 0..500 {
+                let mut g = m.lock();
+                let v = *g;
+                port().yield_now();
+                *g = v + 1;
+            }
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .wake();
+    }
+    check!(wait_for(60_000, || done.load(Ordering::SeqCst) == n), "mutex users did not finish");
+    check_eq!(*m.lock(), 500 * n as u64);
+    Ok(())
+});
