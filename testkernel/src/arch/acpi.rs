@@ -1,0 +1,126 @@
+//! ACPI: find the MADT through the RSDP and read the CPU list and the IOAPIC.
+
+use crate::mem::phys_to_virt;
+
+/// Most CPUs read from the MADT.
+pub const MAX_MADT_CPUS: usize = crate::percpu::MAX_CPUS;
+
+/// What the MADT says.
+#[derive(Debug, Clone, Copy)]
+pub struct Madt {
+    /// Physical address of the local APIC.
+    pub lapic_addr: u64,
+    /// APIC ids of the enabled CPUs, in MADT order.
+    pub apic_ids: [u32; MAX_MADT_CPUS],
+    /// Number of enabled CPUs.
+    pub nr_cpus: usize,
+    /// Physical address of the (first) IOAPIC, 0 if none.
+    pub ioapic_addr: u64,
+    /// Its first GSI.
+    pub ioapic_gsi_base: u32,
+    /// ISA IRQ -> GSI overrides (index: ISA IRQ).
+    pub isa_gsi: [u32; 16],
+}
+
+/// Why the ACPI tables could not be used.
+#[derive(Debug, Clone, Copy)]
+pub enum AcpiError {
+    /// No RSDP was passed.
+    NoRsdp,
+    /// The RSDP or a table has a bad signature or checksum.
+    BadTable(&'static str),
+    /// No MADT in the RSDT/XSDT.
+    NoMadt,
+}
+
+fn bytes(pa: u64, len: usize) -> &'static [u8] {
+    // SAFETY: ACPI tables live in RAM or ROM below 4 GiB, covered by the
+    // direct map; lengths come from the tables' own headers.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(pa) as *const u8, len) }
+}
+
+fn checksum_ok(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |a, &x| a.wrapping_add(x)) == 0
+}
+
+fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn u64_at(b: &[u8], off: usize) -> u64 {
+    u32_at(b, off) as u64 | (u32_at(b, off + 4) as u64) << 32
+}
+
+fn table(pa: u64) -> Result<&'static [u8], AcpiError> {
+    let hdr = bytes(pa, 36);
+    let len = u32_at(hdr, 4) as usize;
+    let t = bytes(pa, len);
+    if !checksum_ok(t) {
+        return Err(AcpiError::BadTable("checksum"));
+    }
+    Ok(t)
+}
+
+/// Read the MADT starting from the RSDP at `rsdp_pa`.
+pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
+    if rsdp_pa == 0 {
+        return Err(AcpiError::NoRsdp);
+    }
+    let r = bytes(rsdp_pa, 36);
+    if &r[..8] != b"RSD PTR " || !checksum_ok(&r[..20]) {
+        return Err(AcpiError::BadTable("RSDP"));
+    }
+    let (root, entry_size) =
+        if r[15] >= 2 && u64_at(r, 24) != 0 { (u64_at(r, 24), 8) } else { (u32_at(r, 16) as u64, 4) };
+    let root_t = table(root)?;
+    let mut madt = None;
+    let mut off = 36;
+    while off + entry_size <= root_t.len() {
+        let pa = if entry_size == 8 { u64_at(root_t, off) } else { u32_at(root_t, off) as u64 };
+        if &bytes(pa, 4)[..] == b"APIC" {
+            madt = Some(table(pa)?);
+            break;
+        }
+        off += entry_size;
+    }
+    let m = madt.ok_or(AcpiError::NoMadt)?;
+    let mut out = Madt {
+        lapic_addr: u32_at(m, 36) as u64,
+        apic_ids: [0; MAX_MADT_CPUS],
+        nr_cpus: 0,
+        ioapic_addr: 0,
+        ioapic_gsi_base: 0,
+        isa_gsi: core::array::from_fn(|i| i as u32),
+    };
+    let mut off = 44;
+    while off + 2 <= m.len() {
+        let (kind, len) = (m[off], m[off + 1] as usize);
+        if len < 2 || off + len > m.len() {
+            break;
+        }
+        let e = &m[off..off + len];
+        match kind {
+            0 if len >= 8 => {
+                let flags = u32_at(e, 4);
+                if flags & 1 != 0 && out.nr_cpus < MAX_MADT_CPUS {
+                    out.apic_ids[out.nr_cpus] = e[3] as u32;
+                    out.nr_cpus += 1;
+                }
+            }
+            1 if len >= 12 && out.ioapic_addr == 0 => {
+                out.ioapic_addr = u32_at(e, 4) as u64;
+                out.ioapic_gsi_base = u32_at(e, 8);
+            }
+            2 if len >= 10 => {
+                let (src, gsi) = (e[3] as usize, u32_at(e, 4));
+                if src < 16 {
+                    out.isa_gsi[src] = gsi;
+                }
+            }
+            5 if len >= 12 => out.lapic_addr = u64_at(e, 4),
+            _ => {}
+        }
+        off += len;
+    }
+    Ok(out)
+}

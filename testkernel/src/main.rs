@@ -1,0 +1,99 @@
+//! The testkernel: a bare-metal x86-64 SMP kernel that hosts the kthread,
+//! workqueue and bottom-half subsystem under QEMU and runs the in-guest suite.
+//!
+//! Boot path: PVH entry (`arch::boot`) -> [`kernel_main`] on the boot CPU:
+//! descriptor tables, serial console, boot info, clock, frame allocator,
+//! heap, ACPI, APIC, scheduler, the other CPUs (`arch::smp`), then the suite
+//! runs in a kernel thread and the machine exits through `isa-debug-exit`.
+#![no_std]
+#![no_main]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod arch;
+mod bootinfo;
+mod console;
+mod exit;
+mod faults;
+mod harness;
+mod mem;
+mod name;
+mod panic;
+mod percpu;
+mod port;
+mod rt;
+mod sched;
+mod sync;
+mod tests;
+mod time;
+
+use core::sync::atomic::Ordering;
+
+use arch::{acpi, apic, gdt, interrupts};
+use mem::frames::Range;
+
+/// The kernel image's physical range and the boot data to keep out of the
+/// frame allocator.
+fn holes(bi: &bootinfo::BootInfo) -> [Range; 6] {
+    let mut h = [Range { start: 0, end: 0 }; 6];
+    h[0] = Range { start: 0, end: mem::kernel_end_phys() };
+    h[1..5].copy_from_slice(&bi.boot_data);
+    if let Some(m) = bi.module {
+        h[5] = m;
+    }
+    h
+}
+
+/// First Rust code on the boot CPU (called by the PVH trampoline).
+#[unsafe(no_mangle)]
+pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
+    gdt::init(0, gdt::bsp_ist_tops());
+    percpu::init_this_cpu(0, 0);
+    interrupts::init_idt();
+    interrupts::load_idt();
+    console::init();
+    let bi = bootinfo::parse(start_info_pa);
+    time::init();
+
+    let mut ram = [Range { start: 0, end: 0 }; bootinfo::MEMMAP_MAX];
+    let n = bi.ram(&mut ram);
+    mem::frames::init(&ram[..n], &holes(&bi));
+    mem::heap::init();
+    mem::stack::init();
+    bootinfo::save(&bi);
+
+    let madt = match acpi::read_madt(bi.rsdp) {
+        Ok(m) => m,
+        Err(e) => {
+            kprintln!("# ktest: error: cannot read the ACPI MADT: {e:?}");
+            exit::exit_qemu(false);
+        }
+    };
+    apic::init_global(madt.lapic_addr, madt.ioapic_addr, madt.ioapic_gsi_base);
+    apic::init_local();
+    percpu::PERCPU[0].apic_id.store(apic::id(), Ordering::Relaxed);
+    percpu::set_present(madt.nr_cpus);
+    time::calibrate_lapic();
+
+    sched::init_interrupts();
+    percpu::mark_online(0);
+    sched::init_cpu(0);
+    port::install();
+    arch::smp::start_aps(&madt);
+    mem::paging::drop_identity_map();
+    sched::timer::start_tick();
+    arch::cpu::sti();
+
+    harness::start(bi.cmdline(), &bi);
+    sched::idle_loop()
+}
+
+/// First code of an AP after its descriptor tables and LAPIC are set up.
+pub fn ap_main(cpu: usize) -> ! {
+    percpu::mark_online(cpu);
+    sched::init_cpu(cpu);
+    sched::timer::start_tick();
+    arch::cpu::sti();
+    sched::idle_loop()
+}

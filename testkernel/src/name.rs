@@ -1,0 +1,82 @@
+//! A fixed-capacity context name (no allocation: names are read from
+//! interrupt and fatal-error paths).
+
+use core::fmt;
+
+/// Capacity of a context name in bytes (Redox's `Context::name` is an
+/// `ArrayString<32>`).
+pub const NAME_CAP: usize = 32;
+
+/// A UTF-8 name of at most [`NAME_CAP`] bytes.
+#[derive(Clone, Copy)]
+pub struct Name {
+    buf: [u8; NAME_CAP],
+    len: u8,
+}
+
+impl Name {
+    /// The empty name.
+    pub const fn empty() -> Self {
+        Self { buf: [0; NAME_CAP], len: 0 }
+    }
+
+    /// `s`, cut at a character boundary to fit.
+    pub fn new(s: &str) -> Self {
+        let mut n = Self::empty();
+        let mut end = s.len().min(NAME_CAP);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        n.buf[..end].copy_from_slice(&s.as_bytes()[..end]);
+        n.len = end as u8;
+        n
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `fmt::Write` sink over a fixed buffer that silently truncates.
+pub struct FmtBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FmtBuf<N> {
+    /// An empty buffer.
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+
+    /// What was written, cut at a character boundary.
+    pub fn as_str(&self) -> &str {
+        let mut end = self.len;
+        while core::str::from_utf8(&self.buf[..end]).is_err() {
+            end -= 1;
+        }
+        core::str::from_utf8(&self.buf[..end]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> Default for FmtBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> fmt::Write for FmtBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+//! The testkernel's implementation of `kthreadd::port::Port`.
+
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use kthreadd::port::{
+    self, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
+    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+};
+
+use crate::sched::{self, Prio, State, Task, timer::Timer, wake_mask};
+use crate::sync::IrqSpinLock;
+use crate::{arch, mem, percpu, time};
+
+/// The port object installed at boot.
+pub static PORT: TestkernelPort = TestkernelPort;
+
+/// Zero-sized: all state lives in the kernel's own modules.
+pub struct TestkernelPort;
+
+/// A context handle.
+pub struct TaskHandle(pub Arc<Task>);
+
+fn prio_of(p: Priority) -> Prio {
+    match p {
+        Priority::High => Prio::High,
+        Priority::Normal => Prio::Normal,
+        Priority::Idle => Prio::Idle,
+    }
+}
+
+impl PortTask for TaskHandle {
+    fn id(&self) -> usize {
+        self.0.id
+    }
+    fn wake(&self) -> bool {
+        sched::wake(&self.0, wake_mask::NORMAL | wake_mask::NEW)
+    }
+    fn wake_parked(&self) -> bool {
+        sched::wake(&self.0, wake_mask::PARKED)
+    }
+    fn state(&self) -> TaskState {
+        match self.0.state() {
+            State::Running => TaskState::Running,
+            State::Interruptible => TaskState::Sleeping,
+            State::Uninterruptible => TaskState::DiskSleep,
+            State::Parked => TaskState::Parked,
+            State::New => TaskState::New,
+            State::Dead => TaskState::Dead,
+        }
+    }
+    fn cpu(&self) -> usize {
+        self.0.cpu()
+    }
+    fn affinity(&self) -> CpuMask {
+        CpuMask(self.0.affinity())
+    }
+    fn set_affinity(&self, mask: CpuMask) -> Result<()> {
+        sched::set_affinity(&self.0, mask.0).map_err(|_| Error::new(EINVAL))
+    }
+    fn set_priority(&self, prio: Priority) {
+        sched::set_prio(&self.0, prio_of(prio));
+    }
+    fn name(&self) -> String {
+        self.0.name().as_str().to_string()
+    }
+    fn set_name(&self, name: &str) {
+        self.0.set_name(name);
+    }
+    fn cpu_time_ns(&self) -> u64 {
+        self.0.cpu_time_ns()
+    }
+    fn nr_switches(&self) -> u64 {
+        self.0.nr_switches()
+    }
+    fn wait_channel(&self) -> &'static str {
+        self.0.wchan()
+    }
+    fn data(&self) -> Option<TaskData> {
+        self.0.data().cloned()
+    }
+}
+
+struct TimerHandle(Timer);
+
+impl PortTimer for TimerHandle {
+    fn arm(&self, deadline_ns: u64, cpu: Option<usize>) {
+        self.0.arm(deadline_ns, cpu);
+    }
+    fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+    fn cancel_sync(&self) -> bool {
+        self.0.cancel_sync()
+    }
+    fn is_pending(&self) -> bool {
+        self.0.is_pending()
+    }
+}
+
+/// Registered hot-plug callbacks.
+static HOTPLUG: IrqSpinLock<Vec<&'static dyn HotplugHooks>> = IrqSpinLock::new("hotplug hooks", Vec::new());
+/// Serializes CPU offline/online operations.
+static HOTPLUG_OP: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+
+impl Port for TestkernelPort {
+    fn name(&self) -> &'static str {
+        "testkernel"
+    }
+
+    fn spawn(&self, spec: SpawnSpec) -> Result<TaskRef> {
+        let t =
+            sched::spawn(&spec.name, prio_of(spec.priority), spec.affinity.0, spec.entry, spec.data, spec.worker_hooks)
+                .map_err(|e| match e {
+                    sched::SpawnError::NoMemory => Error::new(ENOMEM),
+                    sched::SpawnError::BadAffinity => Error::new(EINVAL),
+                })?;
+        Ok(Arc::new(TaskHandle(t)))
+    }
+
+    fn current(&self) -> TaskRef {
+        Arc::new(TaskHandle(sched::current()))
+    }
+
+    fn current_id(&self) -> usize {
+        sched::with_current(|t| t.id)
+    }
+
+    fn current_data(&self) -> Option<TaskData> {
+        sched::with_current(|t| t.data().cloned())
+    }
+
+    fn set_current_state(&self, state: SleepState, wchan: &'static str) {
+        let st = match state {
+            SleepState::Interruptible => State::Interruptible,
+            SleepState::Uninterruptible => State::Uninterruptible,
+            SleepState::Parked => State::Parked,
+        };
+        sched::set_current_state(st, wchan);
+    }
+
+    fn set_current_running(&self) {
+        sched::set_current_state(State::Running, "");
+    }
+
+    fn schedule(&self) {
+        sched::schedule();
+    }
+
+    fn schedule_until(&self, deadline_ns: u64) -> bool {
+        sched::timer::schedule_until(deadline_ns)
+    }
+
+    fn yield_now(&self) {
+        sched::yield_now();
+    }
+
+    fn cond_resched(&self) {
+        sched::cond_resched();
+    }
+
+    fn exit_current(&self) -> ! {
+        sched::exit_current()
+    }
+
+    fn cpu_id(&self) -> usize {
+        percpu::cpu_id()
+    }
+
+    fn cpu_count(&self) -> usize {
+        percpu::cpus_up()
+    }
+
+    fn online_mask(&self) -> CpuMask {
+        CpuMask(sched::online_mask())
+    }
+
+    fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
+        sched::call::call_on_cpu(cpu, f, wait).map_err(|_| Error::new(EINVAL))
+    }
+
+    fn irq_save(&self) -> bool {
+        crate::sync::irq_save()
+    }
+
+    fn irq_restore(&self, was_enabled: bool) {
+        crate::sync::irq_restore(was_enabled);
+    }
+
+    fn preempt_disable(&self) {
+        percpu::preempt_disable();
+    }
+
+    fn preempt_enable(&self) {
+        percpu::preempt_enable();
+    }
+
+    fn in_atomic(&self) -> bool {
+        percpu::in_atomic()
+    }
+
+    fn in_irq(&self) -> bool {
+        percpu::in_irq()
+    }
+
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+
+    fn cycles(&self) -> u64 {
+        arch::cpu::rdtsc()
+    }
+
+    fn cycles_to_ns(&self, cycles: u64) -> u64 {
+        time::tsc_to_ns(cycles)
+    }
+
+    fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer> {
+        Box::new(TimerHandle(Timer::new(callback)))
+    }
+
+    fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks) {
+        sched::set_hooks(hooks);
+    }
+
+    fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks) {
+        HOTPLUG.lock().push(hooks);
+    }
+
+    fn cpu_down(&self, cpu: usize) -> Result<()> {
+        let _op = HOTPLUG_OP.lock();
+        if cpu >= percpu::cpus_up() || !sched::cpu_online(cpu) || sched::online_mask().count_ones() < 2 {
+            return Err(Error::new(EINVAL));
+        }
+        let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG.lock().clone();
+        // Reverse registration order, as Linux parks smpboot threads.
+        for h in hooks.iter().rev() {
+            h.cpu_going_down(cpu);
+        }
+        sched::cpu_set_offline(cpu);
+        Ok(())
+    }
+
+    fn cpu_up(&self, cpu: usize) -> Result<()> {
+        let _op = HOTPLUG_OP.lock();
+        if cpu >= percpu::cpus_up() || sched::cpu_online(cpu) {
+            return Err(Error::new(EINVAL));
+        }
+        sched::cpu_set_online(cpu);
+        let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG.lock().clone();
+        for h in hooks.iter() {
+            h.cpu_came_up(cpu);
+        }
+        Ok(())
+    }
+
+    fn console_line(&self, line: &str) {
+        crate::console::line(format_args!("{line}"));
+    }
+
+    fn exit_machine(&self, pass: bool) -> ! {
+        crate::exit::exit_qemu(pass)
+    }
+
+    fn mem_counters(&self) -> MemCounters {
+        let f = mem::frames::counters();
+        let (heap_used, _) = mem::heap::usage();
+        MemCounters { total_frames: f.total, free_frames: f.free, used_frames: f.used, heap_used }
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        sched::inject_spawn_failures(n);
+    }
+
+    fn dump_stack(&self) {
+        crate::panic::backtrace(arch::cpu::frame_pointer() as u64, arch::cpu::frame_pointer());
+    }
+}
+
+/// Install the port (boot CPU, once, after the scheduler is up).
+pub fn install() {
+    port::install(&PORT);
+    let _ = Ordering::Relaxed;
+}

@@ -1,0 +1,68 @@
+//! Running a function on another CPU through an IPI (Linux
+//! `smp_call_function_single`).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arch::{apic, cpu, interrupts};
+use crate::percpu::{self, MAX_CPUS, PERCPU};
+use crate::sync::IrqSpinLock;
+
+struct Call {
+    f: Box<dyn FnOnce() + Send>,
+    done: Option<Arc<AtomicBool>>,
+}
+
+static QUEUES: [IrqSpinLock<VecDeque<Call>>; MAX_CPUS] =
+    [const { IrqSpinLock::new("call queue", VecDeque::new()) }; MAX_CPUS];
+
+fn run_queue(me: usize) {
+    loop {
+        let c = QUEUES[me].lock().pop_front();
+        let Some(c) = c else { break };
+        (c.f)();
+        if let Some(d) = c.done {
+            d.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Reserve room in `cpu`'s call queue (boot).
+pub fn reserve(cpu: usize) {
+    QUEUES[cpu].lock().reserve(16);
+}
+
+/// The call-function IPI.
+pub fn ipi_handler(_f: &mut interrupts::InterruptFrame) {
+    apic::eoi();
+    run_queue(percpu::cpu_id());
+}
+
+/// Run `f` on `target` in interrupt context; if `wait`, return after it ran.
+/// On the calling CPU it runs at once with interrupts off. While waiting, the
+/// caller serves calls aimed at itself, so two CPUs calling each other with
+/// interrupts off cannot deadlock.
+pub fn call_on_cpu(target: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<(), ()> {
+    if target >= percpu::cpus_up() {
+        return Err(());
+    }
+    let me = percpu::cpu_id();
+    if target == me {
+        let was = crate::sync::irq_save();
+        f();
+        crate::sync::irq_restore(was);
+        return Ok(());
+    }
+    let done = wait.then(|| Arc::new(AtomicBool::new(false)));
+    QUEUES[target].lock().push_back(Call { f, done: done.clone() });
+    apic::send_ipi(PERCPU[target].apic_id.load(Ordering::Relaxed), interrupts::VEC_CALL);
+    if let Some(d) = done {
+        while !d.load(Ordering::Acquire) {
+            run_queue(me);
+            cpu::pause();
+        }
+    }
+    Ok(())
+}
