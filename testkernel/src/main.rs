@@ -66,11 +66,11 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     let madt = match acpi::read_madt(bi.rsdp) {
         Ok(m) => m,
         Err(e) => {
-            kprintln!("# ktest: error: cannot read the ACPI MADT: {e:?}");
+            kprintln!("# ktest: error: cannot read the ACPI MADT: {e}");
             exit::exit_qemu(false);
         }
     };
-    apic::init_global(madt.lapic_addr, madt.ioapic_addr, madt.ioapic_gsi_base);
+    apic::init_global(madt.lapic_addr, madt.ioapic_addr);
     apic::init_local();
     percpu::PERCPU[0].apic_id.store(apic::id(), Ordering::Relaxed);
     percpu::set_present(madt.nr_cpus);

@@ -86,5 +86,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     let rbp = cpu::frame_pointer();
     // The first frame is this function; its return address is the caller.
-    finish_fatal("PANIC", panic as usize as u64, rbp)
+    finish_fatal("PANIC", panic as *const () as u64, rbp)
 }

@@ -276,7 +276,7 @@ impl Port for TestkernelPort {
     }
 
     fn dump_stack(&self) {
-        crate::panic::backtrace(arch::cpu::frame_pointer() as u64, arch::cpu::frame_pointer());
+        crate::panic::backtrace(arch::cpu::frame_pointer(), arch::cpu::frame_pointer());
     }
 }
 

@@ -201,19 +201,10 @@ impl<T: ?Sized> IrqSpinLock<T> {
     /// # Safety
     /// Only for emergency paths (panic, exception reports) where this CPU
     /// already owns the machine and the other CPUs are stopped.
+    #[allow(clippy::mut_from_ref)] // the unsafe contract replaces the borrow rules
     pub unsafe fn force_get(&self) -> &mut T {
         // SAFETY: the caller guarantees no concurrent access.
         unsafe { &mut *self.data.get() }
-    }
-}
-
-impl<T: ?Sized> IrqSpinGuard<'_, T> {
-    /// Release the lock but leave interrupts disabled (used by the context
-    /// switch, which re-enables them itself on the other side).
-    pub fn unlock_keep_irqs_off(self) {
-        self.lock.raw.unlock();
-        percpu::preempt_enable_no_resched();
-        core::mem::forget(self);
     }
 }
 

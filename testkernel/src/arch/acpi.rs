@@ -33,6 +33,16 @@ pub enum AcpiError {
     NoMadt,
 }
 
+impl core::fmt::Display for AcpiError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AcpiError::NoRsdp => f.write_str("no RSDP from the loader"),
+            AcpiError::BadTable(what) => write!(f, "bad ACPI table ({what})"),
+            AcpiError::NoMadt => f.write_str("no MADT in the RSDT/XSDT"),
+        }
+    }
+}
+
 fn bytes(pa: u64, len: usize) -> &'static [u8] {
     // SAFETY: ACPI tables live in RAM or ROM below 4 GiB, covered by the
     // direct map; lengths come from the tables' own headers.
@@ -77,7 +87,7 @@ pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
     let mut off = 36;
     while off + entry_size <= root_t.len() {
         let pa = if entry_size == 8 { u64_at(root_t, off) } else { u32_at(root_t, off) as u64 };
-        if &bytes(pa, 4)[..] == b"APIC" {
+        if bytes(pa, 4) == b"APIC" {
             madt = Some(table(pa)?);
             break;
         }

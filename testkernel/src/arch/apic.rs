@@ -4,13 +4,12 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::cpu::{self, outb};
-use super::interrupts::{VEC_IRQ_BASE, VEC_SPURIOUS, VEC_TIMER};
+use super::interrupts::{VEC_SPURIOUS, VEC_TIMER};
 use crate::mem::phys_to_virt;
 use crate::percpu;
 
 static LAPIC_VA: AtomicU64 = AtomicU64::new(0);
 static IOAPIC_VA: AtomicU64 = AtomicU64::new(0);
-static IOAPIC_GSI_BASE: AtomicU64 = AtomicU64::new(0);
 
 const REG_ID: u32 = 0x20;
 const REG_TPR: u32 = 0x80;
@@ -42,12 +41,12 @@ fn write(reg: u32, v: u32) {
     unsafe { ((LAPIC_VA.load(Ordering::Relaxed) + reg as u64) as *mut u32).write_volatile(v) }
 }
 
-/// Record where the LAPIC and IOAPIC are (boot CPU, once) and mask the PIC.
-pub fn init_global(lapic_pa: u64, ioapic_pa: u64, gsi_base: u32) {
+/// Record where the LAPIC and IOAPIC are (boot CPU, once) and mask the PIC
+/// and every IOAPIC line (no device interrupt is routed yet).
+pub fn init_global(lapic_pa: u64, ioapic_pa: u64) {
     LAPIC_VA.store(phys_to_virt(lapic_pa), Ordering::Relaxed);
     if ioapic_pa != 0 {
         IOAPIC_VA.store(phys_to_virt(ioapic_pa), Ordering::Relaxed);
-        IOAPIC_GSI_BASE.store(gsi_base as u64, Ordering::Relaxed);
     }
     // Remap the 8259s away from the exception vectors, then mask them all.
     for (port, v) in
@@ -171,28 +170,4 @@ fn ioapic_read(reg: u32) -> u32 {
 
 fn ioapic_lines() -> u32 {
     ((ioapic_read(1) >> 16) & 0xFF) + 1
-}
-
-/// Route IOAPIC input `gsi` (edge, active high unless `level`) to the vector
-/// for that line on the CPU with APIC id `dest`, unmasked.
-pub fn ioapic_route(gsi: u32, dest: u32, level: bool) -> Result<u8, &'static str> {
-    if IOAPIC_VA.load(Ordering::Relaxed) == 0 {
-        return Err("no IOAPIC");
-    }
-    let line = gsi.checked_sub(IOAPIC_GSI_BASE.load(Ordering::Relaxed) as u32).ok_or("GSI below the IOAPIC")?;
-    if line >= ioapic_lines() || line >= super::interrupts::NR_IRQ_LINES as u32 {
-        return Err("GSI beyond the IOAPIC");
-    }
-    let vector = VEC_IRQ_BASE + line as u8;
-    let flags = if level { (1 << 15) | (1 << 13) } else { 0 };
-    ioapic_write(0x11 + 2 * line, dest << 24);
-    ioapic_write(0x10 + 2 * line, vector as u32 | flags);
-    Ok(vector)
-}
-
-/// Mask or unmask IOAPIC input `gsi`.
-pub fn ioapic_set_masked(gsi: u32, masked: bool) {
-    let line = gsi - IOAPIC_GSI_BASE.load(Ordering::Relaxed) as u32;
-    let lo = ioapic_read(0x10 + 2 * line);
-    ioapic_write(0x10 + 2 * line, if masked { lo | LVT_MASKED } else { lo & !LVT_MASKED });
 }

@@ -128,23 +128,11 @@ bsp_boot_stack_top:
     options(att_syntax)
 );
 
-/// Size of the boot CPU's first stack (it becomes the stack of its idle context).
-pub const BOOT_STACK_SIZE: u64 = 64 * 1024;
-
 unsafe extern "C" {
     static boot_pml4: u8;
-    static bsp_boot_stack_bottom: u8;
 }
 
 /// Physical address of the boot PML4, used by the AP trampoline.
 pub fn boot_pml4_phys() -> u64 {
-    // SAFETY: only the link-time address of the symbol is taken.
-    unsafe { (&raw const boot_pml4) as u64 }
-}
-
-/// The boot CPU's stack as `(bottom, top)` (for overflow reports).
-pub fn boot_stack_range() -> (u64, u64) {
-    // SAFETY: only the link-time address of the symbol is taken.
-    let lo = unsafe { (&raw const bsp_boot_stack_bottom) as u64 };
-    (lo, lo + BOOT_STACK_SIZE)
+    (&raw const boot_pml4) as u64
 }

@@ -24,36 +24,6 @@ pub fn outl(port: u16, val: u32) {
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") val, options(nomem, nostack, preserves_flags)) }
 }
 
-/// Read a 32-bit value from an I/O port.
-pub fn inl(port: u16) -> u32 {
-    let v: u32;
-    // SAFETY: as for `outb`.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
-/// Write a 16-bit value to an I/O port.
-pub fn outw(port: u16, val: u16) {
-    // SAFETY: as for `outb`.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") val, options(nomem, nostack, preserves_flags)) }
-}
-
-/// Read a 16-bit value from an I/O port.
-pub fn inw(port: u16) -> u16 {
-    let v: u16;
-    // SAFETY: as for `outb`.
-    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
-/// Read a model-specific register.
-pub fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: only MSRs that exist on every x86-64 CPU are read by this kernel.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
-    ((hi as u64) << 32) | lo as u64
-}
-
 /// Write a model-specific register.
 pub fn wrmsr(msr: u32, val: u64) {
     // SAFETY: callers write architectural MSRs (GS base, EFER) with valid values.
@@ -159,26 +129,11 @@ pub fn halt_forever() -> ! {
     }
 }
 
-/// `cpuid` leaf/subleaf, returning (eax, ebx, ecx, edx).
-pub fn cpuid(leaf: u32, sub: u32) -> (u32, u32, u32, u32) {
-    let r = core::arch::x86_64::__cpuid_count(leaf, sub);
-    (r.eax, r.ebx, r.ecx, r.edx)
-}
-
 /// The current frame pointer (start of a backtrace).
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
     let v: u64;
     // SAFETY: reading rbp has no side effects.
     unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
-}
-
-/// The current stack pointer.
-#[inline(always)]
-pub fn stack_pointer() -> u64 {
-    let v: u64;
-    // SAFETY: reading rsp has no side effects.
-    unsafe { asm!("mov {}, rsp", out(reg) v, options(nomem, nostack, preserves_flags)) }
     v
 }

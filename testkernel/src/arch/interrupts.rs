@@ -7,8 +7,7 @@
 //! and calls [`interrupt_dispatch`] with a pointer to the saved frame.
 //!
 //! Vector map: 0..31 exceptions, [`VEC_TIMER`], [`VEC_RESCHED`],
-//! [`VEC_CALL`], [`VEC_TLB`], IOAPIC lines from [`VEC_IRQ_BASE`], and
-//! [`VEC_SPURIOUS`].
+//! [`VEC_CALL`] and [`VEC_SPURIOUS`].
 
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
@@ -23,12 +22,6 @@ pub const VEC_TIMER: u8 = 32;
 pub const VEC_RESCHED: u8 = 33;
 /// Function-call IPI (`smp_call_function_single`).
 pub const VEC_CALL: u8 = 34;
-/// TLB flush IPI.
-pub const VEC_TLB: u8 = 35;
-/// First vector used for IOAPIC lines (GSI n is vector `VEC_IRQ_BASE + n`).
-pub const VEC_IRQ_BASE: u8 = 48;
-/// Number of IOAPIC lines routed.
-pub const NR_IRQ_LINES: u8 = 24;
 /// Spurious-interrupt vector of the LAPIC.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 
@@ -149,8 +142,7 @@ unsafe extern "C" {
 
 /// Fill the IDT (boot CPU, once).
 pub fn init_idt() {
-    // SAFETY: only the address of the stub block is taken.
-    let base = unsafe { &raw const isr_stubs } as u64;
+    let base = (&raw const isr_stubs) as u64;
     // SAFETY: called once on the boot CPU before the IDT is loaded anywhere.
     let idt = unsafe { &mut *IDT.0.get() };
     for (v, e) in idt.iter_mut().enumerate() {

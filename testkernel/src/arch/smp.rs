@@ -116,8 +116,7 @@ static AP_IST: [[AtomicU64; 3]; percpu::MAX_CPUS] =
 static BOOT_STACK_BOTTOM: [AtomicU64; percpu::MAX_CPUS] = [const { AtomicU64::new(0) }; percpu::MAX_CPUS];
 
 fn tramp_field(sym: *const u8) -> *mut u64 {
-    // SAFETY: only link-time addresses are compared.
-    let off = sym as u64 - unsafe { &raw const ap_tramp_start } as u64;
+    let off = sym as u64 - (&raw const ap_tramp_start) as u64;
     phys_to_virt(TRAMPOLINE_PA + off) as *mut u64
 }
 
@@ -156,7 +155,7 @@ pub fn start_aps(madt: &Madt) -> usize {
             tramp_field(&raw const ap_data_cr3).write_volatile(super::boot::boot_pml4_phys());
             tramp_field(&raw const ap_data_stack).write_volatile(top);
             tramp_field(&raw const ap_data_arg).write_volatile(cpu as u64);
-            tramp_field(&raw const ap_data_entry).write_volatile(ap_entry as usize as u64);
+            tramp_field(&raw const ap_data_entry).write_volatile(ap_entry as *const () as u64);
         }
         percpu::PERCPU[cpu].apic_id.store(apic_id, Ordering::Relaxed);
         let before = percpu::cpus_up();

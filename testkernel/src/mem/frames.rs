@@ -12,7 +12,7 @@
 //! allocator's own map, memory below 1 MiB and boot data). kswapd's watermarks
 //! read them.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{PAGE_SIZE, phys_to_virt};
 use crate::sync::IrqSpinLock;
@@ -139,8 +139,6 @@ impl Buddy {
 static BUDDY: IrqSpinLock<Option<Buddy>> = IrqSpinLock::new("frames", None);
 static TOTAL: AtomicU64 = AtomicU64::new(0);
 static RESERVED: AtomicU64 = AtomicU64::new(0);
-/// Allocation failures still to inject (see [`inject_failures`]).
-static INJECT: AtomicUsize = AtomicUsize::new(0);
 
 /// A usable RAM range `[start, end)` in bytes.
 #[derive(Debug, Clone, Copy)]
@@ -230,9 +228,6 @@ pub fn alloc(order: usize) -> Option<u64> {
     if order > MAX_ORDER {
         return None;
     }
-    if INJECT.load(Ordering::Relaxed) > 0 && INJECT.fetch_sub(1, Ordering::AcqRel) > 0 {
-        return None;
-    }
     let mut g = BUDDY.lock();
     g.as_mut()?.alloc(order).map(|pfn| pfn * PAGE_SIZE)
 }
@@ -251,7 +246,7 @@ pub fn free(pa: u64, order: usize) {
     let b = g.as_mut().expect("frame allocator not initialised");
     let pfn = pa / PAGE_SIZE;
     assert!(
-        pa % (PAGE_SIZE << order) == 0 && pfn >= b.base_pfn && pfn + (1 << order) <= b.base_pfn + b.nr_frames,
+        pa.is_multiple_of(PAGE_SIZE << order) && pfn >= b.base_pfn && pfn + (1 << order) <= b.base_pfn + b.nr_frames,
         "freeing a frame block the allocator does not own: {pa:#x} order {order}"
     );
     assert!(b.state[b.idx(pfn)] == NOT_FREE, "double free of frame block {pa:#x} order {order}");
@@ -264,11 +259,6 @@ pub fn counters() -> FrameCounters {
     let g = BUDDY.lock();
     let (free, used) = g.as_ref().map_or((0, 0), |b| (b.free, b.used));
     FrameCounters { total: TOTAL.load(Ordering::Relaxed), free, used, reserved: RESERVED.load(Ordering::Relaxed) }
-}
-
-/// Make the next `n` allocations fail (fault injection for tests).
-pub fn inject_failures(n: usize) {
-    INJECT.store(n, Ordering::Release);
 }
 
 /// Free blocks per order (for the memory report).

@@ -26,18 +26,11 @@ pub fn phys_to_virt(pa: u64) -> u64 {
     pa + PHYS_OFFSET
 }
 
-/// Physical address of a direct-map virtual address.
-#[inline(always)]
-pub fn virt_to_phys_direct(va: u64) -> u64 {
-    va - PHYS_OFFSET
-}
-
 /// Physical end of the kernel image (page aligned).
 pub fn kernel_end_phys() -> u64 {
     unsafe extern "C" {
         static __kernel_end_phys: u8;
     }
-    // SAFETY: only the link-time value of the symbol is used.
-    let end = unsafe { &raw const __kernel_end_phys } as u64;
+    let end = (&raw const __kernel_end_phys) as u64;
     end.next_multiple_of(PAGE_SIZE)
 }

@@ -110,7 +110,7 @@ pub fn unmap(va: u64) -> Option<u64> {
 /// backtrace walker, which may run while another CPU holds the lock.
 pub fn is_mapped(va: u64) -> bool {
     // Non-canonical addresses are never mapped.
-    if !(va < 0x0000_8000_0000_0000 || va >= 0xffff_8000_0000_0000) {
+    if (0x0000_8000_0000_0000..0xffff_8000_0000_0000).contains(&va) {
         return false;
     }
     let idx = indices(va);

@@ -294,7 +294,7 @@ pub fn spawn(
         for i in 0..6 {
             p.add(i).write(0);
         }
-        p.add(6).write(sched_task_start as usize as u64);
+        p.add(6).write(sched_task_start as *const () as u64);
         p.add(7).write(0);
         p.add(8).write(0);
         (*t.saved.get()).rsp = rsp;
@@ -513,11 +513,11 @@ fn schedule_inner(preempt: bool) {
 
     let blocking = !preempt && prev.state() != State::Running;
     let mut hooked = false;
-    if blocking && prev.has_worker_hooks() && prev.state() != State::Dead {
-        if let (Some(h), Some(d)) = (HOOKS.get(), prev.data.as_ref()) {
-            h.sleeping(d);
-            hooked = true;
-        }
+    if let (true, Some(h), Some(d)) =
+        (blocking && prev.has_worker_hooks() && prev.state() != State::Dead, HOOKS.get(), prev.data.as_ref())
+    {
+        h.sleeping(d);
+        hooked = true;
     }
     // Decide once, under the context's own lock, whether it stays runnable.
     // A wake-up after this point sees on_rq false and queues it itself (once
@@ -829,19 +829,9 @@ pub fn cpu_online(c: usize) -> bool {
     c < MAX_CPUS && CPU[c].online.load(Ordering::Acquire)
 }
 
-/// Context switches on `cpu` so far.
-pub fn switches(c: usize) -> u64 {
-    CPU[c].switches.load(Ordering::Relaxed)
-}
-
 /// Number of live (not yet reaped) spawned contexts.
 pub fn nr_tasks() -> usize {
     NR_TASKS.load(Ordering::Relaxed)
-}
-
-/// A snapshot of every live spawned context.
-pub fn all_tasks() -> Vec<Arc<Task>> {
-    TASKS.lock().clone()
 }
 
 /// The reschedule IPI: the sender already set `need_resched`; the exit path

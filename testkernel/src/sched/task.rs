@@ -40,11 +40,6 @@ impl State {
             _ => State::Dead,
         }
     }
-
-    /// Is this a blocked state (the context is off the run queues)?
-    pub fn is_blocked(self) -> bool {
-        matches!(self, State::Interruptible | State::Uninterruptible | State::Parked | State::New)
-    }
 }
 
 /// Wake-up masks (Linux `TASK_NORMAL`, `TASK_PARKED`, ...).
@@ -229,11 +224,6 @@ impl Task {
     /// Its private data (the subsystem's per-thread structure).
     pub fn data(&self) -> Option<&Arc<dyn Any + Send + Sync>> {
         self.data.as_ref()
-    }
-
-    /// Has it ever run?
-    pub fn has_started(&self) -> bool {
-        self.started.load(Ordering::Acquire)
     }
 
     /// Is a CPU executing it right now (or still switching away from it)?

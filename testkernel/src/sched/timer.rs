@@ -9,7 +9,6 @@
 //! Cancelling bumps the timer's generation; the stale heap entry is skipped
 //! when it comes up (and purged early if stale entries pile up).
 
-use alloc::boxed::Box;
 use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
 use core::cmp::Ordering as CmpOrdering;
@@ -147,11 +146,6 @@ impl Timer {
     pub fn is_pending(&self) -> bool {
         self.inner.st.lock().pending
     }
-
-    /// Its deadline (meaningful while pending).
-    pub fn deadline(&self) -> u64 {
-        self.inner.st.lock().deadline
-    }
 }
 
 /// Reserve room in `cpu`'s timer heap (boot), so arming rarely allocates.
@@ -257,9 +251,4 @@ pub fn schedule_until(deadline: u64) -> bool {
     super::schedule();
     t.cancel_sync();
     time::now_ns() >= deadline
-}
-
-/// Boxed timer for the port.
-pub fn boxed(cb: Arc<dyn Fn() + Send + Sync>) -> Box<Timer> {
-    Box::new(Timer::new(cb))
 }

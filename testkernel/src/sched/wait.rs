@@ -73,9 +73,4 @@ impl WaitQueue {
     pub fn len(&self) -> usize {
         self.q.lock().len()
     }
-
-    /// No waiters?
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }

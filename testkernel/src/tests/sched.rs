@@ -79,13 +79,11 @@ fn spin_pair(window_ms: u64, a_yields_at_half: bool) -> (u64, u64, u64, u64) {
                     saw.fetch_add(1, Ordering::SeqCst);
                     last_other = o;
                 }
-                if let Some(y) = &yield_at {
-                    if !yielded && time::now_ns() >= half {
-                        yielded = true;
-                        y.store(time::now_ns(), Ordering::SeqCst);
-                        sched::yield_now();
-                        last_other = other.load(Ordering::SeqCst);
-                    }
+                if let Some(y) = yield_at.as_ref().filter(|_| !yielded && time::now_ns() >= half) {
+                    yielded = true;
+                    y.store(time::now_ns(), Ordering::SeqCst);
+                    sched::yield_now();
+                    last_other = other.load(Ordering::SeqCst);
                 }
             }
         }
@@ -155,9 +153,14 @@ ktest!(sched::higher_priority_runs_first => |ctx| {
     let hi_pos = Arc::new(AtomicUsize::new(0));
     let lo_pos = Arc::new(AtomicUsize::new(0));
     let (o1, l) = (order.clone(), lo_pos.clone());
-    let lo = run_on("lo", 1, Prio::Normal, move || l.store(o1.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst));
+    let lo = sched::spawn("lo", Prio::Normal, 1, Box::new(move || l.store(o1.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst)), None, false).expect("spawn");
     let (o2, h) = (order.clone(), hi_pos.clone());
-    let hi = run_on("hi", 1, Prio::High, move || h.store(o2.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst));
+    let hi = sched::spawn("hi", Prio::High, 1, Box::new(move || h.store(o2.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst)), None, false).expect("spawn");
+    // Both are queued before either can run (our slice may end in between).
+    crate::percpu::preempt_disable();
+    sched::wake(&lo, sched::wake_mask::NEW);
+    sched::wake(&hi, sched::wake_mask::NEW);
+    crate::percpu::preempt_enable();
     sched::join(&lo);
     sched::join(&hi);
     let _ = sched::set_affinity(&me, u64::MAX);
@@ -377,7 +380,7 @@ ktest!(sched::bench_sched_wakeup_cross_cpu [bench = true, min_cpus = 2] => |ctx|
     sched::wake(&sleeper, sched::wake_mask::NEW);
     for i in 0..total {
         // Wait until it sleeps again before the next wake-up.
-        while !(sleeper.state() == State::Interruptible && !sleeper.on_cpu_now()) {
+        while sleeper.state() != State::Interruptible || sleeper.on_cpu_now() {
             core::hint::spin_loop();
         }
         STAMP.store(rdtsc(), Ordering::SeqCst);

@@ -304,7 +304,10 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
     let mut boots = Vec::new();
     for (i, &(smp, preempt)) in configs.iter().enumerate() {
         let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
-        let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &opts.append);
+        // The guest checks that it started as many CPUs as QEMU was told.
+        let append: Vec<String> =
+            std::iter::once(format!("expect_cpus={smp}")).chain(opts.append.iter().cloned()).collect();
+        let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
         let cmd = qemu::qemu_command(&QemuConfig {
             qemu: &qemu_path,
             kernel: &kernel,

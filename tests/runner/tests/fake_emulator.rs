@@ -193,7 +193,7 @@ fn binary_runs_the_cross_product_and_writes_reports() {
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("seed=7"), "{stdout}");
     assert!(
-        stdout.contains("-append tests=boot seed=7 preempt=full bench=skip timeout=5 -display none -serial stdio -no-reboot -m 256M -smp 1 -device isa-debug-exit,iobase=0xf4,iosize=0x04 -accel tcg,thread=multi -foo"),
+        stdout.contains("-append tests=boot seed=7 preempt=full bench=skip expect_cpus=1 timeout=5 -display none -serial stdio -no-reboot -m 256M -smp 1 -device isa-debug-exit,iobase=0xf4,iosize=0x04 -accel tcg,thread=multi -foo"),
         "{stdout}"
     );
     for log in ["ktap-smp1-full.txt", "ktap-smp1-none.txt", "ktap-smp2-full.txt", "ktap-smp2-none.txt"] {

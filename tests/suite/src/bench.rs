@@ -3,8 +3,6 @@
 //! factor calibrated at boot; the median and the 99th percentile are printed
 //! as a KTAP diagnostic. Nothing here asserts a time.
 
-use alloc::vec::Vec;
-
 use kthreadd::port::port;
 
 /// Iterations of a latency benchmark (BENCH.md: 10 000).
@@ -27,7 +25,7 @@ pub fn percentiles_ns(samples: &mut [u64]) -> (u64, u64) {
 }
 
 /// Print `# bench: NAME median_ns=… p99_ns=… n=…` for `samples` (cycles).
-pub fn report_latency(name: &str, samples: &mut Vec<u64>) {
+pub fn report_latency(name: &str, samples: &mut [u64]) {
     let (med, p99) = percentiles_ns(samples);
     crate::harness::diag_line(&alloc::format!("bench: {name} median_ns={med} p99_ns={p99} n={}", samples.len()));
 }

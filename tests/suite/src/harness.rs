@@ -21,8 +21,10 @@ use crate::args::BenchMode;
 use crate::{Args, Ctx, Failure, TestCase};
 
 unsafe extern "C" {
-    static __start_ktest_cases: TestCase;
-    static __stop_ktest_cases: TestCase;
+    // Only their addresses are used (declared as bytes: TestCase is not an
+    // FFI type).
+    static __start_ktest_cases: u8;
+    static __stop_ktest_cases: u8;
 }
 
 /// Every registered case, in link order.
@@ -33,8 +35,8 @@ pub fn all_cases() -> &'static [TestCase] {
     // section whose name is a C identifier). Each element is a TestCase with
     // its natural alignment, which is a multiple of its size's alignment.
     unsafe {
-        let start = &raw const __start_ktest_cases;
-        let stop = &raw const __stop_ktest_cases;
+        let start = (&raw const __start_ktest_cases).cast::<TestCase>();
+        let stop = (&raw const __stop_ktest_cases).cast::<TestCase>();
         let n = (stop as usize - start as usize) / core::mem::size_of::<TestCase>();
         core::slice::from_raw_parts(start, n)
     }

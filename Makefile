@@ -1,0 +1,52 @@
+# The two commands of the README, and the helpers they use.
+#   make qemu   build the testkernel, boot it in QEMU with 4 CPUs, run the whole suite
+#   make test   every host test, then the in-guest suite with 1, 2 and 4 CPUs under
+#               preempt=full and preempt=none
+# Everything runs under TCG; pass KVM=1 to use -accel kvm where KVM works.
+
+CARGO ?= cargo
+RUNNER = $(CARGO) run -q -p ktest-runner --release --
+KVM_FLAG = $(if $(KVM),--kvm,)
+KERNEL_ELF = target/x86_64-unknown-linux-gnu/release/testkernel
+# Freestanding binaries: their test targets would pull std in (the host port's
+# feature unifies across --all-targets), so they are linted without them.
+KERNEL_EXCLUDES = --exclude testkernel
+SMP ?= 1,2,4
+PREEMPT ?= full,none
+
+.PHONY: qemu test host-test guest-test bench check fmt clippy redzone deps kernel
+
+deps:
+	@scripts/ensure-deps.sh
+
+kernel:
+	cd testkernel && $(CARGO) build --release
+
+qemu: deps
+	$(RUNNER) run --smp 4 --preempt full $(KVM_FLAG)
+
+test: deps host-test guest-test
+
+host-test:
+	$(CARGO) test --workspace
+
+guest-test:
+	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)
+
+bench: deps
+	$(RUNNER) bench $(KVM_FLAG)
+
+check: fmt clippy redzone
+
+fmt:
+	@scripts/ensure-deps.sh --check --no-qemu
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	@scripts/ensure-deps.sh --check --no-qemu
+	$(CARGO) clippy --workspace -- -D warnings
+	$(CARGO) clippy --workspace $(KERNEL_EXCLUDES) --all-targets -- -D warnings
+	cd testkernel && $(CARGO) clippy --release -- -D warnings
+
+redzone: kernel
+	@scripts/check-redzone.sh $(KERNEL_ELF)
