@@ -11,5 +11,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "host")]
+pub mod host;
 pub mod port;
 pub mod sync;

@@ -1,0 +1,900 @@
+//! The host port: [`Port`] on std threads (feature `host`), so the API tests
+//! that run in the guest also run under `cargo test`.
+//!
+//! # Model
+//! - A context is a record (state, wait channel, affinity, ...) plus, from
+//!   its first [`PortTask::wake`] on, a std thread running its entry. Until
+//!   then it is [`TaskState::New`] and has no thread, so a context that is
+//!   never woken costs no thread. When the entry returns (or the context
+//!   calls [`Port::exit_current`]) it is [`TaskState::Dead`] and the thread
+//!   ends.
+//! - The blocking protocol lives in the record: a `Mutex` over its state and
+//!   a `Condvar`. [`Port::set_current_state`] marks the caller sleeping,
+//!   [`Port::schedule`] waits only while it still is, and a wake-up sets it
+//!   back to running under the same mutex: no wake-up is lost.
+//! - Threads not spawned through the port (a test's own thread, the helper
+//!   threads below) get a record at their first port call, so `current`,
+//!   `set_current_state` and `schedule` work there too.
+//! - Virtual CPUs: a context "runs" on the lowest CPU of its affinity that is
+//!   online (the lowest of its affinity if none is), so a bound context
+//!   reports its CPU. [`Port::call_on_cpu`] runs the function on a per-CPU
+//!   helper thread that reports that CPU; timer callbacks run on one timer
+//!   thread per port and report the CPU they were armed on. Both count as
+//!   interrupt context ([`Port::in_irq`]).
+//! - Interrupt and preemption state are per-thread counters. They feed
+//!   `in_atomic`/`in_irq` and the "sleeping function called from invalid
+//!   context" check of `schedule`; they stop nobody from running: the OS
+//!   schedules the threads preemptively.
+//! - Console lines and backtraces go straight to stdout/stderr, not through
+//!   `println!`, which the test harness captures and would lose if the run
+//!   ends in [`Port::exit_machine`] or an abort.
+//! - A panic in a context, a timer callback or a `call_on_cpu` function is
+//!   fatal, as in a kernel: the message goes to stderr and the process aborts.
+
+use alloc::boxed::Box;
+use alloc::collections::BinaryHeap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::any::Any;
+use core::cell::{Cell, RefCell};
+use core::cmp::Ordering as CmpOrdering;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
+use std::thread::{self, ThreadId};
+use std::time::Instant;
+
+use crate::port::{
+    self, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
+    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(PoisonError::into_inner)
+}
+
+fn wait_ns<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>, ns: u64) -> MutexGuard<'a, T> {
+    cv.wait_timeout(g, Duration::from_nanos(ns)).unwrap_or_else(PoisonError::into_inner).0
+}
+
+/// The payload [`Port::exit_current`] unwinds with (never a real panic).
+struct ExitToken;
+
+/// A kernel panic: print what panicked straight to stderr and abort.
+fn fatal(what: &str, payload: &(dyn Any + Send)) -> ! {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {what}: {msg}; aborting");
+    std::process::abort()
+}
+
+/// Run `f`; a panic out of it is fatal.
+fn run_or_abort(what: &str, f: impl FnOnce()) {
+    if let Err(p) = panic::catch_unwind(AssertUnwindSafe(f)) {
+        fatal(what, &*p)
+    }
+}
+
+/// Port state of one OS thread, whatever context runs on it.
+struct ThreadState {
+    /// The context record of this thread (created lazily for threads not
+    /// spawned through the port).
+    current: RefCell<Option<Arc<Ctx>>>,
+    irqs_off: Cell<bool>,
+    preempt: Cell<u32>,
+    irq: Cell<u32>,
+    /// The CPU this thread pretends to be while in interrupt context.
+    irq_cpu: Cell<Option<usize>>,
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        if let Some(c) = self.current.get_mut().take() {
+            c.finish();
+        }
+    }
+}
+
+std::thread_local! {
+    static TLS: ThreadState = const {
+        ThreadState {
+            current: RefCell::new(None),
+            irqs_off: Cell::new(false),
+            preempt: Cell::new(0),
+            irq: Cell::new(0),
+            irq_cpu: Cell::new(None),
+        }
+    };
+}
+
+/// Run `f` as interrupt context of `cpu` on this thread.
+fn as_irq_on(cpu: usize, f: impl FnOnce()) {
+    let saved = TLS.with(|t| {
+        t.irq.set(t.irq.get() + 1);
+        t.irq_cpu.replace(Some(cpu))
+    });
+    f();
+    TLS.with(|t| {
+        t.irq.set(t.irq.get() - 1);
+        t.irq_cpu.set(saved);
+    });
+}
+
+/// Run `f` with preemption disabled on this thread.
+fn preempt_off(f: impl FnOnce()) {
+    TLS.with(|t| t.preempt.set(t.preempt.get() + 1));
+    f();
+    TLS.with(|t| t.preempt.set(t.preempt.get() - 1));
+}
+
+/// A context's scheduling state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Running,
+    Sleep(SleepState),
+    New,
+    Dead,
+}
+
+struct CtxState {
+    st: St,
+    wchan: &'static str,
+    entry: Option<Box<dyn FnOnce() + Send>>,
+    /// Time spent not blocked before `running_since`.
+    run_ns: u64,
+    running_since: Option<u64>,
+}
+
+/// A context's record; handed out as its [`TaskRef`].
+struct Ctx {
+    id: usize,
+    me: Weak<Ctx>,
+    inner: Arc<Inner>,
+    spawned: bool,
+    worker_hooks: bool,
+    data: Option<TaskData>,
+    affinity: AtomicU64,
+    name: Mutex<String>,
+    state: Mutex<CtxState>,
+    cv: Condvar,
+    switches: AtomicU64,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+impl Ctx {
+    /// A spawned context (with `entry`, state New) or the record of a thread
+    /// that already runs (without, state Running).
+    fn new(
+        inner: Arc<Inner>,
+        name: String,
+        affinity: CpuMask,
+        data: Option<TaskData>,
+        worker_hooks: bool,
+        entry: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Arc<Ctx> {
+        let spawned = entry.is_some();
+        let now = inner.now_ns();
+        Arc::new_cyclic(|me| Ctx {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            me: me.clone(),
+            inner,
+            spawned,
+            worker_hooks,
+            data,
+            affinity: AtomicU64::new(affinity.0),
+            name: Mutex::new(name),
+            state: Mutex::new(CtxState {
+                st: if spawned { St::New } else { St::Running },
+                wchan: "",
+                entry,
+                run_ns: 0,
+                running_since: (!spawned).then_some(now),
+            }),
+            cv: Condvar::new(),
+            switches: AtomicU64::new(u64::from(!spawned)),
+        })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, CtxState> {
+        lock(&self.state)
+    }
+
+    fn stop_clock(&self, g: &mut CtxState) {
+        if let Some(s) = g.running_since.take() {
+            g.run_ns += self.inner.now_ns().saturating_sub(s);
+        }
+    }
+
+    fn start_clock(&self, g: &mut CtxState) {
+        g.running_since = Some(self.inner.now_ns());
+        self.switches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Wake it if it sleeps in a state `parked` selects (or, unless
+    /// `parked`, was never started).
+    fn wake_if(&self, parked: bool) -> bool {
+        let mut g = self.lock_state();
+        let entry = match (g.st, parked) {
+            (St::New, false) => g.entry.take(),
+            (St::Sleep(SleepState::Parked), true)
+            | (St::Sleep(SleepState::Interruptible | SleepState::Uninterruptible), false) => None,
+            _ => return false,
+        };
+        g.st = St::Running;
+        drop(g);
+        self.cv.notify_all();
+        if let Some(entry) = entry {
+            self.start(entry);
+        }
+        true
+    }
+
+    /// Give the context its thread.
+    fn start(&self, entry: Box<dyn FnOnce() + Send>) {
+        let me = self.me.upgrade().expect("kthreadd host: waking a dropped context");
+        let name = lock(&self.name).replace('\0', "");
+        thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || context_main(me, entry))
+            .unwrap_or_else(|e| panic!("kthreadd host: cannot create the thread of context '{name}': {e}"));
+    }
+
+    /// Mark it dead (idempotent).
+    fn finish(&self) {
+        let mut g = self.lock_state();
+        if g.st != St::Dead {
+            self.stop_clock(&mut g);
+            g.st = St::Dead;
+            g.wchan = "";
+        }
+        drop(g);
+        self.cv.notify_all();
+    }
+}
+
+/// Body of a context's thread.
+fn context_main(me: Arc<Ctx>, entry: Box<dyn FnOnce() + Send>) {
+    me.start_clock(&mut me.lock_state());
+    TLS.with(|t| *t.current.borrow_mut() = Some(me.clone()));
+    if let Err(p) = panic::catch_unwind(AssertUnwindSafe(entry))
+        && !p.is::<ExitToken>()
+    {
+        fatal(&format!("context '{}'", lock(&me.name)), &*p);
+    }
+    me.finish();
+}
+
+/// End the calling context's thread.
+#[cfg(panic = "unwind")]
+fn exit_thread(_me: Arc<Ctx>) -> ! {
+    // Unwinds to `context_main`, which marks the context dead and returns,
+    // so the thread and its stack are freed.
+    panic::resume_unwind(Box::new(ExitToken))
+}
+
+/// End the calling context's thread.
+#[cfg(not(panic = "unwind"))]
+fn exit_thread(me: Arc<Ctx>) -> ! {
+    // Without unwinding no safe code can end a thread early: the context is
+    // dead and its thread sleeps forever (one parked thread per exit_current).
+    me.finish();
+    drop(me);
+    loop {
+        thread::park();
+    }
+}
+
+impl PortTask for Ctx {
+    fn id(&self) -> usize {
+        self.id
+    }
+    fn wake(&self) -> bool {
+        self.wake_if(false)
+    }
+    fn wake_parked(&self) -> bool {
+        self.wake_if(true)
+    }
+    fn state(&self) -> TaskState {
+        match self.lock_state().st {
+            St::Running => TaskState::Running,
+            St::Sleep(SleepState::Interruptible) => TaskState::Sleeping,
+            St::Sleep(SleepState::Uninterruptible) => TaskState::DiskSleep,
+            St::Sleep(SleepState::Parked) => TaskState::Parked,
+            St::New => TaskState::New,
+            St::Dead => TaskState::Dead,
+        }
+    }
+    fn cpu(&self) -> usize {
+        self.inner.cpu_for(self.affinity.load(Ordering::Acquire))
+    }
+    fn affinity(&self) -> CpuMask {
+        CpuMask(self.affinity.load(Ordering::Acquire))
+    }
+    fn set_affinity(&self, mask: CpuMask) -> Result<()> {
+        if mask.0 & self.inner.present() == 0 {
+            return Err(Error::new(EINVAL));
+        }
+        self.affinity.store(mask.0, Ordering::Release);
+        Ok(())
+    }
+    /// No effect: the OS schedules the threads.
+    fn set_priority(&self, _prio: Priority) {}
+    fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+    fn set_name(&self, name: &str) {
+        *lock(&self.name) = name.to_string();
+    }
+    /// Wall time spent started and not blocked in `schedule` (a thread's own
+    /// CPU clock needs `libc`).
+    fn cpu_time_ns(&self) -> u64 {
+        let g = self.lock_state();
+        g.run_ns + g.running_since.map_or(0, |s| self.inner.now_ns().saturating_sub(s))
+    }
+    /// Times it started or resumed after blocking.
+    fn nr_switches(&self) -> u64 {
+        self.switches.load(Ordering::Relaxed)
+    }
+    fn wait_channel(&self) -> &'static str {
+        self.lock_state().wchan
+    }
+    fn data(&self) -> Option<TaskData> {
+        self.data.clone()
+    }
+}
+
+/// The calling thread's record, created with `inner` if it has none.
+fn current_ctx(inner: &Arc<Inner>) -> Arc<Ctx> {
+    TLS.with(|t| {
+        if let Some(c) = &*t.current.borrow() {
+            return c.clone();
+        }
+        let name = thread::current().name().unwrap_or("thread").to_string();
+        let c = Ctx::new(inner.clone(), name, CpuMask::ALL, None, false, None);
+        *t.current.borrow_mut() = Some(c.clone());
+        c
+    })
+}
+
+/// One arming of a timer in the timer heap.
+struct Entry {
+    deadline: u64,
+    generation: u64,
+    t: Arc<TimerInner>,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    // Reversed: BinaryHeap is a max-heap and the earliest deadline goes first.
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        o.deadline.cmp(&self.deadline).then(o.generation.cmp(&self.generation))
+    }
+}
+
+/// The timer heap of a port. Heap entries of cancelled or moved armings are
+/// stale (their generation is old) and skipped; they are purged when the
+/// heap has doubled since the last purge.
+struct Wheel {
+    heap: BinaryHeap<Entry>,
+    purge_at: usize,
+    thread: Option<ThreadId>,
+}
+
+struct TimerState {
+    pending: bool,
+    generation: u64,
+    cpu: usize,
+    running: bool,
+}
+
+struct TimerInner {
+    cb: Arc<dyn Fn() + Send + Sync>,
+    st: Mutex<TimerState>,
+    done: Condvar,
+}
+
+impl TimerInner {
+    fn live(&self, generation: u64) -> bool {
+        let s = lock(&self.st);
+        s.pending && s.generation == generation
+    }
+}
+
+/// A timer of the host port. Dropping it does not disarm it (as on the
+/// testkernel): cancel it first.
+struct HostTimer {
+    t: Arc<TimerInner>,
+    inner: Arc<Inner>,
+}
+
+impl PortTimer for HostTimer {
+    fn arm(&self, deadline_ns: u64, cpu: Option<usize>) {
+        let cpu = match cpu {
+            Some(c) if c < self.inner.cpus => c,
+            _ => self.inner.cpu_here(),
+        };
+        let generation = {
+            let mut s = lock(&self.t.st);
+            s.pending = true;
+            s.cpu = cpu;
+            s.generation += 1;
+            s.generation
+        };
+        let mut w = lock(&self.inner.wheel);
+        if w.heap.len() >= w.purge_at {
+            w.heap.retain(|e| e.t.live(e.generation));
+            w.purge_at = (2 * w.heap.len()).max(64);
+        }
+        w.heap.push(Entry { deadline: deadline_ns, generation, t: self.t.clone() });
+        if w.thread.is_none() {
+            let inner = self.inner.clone();
+            let h = thread::Builder::new()
+                .name("host-timer".into())
+                .spawn(move || timer_thread(inner))
+                .expect("kthreadd host: cannot create the timer thread");
+            w.thread = Some(h.thread().id());
+        }
+        drop(w);
+        self.inner.wheel_cv.notify_all();
+    }
+
+    fn cancel(&self) -> bool {
+        let mut s = lock(&self.t.st);
+        let was = s.pending;
+        s.pending = false;
+        s.generation += 1;
+        was
+    }
+
+    fn cancel_sync(&self) -> bool {
+        let was = self.cancel();
+        // On the timer thread no other callback can be running (there is one
+        // timer thread), and waiting for our own would deadlock.
+        if lock(&self.inner.wheel).thread != Some(thread::current().id()) {
+            let mut s = lock(&self.t.st);
+            while s.running {
+                s = wait(&self.t.done, s);
+            }
+        }
+        was
+    }
+
+    fn is_pending(&self) -> bool {
+        lock(&self.t.st).pending
+    }
+}
+
+/// The timer thread: fire expired timers, in interrupt context.
+fn timer_thread(inner: Arc<Inner>) {
+    let mut w = lock(&inner.wheel);
+    loop {
+        let now = inner.now_ns();
+        match w.heap.peek().map(|e| e.deadline) {
+            None => w = wait(&inner.wheel_cv, w),
+            Some(d) if d > now => w = wait_ns(&inner.wheel_cv, w, d - now),
+            Some(_) => {
+                let Some(e) = w.heap.pop() else { continue };
+                drop(w);
+                let fire = {
+                    let mut s = lock(&e.t.st);
+                    let live = s.pending && s.generation == e.generation;
+                    if live {
+                        s.pending = false;
+                        s.running = true;
+                    }
+                    live.then_some(s.cpu)
+                };
+                if let Some(cpu) = fire {
+                    as_irq_on(cpu, || run_or_abort("a timer callback", || (e.t.cb)()));
+                    lock(&e.t.st).running = false;
+                    e.t.done.notify_all();
+                }
+                w = lock(&inner.wheel);
+            }
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Everything a port and its contexts, timers and helper threads share.
+struct Inner {
+    epoch: Instant,
+    cpus: usize,
+    online: AtomicU64,
+    spawn_failures: AtomicUsize,
+    sched_hooks: OnceLock<&'static dyn SchedHooks>,
+    hotplug: Mutex<Vec<&'static dyn HotplugHooks>>,
+    hotplug_op: Mutex<()>,
+    wheel: Mutex<Wheel>,
+    wheel_cv: Condvar,
+    /// Per-CPU queue of the `call_on_cpu` helper thread (started lazily).
+    ipi: Vec<Mutex<Option<mpsc::Sender<Job>>>>,
+}
+
+impl Inner {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn present(&self) -> u64 {
+        CpuMask::first(self.cpus).0
+    }
+
+    /// The CPU a context with `affinity` runs on.
+    fn cpu_for(&self, affinity: u64) -> usize {
+        let aff = affinity & self.present();
+        let online = aff & self.online.load(Ordering::Acquire);
+        let m = if online != 0 { online } else { aff };
+        CpuMask(m).first_cpu().unwrap_or(0)
+    }
+
+    /// The calling thread's CPU.
+    fn cpu_here(self: &Arc<Self>) -> usize {
+        TLS.with(|t| t.irq_cpu.get())
+            .unwrap_or_else(|| self.cpu_for(current_ctx(self).affinity.load(Ordering::Acquire)))
+    }
+
+    /// The queue of `cpu`'s helper thread.
+    fn ipi_queue(&self, cpu: usize) -> mpsc::Sender<Job> {
+        let mut q = lock(&self.ipi[cpu]);
+        q.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            thread::Builder::new()
+                .name(format!("host-ipi/{cpu}"))
+                .spawn(move || {
+                    for job in rx {
+                        as_irq_on(cpu, || run_or_abort("a call_on_cpu function", job));
+                    }
+                })
+                .expect("kthreadd host: cannot create a call_on_cpu thread");
+            tx
+        })
+        .clone()
+    }
+}
+
+/// [`Port`] on std threads with a configurable number of virtual CPUs. A
+/// port and its threads live as long as the process (its timer and helper
+/// threads never end).
+pub struct HostPort {
+    inner: Arc<Inner>,
+}
+
+impl HostPort {
+    /// A port with `cpus` virtual CPUs, all online (1 to
+    /// [`port::MAX_CPUS`]).
+    pub fn new(cpus: usize) -> Self {
+        assert!((1..=port::MAX_CPUS).contains(&cpus), "kthreadd host: {cpus} CPUs (1 to {} allowed)", port::MAX_CPUS);
+        HostPort {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                cpus,
+                online: AtomicU64::new(CpuMask::first(cpus).0),
+                spawn_failures: AtomicUsize::new(0),
+                sched_hooks: OnceLock::new(),
+                hotplug: Mutex::new(Vec::new()),
+                hotplug_op: Mutex::new(()),
+                wheel: Mutex::new(Wheel { heap: BinaryHeap::new(), purge_at: 64, thread: None }),
+                wheel_cv: Condvar::new(),
+                ipi: (0..cpus).map(|_| Mutex::new(None)).collect(),
+            }),
+        }
+    }
+
+    fn cur(&self) -> Arc<Ctx> {
+        current_ctx(&self.inner)
+    }
+
+    /// Panic as Linux's `might_sleep` does if the caller may not sleep.
+    fn might_sleep(&self, what: &str) {
+        let (irqs_off, preempt, irq) = TLS.with(|t| (t.irqs_off.get(), t.preempt.get(), t.irq.get()));
+        if irqs_off || preempt != 0 || irq != 0 {
+            panic!(
+                "BUG: sleeping function called from invalid context: {what} with preempt_count={preempt}, in_irq={}, irqs_disabled={irqs_off}",
+                irq != 0
+            );
+        }
+    }
+
+    /// `schedule` and `schedule_until`: block while in the announced sleep
+    /// state, up to `deadline`. True if the deadline passed.
+    fn block(&self, deadline: Option<u64>) -> bool {
+        self.might_sleep(if deadline.is_some() { "schedule_until" } else { "schedule" });
+        let inner = &self.inner;
+        let passed = |now: u64| deadline.is_some_and(|d| now >= d);
+        let me = self.cur();
+        {
+            let mut g = me.lock_state();
+            if passed(inner.now_ns()) {
+                g.st = St::Running;
+                return true;
+            }
+            if g.st == St::Running {
+                drop(g);
+                thread::yield_now();
+                return passed(inner.now_ns());
+            }
+        }
+        // The hooks run without the record's lock (they may wake others). A
+        // wake-up that comes meanwhile makes the wait below return at once:
+        // the hooks still come in pairs.
+        let hooks = match (me.worker_hooks, inner.sched_hooks.get(), &me.data) {
+            (true, Some(h), Some(d)) => Some((*h, d)),
+            _ => None,
+        };
+        if let Some((h, d)) = hooks {
+            preempt_off(|| h.sleeping(d));
+        }
+        {
+            let mut g = me.lock_state();
+            me.stop_clock(&mut g);
+            while let St::Sleep(_) = g.st {
+                match deadline {
+                    None => g = wait(&me.cv, g),
+                    Some(d) => {
+                        let now = inner.now_ns();
+                        if now >= d {
+                            g.st = St::Running;
+                            break;
+                        }
+                        g = wait_ns(&me.cv, g, d - now);
+                    }
+                }
+            }
+            me.start_clock(&mut g);
+        }
+        if let Some((h, d)) = hooks {
+            preempt_off(|| h.running(d));
+        }
+        passed(inner.now_ns())
+    }
+}
+
+/// Install a [`HostPort`] with `cpus` virtual CPUs as the port of the
+/// process and return it. Idempotent: later calls return the first port,
+/// whatever their `cpus`.
+pub fn install_host_port(cpus: usize) -> &'static HostPort {
+    static INSTALLED: OnceLock<&'static HostPort> = OnceLock::new();
+    let p: &'static HostPort = INSTALLED.get_or_init(|| Box::leak(Box::new(HostPort::new(cpus))));
+    port::install(p);
+    p
+}
+
+impl Port for HostPort {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn spawn(&self, spec: SpawnSpec) -> Result<TaskRef> {
+        if self.inner.spawn_failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            return Err(Error::new(ENOMEM));
+        }
+        if spec.affinity.0 & self.inner.present() == 0 {
+            return Err(Error::new(EINVAL));
+        }
+        let inner = self.inner.clone();
+        Ok(Ctx::new(inner, spec.name, spec.affinity, spec.data, spec.worker_hooks, Some(spec.entry)))
+    }
+
+    fn current(&self) -> TaskRef {
+        self.cur()
+    }
+
+    fn current_id(&self) -> usize {
+        self.cur().id
+    }
+
+    fn current_data(&self) -> Option<TaskData> {
+        self.cur().data.clone()
+    }
+
+    fn set_current_state(&self, state: SleepState, wchan: &'static str) {
+        let me = self.cur();
+        let mut g = me.lock_state();
+        g.st = St::Sleep(state);
+        g.wchan = wchan;
+    }
+
+    fn set_current_running(&self) {
+        let me = self.cur();
+        let mut g = me.lock_state();
+        g.st = St::Running;
+        g.wchan = "";
+    }
+
+    fn schedule(&self) {
+        self.block(None);
+    }
+
+    fn schedule_until(&self, deadline_ns: u64) -> bool {
+        self.block(Some(deadline_ns))
+    }
+
+    fn yield_now(&self) {
+        thread::yield_now();
+    }
+
+    /// Nothing to do: the OS preempts the threads anyway.
+    fn cond_resched(&self) {}
+
+    /// Ends the thread by unwinding to its entry wrapper (no panic message);
+    /// under `panic = "abort"` the dead context's thread parks for ever.
+    /// Panics outside a context spawned through the port.
+    fn exit_current(&self) -> ! {
+        let me = self.cur();
+        assert!(me.spawned && !self.in_irq(), "kthreadd host: exit_current outside a context spawned through the port");
+        exit_thread(me)
+    }
+
+    fn cpu_id(&self) -> usize {
+        self.inner.cpu_here()
+    }
+
+    fn cpu_count(&self) -> usize {
+        self.inner.cpus
+    }
+
+    fn online_mask(&self) -> CpuMask {
+        CpuMask(self.inner.online.load(Ordering::Acquire))
+    }
+
+    /// On another CPU, `f` runs on that CPU's helper thread in interrupt
+    /// context; on the calling CPU it runs at once with interrupts off (as
+    /// Linux's `smp_call_function_single` and the testkernel do).
+    fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
+        if cpu >= self.inner.cpus {
+            return Err(Error::new(EINVAL));
+        }
+        if cpu == self.cpu_id() {
+            let was = self.irq_save();
+            f();
+            self.irq_restore(was);
+            return Ok(());
+        }
+        let (done_tx, done_rx) = mpsc::sync_channel::<()>(1);
+        let job: Job = Box::new(move || {
+            f();
+            let _ = done_tx.send(());
+        });
+        self.inner.ipi_queue(cpu).send(job).expect("kthreadd host: a call_on_cpu thread is gone");
+        if wait {
+            let _ = done_rx.recv();
+        }
+        Ok(())
+    }
+
+    fn irq_save(&self) -> bool {
+        !TLS.with(|t| t.irqs_off.replace(true))
+    }
+
+    fn irq_restore(&self, was_enabled: bool) {
+        TLS.with(|t| t.irqs_off.set(!was_enabled));
+    }
+
+    fn preempt_disable(&self) {
+        TLS.with(|t| t.preempt.set(t.preempt.get() + 1));
+    }
+
+    fn preempt_enable(&self) {
+        TLS.with(|t| {
+            let n = t.preempt.get().checked_sub(1).expect("kthreadd host: preempt_enable without preempt_disable");
+            t.preempt.set(n);
+        });
+    }
+
+    fn in_atomic(&self) -> bool {
+        TLS.with(|t| t.irqs_off.get() || t.preempt.get() != 0 || t.irq.get() != 0)
+    }
+
+    fn in_irq(&self) -> bool {
+        TLS.with(|t| t.irq.get() != 0)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.inner.now_ns()
+    }
+
+    /// The same as [`Port::now_ns`].
+    fn cycles(&self) -> u64 {
+        self.inner.now_ns()
+    }
+
+    /// Identity: a cycle is a nanosecond here.
+    fn cycles_to_ns(&self, cycles: u64) -> u64 {
+        cycles
+    }
+
+    fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer> {
+        let st = TimerState { pending: false, generation: 0, cpu: 0, running: false };
+        let t = Arc::new(TimerInner { cb: callback, st: Mutex::new(st), done: Condvar::new() });
+        Box::new(HostTimer { t, inner: self.inner.clone() })
+    }
+
+    /// The first registration wins; later ones are ignored.
+    fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks) {
+        let _ = self.inner.sched_hooks.set(hooks);
+    }
+
+    fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks) {
+        lock(&self.inner.hotplug).push(hooks);
+    }
+
+    fn cpu_down(&self, cpu: usize) -> Result<()> {
+        let _op = lock(&self.inner.hotplug_op);
+        let online = self.inner.online.load(Ordering::Acquire);
+        if cpu >= self.inner.cpus || online & (1 << cpu) == 0 || online.count_ones() < 2 {
+            return Err(Error::new(EINVAL));
+        }
+        let hooks = lock(&self.inner.hotplug).clone();
+        // Reverse registration order, as Linux parks smpboot threads.
+        for h in hooks.iter().rev() {
+            h.cpu_going_down(cpu);
+        }
+        self.inner.online.fetch_and(!(1 << cpu), Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn cpu_up(&self, cpu: usize) -> Result<()> {
+        let _op = lock(&self.inner.hotplug_op);
+        if cpu >= self.inner.cpus || self.inner.online.load(Ordering::Acquire) & (1 << cpu) != 0 {
+            return Err(Error::new(EINVAL));
+        }
+        self.inner.online.fetch_or(1 << cpu, Ordering::AcqRel);
+        let hooks = lock(&self.inner.hotplug).clone();
+        for h in &hooks {
+            h.cpu_came_up(cpu);
+        }
+        Ok(())
+    }
+
+    /// Straight to stdout (not captured by the test harness).
+    fn console_line(&self, line: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    /// `std::process::exit` with 0 (pass) or 1 (fail).
+    fn exit_machine(&self, pass: bool) -> ! {
+        let _ = std::io::stdout().flush();
+        std::process::exit(if pass { 0 } else { 1 })
+    }
+
+    /// All zero: the host has no frame allocator, and the heap is the
+    /// process's (counting it would need a global allocator, which a library
+    /// must not impose). Leak checks on these counters are vacuous here.
+    fn mem_counters(&self) -> MemCounters {
+        MemCounters::default()
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        self.inner.spawn_failures.store(n, Ordering::Release);
+    }
+
+    /// A `std::backtrace` of the calling thread, to stderr.
+    fn dump_stack(&self) {
+        let bt = std::backtrace::Backtrace::force_capture();
+        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: stack of '{}':\n{bt}", lock(&self.cur().name));
+    }
+}
