@@ -1,0 +1,585 @@
+//! The host port's own contract tests (the shared `port` suite runs on it in
+//! `tests/suite/tests/host.rs`). Tests that register hooks or inject faults
+//! use a private [`HostPort`] so they cannot disturb tests running in
+//! parallel on the installed one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kthreadd::host::{HostPort, install_host_port};
+use kthreadd::port::{
+    CpuMask, EINVAL, ENOMEM, HotplugHooks, Port, Priority, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef,
+    TaskState,
+};
+use kthreadd::sync::Completion;
+
+const CPUS: usize = 4;
+
+fn host() -> &'static HostPort {
+    install_host_port(CPUS)
+}
+
+/// A port of its own for one test, living for the process.
+fn private_port(cpus: usize) -> &'static HostPort {
+    Box::leak(Box::new(HostPort::new(cpus)))
+}
+
+fn spec(name: &str, affinity: CpuMask, f: impl FnOnce() + Send + 'static) -> SpawnSpec {
+    SpawnSpec {
+        name: name.into(),
+        entry: Box::new(f),
+        affinity,
+        priority: Priority::Normal,
+        data: None,
+        worker_hooks: false,
+    }
+}
+
+fn spawn(p: &dyn Port, name: &str, f: impl FnOnce() + Send + 'static) -> TaskRef {
+    p.spawn(spec(name, CpuMask::ALL, f)).expect("spawn")
+}
+
+/// Poll `cond` for up to 10 s.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..10_000 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn new_context_runs_only_after_wake() {
+    let p = host();
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let t = spawn(p, "host-new", move || r.store(true, Ordering::SeqCst));
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(!ran.load(Ordering::SeqCst));
+    assert_eq!(t.state(), TaskState::New);
+    assert!(!t.wake_parked(), "wake_parked must not start a new context");
+    assert_eq!(t.state(), TaskState::New);
+    assert!(t.wake());
+    assert!(eventually(|| t.state() == TaskState::Dead));
+    assert!(ran.load(Ordering::SeqCst));
+    assert!(!t.wake(), "waking a dead context must fail");
+    assert!(t.nr_switches() >= 1);
+}
+
+#[test]
+fn no_lost_wakeup_10000_rounds() {
+    const ROUNDS: usize = 10_000;
+    let p = host();
+    let flag = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(Completion::new());
+    let (f, s, d) = (flag.clone(), seen.clone(), done.clone());
+    let sleeper = spawn(p, "host-sleeper", move || {
+        let p = host();
+        for i in 1..=ROUNDS {
+            loop {
+                p.set_current_state(SleepState::Uninterruptible, "host-test");
+                if f.load(Ordering::SeqCst) >= i {
+                    break;
+                }
+                p.schedule();
+            }
+            p.set_current_running();
+            s.store(i, Ordering::SeqCst);
+        }
+        d.complete_all();
+    });
+    sleeper.wake();
+    // Lock-step: each round the sleeper has to block (or nearly) before the
+    // waker sets the flag, so most rounds race the wake against schedule().
+    for i in 1..=ROUNDS {
+        flag.store(i, Ordering::SeqCst);
+        sleeper.wake();
+        while seen.load(Ordering::SeqCst) < i {
+            std::hint::spin_loop();
+            if sleeper.state() == TaskState::DiskSleep && flag.load(Ordering::SeqCst) == i && i % 2 == 0 {
+                // A second wake-up, racing the sleeper's recheck.
+                sleeper.wake();
+            }
+        }
+    }
+    assert!(done.wait_deadline("test", p.now_ns() + 60_000_000_000), "the sleeper missed a wake-up");
+}
+
+#[test]
+fn wake_and_wake_parked_masks() {
+    let p = host();
+    let stage = Arc::new(AtomicUsize::new(0));
+    let s = stage.clone();
+    let t = spawn(p, "host-masks", move || {
+        let p = host();
+        // Parked: only wake_parked ends it.
+        p.set_current_state(SleepState::Parked, "parked");
+        s.store(1, Ordering::SeqCst);
+        p.schedule();
+        s.store(2, Ordering::SeqCst);
+        // Interruptible: wake_parked must not end it.
+        p.set_current_state(SleepState::Interruptible, "sleeping");
+        s.store(3, Ordering::SeqCst);
+        p.schedule();
+        s.store(4, Ordering::SeqCst);
+    });
+    t.wake();
+    assert!(eventually(|| stage.load(Ordering::SeqCst) == 1));
+    assert_eq!(t.state(), TaskState::Parked);
+    assert_eq!(t.wait_channel(), "parked");
+    assert!(!t.wake(), "wake must not unpark");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(stage.load(Ordering::SeqCst), 1);
+    assert_eq!(t.state(), TaskState::Parked);
+    assert!(t.wake_parked());
+    assert!(eventually(|| stage.load(Ordering::SeqCst) == 3));
+    assert_eq!(t.state(), TaskState::Sleeping);
+    assert!(!t.wake_parked(), "wake_parked must not wake a sleeper");
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(stage.load(Ordering::SeqCst), 3);
+    assert!(t.wake());
+    assert!(eventually(|| t.state() == TaskState::Dead));
+    assert_eq!(stage.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn uninterruptible_state_and_running_schedule() {
+    let p = host();
+    let t = spawn(p, "host-d", move || {
+        let p = host();
+        // schedule() while running only yields.
+        p.schedule();
+        p.set_current_state(SleepState::Uninterruptible, "disk");
+        p.schedule();
+    });
+    t.wake();
+    assert!(eventually(|| t.state() == TaskState::DiskSleep));
+    assert!(t.wake());
+    assert!(eventually(|| t.state() == TaskState::Dead));
+}
+
+#[test]
+fn test_thread_has_a_context_record() {
+    let p = host();
+    let me = p.current();
+    assert_eq!(me.id(), p.current_id());
+    assert_eq!(me.id(), p.current().id(), "the record must be stable");
+    assert_eq!(me.state(), TaskState::Running);
+    assert!(p.current_data().is_none());
+    let other = me.clone();
+    let waker = std::thread::spawn(move || {
+        assert!(eventually(|| other.state() == TaskState::Sleeping));
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(other.wake());
+    });
+    p.set_current_state(SleepState::Interruptible, "main");
+    p.schedule();
+    assert_eq!(me.state(), TaskState::Running);
+    waker.join().unwrap();
+}
+
+#[test]
+fn schedule_until_is_never_early() {
+    let p = host();
+    for ms in [0u64, 1, 2, 5, 13] {
+        let deadline = p.now_ns() + ms * 1_000_000;
+        p.set_current_state(SleepState::Uninterruptible, "test");
+        assert!(p.schedule_until(deadline));
+        assert!(p.now_ns() >= deadline, "woke early");
+        assert_eq!(p.current().state(), TaskState::Running);
+    }
+    // Woken before the deadline: false.
+    let me = p.current();
+    let t = spawn(p, "host-waker", move || {
+        std::thread::sleep(Duration::from_millis(10));
+        me.wake();
+    });
+    p.set_current_state(SleepState::Interruptible, "test");
+    t.wake();
+    let start = p.now_ns();
+    assert!(!p.schedule_until(start + 10_000_000_000));
+    assert!(p.now_ns() - start < 5_000_000_000);
+    // A parked sleeper also wakes at its deadline.
+    let deadline = p.now_ns() + 3_000_000;
+    p.set_current_state(SleepState::Parked, "test");
+    assert!(p.schedule_until(deadline));
+    assert!(p.now_ns() >= deadline);
+}
+
+#[test]
+fn timers_fire_cancel_and_cancel_sync() {
+    let p = host();
+    let fired_at = Arc::new(AtomicU64::new(0));
+    let irq = Arc::new(AtomicUsize::new(usize::MAX));
+    let (fa, ir) = (fired_at.clone(), irq.clone());
+    let t = p.timer(Arc::new(move || {
+        let p = host();
+        ir.store(if p.in_irq() && p.in_atomic() { p.cpu_id() } else { 1000 }, Ordering::SeqCst);
+        fa.store(p.now_ns(), Ordering::SeqCst);
+    }));
+    let deadline = p.now_ns() + 5_000_000;
+    t.arm(deadline, Some(2));
+    assert!(t.is_pending());
+    assert!(eventually(|| fired_at.load(Ordering::SeqCst) != 0));
+    assert!(fired_at.load(Ordering::SeqCst) >= deadline, "fired early");
+    assert_eq!(irq.load(Ordering::SeqCst), 2, "callback not in interrupt context of its CPU");
+    assert!(!t.is_pending());
+    assert!(!t.cancel());
+
+    // Moving a pending timer: it fires once, at the later deadline.
+    fired_at.store(0, Ordering::SeqCst);
+    t.arm(p.now_ns() + 2_000_000, None);
+    let later = p.now_ns() + 40_000_000;
+    t.arm(later, None);
+    assert!(eventually(|| fired_at.load(Ordering::SeqCst) != 0));
+    assert!(fired_at.load(Ordering::SeqCst) >= later, "the moved timer fired at its old deadline");
+
+    // Cancelled before firing: never fires.
+    fired_at.store(0, Ordering::SeqCst);
+    t.arm(p.now_ns() + 20_000_000, None);
+    assert!(t.cancel());
+    assert!(!t.is_pending());
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(fired_at.load(Ordering::SeqCst), 0);
+
+    // cancel_sync waits for a running callback.
+    let running = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (r, f) = (running.clone(), finished.clone());
+    let slow = p.timer(Arc::new(move || {
+        r.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        f.store(true, Ordering::SeqCst);
+    }));
+    slow.arm(p.now_ns(), None);
+    assert!(eventually(|| running.load(Ordering::SeqCst)));
+    assert!(!slow.cancel_sync(), "a running timer is not pending");
+    assert!(finished.load(Ordering::SeqCst), "cancel_sync returned while the callback ran");
+
+    // cancel_sync from the callback itself does not deadlock, and a callback
+    // may re-arm its own timer.
+    let slot: Arc<std::sync::Mutex<Option<Box<dyn kthreadd::port::PortTimer>>>> = Default::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (s2, c2) = (slot.clone(), count.clone());
+    let own = p.timer(Arc::new(move || {
+        let n = c2.fetch_add(1, Ordering::SeqCst) + 1;
+        let g = s2.lock().unwrap();
+        let t = g.as_ref().unwrap();
+        t.cancel_sync();
+        if n < 3 {
+            t.arm(host().now_ns() + 1_000_000, None);
+        }
+    }));
+    own.arm(p.now_ns() + 1_000_000, None);
+    *slot.lock().unwrap() = Some(own);
+    assert!(eventually(|| count.load(Ordering::SeqCst) == 3));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn many_timers_fire_in_order() {
+    let p = host();
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let base = p.now_ns() + 20_000_000;
+    let timers: Vec<_> = (0..20u64)
+        .map(|i| {
+            let o = order.clone();
+            let t = p.timer(Arc::new(move || o.lock().unwrap().push(i)));
+            // Arm out of order, and arm-cancel-arm to leave stale entries.
+            let d = base + ((i * 7) % 20) * 1_000_000;
+            t.arm(d + 500_000_000, None);
+            t.cancel();
+            t.arm(d, None);
+            (d, t)
+        })
+        .collect();
+    assert!(eventually(|| order.lock().unwrap().len() == 20));
+    let got = order.lock().unwrap().clone();
+    let mut want: Vec<_> = timers.iter().enumerate().map(|(i, (d, _))| (*d, i as u64)).collect();
+    want.sort();
+    assert_eq!(got, want.into_iter().map(|(_, i)| i).collect::<Vec<_>>());
+}
+
+#[test]
+fn call_on_cpu_identity() {
+    let p = host();
+    for cpu in 0..CPUS {
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let s = seen.clone();
+        p.call_on_cpu(
+            cpu,
+            Box::new(move || {
+                let p = host();
+                assert!(p.in_atomic());
+                s.store(p.cpu_id(), Ordering::SeqCst);
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(seen.load(Ordering::SeqCst), cpu);
+    }
+    // On another CPU it is interrupt context.
+    let irq = Arc::new(AtomicBool::new(false));
+    let i = irq.clone();
+    p.call_on_cpu(3, Box::new(move || i.store(host().in_irq(), Ordering::SeqCst)), true).unwrap();
+    assert!(irq.load(Ordering::SeqCst));
+    // Without waiting.
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    p.call_on_cpu(1, Box::new(move || d.store(true, Ordering::SeqCst)), false).unwrap();
+    assert!(eventually(|| done.load(Ordering::SeqCst)));
+    assert_eq!(p.call_on_cpu(CPUS, Box::new(|| {}), true).unwrap_err().errno, EINVAL);
+    assert!(!p.in_atomic());
+}
+
+#[test]
+fn bound_contexts_report_their_cpu() {
+    let p = host();
+    for cpu in 0..CPUS {
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let s = seen.clone();
+        let t =
+            p.spawn(spec("host-bound", CpuMask::one(cpu), move || s.store(host().cpu_id(), Ordering::SeqCst))).unwrap();
+        assert_eq!(t.cpu(), cpu);
+        t.wake();
+        assert!(eventually(|| t.state() == TaskState::Dead));
+        assert_eq!(seen.load(Ordering::SeqCst), cpu);
+    }
+    let t = p.spawn(spec("host-aff", CpuMask(0b1100), || {})).unwrap();
+    assert_eq!(t.cpu(), 2);
+    t.set_affinity(CpuMask::one(1)).unwrap();
+    assert_eq!((t.cpu(), t.affinity()), (1, CpuMask::one(1)));
+    assert_eq!(t.set_affinity(CpuMask::one(CPUS)).unwrap_err().errno, EINVAL);
+    assert_eq!(p.spawn(spec("host-nocpu", CpuMask::one(CPUS), || {})).err().map(|e| e.errno), Some(EINVAL));
+}
+
+#[test]
+fn atomic_counters() {
+    let p = host();
+    assert!(!p.in_atomic() && !p.in_irq());
+    let was = p.irq_save();
+    assert!(was && p.in_atomic());
+    let nested = p.irq_save();
+    assert!(!nested);
+    p.irq_restore(nested);
+    assert!(p.in_atomic());
+    p.irq_restore(was);
+    assert!(!p.in_atomic());
+    p.preempt_disable();
+    p.preempt_disable();
+    p.preempt_enable();
+    assert!(p.in_atomic() && !p.in_irq());
+    p.preempt_enable();
+    assert!(!p.in_atomic());
+    // A spinlock holder is atomic.
+    let l = kthreadd::sync::SpinLock::new(());
+    let g = l.lock();
+    assert!(p.in_atomic());
+    drop(g);
+    assert!(!p.in_atomic());
+}
+
+#[test]
+#[should_panic(expected = "sleeping function called from invalid context")]
+fn schedule_in_atomic_context_is_a_bug() {
+    let p = host();
+    p.preempt_disable();
+    p.set_current_state(SleepState::Interruptible, "bug");
+    p.schedule();
+}
+
+#[test]
+fn time_is_monotonic() {
+    let p = host();
+    let a = p.now_ns();
+    std::thread::sleep(Duration::from_millis(2));
+    let b = p.now_ns();
+    assert!(b >= a + 2_000_000);
+    assert_eq!(p.cycles_to_ns(12345), 12345);
+    assert!(p.cycles() >= b);
+    assert_eq!(p.name(), "host");
+    assert_eq!(p.cpu_count(), CPUS);
+}
+
+#[test]
+fn exit_current_ends_the_thread_1000_times() {
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                    .filter(|c| c.trim_end() == name)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+    let p = host();
+    let after = Arc::new(AtomicUsize::new(0));
+    for _ in 0..1000 {
+        let a = after.clone();
+        let t = spawn(p, "host-exiter", move || {
+            if a.load(Ordering::SeqCst) == 0 {
+                host().exit_current();
+            }
+            a.fetch_add(1, Ordering::SeqCst);
+        });
+        t.wake();
+        assert!(eventually(|| t.state() == TaskState::Dead));
+    }
+    assert_eq!(after.load(Ordering::SeqCst), 0, "code after exit_current ran");
+    // The threads are gone (they end just after they are marked dead).
+    assert!(eventually(|| threads_named("host-exiter") == 0), "{} exited threads remain", threads_named("host-exiter"));
+}
+
+#[derive(Default)]
+struct CountHooks {
+    sleeping: AtomicUsize,
+    running: AtomicUsize,
+    bad: AtomicUsize,
+}
+
+impl SchedHooks for CountHooks {
+    fn sleeping(&self, data: &TaskData) {
+        let p = kthreadd::port::port();
+        if data.downcast_ref::<u32>() != Some(&7) || !p.in_atomic() {
+            self.bad.fetch_add(1, Ordering::SeqCst);
+        }
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
+    }
+    fn running(&self, data: &TaskData) {
+        if data.downcast_ref::<u32>() != Some(&7) {
+            self.bad.fetch_add(1, Ordering::SeqCst);
+        }
+        self.running.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn sched_hooks_only_on_real_blocks() {
+    host(); // the hooks check in_atomic through the installed port (same thread state)
+    let p = private_port(2);
+    let hooks: &'static CountHooks = Box::leak(Box::default());
+    p.set_sched_hooks(hooks);
+    let stage = Arc::new(AtomicUsize::new(0));
+    let s = stage.clone();
+    let mut sp = spec("host-worker", CpuMask::ALL, move || {
+        // Running: schedule() only yields.
+        p.schedule();
+        // Woken (by itself) before schedule: returns at once.
+        p.set_current_state(SleepState::Interruptible, "w");
+        p.current().wake();
+        p.schedule();
+        // A deadline already passed: returns at once.
+        p.set_current_state(SleepState::Interruptible, "w");
+        p.schedule_until(0);
+        s.store(1, Ordering::SeqCst);
+        // A real block, ended by a wake-up.
+        p.set_current_state(SleepState::Interruptible, "w");
+        p.schedule();
+        s.store(2, Ordering::SeqCst);
+        // A real block, ended by its deadline.
+        p.set_current_state(SleepState::Interruptible, "w");
+        p.schedule_until(p.now_ns() + 2_000_000);
+        s.store(3, Ordering::SeqCst);
+    });
+    sp.data = Some(Arc::new(7u32));
+    sp.worker_hooks = true;
+    let t = p.spawn(sp).unwrap();
+    // Without worker_hooks: never called.
+    let plain = p
+        .spawn(spec("host-plain", CpuMask::ALL, move || {
+            p.set_current_state(SleepState::Interruptible, "p");
+            p.schedule_until(p.now_ns() + 1_000_000);
+        }))
+        .unwrap();
+    plain.wake();
+    assert!(eventually(|| plain.state() == TaskState::Dead));
+    t.wake();
+    assert!(eventually(|| stage.load(Ordering::SeqCst) == 1 && t.state() == TaskState::Sleeping));
+    assert!(eventually(|| hooks.sleeping.load(Ordering::SeqCst) == 1));
+    assert_eq!(hooks.running.load(Ordering::SeqCst), 0);
+    assert!(t.wake());
+    assert!(eventually(|| t.state() == TaskState::Dead));
+    assert_eq!(stage.load(Ordering::SeqCst), 3);
+    assert_eq!(hooks.sleeping.load(Ordering::SeqCst), 2);
+    assert_eq!(hooks.running.load(Ordering::SeqCst), 2);
+    assert_eq!(hooks.bad.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn spawn_failure_injection() {
+    let p = private_port(1);
+    p.inject_spawn_failures(2);
+    for _ in 0..2 {
+        assert_eq!(p.spawn(spec("host-fail", CpuMask::ALL, || {})).err().map(|e| e.errno), Some(ENOMEM));
+    }
+    let t = p.spawn(spec("host-ok", CpuMask::ALL, || {})).unwrap();
+    t.wake();
+    assert!(eventually(|| t.state() == TaskState::Dead));
+}
+
+#[derive(Default)]
+struct PlugLog(std::sync::Mutex<Vec<(bool, usize)>>);
+
+impl HotplugHooks for PlugLog {
+    fn cpu_going_down(&self, cpu: usize) {
+        self.0.lock().unwrap().push((false, cpu));
+    }
+    fn cpu_came_up(&self, cpu: usize) {
+        self.0.lock().unwrap().push((true, cpu));
+    }
+}
+
+#[test]
+fn cpu_hotplug() {
+    let p = private_port(3);
+    let log: &'static PlugLog = Box::leak(Box::default());
+    p.add_hotplug_hooks(log);
+    let unbound = p.spawn(spec("host-unbound", CpuMask::ALL, || {})).unwrap();
+    let bound = p.spawn(spec("host-bound0", CpuMask::one(0), || {})).unwrap();
+    assert_eq!(p.online_mask(), CpuMask(0b111));
+    p.cpu_down(0).unwrap();
+    assert_eq!(p.online_mask(), CpuMask(0b110));
+    assert_eq!(unbound.cpu(), 1, "unbound contexts move off an offline CPU");
+    assert_eq!(bound.cpu(), 0, "bound contexts stay");
+    assert_eq!(p.cpu_down(0).unwrap_err().errno, EINVAL);
+    assert_eq!(p.cpu_down(3).unwrap_err().errno, EINVAL);
+    p.cpu_down(2).unwrap();
+    assert_eq!(p.cpu_down(1).unwrap_err().errno, EINVAL, "the last CPU stays");
+    assert_eq!(p.cpu_up(1).unwrap_err().errno, EINVAL);
+    p.cpu_up(0).unwrap();
+    p.cpu_up(2).unwrap();
+    assert_eq!(p.online_mask(), CpuMask(0b111));
+    assert_eq!(unbound.cpu(), 0);
+    assert_eq!(*log.0.lock().unwrap(), vec![(false, 0), (false, 2), (true, 0), (true, 2)]);
+}
+
+#[test]
+fn task_bookkeeping() {
+    let p = host();
+    let go = Arc::new(Completion::new());
+    let g = go.clone();
+    let mut sp = spec("host-book", CpuMask::ALL, move || g.wait("book-wait"));
+    sp.data = Some(Arc::new(String::from("payload")));
+    let t = p.spawn(sp).unwrap();
+    assert_eq!(t.name(), "host-book");
+    t.set_name("host-renamed");
+    assert_eq!(t.name(), "host-renamed");
+    assert_eq!(t.data().unwrap().downcast_ref::<String>().unwrap(), "payload");
+    assert_eq!(t.wait_channel(), "");
+    t.wake();
+    assert!(eventually(|| t.state() == TaskState::DiskSleep));
+    assert_eq!(t.wait_channel(), "book-wait");
+    let before = t.nr_switches();
+    go.complete_all();
+    assert!(eventually(|| t.state() == TaskState::Dead));
+    assert!(t.nr_switches() > before);
+    let ns = t.cpu_time_ns();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(t.cpu_time_ns(), ns, "a dead context's time does not grow");
+    assert_eq!(p.mem_counters(), Default::default());
+}
