@@ -1,45 +1,31 @@
 //! The host port: [`Port`] on std threads (feature `host`), so the API tests
 //! that run in the guest also run under `cargo test`.
 //!
-//! # Model
-//! - A context is a record (state, wait channel, affinity, ...) plus, from
-//!   its first [`PortTask::wake`] on, a std thread running its entry. Until
-//!   then it is [`TaskState::New`] and has no thread, so a context that is
-//!   never woken costs no thread. When the entry returns (or the context
-//!   calls [`Port::exit_current`]) it is [`TaskState::Dead`] and the thread
-//!   ends.
-//! - The blocking protocol lives in the record: a `Mutex` over its state and
-//!   a `Condvar`. [`Port::set_current_state`] marks the caller sleeping,
-//!   [`Port::schedule`] waits only while it still is, and a wake-up sets it
-//!   back to running under the same mutex: no wake-up is lost.
-//! - Threads not spawned through the port (a test's own thread, the helper
-//!   threads below) get a record at their first port call, so `current`,
-//!   `set_current_state` and `schedule` work there too.
-//! - Virtual CPUs: a context "runs" on the lowest CPU of its affinity that is
-//!   online (the lowest of its affinity if none is), so a bound context
-//!   reports its CPU. [`Port::call_on_cpu`] runs the function on a per-CPU
-//!   helper thread that reports that CPU; timer callbacks run on one timer
-//!   thread per port and report the CPU they were armed on. Both count as
-//!   interrupt context ([`Port::in_irq`]).
-//! - Interrupt and preemption state are per-thread counters. They feed
-//!   `in_atomic`/`in_irq` and the "sleeping function called from invalid
-//!   context" check of `schedule`; they stop nobody from running: the OS
-//!   schedules the threads preemptively.
-//! - Console lines and backtraces go straight to stdout/stderr, not through
-//!   `println!`, which the test harness captures and would lose if the run
-//!   ends in [`Port::exit_machine`] or an abort.
+//! - A context is a record plus, from its first [`PortTask::wake`] on, a std
+//!   thread running its entry (a context never woken costs no thread). The
+//!   record's `Mutex` + `Condvar` implement the blocking protocol: a wake-up
+//!   sets a sleeper back to running under that mutex, so none is lost.
+//!   Threads not spawned through the port (a test's own thread) get a record
+//!   at their first port call.
+//! - Virtual CPUs: a context runs on the lowest online CPU of its affinity
+//!   (the lowest of its affinity if none is online). `call_on_cpu` functions
+//!   run on a per-CPU helper thread, timer callbacks on one timer thread per
+//!   port; both are interrupt context and report their CPU.
+//! - Interrupt and preemption state are per-thread counters: they feed
+//!   `in_atomic`/`in_irq` and the `might_sleep` check of `schedule`, but the
+//!   OS still preempts every thread.
+//! - Console lines go straight to stdout, not through `println!`, which the
+//!   test harness captures and would lose on `exit_machine` or an abort.
 //! - A panic in a context, a timer callback or a `call_on_cpu` function is
 //!   fatal, as in a kernel: the message goes to stderr and the process aborts.
 
 use alloc::boxed::Box;
-use alloc::collections::BinaryHeap;
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::any::Any;
 use core::cell::{Cell, RefCell};
-use core::cmp::Ordering as CmpOrdering;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::io::Write;
@@ -68,21 +54,13 @@ fn wait_ns<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>, ns: u64) -> MutexGuard<'a,
 /// The payload [`Port::exit_current`] unwinds with (never a real panic).
 struct ExitToken;
 
-/// A kernel panic: print what panicked straight to stderr and abort.
-fn fatal(what: &str, payload: &(dyn Any + Send)) -> ! {
-    let msg = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)");
-    let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {what}: {msg}; aborting");
-    std::process::abort()
-}
-
-/// Run `f`; a panic out of it is fatal.
-fn run_or_abort(what: &str, f: impl FnOnce()) {
-    if let Err(p) = panic::catch_unwind(AssertUnwindSafe(f)) {
-        fatal(what, &*p)
+/// Run `f`; a panic out of it (other than [`ExitToken`]) is fatal.
+fn run_or_abort(what: impl FnOnce() -> String, f: impl FnOnce()) {
+    let Err(p) = panic::catch_unwind(AssertUnwindSafe(f)) else { return };
+    if !p.is::<ExitToken>() {
+        let msg = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str));
+        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {}: {msg:?}; aborting", what());
+        std::process::abort()
     }
 }
 
@@ -268,32 +246,8 @@ impl Ctx {
 fn context_main(me: Arc<Ctx>, entry: Box<dyn FnOnce() + Send>) {
     me.start_clock(&mut me.lock_state());
     TLS.with(|t| *t.current.borrow_mut() = Some(me.clone()));
-    if let Err(p) = panic::catch_unwind(AssertUnwindSafe(entry))
-        && !p.is::<ExitToken>()
-    {
-        fatal(&format!("context '{}'", lock(&me.name)), &*p);
-    }
+    run_or_abort(|| format!("context '{}'", lock(&me.name)), entry);
     me.finish();
-}
-
-/// End the calling context's thread.
-#[cfg(panic = "unwind")]
-fn exit_thread(_me: Arc<Ctx>) -> ! {
-    // Unwinds to `context_main`, which marks the context dead and returns,
-    // so the thread and its stack are freed.
-    panic::resume_unwind(Box::new(ExitToken))
-}
-
-/// End the calling context's thread.
-#[cfg(not(panic = "unwind"))]
-fn exit_thread(me: Arc<Ctx>) -> ! {
-    // Without unwinding no safe code can end a thread early: the context is
-    // dead and its thread sleeps forever (one parked thread per exit_current).
-    me.finish();
-    drop(me);
-    loop {
-        thread::park();
-    }
 }
 
 impl PortTask for Ctx {
@@ -368,43 +322,17 @@ fn current_ctx(inner: &Arc<Inner>) -> Arc<Ctx> {
     })
 }
 
-/// One arming of a timer in the timer heap.
-struct Entry {
-    deadline: u64,
-    generation: u64,
-    t: Arc<TimerInner>,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == CmpOrdering::Equal
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    // Reversed: BinaryHeap is a max-heap and the earliest deadline goes first.
-    fn cmp(&self, o: &Self) -> CmpOrdering {
-        o.deadline.cmp(&self.deadline).then(o.generation.cmp(&self.generation))
-    }
-}
-
-/// The timer heap of a port. Heap entries of cancelled or moved armings are
-/// stale (their generation is old) and skipped; they are purged when the
-/// heap has doubled since the last purge.
+/// A port's armed timers by (deadline, arming number): the first one fires
+/// next. Locked before a timer's own state when both are.
 struct Wheel {
-    heap: BinaryHeap<Entry>,
-    purge_at: usize,
+    armed: BTreeMap<(u64, u64), Arc<TimerInner>>,
+    armings: u64,
     thread: Option<ThreadId>,
 }
 
 struct TimerState {
-    pending: bool,
-    generation: u64,
+    /// Its key in the wheel while pending.
+    key: Option<(u64, u64)>,
     cpu: usize,
     running: bool,
 }
@@ -415,18 +343,16 @@ struct TimerInner {
     done: Condvar,
 }
 
-impl TimerInner {
-    fn live(&self, generation: u64) -> bool {
-        let s = lock(&self.st);
-        s.pending && s.generation == generation
-    }
-}
-
 /// A timer of the host port. Dropping it does not disarm it (as on the
 /// testkernel): cancel it first.
 struct HostTimer {
     t: Arc<TimerInner>,
     inner: Arc<Inner>,
+}
+
+/// Take a timer out of the wheel; true if it was pending.
+fn disarm(w: &mut Wheel, s: &mut TimerState) -> bool {
+    s.key.take().is_some_and(|k| w.armed.remove(&k).is_some())
 }
 
 impl PortTimer for HostTimer {
@@ -435,19 +361,14 @@ impl PortTimer for HostTimer {
             Some(c) if c < self.inner.cpus => c,
             _ => self.inner.cpu_here(),
         };
-        let generation = {
-            let mut s = lock(&self.t.st);
-            s.pending = true;
-            s.cpu = cpu;
-            s.generation += 1;
-            s.generation
-        };
         let mut w = lock(&self.inner.wheel);
-        if w.heap.len() >= w.purge_at {
-            w.heap.retain(|e| e.t.live(e.generation));
-            w.purge_at = (2 * w.heap.len()).max(64);
-        }
-        w.heap.push(Entry { deadline: deadline_ns, generation, t: self.t.clone() });
+        let mut s = lock(&self.t.st);
+        disarm(&mut w, &mut s);
+        w.armings += 1;
+        let key = (deadline_ns, w.armings);
+        w.armed.insert(key, self.t.clone());
+        (s.key, s.cpu) = (Some(key), cpu);
+        drop(s);
         if w.thread.is_none() {
             let inner = self.inner.clone();
             let h = thread::Builder::new()
@@ -461,11 +382,8 @@ impl PortTimer for HostTimer {
     }
 
     fn cancel(&self) -> bool {
-        let mut s = lock(&self.t.st);
-        let was = s.pending;
-        s.pending = false;
-        s.generation += 1;
-        was
+        let mut w = lock(&self.inner.wheel);
+        disarm(&mut w, &mut lock(&self.t.st))
     }
 
     fn cancel_sync(&self) -> bool {
@@ -482,7 +400,7 @@ impl PortTimer for HostTimer {
     }
 
     fn is_pending(&self) -> bool {
-        lock(&self.t.st).pending
+        lock(&self.t.st).key.is_some()
     }
 }
 
@@ -491,26 +409,20 @@ fn timer_thread(inner: Arc<Inner>) {
     let mut w = lock(&inner.wheel);
     loop {
         let now = inner.now_ns();
-        match w.heap.peek().map(|e| e.deadline) {
+        match w.armed.first_key_value().map(|(k, _)| k.0) {
             None => w = wait(&inner.wheel_cv, w),
             Some(d) if d > now => w = wait_ns(&inner.wheel_cv, w, d - now),
             Some(_) => {
-                let Some(e) = w.heap.pop() else { continue };
-                drop(w);
-                let fire = {
-                    let mut s = lock(&e.t.st);
-                    let live = s.pending && s.generation == e.generation;
-                    if live {
-                        s.pending = false;
-                        s.running = true;
-                    }
-                    live.then_some(s.cpu)
+                let Some((_, t)) = w.armed.pop_first() else { continue };
+                let cpu = {
+                    let mut s = lock(&t.st);
+                    (s.key, s.running) = (None, true);
+                    s.cpu
                 };
-                if let Some(cpu) = fire {
-                    as_irq_on(cpu, || run_or_abort("a timer callback", || (e.t.cb)()));
-                    lock(&e.t.st).running = false;
-                    e.t.done.notify_all();
-                }
+                drop(w);
+                as_irq_on(cpu, || run_or_abort(|| "a timer callback".into(), || (t.cb)()));
+                lock(&t.st).running = false;
+                t.done.notify_all();
                 w = lock(&inner.wheel);
             }
         }
@@ -566,7 +478,7 @@ impl Inner {
                 .name(format!("host-ipi/{cpu}"))
                 .spawn(move || {
                     for job in rx {
-                        as_irq_on(cpu, || run_or_abort("a call_on_cpu function", job));
+                        as_irq_on(cpu, || run_or_abort(|| "a call_on_cpu function".into(), job));
                     }
                 })
                 .expect("kthreadd host: cannot create a call_on_cpu thread");
@@ -597,7 +509,7 @@ impl HostPort {
                 sched_hooks: OnceLock::new(),
                 hotplug: Mutex::new(Vec::new()),
                 hotplug_op: Mutex::new(()),
-                wheel: Mutex::new(Wheel { heap: BinaryHeap::new(), purge_at: 64, thread: None }),
+                wheel: Mutex::new(Wheel { armed: BTreeMap::new(), armings: 0, thread: None }),
                 wheel_cv: Condvar::new(),
                 ipi: (0..cpus).map(|_| Mutex::new(None)).collect(),
             }),
@@ -740,13 +652,22 @@ impl Port for HostPort {
     /// Nothing to do: the OS preempts the threads anyway.
     fn cond_resched(&self) {}
 
-    /// Ends the thread by unwinding to its entry wrapper (no panic message);
-    /// under `panic = "abort"` the dead context's thread parks for ever.
-    /// Panics outside a context spawned through the port.
+    /// With unwinding (test builds) it unwinds, silently, to the thread's
+    /// entry wrapper, which marks the context dead and ends the thread.
+    /// Without, no safe code can end a thread early: the context is marked
+    /// dead and its thread parks for ever. Panics outside a spawned context.
     fn exit_current(&self) -> ! {
         let me = self.cur();
         assert!(me.spawned && !self.in_irq(), "kthreadd host: exit_current outside a context spawned through the port");
-        exit_thread(me)
+        #[cfg(panic = "unwind")]
+        panic::resume_unwind(Box::new(ExitToken));
+        #[cfg(not(panic = "unwind"))]
+        {
+            me.finish();
+            loop {
+                thread::park();
+            }
+        }
     }
 
     fn cpu_id(&self) -> usize {
@@ -828,7 +749,7 @@ impl Port for HostPort {
     }
 
     fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer> {
-        let st = TimerState { pending: false, generation: 0, cpu: 0, running: false };
+        let st = TimerState { key: None, cpu: 0, running: false };
         let t = Arc::new(TimerInner { cb: callback, st: Mutex::new(st), done: Condvar::new() });
         Box::new(HostTimer { t, inner: self.inner.clone() })
     }
