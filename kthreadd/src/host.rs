@@ -59,7 +59,8 @@ fn run_or_abort(what: impl FnOnce() -> String, f: impl FnOnce()) {
     let Err(p) = panic::catch_unwind(AssertUnwindSafe(f)) else { return };
     if !p.is::<ExitToken>() {
         let msg = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str));
-        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {}: {msg:?}; aborting", what());
+        let msg = msg.unwrap_or("(a non-string payload)");
+        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {}: {msg}; aborting", what());
         std::process::abort()
     }
 }
