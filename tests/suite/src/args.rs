@@ -1,5 +1,6 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
-//! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`.
+//! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_mem_mib=`,
+//! `redox_env_check=`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -33,6 +34,11 @@ pub struct Args {
     pub fault: Option<String>,
     /// CPUs the runner told QEMU to start, if it says.
     pub expect_cpus: Option<usize>,
+    /// Memory (MiB) the runner told QEMU to give the guest, if it says.
+    pub expect_mem_mib: Option<u64>,
+    /// A token the runner passes through a boot loader's environment, for the
+    /// guest to check that it arrived intact (`redox_boot` suite).
+    pub redox_env_check: Option<String>,
 }
 
 impl Default for Args {
@@ -45,6 +51,8 @@ impl Default for Args {
             timeout_s: DEFAULT_TIMEOUT_S,
             fault: None,
             expect_cpus: None,
+            expect_mem_mib: None,
+            redox_env_check: None,
         }
     }
 }
@@ -105,6 +113,8 @@ impl Args {
                     a.fault = Some(v.to_string());
                 }
                 "expect_cpus" => a.expect_cpus = Some(number(k, v)?),
+                "expect_mem_mib" => a.expect_mem_mib = Some(number(k, v)?),
+                "redox_env_check" => a.redox_env_check = Some(v.to_string()),
                 _ if ignore.contains(&k) => {}
                 _ => return Err(format!("unknown command-line key '{k}'")),
             }
