@@ -45,7 +45,9 @@ fn holes(bi: &bootinfo::BootInfo) -> [Range; 6] {
     h
 }
 
-/// First Rust code on the boot CPU (called by the PVH trampoline).
+/// First Rust code on the boot CPU, called by the PVH trampoline with the
+/// `hvm_start_info` address, or by the Redox-protocol entry
+/// (`arch::redox_entry`) with the `KernelArgs` address.
 #[unsafe(no_mangle)]
 pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     gdt::init(0, gdt::bsp_ist_tops());
@@ -53,7 +55,11 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     interrupts::init_idt();
     interrupts::load_idt();
     console::init();
-    let bi = bootinfo::parse(start_info_pa);
+    let bi = if arch::redox_entry::entered() {
+        arch::redox_entry::parse(start_info_pa)
+    } else {
+        bootinfo::parse(start_info_pa)
+    };
     time::init();
 
     let mut ram = [Range { start: 0, end: 0 }; bootinfo::MEMMAP_MAX];

@@ -1,5 +1,5 @@
-//! x86-64 specifics: boot, CPU instructions, descriptor tables, interrupts,
-//! exceptions, ACPI, APIC, SMP bring-up.
+//! x86-64 specifics: boot (PVH, and the Redox protocol in `redox_entry`), CPU
+//! instructions, descriptor tables, interrupts, exceptions, ACPI, APIC, SMP bring-up.
 
 pub mod acpi;
 pub mod apic;
@@ -8,4 +8,5 @@ pub mod cpu;
 pub mod exceptions;
 pub mod gdt;
 pub mod interrupts;
+pub mod redox_entry;
 pub mod smp;
