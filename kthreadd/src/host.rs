@@ -142,7 +142,9 @@ struct Ctx {
     inner: Arc<Inner>,
     spawned: bool,
     worker_hooks: bool,
-    data: Option<TaskData>,
+    /// Released when the context dies (the port contract: it may refer back
+    /// to the context's handle).
+    data: Mutex<Option<TaskData>>,
     affinity: AtomicU64,
     name: Mutex<String>,
     state: Mutex<CtxState>,
@@ -171,7 +173,7 @@ impl Ctx {
             inner,
             spawned,
             worker_hooks,
-            data,
+            data: Mutex::new(data),
             affinity: AtomicU64::new(affinity.0),
             name: Mutex::new(name),
             state: Mutex::new(CtxState {
@@ -240,6 +242,7 @@ impl Ctx {
         }
         drop(g);
         self.cv.notify_all();
+        drop(lock(&self.data).take());
     }
 }
 
@@ -306,7 +309,7 @@ impl PortTask for Ctx {
         self.lock_state().wchan
     }
     fn data(&self) -> Option<TaskData> {
-        self.data.clone()
+        lock(&self.data).clone()
     }
 }
 
@@ -554,7 +557,8 @@ impl HostPort {
         // The hooks run without the record's lock (they may wake others). A
         // wake-up that comes meanwhile makes the wait below return at once:
         // the hooks still come in pairs.
-        let hooks = match (me.worker_hooks, inner.sched_hooks.get(), &me.data) {
+        let data = lock(&me.data).clone();
+        let hooks = match (me.worker_hooks, inner.sched_hooks.get(), data.as_ref()) {
             (true, Some(h), Some(d)) => Some((*h, d)),
             _ => None,
         };
@@ -621,7 +625,7 @@ impl Port for HostPort {
     }
 
     fn current_data(&self) -> Option<TaskData> {
-        self.cur().data.clone()
+        lock(&self.cur().data).clone()
     }
 
     fn set_current_state(&self, state: SleepState, wchan: &'static str) {

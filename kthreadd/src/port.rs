@@ -162,7 +162,9 @@ pub struct SpawnSpec {
     pub affinity: CpuMask,
     /// Priority level.
     pub priority: Priority,
-    /// Data reachable from inside the context.
+    /// Data reachable from inside the context. The port drops its reference
+    /// once the context has exited, so the data may hold the context's own
+    /// [`TaskRef`] without a reference cycle.
     pub data: Option<TaskData>,
     /// Call the [`SchedHooks`] when this context blocks and runs again (a
     /// workqueue worker).
@@ -200,7 +202,7 @@ pub trait PortTask: Send + Sync {
     fn nr_switches(&self) -> u64;
     /// What it waits on while blocked ("" if nothing recorded).
     fn wait_channel(&self) -> &'static str;
-    /// The data given at spawn.
+    /// The data given at spawn (`None` once the context has exited).
     fn data(&self) -> Option<TaskData>;
 }
 

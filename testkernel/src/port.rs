@@ -80,7 +80,7 @@ impl PortTask for TaskHandle {
         self.0.wchan()
     }
     fn data(&self) -> Option<TaskData> {
-        self.0.data().cloned()
+        self.0.data()
     }
 }
 
@@ -130,7 +130,7 @@ impl Port for TestkernelPort {
     }
 
     fn current_data(&self) -> Option<TaskData> {
-        sched::with_current(|t| t.data().cloned())
+        sched::with_current(|t| t.data())
     }
 
     fn set_current_state(&self, state: SleepState, wchan: &'static str) {

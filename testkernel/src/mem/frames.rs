@@ -35,11 +35,11 @@ pub struct FrameCounters {
     pub reserved: u64,
 }
 
-struct Buddy {
+struct Buddy<'a> {
     base_pfn: u64,
     nr_frames: u64,
     /// One byte per frame: the order of the free block it heads, or NOT_FREE.
-    state: &'static mut [u8],
+    state: &'a mut [u8],
     heads: [u64; MAX_ORDER + 1],
     free: u64,
     used: u64,
@@ -51,7 +51,7 @@ struct Node {
     prev: u64,
 }
 
-impl Buddy {
+impl Buddy<'_> {
     fn node(&self, pfn: u64) -> &'static mut Node {
         // SAFETY: pfn heads a free block inside the managed range; free frames
         // belong to the allocator, which keeps its list node in the first bytes.
@@ -136,7 +136,7 @@ impl Buddy {
     }
 }
 
-static BUDDY: IrqSpinLock<Option<Buddy>> = IrqSpinLock::new("frames", None);
+static BUDDY: IrqSpinLock<Option<Buddy<'static>>> = IrqSpinLock::new("frames", None);
 static TOTAL: AtomicU64 = AtomicU64::new(0);
 static RESERVED: AtomicU64 = AtomicU64::new(0);
 
@@ -261,18 +261,32 @@ pub fn counters() -> FrameCounters {
     FrameCounters { total: TOTAL.load(Ordering::Relaxed), free, used, reserved: RESERVED.load(Ordering::Relaxed) }
 }
 
-/// Free blocks per order (for the memory report).
-pub fn free_blocks_per_order() -> [u64; MAX_ORDER + 1] {
-    let g = BUDDY.lock();
-    let mut out = [0; MAX_ORDER + 1];
-    if let Some(b) = g.as_ref() {
-        for (k, o) in out.iter_mut().enumerate() {
-            let mut p = b.heads[k];
-            while p != NIL {
-                *o += 1;
-                p = b.node(p).next;
-            }
+/// Check the buddy logic on a private allocator over one block of `2^order`
+/// frames taken from the global one: split it into single frames, free them
+/// in the order `shuffle` gives, and return the free-block histogram after
+/// (a fully merged allocator shows one block of `order`). Other CPUs cannot
+/// disturb it. `None` if no block of that order is free.
+pub fn self_test_merge(order: usize, shuffle: impl FnOnce(&mut [u64])) -> Option<[u64; MAX_ORDER + 1]> {
+    let block = alloc(order)?;
+    let n = 1u64 << order;
+    let mut state = alloc::vec![NOT_FREE; n as usize];
+    let base_pfn = block / PAGE_SIZE;
+    let mut b = Buddy { base_pfn, nr_frames: n, state: &mut state, heads: [NIL; MAX_ORDER + 1], free: 0, used: 0 };
+    b.add_range(base_pfn, base_pfn + n);
+    let mut frames: alloc::vec::Vec<u64> = (0..n).filter_map(|_| b.alloc(0)).collect();
+    shuffle(&mut frames);
+    for pfn in frames {
+        b.used -= 1;
+        b.release(pfn, 0);
+    }
+    let mut hist = [0u64; MAX_ORDER + 1];
+    for (k, h) in hist.iter_mut().enumerate() {
+        let mut p = b.heads[k];
+        while p != NIL {
+            *h += 1;
+            p = b.node(p).next;
         }
     }
-    out
+    free(block, order);
+    Some(hist)
 }

@@ -275,7 +275,7 @@ pub fn spawn(
     if affinity & present == 0 {
         return Err(SpawnError::BadAffinity);
     }
-    if SPAWN_FAILURES.load(Ordering::Relaxed) > 0 && SPAWN_FAILURES.fetch_sub(1, Ordering::AcqRel) > 0 {
+    if SPAWN_FAILURES.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
         return Err(SpawnError::NoMemory);
     }
     let stack = KernelStack::new().ok_or(SpawnError::NoMemory)?;
@@ -513,10 +513,9 @@ fn schedule_inner(preempt: bool) {
 
     let blocking = !preempt && prev.state() != State::Running;
     let mut hooked = false;
-    if let (true, Some(h), Some(d)) =
-        (blocking && prev.has_worker_hooks() && prev.state() != State::Dead, HOOKS.get(), prev.data.as_ref())
-    {
-        h.sleeping(d);
+    let hook = (blocking && prev.has_worker_hooks() && prev.state() != State::Dead).then(|| HOOKS.get()).flatten();
+    if let (Some(h), Some(d)) = (hook, prev.data()) {
+        h.sleeping(&d);
         hooked = true;
     }
     // Decide once, under the context's own lock, whether it stays runnable.
@@ -603,9 +602,9 @@ fn schedule_inner(preempt: bool) {
 }
 
 fn run_hook_running(t: &Task) {
-    if let (Some(h), Some(d)) = (HOOKS.get(), t.data.as_ref()) {
+    if let (Some(h), Some(d)) = (HOOKS.get(), t.data()) {
         percpu::preempt_disable();
-        h.running(d);
+        h.running(&d);
         percpu::preempt_enable_no_resched();
     }
 }
@@ -634,6 +633,9 @@ fn finish_switch(from: *const Task) {
 
 fn reap(t: &Arc<Task>) {
     drop(t.stack.lock().take());
+    // The data may hold a handle of this very context (kthreads do): drop it
+    // now to break that cycle.
+    drop(t.data.lock().take());
     {
         let mut all = TASKS.lock();
         if let Some(i) = all.iter().position(|x| Arc::ptr_eq(x, t)) {

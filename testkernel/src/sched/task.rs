@@ -116,7 +116,8 @@ pub struct Task {
     /// task.sched_lock, then a run-queue lock.
     pub(super) sched_lock: IrqSpinLock<()>,
     pub(super) entry: IrqSpinLock<Option<Box<dyn FnOnce() + Send>>>,
-    pub(super) data: Option<Arc<dyn Any + Send + Sync>>,
+    /// Dropped when the context is reaped (it may refer back to the context).
+    pub(super) data: IrqSpinLock<Option<Arc<dyn Any + Send + Sync>>>,
     pub(super) flags: u32,
     /// What the context waits on when blocked (Linux `wchan`).
     pub(super) wchan: IrqSpinLock<&'static str>,
@@ -159,7 +160,7 @@ impl Task {
             prio: AtomicU8::new(prio as u8),
             sched_lock: IrqSpinLock::new("task sched", ()),
             entry: IrqSpinLock::new("task entry", entry),
-            data,
+            data: IrqSpinLock::new("task data", data),
             flags,
             wchan: IrqSpinLock::new("task wchan", ""),
             cpu_time_ns: AtomicU64::new(0),
@@ -221,9 +222,10 @@ impl Task {
         *self.wchan.lock()
     }
 
-    /// Its private data (the subsystem's per-thread structure).
-    pub fn data(&self) -> Option<&Arc<dyn Any + Send + Sync>> {
-        self.data.as_ref()
+    /// Its private data (the subsystem's per-thread structure); `None` once
+    /// it was reaped.
+    pub fn data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.data.lock().clone()
     }
 
     /// Is a CPU executing it right now (or still switching away from it)?

@@ -6,8 +6,10 @@
 //! next tick. Callbacks run in interrupt context on the CPU the timer was armed
 //! on. Linux: `timer_list` (`add_timer_on`, `mod_timer`, `del_timer[_sync]`).
 //!
-//! Cancelling bumps the timer's generation; the stale heap entry is skipped
-//! when it comes up (and purged early if stale entries pile up).
+//! Cancelling or re-arming removes the timer's entry from its CPU's heap at
+//! once (as `del_timer` unlinks it), so a cancelled timer holds nothing (its
+//! callback may own large state) past the cancel. A generation number guards
+//! against an entry that was popped for firing just as it was cancelled.
 
 use alloc::collections::BinaryHeap;
 use alloc::sync::Arc;
@@ -22,8 +24,8 @@ use crate::time;
 /// The scheduler tick: 4 ms, Linux's HZ=250 (the figures in BENCH.md were
 /// taken on an HZ=250 kernel).
 pub const TICK_NS: u64 = 4_000_000;
-/// A heap with more entries than this and mostly stale ones is purged.
-const PURGE_MIN: usize = 64;
+/// Timer-heap slots reserved per CPU at boot.
+const HEAP_RESERVE: usize = 128;
 
 struct TimerState {
     pending: bool,
@@ -95,20 +97,18 @@ impl Timer {
             Some(c) if c < percpu::cpus_up() => c,
             _ => here,
         };
-        let g = {
+        let (g, old) = {
             let mut st = self.inner.st.lock();
+            let old = st.pending.then_some(st.cpu);
             st.pending = true;
             st.deadline = deadline;
             st.cpu = c;
-            self.inner.gen_.fetch_add(1, Ordering::AcqRel) + 1
+            (self.inner.gen_.fetch_add(1, Ordering::AcqRel) + 1, old)
         };
-        {
-            let mut w = WHEEL[c].lock();
-            if w.len() > PURGE_MIN {
-                w.retain(|e| e.gen_ == e.t.gen_.load(Ordering::Acquire));
-            }
-            w.push(Entry { deadline, gen_: g, t: self.inner.clone() });
+        if let Some(oc) = old {
+            unlink(oc, &self.inner);
         }
+        WHEEL[c].lock().push(Entry { deadline, gen_: g, t: self.inner.clone() });
         if deadline < PROGRAMMED[c].load(Ordering::Relaxed) {
             if c == here {
                 reprogram();
@@ -120,10 +120,16 @@ impl Timer {
 
     /// Disarm; true if it was pending.
     pub fn cancel(&self) -> bool {
-        let mut st = self.inner.st.lock();
-        let was = st.pending;
-        st.pending = false;
-        self.inner.gen_.fetch_add(1, Ordering::AcqRel);
+        let (was, cpu) = {
+            let mut st = self.inner.st.lock();
+            let was = st.pending;
+            st.pending = false;
+            self.inner.gen_.fetch_add(1, Ordering::AcqRel);
+            (was, st.cpu)
+        };
+        if was {
+            unlink(cpu, &self.inner);
+        }
         was
     }
 
@@ -148,9 +154,14 @@ impl Timer {
     }
 }
 
+/// Drop `t`'s entries from `cpu`'s heap.
+fn unlink(cpu: usize, t: &Arc<TimerInner>) {
+    WHEEL[cpu].lock().retain(|e| !Arc::ptr_eq(&e.t, t));
+}
+
 /// Reserve room in `cpu`'s timer heap (boot), so arming rarely allocates.
 pub fn reserve(cpu: usize) {
-    WHEEL[cpu].lock().reserve(PURGE_MIN * 2);
+    WHEEL[cpu].lock().reserve(HEAP_RESERVE);
 }
 
 /// Run this CPU's expired timers.

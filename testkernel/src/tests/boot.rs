@@ -58,20 +58,20 @@ ktest!(boot::frame_counters_add_up_to_memory_map => |ctx| {
 });
 
 ktest!(boot::buddy_merges_back => |ctx| {
-    // Split a large block into single frames, free them in random order, and
-    // the allocator must merge them back (same free-block histogram).
-    let before = mem::frames::free_blocks_per_order();
-    let mut frames = Vec::new();
-    for _ in 0..1024 {
-        frames.push(mem::frames::alloc(0).ok_or(ktests::Failure::Fail("out of frames".into()))?);
-    }
-    for i in (1..frames.len()).rev() {
-        frames.swap(i, ctx.rng.below(i as u64 + 1) as usize);
-    }
-    for pa in frames {
-        mem::frames::free(pa, 0);
-    }
-    check_eq!(mem::frames::free_blocks_per_order(), before);
+    // On a private allocator over one 4 MiB block: split into 1024 single
+    // frames, free them in random order, and they must merge back into the
+    // one block.
+    let order = mem::frames::MAX_ORDER;
+    let mut rng = ctx.rng.clone();
+    let hist = mem::frames::self_test_merge(order, |frames| {
+        for i in (1..frames.len()).rev() {
+            frames.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+    })
+    .ok_or(ktests::Failure::Fail("no free 4 MiB block".into()))?;
+    let mut want = [0u64; mem::frames::MAX_ORDER + 1];
+    want[order] = 1;
+    check_eq!(hist, want, "free blocks per order after freeing every frame");
     Ok(())
 });
 
