@@ -86,6 +86,10 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     percpu::mark_online(0);
     sched::init_cpu(0);
     port::install();
+    if let Err(e) = kthreadd::kthread::init() {
+        kprintln!("# ktest: error: cannot start kthreadd: {e:?}");
+        exit::exit_qemu(false);
+    }
     arch::smp::start_aps(&madt);
     mem::paging::drop_identity_map();
     sched::timer::start_tick();

@@ -1,0 +1,609 @@
+//! Kernel threads with Linux's semantics (`kernel/kthread.c`).
+//!
+//! * [`init`] starts `kthreadd`, the parent of every kernel thread (Linux's
+//!   PID 2): creating a thread queues a request that kthreadd serves, so the
+//!   new thread's parent is always kthreadd.
+//! * A created thread does not run until it is woken ([`Kthread::wake`],
+//!   Linux `wake_up_process`); [`Kthread::run`] is create + wake
+//!   (`kthread_run`).
+//! * [`Kthread::stop`] (`kthread_stop`) sets should-stop, unparks and wakes
+//!   the thread, waits for it to exit and returns its exit value. A thread
+//!   stopped before it ever ran never runs its function and `stop` answers
+//!   `EINTR`. Stopping again, or stopping a thread that already exited on its
+//!   own, returns the saved exit value: never a hang.
+//! * [`Kthread::park`] / [`Kthread::unpark`] (`kthread_park`,
+//!   `kthread_unpark`): the thread parks itself at its next [`parkme`]; a
+//!   per-CPU thread is put back on its CPU when unparked. Stop wins over park.
+//! * Binding ([`Kthread::bind`], `kthread_bind`) is allowed only before the
+//!   first wake-up.
+//! * Names are truncated to [`COMM_LEN`] bytes (Linux's `TASK_COMM_LEN` is 16
+//!   with the NUL) and listed as `[name]`.
+//! * A kernel thread cannot be killed or signalled from user space:
+//!   [`signal_from_user`] answers `EPERM`.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt;
+
+use crate::port::{
+    CpuMask, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, ESRCH, Error, Priority, Result, SleepState, SpawnSpec, TaskRef,
+    TaskState, port,
+};
+use crate::registry;
+use crate::state::{self, Control, FirstRun};
+use crate::sync::{Completion, SpinLock, WaitQueue};
+
+/// Longest thread name kept, in bytes (Linux `TASK_COMM_LEN` - 1).
+pub const COMM_LEN: usize = 15;
+
+/// The thread function: returns the exit value (Linux `int threadfn(void *)`).
+pub type ThreadFn = Box<dyn FnOnce() -> i32 + Send>;
+
+/// How a thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// Its function returned this value, or it called [`exit`].
+    Value(i32),
+    /// It was stopped before it ever ran.
+    NeverRan,
+}
+
+/// The shared state of one kernel thread (Linux `struct kthread`).
+pub(crate) struct Inner {
+    pub(crate) ctl: Control,
+    /// The full name; the listed name is its first [`COMM_LEN`] bytes.
+    pub(crate) full_name: String,
+    pub(crate) comm: String,
+    /// Set once kthreadd created the context.
+    pub(crate) task: spin::Once<TaskRef>,
+    /// Id of the creating thread (kthreadd, or 0 for kthreadd itself).
+    pub(crate) parent: usize,
+    /// The bound CPU of a per-CPU thread.
+    pub(crate) cpu: usize,
+    func: SpinLock<Option<ThreadFn>>,
+    exit: SpinLock<Option<Exit>>,
+    exited: Completion,
+    parked: Completion,
+    /// What the thread was spawned with (affinity, priority, hooks).
+    affinity: CpuMask,
+    priority: Priority,
+    worker_hooks: bool,
+}
+
+impl Inner {
+    fn task(&self) -> &TaskRef {
+        self.task.get().expect("kthread used before kthreadd created it")
+    }
+
+    /// The state letter for listings.
+    pub(crate) fn state_letter(&self) -> char {
+        if self.ctl.has(state::EXITED) {
+            return 'Z';
+        }
+        match self.task.get() {
+            Some(t) => t.state().letter(),
+            None => 'D',
+        }
+    }
+}
+
+/// A handle to a kernel thread (Linux's `struct task_struct *` of a
+/// kthread). Clones refer to the same thread.
+#[derive(Clone)]
+pub struct Kthread(pub(crate) Arc<Inner>);
+
+impl fmt::Debug for Kthread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Kthread([{}] id {})", self.0.comm, self.id())
+    }
+}
+
+/// Cut `name` to [`COMM_LEN`] bytes at a character boundary.
+pub fn truncate_comm(name: &str) -> String {
+    let mut end = name.len().min(COMM_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    String::from(&name[..end])
+}
+
+/// Options for creating a kernel thread. Linux `kthread_create_on_node` and
+/// friends; build with [`Builder::new`], finish with [`Builder::create`] or
+/// [`Builder::run`].
+pub struct Builder {
+    func: ThreadFn,
+    name: String,
+    affinity: CpuMask,
+    per_cpu: Option<usize>,
+    priority: Priority,
+    worker_hooks: bool,
+}
+
+impl Builder {
+    /// A thread that will run `f`, named `name` (truncated when listed).
+    pub fn new(name: fmt::Arguments<'_>, f: impl FnOnce() -> i32 + Send + 'static) -> Self {
+        Builder {
+            func: Box::new(f),
+            name: alloc::fmt::format(name),
+            affinity: CpuMask::ALL,
+            per_cpu: None,
+            priority: Priority::Normal,
+            worker_hooks: false,
+        }
+    }
+
+    /// Bind it to `cpu` as a per-CPU thread (Linux `kthread_create_on_cpu`):
+    /// it runs only there, and unparking puts it back there.
+    pub fn on_cpu(mut self, cpu: usize) -> Self {
+        self.per_cpu = Some(cpu);
+        self
+    }
+
+    /// Restrict it to `mask` from the start.
+    pub fn affinity(mut self, mask: CpuMask) -> Self {
+        self.affinity = mask;
+        self
+    }
+
+    /// Its priority level.
+    pub fn priority(mut self, p: Priority) -> Self {
+        self.priority = p;
+        self
+    }
+
+    /// Call the workqueue scheduler hooks when it blocks and runs again.
+    pub fn worker_hooks(mut self, on: bool) -> Self {
+        self.worker_hooks = on;
+        self
+    }
+
+    /// Create the thread, asleep until its first wake-up.
+    pub fn create(self) -> Result<Kthread> {
+        let p = port();
+        let (affinity, extra) = match self.per_cpu {
+            Some(cpu) if cpu >= p.cpu_count() => return Err(Error::new(EINVAL)),
+            Some(cpu) => (CpuMask::one(cpu), state::PER_CPU),
+            None => (self.affinity, 0),
+        };
+        if affinity.and(CpuMask::first(p.cpu_count())).is_empty() {
+            return Err(Error::new(EINVAL));
+        }
+        let comm = truncate_comm(&self.name);
+        let inner = Arc::new(Inner {
+            ctl: Control::new(extra),
+            full_name: self.name,
+            comm,
+            task: spin::Once::new(),
+            parent: kthreadd_id(),
+            cpu: self.per_cpu.unwrap_or(0),
+            func: SpinLock::new(Some(self.func)),
+            exit: SpinLock::new(None),
+            exited: Completion::new(),
+            parked: Completion::new(),
+            affinity,
+            priority: self.priority,
+            worker_hooks: self.worker_hooks,
+        });
+        create_through_kthreadd(&inner)?;
+        registry::add(&inner);
+        Ok(Kthread(inner))
+    }
+
+    /// Create and wake it (Linux `kthread_run`).
+    pub fn run(self) -> Result<Kthread> {
+        let k = self.create()?;
+        k.wake();
+        Ok(k)
+    }
+}
+
+/// Create a kernel thread running `f`, named from format arguments
+/// (Linux `kthread_create`): `kthread_create!(|| 0, "worker/{}", n)`.
+#[macro_export]
+macro_rules! kthread_create {
+    ($f:expr, $($name:tt)+) => {
+        $crate::kthread::Builder::new(format_args!($($name)+), $f).create()
+    };
+}
+
+/// Create and wake a kernel thread (Linux `kthread_run`).
+#[macro_export]
+macro_rules! kthread_run {
+    ($f:expr, $($name:tt)+) => {
+        $crate::kthread::Builder::new(format_args!($($name)+), $f).run()
+    };
+}
+
+/// Create a thread bound to `cpu` (Linux `kthread_create_on_cpu`; the
+/// caller names it, `name/N` style).
+pub fn create_on_cpu(
+    f: impl FnOnce() -> i32 + Send + 'static,
+    cpu: usize,
+    name: fmt::Arguments<'_>,
+) -> Result<Kthread> {
+    Builder::new(name, f).on_cpu(cpu).create()
+}
+
+impl Kthread {
+    /// The context id (Linux PID).
+    pub fn id(&self) -> usize {
+        self.0.task().id()
+    }
+
+    /// The listed name (at most [`COMM_LEN`] bytes).
+    pub fn comm(&self) -> &str {
+        &self.0.comm
+    }
+
+    /// The full name it was created with.
+    pub fn full_name(&self) -> &str {
+        &self.0.full_name
+    }
+
+    /// Id of the thread that created it (kthreadd).
+    pub fn parent_id(&self) -> usize {
+        self.0.parent
+    }
+
+    /// The context's state.
+    pub fn state(&self) -> TaskState {
+        if self.0.ctl.has(state::EXITED) { TaskState::Dead } else { self.0.task().state() }
+    }
+
+    /// The CPU it runs or last ran on.
+    pub fn cpu(&self) -> usize {
+        self.0.task().cpu()
+    }
+
+    /// The CPUs it may run on.
+    pub fn affinity(&self) -> CpuMask {
+        self.0.task().affinity()
+    }
+
+    /// The port's handle of the context.
+    pub fn task(&self) -> &TaskRef {
+        self.0.task()
+    }
+
+    /// Has its function started (it got a CPU after its first wake-up and no
+    /// stop came first)? A stop after this returns the function's value.
+    pub fn has_started(&self) -> bool {
+        self.0.ctl.has(state::STARTED)
+    }
+
+    /// Has it exited?
+    pub fn has_exited(&self) -> bool {
+        self.0.ctl.has(state::EXITED)
+    }
+
+    /// Wake it (Linux `wake_up_process`); the first wake-up starts it. True
+    /// if it was asleep.
+    pub fn wake(&self) -> bool {
+        self.0.ctl.claim_first_wake();
+        self.0.task().wake()
+    }
+
+    /// Bind it to `cpu` (Linux `kthread_bind`). Only before the first
+    /// wake-up: afterwards `EBUSY` (Linux warns and leaves it unbound).
+    pub fn bind(&self, cpu: usize) -> Result<()> {
+        if cpu >= port().cpu_count() {
+            return Err(Error::new(EINVAL));
+        }
+        self.bind_mask(CpuMask::one(cpu))
+    }
+
+    /// Restrict it to `mask` (Linux `kthread_bind_mask`); only before the
+    /// first wake-up.
+    pub fn bind_mask(&self, mask: CpuMask) -> Result<()> {
+        if mask.and(CpuMask::first(port().cpu_count())).is_empty() {
+            return Err(Error::new(EINVAL));
+        }
+        if self.0.ctl.has(state::WOKEN) {
+            port().console_line(&alloc::format!(
+                "# WARNING: kthread_bind of [{}] (id {}) after its first wake-up: refused",
+                self.0.comm,
+                self.id()
+            ));
+            return Err(Error::new(EBUSY));
+        }
+        self.0.task().set_affinity(mask)
+    }
+
+    /// Stop it (Linux `kthread_stop`): set should-stop, unpark, wake, wait
+    /// for it to exit, and return its exit value; `EINTR` if it was stopped
+    /// before it ever ran. Must be called from a context that may sleep, not
+    /// from the thread itself (`EINVAL`, which would otherwise deadlock).
+    pub fn stop(&self) -> Result<i32> {
+        let p = port();
+        if p.current_id() == self.id() {
+            return Err(Error::new(EINVAL));
+        }
+        self.0.ctl.set(state::SHOULD_STOP);
+        self.unpark_inner();
+        // A first wake-up starts it; it then sees should-stop and exits.
+        self.0.ctl.claim_first_wake();
+        self.0.task().wake();
+        self.0.exited.wait("kthread_stop");
+        match (*self.0.exit.lock()).expect("exited without an exit value") {
+            Exit::Value(v) => Ok(v),
+            Exit::NeverRan => Err(Error::new(EINTR)),
+        }
+    }
+
+    /// Ask it to park and wait until it has parked itself at its next
+    /// [`parkme`] (Linux `kthread_park`). `ENOSYS` if it has exited, `EBUSY`
+    /// if a park is already pending. Parking a thread that never ran starts
+    /// it: it parks before its function runs.
+    pub fn park(&self) -> Result<()> {
+        if let Err(bits) = self.0.ctl.request_park() {
+            let e = if bits & state::EXITED != 0 { ENOSYS } else { EBUSY };
+            return Err(Error::new(e));
+        }
+        let p = port();
+        if p.current_id() != self.id() {
+            self.0.ctl.claim_first_wake();
+            self.0.task().wake();
+            // Linux then also waits for the task to leave its CPU
+            // (wait_task_inactive) so it can rebind it; affinity changes are
+            // safe at any time in this port, so the parked signal suffices.
+            self.0.parked.wait("kthread_park");
+        }
+        Ok(())
+    }
+
+    /// Let a parked thread run again (Linux `kthread_unpark`); a per-CPU
+    /// thread is first put back on its CPU.
+    pub fn unpark(&self) {
+        self.unpark_inner();
+    }
+
+    fn unpark_inner(&self) {
+        if self.0.ctl.has(state::PER_CPU) && self.0.ctl.has(state::PARKED) {
+            // Parked, hence not running: safe to rebind (Linux __kthread_bind
+            // with TASK_PARKED).
+            let _ = self.0.task().set_affinity(CpuMask::one(self.0.cpu));
+        }
+        if self.0.ctl.clear(state::SHOULD_PARK) & state::SHOULD_PARK != 0 {
+            self.0.parked.reset();
+        }
+        self.0.task().wake_parked();
+    }
+
+    /// Is it parked right now?
+    pub fn is_parked(&self) -> bool {
+        self.0.ctl.has(state::PARKED)
+    }
+}
+
+// ---------------------------------------------------------------- inside
+
+fn current_inner() -> Option<Arc<Inner>> {
+    port().current_data()?.downcast::<Inner>().ok()
+}
+
+/// The calling kernel thread's handle, if it is one.
+pub fn current() -> Option<Kthread> {
+    current_inner().map(Kthread)
+}
+
+/// Should the calling thread stop (Linux `kthread_should_stop`)? False for
+/// contexts that are not kernel threads.
+pub fn should_stop() -> bool {
+    current_inner().is_some_and(|k| k.ctl.has(state::SHOULD_STOP))
+}
+
+/// Should the calling thread park (Linux `kthread_should_park`)?
+pub fn should_park() -> bool {
+    current_inner().is_some_and(|k| k.ctl.should_stay_parked())
+}
+
+/// Should it stop or park (Linux `kthread_should_stop_or_park`)?
+pub fn should_stop_or_park() -> bool {
+    current_inner().is_some_and(|k| k.ctl.has(state::SHOULD_STOP) || k.ctl.should_stay_parked())
+}
+
+/// Park here while a park is requested (Linux `kthread_parkme`).
+pub fn parkme() {
+    if let Some(k) = current_inner() {
+        parkme_inner(&k);
+    }
+}
+
+fn parkme_inner(k: &Inner) {
+    let p = port();
+    loop {
+        p.set_current_state(SleepState::Parked, "kthread_parkme");
+        if !k.ctl.should_stay_parked() {
+            break;
+        }
+        k.ctl.set(state::PARKED);
+        k.parked.complete_all();
+        p.schedule();
+    }
+    k.ctl.clear(state::PARKED);
+    p.set_current_running();
+}
+
+/// End the calling kernel thread with `code` (Linux `kthread_exit`). The
+/// calling frames are abandoned without running their destructors: prefer
+/// returning from the thread function.
+pub fn exit(code: i32) -> ! {
+    match current_inner() {
+        Some(k) => finish(&k, Exit::Value(code)),
+        None => panic!("kthread::exit called outside a kernel thread"),
+    }
+}
+
+fn finish(k: &Arc<Inner>, how: Exit) -> ! {
+    *k.exit.lock() = Some(how);
+    k.ctl.set(state::EXITED);
+    k.exited.complete_all();
+    port().exit_current()
+}
+
+/// The entry of every kernel thread (Linux `kthread()`).
+fn entry() {
+    let k = current_inner().expect("kthread entry without its kthread data");
+    let how = match k.ctl.first_run() {
+        FirstRun::StoppedBeforeRun => {
+            // Drop the unrun function here, in the thread's own context,
+            // not wherever the last reference happens to go.
+            drop(k.func.lock().take());
+            Exit::NeverRan
+        }
+        FirstRun::RunFn => {
+            // A park requested before the first run parks here first.
+            parkme_inner(&k);
+            let f = k.func.lock().take().expect("thread function already taken");
+            Exit::Value(f())
+        }
+    };
+    *k.exit.lock() = Some(how);
+    k.ctl.set(state::EXITED);
+    k.exited.complete_all();
+}
+
+/// Sleep on `wq` until `cond()` holds or the thread is asked to stop (the
+/// `wait_event_interruptible(wq, cond || kthread_should_stop())` pattern).
+/// True if `cond()` held.
+pub fn wait_event_or_stop(wq: &WaitQueue, wchan: &'static str, mut cond: impl FnMut() -> bool) -> bool {
+    let mut ok = false;
+    wq.wait_event_interruptible(wchan, || {
+        ok = cond();
+        ok || should_stop()
+    });
+    ok
+}
+
+/// Sleep `ms` milliseconds unless asked to stop (Linux
+/// `msleep_interruptible` in a kthread). True if the full time passed.
+pub fn sleep_ms_or_stop(ms: u64) -> bool {
+    let p = port();
+    let deadline = p.now_ns() + ms * 1_000_000;
+    while p.now_ns() < deadline {
+        p.set_current_state(SleepState::Interruptible, "msleep");
+        if should_stop() {
+            p.set_current_running();
+            return false;
+        }
+        p.schedule_until(deadline);
+    }
+    true
+}
+
+/// Sleep `ms` milliseconds (Linux `msleep`: uninterruptible, never early).
+pub fn msleep(ms: u64) {
+    let p = port();
+    let deadline = p.now_ns() + ms * 1_000_000;
+    while p.now_ns() < deadline {
+        p.set_current_state(SleepState::Uninterruptible, "msleep");
+        p.schedule_until(deadline);
+    }
+}
+
+/// What a user-facing layer calls to signal or kill context `id`: kernel
+/// threads answer `EPERM` (they cannot be killed from user space), unknown
+/// ids `ESRCH`.
+pub fn signal_from_user(id: usize, _signal: u32) -> Result<()> {
+    if registry::find(id).is_some() { Err(Error::new(EPERM)) } else { Err(Error::new(ESRCH)) }
+}
+
+// ---------------------------------------------------------------- kthreadd
+
+struct Request {
+    inner: Arc<Inner>,
+    result: SpinLock<Option<Result<()>>>,
+    done: Completion,
+}
+
+struct Kthreadd {
+    queue: SpinLock<VecDeque<Arc<Request>>>,
+    wq: WaitQueue,
+    me: spin::Once<Arc<Inner>>,
+}
+
+static KTHREADD: Kthreadd =
+    Kthreadd { queue: SpinLock::new(VecDeque::new()), wq: WaitQueue::new(), me: spin::Once::new() };
+
+/// Id of kthreadd (0 before [`init`]).
+pub fn kthreadd_id() -> usize {
+    KTHREADD.me.get().and_then(|k| k.task.get()).map_or(0, |t| t.id())
+}
+
+/// kthreadd's handle.
+pub fn kthreadd() -> Option<Kthread> {
+    KTHREADD.me.get().map(|k| Kthread(k.clone()))
+}
+
+fn spawn_now(k: &Arc<Inner>) -> Result<()> {
+    let t = port().spawn(SpawnSpec {
+        name: k.comm.clone(),
+        entry: Box::new(entry),
+        affinity: k.affinity,
+        priority: k.priority,
+        data: Some(k.clone()),
+        worker_hooks: k.worker_hooks,
+    })?;
+    k.task.call_once(|| t);
+    Ok(())
+}
+
+fn create_through_kthreadd(k: &Arc<Inner>) -> Result<()> {
+    let p = port();
+    let Some(me) = KTHREADD.me.get() else {
+        return Err(Error::new(ESRCH));
+    };
+    if me.task.get().is_some_and(|t| t.id() == p.current_id()) {
+        // kthreadd itself creating (or a request from its own context).
+        return spawn_now(k);
+    }
+    let req = Arc::new(Request { inner: k.clone(), result: SpinLock::new(None), done: Completion::new() });
+    KTHREADD.queue.lock().push_back(req.clone());
+    KTHREADD.wq.wake_all();
+    req.done.wait("kthread_create");
+    req.result.lock().take().unwrap_or(Err(Error::new(ESRCH)))
+}
+
+fn kthreadd_main() -> i32 {
+    loop {
+        KTHREADD.wq.wait_event_interruptible("kthreadd", || !KTHREADD.queue.lock().is_empty());
+        loop {
+            let req = KTHREADD.queue.lock().pop_front();
+            let Some(req) = req else { break };
+            let r = spawn_now(&req.inner);
+            *req.result.lock() = Some(r);
+            req.done.complete_all();
+        }
+    }
+}
+
+/// Start kthreadd (once, at boot, after the port is installed). Returns its
+/// handle; later calls return the same one.
+pub fn init() -> Result<Kthread> {
+    if let Some(k) = KTHREADD.me.get() {
+        return Ok(Kthread(k.clone()));
+    }
+    let inner = Arc::new(Inner {
+        ctl: Control::new(0),
+        full_name: String::from("kthreadd"),
+        comm: String::from("kthreadd"),
+        task: spin::Once::new(),
+        parent: 0,
+        cpu: 0,
+        func: SpinLock::new(Some(Box::new(kthreadd_main))),
+        exit: SpinLock::new(None),
+        exited: Completion::new(),
+        parked: Completion::new(),
+        affinity: CpuMask::ALL,
+        priority: Priority::Normal,
+        worker_hooks: false,
+    });
+    spawn_now(&inner)?;
+    KTHREADD.me.call_once(|| inner.clone());
+    registry::add(&inner);
+    let k = Kthread(inner);
+    k.wake();
+    Ok(k)
+}

@@ -1,0 +1,188 @@
+//! Per-CPU threads (Linux `kernel/smpboot.c`, `struct smp_hotplug_thread`).
+//!
+//! Register a kind of per-CPU thread once with [`register`]: one thread per
+//! CPU, named `name/N`, bound to its CPU, created parked and unparked on
+//! every online CPU. Each loops: stop? park? setup once? then runs
+//! [`PercpuThread::run`] while [`PercpuThread::should_run`] says so, and
+//! sleeps otherwise until [`Registration::wake`]. When a CPU goes offline
+//! its threads park (in reverse registration order, as Linux parks them);
+//! when it comes back they are unparked, back on their CPU.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::kthread::{self, Builder, Kthread};
+use crate::port::{HotplugHooks, Priority, Result, SleepState, port};
+use crate::sync::SpinLock;
+
+/// What a kind of per-CPU thread does (Linux `struct smp_hotplug_thread`).
+/// Callbacks run in the thread of the CPU they name.
+pub trait PercpuThread: Send + Sync + 'static {
+    /// The name of the thread of `cpu` (Linux uses `thread_comm` with `%u`).
+    fn name(&self, cpu: usize) -> String;
+    /// Is there work for `cpu`'s thread? Called with preemption disabled.
+    fn should_run(&self, cpu: usize) -> bool;
+    /// Do the work (called while `should_run` holds).
+    fn run(&self, cpu: usize);
+    /// Once, on the thread's first run.
+    fn setup(&self, _cpu: usize) {}
+    /// When the thread stops; `online` tells whether its CPU is online.
+    fn cleanup(&self, _cpu: usize, _online: bool) {}
+    /// Before the thread parks (CPU going offline).
+    fn park(&self, _cpu: usize) {}
+    /// After the thread is unparked (CPU back online).
+    fn unpark(&self, _cpu: usize) {}
+    /// Priority of the threads.
+    fn priority(&self) -> Priority {
+        Priority::Normal
+    }
+}
+
+struct Kind {
+    desc: Arc<dyn PercpuThread>,
+    threads: Vec<Kthread>,
+}
+
+/// Every registered kind, in registration order.
+static KINDS: SpinLock<Vec<Arc<SpinLock<Kind>>>> = SpinLock::new(Vec::new());
+static HOOKS_INSTALLED: spin::Once<()> = spin::Once::new();
+
+struct Hotplug;
+
+impl HotplugHooks for Hotplug {
+    fn cpu_going_down(&self, cpu: usize) {
+        let kinds: Vec<Arc<SpinLock<Kind>>> = KINDS.lock().clone();
+        for k in kinds.iter().rev() {
+            let t = k.lock().threads.get(cpu).cloned();
+            if let Some(t) = t {
+                let _ = t.park();
+            }
+        }
+    }
+
+    fn cpu_came_up(&self, cpu: usize) {
+        let kinds: Vec<Arc<SpinLock<Kind>>> = KINDS.lock().clone();
+        for k in kinds.iter() {
+            let (t, desc) = {
+                let g = k.lock();
+                (g.threads.get(cpu).cloned(), g.desc.clone())
+            };
+            if let Some(t) = t {
+                desc.unpark(cpu);
+                t.unpark();
+            }
+        }
+    }
+}
+
+static HOTPLUG: Hotplug = Hotplug;
+
+/// A registered kind of per-CPU thread.
+pub struct Registration {
+    kind: Arc<SpinLock<Kind>>,
+}
+
+fn thread_fn(desc: Arc<dyn PercpuThread>, cpu: usize) -> i32 {
+    let p = port();
+    let mut set_up = false;
+    loop {
+        p.set_current_state(SleepState::Interruptible, "smpboot");
+        p.preempt_disable();
+        if kthread::should_stop() {
+            p.set_current_running();
+            p.preempt_enable();
+            if set_up {
+                desc.cleanup(cpu, p.online_mask().contains(cpu));
+            }
+            return 0;
+        }
+        if kthread::should_park() {
+            p.set_current_running();
+            p.preempt_enable();
+            if set_up {
+                desc.park(cpu);
+            }
+            kthread::parkme();
+            continue;
+        }
+        if !set_up {
+            p.set_current_running();
+            p.preempt_enable();
+            desc.setup(cpu);
+            set_up = true;
+            continue;
+        }
+        if desc.should_run(cpu) {
+            p.set_current_running();
+            p.preempt_enable();
+            desc.run(cpu);
+        } else {
+            p.preempt_enable();
+            p.schedule();
+        }
+    }
+}
+
+/// Register a kind of per-CPU thread (Linux `smpboot_register_percpu_thread`):
+/// one thread per CPU, parked on CPUs that are offline.
+pub fn register(desc: Arc<dyn PercpuThread>) -> Result<Registration> {
+    let p = port();
+    HOOKS_INSTALLED.call_once(|| p.add_hotplug_hooks(&HOTPLUG));
+    let mut threads = Vec::new();
+    for cpu in 0..p.cpu_count() {
+        let d = desc.clone();
+        let t = Builder::new(format_args!("{}", desc.name(cpu)), move || thread_fn(d, cpu))
+            .on_cpu(cpu)
+            .priority(desc.priority())
+            .create();
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => {
+                for t in threads.iter() {
+                    let _ = Kthread::stop(t);
+                }
+                return Err(e);
+            }
+        };
+        // Created parked (Linux smpboot creates them parked), then unparked
+        // where the CPU is online.
+        t.park()?;
+        threads.push(t);
+    }
+    let online = p.online_mask();
+    for (cpu, t) in threads.iter().enumerate() {
+        if online.contains(cpu) {
+            desc.unpark(cpu);
+            t.unpark();
+        }
+    }
+    let kind = Arc::new(SpinLock::new(Kind { desc, threads }));
+    KINDS.lock().push(kind.clone());
+    Ok(Registration { kind })
+}
+
+impl Registration {
+    /// The thread of `cpu`.
+    pub fn thread(&self, cpu: usize) -> Option<Kthread> {
+        self.kind.lock().threads.get(cpu).cloned()
+    }
+
+    /// Wake `cpu`'s thread so it re-checks `should_run` (Linux
+    /// `wake_up_process` of e.g. `ksoftirqd`).
+    pub fn wake(&self, cpu: usize) {
+        if let Some(t) = self.thread(cpu) {
+            t.task().wake();
+        }
+    }
+
+    /// Stop every thread of this kind and forget it (Linux
+    /// `smpboot_unregister_percpu_thread`).
+    pub fn unregister(self) {
+        KINDS.lock().retain(|k| !Arc::ptr_eq(k, &self.kind));
+        let threads = core::mem::take(&mut self.kind.lock().threads);
+        for t in threads {
+            let _ = t.stop();
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The control word of a kernel thread: the lock-free part of the stop /
+//! park / start protocol, kept apart so it can be model-checked (the `loom`
+//! tests drive exactly these transitions from racing threads).
+//!
+//! Linux keeps the same facts in `struct kthread::flags`
+//! (`KTHREAD_SHOULD_STOP`, `KTHREAD_SHOULD_PARK`, `KTHREAD_IS_PER_CPU`) plus
+//! the `exited` / `parked` completions; here every fact is a bit of one word so
+//! each transition is a single atomic read-modify-write.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
+
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicU32, Ordering};
+
+/// `kthread_stop` was called (Linux `KTHREAD_SHOULD_STOP`).
+pub const SHOULD_STOP: u32 = 1 << 0;
+/// `kthread_park` was called and no unpark since (`KTHREAD_SHOULD_PARK`).
+pub const SHOULD_PARK: u32 = 1 << 1;
+/// The thread function was entered (it will return a value).
+pub const STARTED: u32 = 1 << 2;
+/// The thread has exited; its exit value is stored.
+pub const EXITED: u32 = 1 << 3;
+/// The first wake-up was issued (binding is no longer allowed).
+pub const WOKEN: u32 = 1 << 4;
+/// The thread is bound to one CPU by `create_on_cpu` (`KTHREAD_IS_PER_CPU`).
+pub const PER_CPU: u32 = 1 << 5;
+/// The thread is parked at a `parkme` point.
+pub const PARKED: u32 = 1 << 6;
+
+/// The control word.
+#[derive(Debug)]
+pub struct Control(AtomicU32);
+
+/// What the thread's entry does on its first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstRun {
+    /// Run the thread function.
+    RunFn,
+    /// Stopped before it ever ran: exit with `EINTR` without running it.
+    StoppedBeforeRun,
+}
+
+impl Control {
+    /// A fresh thread's word (`extra`: e.g. [`PER_CPU`]).
+    pub fn new(extra: u32) -> Self {
+        Control(AtomicU32::new(extra))
+    }
+
+    /// All bits now.
+    pub fn load(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Is `bit` set?
+    pub fn has(&self, bit: u32) -> bool {
+        self.load() & bit != 0
+    }
+
+    /// Set `bit`; returns the word before.
+    pub fn set(&self, bit: u32) -> u32 {
+        self.0.fetch_or(bit, Ordering::AcqRel)
+    }
+
+    /// Clear `bit`; returns the word before.
+    pub fn clear(&self, bit: u32) -> u32 {
+        self.0.fetch_and(!bit, Ordering::AcqRel)
+    }
+
+    /// The entry decides, atomically with respect to a stop, whether the
+    /// function runs: if no stop was requested it claims [`STARTED`], after
+    /// which a stop waits for the function to return.
+    pub fn first_run(&self) -> FirstRun {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            if cur & SHOULD_STOP != 0 {
+                return FirstRun::StoppedBeforeRun;
+            }
+            match self.0.compare_exchange_weak(cur, cur | STARTED, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return FirstRun::RunFn,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Claim the first wake-up; false if the thread was already woken.
+    pub fn claim_first_wake(&self) -> bool {
+        self.set(WOKEN) & WOKEN == 0
+    }
+
+    /// Request a park. `Err(bits)` if the thread has exited or a park is
+    /// already pending (Linux answers `-ENOSYS` / `-EBUSY`).
+    pub fn request_park(&self) -> Result<(), u32> {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            if cur & (EXITED | SHOULD_PARK) != 0 {
+                return Err(cur);
+            }
+            match self.0.compare_exchange_weak(cur, cur | SHOULD_PARK, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Should the thread (still) sit in `parkme`? A stop always wins: a
+    /// thread asked to stop leaves the park point.
+    pub fn should_stay_parked(&self) -> bool {
+        let w = self.load();
+        w & SHOULD_PARK != 0 && w & SHOULD_STOP == 0
+    }
+}

@@ -1,0 +1,395 @@
+//! `kthread_worker`: one dedicated kernel thread that runs queued work items
+//! in queue order (Linux `kthread_create_worker`, `kthread_queue_work`,
+//! `kthread_queue_delayed_work`, `kthread_mod_delayed_work`,
+//! `kthread_flush_work`, `kthread_flush_worker`,
+//! `kthread_cancel_[delayed_]work_sync`, `kthread_destroy_worker`).
+//!
+//! A work item belongs to at most one worker at a time. Queueing a pending
+//! item answers false. Flushing an item waits for the instance queued or
+//! running at the time of the call (a marker is queued right after it, or at
+//! the head if it is running). Cancelling reports whether the item was
+//! pending and waits for a running instance; while it waits, the item cannot
+//! be queued again (Linux's `canceling` count). Destroying flushes what is
+//! queued, then stops the thread; items queued afterwards are refused with a
+//! warning.
+//!
+//! Lock: each worker's `state` lock protects its list, its current item and
+//! the `pending` / `canceling` / `on` fields of the items queued on it. It is
+//! a leaf lock (the timer's callback takes it from interrupt context).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::sync::{Arc, Weak};
+use core::fmt;
+
+use crate::kthread::{self, Builder, Kthread};
+use crate::port::{EINVAL, Error, PortTimer, Result, port};
+use crate::sync::{Completion, SpinLock, WaitQueue};
+
+/// A work item (Linux `struct kthread_work`): a function run by a worker.
+#[derive(Clone)]
+pub struct Work(Arc<WorkInner>);
+
+struct WorkInner {
+    func: Box<dyn Fn() + Send + Sync>,
+    /// The worker it was last queued on.
+    on: SpinLock<Option<Weak<WorkerInner>>>,
+}
+
+/// Per-item state kept under the worker's lock, keyed by the item.
+struct Queued {
+    work: Arc<WorkInner>,
+    /// A flush marker: completing it signals the flusher.
+    marker: Option<Arc<Completion>>,
+}
+
+struct WorkerState {
+    list: VecDeque<Queued>,
+    /// The item running now.
+    current: Option<Arc<WorkInner>>,
+    /// Items with a pending (queued or timer-armed) instance.
+    pending: alloc::vec::Vec<Arc<WorkInner>>,
+    /// Items being cancelled (refuse queueing).
+    canceling: alloc::vec::Vec<Arc<WorkInner>>,
+    /// Destroy began: refuse new items.
+    dying: bool,
+}
+
+struct WorkerInner {
+    state: SpinLock<WorkerState>,
+    wq: WaitQueue,
+    /// Signalled whenever the current item finishes.
+    idle: WaitQueue,
+    thread: spin::Once<Kthread>,
+    name: alloc::string::String,
+}
+
+/// A worker (Linux `struct kthread_worker`).
+pub struct Worker(Arc<WorkerInner>);
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Worker({})", self.0.name)
+    }
+}
+
+fn contains(v: &[Arc<WorkInner>], w: &Arc<WorkInner>) -> bool {
+    v.iter().any(|x| Arc::ptr_eq(x, w))
+}
+
+fn remove(v: &mut alloc::vec::Vec<Arc<WorkInner>>, w: &Arc<WorkInner>) -> bool {
+    match v.iter().position(|x| Arc::ptr_eq(x, w)) {
+        Some(i) => {
+            v.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Work {
+    /// A work item running `f` (Linux `kthread_init_work`).
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Work(Arc::new(WorkInner { func: Box::new(f), on: SpinLock::new(None) }))
+    }
+}
+
+/// A delayed work item (Linux `struct kthread_delayed_work`): a work item
+/// plus the timer that queues it.
+pub struct DelayedWork {
+    work: Work,
+    timer: Box<dyn PortTimer>,
+    /// The worker the timer will queue it on.
+    target: Arc<SpinLock<Option<Weak<WorkerInner>>>>,
+}
+
+impl DelayedWork {
+    /// A delayed work item running `f` (Linux `kthread_init_delayed_work`).
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        let work = Work::new(f);
+        let target: Arc<SpinLock<Option<Weak<WorkerInner>>>> = Arc::new(SpinLock::new(None));
+        let (w, t) = (work.0.clone(), target.clone());
+        let timer = port().timer(Arc::new(move || {
+            // Interrupt context: move the item to its worker's list.
+            let worker = t.lock().as_ref().and_then(|w| w.upgrade());
+            if let Some(worker) = worker {
+                worker.timer_fired(&w);
+            }
+        }));
+        DelayedWork { work, timer, target }
+    }
+
+    /// The work item inside.
+    pub fn work(&self) -> &Work {
+        &self.work
+    }
+}
+
+impl WorkerInner {
+    fn wake_thread(&self) {
+        self.wq.wake_all();
+    }
+
+    fn timer_fired(&self, w: &Arc<WorkInner>) {
+        let mut st = self.state.lock();
+        if !contains(&st.pending, w) || contains(&st.canceling, w) {
+            return;
+        }
+        st.list.push_back(Queued { work: w.clone(), marker: None });
+        drop(st);
+        self.wake_thread();
+    }
+
+    /// Attach `w` to this worker or refuse if it belongs to another.
+    fn claim(self: &Arc<Self>, w: &Arc<WorkInner>) -> bool {
+        let mut on = w.on.lock();
+        match on.as_ref().and_then(|x| x.upgrade()) {
+            Some(other) if !Arc::ptr_eq(&other, self) => {
+                port().console_line(&format!(
+                    "# WARNING: kthread work queued on worker {} while attached to worker {}: refused",
+                    self.name, other.name
+                ));
+                false
+            }
+            _ => {
+                *on = Some(Arc::downgrade(self));
+                true
+            }
+        }
+    }
+}
+
+fn worker_fn(w: Arc<WorkerInner>) -> i32 {
+    let p = port();
+    loop {
+        let next = {
+            let mut st = w.state.lock();
+            st.current = None;
+            match st.list.pop_front() {
+                Some(q) => {
+                    if q.marker.is_none() {
+                        remove(&mut st.pending, &q.work);
+                        st.current = Some(q.work.clone());
+                    }
+                    Some(q)
+                }
+                None => None,
+            }
+        };
+        w.idle.wake_all();
+        match next {
+            Some(Queued { marker: Some(m), .. }) => m.complete_all(),
+            Some(Queued { work, marker: None }) => {
+                (work.func)();
+                p.cond_resched();
+            }
+            None => {
+                if kthread::should_stop() {
+                    return 0;
+                }
+                kthread::wait_event_or_stop(&w.wq, "kthread_worker", || !w.state.lock().list.is_empty());
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Create a worker with its thread, named from format arguments (Linux
+    /// `kthread_create_worker`).
+    pub fn create(name: fmt::Arguments<'_>) -> Result<Worker> {
+        Self::create_inner(name, None)
+    }
+
+    /// Create a worker whose thread is bound to `cpu` (Linux
+    /// `kthread_create_worker_on_cpu`).
+    pub fn create_on_cpu(cpu: usize, name: fmt::Arguments<'_>) -> Result<Worker> {
+        if cpu >= port().cpu_count() {
+            return Err(Error::new(EINVAL));
+        }
+        Self::create_inner(name, Some(cpu))
+    }
+
+    fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>) -> Result<Worker> {
+        let name = alloc::fmt::format(name);
+        let inner = Arc::new(WorkerInner {
+            state: SpinLock::new(WorkerState {
+                list: VecDeque::new(),
+                current: None,
+                pending: alloc::vec::Vec::new(),
+                canceling: alloc::vec::Vec::new(),
+                dying: false,
+            }),
+            wq: WaitQueue::new(),
+            idle: WaitQueue::new(),
+            thread: spin::Once::new(),
+            name: name.clone(),
+        });
+        let w = inner.clone();
+        let mut b = Builder::new(format_args!("{name}"), move || worker_fn(w));
+        if let Some(cpu) = cpu {
+            b = b.on_cpu(cpu);
+        }
+        let t = b.run()?;
+        inner.thread.call_once(|| t);
+        Ok(Worker(inner))
+    }
+
+    /// The worker's thread.
+    pub fn thread(&self) -> &Kthread {
+        self.0.thread.get().expect("worker without a thread")
+    }
+
+    /// Queue `work` (Linux `kthread_queue_work`): false if it is already
+    /// pending, being cancelled, attached to another worker, or the worker
+    /// is being destroyed (with a warning).
+    pub fn queue(&self, work: &Work) -> bool {
+        if !self.0.claim(&work.0) {
+            return false;
+        }
+        let mut st = self.0.state.lock();
+        if st.dying {
+            drop(st);
+            port().console_line(&format!(
+                "# WARNING: kthread work queued on worker {} being destroyed: refused",
+                self.0.name
+            ));
+            return false;
+        }
+        if contains(&st.pending, &work.0) || contains(&st.canceling, &work.0) {
+            return false;
+        }
+        st.pending.push(work.0.clone());
+        st.list.push_back(Queued { work: work.0.clone(), marker: None });
+        drop(st);
+        self.0.wake_thread();
+        true
+    }
+
+    /// Queue `dwork` after `delay_ns` (Linux `kthread_queue_delayed_work`);
+    /// false if it is already pending. A zero delay queues it at once.
+    pub fn queue_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        if !self.0.claim(&dwork.work.0) {
+            return false;
+        }
+        let mut st = self.0.state.lock();
+        if st.dying || contains(&st.pending, &dwork.work.0) || contains(&st.canceling, &dwork.work.0) {
+            return false;
+        }
+        st.pending.push(dwork.work.0.clone());
+        if delay_ns == 0 {
+            st.list.push_back(Queued { work: dwork.work.0.clone(), marker: None });
+            drop(st);
+            self.0.wake_thread();
+        } else {
+            *dwork.target.lock() = Some(Arc::downgrade(&self.0));
+            dwork.timer.arm(port().now_ns() + delay_ns, None);
+        }
+        true
+    }
+
+    /// Change the delay of `dwork` to `delay_ns` from now, queueing it if it
+    /// was idle (Linux `kthread_mod_delayed_work`). Returns true if it was
+    /// pending (and is now moved), false if it was idle (and is now queued).
+    /// An item being cancelled is left alone (true).
+    pub fn mod_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        if !self.0.claim(&dwork.work.0) {
+            return false;
+        }
+        let mut st = self.0.state.lock();
+        if contains(&st.canceling, &dwork.work.0) {
+            return true;
+        }
+        let was_pending = contains(&st.pending, &dwork.work.0);
+        if was_pending {
+            dwork.timer.cancel();
+            st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, &dwork.work.0));
+        } else {
+            st.pending.push(dwork.work.0.clone());
+        }
+        if delay_ns == 0 {
+            st.list.push_back(Queued { work: dwork.work.0.clone(), marker: None });
+            drop(st);
+            self.0.wake_thread();
+        } else {
+            *dwork.target.lock() = Some(Arc::downgrade(&self.0));
+            dwork.timer.arm(port().now_ns() + delay_ns, None);
+        }
+        was_pending
+    }
+
+    /// Wait for the instance of `work` that is queued or running now
+    /// (Linux `kthread_flush_work`). Returns at once if it is idle.
+    pub fn flush_work(&self, work: &Work) {
+        let done = Arc::new(Completion::new());
+        {
+            let mut st = self.0.state.lock();
+            let marker = Queued { work: work.0.clone(), marker: Some(done.clone()) };
+            if let Some(i) = st.list.iter().rposition(|q| q.marker.is_none() && Arc::ptr_eq(&q.work, &work.0)) {
+                st.list.insert(i + 1, marker);
+            } else if st.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &work.0)) {
+                st.list.push_front(marker);
+            } else {
+                return;
+            }
+        }
+        self.0.wake_thread();
+        done.wait("kthread_flush_work");
+    }
+
+    /// Wait until everything queued now has run (Linux
+    /// `kthread_flush_worker`).
+    pub fn flush(&self) {
+        let done = Arc::new(Completion::new());
+        let anchor = Arc::new(WorkInner { func: Box::new(|| {}), on: SpinLock::new(None) });
+        self.0.state.lock().list.push_back(Queued { work: anchor, marker: Some(done.clone()) });
+        self.0.wake_thread();
+        done.wait("kthread_flush_worker");
+    }
+
+    fn cancel_inner(&self, work: &Arc<WorkInner>, timer: Option<&dyn PortTimer>) -> bool {
+        let pending = {
+            let mut st = self.0.state.lock();
+            st.canceling.push(work.clone());
+            let was = remove(&mut st.pending, work);
+            st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, work));
+            was
+        };
+        if let Some(t) = timer {
+            t.cancel_sync();
+        }
+        // Wait for a running instance to finish.
+        self.0.idle.wait_event("kthread_cancel_work_sync", || {
+            !self.0.state.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(c, work))
+        });
+        remove(&mut self.0.state.lock().canceling, work);
+        pending
+    }
+
+    /// Cancel `work` and wait for a running instance (Linux
+    /// `kthread_cancel_work_sync`); true if it was pending.
+    pub fn cancel_sync(&self, work: &Work) -> bool {
+        self.cancel_inner(&work.0, None)
+    }
+
+    /// Cancel `dwork` (timer or queue) and wait for a running instance
+    /// (Linux `kthread_cancel_delayed_work_sync`); true if it was pending.
+    pub fn cancel_delayed_sync(&self, dwork: &DelayedWork) -> bool {
+        self.cancel_inner(&dwork.work.0, Some(&*dwork.timer))
+    }
+
+    /// Refuse further items, run everything already queued, and stop the
+    /// thread (Linux `kthread_destroy_worker`).
+    pub fn destroy(self) {
+        self.0.state.lock().dying = true;
+        self.flush();
+        let _ = self.thread().stop();
+    }
+}
+
+impl Drop for DelayedWork {
+    /// A delayed item that goes away must not fire later.
+    fn drop(&mut self) {
+        self.timer.cancel_sync();
+    }
+}
