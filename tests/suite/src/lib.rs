@@ -17,6 +17,8 @@ extern crate alloc;
 pub mod args;
 pub mod bench;
 pub mod harness;
+pub mod kthread;
+pub mod kthread_worker;
 pub mod port_api;
 pub mod rng;
 

@@ -1,5 +1,5 @@
-//! The shared `port` suite on the host port: every registered case of suite
-//! `port`, run by the KTAP harness exactly as in the guest.
+//! The shared suites on the host port (`port`, `kthread`, `kthread_worker`),
+//! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
 use ktests::harness::{all_cases, plan, run};
@@ -7,18 +7,26 @@ use ktests::harness::{all_cases, plan, run};
 /// Virtual CPUs of the host port (the suite has cases that need several).
 const CPUS: usize = 4;
 
+/// The suites written against the port only (the guest-only ones need the
+/// testkernel's internals).
+const SUITES: [&str; 3] = ["port", "kthread", "kthread_worker"];
+
 fn args() -> Args {
-    Args { tests: vec!["port".into()], ..Default::default() }
+    Args { tests: SUITES.iter().map(|s| (*s).into()).collect(), ..Default::default() }
 }
 
 #[test]
-fn port_suite_passes_on_the_host_port() {
+fn shared_suites_pass_on_the_host_port() {
     kthreadd::host::install_host_port(CPUS);
+    kthreadd::kthread::init().expect("kthreadd");
     // The cases are found through the `ktest_cases` link section: make sure
     // the linker kept them before blaming the port.
-    let n = all_cases().iter().filter(|c| c.suite == "port").count();
-    assert!(n > 0, "no case of suite `port` is registered: the ktest_cases section was dropped");
+    for suite in SUITES {
+        let n = all_cases().iter().filter(|c| c.suite == suite && !c.bench).count();
+        assert!(n > 0, "no case of suite `{suite}` is registered: the ktest_cases section was dropped");
+    }
+    let want = all_cases().iter().filter(|c| SUITES.contains(&c.suite) && !c.bench).count();
     let planned: usize = plan(&args()).expect("plan").iter().map(|(_, cases)| cases.len()).sum();
-    assert_eq!(planned, n);
-    assert!(run(&args()), "a case of suite `port` failed on the host port (KTAP output above)");
+    assert_eq!(planned, want);
+    assert!(run(&args()), "a case failed on the host port (KTAP output above)");
 }

@@ -1,0 +1,555 @@
+//! Suite `kthread`: Linux's kthread semantics (`kernel/kthread.c`) through
+//! the `kthreadd` crate, on whatever port runs the suite.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use kthreadd::kthread::{self, Builder, COMM_LEN, Kthread};
+use kthreadd::port::{CpuMask, EBUSY, EINTR, EPERM, ESRCH, TaskState, port};
+use kthreadd::registry;
+use kthreadd::smpboot::{self, PercpuThread};
+use kthreadd::sync::WaitQueue;
+use kthreadd::{kthread_create, kthread_run};
+
+use crate::bench::{ITERATIONS, THREAD_ITERATIONS, WARMUP, report_latency};
+use crate::port_api::{msleep, wait_for};
+use crate::{Failure, check, check_eq, fail, ktest};
+
+fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
+    move |e| Failure::Fail(format!("{what}: {e:?}"))
+}
+
+/// Wake `t` and wait until its function started (so a stop returns the
+/// function's value rather than EINTR).
+fn start(t: &Kthread) -> Result<(), Failure> {
+    t.wake();
+    if wait_for(10_000, || t.has_started()) { Ok(()) } else { fail(format!("[{}] never started", t.comm())) }
+}
+
+/// A thread that sleeps until asked to stop, then returns `ret`.
+fn sleeper(name: &str, ret: i32) -> Kthread {
+    let wq = Arc::new(WaitQueue::new());
+    Builder::new(format_args!("{name}"), move || {
+        kthread::wait_event_or_stop(&wq, "sleeper", || false);
+        ret
+    })
+    .create()
+    .expect("create")
+}
+
+ktest!(kthread::parent_is_kthreadd => |ctx| {
+    let kd = kthread::kthreadd().ok_or(Failure::Fail("kthreadd not started".into()))?;
+    check_eq!(kd.comm(), "kthreadd");
+    check_eq!(kd.parent_id(), 0, "kthreadd's parent");
+    let t = kthread_create!(|| 0, "child-of-kd").map_err(err("create"))?;
+    check_eq!(t.parent_id(), kd.id());
+    check!(t.id() != kd.id());
+    let r = t.stop();
+    check_eq!(r.map_err(|e| e.errno), Err(EINTR));
+    Ok(())
+});
+
+ktest!(kthread::name_is_truncated_to_15_bytes => |ctx| {
+    let t = kthread_create!(|| 0, "{}-{}", "averyveryverylongname", 12345).map_err(err("create"))?;
+    check_eq!(t.comm().len(), COMM_LEN);
+    check_eq!(t.comm(), "averyveryverylo");
+    check_eq!(t.full_name(), "averyveryverylongname-12345");
+    check_eq!(t.task().name(), "averyveryverylo", "the context's own name");
+    // Multi-byte characters are cut at a character boundary.
+    let u = kthread_create!(|| 0, "ääääääääää").map_err(err("create"))?;
+    check!(u.comm().len() <= COMM_LEN && u.comm().chars().all(|c| c == 'ä'), "{}", u.comm());
+    let listing = registry::ps();
+    check!(listing.contains("[averyveryverylo]"), "listing lacks the bracketed name:\n{listing}");
+    let _ = t.stop();
+    let _ = u.stop();
+    Ok(())
+});
+
+ktest!(kthread::create_does_not_run_until_woken => |ctx| {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let t = kthread_create!(move || { r.store(true, Ordering::SeqCst); 7 }, "lazy").map_err(err("create"))?;
+    msleep(30);
+    check!(!ran.load(Ordering::SeqCst), "ran before its first wake-up");
+    check_eq!(t.state(), TaskState::New);
+    check!(t.wake());
+    check!(wait_for(5_000, || ran.load(Ordering::SeqCst)), "never ran after the wake-up");
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(7));
+    Ok(())
+});
+
+ktest!(kthread::stop_before_run_is_eintr_and_fn_never_runs => |ctx| {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let t = kthread_create!(move || { r.store(true, Ordering::SeqCst); 0 }, "never").map_err(err("create"))?;
+    check_eq!(t.stop().map_err(|e| e.errno), Err(EINTR));
+    check!(!ran.load(Ordering::SeqCst), "the function ran although stopped before its first run");
+    check!(t.has_exited());
+    Ok(())
+});
+
+ktest!(kthread::stop_a_sleeping_thread => |ctx| {
+    let t = sleeper("sleepy", 11);
+    start(&t)?;
+    check!(wait_for(5_000, || t.state() == TaskState::Sleeping), "never slept: {:?}", t.state());
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(11));
+    check_eq!(t.state(), TaskState::Dead);
+    Ok(())
+});
+
+ktest!(kthread::stop_a_parked_thread => |ctx| {
+    let t = kthread_run!(|| {
+        while !kthread::should_stop() {
+            if kthread::should_park() {
+                kthread::parkme();
+            }
+            kthread::sleep_ms_or_stop(1);
+        }
+        21
+    }, "parkling").map_err(err("run"))?;
+    t.park().map_err(err("park"))?;
+    check!(t.is_parked());
+    check_eq!(t.state(), TaskState::Parked);
+    // Stop wins over park.
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(21));
+    Ok(())
+});
+
+ktest!(kthread::stop_returns_the_exit_value => |ctx| {
+    let t = kthread_run!(|| 42, "ret42").map_err(err("run"))?;
+    check!(wait_for(5_000, || t.has_exited()), "did not exit");
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(42), "stop after it exited on its own");
+    // kthread_exit from deep inside.
+    let u = kthread_create!(|| {
+        fn deep(n: u32) -> i32 {
+            if n == 0 { kthread::exit(-5) } else { deep(n - 1) + 1 }
+        }
+        deep(8)
+    }, "exiter").map_err(err("create"))?;
+    start(&u)?;
+    check_eq!(u.stop().map_err(|e| e.errno), Ok(-5));
+    Ok(())
+});
+
+ktest!(kthread::double_stop_returns_the_saved_value => |ctx| {
+    let t = sleeper("twice", 3);
+    start(&t)?;
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(3));
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(3), "second stop");
+    let u = kthread_create!(|| 0, "twice-new").map_err(err("create"))?;
+    check_eq!(u.stop().map_err(|e| e.errno), Err(EINTR));
+    check_eq!(u.stop().map_err(|e| e.errno), Err(EINTR), "second stop of a never-run thread");
+    // Concurrent stops of one thread both return.
+    let v = sleeper("racing-stops", 9);
+    start(&v)?;
+    let v2 = v.clone();
+    let other = Arc::new(AtomicU64::new(0));
+    let o = other.clone();
+    let helper = kthread_run!(move || { o.store(v2.stop().map_or(0, |x| x as u64 + 100), Ordering::SeqCst); 0 }, "stopper")
+        .map_err(err("run"))?;
+    check_eq!(v.stop().map_err(|e| e.errno), Ok(9));
+    check!(wait_for(5_000, || other.load(Ordering::SeqCst) == 109), "the racing stop saw {}", other.load(Ordering::SeqCst));
+    let _ = helper.stop();
+    Ok(())
+});
+
+ktest!(kthread::park_unpark_keeps_the_binding => |ctx| {
+    let n = port().cpu_count();
+    let cpu = n - 1;
+    let wrong = Arc::new(AtomicUsize::new(0));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let (w, r) = (wrong.clone(), rounds.clone());
+    let t = kthread::create_on_cpu(move || {
+        while !kthread::should_stop() {
+            if kthread::should_park() {
+                kthread::parkme();
+            }
+            if port().cpu_id() != cpu {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+            r.fetch_add(1, Ordering::SeqCst);
+            kthread::sleep_ms_or_stop(1);
+        }
+        0
+    }, cpu, format_args!("bound/{cpu}")).map_err(err("create_on_cpu"))?;
+    t.wake();
+    for _ in 0..5 {
+        t.park().map_err(err("park"))?;
+        let before = rounds.load(Ordering::SeqCst);
+        msleep(10);
+        check_eq!(rounds.load(Ordering::SeqCst), before, "a parked thread kept running");
+        t.unpark();
+        check!(wait_for(5_000, || rounds.load(Ordering::SeqCst) > before + 2), "did not resume after unpark");
+        check_eq!(t.affinity(), CpuMask::one(cpu));
+    }
+    let _ = t.stop();
+    check_eq!(wrong.load(Ordering::SeqCst), 0, "ran off its CPU");
+    Ok(())
+});
+
+ktest!(kthread::park_before_first_run_parks_before_the_function => |ctx| {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let t = kthread_create!(move || { r.store(true, Ordering::SeqCst); while !kthread::should_stop() { kthread::sleep_ms_or_stop(5); } 0 }, "early-park")
+        .map_err(err("create"))?;
+    t.park().map_err(err("park"))?;
+    check!(!ran.load(Ordering::SeqCst), "the function ran although parked first");
+    check_eq!(t.park().map_err(|e| e.errno), Err(EBUSY), "a second park");
+    t.unpark();
+    check!(wait_for(5_000, || ran.load(Ordering::SeqCst)), "never ran after unpark");
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+    check!(t.park().is_err(), "park of an exited thread must fail");
+    Ok(())
+});
+
+ktest!(kthread::create_on_cpu_runs_only_on_that_cpu => |ctx| {
+    for cpu in 0..port().cpu_count() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let s = seen.clone();
+        let t = kthread::create_on_cpu(move || {
+            for i in 0..300 {
+                s.fetch_or(1 << port().cpu_id(), Ordering::SeqCst);
+                if i % 7 == 0 { kthread::msleep(1) } else { port().yield_now() }
+            }
+            0
+        }, cpu, format_args!("oncpu/{cpu}")).map_err(err("create_on_cpu"))?;
+        check_eq!(t.comm(), format!("oncpu/{cpu}"));
+        start(&t)?;
+        check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+        check_eq!(seen.load(Ordering::SeqCst), 1 << cpu, "observed CPUs for a thread bound to {cpu}");
+    }
+    check!(kthread::create_on_cpu(|| 0, port().cpu_count(), format_args!("bad")).is_err(), "a CPU out of range must fail");
+    Ok(())
+});
+
+ktest!(kthread::bind_after_wake_is_rejected => |ctx| {
+    let t = sleeper("bindme", 0);
+    t.bind(0).map_err(err("bind before wake"))?;
+    check_eq!(t.affinity(), CpuMask::one(0));
+    t.wake();
+    check_eq!(t.bind(0).map_err(|e| e.errno), Err(EBUSY), "bind after the first wake-up");
+    check_eq!(t.affinity(), CpuMask::one(0));
+    let _ = t.stop();
+    Ok(())
+});
+
+ktest!(kthread::cannot_be_killed_from_user_space => |ctx| {
+    let t = sleeper("unkillable", 0);
+    start(&t)?;
+    check!(wait_for(5_000, || t.state() == TaskState::Sleeping), "never slept");
+    check_eq!(kthread::signal_from_user(t.id(), 9).map_err(|e| e.errno), Err(EPERM));
+    let kd = kthread::kthreadd().ok_or(Failure::Fail("no kthreadd".into()))?;
+    check_eq!(kthread::signal_from_user(kd.id(), 15).map_err(|e| e.errno), Err(EPERM));
+    check_eq!(kthread::signal_from_user(usize::MAX, 9).map_err(|e| e.errno), Err(ESRCH));
+    check_eq!(t.state(), TaskState::Sleeping, "the signal must not have touched it");
+    let _ = t.stop();
+    Ok(())
+});
+
+ktest!(kthread::registry_lists_kthreadd_first_with_states => |ctx| {
+    let t = sleeper("listed", 0);
+    t.wake();
+    check!(wait_for(5_000, || t.state() == TaskState::Sleeping), "never slept");
+    let p = kthread_run!(|| { while !kthread::should_stop() { if kthread::should_park() { kthread::parkme(); } kthread::sleep_ms_or_stop(1); } 0 }, "parked-one")
+        .map_err(err("run"))?;
+    p.park().map_err(err("park"))?;
+    let rows = registry::rows();
+    check!(!rows.is_empty());
+    check_eq!(rows[0].name.as_str(), "[kthreadd]", "first row");
+    let find = |n: &str| rows.iter().find(|r| r.name == n).cloned();
+    let l = find("[listed]").ok_or(Failure::Fail("[listed] missing".into()))?;
+    check_eq!(l.state, 'S');
+    check_eq!(l.wchan, "sleeper");
+    check_eq!(l.parent, rows[0].id);
+    let pp = find("[parked-one]").ok_or(Failure::Fail("[parked-one] missing".into()))?;
+    check_eq!(pp.state, 'P');
+    let text = registry::ps();
+    check!(text.lines().next().is_some_and(|h| h.contains("PID") && h.contains("NAME")), "header: {text}");
+    check!(text.lines().nth(1).is_some_and(|l| l.ends_with("[kthreadd]")), "kthreadd not first:\n{text}");
+    crate::diag!("ps:\n{}", text.trim_end().replace('\n', "\n    # "));
+    let _ = t.stop();
+    let _ = p.stop();
+    Ok(())
+});
+
+ktest!(kthread::seed_kthread_run_msleep_counter => |ctx| {
+    // The classic exercise: a kthread_run'd thread counts once per msleep(10)
+    // until stopped; stop waits out the msleep and returns 0.
+    let counter = Arc::new(AtomicU64::new(0));
+    let c = counter.clone();
+    let t = kthread_run!(move || {
+        while !kthread::should_stop() {
+            c.fetch_add(1, Ordering::SeqCst);
+            kthread::msleep(10);
+        }
+        0
+    }, "counter").map_err(err("kthread_run"))?;
+    msleep(200);
+    let seen = counter.load(Ordering::SeqCst);
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+    let after = counter.load(Ordering::SeqCst);
+    check!(seen >= 2, "counted only {seen} times in 200 ms");
+    check!(after <= seen + 1, "kept counting after stop: {seen} -> {after}");
+    msleep(30);
+    check_eq!(counter.load(Ordering::SeqCst), after, "counting after stop returned");
+    Ok(())
+});
+
+ktest!(kthread::create_stop_1000_cycles_on_all_cpus_leave_no_trace [timeout_s = 600] => |ctx| {
+    let p = port();
+    let n = p.cpu_count();
+    let cycle = |i: usize| -> Result<(), Failure> {
+        let cpu = i % n;
+        let t = kthread::create_on_cpu(move || { while !kthread::should_stop() { kthread::sleep_ms_or_stop(100); } 0 }, cpu, format_args!("cyc/{cpu}"))
+            .map_err(err("create_on_cpu"))?;
+        if i.is_multiple_of(2) {
+            start(&t)?;
+            check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+        } else {
+            check_eq!(t.stop().map_err(|e| e.errno), Err(EINTR));
+        }
+        Ok(())
+    };
+    for i in 0..64 {
+        cycle(i)?;
+    }
+    msleep(20);
+    registry::prune();
+    let before = p.mem_counters();
+    for i in 0..1_000 {
+        cycle(i)?;
+    }
+    // Let the last contexts be reaped (the registry forgets them lazily).
+    let settled = wait_for(5_000, || {
+        registry::prune();
+        p.mem_counters() == before
+    });
+    check!(settled, "counters did not come back: before {:?} after {:?}", before, p.mem_counters());
+    Ok(())
+});
+
+ktest!(kthread::threads_on_every_cpu_stop_concurrently => |ctx| {
+    let n = port().cpu_count();
+    let mut threads = Vec::new();
+    for cpu in 0..n {
+        for j in 0..4 {
+            let t = kthread::create_on_cpu(move || { let wq = WaitQueue::new(); kthread::wait_event_or_stop(&wq, "x", || false); (cpu * 10 + j) as i32 }, cpu, format_args!("st/{cpu}.{j}"))
+                .map_err(err("create"))?;
+            start(&t)?;
+            threads.push((t, (cpu * 10 + j) as i32));
+        }
+    }
+    // One stopper per CPU, all at once.
+    let done = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(threads);
+    let mut stoppers = Vec::new();
+    for cpu in 0..n {
+        let (d, b, ts) = (done.clone(), bad.clone(), threads.clone());
+        stoppers.push(kthread::create_on_cpu(move || {
+            for (t, want) in ts.iter().filter(|(t, _)| t.comm().starts_with(&format!("st/{cpu}."))) {
+                if t.stop().map_err(|e| e.errno) != Ok(*want) {
+                    b.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            d.fetch_add(1, Ordering::SeqCst);
+            0
+        }, cpu, format_args!("stopper/{cpu}")).map_err(err("create"))?);
+    }
+    for s in &stoppers {
+        s.wake();
+    }
+    check!(wait_for(30_000, || done.load(Ordering::SeqCst) == n), "stoppers did not finish");
+    check_eq!(bad.load(Ordering::SeqCst), 0, "stops returned wrong values");
+    check!(threads.iter().all(|(t, _)| t.has_exited()));
+    Ok(())
+});
+
+struct CountingPercpu {
+    runs: Vec<AtomicUsize>,
+    work: Vec<AtomicUsize>,
+    parks: AtomicUsize,
+    unparks: AtomicUsize,
+    wrong_cpu: AtomicUsize,
+}
+
+impl PercpuThread for CountingPercpu {
+    fn name(&self, cpu: usize) -> String {
+        format!("kcount/{cpu}")
+    }
+    fn should_run(&self, cpu: usize) -> bool {
+        self.work[cpu].load(Ordering::SeqCst) > 0
+    }
+    fn run(&self, cpu: usize) {
+        if port().cpu_id() != cpu {
+            self.wrong_cpu.fetch_add(1, Ordering::SeqCst);
+        }
+        self.work[cpu].fetch_sub(1, Ordering::SeqCst);
+        self.runs[cpu].fetch_add(1, Ordering::SeqCst);
+    }
+    fn park(&self, _cpu: usize) {
+        self.parks.fetch_add(1, Ordering::SeqCst);
+    }
+    fn unpark(&self, _cpu: usize) {
+        self.unparks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+ktest!(kthread::percpu_threads_park_on_cpu_offline_and_come_back [min_cpus = 2] => |ctx| {
+    let p = port();
+    let n = p.cpu_count();
+    let desc = Arc::new(CountingPercpu {
+        runs: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        work: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+        parks: AtomicUsize::new(0),
+        unparks: AtomicUsize::new(0),
+        wrong_cpu: AtomicUsize::new(0),
+    });
+    let reg = smpboot::register(desc.clone()).map_err(err("register"))?;
+    for cpu in 0..n {
+        let t = reg.thread(cpu).ok_or(Failure::Fail("missing thread".into()))?;
+        check_eq!(t.comm(), format!("kcount/{cpu}"));
+        check_eq!(t.affinity(), CpuMask::one(cpu));
+        desc.work[cpu].store(3, Ordering::SeqCst);
+        reg.wake(cpu);
+    }
+    check!(wait_for(10_000, || (0..n).all(|c| desc.runs[c].load(Ordering::SeqCst) == 3)), "per-CPU threads did not run their work");
+    let victim = n - 1;
+    p.cpu_down(victim).map_err(err("cpu_down"))?;
+    let t = reg.thread(victim).ok_or(Failure::Fail("missing thread".into()))?;
+    check!(wait_for(5_000, || t.is_parked() && t.state() == TaskState::Parked), "thread of the offline CPU did not park: {:?}", t.state());
+    check!(!p.online_mask().contains(victim));
+    // Work for the offline CPU waits.
+    desc.work[victim].store(2, Ordering::SeqCst);
+    reg.wake(victim);
+    msleep(30);
+    check_eq!(desc.runs[victim].load(Ordering::SeqCst), 3, "ran while its CPU was offline");
+    // Unbound threads keep running elsewhere.
+    let ran_on = Arc::new(AtomicU64::new(0));
+    let r = ran_on.clone();
+    let u = kthread_create!(move || { for _ in 0..50 { r.fetch_or(1 << port().cpu_id(), Ordering::SeqCst); port().yield_now(); } 0 }, "unbound-off")
+        .map_err(err("create"))?;
+    start(&u)?;
+    check_eq!(u.stop().map_err(|e| e.errno), Ok(0));
+    check_eq!(ran_on.load(Ordering::SeqCst) & (1 << victim), 0, "an unbound thread ran on the offline CPU");
+    p.cpu_up(victim).map_err(err("cpu_up"))?;
+    check!(wait_for(10_000, || desc.runs[victim].load(Ordering::SeqCst) == 5), "did not resume its work after cpu_up");
+    check_eq!(t.affinity(), CpuMask::one(victim));
+    check_eq!(desc.wrong_cpu.load(Ordering::SeqCst), 0, "per-CPU work ran on the wrong CPU");
+    check!(desc.parks.load(Ordering::SeqCst) >= 1 && desc.unparks.load(Ordering::SeqCst) > n);
+    check!(p.cpu_down(n + 3).is_err(), "a bad CPU must be refused");
+    reg.unregister();
+    check!(t.has_exited(), "unregister left the thread running");
+    Ok(())
+});
+
+// ---------------------------------------------------------------- benchmarks
+
+ktest!(kthread::bench_kthread_create_run [bench = true] => |ctx| {
+    // create_on_cpu(0) + wake -> first instruction of the function.
+    static T0: AtomicU64 = AtomicU64::new(0);
+    let mut v = Vec::with_capacity(THREAD_ITERATIONS);
+    let p = port();
+    for i in 0..(THREAD_ITERATIONS + WARMUP / 10) {
+        let first = Arc::new(AtomicU64::new(0));
+        let f = first.clone();
+        let t0 = p.cycles();
+        T0.store(t0, Ordering::SeqCst);
+        let t = kthread::create_on_cpu(move || { f.store(port().cycles(), Ordering::SeqCst); 0 }, 0, format_args!("bench/0"))
+            .map_err(err("create"))?;
+        start(&t)?;
+        let _ = t.stop();
+        if i >= WARMUP / 10 {
+            v.push(first.load(Ordering::SeqCst).wrapping_sub(t0));
+        }
+    }
+    report_latency("kthread_create_run", &mut v);
+    Ok(())
+});
+
+ktest!(kthread::bench_kthread_stop [bench = true] => |ctx| {
+    let p = port();
+    let mut v = Vec::with_capacity(THREAD_ITERATIONS);
+    for i in 0..(THREAD_ITERATIONS + WARMUP / 10) {
+        let t = kthread::create_on_cpu(|| { let wq = WaitQueue::new(); kthread::wait_event_or_stop(&wq, "bench", || false); 0 }, 0, format_args!("bstop/0"))
+            .map_err(err("create"))?;
+        t.wake();
+        if !wait_for(5_000, || t.state() == TaskState::Sleeping) {
+            return fail("bench thread never slept");
+        }
+        let t0 = p.cycles();
+        let _ = t.stop();
+        if i >= WARMUP / 10 {
+            v.push(p.cycles().wrapping_sub(t0));
+        }
+    }
+    report_latency("kthread_stop", &mut v);
+    Ok(())
+});
+
+/// Wake a thread sleeping on `cpu` from this thread (bound to CPU 0) and
+/// measure until it runs.
+fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
+    static STAMP: AtomicU64 = AtomicU64::new(0);
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    SEQ.store(0, Ordering::SeqCst);
+    let p = port();
+    let me = p.current();
+    me.set_affinity(CpuMask::one(0)).map_err(err("bind self"))?;
+    p.yield_now();
+    let samples = Arc::new(kthreadd::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
+    let s = samples.clone();
+    let total = ITERATIONS + WARMUP;
+    let t = kthread::create_on_cpu(
+        move || {
+            let p = port();
+            for i in 0..total {
+                loop {
+                    p.set_current_state(kthreadd::port::SleepState::Interruptible, "bench");
+                    if SEQ.load(Ordering::SeqCst) == 2 * i + 1 {
+                        break;
+                    }
+                    p.schedule();
+                }
+                p.set_current_running();
+                let d = p.cycles().wrapping_sub(STAMP.load(Ordering::SeqCst));
+                if i >= WARMUP {
+                    s.lock().push(d);
+                }
+                SEQ.store(2 * i + 2, Ordering::SeqCst);
+            }
+            0
+        },
+        cpu,
+        format_args!("wakee/{cpu}"),
+    )
+    .map_err(err("create"))?;
+    t.wake();
+    for i in 0..total {
+        while t.state() != TaskState::Sleeping {
+            if cpu == 0 { p.yield_now() } else { core::hint::spin_loop() }
+        }
+        STAMP.store(p.cycles(), Ordering::SeqCst);
+        SEQ.store(2 * i + 1, Ordering::SeqCst);
+        t.wake();
+        while SEQ.load(Ordering::SeqCst) != 2 * i + 2 {
+            if cpu == 0 { p.yield_now() } else { core::hint::spin_loop() }
+        }
+    }
+    let _ = t.stop();
+    let _ = me.set_affinity(CpuMask::ALL);
+    let mut v = core::mem::take(&mut *samples.lock());
+    report_latency(name, &mut v);
+    Ok(())
+}
+
+ktest!(kthread::bench_kthread_wakeup_same_cpu [bench = true] => |ctx| {
+    wakeup_latency("kthread_wakeup_same_cpu", 0)
+});
+
+ktest!(kthread::bench_kthread_wakeup_cross_cpu [bench = true, min_cpus = 2] => |ctx| {
+    wakeup_latency("kthread_wakeup_cross_cpu", 1)
+});
