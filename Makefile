@@ -14,7 +14,7 @@ KERNEL_EXCLUDES = --exclude testkernel
 SMP ?= 1,2,4
 PREEMPT ?= full,none
 
-.PHONY: qemu test host-test guest-test bench check fmt clippy redzone deps kernel
+.PHONY: qemu test host-test loom guest-test bench check fmt clippy redzone deps kernel
 
 deps:
 	@scripts/ensure-deps.sh
@@ -25,10 +25,15 @@ kernel:
 qemu: deps
 	$(RUNNER) run --smp 4 --preempt full $(KVM_FLAG)
 
-test: deps host-test guest-test
+test: deps host-test loom guest-test
 
 host-test:
 	$(CARGO) test --workspace
+
+# Model checks of the lock-free protocols (loom explores every interleaving
+# up to a preemption bound); a separate target dir keeps --cfg loom apart.
+loom:
+	RUSTFLAGS="--cfg loom" $(CARGO) test -p kthreadd --test loom_kthread --release --target-dir target/loom
 
 guest-test:
 	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)

@@ -333,8 +333,9 @@ impl Kthread {
     }
 
     /// Ask it to park and wait until it has parked itself at its next
-    /// [`parkme`] (Linux `kthread_park`). `ENOSYS` if it has exited, `EBUSY`
-    /// if a park is already pending. Parking a thread that never ran starts
+    /// [`parkme`] (Linux `kthread_park`). `ENOSYS` if it has exited (also when
+    /// a concurrent stop made it exit instead of parking), `EBUSY` if a park
+    /// is already pending. Parking a thread that never ran starts
     /// it: it parks before its function runs.
     pub fn park(&self) -> Result<()> {
         if let Err(bits) = self.0.ctl.request_park() {
@@ -348,7 +349,11 @@ impl Kthread {
             // Linux then also waits for the task to leave its CPU
             // (wait_task_inactive) so it can rebind it; affinity changes are
             // safe at any time in this port, so the parked signal suffices.
+            // An exit (a stop that won) also signals it: never a hang.
             self.0.parked.wait("kthread_park");
+            if self.0.ctl.has(state::EXITED) {
+                return Err(Error::new(ENOSYS));
+            }
         }
         Ok(())
     }
@@ -437,10 +442,18 @@ pub fn exit(code: i32) -> ! {
 }
 
 fn finish(k: &Arc<Inner>, how: Exit) -> ! {
+    record_exit(k, how);
+    port().exit_current()
+}
+
+/// Store the exit value and release everyone waiting on the thread: stoppers
+/// and also parkers (a stop that raced a park makes the thread exit rather
+/// than park; the parker must not wait for ever).
+fn record_exit(k: &Inner, how: Exit) {
     *k.exit.lock() = Some(how);
     k.ctl.set(state::EXITED);
     k.exited.complete_all();
-    port().exit_current()
+    k.parked.complete_all();
 }
 
 /// The entry of every kernel thread (Linux `kthread()`).
@@ -460,9 +473,7 @@ fn entry() {
             Exit::Value(f())
         }
     };
-    *k.exit.lock() = Some(how);
-    k.ctl.set(state::EXITED);
-    k.exited.complete_all();
+    record_exit(&k, how);
 }
 
 /// Sleep on `wq` until `cond()` holds or the thread is asked to stop (the
