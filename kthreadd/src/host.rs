@@ -274,6 +274,11 @@ impl PortTask for Ctx {
             St::Dead => TaskState::Dead,
         }
     }
+    fn is_running(&self) -> bool {
+        // The clock runs exactly while the thread is not blocked in its wait.
+        let g = self.lock_state();
+        g.running_since.is_some() && !matches!(g.st, St::Dead | St::New)
+    }
     fn cpu(&self) -> usize {
         self.inner.cpu_for(self.affinity.load(Ordering::Acquire))
     }

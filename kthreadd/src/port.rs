@@ -184,6 +184,13 @@ pub trait PortTask: Send + Sync {
     fn wake_parked(&self) -> bool;
     /// Its state.
     fn state(&self) -> TaskState;
+    /// Is it executing on a CPU right now (Redox `Context::running`)? A
+    /// context that announced a sleep but has not yet switched away still
+    /// counts as running. The default answers from [`PortTask::state`],
+    /// which cannot tell the two apart; ports should say precisely.
+    fn is_running(&self) -> bool {
+        self.state() == TaskState::Running
+    }
     /// CPU it runs on or last ran on.
     fn cpu(&self) -> usize;
     /// CPUs it may run on.

@@ -52,6 +52,9 @@ impl PortTask for TaskHandle {
             State::Dead => TaskState::Dead,
         }
     }
+    fn is_running(&self) -> bool {
+        self.0.on_cpu_now()
+    }
     fn cpu(&self) -> usize {
         self.0.cpu()
     }

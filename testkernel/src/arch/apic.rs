@@ -90,14 +90,13 @@ pub fn eoi() {
 
 fn send_icr(dest: u32, lo: u32) {
     let was = crate::sync::irq_save();
+    // The xAPIC wants the previous IPI delivered before the next is written;
+    // waiting before (not after) lets the sender go on while it travels.
     while read(REG_ICR_LO) & ICR_PENDING != 0 {
         cpu::pause();
     }
     write(REG_ICR_HI, dest << 24);
     write(REG_ICR_LO, lo);
-    while read(REG_ICR_LO) & ICR_PENDING != 0 {
-        cpu::pause();
-    }
     crate::sync::irq_restore(was);
 }
 

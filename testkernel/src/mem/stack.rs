@@ -6,7 +6,10 @@
 //! corrupting a neighbour. The fault handler asks [`guard_owner`] whether an
 //! address is such a guard page and reports a stack overflow.
 //!
-//! Freed stacks give their frames back at once. Their virtual slot is reused
+//! Up to [`STACK_CACHE`] freed stacks stay mapped for the next context
+//! (Linux caches two per CPU, `NR_CACHED_STACKS`), so a create/exit cycle
+//! touches no page table. Beyond that, freed stacks give their frames back
+//! at once. Their virtual slot is reused
 //! only after every CPU has flushed its TLB since the unmap (tracked by a
 //! global generation that each CPU catches up with on its timer tick and at
 //! every context switch), so no CPU can reach the new stack through a stale
@@ -28,6 +31,12 @@ pub const STACK_SIZE: u64 = 64 * 1024;
 pub const SLOT_SIZE: u64 = 2 * STACK_SIZE;
 /// Most stacks at once (virtual space: 64 Ki slots = 8 GiB).
 pub const MAX_SLOTS: u64 = 64 * 1024;
+
+/// Freed stacks kept mapped for reuse: two per CPU of a 4-CPU guest.
+pub const STACK_CACHE: usize = 8;
+
+/// Slots of cached (still mapped) stacks.
+static CACHE: IrqSpinLock<[Option<u64>; STACK_CACHE]> = IrqSpinLock::new("stack cache", [None; STACK_CACHE]);
 
 /// Bumped on every unmap; CPUs record the value they flushed up to.
 static TLB_GEN: AtomicU64 = AtomicU64::new(0);
@@ -85,6 +94,9 @@ pub struct KernelStack {
 impl KernelStack {
     /// Map a new stack; `None` when frames or slots run out.
     pub fn new() -> Option<Self> {
+        if let Some(slot) = CACHE.lock().iter_mut().find_map(|c| c.take()) {
+            return Some(KernelStack { slot });
+        }
         tlb_catch_up();
         let seen = oldest_generation_seen();
         let slot = {
@@ -143,6 +155,13 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
+        {
+            let mut c = CACHE.lock();
+            if let Some(free) = c.iter_mut().find(|c| c.is_none()) {
+                *free = Some(self.slot);
+                return;
+            }
+        }
         self.release_pages(STACK_SIZE);
     }
 }

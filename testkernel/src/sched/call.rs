@@ -4,7 +4,7 @@
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arch::{apic, cpu, interrupts};
 use crate::percpu::{self, MAX_CPUS, PERCPU};
@@ -17,11 +17,18 @@ struct Call {
 
 static QUEUES: [IrqSpinLock<VecDeque<Call>>; MAX_CPUS] =
     [const { IrqSpinLock::new("call queue", VecDeque::new()) }; MAX_CPUS];
+/// Calls queued per CPU, readable without the lock (the waiting caller polls
+/// its own count instead of taking its queue's lock on every spin).
+static QUEUED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 fn run_queue(me: usize) {
+    if QUEUED[me].load(Ordering::Acquire) == 0 {
+        return;
+    }
     loop {
         let c = QUEUES[me].lock().pop_front();
         let Some(c) = c else { break };
+        QUEUED[me].fetch_sub(1, Ordering::AcqRel);
         (c.f)();
         if let Some(d) = c.done {
             d.store(true, Ordering::Release);
@@ -57,6 +64,7 @@ pub fn call_on_cpu(target: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Re
     }
     let done = wait.then(|| Arc::new(AtomicBool::new(false)));
     QUEUES[target].lock().push_back(Call { f, done: done.clone() });
+    QUEUED[target].fetch_add(1, Ordering::AcqRel);
     apic::send_ipi(PERCPU[target].apic_id.load(Ordering::Relaxed), interrupts::VEC_CALL);
     if let Some(d) = done {
         while !d.load(Ordering::Acquire) {

@@ -841,7 +841,7 @@ pub fn nr_tasks() -> usize {
 /// deadline (a remote CPU may have armed an earlier timer here).
 fn resched_ipi(_f: &mut interrupts::InterruptFrame) {
     apic::eoi();
-    timer::reprogram();
+    timer::reprogram_if_asked();
 }
 
 /// Install the scheduler's interrupt handlers and reserve its tables (boot

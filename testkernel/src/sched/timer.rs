@@ -71,6 +71,15 @@ static WHEEL: [IrqSpinLock<BinaryHeap<Entry>>; MAX_CPUS] =
 static PROGRAMMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static LAST_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static TIMER_STARTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Set when another CPU armed a timer here earlier than the programmed event.
+static REPROGRAM: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Reprogram this CPU's timer if another CPU asked for it (reschedule IPI).
+pub fn reprogram_if_asked() {
+    if REPROGRAM[percpu::cpu_id()].swap(false, Ordering::AcqRel) {
+        reprogram();
+    }
+}
 
 /// A one-shot timer.
 pub struct Timer {
@@ -113,6 +122,7 @@ impl Timer {
             if c == here {
                 reprogram();
             } else {
+                REPROGRAM[c].store(true, Ordering::Release);
                 apic::send_ipi(PERCPU[c].apic_id.load(Ordering::Relaxed), interrupts::VEC_RESCHED);
             }
         }

@@ -381,7 +381,7 @@ ktest!(sched::bench_sched_wakeup_cross_cpu [bench = true, min_cpus = 2] => |ctx|
     for i in 0..total {
         // Wait until it sleeps again before the next wake-up.
         while sleeper.state() != State::Interruptible || sleeper.on_cpu_now() {
-            core::hint::spin_loop();
+            sched::yield_now();
         }
         STAMP.store(rdtsc(), Ordering::SeqCst);
         ACK.store(2 * i + 1, Ordering::SeqCst);

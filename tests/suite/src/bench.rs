@@ -3,7 +3,7 @@
 //! factor calibrated at boot; the median and the 99th percentile are printed
 //! as a KTAP diagnostic. Nothing here asserts a time.
 
-use kthreadd::port::port;
+use kthreadd::port::{CpuMask, TaskRef, port};
 
 /// Iterations of a latency benchmark (BENCH.md: 10 000).
 pub const ITERATIONS: usize = 10_000;
@@ -39,4 +39,39 @@ pub fn report_throughput(name: &str, items: u64, elapsed_ns: u64) {
 /// Print `# bench: NAME count=…`.
 pub fn report_count(name: &str, count: u64) {
     crate::harness::diag_line(&alloc::format!("bench: {name} count={count}"));
+}
+
+/// Binds the calling context to one CPU for a benchmark (BENCH.md: the
+/// measuring thread runs on CPU 0) and restores its affinity when dropped.
+pub struct Pinned {
+    task: TaskRef,
+    before: CpuMask,
+}
+
+impl Pinned {
+    /// Move the calling context to `cpu`.
+    pub fn to(cpu: usize) -> Self {
+        let p = port();
+        let task = p.current();
+        let before = task.affinity();
+        let _ = task.set_affinity(CpuMask::one(cpu));
+        while p.cpu_id() != cpu {
+            p.yield_now();
+        }
+        Pinned { task, before }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = self.task.set_affinity(self.before);
+    }
+}
+
+/// Spin (yielding) until `t` has really left its CPU asleep.
+pub fn wait_asleep(t: &TaskRef) {
+    let p = port();
+    while t.is_running() || t.state() == kthreadd::port::TaskState::Running {
+        p.yield_now();
+    }
 }

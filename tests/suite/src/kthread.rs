@@ -11,10 +11,10 @@ use kthreadd::kthread::{self, Builder, COMM_LEN, Kthread};
 use kthreadd::port::{CpuMask, EBUSY, EINTR, EPERM, ESRCH, TaskState, port};
 use kthreadd::registry;
 use kthreadd::smpboot::{self, PercpuThread};
-use kthreadd::sync::WaitQueue;
+use kthreadd::sync::{Completion, WaitQueue};
 use kthreadd::{kthread_create, kthread_run};
 
-use crate::bench::{ITERATIONS, THREAD_ITERATIONS, WARMUP, report_latency};
+use crate::bench::{ITERATIONS, Pinned, THREAD_ITERATIONS, WARMUP, report_latency, wait_asleep};
 use crate::port_api::{msleep, wait_for};
 use crate::{Failure, check, check_eq, fail, ktest};
 
@@ -449,37 +449,39 @@ ktest!(kthread::percpu_threads_park_on_cpu_offline_and_come_back [min_cpus = 2] 
 // ---------------------------------------------------------------- benchmarks
 
 ktest!(kthread::bench_kthread_create_run [bench = true] => |ctx| {
-    // create_on_cpu(0) + wake -> first instruction of the function.
-    static T0: AtomicU64 = AtomicU64::new(0);
-    let mut v = Vec::with_capacity(THREAD_ITERATIONS);
+    // kthread_create_on_cpu(0) + wake -> first instruction of the function,
+    // from a thread on CPU 0 that then waits for it.
+    let _pin = Pinned::to(0);
     let p = port();
+    let mut v = Vec::with_capacity(THREAD_ITERATIONS);
     for i in 0..(THREAD_ITERATIONS + WARMUP / 10) {
         let first = Arc::new(AtomicU64::new(0));
-        let f = first.clone();
+        let ran = Arc::new(Completion::new());
+        let (f, r) = (first.clone(), ran.clone());
         let t0 = p.cycles();
-        T0.store(t0, Ordering::SeqCst);
-        let t = kthread::create_on_cpu(move || { f.store(port().cycles(), Ordering::SeqCst); 0 }, 0, format_args!("bench/0"))
+        let t = kthread::create_on_cpu(move || { f.store(port().cycles(), Ordering::SeqCst); r.complete_all(); 0 }, 0, format_args!("bench/0"))
             .map_err(err("create"))?;
-        start(&t)?;
-        let _ = t.stop();
+        t.wake();
+        ran.wait("bench");
         if i >= WARMUP / 10 {
             v.push(first.load(Ordering::SeqCst).wrapping_sub(t0));
         }
+        let _ = t.stop();
     }
     report_latency("kthread_create_run", &mut v);
     Ok(())
 });
 
 ktest!(kthread::bench_kthread_stop [bench = true] => |ctx| {
+    // kthread_stop of a thread sleeping on CPU 0, from CPU 0: round trip.
+    let _pin = Pinned::to(0);
     let p = port();
     let mut v = Vec::with_capacity(THREAD_ITERATIONS);
     for i in 0..(THREAD_ITERATIONS + WARMUP / 10) {
         let t = kthread::create_on_cpu(|| { let wq = WaitQueue::new(); kthread::wait_event_or_stop(&wq, "bench", || false); 0 }, 0, format_args!("bstop/0"))
             .map_err(err("create"))?;
-        t.wake();
-        if !wait_for(5_000, || t.state() == TaskState::Sleeping) {
-            return fail("bench thread never slept");
-        }
+        start(&t)?;
+        wait_asleep(t.task());
         let t0 = p.cycles();
         let _ = t.stop();
         if i >= WARMUP / 10 {
@@ -490,16 +492,14 @@ ktest!(kthread::bench_kthread_stop [bench = true] => |ctx| {
     Ok(())
 });
 
-/// Wake a thread sleeping on `cpu` from this thread (bound to CPU 0) and
-/// measure until it runs.
+/// Wake a thread sleeping on `cpu` from a thread on CPU 0 and measure until
+/// it runs (the waker yields at once when both share CPU 0).
 fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
     static STAMP: AtomicU64 = AtomicU64::new(0);
     static SEQ: AtomicUsize = AtomicUsize::new(0);
     SEQ.store(0, Ordering::SeqCst);
+    let _pin = Pinned::to(0);
     let p = port();
-    let me = p.current();
-    me.set_affinity(CpuMask::one(0)).map_err(err("bind self"))?;
-    p.yield_now();
     let samples = Arc::new(kthreadd::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
     let s = samples.clone();
     let total = ITERATIONS + WARMUP;
@@ -529,9 +529,7 @@ fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
     .map_err(err("create"))?;
     t.wake();
     for i in 0..total {
-        while t.state() != TaskState::Sleeping {
-            if cpu == 0 { p.yield_now() } else { core::hint::spin_loop() }
-        }
+        wait_asleep(t.task());
         STAMP.store(p.cycles(), Ordering::SeqCst);
         SEQ.store(2 * i + 1, Ordering::SeqCst);
         t.wake();
@@ -540,7 +538,6 @@ fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
         }
     }
     let _ = t.stop();
-    let _ = me.set_affinity(CpuMask::ALL);
     let mut v = core::mem::take(&mut *samples.lock());
     report_latency(name, &mut v);
     Ok(())

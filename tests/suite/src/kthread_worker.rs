@@ -192,7 +192,9 @@ ktest!(kthread_worker::worker_on_cpu_runs_there [min_cpus = 2] => |ctx| {
 });
 
 ktest!(kthread_worker::bench_kthread_worker_queue_run [bench = true] => |ctx| {
-    // queue_work on a worker bound to CPU 0 -> first instruction of the item.
+    // queue_work on a worker bound to CPU 0 -> first instruction of the
+    // item, from a thread on CPU 0.
+    let _pin = crate::bench::Pinned::to(0);
     let p = port();
     let w = Worker::create_on_cpu(0, format_args!("kw-bench")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
     let stamp = Arc::new(AtomicU64::new(0));
