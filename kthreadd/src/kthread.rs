@@ -25,6 +25,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
+use core::any::Any;
 use core::fmt;
 
 use crate::port::{
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     exit: SpinLock<Option<Exit>>,
     exited: Completion,
     parked: Completion,
+    /// The creator's data for the thread (Linux `kthread_data`).
+    user_data: Option<Arc<dyn Any + Send + Sync>>,
     /// What the thread was spawned with (affinity, priority, hooks).
     affinity: CpuMask,
     priority: Priority,
@@ -119,6 +122,7 @@ pub struct Builder {
     per_cpu: Option<usize>,
     priority: Priority,
     worker_hooks: bool,
+    user_data: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Builder {
@@ -131,7 +135,15 @@ impl Builder {
             per_cpu: None,
             priority: Priority::Normal,
             worker_hooks: false,
+            user_data: None,
         }
+    }
+
+    /// Data for the thread, found again with [`data`] (from inside) or
+    /// [`data_of`] (from the scheduler hooks): Linux `kthread_data`.
+    pub fn data(mut self, d: Arc<dyn Any + Send + Sync>) -> Self {
+        self.user_data = Some(d);
+        self
     }
 
     /// Bind it to `cpu` as a per-CPU thread (Linux `kthread_create_on_cpu`):
@@ -182,6 +194,7 @@ impl Builder {
             exit: SpinLock::new(None),
             exited: Completion::new(),
             parked: Completion::new(),
+            user_data: self.user_data,
             affinity,
             priority: self.priority,
             worker_hooks: self.worker_hooks,
@@ -391,6 +404,18 @@ fn current_inner() -> Option<Arc<Inner>> {
 /// The calling kernel thread's handle, if it is one.
 pub fn current() -> Option<Kthread> {
     current_inner().map(Kthread)
+}
+
+/// The calling kernel thread's data given at creation (Linux
+/// `kthread_data(current)`).
+pub fn data() -> Option<Arc<dyn Any + Send + Sync>> {
+    current_inner().and_then(|k| k.user_data.clone())
+}
+
+/// The data given at creation of the kernel thread whose port data is `d`
+/// (what the scheduler hooks receive).
+pub fn data_of(d: &crate::port::TaskData) -> Option<&Arc<dyn Any + Send + Sync>> {
+    d.downcast_ref::<Inner>()?.user_data.as_ref()
 }
 
 /// Should the calling thread stop (Linux `kthread_should_stop`)? False for
@@ -607,6 +632,7 @@ pub fn init() -> Result<Kthread> {
         exit: SpinLock::new(None),
         exited: Completion::new(),
         parked: Completion::new(),
+        user_data: None,
         affinity: CpuMask::ALL,
         priority: Priority::Normal,
         worker_hooks: false,

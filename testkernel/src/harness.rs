@@ -38,6 +38,13 @@ pub fn start(cmdline: &str, bi: &BootInfo) {
         .spawn(SpawnSpec {
             name: String::from("ktest"),
             entry: Box::new(move || {
+                // Initialisation that sleeps (creating workers through
+                // kthreadd) runs here, in a kernel thread, as Linux runs it
+                // in kernel_init: never in an idle context.
+                if let Err(e) = workqueue::init() {
+                    kprintln!("# ktest: error: cannot start the workqueues: {e:?}");
+                    exit::exit_qemu(false);
+                }
                 let ok = ktests::harness::run(&args);
                 exit::exit_qemu(ok);
             }),

@@ -49,7 +49,10 @@ impl PortTask for TaskHandle {
             State::Uninterruptible => TaskState::DiskSleep,
             State::Parked => TaskState::Parked,
             State::New => TaskState::New,
-            State::Dead => TaskState::Dead,
+            // Dead once reaped (its stack freed); until its last switch away
+            // it is still on a CPU.
+            State::Dead if self.0.is_reaped() => TaskState::Dead,
+            State::Dead => TaskState::Running,
         }
     }
     fn is_running(&self) -> bool {

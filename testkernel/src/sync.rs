@@ -49,6 +49,7 @@ impl RawSpin {
                         self.owner.load(Ordering::Relaxed),
                         SPIN_WARN_NS / 1_000_000
                     ));
+                    crate::panic::backtrace(crate::arch::cpu::frame_pointer(), crate::arch::cpu::frame_pointer());
                 }
             }
             if self.try_lock_as(me) {

@@ -512,6 +512,7 @@ fn schedule_inner(preempt: bool) {
     let prev = unsafe { &*prev_ptr };
 
     let blocking = !preempt && prev.state() != State::Running;
+    assert!(!(blocking && prev.is_idle()), "BUG: the idle context of cpu {me} tried to sleep");
     let mut hooked = false;
     let hook = (blocking && prev.has_worker_hooks() && prev.state() != State::Dead).then(|| HOOKS.get()).flatten();
     if let (Some(h), Some(d)) = (hook, prev.data()) {
@@ -643,12 +644,13 @@ fn reap(t: &Arc<Task>) {
         }
     }
     NR_TASKS.fetch_sub(1, Ordering::Relaxed);
+    t.reaped.store(true, Ordering::Release);
     t.exit_waiters.wake_all();
 }
 
 /// Wait until `t` has exited and been reaped (its stack is freed).
 pub fn join(t: &Arc<Task>) {
-    t.exit_waiters.wait_until("join", || t.state() == State::Dead && t.stack.lock().is_none());
+    t.exit_waiters.wait_until("join", || t.is_reaped());
 }
 
 /// Change `t`'s affinity. A queued or running context on a CPU it may no

@@ -128,6 +128,8 @@ pub struct Task {
     /// Exit wait: contexts waiting in `join` for this one to die.
     pub(super) exit_waiters: super::wait::WaitQueue,
     pub(super) started: AtomicBool,
+    /// Set last by the reaper.
+    pub(super) reaped: AtomicBool,
 }
 
 // SAFETY: `saved` is only accessed by the CPU that switches to/from the task,
@@ -169,6 +171,7 @@ impl Task {
             slice_left_ns: AtomicU64::new(super::TIMESLICE_NS),
             exit_waiters: super::wait::WaitQueue::new(),
             started: AtomicBool::new(false),
+            reaped: AtomicBool::new(false),
         }
     }
 
@@ -231,6 +234,11 @@ impl Task {
     /// Is a CPU executing it right now (or still switching away from it)?
     pub fn on_cpu_now(&self) -> bool {
         self.on_cpu.load(Ordering::Acquire)
+    }
+
+    /// Has it exited and been reaped (stack freed, no longer counted)?
+    pub fn is_reaped(&self) -> bool {
+        self.reaped.load(Ordering::Acquire)
     }
 
     /// Is it a CPU's idle context?

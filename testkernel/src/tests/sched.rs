@@ -293,6 +293,9 @@ ktest!(sched::create_exit_10000_cycles_leave_no_trace [timeout_s = 600] => |ctx|
     for _ in 0..200 {
         cycle();
     }
+    // A joined context's last reference is dropped by the CPU that reaped
+    // it a moment after join returns: read the counters once that settled.
+    msleep(5);
     let frames0 = mem::frames::counters().used;
     let heap0 = mem::heap::usage().0;
     let tasks0 = sched::nr_tasks();
@@ -302,9 +305,13 @@ ktest!(sched::create_exit_10000_cycles_leave_no_trace [timeout_s = 600] => |ctx|
             sched::cond_resched();
         }
     }
+    let settled = wait_for(2_000, || {
+        sched::nr_tasks() == tasks0 && mem::frames::counters().used == frames0 && mem::heap::usage().0 == heap0
+    });
     check_eq!(sched::nr_tasks(), tasks0, "contexts left over");
     check_eq!(mem::frames::counters().used, frames0, "frames used after 10 000 cycles");
     check_eq!(mem::heap::usage().0, heap0, "heap bytes used after 10 000 cycles");
+    check!(settled);
     Ok(())
 });
 

@@ -176,6 +176,12 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
         Ok(t) => {
             t.wake();
             done.wait("ktest case");
+            // Let the case's thread finish exiting, so the next case starts
+            // from a quiet machine (cases compare memory counters).
+            while t.state() != kthreadd::port::TaskState::Dead {
+                p.set_current_state(kthreadd::port::SleepState::Interruptible, "ktest reap");
+                p.schedule_until(p.now_ns() + 200_000);
+            }
             result.lock().take().unwrap_or_else(|| Err(Failure::Fail("case ended without a result".into())))
         }
         Err(e) => Err(Failure::Fail(format!("cannot spawn the case's thread: {e:?}"))),

@@ -1,4 +1,5 @@
-//! The shared suites on the host port (`port`, `kthread`, `kthread_worker`),
+//! The shared suites on the host port (`port`, `kthread`, `kthread_worker`,
+//! `workqueue`),
 //! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
@@ -9,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 3] = ["port", "kthread", "kthread_worker"];
+const SUITES: [&str; 4] = ["port", "kthread", "kthread_worker", "workqueue"];
 
 fn args() -> Args {
     Args { tests: SUITES.iter().map(|s| (*s).into()).collect(), ..Default::default() }
@@ -19,6 +20,7 @@ fn args() -> Args {
 fn shared_suites_pass_on_the_host_port() {
     kthreadd::host::install_host_port(CPUS);
     kthreadd::kthread::init().expect("kthreadd");
+    workqueue::init().expect("workqueue");
     // The cases are found through the `ktest_cases` link section: make sure
     // the linker kept them before blaming the port.
     for suite in SUITES {

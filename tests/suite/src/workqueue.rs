@@ -1,0 +1,790 @@
+//! Suite `workqueue`: Linux's CMWQ semantics through the `workqueue` crate.
+
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use kthreadd::kthread::{self, Builder};
+use kthreadd::port::{CpuMask, Priority, port};
+use kthreadd::sync::{Completion, SpinLock};
+use workqueue::{DelayedWork, QueueError, Work, Workqueue, WqFlags, system};
+
+use crate::bench::{ITERATIONS, Pinned, WARMUP, report_count, report_latency, report_throughput};
+use crate::port_api::{msleep, wait_for};
+use crate::{Failure, check, check_eq, ktest, skip};
+
+fn wq(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue, Failure> {
+    Workqueue::new(name, flags, max_active).map_err(|e| Failure::Fail(format!("alloc_workqueue {name}: {e:?}")))
+}
+
+fn spin_ms(ms: u64) {
+    let p = port();
+    let end = p.now_ns() + ms * 1_000_000;
+    while p.now_ns() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Tracks how many items run at once.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Concurrency {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+ktest!(workqueue::ordered_queue_runs_one_at_a_time_in_order => |ctx| {
+    let q = Workqueue::ordered("wq-ordered", WqFlags::empty()).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let log = Arc::new(SpinLock::new(Vec::new()));
+    let conc = Arc::new(Concurrency::default());
+    let items: Vec<Work> = (0..60)
+        .map(|i| {
+            let (l, c) = (log.clone(), conc.clone());
+            Work::new(move || {
+                c.enter();
+                if i % 10 == 0 { kthread::msleep(1) }
+                l.lock().push(i);
+                c.leave();
+            })
+        })
+        .collect();
+    for (i, it) in items.iter().enumerate() {
+        check!(q.queue_on(i % port().cpu_count(), it));
+    }
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(*log.lock(), (0..60).collect::<Vec<_>>());
+    check_eq!(conc.max.load(Ordering::SeqCst), 1, "an ordered queue ran items concurrently");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::max_active_is_honoured => |ctx| {
+    for (flags, max) in [(WqFlags::empty(), 2usize), (WqFlags::UNBOUND, 3)] {
+        let q = wq("wq-maxact", flags, max)?;
+        let conc = Arc::new(Concurrency::default());
+        let items: Vec<Work> = (0..24)
+            .map(|_| {
+                let c = conc.clone();
+                Work::new(move || { c.enter(); kthread::msleep(3); c.leave(); })
+            })
+            .collect();
+        for it in &items {
+            check!(q.queue_on(0, it));
+        }
+        q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+        let m = conc.max.load(Ordering::SeqCst);
+        check!(m <= max, "{flags:?}: {m} items ran at once with max_active {max}");
+        check!(m == max, "{flags:?}: blocking items never reached max_active {max} (max {m})");
+        q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    }
+    Ok(())
+});
+
+ktest!(workqueue::queue_returns_false_while_pending => |ctx| {
+    let q = Workqueue::ordered("wq-pending", WqFlags::empty()).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let blocker = Work::new(move || { while !g.load(Ordering::SeqCst) { kthread::msleep(1) } });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let item = Work::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    check!(q.queue(&blocker));
+    check!(q.queue(&item));
+    check!(item.is_pending());
+    check!(!q.queue(&item), "queued twice while pending");
+    check!(!system::wq().queue(&item), "queued on a second queue while pending");
+    gate.store(true, Ordering::SeqCst);
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(runs.load(Ordering::SeqCst), 1);
+    check!(!item.is_pending());
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::non_reentrant_under_a_requeue_storm [timeout_s = 300] => |ctx| {
+    // Every CPU requeues the same item on random CPUs while it runs; it
+    // must never run on two workers at once.
+    let busy = Arc::new(AtomicBool::new(false));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (b, o, r) = (busy.clone(), overlaps.clone(), runs.clone());
+    let item = Work::named("reentrancy_probe", move || {
+        if b.swap(true, Ordering::SeqCst) {
+            o.fetch_add(1, Ordering::SeqCst);
+        }
+        r.fetch_add(1, Ordering::SeqCst);
+        spin_ms(0);
+        core::hint::spin_loop();
+        if r.load(Ordering::SeqCst) % 7 == 0 { port().yield_now() }
+        b.store(false, Ordering::SeqCst);
+    });
+    let n = port().cpu_count();
+    let done = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for cpu in 0..n {
+        let (it, d, qd) = (item.clone(), done.clone(), queued.clone());
+        let seed = ctx.seed ^ cpu as u64;
+        threads.push(kthread::create_on_cpu(move || {
+            let mut rng = crate::rng::Rng::new(seed, "storm");
+            for i in 0..3_000 {
+                let target = rng.below(n as u64) as usize;
+                let q = if i % 3 == 0 { system::unbound() } else { system::wq() };
+                if q.queue_on(target, &it) {
+                    qd.fetch_add(1, Ordering::SeqCst);
+                }
+                if i % 50 == 0 { port().yield_now() }
+            }
+            d.fetch_add(1, Ordering::SeqCst);
+            0
+        }, cpu, format_args!("storm/{cpu}")).map_err(|e| Failure::Fail(format!("{e:?}")))?);
+    }
+    for t in &threads {
+        t.wake();
+    }
+    check!(wait_for(200_000, || done.load(Ordering::SeqCst) == n), "storm threads did not finish");
+    item.flush();
+    check!(wait_for(10_000, || !item.is_pending()), "item still pending");
+    item.flush();
+    check_eq!(overlaps.load(Ordering::SeqCst), 0, "the item ran on two workers at once");
+    check!(runs.load(Ordering::SeqCst) >= 1);
+    check!(runs.load(Ordering::SeqCst) <= queued.load(Ordering::SeqCst), "ran more often than queued");
+    Ok(())
+});
+
+ktest!(workqueue::every_item_runs_exactly_once_under_a_random_storm [timeout_s = 300] => |ctx| {
+    // Random queue/cancel/flush from every CPU, with worker creation failing
+    // now and then: each item runs exactly (successful queues - successful
+    // cancels) times.
+    const ITEMS: usize = 48;
+    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
+    let queued: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
+    let cancelled: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
+    let items: Arc<Vec<Work>> = Arc::new(
+        (0..ITEMS)
+            .map(|i| {
+                let r = runs.clone();
+                Work::named("storm_item", move || {
+                    r[i].fetch_add(1, Ordering::SeqCst);
+                    if i % 5 == 0 { kthread::msleep(1) }
+                })
+            })
+            .collect(),
+    );
+    let queues = Arc::new(alloc::vec![system::wq().clone(), system::unbound().clone(), wq("wq-storm", WqFlags::empty(), 4)?, wq("wq-storm-u", WqFlags::UNBOUND, 3)?]);
+    let n = port().cpu_count();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for cpu in 0..n {
+        let (it, q, d, qd, cd) = (items.clone(), queues.clone(), done.clone(), queued.clone(), cancelled.clone());
+        let seed = ctx.seed.wrapping_mul(31) ^ cpu as u64;
+        threads.push(kthread::create_on_cpu(move || {
+            let p = port();
+            let mut rng = crate::rng::Rng::new(seed, "exactly-once");
+            for step in 0..1_500 {
+                let i = rng.below(ITEMS as u64) as usize;
+                match rng.below(10) {
+                    0..=5 => {
+                        let qi = rng.below(q.len() as u64) as usize;
+                        if q[qi].queue_on(rng.below(n as u64) as usize, &it[i]) {
+                            qd[i].fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    6 => {
+                        if it[i].cancel() {
+                            cd[i].fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    7 => {
+                        if it[i].cancel_sync() {
+                            cd[i].fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    8 => {
+                        it[i].flush();
+                    }
+                    _ => {
+                        if step % 200 == 0 {
+                            p.inject_spawn_failures(2);
+                        }
+                        p.yield_now();
+                    }
+                }
+            }
+            d.fetch_add(1, Ordering::SeqCst);
+            0
+        }, cpu, format_args!("exact/{cpu}")).map_err(|e| Failure::Fail(format!("{e:?}")))?);
+    }
+    for t in &threads {
+        t.wake();
+    }
+    check!(wait_for(200_000, || done.load(Ordering::SeqCst) == n), "storm threads did not finish");
+    port().inject_spawn_failures(0);
+    for it in items.iter() {
+        it.flush();
+    }
+    for q in queues.iter() {
+        q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    }
+    check!(items.iter().all(|it| !it.is_pending()), "items still pending after flushing everything");
+    for i in 0..ITEMS {
+        let want = queued[i].load(Ordering::SeqCst) - cancelled[i].load(Ordering::SeqCst);
+        check_eq!(runs[i].load(Ordering::SeqCst), want, "item {i}: queued {} cancelled {}", queued[i].load(Ordering::SeqCst), cancelled[i].load(Ordering::SeqCst));
+    }
+    Ok(())
+});
+
+ktest!(workqueue::flush_work_and_flush_workqueue_wait => |ctx| {
+    let q = wq("wq-flush", WqFlags::empty(), 0)?;
+    let done = Arc::new(AtomicUsize::new(0));
+    let items: Vec<Work> = (0..10).map(|_| { let d = done.clone(); Work::new(move || { kthread::msleep(5); d.fetch_add(1, Ordering::SeqCst); }) }).collect();
+    let idle = Work::new(|| {});
+    check!(!idle.flush(), "flush of an idle item must return false");
+    for it in &items {
+        q.queue_on(0, it);
+    }
+    check!(items[9].flush(), "flush_work of a queued item must wait");
+    check!(done.load(Ordering::SeqCst) >= 1);
+    for it in &items {
+        q.queue_on(port().cpu_count() - 1, it);
+    }
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(done.load(Ordering::SeqCst), 20, "flush_workqueue returned before everything ran");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::cancel_sync_reports_pending_and_waits_for_running => |ctx| {
+    let q = Workqueue::ordered("wq-cancel", WqFlags::empty()).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let started = Arc::new(AtomicBool::new(false));
+    let finished = Arc::new(AtomicBool::new(false));
+    let (s, f) = (started.clone(), finished.clone());
+    let long = Work::new(move || { s.store(true, Ordering::SeqCst); kthread::msleep(40); f.store(true, Ordering::SeqCst); });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let target = Work::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    check!(q.queue(&long));
+    check!(q.queue(&target));
+    check!(wait_for(5_000, || started.load(Ordering::SeqCst)), "long item never started");
+    check!(target.cancel_sync(), "cancel_sync of a pending item must return true");
+    check!(!target.cancel_sync(), "cancel_sync of an idle item must return false");
+    check!(!long.cancel_sync(), "a running, not pending item was reported pending");
+    check!(finished.load(Ordering::SeqCst), "cancel_sync returned while the item ran");
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(runs.load(Ordering::SeqCst), 0, "a cancelled item ran");
+    check!(q.queue(&target), "a cancelled item must be queueable again");
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(runs.load(Ordering::SeqCst), 1);
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::delayed_work_never_fires_early_and_mod_moves_it => |ctx| {
+    let p = port();
+    let fired = Arc::new(AtomicU64::new(0));
+    let f = fired.clone();
+    let dw = DelayedWork::new(move || { f.store(port().now_ns(), Ordering::SeqCst); });
+    let q = system::wq();
+    for delay_ms in [1u64, 7, 30] {
+        fired.store(0, Ordering::SeqCst);
+        let t0 = p.now_ns();
+        check!(q.queue_delayed(&dw, delay_ms * 1_000_000));
+        check!(!q.queue_delayed(&dw, 1), "queued twice while pending");
+        check!(wait_for(5_000, || fired.load(Ordering::SeqCst) != 0), "delayed work never ran");
+        let at = fired.load(Ordering::SeqCst);
+        check!(at >= t0 + delay_ms * 1_000_000, "ran {} ns before its {delay_ms} ms delay", t0 + delay_ms * 1_000_000 - at);
+    }
+    // Pull a long delay in.
+    fired.store(0, Ordering::SeqCst);
+    let t1 = p.now_ns();
+    check!(q.queue_delayed(&dw, 60_000_000_000));
+    check!(q.mod_delayed(&dw, 20_000_000), "mod of a pending item must return true");
+    check!(wait_for(5_000, || fired.load(Ordering::SeqCst) != 0), "modified item never ran");
+    check!(fired.load(Ordering::SeqCst) >= t1 + 20_000_000);
+    // Push a short delay out.
+    fired.store(0, Ordering::SeqCst);
+    let t2 = p.now_ns();
+    check!(!q.mod_delayed(&dw, 30_000_000), "mod of an idle item must return false");
+    check!(q.mod_delayed(&dw, 80_000_000));
+    msleep(50);
+    check_eq!(fired.load(Ordering::SeqCst), 0, "ran at the old delay");
+    check!(wait_for(5_000, || fired.load(Ordering::SeqCst) != 0));
+    check!(fired.load(Ordering::SeqCst) >= t2 + 80_000_000);
+    // Cancel while its timer is pending; zero delay; flush_delayed_work.
+    fired.store(0, Ordering::SeqCst);
+    check!(q.queue_delayed(&dw, 20_000_000));
+    check!(dw.cancel_sync(), "cancel of a timer-pending item must return true");
+    msleep(40);
+    check_eq!(fired.load(Ordering::SeqCst), 0, "a cancelled delayed item ran");
+    check!(q.queue_delayed(&dw, 0));
+    check!(wait_for(5_000, || fired.load(Ordering::SeqCst) != 0), "zero delay never ran");
+    fired.store(0, Ordering::SeqCst);
+    check!(q.queue_delayed(&dw, 10_000_000_000));
+    // flush_delayed_work queues it now and waits; it may finish before the
+    // flush looks (then flush returns false, as Linux's does): either way
+    // it has run when flush returns.
+    dw.flush();
+    check!(fired.load(Ordering::SeqCst) != 0, "flush_delayed_work returned before the item ran");
+    Ok(())
+});
+
+/// Which workers ran two items queued on one CPU, and whether the second
+/// started before the first finished.
+fn cm_probe(first_blocks: bool) -> Result<(usize, usize, bool), Failure> {
+    let cpu = port().cpu_count() - 1;
+    let q = wq("wq-cm", WqFlags::empty(), 0)?;
+    let a_worker = Arc::new(AtomicUsize::new(0));
+    let b_worker = Arc::new(AtomicUsize::new(0));
+    let a_done = Arc::new(AtomicBool::new(false));
+    let b_before_a_done = Arc::new(AtomicBool::new(false));
+    let (aw, ad) = (a_worker.clone(), a_done.clone());
+    let a = Work::named("cm_a", move || {
+        aw.store(port().current_id(), Ordering::SeqCst);
+        if first_blocks {
+            kthread::msleep(60)
+        } else {
+            spin_ms(60)
+        }
+        ad.store(true, Ordering::SeqCst);
+    });
+    let (bw, ad2, bb) = (b_worker.clone(), a_done.clone(), b_before_a_done.clone());
+    let b = Work::named("cm_b", move || {
+        bw.store(port().current_id(), Ordering::SeqCst);
+        bb.store(!ad2.load(Ordering::SeqCst), Ordering::SeqCst);
+    });
+    check!(q.queue_on(cpu, &a));
+    check!(wait_for(5_000, || a_worker.load(Ordering::SeqCst) != 0), "a never started");
+    check!(q.queue_on(cpu, &b));
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let r = (a_worker.load(Ordering::SeqCst), b_worker.load(Ordering::SeqCst), b_before_a_done.load(Ordering::SeqCst));
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(r)
+}
+
+ktest!(workqueue::a_blocking_item_starts_a_second_worker_a_spinning_one_does_not => |ctx| {
+    let (a, b, overlapped) = cm_probe(true)?;
+    check!(a != b, "with the first item blocked, the second ran on the same worker");
+    check!(overlapped, "the second item waited for the blocked one");
+    let (a, b, overlapped) = cm_probe(false)?;
+    check_eq!(a, b, "a CPU-bound item caused a second worker to run the next item");
+    check!(!overlapped, "the second item ran while the CPU-bound one held the CPU");
+    Ok(())
+});
+
+ktest!(workqueue::cpu_intensive_items_are_not_concurrency_managed => |ctx| {
+    let cpu = port().cpu_count() - 1;
+    let q = wq("wq-intensive", WqFlags::CPU_INTENSIVE, 0)?;
+    let a_done = Arc::new(AtomicBool::new(false));
+    let b_early = Arc::new(AtomicBool::new(false));
+    let ad = a_done.clone();
+    let a = Work::new(move || { spin_ms(60); ad.store(true, Ordering::SeqCst); });
+    let (ad2, be) = (a_done.clone(), b_early.clone());
+    let b = Work::new(move || { be.store(!ad2.load(Ordering::SeqCst), Ordering::SeqCst); });
+    check!(q.queue_on(cpu, &a));
+    msleep(5);
+    check!(q.queue_on(cpu, &b));
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    if port().name() != "host" && !ctx.args.preempt_full {
+        // Without preemption the second worker cannot take the CPU from the
+        // spinning item; it runs after. Only the count is checked then.
+        check!(q.stats().cpu_intensive >= 2);
+        q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+        return Ok(());
+    }
+    check!(b_early.load(Ordering::SeqCst), "a CPU-intensive item held back the next one");
+    check!(q.stats().cpu_intensive >= 2);
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::highpri_items_overtake_normal_ones_on_a_busy_cpu => |ctx| {
+    let p = port();
+    if p.name() == "host" {
+        return skip("the host port has no priority levels (std threads)");
+    }
+    let cpu = p.cpu_count() - 1;
+    let order = Arc::new(SpinLock::new(Vec::new()));
+    let (o1, o2) = (order.clone(), order.clone());
+    let normal = Work::new(move || o1.lock().push("normal"));
+    let high = Work::new(move || o2.lock().push("high"));
+    let go = Arc::new(AtomicBool::new(false));
+    let g = go.clone();
+    let hog = Builder::new(format_args!("hog/{cpu}"), move || {
+        g.store(true, Ordering::SeqCst);
+        let end = port().now_ns() + 80_000_000;
+        while port().now_ns() < end {
+            port().cond_resched();
+        }
+        0
+    })
+    .on_cpu(cpu)
+    .priority(Priority::Normal)
+    .run()
+    .map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    // A pool's first item makes its idle spare first (Linux does the same);
+    // warm the high-priority pool up so that cost is not measured here.
+    let warm = Work::new(|| {});
+    system::highpri().queue_on(cpu, &warm);
+    warm.flush();
+    check!(wait_for(5_000, || go.load(Ordering::SeqCst)), "the hog never ran");
+    {
+        // Queue both from the busy CPU with preemption off, so both are
+        // pending when the CPU next picks what to run.
+        let _pin = Pinned::to(cpu);
+        p.preempt_disable();
+        let a = system::wq().queue_on(cpu, &normal);
+        let b = system::highpri().queue_on(cpu, &high);
+        p.preempt_enable();
+        check!(a && b);
+    }
+    check!(wait_for(10_000, || order.lock().len() == 2), "items did not both run");
+    let _ = hog.stop();
+    check_eq!(*order.lock(), alloc::vec!["high", "normal"], "completion order");
+    Ok(())
+});
+
+ktest!(workqueue::unbound_items_spread_over_cpus [min_cpus = 2] => |ctx| {
+    if port().name() == "host" {
+        return skip("the host port does not place contexts on CPUs (its cpu_id follows affinity)");
+    }
+    let cpus = Arc::new(AtomicU64::new(0));
+    let items: Vec<Work> = (0..8).map(|_| { let c = cpus.clone(); Work::new(move || { let end = port().now_ns() + 40_000_000; while port().now_ns() < end { c.fetch_or(1 << port().cpu_id(), Ordering::SeqCst); port().cond_resched(); } }) }).collect();
+    for it in &items {
+        check!(system::unbound().queue_on(0, it));
+    }
+    system::unbound().flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let n = cpus.load(Ordering::SeqCst).count_ones();
+    check!(n >= 2, "unbound items ran on {n} CPU(s) only");
+    Ok(())
+});
+
+ktest!(workqueue::rescuer_completes_work_when_worker_creation_fails [timeout_s = 300] => |ctx| {
+    // A MEM_RECLAIM queue on a fresh unbound pool (one worker). Worker
+    // creation fails: the worker tries to make a spare, the mayday timer
+    // calls the rescuer, and the items complete anyway.
+    let p = port();
+    let mask = CpuMask::one(p.cpu_count() - 1);
+    let q = Workqueue::with_mask("wq-reclaim", WqFlags::MEM_RECLAIM | WqFlags::UNBOUND | WqFlags::HIGHPRI, 0, mask)
+        .map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check!(q.rescuer().is_some_and(|r| r.comm().starts_with("kworker/R-")), "no rescuer");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let items: Vec<Work> = (0..12).map(|_| { let r = runs.clone(); Work::named("reclaim_item", move || { kthread::msleep(1); r.fetch_add(1, Ordering::SeqCst); }) }).collect();
+    p.inject_spawn_failures(3);
+    for it in &items {
+        check!(q.queue(it));
+    }
+    let ok = wait_for(60_000, || runs.load(Ordering::SeqCst) == 12);
+    p.inject_spawn_failures(0);
+    check!(ok, "only {} of 12 items ran", runs.load(Ordering::SeqCst));
+    let st = q.stats();
+    check!(st.rescued >= 1 && st.mayday >= 1, "the rescuer did not step in: {st:?}");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::destroy_drains_then_refuses => |ctx| {
+    let q = wq("wq-destroy", WqFlags::empty(), 0)?;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let items: Vec<Work> = (0..20).map(|_| { let r = runs.clone(); Work::new(move || { kthread::msleep(1); r.fetch_add(1, Ordering::SeqCst); }) }).collect();
+    for (i, it) in items.iter().enumerate() {
+        q.queue_on(i % port().cpu_count(), it);
+    }
+    let handle = q.clone();
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(runs.load(Ordering::SeqCst), 20, "destroy lost pending items");
+    check_eq!(handle.try_queue_on(None, &items[0]), Err(QueueError::Destroyed));
+    check!(!handle.queue(&items[0]), "a destroyed queue accepted an item");
+    check!(!items[0].is_pending(), "a refused item was left pending");
+    Ok(())
+});
+
+ktest!(workqueue::drain_lets_items_requeue_themselves => |ctx| {
+    let q = wq("wq-drain", WqFlags::empty(), 0)?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let me: Arc<spin::Once<(Workqueue, Work)>> = Arc::new(spin::Once::new());
+    let (c, m) = (count.clone(), me.clone());
+    let chain = Work::new(move || {
+        if c.fetch_add(1, Ordering::SeqCst) + 1 < 25
+            && let Some((q, w)) = m.get() {
+                q.queue(w);
+            }
+    });
+    me.call_once(|| (q.clone(), chain.clone()));
+    check!(q.queue(&chain));
+    q.drain().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(count.load(Ordering::SeqCst), 25, "drain returned before the chain ended");
+    check!(!q.is_busy());
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::self_flush_is_reported_not_hung => |ctx| {
+    let q = wq("wq-selfflush", WqFlags::empty(), 0)?;
+    let results = Arc::new(SpinLock::new(Vec::new()));
+    let me: Arc<spin::Once<(Workqueue, Work)>> = Arc::new(spin::Once::new());
+    let (r, m) = (results.clone(), me.clone());
+    let item = Work::named("flushes_itself", move || {
+        if let Some((q, w)) = m.get() {
+            let a = w.flush();
+            let b = q.flush().is_err();
+            r.lock().push((a, b));
+        }
+    });
+    me.call_once(|| (q.clone(), item.clone()));
+    check!(q.queue(&item));
+    check!(wait_for(10_000, || !results.lock().is_empty()), "the self-flushing item hung");
+    check_eq!(results.lock()[0], (false, true), "(flush_work returned, flush_workqueue refused)");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
+    let p = port();
+    let cpu = p.cpu_count() - 1;
+    let before = workqueue::lockup_reports();
+    let old = workqueue::watchdog_thresh_ns();
+    workqueue::set_watchdog_thresh_ns(400_000_000);
+    let q = wq("wq-stall", WqFlags::empty(), 0)?;
+    let stuck = Work::named("stuck_spinner", || spin_ms(1_500));
+    let behind = Work::named("waits_behind", || {});
+    // Both queued before the spinner can take the CPU (with one CPU and no
+    // preemption the test could not run again until it ends).
+    check!(q.queue_on(cpu, &stuck));
+    check!(q.queue_on(cpu, &behind));
+    let seen = wait_for(20_000, || workqueue::lockup_reports() > before);
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    workqueue::set_watchdog_thresh_ns(old);
+    check!(seen, "no lockup reported");
+    let r = workqueue::last_lockup_report().unwrap_or_default();
+    check!(r.contains(&format!("cpus={cpu}")) && r.contains("stuck_spinner") && r.contains("waits_behind"), "report: {r}");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
+ktest!(workqueue::idle_workers_are_reaped => |ctx| {
+    let p = port();
+    let cpu = p.cpu_count() - 1;
+    let count = || workqueue::pools().iter().find(|x| x.cpu == Some(cpu) && !x.highpri).map_or(0, |x| x.workers.len());
+    workqueue::set_idle_timeout_ns(100_000_000);
+    // A burst of blocking items makes the pool grow.
+    let items: Vec<Work> = (0..10).map(|_| Work::new(|| kthread::msleep(30))).collect();
+    for it in &items {
+        system::wq().queue_on(cpu, it);
+    }
+    system::wq().flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let grown = count();
+    let shrunk = wait_for(10_000, || count() <= workqueue::MIN_IDLE_WORKERS + 1);
+    workqueue::set_idle_timeout_ns(workqueue::IDLE_WORKER_TIMEOUT_NS);
+    check!(grown > workqueue::MIN_IDLE_WORKERS + 1, "the burst did not grow the pool (workers: {grown})");
+    check!(shrunk, "idle workers were not reaped: {} of {grown} left", count());
+    Ok(())
+});
+
+ktest!(workqueue::stats_dump_and_monitor => |ctx| {
+    let q = wq("wq-stats", WqFlags::empty(), 0)?;
+    let items: Vec<Work> = (0..5).map(|_| Work::new(|| kthread::msleep(1))).collect();
+    for it in &items {
+        q.queue(it);
+    }
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let st = q.stats();
+    check_eq!(st.started, 5);
+    check_eq!(st.completed, 5);
+    let m = workqueue::monitor();
+    check!(m.contains("wq-stats") && m.contains("events"), "monitor:\n{m}");
+    let d = workqueue::dump();
+    check!(d.contains("kworker/0:") && d.contains("wq-stats"), "dump:\n{d}");
+    crate::diag!("{}", d.trim_end().replace('\n', "\n    # "));
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let bad = q_bad_cpu();
+    check!(bad, "queue_on a CPU that does not exist must be refused");
+    Ok(())
+});
+
+fn q_bad_cpu() -> bool {
+    let w = Work::new(|| {});
+    system::wq().try_queue_on(Some(port().cpu_count() + 3), &w) == Err(QueueError::BadCpu) && !w.is_pending()
+}
+
+ktest!(workqueue::freezable_queue_holds_items_while_frozen => |ctx| {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let it = Work::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    workqueue::freeze();
+    check!(system::freezable().queue(&it));
+    msleep(30);
+    let held = runs.load(Ordering::SeqCst) == 0;
+    workqueue::thaw();
+    check!(held, "an item of a freezable queue ran while frozen");
+    check!(wait_for(5_000, || runs.load(Ordering::SeqCst) == 1), "did not run after thaw");
+    Ok(())
+});
+
+// ---------------------------------------------------------------- benchmarks
+
+fn queue_run_latency(name: &str, target: usize) -> Result<(), Failure> {
+    if target >= port().cpu_count() {
+        return skip("needs 2 CPUs");
+    }
+    let _pin = Pinned::to(0);
+    let p = port();
+    let stamp = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let (st, s2) = (stamp.clone(), started.clone());
+    let item = Work::named("bench_item", move || {
+        s2.store(port().cycles().wrapping_sub(st.load(Ordering::SeqCst)), Ordering::SeqCst);
+    });
+    let mut v = Vec::with_capacity(ITERATIONS);
+    for i in 0..(ITERATIONS + WARMUP) {
+        started.store(0, Ordering::SeqCst);
+        stamp.store(p.cycles(), Ordering::SeqCst);
+        system::wq().queue_on(target, &item);
+        if target == 0 {
+            item.flush();
+        } else {
+            while started.load(Ordering::SeqCst) == 0 {
+                core::hint::spin_loop();
+            }
+            item.flush();
+        }
+        if i >= WARMUP {
+            v.push(started.load(Ordering::SeqCst));
+        }
+    }
+    report_latency(name, &mut v);
+    Ok(())
+}
+
+ktest!(workqueue::bench_wq_queue_run_same_cpu [bench = true] => |ctx| { queue_run_latency("wq_queue_run_same_cpu", 0) });
+ktest!(workqueue::bench_wq_queue_run_cross_cpu [bench = true, min_cpus = 2] => |ctx| { queue_run_latency("wq_queue_run_cross_cpu", 1) });
+
+ktest!(workqueue::bench_wq_delayed_zero [bench = true] => |ctx| {
+    let _pin = Pinned::to(0);
+    let p = port();
+    let stamp = Arc::new(AtomicU64::new(0));
+    let started = Arc::new(AtomicU64::new(0));
+    let (st, s2) = (stamp.clone(), started.clone());
+    let dw = DelayedWork::named("bench_delayed", move || { s2.store(port().cycles().wrapping_sub(st.load(Ordering::SeqCst)), Ordering::SeqCst); });
+    let mut v = Vec::with_capacity(ITERATIONS);
+    for i in 0..(ITERATIONS + WARMUP) {
+        stamp.store(p.cycles(), Ordering::SeqCst);
+        system::wq().queue_delayed(&dw, 0);
+        dw.work().flush();
+        if i >= WARMUP {
+            v.push(started.load(Ordering::SeqCst));
+        }
+    }
+    report_latency("wq_delayed_zero", &mut v);
+    Ok(())
+});
+
+fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failure> {
+    const TOTAL: usize = 100_000;
+    let p = port();
+    let n = p.cpu_count();
+    let per = TOTAL / n;
+    let ready = Arc::new(AtomicUsize::new(0));
+    let go = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(Completion::new());
+    let left = Arc::new(AtomicUsize::new(n));
+    let mut threads = Vec::new();
+    for cpu in 0..n {
+        let (r, g, d, l) = (ready.clone(), go.clone(), done.clone(), left.clone());
+        threads.push(
+            kthread::create_on_cpu(
+                move || {
+                    let items: Vec<Work> = (0..per).map(|_| Work::named("noop", || {})).collect();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    while !g.load(Ordering::SeqCst) {
+                        port().yield_now();
+                    }
+                    for it in &items {
+                        q.queue_on(cpu, it);
+                    }
+                    for it in &items {
+                        it.flush();
+                    }
+                    if l.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        d.complete_all();
+                    }
+                    0
+                },
+                cpu,
+                format_args!("tput/{cpu}"),
+            )
+            .map_err(|e| Failure::Fail(format!("{e:?}")))?,
+        );
+    }
+    for t in &threads {
+        t.wake();
+    }
+    check!(wait_for(60_000, || ready.load(Ordering::SeqCst) == n), "producers not ready");
+    let t0 = p.now_ns();
+    go.store(true, Ordering::SeqCst);
+    done.wait("throughput");
+    let dt = p.now_ns() - t0;
+    report_throughput(name, (per * n) as u64, dt);
+    Ok(())
+}
+
+ktest!(workqueue::bench_wq_throughput_bound [bench = true, timeout_s = 600] => |ctx| { throughput("wq_throughput_bound", system::wq()) });
+ktest!(workqueue::bench_wq_throughput_unbound [bench = true, timeout_s = 600] => |ctx| { throughput("wq_throughput_unbound", system::unbound()) });
+
+ktest!(workqueue::bench_wq_flush_idle [bench = true] => |ctx| {
+    let _pin = Pinned::to(0);
+    let p = port();
+    let it = Work::new(|| {});
+    let mut v = Vec::with_capacity(ITERATIONS);
+    for i in 0..(ITERATIONS + WARMUP) {
+        let t0 = p.cycles();
+        it.flush();
+        if i >= WARMUP {
+            v.push(p.cycles() - t0);
+        }
+    }
+    report_latency("wq_flush_idle", &mut v);
+    Ok(())
+});
+
+ktest!(workqueue::bench_wq_cancel_sync_idle [bench = true] => |ctx| {
+    let _pin = Pinned::to(0);
+    let p = port();
+    let it = Work::new(|| {});
+    let mut v = Vec::with_capacity(ITERATIONS);
+    for i in 0..(ITERATIONS + WARMUP) {
+        let t0 = p.cycles();
+        it.cancel_sync();
+        if i >= WARMUP {
+            v.push(p.cycles() - t0);
+        }
+    }
+    report_latency("wq_cancel_sync_idle", &mut v);
+    Ok(())
+});
+
+ktest!(workqueue::bench_wq_workers_blocking_load [bench = true] => |ctx| {
+    // 32 items that each sleep 10 ms, queued at once on CPU 0's pool: how
+    // many workers concurrency management brings in.
+    let count = || workqueue::pools().iter().find(|x| x.cpu == Some(0) && !x.highpri).map_or(0, |x| x.workers.len());
+    let before = count();
+    let max = Arc::new(AtomicUsize::new(0));
+    let conc = Arc::new(Concurrency::default());
+    let items: Vec<Work> = (0..32).map(|_| { let c = conc.clone(); Work::new(move || { c.enter(); kthread::msleep(10); c.leave(); }) }).collect();
+    for it in &items {
+        system::wq().queue_on(0, it);
+    }
+    check!(wait_for(30_000, || { max.fetch_max(count(), Ordering::SeqCst); items.iter().all(|i| !i.is_pending()) && conc.now.load(Ordering::SeqCst) == 0 }), "items did not finish");
+    report_count("wq_workers_blocking_load", max.load(Ordering::SeqCst).saturating_sub(before) as u64);
+    crate::diag!("workers before={before} peak={} concurrent items peak={}", max.load(Ordering::SeqCst), conc.max.load(Ordering::SeqCst));
+    Ok(())
+});

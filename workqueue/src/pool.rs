@@ -1,0 +1,740 @@
+//! Worker pools and their workers (Linux `struct worker_pool`,
+//! `struct worker`, `worker_thread`, `manage_workers`, the idle and mayday
+//! timers, and the concurrency-management hooks).
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use kthreadd::kthread::{self, Builder, Kthread};
+use kthreadd::port::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
+use kthreadd::sync::{Completion, SpinLock, SpinLockGuard};
+
+use crate::wq::{Pwq, pwq_done};
+use crate::{CREATE_COOLDOWN_NS, MAYDAY_INITIAL_TIMEOUT_NS, MAYDAY_INTERVAL_NS};
+use crate::{MAX_IDLE_WORKERS_RATIO, MIN_IDLE_WORKERS, idle_timeout_ns};
+
+/// Worker flags (Linux `WORKER_*`).
+pub(crate) mod wf {
+    /// On the idle list.
+    pub const IDLE: u32 = 1 << 0;
+    /// Preparing or between batches: not counted as running.
+    pub const PREP: u32 = 1 << 1;
+    /// Running an item of a CPU-intensive queue: not counted.
+    pub const CPU_INTENSIVE: u32 = 1 << 2;
+    /// Worker of an unbound pool: never counted.
+    pub const UNBOUND: u32 = 1 << 3;
+    /// Asked to exit.
+    pub const DIE: u32 = 1 << 4;
+    /// A queue's rescuer: never counted.
+    pub const RESCUER: u32 = 1 << 5;
+    /// Flags that keep a worker out of `nr_running`.
+    pub const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND | RESCUER;
+}
+
+/// What one queued entry is: an item with its flush colour, or a flush
+/// barrier.
+pub(crate) enum Item {
+    Work { work: Arc<crate::work::WorkInner>, color: usize },
+    Barrier(Arc<Completion>),
+}
+
+/// An entry on a pool's worklist, a worker's scheduled list or a pwq's
+/// inactive list.
+pub(crate) struct Entry {
+    pub(crate) pwq: Arc<Pwq>,
+    pub(crate) item: Item,
+    /// Must run right after the entry before it, on the same worker (a
+    /// flush barrier tied to its target, Linux `WORK_STRUCT_LINKED`).
+    pub(crate) linked: bool,
+}
+
+impl Entry {
+    pub(crate) fn is_work(&self, w: &Arc<crate::work::WorkInner>) -> bool {
+        matches!(&self.item, Item::Work { work, .. } if Arc::ptr_eq(work, w))
+    }
+}
+
+/// The item a worker is running.
+pub(crate) struct Current {
+    pub(crate) work: Arc<crate::work::WorkInner>,
+    pub(crate) pwq: Arc<Pwq>,
+    pub(crate) started_ns: u64,
+}
+
+pub(crate) struct WorkerState {
+    pub(crate) current: Option<Current>,
+    pub(crate) scheduled: VecDeque<Entry>,
+    pub(crate) last_active: u64,
+}
+
+/// A worker thread.
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) flags: AtomicU32,
+    /// Blocked inside an item (counted out of `nr_running` by the hook).
+    pub(crate) sleeping: AtomicBool,
+    pub(crate) task: spin::Once<Kthread>,
+    /// Protected by the lock of the pool the worker serves.
+    pub(crate) st: SpinLock<WorkerState>,
+    /// The pool (None for a rescuer, which visits pools).
+    pub(crate) pool: Option<Arc<Pool>>,
+}
+
+impl Worker {
+    pub(crate) fn new(name: String, flags: u32, pool: Option<Arc<Pool>>) -> Arc<Worker> {
+        Arc::new(Worker {
+            name,
+            flags: AtomicU32::new(flags),
+            sleeping: AtomicBool::new(false),
+            task: spin::Once::new(),
+            st: SpinLock::new(WorkerState { current: None, scheduled: VecDeque::new(), last_active: 0 }),
+            pool,
+        })
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.task.get() {
+            t.task().wake();
+        }
+    }
+
+    fn has(&self, f: u32) -> bool {
+        self.flags.load(Ordering::Acquire) & f != 0
+    }
+}
+
+/// The mutable part of a pool, under its lock.
+pub(crate) struct PoolState {
+    pub(crate) worklist: VecDeque<Entry>,
+    pub(crate) workers: Vec<Arc<Worker>>,
+    /// Idle workers, least recently idle first.
+    pub(crate) idle: Vec<Arc<Worker>>,
+    /// Workers running an item.
+    pub(crate) busy: Vec<Arc<Worker>>,
+    pub(crate) manager: bool,
+    pub(crate) next_id: usize,
+}
+
+/// A pool of workers.
+pub(crate) struct Pool {
+    pub(crate) id: usize,
+    /// Bound pools' CPU.
+    pub(crate) cpu: Option<usize>,
+    pub(crate) highpri: bool,
+    pub(crate) mask: CpuMask,
+    pub(crate) st: SpinLock<PoolState>,
+    /// Workers on a CPU and counted (concurrency management).
+    pub(crate) nr_running: AtomicUsize,
+    /// Last time the pool made progress (watchdog).
+    pub(crate) watchdog_ts: AtomicU64,
+    idle_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
+    mayday_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
+}
+
+type Guard<'a> = SpinLockGuard<'a, PoolState>;
+
+/// Every pool: the per-CPU ones first (id = 2 * cpu + highpri), then the
+/// unbound ones in creation order. Pools are never destroyed.
+static POOLS: SpinLock<Vec<Arc<Pool>>> = SpinLock::new(Vec::new());
+
+pub(crate) fn pool_by_id(id: usize) -> Option<Arc<Pool>> {
+    POOLS.lock().get(id).cloned()
+}
+
+pub(crate) fn all_pools() -> Vec<Arc<Pool>> {
+    POOLS.lock().clone()
+}
+
+/// The bound pool of `cpu`.
+pub(crate) fn percpu_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
+    pool_by_id(2 * cpu + usize::from(highpri))
+}
+
+/// Serializes the creation of unbound pools (creating one sleeps).
+static UNBOUND_LOCK: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+
+/// The unbound pool with these attributes, created (with its first worker)
+/// on first use.
+pub(crate) fn unbound_pool(highpri: bool, mask: CpuMask) -> Result<Arc<Pool>> {
+    let _g = UNBOUND_LOCK.lock();
+    if let Some(p) = POOLS.lock().iter().find(|p| p.cpu.is_none() && p.highpri == highpri && p.mask == mask) {
+        return Ok(p.clone());
+    }
+    let p = new_pool(None, highpri, mask);
+    create_worker(&p)?;
+    POOLS.lock().push(p.clone());
+    Ok(p)
+}
+
+fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask) -> Arc<Pool> {
+    let id = POOLS.lock().len();
+    let pool = Arc::new(Pool {
+        id,
+        cpu,
+        highpri,
+        mask,
+        st: SpinLock::new(PoolState {
+            worklist: VecDeque::new(),
+            workers: Vec::new(),
+            idle: Vec::new(),
+            busy: Vec::new(),
+            manager: false,
+            next_id: 0,
+        }),
+        nr_running: AtomicUsize::new(0),
+        watchdog_ts: AtomicU64::new(port().now_ns()),
+        idle_timer: spin::Once::new(),
+        mayday_timer: spin::Once::new(),
+    });
+    let weak = Arc::downgrade(&pool);
+    pool.idle_timer.call_once(|| {
+        let w = weak.clone();
+        port().timer(Arc::new(move || {
+            if let Some(p) = w.upgrade() {
+                idle_timer_fired(&p);
+            }
+        }))
+    });
+    pool.mayday_timer.call_once(|| {
+        let w = weak.clone();
+        port().timer(Arc::new(move || {
+            if let Some(p) = w.upgrade() {
+                mayday_timer_fired(&p);
+            }
+        }))
+    });
+    pool
+}
+
+impl Pool {
+    /// Is there work that no running worker will get to (Linux
+    /// `need_more_worker`)?
+    fn need_more_worker(&self, st: &PoolState) -> bool {
+        !st.worklist.is_empty() && self.nr_running.load(Ordering::Acquire) == 0
+    }
+
+    /// Should a worker go on with the next item (`keep_working`)?
+    fn keep_working(&self, st: &PoolState) -> bool {
+        !st.worklist.is_empty() && self.nr_running.load(Ordering::Acquire) <= 1
+    }
+
+    /// Should a new worker be made (`need_to_create_worker`)?
+    pub(crate) fn need_to_create(&self, st: &PoolState) -> bool {
+        self.need_more_worker(st) && st.idle.is_empty()
+    }
+
+    /// Too many idle workers (`too_many_workers`)?
+    fn too_many_workers(&self, st: &PoolState) -> bool {
+        let idle = st.idle.len();
+        let busy = st.workers.len() - idle;
+        idle > MIN_IDLE_WORKERS && (idle - MIN_IDLE_WORKERS) * MAX_IDLE_WORKERS_RATIO >= busy
+    }
+
+    /// Wake an idle worker if the pool needs one (`kick_pool`); true if one
+    /// was woken.
+    pub(crate) fn kick(&self, st: &PoolState) -> bool {
+        if !self.need_more_worker(st) {
+            return false;
+        }
+        match st.idle.last() {
+            Some(w) => {
+                w.wake();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Put an entry at the end of the worklist (from a pwq).
+    pub(crate) fn push_work(&self, st: &mut PoolState, e: Entry) {
+        if st.worklist.is_empty() {
+            self.watchdog_ts.store(port().now_ns(), Ordering::Relaxed);
+        }
+        st.worklist.push_back(e);
+    }
+
+    /// The worker running `work` in this pool, if any
+    /// (`find_worker_executing_work`).
+    pub(crate) fn find_busy(&self, st: &PoolState, work: &Arc<crate::work::WorkInner>) -> Option<Arc<Worker>> {
+        st.busy.iter().find(|w| w.st.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.work, work))).cloned()
+    }
+
+    /// A short label: `cpus=N` or `unbound mask=...`.
+    pub(crate) fn label(&self) -> String {
+        match self.cpu {
+            Some(c) => format!("cpus={c}{}", if self.highpri { " highpri" } else { "" }),
+            None => format!("unbound mask={:#x}{}", self.mask.0, if self.highpri { " highpri" } else { "" }),
+        }
+    }
+}
+
+fn set_flags(pool: &Pool, w: &Worker, f: u32) {
+    let old = w.flags.fetch_or(f, Ordering::AcqRel);
+    if f & wf::NOT_RUNNING != 0 && old & wf::NOT_RUNNING == 0 {
+        pool.nr_running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn clr_flags(pool: &Pool, w: &Worker, f: u32) {
+    let old = w.flags.fetch_and(!f, Ordering::AcqRel);
+    let new = old & !f;
+    if f & wf::NOT_RUNNING != 0 && old & wf::NOT_RUNNING != 0 && new & wf::NOT_RUNNING == 0 {
+        pool.nr_running.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn enter_idle(pool: &Pool, st: &mut PoolState, w: &Arc<Worker>) {
+    w.flags.fetch_or(wf::IDLE, Ordering::AcqRel);
+    w.st.lock().last_active = port().now_ns();
+    st.idle.push(w.clone());
+    if pool.too_many_workers(st)
+        && let Some(t) = pool.idle_timer.get()
+        && !t.is_pending()
+    {
+        t.arm(port().now_ns() + idle_timeout_ns(), None);
+    }
+}
+
+fn leave_idle(st: &mut PoolState, w: &Arc<Worker>) {
+    if w.flags.fetch_and(!wf::IDLE, Ordering::AcqRel) & wf::IDLE != 0 {
+        st.idle.retain(|x| !Arc::ptr_eq(x, w));
+    }
+}
+
+/// Make a worker for `pool`: its thread is created through kthreadd, put on
+/// the idle list and woken (Linux `create_worker`).
+pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
+    let id = {
+        let mut st = pool.st.lock();
+        st.next_id += 1;
+        st.next_id - 1
+    };
+    let name = match pool.cpu {
+        Some(c) => format!("kworker/{c}:{id}{}", if pool.highpri { "H" } else { "" }),
+        None => format!("kworker/u{}:{id}", pool.id),
+    };
+    let flags = wf::PREP | if pool.cpu.is_none() { wf::UNBOUND } else { 0 };
+    let w = Worker::new(name.clone(), flags, Some(pool.clone()));
+    let wc = w.clone();
+    let mut b = Builder::new(format_args!("{name}"), move || worker_thread(wc))
+        .priority(if pool.highpri { Priority::High } else { Priority::Normal })
+        .worker_hooks(true)
+        .data(w.clone());
+    b = match pool.cpu {
+        Some(c) => b.on_cpu(c),
+        None => b.affinity(pool.mask),
+    };
+    let t = b.create()?;
+    w.task.call_once(|| t);
+    {
+        let mut st = pool.st.lock();
+        st.workers.push(w.clone());
+        enter_idle(pool, &mut st, &w);
+    }
+    w.wake();
+    Ok(())
+}
+
+/// Ask an idle worker to exit (Linux `destroy_worker`).
+fn destroy_worker(st: &mut PoolState, w: &Arc<Worker>) {
+    st.idle.retain(|x| !Arc::ptr_eq(x, w));
+    st.workers.retain(|x| !Arc::ptr_eq(x, w));
+    w.flags.fetch_or(wf::DIE, Ordering::AcqRel);
+    w.wake();
+}
+
+/// Re-arm every pending idle timer for a new timeout (a timer armed under
+/// the old one would otherwise keep its old deadline).
+pub(crate) fn rearm_idle_timers() {
+    let now = port().now_ns();
+    for pool in all_pools() {
+        let st = pool.st.lock();
+        if pool.too_many_workers(&st)
+            && let Some(t) = pool.idle_timer.get()
+        {
+            t.arm(now + idle_timeout_ns(), None);
+        }
+    }
+}
+
+/// Reap workers that have been idle too long while there are too many.
+fn idle_timer_fired(pool: &Arc<Pool>) {
+    let mut st = pool.st.lock();
+    let now = port().now_ns();
+    while pool.too_many_workers(&st) {
+        let oldest = st.idle[0].clone();
+        let expires = oldest.st.lock().last_active + idle_timeout_ns();
+        if now < expires {
+            if let Some(t) = pool.idle_timer.get() {
+                t.arm(expires, None);
+            }
+            break;
+        }
+        destroy_worker(&mut st, &oldest);
+    }
+}
+
+/// The pool could not make a worker in time: send the pending items'
+/// queues to their rescuers.
+fn mayday_timer_fired(pool: &Arc<Pool>) {
+    let pwqs: Vec<Arc<Pwq>> = {
+        let st = pool.st.lock();
+        if !pool.need_to_create(&st) {
+            return;
+        }
+        let mut v: Vec<Arc<Pwq>> = Vec::new();
+        for e in st.worklist.iter() {
+            if matches!(e.item, Item::Work { .. }) && !v.iter().any(|p| Arc::ptr_eq(p, &e.pwq)) {
+                v.push(e.pwq.clone());
+            }
+        }
+        v
+    };
+    for p in pwqs {
+        crate::wq::send_mayday(&p);
+    }
+    if let Some(t) = pool.mayday_timer.get() {
+        t.arm(port().now_ns() + MAYDAY_INTERVAL_NS, None);
+    }
+}
+
+/// Make a worker, retrying after a cooldown while creation fails and the
+/// pool still needs one; meanwhile the mayday timer calls the rescuers
+/// (Linux `maybe_create_worker`). Called by the manager without the lock.
+fn maybe_create_worker(pool: &Arc<Pool>) {
+    let p = port();
+    if let Some(t) = pool.mayday_timer.get() {
+        t.arm(p.now_ns() + MAYDAY_INITIAL_TIMEOUT_NS, None);
+    }
+    loop {
+        if create_worker(pool).is_ok() || !pool.need_to_create(&pool.st.lock()) {
+            break;
+        }
+        let deadline = p.now_ns() + CREATE_COOLDOWN_NS;
+        while p.now_ns() < deadline {
+            p.set_current_state(SleepState::Interruptible, "wq_create_cooldown");
+            p.schedule_until(deadline);
+        }
+        if !pool.need_to_create(&pool.st.lock()) {
+            break;
+        }
+    }
+    if let Some(t) = pool.mayday_timer.get() {
+        t.cancel();
+    }
+}
+
+/// Run one entry on `w` (Linux `process_one_work`). Takes the pool's lock
+/// guard and gives it back; the lock is dropped while the item runs.
+pub(crate) fn process_one_work<'a>(
+    pool: &'a Pool,
+    w: &Arc<Worker>,
+    mut st: Guard<'a>,
+    e: Entry,
+    rescued: bool,
+) -> Guard<'a> {
+    let Entry { pwq, item, .. } = e;
+    let (work, color) = match item {
+        Item::Barrier(c) => {
+            c.complete_all();
+            return st;
+        }
+        Item::Work { work, color } => (work, color),
+    };
+    // Non-reentrancy inside the pool: hand it to the worker running it.
+    if let Some(other) = pool.find_busy(&st, &work)
+        && !Arc::ptr_eq(&other, w)
+    {
+        let mut o = other.st.lock();
+        o.scheduled.push_back(Entry { pwq, item: Item::Work { work, color }, linked: false });
+        // Barriers tied to it move along with it.
+        let mut mine = w.st.lock();
+        while mine.scheduled.front().is_some_and(|x| x.linked) {
+            let b = mine.scheduled.pop_front().expect("checked");
+            o.scheduled.push_back(b);
+        }
+        return st;
+    }
+    // Anywhere else (another pool or queue)? Then this instance waits on
+    // the item until that run ends.
+    {
+        let mut r = work.run.lock();
+        if r.running {
+            r.deferred.push_back(Entry { pwq, item: Item::Work { work: work.clone(), color }, linked: false });
+            let mut mine = w.st.lock();
+            while mine.scheduled.front().is_some_and(|x| x.linked) {
+                r.deferred.push_back(mine.scheduled.pop_front().expect("checked"));
+            }
+            return st;
+        }
+        r.running = true;
+    }
+    let p = port();
+    let now = p.now_ns();
+    st.busy.push(w.clone());
+    w.st.lock().current = Some(Current { work: work.clone(), pwq: pwq.clone(), started_ns: now });
+    let intensive = pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE);
+    if intensive {
+        set_flags(pool, w, wf::CPU_INTENSIVE);
+        pwq.stat(crate::stats::CPU_INTENSIVE);
+        pool.kick(&st);
+    }
+    pool.watchdog_ts.store(now, Ordering::Relaxed);
+    work.release();
+    drop(st);
+
+    pwq.stat(crate::stats::STARTED);
+    if rescued {
+        pwq.stat(crate::stats::RESCUED);
+    }
+    let task = w.task.get().map(|t| t.task().clone());
+    let cpu0 = task.as_ref().map_or(0, |t| t.cpu_time_ns());
+    (work.func)();
+    let cpu1 = task.as_ref().map_or(0, |t| t.cpu_time_ns());
+    pwq.stat(crate::stats::COMPLETED);
+    pwq.stat_add(crate::stats::CPU_TIME, cpu1.saturating_sub(cpu0));
+    p.cond_resched();
+
+    let mut st = pool.st.lock();
+    if intensive {
+        clr_flags(pool, w, wf::CPU_INTENSIVE);
+    }
+    st.busy.retain(|x| !Arc::ptr_eq(x, w));
+    w.st.lock().current = None;
+    pwq_done(pool, &mut st, &pwq, color, true);
+    // Release the run claim and requeue what waited on it, at the head of
+    // its pool (it was queued before anything behind it there).
+    let deferred = {
+        let mut r = work.run.lock();
+        r.running = false;
+        core::mem::take(&mut r.deferred)
+    };
+    if deferred.is_empty() {
+        return st;
+    }
+    let (here, remote): (Vec<Entry>, Vec<Entry>) =
+        deferred.into_iter().partition(|e| core::ptr::eq(&*e.pwq.pool, pool));
+    for e in here.into_iter().rev() {
+        st.worklist.push_front(e);
+    }
+    pool.kick(&st);
+    if !remote.is_empty() {
+        drop(st);
+        requeue_front(remote);
+        st = pool.st.lock();
+    }
+    st
+}
+
+/// Put entries back at the head of their pools' worklists (one pool lock
+/// at a time), keeping their order.
+fn requeue_front(entries: Vec<Entry>) {
+    for e in entries.into_iter().rev() {
+        let pool = e.pwq.pool.clone();
+        let mut st = pool.st.lock();
+        st.worklist.push_front(e);
+        pool.kick(&st);
+    }
+}
+
+/// Run everything on `w`'s scheduled list.
+pub(crate) fn process_scheduled<'a>(pool: &'a Pool, w: &Arc<Worker>, mut st: Guard<'a>, rescued: bool) -> Guard<'a> {
+    loop {
+        let e = w.st.lock().scheduled.pop_front();
+        let Some(e) = e else { return st };
+        st = process_one_work(pool, w, st, e, rescued);
+    }
+}
+
+/// Move the worklist's first entry, and the barriers linked to it, to `w`'s
+/// scheduled list (Linux `move_linked_works`).
+fn take_first(st: &mut PoolState, w: &Worker) -> bool {
+    let Some(e) = st.worklist.pop_front() else { return false };
+    let mut s = w.st.lock();
+    s.scheduled.push_back(e);
+    while st.worklist.front().is_some_and(|x| x.linked) {
+        s.scheduled.push_back(st.worklist.pop_front().expect("checked"));
+    }
+    true
+}
+
+/// The body of every worker (Linux `worker_thread`).
+fn worker_thread(w: Arc<Worker>) -> i32 {
+    let p = port();
+    let pool = w.pool.clone().expect("a worker without a pool");
+    let mut st = pool.st.lock();
+    loop {
+        leave_idle(&mut st, &w);
+        if w.has(wf::DIE) {
+            return 0;
+        }
+        if pool.need_more_worker(&st) {
+            if st.idle.is_empty() && !st.manager {
+                // No idle spare: become the manager and make one first.
+                st.manager = true;
+                drop(st);
+                maybe_create_worker(&pool);
+                st = pool.st.lock();
+                st.manager = false;
+                continue;
+            }
+            clr_flags(&pool, &w, wf::PREP);
+            loop {
+                st = process_scheduled(&pool, &w, st, false);
+                if !take_first(&mut st, &w) {
+                    break;
+                }
+                st = process_scheduled(&pool, &w, st, false);
+                if !pool.keep_working(&st) {
+                    break;
+                }
+            }
+            set_flags(&pool, &w, wf::PREP);
+        }
+        // Sleep until kicked. The state is set before the lock is dropped:
+        // a kick in between makes schedule() return at once.
+        enter_idle(&pool, &mut st, &w);
+        p.set_current_state(SleepState::Interruptible, "worker_thread");
+        drop(st);
+        if !kthread::should_stop() {
+            p.schedule();
+        }
+        p.set_current_running();
+        st = pool.st.lock();
+    }
+}
+
+// ---------------------------------------------------------------- hooks
+
+struct Hooks;
+
+fn worker_of(d: &TaskData) -> Option<&Worker> {
+    kthread::data_of(d)?.downcast_ref::<Worker>()
+}
+
+impl SchedHooks for Hooks {
+    /// A worker is about to block (Linux `wq_worker_sleeping`).
+    fn sleeping(&self, d: &TaskData) {
+        let Some(w) = worker_of(d) else { return };
+        if w.has(wf::NOT_RUNNING) || w.sleeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(pool) = w.pool.as_ref() else { return };
+        let st = pool.st.lock();
+        if w.has(wf::NOT_RUNNING) {
+            w.sleeping.store(false, Ordering::Release);
+            return;
+        }
+        pool.nr_running.fetch_sub(1, Ordering::AcqRel);
+        if pool.kick(&st)
+            && let Some(c) = w.st.lock().current.as_ref()
+        {
+            c.pwq.stat(crate::stats::CM_WAKEUP);
+        }
+    }
+
+    /// A worker runs again (Linux `wq_worker_running`).
+    fn running(&self, d: &TaskData) {
+        let Some(w) = worker_of(d) else { return };
+        if !w.sleeping.load(Ordering::Acquire) {
+            return;
+        }
+        if !w.has(wf::NOT_RUNNING)
+            && let Some(pool) = w.pool.as_ref()
+        {
+            pool.nr_running.fetch_add(1, Ordering::AcqRel);
+        }
+        w.sleeping.store(false, Ordering::Release);
+    }
+}
+
+static HOOKS: Hooks = Hooks;
+
+/// The per-CPU pools with one worker each, and the hooks.
+pub(crate) fn init() -> Result<()> {
+    let p = port();
+    p.set_sched_hooks(&HOOKS);
+    if !POOLS.lock().is_empty() {
+        return Ok(());
+    }
+    for cpu in 0..p.cpu_count() {
+        for highpri in [false, true] {
+            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu));
+            POOLS.lock().push(pool.clone());
+            create_worker(&pool)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- reports
+
+/// A worker, for reports.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Thread name (`kworker/N:M`).
+    pub name: String,
+    /// Context id.
+    pub id: usize,
+    /// Idle?
+    pub idle: bool,
+    /// Name of the item it runs.
+    pub current: Option<&'static str>,
+    /// Since when it runs that item (ns).
+    pub current_since_ns: Option<u64>,
+}
+
+/// A pool, for reports.
+#[derive(Debug, Clone)]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: usize,
+    /// Bound CPU, or None for unbound.
+    pub cpu: Option<usize>,
+    /// High priority?
+    pub highpri: bool,
+    /// CPUs its workers may use.
+    pub mask: CpuMask,
+    /// Entries waiting on the worklist.
+    pub pending: usize,
+    /// Counted running workers.
+    pub nr_running: usize,
+    /// Its workers.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// A snapshot of every pool (Linux `wq_dump.py`'s pool section).
+pub fn pools() -> Vec<PoolInfo> {
+    all_pools()
+        .iter()
+        .map(|p| {
+            let st = p.st.lock();
+            PoolInfo {
+                id: p.id,
+                cpu: p.cpu,
+                highpri: p.highpri,
+                mask: p.mask,
+                pending: st.worklist.len(),
+                nr_running: p.nr_running.load(Ordering::Relaxed),
+                workers: st
+                    .workers
+                    .iter()
+                    .map(|w| {
+                        let ws = w.st.lock();
+                        WorkerInfo {
+                            name: w.name.clone(),
+                            id: w.task.get().map_or(0, |t| t.id()),
+                            idle: w.has(wf::IDLE),
+                            current: ws.current.as_ref().map(|c| c.work.name),
+                            current_since_ns: ws.current.as_ref().map(|c| c.started_ns),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}

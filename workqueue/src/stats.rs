@@ -1,0 +1,129 @@
+//! Per-queue statistics (Linux `PWQ_STAT_*` and `tools/workqueue/
+//! wq_monitor.py`) and a readable dump of pools, workers and queues (Linux
+//! `tools/workqueue/wq_dump.py`).
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use crate::wq::{WqInner, all_wqs};
+
+/// Items started.
+pub(crate) const STARTED: usize = 0;
+/// Items completed.
+pub(crate) const COMPLETED: usize = 1;
+/// CPU time of items, ns.
+pub(crate) const CPU_TIME: usize = 2;
+/// Items run outside concurrency management (CPU-intensive queue).
+pub(crate) const CPU_INTENSIVE: usize = 3;
+/// Workers woken because a worker blocked (concurrency management).
+pub(crate) const CM_WAKEUP: usize = 4;
+/// Mayday calls sent for the queue.
+pub(crate) const MAYDAY: usize = 5;
+/// Items run by the rescuer.
+pub(crate) const RESCUED: usize = 6;
+/// Number of counters.
+pub(crate) const NR_STATS: usize = 7;
+
+/// A queue's counters, summed over its pool workqueues.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WqStats {
+    /// Items started.
+    pub started: u64,
+    /// Items completed.
+    pub completed: u64,
+    /// CPU time of items, ns.
+    pub cpu_time_ns: u64,
+    /// Items run as CPU-intensive.
+    pub cpu_intensive: u64,
+    /// Concurrency-management wake-ups.
+    pub cm_wakeups: u64,
+    /// Mayday calls.
+    pub mayday: u64,
+    /// Items run by the rescuer.
+    pub rescued: u64,
+}
+
+pub(crate) fn of(wq: &WqInner) -> WqStats {
+    let sum = |i: usize| wq.pwqs.iter().map(|p| p.stats[i].load(Ordering::Relaxed)).sum::<u64>();
+    WqStats {
+        started: sum(STARTED),
+        completed: sum(COMPLETED),
+        cpu_time_ns: sum(CPU_TIME),
+        cpu_intensive: sum(CPU_INTENSIVE),
+        cm_wakeups: sum(CM_WAKEUP),
+        mayday: sum(MAYDAY),
+        rescued: sum(RESCUED),
+    }
+}
+
+/// One line per queue with its counters, like `wq_monitor.py`: total
+/// started, in flight, CPU time (ms), CPU-intensive, CM wake-ups, mayday,
+/// rescued.
+pub fn monitor() -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:>9} {:>6} {:>9} {:>7} {:>6} {:>6} {:>6}",
+        "", "total", "infl", "CPUtime", "CPUitsv", "CMW", "MD", "RSC"
+    );
+    for wq in all_wqs() {
+        let st = of(&wq);
+        let _ = writeln!(
+            s,
+            "{:<24} {:>9} {:>6} {:>9} {:>7} {:>6} {:>6} {:>6}",
+            wq.name,
+            st.started,
+            st.started - st.completed,
+            st.cpu_time_ns / 1_000_000,
+            st.cpu_intensive,
+            st.cm_wakeups,
+            st.mayday,
+            st.rescued
+        );
+    }
+    s
+}
+
+/// Pools with their workers, then queues with the pools they feed, like
+/// `wq_dump.py`.
+pub fn dump() -> String {
+    let mut s = String::from("Worker Pools\n");
+    for p in crate::pools() {
+        let idle = p.workers.iter().filter(|w| w.idle).count();
+        let _ = writeln!(
+            s,
+            "pool[{:02}] {} prio={} workers={} idle={} running={} pending={}",
+            p.id,
+            match p.cpu {
+                Some(c) => format!("cpu={c:>2}"),
+                None => format!("cpus={:#x}", p.mask.0),
+            },
+            if p.highpri { "high" } else { "normal" },
+            p.workers.len(),
+            idle,
+            p.nr_running,
+            p.pending
+        );
+        for w in p.workers.iter() {
+            let _ = writeln!(
+                s,
+                "    {:<16} pid={:<5} {}",
+                w.name,
+                w.id,
+                match w.current {
+                    Some(f) => format!("running {f}"),
+                    None if w.idle => String::from("idle"),
+                    None => String::from("-"),
+                }
+            );
+        }
+    }
+    s.push_str("Workqueues\n");
+    for wq in all_wqs() {
+        let pools: String = wq.pwqs.iter().map(|p| format!(" {}", p.pool.id)).collect();
+        let _ = writeln!(s, "{:<24} flags={:?} max_active={} pools:{}", wq.name, wq.flags, wq.max_active, pools);
+    }
+    s
+}

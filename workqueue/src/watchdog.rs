@@ -1,0 +1,105 @@
+//! The workqueue lockup watchdog (Linux `wq_watchdog_timer_fn`): a pool
+//! with pending items that made no progress for the threshold is reported
+//! with its CPU, the item it is stuck behind, and for how long.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kthreadd::port::{PortTimer, port};
+use kthreadd::sync::SpinLock;
+
+use crate::WATCHDOG_THRESH_NS;
+use crate::pool::{Item, all_pools};
+
+static THRESH: AtomicU64 = AtomicU64::new(WATCHDOG_THRESH_NS);
+static REPORTS: AtomicU64 = AtomicU64::new(0);
+static LAST: SpinLock<Option<String>> = SpinLock::new(None);
+static TIMER: spin::Once<alloc::boxed::Box<dyn PortTimer>> = spin::Once::new();
+
+/// Set the lockup threshold (Linux `workqueue.watchdog_thresh`); the check
+/// runs every quarter of it.
+pub fn set_watchdog_thresh_ns(ns: u64) {
+    THRESH.store(ns.max(1_000_000), Ordering::Relaxed);
+    if let Some(t) = TIMER.get() {
+        t.arm(port().now_ns() + check_interval(), Some(0));
+    }
+}
+
+/// The lockup threshold.
+pub fn watchdog_thresh_ns() -> u64 {
+    THRESH.load(Ordering::Relaxed)
+}
+
+fn check_interval() -> u64 {
+    watchdog_thresh_ns() / 4
+}
+
+/// Lockups reported so far.
+pub fn lockup_reports() -> u64 {
+    REPORTS.load(Ordering::Relaxed)
+}
+
+/// The text of the last lockup report.
+pub fn last_lockup_report() -> Option<String> {
+    LAST.lock().clone()
+}
+
+fn check() {
+    let now = port().now_ns();
+    let thresh = watchdog_thresh_ns();
+    for pool in all_pools() {
+        let report = {
+            let st = pool.st.lock();
+            if st.worklist.is_empty() {
+                continue;
+            }
+            let ts = pool.watchdog_ts.load(Ordering::Relaxed);
+            if now <= ts + thresh {
+                continue;
+            }
+            let first = st.worklist.iter().find_map(|e| match &e.item {
+                Item::Work { work, .. } => Some(work.name),
+                Item::Barrier(_) => None,
+            });
+            let running: String = st
+                .busy
+                .iter()
+                .filter_map(|w| {
+                    w.st.lock()
+                        .current
+                        .as_ref()
+                        .map(|c| format!(" {} (for {} ms)", c.work.name, (now - c.started_ns) / 1_000_000))
+                })
+                .collect();
+            format!(
+                "BUG: workqueue lockup - pool {} (id {}) stuck for {}.{}s! first pending: {}; running:{}",
+                pool.label(),
+                pool.id,
+                (now - ts) / 1_000_000_000,
+                (now - ts) / 100_000_000 % 10,
+                first.unwrap_or("-"),
+                if running.is_empty() { String::from(" -") } else { running }
+            )
+        };
+        REPORTS.fetch_add(1, Ordering::Relaxed);
+        port().console_line(&format!("# {report}"));
+        *LAST.lock() = Some(report);
+        // Report a stuck pool once per threshold, not at every check.
+        pool.watchdog_ts.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Start the periodic check.
+pub(crate) fn start() {
+    let t = TIMER.call_once(|| {
+        port().timer(Arc::new(|| {
+            check();
+            if let Some(t) = TIMER.get() {
+                t.arm(port().now_ns() + check_interval(), Some(0));
+            }
+        }))
+    });
+    t.arm(port().now_ns() + check_interval(), Some(0));
+}

@@ -1,0 +1,175 @@
+//! Work items (Linux `struct work_struct`, `struct delayed_work`).
+//!
+//! An item carries its function, a name for reports (the function's type
+//! name), the *pending* bit (set while an instance is queued or its timer is
+//! armed: whoever sets it owns the one pending instance), the id of the pool
+//! it is queued on or last ran on (for non-reentrancy), and a *disable*
+//! count that blocks queueing while a cancel waits (Linux's
+//! `WORK_OFFQ_DISABLE`), and the run claim that keeps it from running on two
+//! workers at once anywhere (stronger than Linux, which promises that only
+//! within one queue).
+
+use alloc::boxed::Box;
+use alloc::sync::{Arc, Weak};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use kthreadd::port::{PortTimer, port};
+use kthreadd::sync::SpinLock;
+
+use crate::wq::WqInner;
+
+/// No pool yet.
+pub(crate) const NO_POOL: usize = usize::MAX;
+
+pub(crate) struct WorkInner {
+    pub(crate) func: Box<dyn Fn() + Send + Sync>,
+    pub(crate) name: &'static str,
+    pub(crate) pending: AtomicBool,
+    /// Pool of the pending instance, or the pool it last ran on.
+    pub(crate) pool: AtomicUsize,
+    pub(crate) disable: AtomicU32,
+    pub(crate) delayed: Option<Delayed>,
+    /// Running anywhere, and the instances that must wait for that run.
+    pub(crate) run: SpinLock<RunState>,
+}
+
+/// Whether an item runs now, and the instances that came up meanwhile (from
+/// another pool or queue): they are requeued, at the head of their pools,
+/// when the run ends, so the item never runs on two workers at once.
+pub(crate) struct RunState {
+    pub(crate) running: bool,
+    pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
+}
+
+impl RunState {
+    pub(crate) const fn new() -> Self {
+        RunState { running: false, deferred: alloc::collections::VecDeque::new() }
+    }
+}
+
+/// The timer part of a delayed item.
+pub(crate) struct Delayed {
+    pub(crate) timer: Box<dyn PortTimer>,
+    /// Queue and CPU the timer will queue the item on.
+    pub(crate) target: SpinLock<Option<(Weak<WqInner>, Option<usize>)>>,
+}
+
+impl WorkInner {
+    /// Claim the pending bit; false if an instance is already pending or the
+    /// item is being cancelled.
+    pub(crate) fn claim(&self) -> bool {
+        if self.disable.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        self.pending.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    pub(crate) fn release(&self) {
+        self.pending.store(false, Ordering::Release);
+    }
+}
+
+/// A work item. Clones refer to the same item.
+#[derive(Clone)]
+pub struct Work(pub(crate) Arc<WorkInner>);
+
+impl fmt::Debug for Work {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Work({})", self.0.name)
+    }
+}
+
+impl Work {
+    /// An item running `f` (Linux `INIT_WORK`). Reports name it after `f`'s
+    /// type.
+    pub fn new<F: Fn() + Send + Sync + 'static>(f: F) -> Self {
+        Self::named(core::any::type_name::<F>(), f)
+    }
+
+    /// An item running `f`, named `name` in reports and statistics.
+    pub fn named(name: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
+        Work(Arc::new(WorkInner {
+            func: Box::new(f),
+            name,
+            pending: AtomicBool::new(false),
+            pool: AtomicUsize::new(NO_POOL),
+            disable: AtomicU32::new(0),
+            delayed: None,
+            run: SpinLock::new(RunState::new()),
+        }))
+    }
+
+    /// Is an instance pending (queued, or its timer armed)? Linux
+    /// `work_pending`.
+    pub fn is_pending(&self) -> bool {
+        self.0.pending.load(Ordering::Acquire)
+    }
+
+    /// Its name in reports.
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+}
+
+/// A delayed work item (Linux `struct delayed_work`): queued on its queue
+/// when its timer fires.
+pub struct DelayedWork {
+    pub(crate) work: Work,
+}
+
+impl fmt::Debug for DelayedWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DelayedWork({})", self.work.0.name)
+    }
+}
+
+impl DelayedWork {
+    /// A delayed item running `f` (Linux `INIT_DELAYED_WORK`).
+    pub fn new<F: Fn() + Send + Sync + 'static>(f: F) -> Self {
+        Self::named(core::any::type_name::<F>(), f)
+    }
+
+    /// A delayed item named `name`.
+    pub fn named(name: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
+        let inner = Arc::new_cyclic(|me: &Weak<WorkInner>| {
+            let me = me.clone();
+            let timer = port().timer(alloc::sync::Arc::new(move || {
+                if let Some(w) = me.upgrade() {
+                    crate::wq::delayed_timer_fired(&w);
+                }
+            }));
+            WorkInner {
+                func: Box::new(f),
+                name,
+                pending: AtomicBool::new(false),
+                pool: AtomicUsize::new(NO_POOL),
+                disable: AtomicU32::new(0),
+                delayed: Some(Delayed { timer, target: SpinLock::new(None) }),
+                run: SpinLock::new(RunState::new()),
+            }
+        });
+        DelayedWork { work: Work(inner) }
+    }
+
+    /// The item inside.
+    pub fn work(&self) -> &Work {
+        &self.work
+    }
+
+    /// Is an instance pending (timer armed or queued)?
+    pub fn is_pending(&self) -> bool {
+        self.work.is_pending()
+    }
+}
+
+impl Drop for DelayedWork {
+    /// A delayed item going away must not fire later.
+    fn drop(&mut self) {
+        if let Some(d) = &self.work.0.delayed
+            && d.timer.cancel_sync()
+        {
+            self.work.0.release();
+        }
+    }
+}

@@ -1,0 +1,849 @@
+//! Workqueues and pool workqueues (Linux `struct workqueue_struct`,
+//! `struct pool_workqueue`, `queue_work_on`, `flush_work`,
+//! `__flush_workqueue`, `drain_workqueue`, `destroy_workqueue`,
+//! `cancel_work_sync`, `mod_delayed_work_on`, `rescuer_thread`).
+
+use alloc::collections::VecDeque;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use kthreadd::kthread::{self, Builder, Kthread};
+use kthreadd::port::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
+use kthreadd::sync::{Completion, Mutex, SpinLock, WaitQueue};
+
+use crate::pool::{self, Entry, Item, Pool, PoolState, Worker, wf};
+use crate::stats::NR_STATS;
+use crate::work::{DelayedWork, NO_POOL, Work, WorkInner};
+use crate::{DRAIN_WARN_AFTER, NR_COLORS, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WqFlags};
+
+/// Why an item was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueError {
+    /// The queue was destroyed (`ESRCH`).
+    Destroyed,
+    /// The queue is draining or being destroyed and the caller is not one
+    /// of its own items (`EPERM`).
+    Draining,
+    /// The CPU does not exist (`EINVAL`).
+    BadCpu,
+}
+
+impl From<QueueError> for Error {
+    fn from(e: QueueError) -> Error {
+        Error::new(match e {
+            QueueError::Destroyed => ESRCH,
+            QueueError::Draining => EPERM,
+            QueueError::BadCpu => EINVAL,
+        })
+    }
+}
+
+pub(crate) struct PwqState {
+    pub(crate) nr_active: usize,
+    pub(crate) max_active: usize,
+    pub(crate) inactive: VecDeque<Entry>,
+    pub(crate) nr_in_flight: [usize; NR_COLORS],
+    pub(crate) work_color: usize,
+    pub(crate) flush_color: Option<usize>,
+    pub(crate) frozen: bool,
+}
+
+/// A queue's link to one pool. Its `st` is taken only with that pool's lock
+/// held.
+pub(crate) struct Pwq {
+    pub(crate) wq: Weak<WqInner>,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) st: SpinLock<PwqState>,
+    pub(crate) stats: [AtomicU64; NR_STATS],
+    pub(crate) mayday_queued: AtomicBool,
+    flags: WqFlags,
+}
+
+impl Pwq {
+    pub(crate) fn wq_flags(&self) -> WqFlags {
+        self.flags
+    }
+
+    pub(crate) fn stat(&self, i: usize) {
+        self.stats[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stat_add(&self, i: usize, v: u64) {
+        self.stats[i].fetch_add(v, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct WqState {
+    pub(crate) destroyed: bool,
+    pub(crate) draining: usize,
+}
+
+pub(crate) struct WqInner {
+    pub(crate) name: String,
+    pub(crate) flags: WqFlags,
+    pub(crate) max_active: usize,
+    /// Bound: one per CPU; unbound: one.
+    pub(crate) pwqs: Vec<Arc<Pwq>>,
+    pub(crate) state: SpinLock<WqState>,
+    flush_mutex: Mutex<()>,
+    flush_wq: WaitQueue,
+    flush_pending: AtomicUsize,
+    maydays: SpinLock<VecDeque<Arc<Pwq>>>,
+    mayday_wq: WaitQueue,
+    rescuer: spin::Once<(Kthread, Arc<Worker>)>,
+}
+
+/// A workqueue (Linux `struct workqueue_struct *`). Clones refer to the
+/// same queue.
+#[derive(Clone)]
+pub struct Workqueue(pub(crate) Arc<WqInner>);
+
+impl fmt::Debug for Workqueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Workqueue({})", self.0.name)
+    }
+}
+
+/// Every queue, for freezing and reports.
+static WQS: SpinLock<Vec<Weak<WqInner>>> = SpinLock::new(Vec::new());
+static FROZEN: AtomicBool = AtomicBool::new(false);
+static SYSTEM: spin::Once<Vec<Workqueue>> = spin::Once::new();
+
+pub(crate) fn all_wqs() -> Vec<Arc<WqInner>> {
+    WQS.lock().iter().filter_map(|w| w.upgrade()).collect()
+}
+
+pub(crate) fn system(i: usize) -> &'static Workqueue {
+    &SYSTEM.get().expect("workqueue::init not called")[i]
+}
+
+pub(crate) fn init_system_queues() -> Result<()> {
+    if SYSTEM.get().is_some() {
+        return Ok(());
+    }
+    let v = alloc::vec![
+        Workqueue::new("events", WqFlags::empty(), 0)?,
+        Workqueue::new("events_highpri", WqFlags::HIGHPRI, 0)?,
+        Workqueue::new("events_long", WqFlags::empty(), 0)?,
+        Workqueue::new("events_unbound", WqFlags::UNBOUND, WQ_MAX_ACTIVE)?,
+        Workqueue::new("events_freezable", WqFlags::FREEZABLE, 0)?,
+        Workqueue::new("events_power_efficient", WqFlags::POWER_EFFICIENT, 0)?,
+    ];
+    SYSTEM.call_once(|| v);
+    Ok(())
+}
+
+fn warn(msg: &str) {
+    port().console_line(&format!("# WARNING: workqueue: {msg}"));
+}
+
+/// The worker the caller is, if it is one (for chained queueing and
+/// self-flush checks).
+fn current_worker() -> Option<Arc<Worker>> {
+    kthread::data()?.downcast::<Worker>().ok()
+}
+
+/// Is the caller running an item of `wq`?
+fn in_own_item(wq: &Arc<WqInner>) -> bool {
+    current_worker().is_some_and(|w| {
+        w.st.lock().current.as_ref().is_some_and(|c| c.pwq.wq.upgrade().is_some_and(|x| Arc::ptr_eq(&x, wq)))
+    })
+}
+
+/// An item left a pwq (ran, or was cancelled): update `max_active` and
+/// the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
+pub(crate) fn pwq_done(pool: &Pool, st: &mut PoolState, pwq: &Arc<Pwq>, color: usize, was_active: bool) {
+    let mut ps = pwq.st.lock();
+    if was_active {
+        ps.nr_active -= 1;
+        activate_inactive(pool, st, &mut ps);
+    }
+    ps.nr_in_flight[color] -= 1;
+    if ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0 {
+        ps.flush_color = None;
+        drop(ps);
+        if let Some(wq) = pwq.wq.upgrade()
+            && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            wq.flush_wq.wake_all();
+        }
+    }
+}
+
+/// Move inactive entries to the worklist while `max_active` allows (barriers
+/// linked to an item move with it).
+fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
+    let mut moved = false;
+    while ps.nr_active < ps.max_active && !ps.frozen {
+        let Some(e) = ps.inactive.pop_front() else { break };
+        if matches!(e.item, Item::Work { .. }) {
+            ps.nr_active += 1;
+        }
+        pool.push_work(st, e);
+        while ps.inactive.front().is_some_and(|x| x.linked) {
+            let b = ps.inactive.pop_front().expect("checked");
+            pool.push_work(st, b);
+        }
+        moved = true;
+    }
+    if moved {
+        pool.kick(st);
+    }
+}
+
+/// Queue an item whose pending bit the caller holds (Linux `__queue_work`).
+/// On refusal the pending bit is released and a warning printed.
+fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -> core::result::Result<(), QueueError> {
+    {
+        let s = wq.state.lock();
+        let refused = if s.destroyed {
+            Some(QueueError::Destroyed)
+        } else if s.draining > 0 && !in_own_item(wq) {
+            Some(QueueError::Draining)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            drop(s);
+            work.release();
+            warn(&format!("{} refused on '{}': queue {:?}", work.name, wq.name, e));
+            return Err(e);
+        }
+    }
+    let p = port();
+    let mut pwq = if wq.flags.contains(WqFlags::UNBOUND) {
+        wq.pwqs[0].clone()
+    } else {
+        let c = cpu.unwrap_or_else(|| p.cpu_id());
+        match wq.pwqs.get(c) {
+            Some(x) => x.clone(),
+            None => {
+                work.release();
+                warn(&format!("{} refused on '{}': no CPU {c}", work.name, wq.name));
+                return Err(QueueError::BadCpu);
+            }
+        }
+    };
+    // Non-reentrancy: still running on another pool for this queue? Then
+    // it goes there, behind the running instance.
+    let last = work.pool.load(Ordering::Acquire);
+    if last != NO_POOL
+        && last != pwq.pool.id
+        && !wq.flags.contains(WqFlags::ORDERED)
+        && let Some(lp) = pool::pool_by_id(last)
+    {
+        let st = lp.st.lock();
+        if let Some(w) = lp.find_busy(&st, work)
+            && let Some(c) = w.st.lock().current.as_ref()
+            && c.pwq.wq.upgrade().is_some_and(|x| Arc::ptr_eq(&x, wq))
+        {
+            pwq = c.pwq.clone();
+        }
+    }
+    let pool = pwq.pool.clone();
+    let mut st = pool.st.lock();
+    let mut ps = pwq.st.lock();
+    let color = ps.work_color;
+    ps.nr_in_flight[color] += 1;
+    work.pool.store(pool.id, Ordering::Release);
+    let e = Entry { pwq: pwq.clone(), item: Item::Work { work: work.clone(), color }, linked: false };
+    if ps.nr_active < ps.max_active && !ps.frozen {
+        ps.nr_active += 1;
+        drop(ps);
+        pool.push_work(&mut st, e);
+        pool.kick(&st);
+    } else {
+        ps.inactive.push_back(e);
+    }
+    Ok(())
+}
+
+/// The delayed item's timer fired: queue it where it was aimed.
+pub(crate) fn delayed_timer_fired(work: &Arc<WorkInner>) {
+    let target = work.delayed.as_ref().and_then(|d| d.target.lock().take());
+    match target.and_then(|(wq, cpu)| wq.upgrade().map(|wq| (wq, cpu))) {
+        Some((wq, cpu)) => {
+            let _ = queue_claimed(&wq, cpu, work);
+        }
+        None => {
+            work.release();
+            warn(&format!("delayed {} fired after its queue went away: dropped", work.name));
+        }
+    }
+}
+
+/// Send a pwq with pending items to its queue's rescuer.
+pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
+    let Some(wq) = pwq.wq.upgrade() else { return };
+    if wq.rescuer.get().is_none() {
+        return;
+    }
+    if !pwq.mayday_queued.swap(true, Ordering::AcqRel) {
+        pwq.stat(crate::stats::MAYDAY);
+        wq.maydays.lock().push_back(pwq.clone());
+        wq.mayday_wq.wake_all();
+    }
+}
+
+/// Take the pending instance of `work` off whatever holds it: its timer,
+/// a worklist or an inactive list (Linux `try_to_grab_pending`). Returns
+/// whether it was pending; either way the caller then holds the pending bit.
+fn grab_pending(work: &Arc<WorkInner>) -> bool {
+    loop {
+        if work.pending.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return false;
+        }
+        if let Some(d) = &work.delayed
+            && d.timer.cancel()
+        {
+            d.target.lock().take();
+            return true;
+        }
+        if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire)) {
+            let mut st = pool.st.lock();
+            if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
+                let e = st.worklist.remove(i).expect("index from position");
+                // Barriers tied to it stay (they complete right away).
+                if let Item::Work { color, .. } = e.item {
+                    pwq_done(&pool, &mut st, &e.pwq, color, true);
+                }
+                return true;
+            }
+            let pwqs: Vec<Arc<Pwq>> =
+                all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, &pool)).collect();
+            for pwq in pwqs {
+                let mut ps = pwq.st.lock();
+                if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
+                    let e = ps.inactive.remove(i).expect("index from position");
+                    if let Item::Work { color, .. } = e.item {
+                        ps.nr_in_flight[color] -= 1;
+                        let fc = ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0;
+                        if fc {
+                            ps.flush_color = None;
+                        }
+                        drop(ps);
+                        if fc
+                            && let Some(wq) = pwq.wq.upgrade()
+                            && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+                        {
+                            wq.flush_wq.wake_all();
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
+        // Waiting to run behind a running instance elsewhere?
+        let deferred_pool = work.run.lock().deferred.iter().find(|e| e.is_work(work)).map(|e| e.pwq.pool.clone());
+        if let Some(pool) = deferred_pool {
+            let mut st = pool.st.lock();
+            let taken = {
+                let mut r = work.run.lock();
+                r.deferred
+                    .iter()
+                    .position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))
+                    .and_then(|i| r.deferred.remove(i))
+            };
+            if let Some(Entry { pwq, item: Item::Work { color, .. }, .. }) = taken {
+                pwq_done(&pool, &mut st, &pwq, color, true);
+                return true;
+            }
+            continue;
+        }
+        // In flight between claim and queueing, moved by its timer, or held
+        // by another canceller that waits for it to finish: let that run
+        // (under preempt=none a spin here could starve it).
+        let p = port();
+        if p.in_atomic() {
+            core::hint::spin_loop();
+        } else {
+            p.yield_now();
+        }
+    }
+}
+
+/// Wait for the instance of `work` queued or running now (Linux
+/// `flush_work`); false if it was idle. A self-flush is reported, not waited.
+fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
+    if let Some(w) = current_worker()
+        && w.st.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.work, work))
+    {
+        warn(&format!("deadlock: {} flushes itself (flush_work from its own function); not waiting", work.name));
+        port().dump_stack();
+        return false;
+    }
+    let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire)) else { return false };
+    let done = Arc::new(Completion::new());
+    {
+        let mut st = pool.st.lock();
+        let mk = |pwq: Arc<Pwq>| Entry { pwq, item: Item::Barrier(done.clone()), linked: true };
+        if let Some(i) = st.worklist.iter().rposition(|e| e.is_work(work)) {
+            let pwq = st.worklist[i].pwq.clone();
+            let mut j = i + 1;
+            while st.worklist.get(j).is_some_and(|x| x.linked) {
+                j += 1;
+            }
+            st.worklist.insert(j, mk(pwq));
+        } else if let Some(w) = pool.find_busy(&st, work) {
+            let pwq = w.st.lock().current.as_ref().map(|c| c.pwq.clone()).expect("busy worker has an item");
+            let mut ws = w.st.lock();
+            // Is a later instance already handed to that worker?
+            match ws.scheduled.iter().rposition(|e| e.is_work(work)) {
+                Some(i) => {
+                    let mut j = i + 1;
+                    while ws.scheduled.get(j).is_some_and(|x| x.linked) {
+                        j += 1;
+                    }
+                    ws.scheduled.insert(j, mk(pwq));
+                }
+                None => ws.scheduled.push_front(Entry { pwq, item: Item::Barrier(done.clone()), linked: false }),
+            }
+        } else if let Some(i) = {
+            let r = work.run.lock();
+            r.deferred.iter().rposition(|e| e.is_work(work))
+        } {
+            let mut r = work.run.lock();
+            let pwq = r.deferred[i].pwq.clone();
+            let mut j = i + 1;
+            while r.deferred.get(j).is_some_and(|x| x.linked) {
+                j += 1;
+            }
+            r.deferred.insert(j, mk(pwq));
+        } else {
+            let pwqs: Vec<Arc<Pwq>> =
+                all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, &pool)).collect();
+            let mut placed = false;
+            for pwq in pwqs {
+                let mut ps = pwq.st.lock();
+                if let Some(i) = ps.inactive.iter().rposition(|e| e.is_work(work)) {
+                    let mut j = i + 1;
+                    while ps.inactive.get(j).is_some_and(|x| x.linked) {
+                        j += 1;
+                    }
+                    ps.inactive.insert(j, Entry { pwq: pwq.clone(), item: Item::Barrier(done.clone()), linked: true });
+                    placed = true;
+                    break;
+                }
+            }
+            if !placed {
+                return false;
+            }
+        }
+    }
+    done.wait("flush_work");
+    true
+}
+
+/// Cancel `work` and wait for a running instance (Linux
+/// `__cancel_work_sync`); true if it was pending.
+fn cancel_sync_inner(work: &Arc<WorkInner>) -> bool {
+    work.disable.fetch_add(1, Ordering::AcqRel);
+    let was = grab_pending(work);
+    flush_work_inner(work);
+    work.release();
+    work.disable.fetch_sub(1, Ordering::AcqRel);
+    was
+}
+
+fn clamp_max_active(name: &str, n: usize) -> usize {
+    match n {
+        0 => WQ_DFL_ACTIVE,
+        n if n > WQ_MAX_ACTIVE => {
+            warn(&format!("max_active {n} for '{name}' out of range, using {WQ_MAX_ACTIVE}"));
+            WQ_MAX_ACTIVE
+        }
+        n => n,
+    }
+}
+
+impl Workqueue {
+    /// Create a queue (Linux `alloc_workqueue`). `max_active` 0 means the
+    /// default ([`WQ_DFL_ACTIVE`]); larger than [`WQ_MAX_ACTIVE`] is
+    /// clamped with a warning. `ORDERED` implies `UNBOUND` and one item at a
+    /// time. `MEM_RECLAIM` gives the queue a rescuer thread.
+    pub fn new(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue> {
+        Self::with_mask(name, flags, max_active, CpuMask::ALL)
+    }
+
+    /// An ordered queue: items run one at a time in queue order (Linux
+    /// `alloc_ordered_workqueue`).
+    pub fn ordered(name: &str, flags: WqFlags) -> Result<Workqueue> {
+        Self::new(name, flags | WqFlags::ORDERED | WqFlags::UNBOUND, 1)
+    }
+
+    /// A queue whose unbound items run only on `mask` (the unbound pool is
+    /// shared by every queue with the same priority and mask).
+    pub fn with_mask(name: &str, mut flags: WqFlags, max_active: usize, mask: CpuMask) -> Result<Workqueue> {
+        let p = port();
+        let mut max_active = clamp_max_active(name, max_active);
+        if flags.contains(WqFlags::ORDERED) {
+            flags |= WqFlags::UNBOUND;
+            max_active = 1;
+        }
+        let highpri = flags.contains(WqFlags::HIGHPRI);
+        let mask = mask.and(CpuMask::first(p.cpu_count()));
+        if mask.is_empty() {
+            return Err(Error::new(EINVAL));
+        }
+        let pools: Vec<Arc<Pool>> = if flags.contains(WqFlags::UNBOUND) {
+            alloc::vec![pool::unbound_pool(highpri, mask)?]
+        } else {
+            (0..p.cpu_count())
+                .map(|c| pool::percpu_pool(c, highpri).ok_or(Error::new(ENOMEM)))
+                .collect::<Result<_>>()?
+        };
+        let frozen = FROZEN.load(Ordering::Acquire) && flags.contains(WqFlags::FREEZABLE);
+        let inner = Arc::new_cyclic(|me: &Weak<WqInner>| WqInner {
+            name: String::from(name),
+            flags,
+            max_active,
+            pwqs: pools
+                .into_iter()
+                .map(|pool| {
+                    Arc::new(Pwq {
+                        wq: me.clone(),
+                        pool,
+                        st: SpinLock::new(PwqState {
+                            nr_active: 0,
+                            max_active,
+                            inactive: VecDeque::new(),
+                            nr_in_flight: [0; NR_COLORS],
+                            work_color: 0,
+                            flush_color: None,
+                            frozen,
+                        }),
+                        stats: [const { AtomicU64::new(0) }; NR_STATS],
+                        mayday_queued: AtomicBool::new(false),
+                        flags,
+                    })
+                })
+                .collect(),
+            state: SpinLock::new(WqState { destroyed: false, draining: 0 }),
+            flush_mutex: Mutex::new(()),
+            flush_wq: WaitQueue::new(),
+            flush_pending: AtomicUsize::new(0),
+            maydays: SpinLock::new(VecDeque::new()),
+            mayday_wq: WaitQueue::new(),
+            rescuer: spin::Once::new(),
+        });
+        if flags.contains(WqFlags::MEM_RECLAIM) {
+            let w = Worker::new(format!("kworker/R-{name}"), wf::RESCUER | wf::PREP, None);
+            let (wq, wc) = (Arc::downgrade(&inner), w.clone());
+            let t = Builder::new(format_args!("kworker/R-{name}"), move || rescuer_thread(wq, wc))
+                .priority(Priority::High)
+                .data(w.clone())
+                .run()?;
+            w.task.call_once(|| t.clone());
+            inner.rescuer.call_once(|| (t, w));
+        }
+        {
+            let mut all = WQS.lock();
+            all.retain(|w| w.strong_count() > 0);
+            all.push(Arc::downgrade(&inner));
+        }
+        Ok(Workqueue(inner))
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Its flags.
+    pub fn flags(&self) -> WqFlags {
+        self.0.flags
+    }
+
+    /// Its `max_active`.
+    pub fn max_active(&self) -> usize {
+        self.0.max_active
+    }
+
+    /// Queue `work` on the calling CPU's pool (Linux `queue_work`): false if
+    /// it is already pending, or refused (a warning says why).
+    pub fn queue(&self, work: &Work) -> bool {
+        self.try_queue_on(None, work).unwrap_or(false)
+    }
+
+    /// Queue `work` on `cpu`'s pool (Linux `queue_work_on`).
+    pub fn queue_on(&self, cpu: usize, work: &Work) -> bool {
+        self.try_queue_on(Some(cpu), work).unwrap_or(false)
+    }
+
+    /// Like [`Workqueue::queue_on`] (`cpu` None: the calling CPU), telling
+    /// why an item was refused: `Ok(false)` if it was already pending.
+    pub fn try_queue_on(&self, cpu: Option<usize>, work: &Work) -> core::result::Result<bool, QueueError> {
+        if let Some(c) = cpu
+            && c >= port().cpu_count()
+        {
+            warn(&format!("{} refused on '{}': no CPU {c}", work.0.name, self.0.name));
+            return Err(QueueError::BadCpu);
+        }
+        if !work.0.claim() {
+            return Ok(false);
+        }
+        queue_claimed(&self.0, cpu, &work.0).map(|()| true)
+    }
+
+    /// Queue `dwork` after `delay_ns` (Linux `queue_delayed_work`); false if
+    /// it is already pending. A zero delay queues at once.
+    pub fn queue_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        self.queue_delayed_on(None, dwork, delay_ns)
+    }
+
+    /// Queue `dwork` on `cpu` after `delay_ns` (Linux
+    /// `queue_delayed_work_on`).
+    pub fn queue_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        if cpu.is_some_and(|c| c >= port().cpu_count()) {
+            warn(&format!("{} refused on '{}': no CPU {:?}", dwork.work.0.name, self.0.name, cpu));
+            return false;
+        }
+        if !dwork.work.0.claim() {
+            return false;
+        }
+        self.arm_claimed(cpu, dwork, delay_ns);
+        true
+    }
+
+    fn arm_claimed(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) {
+        let w = &dwork.work.0;
+        if delay_ns == 0 {
+            let _ = queue_claimed(&self.0, cpu, w);
+            return;
+        }
+        let d = w.delayed.as_ref().expect("a DelayedWork has a timer");
+        *d.target.lock() = Some((Arc::downgrade(&self.0), cpu));
+        d.timer.arm(port().now_ns() + delay_ns, cpu);
+    }
+
+    /// Set `dwork` to run `delay_ns` from now, whether it was pending or
+    /// not (Linux `mod_delayed_work`): true if it was pending.
+    pub fn mod_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        self.mod_delayed_on(None, dwork, delay_ns)
+    }
+
+    /// [`Workqueue::mod_delayed`] on `cpu` (Linux `mod_delayed_work_on`).
+    pub fn mod_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
+        let w = &dwork.work.0;
+        if w.disable.load(Ordering::Acquire) > 0 {
+            // Being cancelled: leave it alone (Linux does not fight a cancel).
+            return true;
+        }
+        let was = grab_pending(w);
+        self.arm_claimed(cpu, dwork, delay_ns);
+        was
+    }
+
+    /// Wait until every item queued before the call has run (Linux
+    /// `flush_workqueue`). Called from one of the queue's own items it would
+    /// wait for itself: that is reported as a deadlock and not waited.
+    pub fn flush(&self) -> Result<()> {
+        let wq = &self.0;
+        if in_own_item(wq) {
+            let name = current_worker().and_then(|w| w.st.lock().current.as_ref().map(|c| c.work.name)).unwrap_or("?");
+            warn(&format!(
+                "deadlock: {name} flushes its own queue '{}' (flush_workqueue from an item); not waiting",
+                wq.name
+            ));
+            port().dump_stack();
+            return Err(Error::new(EPERM));
+        }
+        let _serial = wq.flush_mutex.lock();
+        // Start a new colour on every pwq and wait for the old one to empty.
+        // The pending count starts biased so that completions racing with
+        // this loop cannot take it to zero before every pwq is counted.
+        const BIAS: usize = usize::MAX / 2;
+        wq.flush_pending.store(BIAS, Ordering::Release);
+        let mut waiting = 0;
+        for pwq in wq.pwqs.iter() {
+            let _st = pwq.pool.st.lock();
+            let mut ps = pwq.st.lock();
+            let c = ps.work_color;
+            ps.work_color = (c + 1) % NR_COLORS;
+            if ps.nr_in_flight[c] > 0 {
+                ps.flush_color = Some(c);
+                waiting += 1;
+            }
+        }
+        wq.flush_pending.fetch_sub(BIAS - waiting, Ordering::AcqRel);
+        wq.flush_wq.wait_event("flush_workqueue", || wq.flush_pending.load(Ordering::Acquire) == 0);
+        Ok(())
+    }
+
+    /// Is anything queued, deferred or running on the queue?
+    pub fn is_busy(&self) -> bool {
+        self.0.pwqs.iter().any(|pwq| {
+            let _st = pwq.pool.st.lock();
+            let ps = pwq.st.lock();
+            ps.nr_active > 0 || !ps.inactive.is_empty()
+        })
+    }
+
+    /// Flush until the queue is empty; meanwhile only the queue's own items
+    /// may queue on it (Linux `drain_workqueue`). Warns if it does not
+    /// drain after [`DRAIN_WARN_AFTER`] flushes.
+    pub fn drain(&self) -> Result<()> {
+        self.0.state.lock().draining += 1;
+        let mut tries = 0;
+        let r = loop {
+            if let Err(e) = self.flush() {
+                break Err(e);
+            }
+            if !self.is_busy() {
+                break Ok(());
+            }
+            tries += 1;
+            if tries == DRAIN_WARN_AFTER || (tries > DRAIN_WARN_AFTER && tries % 100 == 0) {
+                warn(&format!("drain of '{}' isn't complete after {tries} tries", self.0.name));
+            }
+        };
+        self.0.state.lock().draining -= 1;
+        r
+    }
+
+    /// Drain the queue, stop its rescuer, and refuse anything queued after
+    /// (with a warning and [`QueueError::Destroyed`]). Linux
+    /// `destroy_workqueue`.
+    pub fn destroy(self) -> Result<()> {
+        self.drain()?;
+        self.0.state.lock().destroyed = true;
+        if let Some((t, _)) = self.0.rescuer.get() {
+            let _ = t.stop();
+        }
+        Ok(())
+    }
+
+    /// Statistics of the queue (Linux `wq_monitor.py`'s columns).
+    pub fn stats(&self) -> crate::WqStats {
+        crate::stats::of(&self.0)
+    }
+
+    /// The rescuer thread, for `MEM_RECLAIM` queues.
+    pub fn rescuer(&self) -> Option<&Kthread> {
+        self.0.rescuer.get().map(|(t, _)| t)
+    }
+}
+
+impl Work {
+    /// Wait for the instance queued or running now (Linux `flush_work`):
+    /// true if it waited. Flushing an item from itself is reported as a
+    /// deadlock and not waited.
+    pub fn flush(&self) -> bool {
+        flush_work_inner(&self.0)
+    }
+
+    /// Cancel the pending instance without waiting for a running one
+    /// (Linux `cancel_work`); true if it was pending.
+    pub fn cancel(&self) -> bool {
+        let was = grab_pending(&self.0);
+        self.0.release();
+        was
+    }
+
+    /// Cancel the pending instance and wait for a running one (Linux
+    /// `cancel_work_sync`); true if it was pending. The item cannot be
+    /// queued again while this waits.
+    pub fn cancel_sync(&self) -> bool {
+        cancel_sync_inner(&self.0)
+    }
+}
+
+impl DelayedWork {
+    /// Queue it now if its timer is pending, then wait for it (Linux
+    /// `flush_delayed_work`).
+    pub fn flush(&self) -> bool {
+        let w = &self.work.0;
+        if let Some(d) = &w.delayed
+            && d.timer.cancel()
+            && let Some((wq, cpu)) = d.target.lock().take()
+        {
+            if let Some(wq) = wq.upgrade() {
+                let _ = queue_claimed(&wq, cpu, w);
+            } else {
+                w.release();
+            }
+        }
+        flush_work_inner(w)
+    }
+
+    /// Cancel (timer or queue) and wait for a running instance (Linux
+    /// `cancel_delayed_work_sync`); true if it was pending.
+    pub fn cancel_sync(&self) -> bool {
+        cancel_sync_inner(&self.work.0)
+    }
+
+    /// Cancel without waiting (Linux `cancel_delayed_work`); true if it was
+    /// pending.
+    pub fn cancel(&self) -> bool {
+        self.work.cancel()
+    }
+}
+
+/// Freeze or thaw the freezable queues.
+pub(crate) fn set_frozen(on: bool) {
+    FROZEN.store(on, Ordering::Release);
+    for wq in all_wqs().iter().filter(|w| w.flags.contains(WqFlags::FREEZABLE)) {
+        for pwq in wq.pwqs.iter() {
+            let pool = &pwq.pool;
+            let mut st = pool.st.lock();
+            let mut ps = pwq.st.lock();
+            ps.frozen = on;
+            if !on {
+                activate_inactive(pool, &mut st, &mut ps);
+            }
+        }
+    }
+}
+
+/// A queue's rescuer: serves the pwqs sent by mayday calls, running their
+/// pending items in their pool (Linux `rescuer_thread`).
+fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
+    let p = port();
+    let task = p.current();
+    loop {
+        let Some(q) = wq.upgrade() else { return 0 };
+        kthread::wait_event_or_stop(&q.mayday_wq, "rescuer", || !q.maydays.lock().is_empty());
+        if kthread::should_stop() && q.maydays.lock().is_empty() {
+            return 0;
+        }
+        loop {
+            let pwq = q.maydays.lock().pop_front();
+            let Some(pwq) = pwq else { break };
+            pwq.mayday_queued.store(false, Ordering::Release);
+            let pool = pwq.pool.clone();
+            // Join the pool's CPUs.
+            let _ = task.set_affinity(pool.mask);
+            while !pool.mask.contains(p.cpu_id()) {
+                p.yield_now();
+            }
+            let mut st = pool.st.lock();
+            {
+                let mut mine = me.st.lock();
+                let mut i = 0;
+                while i < st.worklist.len() {
+                    if Arc::ptr_eq(&st.worklist[i].pwq, &pwq) && !st.worklist[i].linked {
+                        let e = st.worklist.remove(i).expect("index in range");
+                        mine.scheduled.push_back(e);
+                        while st.worklist.get(i).is_some_and(|x| x.linked) {
+                            mine.scheduled.push_back(st.worklist.remove(i).expect("index in range"));
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            st = pool::process_scheduled(&pool, &me, st, true);
+            let still = st.worklist.iter().any(|e| Arc::ptr_eq(&e.pwq, &pwq));
+            pool.kick(&st);
+            drop(st);
+            if still && pool.need_to_create(&pool.st.lock()) {
+                send_mayday(&pwq);
+            }
+        }
+        let _ = task.set_affinity(CpuMask::ALL);
+    }
+}
