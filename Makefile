@@ -34,6 +34,7 @@ host-test:
 # up to a preemption bound); a separate target dir keeps --cfg loom apart.
 loom:
 	RUSTFLAGS="--cfg loom" $(CARGO) test -p kthreadd --test loom_kthread --release --target-dir target/loom
+	RUSTFLAGS="--cfg loom" $(CARGO) test -p workqueue --test loom_nonreentrancy --release --target-dir target/loom
 
 guest-test:
 	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)

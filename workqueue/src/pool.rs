@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 use kthreadd::kthread::{self, Builder, Kthread};
 use kthreadd::port::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
-use kthreadd::sync::{Completion, SpinLock, SpinLockGuard};
+use kthreadd::sync::{SpinLock, SpinLockGuard};
 
 use crate::wq::{Pwq, pwq_done};
 use crate::{CREATE_COOLDOWN_NS, MAYDAY_INITIAL_TIMEOUT_NS, MAYDAY_INTERVAL_NS};
@@ -35,26 +35,20 @@ pub(crate) mod wf {
     pub const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND | RESCUER;
 }
 
-/// What one queued entry is: an item with its flush colour, or a flush
-/// barrier.
-pub(crate) enum Item {
-    Work { work: Arc<crate::work::WorkInner>, color: usize },
-    Barrier(Arc<Completion>),
-}
-
-/// An entry on a pool's worklist, a worker's scheduled list or a pwq's
-/// inactive list.
+/// An instance of an item on a pool's worklist, a worker's scheduled list,
+/// a pwq's inactive list or an item's deferred list.
 pub(crate) struct Entry {
     pub(crate) pwq: Arc<Pwq>,
-    pub(crate) item: Item,
-    /// Must run right after the entry before it, on the same worker (a
-    /// flush barrier tied to its target, Linux `WORK_STRUCT_LINKED`).
-    pub(crate) linked: bool,
+    pub(crate) work: Arc<crate::work::WorkInner>,
+    /// Flush colour of its pwq when it was queued.
+    pub(crate) color: usize,
+    /// Instance number (see `WorkInner::start_instance`).
+    pub(crate) seq: u64,
 }
 
 impl Entry {
     pub(crate) fn is_work(&self, w: &Arc<crate::work::WorkInner>) -> bool {
-        matches!(&self.item, Item::Work { work, .. } if Arc::ptr_eq(work, w))
+        Arc::ptr_eq(&self.work, w)
     }
 }
 
@@ -388,7 +382,7 @@ fn mayday_timer_fired(pool: &Arc<Pool>) {
         }
         let mut v: Vec<Arc<Pwq>> = Vec::new();
         for e in st.worklist.iter() {
-            if matches!(e.item, Item::Work { .. }) && !v.iter().any(|p| Arc::ptr_eq(p, &e.pwq)) {
+            if !v.iter().any(|p| Arc::ptr_eq(p, &e.pwq)) {
                 v.push(e.pwq.clone());
             }
         }
@@ -437,41 +431,23 @@ pub(crate) fn process_one_work<'a>(
     e: Entry,
     rescued: bool,
 ) -> Guard<'a> {
-    let Entry { pwq, item, .. } = e;
-    let (work, color) = match item {
-        Item::Barrier(c) => {
-            c.complete_all();
-            return st;
-        }
-        Item::Work { work, color } => (work, color),
-    };
+    let Entry { pwq, work, color, seq } = e;
     // Non-reentrancy inside the pool: hand it to the worker running it.
     if let Some(other) = pool.find_busy(&st, &work)
         && !Arc::ptr_eq(&other, w)
     {
-        let mut o = other.st.lock();
-        o.scheduled.push_back(Entry { pwq, item: Item::Work { work, color }, linked: false });
-        // Barriers tied to it move along with it.
-        let mut mine = w.st.lock();
-        while mine.scheduled.front().is_some_and(|x| x.linked) {
-            let b = mine.scheduled.pop_front().expect("checked");
-            o.scheduled.push_back(b);
-        }
+        other.st.lock().scheduled.push_back(Entry { pwq, work, color, seq });
         return st;
     }
     // Anywhere else (another pool or queue)? Then this instance waits on
     // the item until that run ends.
     {
         let mut r = work.run.lock();
-        if r.running {
-            r.deferred.push_back(Entry { pwq, item: Item::Work { work: work.clone(), color }, linked: false });
-            let mut mine = w.st.lock();
-            while mine.scheduled.front().is_some_and(|x| x.linked) {
-                r.deferred.push_back(mine.scheduled.pop_front().expect("checked"));
-            }
+        if r.running.is_some() {
+            r.deferred.push_back(Entry { pwq, work: work.clone(), color, seq });
             return st;
         }
-        r.running = true;
+        r.running = Some(seq);
     }
     let p = port();
     let now = p.now_ns();
@@ -491,10 +467,10 @@ pub(crate) fn process_one_work<'a>(
     if rescued {
         pwq.stat(crate::stats::RESCUED);
     }
-    let task = w.task.get().map(|t| t.task().clone());
-    let cpu0 = task.as_ref().map_or(0, |t| t.cpu_time_ns());
+    let task = w.task.get().map(|t| t.task());
+    let cpu0 = task.map_or(0, |t| t.cpu_time_ns());
     (work.func)();
-    let cpu1 = task.as_ref().map_or(0, |t| t.cpu_time_ns());
+    let cpu1 = task.map_or(0, |t| t.cpu_time_ns());
     pwq.stat(crate::stats::COMPLETED);
     pwq.stat_add(crate::stats::CPU_TIME, cpu1.saturating_sub(cpu0));
     p.cond_resched();
@@ -510,9 +486,10 @@ pub(crate) fn process_one_work<'a>(
     // its pool (it was queued before anything behind it there).
     let deferred = {
         let mut r = work.run.lock();
-        r.running = false;
+        r.running = None;
         core::mem::take(&mut r.deferred)
     };
+    work.instance_done(seq);
     if deferred.is_empty() {
         return st;
     }
@@ -550,15 +527,10 @@ pub(crate) fn process_scheduled<'a>(pool: &'a Pool, w: &Arc<Worker>, mut st: Gua
     }
 }
 
-/// Move the worklist's first entry, and the barriers linked to it, to `w`'s
-/// scheduled list (Linux `move_linked_works`).
+/// Move the worklist's first entry to `w`'s scheduled list.
 fn take_first(st: &mut PoolState, w: &Worker) -> bool {
     let Some(e) = st.worklist.pop_front() else { return false };
-    let mut s = w.st.lock();
-    s.scheduled.push_back(e);
-    while st.worklist.front().is_some_and(|x| x.linked) {
-        s.scheduled.push_back(st.worklist.pop_front().expect("checked"));
-    }
+    w.st.lock().scheduled.push_back(e);
     true
 }
 

@@ -11,7 +11,7 @@ use kthreadd::port::{PortTimer, port};
 use kthreadd::sync::SpinLock;
 
 use crate::WATCHDOG_THRESH_NS;
-use crate::pool::{Item, all_pools};
+use crate::pool::all_pools;
 
 static THRESH: AtomicU64 = AtomicU64::new(WATCHDOG_THRESH_NS);
 static REPORTS: AtomicU64 = AtomicU64::new(0);
@@ -59,10 +59,7 @@ fn check() {
             if now <= ts + thresh {
                 continue;
             }
-            let first = st.worklist.iter().find_map(|e| match &e.item {
-                Item::Work { work, .. } => Some(work.name),
-                Item::Barrier(_) => None,
-            });
+            let first = st.worklist.front().map(|e| e.work.name);
             let running: String = st
                 .busy
                 .iter()

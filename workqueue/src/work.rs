@@ -12,7 +12,7 @@
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use kthreadd::port::{PortTimer, port};
 use kthreadd::sync::SpinLock;
@@ -32,19 +32,34 @@ pub(crate) struct WorkInner {
     pub(crate) delayed: Option<Delayed>,
     /// Running anywhere, and the instances that must wait for that run.
     pub(crate) run: SpinLock<RunState>,
+    /// Instances started so far (each queueing is an instance, numbered).
+    pub(crate) next_seq: AtomicU64,
+    /// Number of the pending instance.
+    pub(crate) pending_seq: AtomicU64,
+    /// Flushers waiting for an instance to end (run or cancelled).
+    pub(crate) flush: SpinLock<FlushState>,
 }
 
-/// Whether an item runs now, and the instances that came up meanwhile (from
-/// another pool or queue): they are requeued, at the head of their pools,
-/// when the run ends, so the item never runs on two workers at once.
+/// Who waits for which instance of an item. Instances of one item end in
+/// order (one pending at a time, never two running), so `done` only grows.
+pub(crate) struct FlushState {
+    /// The last instance that ended.
+    pub(crate) done: u64,
+    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kthreadd::sync::Completion>)>,
+}
+
+/// Which instance of an item runs now, and the instances that came up
+/// meanwhile (from another pool or queue): they are requeued, at the head
+/// of their pools, when the run ends, so the item never runs on two workers
+/// at once.
 pub(crate) struct RunState {
-    pub(crate) running: bool,
+    pub(crate) running: Option<u64>,
     pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
 }
 
 impl RunState {
     pub(crate) const fn new() -> Self {
-        RunState { running: false, deferred: alloc::collections::VecDeque::new() }
+        RunState { running: None, deferred: alloc::collections::VecDeque::new() }
     }
 }
 
@@ -67,6 +82,35 @@ impl WorkInner {
 
     pub(crate) fn release(&self) {
         self.pending.store(false, Ordering::Release);
+    }
+
+    /// Number a new pending instance (the caller holds the pending bit).
+    pub(crate) fn start_instance(&self) -> u64 {
+        let g = self.next_seq.fetch_add(1, Ordering::AcqRel) + 1;
+        self.pending_seq.store(g, Ordering::Release);
+        g
+    }
+
+    /// Instance `g` ended (ran, or was cancelled): release its flushers.
+    pub(crate) fn instance_done(&self, g: u64) {
+        let ready: alloc::vec::Vec<Arc<kthreadd::sync::Completion>> = {
+            let mut f = self.flush.lock();
+            f.done = f.done.max(g);
+            let done = f.done;
+            let mut out = alloc::vec::Vec::new();
+            f.waiters.retain(|(t, c)| {
+                if *t <= done {
+                    out.push(c.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            out
+        };
+        for c in ready {
+            c.complete_all();
+        }
     }
 }
 
@@ -97,6 +141,9 @@ impl Work {
             disable: AtomicU32::new(0),
             delayed: None,
             run: SpinLock::new(RunState::new()),
+            next_seq: AtomicU64::new(0),
+            pending_seq: AtomicU64::new(0),
+            flush: SpinLock::new(FlushState { done: 0, waiters: alloc::vec::Vec::new() }),
         }))
     }
 
@@ -147,6 +194,9 @@ impl DelayedWork {
                 disable: AtomicU32::new(0),
                 delayed: Some(Delayed { timer, target: SpinLock::new(None) }),
                 run: SpinLock::new(RunState::new()),
+                next_seq: AtomicU64::new(0),
+                pending_seq: AtomicU64::new(0),
+                flush: SpinLock::new(FlushState { done: 0, waiters: alloc::vec::Vec::new() }),
             }
         });
         DelayedWork { work: Work(inner) }

@@ -15,7 +15,7 @@ use kthreadd::kthread::{self, Builder, Kthread};
 use kthreadd::port::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
 use kthreadd::sync::{Completion, Mutex, SpinLock, WaitQueue};
 
-use crate::pool::{self, Entry, Item, Pool, PoolState, Worker, wf};
+use crate::pool::{self, Entry, Pool, PoolState, Worker, wf};
 use crate::stats::NR_STATS;
 use crate::work::{DelayedWork, NO_POOL, Work, WorkInner};
 use crate::{DRAIN_WARN_AFTER, NR_COLORS, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WqFlags};
@@ -174,20 +174,13 @@ pub(crate) fn pwq_done(pool: &Pool, st: &mut PoolState, pwq: &Arc<Pwq>, color: u
     }
 }
 
-/// Move inactive entries to the worklist while `max_active` allows (barriers
-/// linked to an item move with it).
+/// Move inactive entries to the worklist while `max_active` allows.
 fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
     let mut moved = false;
     while ps.nr_active < ps.max_active && !ps.frozen {
         let Some(e) = ps.inactive.pop_front() else { break };
-        if matches!(e.item, Item::Work { .. }) {
-            ps.nr_active += 1;
-        }
+        ps.nr_active += 1;
         pool.push_work(st, e);
-        while ps.inactive.front().is_some_and(|x| x.linked) {
-            let b = ps.inactive.pop_front().expect("checked");
-            pool.push_work(st, b);
-        }
         moved = true;
     }
     if moved {
@@ -250,7 +243,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     let color = ps.work_color;
     ps.nr_in_flight[color] += 1;
     work.pool.store(pool.id, Ordering::Release);
-    let e = Entry { pwq: pwq.clone(), item: Item::Work { work: work.clone(), color }, linked: false };
+    let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq.load(Ordering::Acquire) };
     if ps.nr_active < ps.max_active && !ps.frozen {
         ps.nr_active += 1;
         drop(ps);
@@ -290,27 +283,30 @@ pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
 }
 
 /// Take the pending instance of `work` off whatever holds it: its timer,
-/// a worklist or an inactive list (Linux `try_to_grab_pending`). Returns
-/// whether it was pending; either way the caller then holds the pending bit.
+/// a worklist, an inactive list, or the item's deferred list (Linux
+/// `try_to_grab_pending`). Returns whether it was pending; either way the
+/// caller then holds the pending bit. A removed instance counts as ended for
+/// its flushers.
 fn grab_pending(work: &Arc<WorkInner>) -> bool {
     loop {
         if work.pending.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return false;
         }
+        let g = work.pending_seq.load(Ordering::Acquire);
         if let Some(d) = &work.delayed
             && d.timer.cancel()
         {
             d.target.lock().take();
+            work.instance_done(g);
             return true;
         }
         if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire)) {
             let mut st = pool.st.lock();
             if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
                 let e = st.worklist.remove(i).expect("index from position");
-                // Barriers tied to it stay (they complete right away).
-                if let Item::Work { color, .. } = e.item {
-                    pwq_done(&pool, &mut st, &e.pwq, color, true);
-                }
+                pwq_done(&pool, &mut st, &e.pwq, e.color, true);
+                drop(st);
+                work.instance_done(e.seq);
                 return true;
             }
             let pwqs: Vec<Arc<Pwq>> =
@@ -319,20 +315,20 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
                 let mut ps = pwq.st.lock();
                 if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
                     let e = ps.inactive.remove(i).expect("index from position");
-                    if let Item::Work { color, .. } = e.item {
-                        ps.nr_in_flight[color] -= 1;
-                        let fc = ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0;
-                        if fc {
-                            ps.flush_color = None;
-                        }
-                        drop(ps);
-                        if fc
-                            && let Some(wq) = pwq.wq.upgrade()
-                            && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
-                        {
-                            wq.flush_wq.wake_all();
-                        }
+                    ps.nr_in_flight[e.color] -= 1;
+                    let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
+                    if flushed {
+                        ps.flush_color = None;
                     }
+                    drop(ps);
+                    drop(st);
+                    if flushed
+                        && let Some(wq) = pwq.wq.upgrade()
+                        && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+                    {
+                        wq.flush_wq.wake_all();
+                    }
+                    work.instance_done(e.seq);
                     return true;
                 }
             }
@@ -348,8 +344,10 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
                     .position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))
                     .and_then(|i| r.deferred.remove(i))
             };
-            if let Some(Entry { pwq, item: Item::Work { color, .. }, .. }) = taken {
-                pwq_done(&pool, &mut st, &pwq, color, true);
+            if let Some(e) = taken {
+                pwq_done(&pool, &mut st, &e.pwq, e.color, true);
+                drop(st);
+                work.instance_done(e.seq);
                 return true;
             }
             continue;
@@ -367,8 +365,25 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
 }
 
 /// Wait for the instance of `work` queued or running now (Linux
-/// `flush_work`); false if it was idle. A self-flush is reported, not waited.
+/// `flush_work`): true if it waited, false if the item was idle or that
+/// instance had already ended. A delayed item whose
+/// timer has not fired is not queued yet: false, as in Linux. A self-flush is
+/// reported, not waited.
 fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
+    let target = if work.pending.load(Ordering::Acquire) {
+        if work.delayed.as_ref().is_some_and(|d| d.target.lock().is_some()) {
+            return false;
+        }
+        work.pending_seq.load(Ordering::Acquire)
+    } else {
+        match work.run.lock().running {
+            Some(g) => g,
+            None => return false,
+        }
+    };
+    if work.flush.lock().done >= target {
+        return false;
+    }
     if let Some(w) = current_worker()
         && w.st.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.work, work))
     {
@@ -376,63 +391,13 @@ fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
         port().dump_stack();
         return false;
     }
-    let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire)) else { return false };
     let done = Arc::new(Completion::new());
     {
-        let mut st = pool.st.lock();
-        let mk = |pwq: Arc<Pwq>| Entry { pwq, item: Item::Barrier(done.clone()), linked: true };
-        if let Some(i) = st.worklist.iter().rposition(|e| e.is_work(work)) {
-            let pwq = st.worklist[i].pwq.clone();
-            let mut j = i + 1;
-            while st.worklist.get(j).is_some_and(|x| x.linked) {
-                j += 1;
-            }
-            st.worklist.insert(j, mk(pwq));
-        } else if let Some(w) = pool.find_busy(&st, work) {
-            let pwq = w.st.lock().current.as_ref().map(|c| c.pwq.clone()).expect("busy worker has an item");
-            let mut ws = w.st.lock();
-            // Is a later instance already handed to that worker?
-            match ws.scheduled.iter().rposition(|e| e.is_work(work)) {
-                Some(i) => {
-                    let mut j = i + 1;
-                    while ws.scheduled.get(j).is_some_and(|x| x.linked) {
-                        j += 1;
-                    }
-                    ws.scheduled.insert(j, mk(pwq));
-                }
-                None => ws.scheduled.push_front(Entry { pwq, item: Item::Barrier(done.clone()), linked: false }),
-            }
-        } else if let Some(i) = {
-            let r = work.run.lock();
-            r.deferred.iter().rposition(|e| e.is_work(work))
-        } {
-            let mut r = work.run.lock();
-            let pwq = r.deferred[i].pwq.clone();
-            let mut j = i + 1;
-            while r.deferred.get(j).is_some_and(|x| x.linked) {
-                j += 1;
-            }
-            r.deferred.insert(j, mk(pwq));
-        } else {
-            let pwqs: Vec<Arc<Pwq>> =
-                all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, &pool)).collect();
-            let mut placed = false;
-            for pwq in pwqs {
-                let mut ps = pwq.st.lock();
-                if let Some(i) = ps.inactive.iter().rposition(|e| e.is_work(work)) {
-                    let mut j = i + 1;
-                    while ps.inactive.get(j).is_some_and(|x| x.linked) {
-                        j += 1;
-                    }
-                    ps.inactive.insert(j, Entry { pwq: pwq.clone(), item: Item::Barrier(done.clone()), linked: true });
-                    placed = true;
-                    break;
-                }
-            }
-            if !placed {
-                return false;
-            }
+        let mut f = work.flush.lock();
+        if f.done >= target {
+            return false;
         }
+        f.waiters.push((target, done.clone()));
     }
     done.wait("flush_work");
     true
@@ -586,6 +551,7 @@ impl Workqueue {
         if !work.0.claim() {
             return Ok(false);
         }
+        work.0.start_instance();
         queue_claimed(&self.0, cpu, &work.0).map(|()| true)
     }
 
@@ -611,6 +577,7 @@ impl Workqueue {
 
     fn arm_claimed(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) {
         let w = &dwork.work.0;
+        w.start_instance();
         if delay_ns == 0 {
             let _ = queue_claimed(&self.0, cpu, w);
             return;
@@ -825,12 +792,8 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
                 let mut mine = me.st.lock();
                 let mut i = 0;
                 while i < st.worklist.len() {
-                    if Arc::ptr_eq(&st.worklist[i].pwq, &pwq) && !st.worklist[i].linked {
-                        let e = st.worklist.remove(i).expect("index in range");
-                        mine.scheduled.push_back(e);
-                        while st.worklist.get(i).is_some_and(|x| x.linked) {
-                            mine.scheduled.push_back(st.worklist.remove(i).expect("index in range"));
-                        }
+                    if Arc::ptr_eq(&st.worklist[i].pwq, &pwq) {
+                        mine.scheduled.push_back(st.worklist.remove(i).expect("index in range"));
                     } else {
                         i += 1;
                     }
