@@ -110,3 +110,48 @@ impl Control {
         w & SHOULD_PARK != 0 && w & SHOULD_STOP == 0
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_run_claims_started_unless_stopped() {
+        let c = Control::new(0);
+        assert_eq!(c.first_run(), FirstRun::RunFn);
+        assert!(c.has(STARTED));
+        let c = Control::new(0);
+        c.set(SHOULD_STOP);
+        assert_eq!(c.first_run(), FirstRun::StoppedBeforeRun);
+        assert!(!c.has(STARTED), "a stopped thread must not be marked started");
+    }
+
+    #[test]
+    fn only_the_first_wake_is_claimed() {
+        let c = Control::new(0);
+        assert!(c.claim_first_wake());
+        assert!(!c.claim_first_wake());
+        assert!(c.has(WOKEN));
+    }
+
+    #[test]
+    fn park_requests_refuse_exited_and_pending() {
+        let c = Control::new(0);
+        assert_eq!(c.request_park(), Ok(()));
+        assert!(c.has(SHOULD_PARK));
+        assert!(c.request_park().is_err_and(|w| w & SHOULD_PARK != 0), "a second park while one is pending");
+        c.clear(SHOULD_PARK);
+        c.set(EXITED);
+        assert!(c.request_park().is_err_and(|w| w & EXITED != 0), "park of an exited thread");
+    }
+
+    #[test]
+    fn stop_wins_over_park() {
+        let c = Control::new(PER_CPU);
+        c.request_park().unwrap();
+        assert!(c.should_stay_parked());
+        c.set(SHOULD_STOP);
+        assert!(!c.should_stay_parked(), "a thread asked to stop must leave its park point");
+        assert!(c.has(PER_CPU), "flags given at creation are kept");
+    }
+}
