@@ -160,6 +160,9 @@ pub fn parse_args(args: &[String]) -> Result<Option<(&'static Command, Options)>
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (arg.as_str(), None),
         };
+        if inline.is_some() && matches!(flag, "--tree" | "--json" | "--strict" | "--help") {
+            return Err(format!("`{flag}` takes no value"));
+        }
         let mut value = || inline.clone().or_else(|| it.next().cloned()).ok_or(format!("`{flag}` needs a value"));
         match flag {
             "-h" | "--help" => return Ok(None),
@@ -171,9 +174,6 @@ pub fn parse_args(args: &[String]) -> Result<Option<(&'static Command, Options)>
             "--strict" => o.strict = true,
             _ if flag.starts_with('-') => return Err(format!("unknown option `{flag}`")),
             _ => return Err(format!("unexpected argument `{arg}`")),
-        }
-        if inline.is_some() && matches!(flag, "--tree" | "--json" | "--strict" | "--help") {
-            return Err(format!("`{flag}` takes no value"));
         }
     }
     for (given, name) in [(o.state.is_some(), "--state"), (o.tree, "--tree")] {

@@ -257,6 +257,7 @@ fn cli_usage_errors() {
     assert_eq!(msg(&["top"]), "kthread-ps: unknown command `top` (commands: kthread, wq) (see --help)\n");
     assert_eq!(msg(&["--file", &f, "extra"]), "kthread-ps: unexpected argument `extra` (see --help)\n");
     assert_eq!(msg(&["--json=yes"]), "kthread-ps: `--json` takes no value (see --help)\n");
+    assert_eq!(msg(&["--help=x"]), "kthread-ps: `--help` takes no value (see --help)\n");
     assert!(msg(&["--file", &f, "--tree", "--json"]).contains("`--tree` and `--json` do not combine"));
     let help = cli(&["--help"]);
     assert_eq!(help.code, 0);
