@@ -75,7 +75,9 @@ pub fn monitor() -> String {
             "{:<24} {:>9} {:>6} {:>9} {:>7} {:>6} {:>6} {:>6}",
             wq.name,
             st.started,
-            st.started - st.completed,
+            // The two sums are read at different moments: an item may
+            // complete between them.
+            st.started.saturating_sub(st.completed),
             st.cpu_time_ns / 1_000_000,
             st.cpu_intensive,
             st.cm_wakeups,
