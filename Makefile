@@ -14,7 +14,7 @@ KERNEL_EXCLUDES = --exclude testkernel
 SMP ?= 1,2,4
 PREEMPT ?= full,none
 
-.PHONY: qemu test host-test loom guest-test bench check fmt clippy redzone deps kernel
+.PHONY: qemu test host-test loom guest-test bench torture check fmt clippy redzone deps kernel
 
 deps:
 	@scripts/ensure-deps.sh
@@ -41,6 +41,13 @@ guest-test:
 
 bench: deps
 	$(RUNNER) bench $(KVM_FLAG)
+
+# Long stress runs: each torture case runs DURATION seconds (default 300),
+# with 2 and 4 CPUs under both preemption models.
+DURATION ?= 300
+torture: deps
+	$(RUNNER) run --tests torture --smp 2,4 --preempt $(PREEMPT) --append "torture_s=$(DURATION)" \
+		--timeout $$(( $(DURATION) * 3 + 600 )) $(KVM_FLAG)
 
 check: fmt clippy redzone
 

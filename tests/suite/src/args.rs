@@ -34,6 +34,8 @@ pub struct Args {
     pub fault: Option<String>,
     /// CPUs the runner told QEMU to start, if it says.
     pub expect_cpus: Option<usize>,
+    /// Seconds each torture case runs (suite `torture`).
+    pub torture_s: Option<u64>,
     /// Memory (MiB) the runner told QEMU to give the guest, if it says.
     pub expect_mem_mib: Option<u64>,
     /// A token the runner passes through a boot loader's environment, for the
@@ -53,6 +55,7 @@ impl Default for Args {
             expect_cpus: None,
             expect_mem_mib: None,
             redox_env_check: None,
+            torture_s: None,
         }
     }
 }
@@ -113,6 +116,7 @@ impl Args {
                     a.fault = Some(v.to_string());
                 }
                 "expect_cpus" => a.expect_cpus = Some(number(k, v)?),
+                "torture_s" => a.torture_s = Some(number(k, v)?),
                 "expect_mem_mib" => a.expect_mem_mib = Some(number(k, v)?),
                 "redox_env_check" => a.redox_env_check = Some(v.to_string()),
                 _ if ignore.contains(&k) => {}

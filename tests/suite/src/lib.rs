@@ -21,6 +21,7 @@ pub mod kthread;
 pub mod kthread_worker;
 pub mod port_api;
 pub mod rng;
+pub mod torture;
 pub mod workqueue;
 
 use alloc::string::String;

@@ -162,68 +162,84 @@ ktest!(workqueue::non_reentrant_under_a_requeue_storm [timeout_s = 300] => |ctx|
     Ok(())
 });
 
-ktest!(workqueue::every_item_runs_exactly_once_under_a_random_storm [timeout_s = 300] => |ctx| {
+/// Random queue/cancel/flush of `items` items from every CPU for `steps`
+/// steps per CPU, with worker creation failing now and then; afterwards each
+/// item must have run exactly (successful queues - successful cancels) times.
+pub(crate) fn exactly_once_storm(seed: u64, items_n: usize, steps: usize) -> Result<(), Failure> {
     // Random queue/cancel/flush from every CPU, with worker creation failing
     // now and then: each item runs exactly (successful queues - successful
     // cancels) times.
-    const ITEMS: usize = 48;
-    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
-    let queued: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
-    let cancelled: Arc<Vec<AtomicUsize>> = Arc::new((0..ITEMS).map(|_| AtomicUsize::new(0)).collect());
+    let runs: Arc<Vec<AtomicUsize>> = Arc::new((0..items_n).map(|_| AtomicUsize::new(0)).collect());
+    let queued: Arc<Vec<AtomicUsize>> = Arc::new((0..items_n).map(|_| AtomicUsize::new(0)).collect());
+    let cancelled: Arc<Vec<AtomicUsize>> = Arc::new((0..items_n).map(|_| AtomicUsize::new(0)).collect());
     let items: Arc<Vec<Work>> = Arc::new(
-        (0..ITEMS)
+        (0..items_n)
             .map(|i| {
                 let r = runs.clone();
                 Work::named("storm_item", move || {
                     r[i].fetch_add(1, Ordering::SeqCst);
-                    if i % 5 == 0 { kthread::msleep(1) }
+                    if i % 5 == 0 {
+                        kthread::msleep(1)
+                    }
                 })
             })
             .collect(),
     );
-    let queues = Arc::new(alloc::vec![system::wq().clone(), system::unbound().clone(), wq("wq-storm", WqFlags::empty(), 4)?, wq("wq-storm-u", WqFlags::UNBOUND, 3)?]);
+    let queues = Arc::new(alloc::vec![
+        system::wq().clone(),
+        system::unbound().clone(),
+        wq("wq-storm", WqFlags::empty(), 4)?,
+        wq("wq-storm-u", WqFlags::UNBOUND, 3)?
+    ]);
     let n = port().cpu_count();
     let done = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for cpu in 0..n {
         let (it, q, d, qd, cd) = (items.clone(), queues.clone(), done.clone(), queued.clone(), cancelled.clone());
-        let seed = ctx.seed.wrapping_mul(31) ^ cpu as u64;
-        threads.push(kthread::create_on_cpu(move || {
-            let p = port();
-            let mut rng = crate::rng::Rng::new(seed, "exactly-once");
-            for step in 0..1_500 {
-                let i = rng.below(ITEMS as u64) as usize;
-                match rng.below(10) {
-                    0..=5 => {
-                        let qi = rng.below(q.len() as u64) as usize;
-                        if q[qi].queue_on(rng.below(n as u64) as usize, &it[i]) {
-                            qd[i].fetch_add(1, Ordering::SeqCst);
+        let seed = seed.wrapping_mul(31) ^ cpu as u64;
+        threads.push(
+            kthread::create_on_cpu(
+                move || {
+                    let p = port();
+                    let mut rng = crate::rng::Rng::new(seed, "exactly-once");
+                    for step in 0..steps {
+                        let i = rng.below(items_n as u64) as usize;
+                        match rng.below(10) {
+                            0..=5 => {
+                                let qi = rng.below(q.len() as u64) as usize;
+                                if q[qi].queue_on(rng.below(n as u64) as usize, &it[i]) {
+                                    qd[i].fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            6 => {
+                                if it[i].cancel() {
+                                    cd[i].fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            7 => {
+                                if it[i].cancel_sync() {
+                                    cd[i].fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                            8 => {
+                                it[i].flush();
+                            }
+                            _ => {
+                                if step % 200 == 0 {
+                                    p.inject_spawn_failures(2);
+                                }
+                                p.yield_now();
+                            }
                         }
                     }
-                    6 => {
-                        if it[i].cancel() {
-                            cd[i].fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    7 => {
-                        if it[i].cancel_sync() {
-                            cd[i].fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    8 => {
-                        it[i].flush();
-                    }
-                    _ => {
-                        if step % 200 == 0 {
-                            p.inject_spawn_failures(2);
-                        }
-                        p.yield_now();
-                    }
-                }
-            }
-            d.fetch_add(1, Ordering::SeqCst);
-            0
-        }, cpu, format_args!("exact/{cpu}")).map_err(|e| Failure::Fail(format!("{e:?}")))?);
+                    d.fetch_add(1, Ordering::SeqCst);
+                    0
+                },
+                cpu,
+                format_args!("exact/{cpu}"),
+            )
+            .map_err(|e| Failure::Fail(format!("{e:?}")))?,
+        );
     }
     for t in &threads {
         t.wake();
@@ -237,11 +253,25 @@ ktest!(workqueue::every_item_runs_exactly_once_under_a_random_storm [timeout_s =
         q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
     }
     check!(items.iter().all(|it| !it.is_pending()), "items still pending after flushing everything");
-    for i in 0..ITEMS {
+    for i in 0..items_n {
         let want = queued[i].load(Ordering::SeqCst) - cancelled[i].load(Ordering::SeqCst);
-        check_eq!(runs[i].load(Ordering::SeqCst), want, "item {i}: queued {} cancelled {}", queued[i].load(Ordering::SeqCst), cancelled[i].load(Ordering::SeqCst));
+        check_eq!(
+            runs[i].load(Ordering::SeqCst),
+            want,
+            "item {i}: queued {} cancelled {}",
+            queued[i].load(Ordering::SeqCst),
+            cancelled[i].load(Ordering::SeqCst)
+        );
+    }
+    // The two queues made for the storm go away with it.
+    for q in queues.iter().skip(2) {
+        q.clone().destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
     }
     Ok(())
+}
+
+ktest!(workqueue::every_item_runs_exactly_once_under_a_random_storm [timeout_s = 300] => |ctx| {
+    exactly_once_storm(ctx.seed, 48, 1_500)
 });
 
 ktest!(workqueue::flush_work_and_flush_workqueue_wait => |ctx| {

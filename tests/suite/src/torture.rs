@@ -1,0 +1,108 @@
+//! Suite `torture`: the stress cases run for a settable time (`torture_s=`
+//! on the command line, default [`DEFAULT_TORTURE_S`]), in rounds that each
+//! check their own invariants. Explicit: it runs only when named
+//! (`make torture DURATION=N`), never in `make test`.
+
+use alloc::format;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use kthreadd::kthread;
+use kthreadd::port::{EINTR, port};
+
+use crate::port_api::wait_for;
+use crate::{Failure, check, check_eq, ktest};
+
+/// Seconds a torture case runs when `torture_s` is not given.
+pub const DEFAULT_TORTURE_S: u64 = 30;
+
+fn deadline(ctx: &crate::Ctx) -> u64 {
+    port().now_ns() + ctx.args.torture_s.unwrap_or(DEFAULT_TORTURE_S) * 1_000_000_000
+}
+
+ktest!(torture::workqueue_exactly_once_storm [explicit = true, timeout_s = 86_400] => |ctx| {
+    let end = deadline(ctx);
+    let mut round = 0u64;
+    while port().now_ns() < end {
+        crate::workqueue::exactly_once_storm(ctx.seed.wrapping_add(round), 64, 2_000)
+            .map_err(|e| match e {
+                Failure::Fail(m) => Failure::Fail(format!("round {round}: {m}")),
+                f => f,
+            })?;
+        round += 1;
+    }
+    crate::diag!("workqueue storm: {round} rounds");
+    Ok(())
+});
+
+ktest!(torture::kthread_churn_on_every_cpu [explicit = true, timeout_s = 86_400] => |ctx| {
+    // Every CPU creates, parks, unparks and stops threads bound to random
+    // CPUs; every stop must return the thread's value or EINTR.
+    let p = port();
+    let n = p.cpu_count();
+    let end = deadline(ctx);
+    let bad = Arc::new(AtomicUsize::new(0));
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut threads = Vec::new();
+    for cpu in 0..n {
+        let (b, c, d) = (bad.clone(), cycles.clone(), done.clone());
+        let seed = ctx.seed ^ (cpu as u64) << 8;
+        threads.push(
+            kthread::create_on_cpu(
+                move || {
+                    let p = port();
+                    let mut rng = crate::rng::Rng::new(seed, "churn");
+                    while p.now_ns() < end {
+                        let target = rng.below(p.cpu_count() as u64) as usize;
+                        let want = rng.below(1000) as i32;
+                        let Ok(t) = kthread::create_on_cpu(
+                            move || {
+                                while !kthread::should_stop() {
+                                    if kthread::should_park() {
+                                        kthread::parkme();
+                                    }
+                                    kthread::sleep_ms_or_stop(1);
+                                }
+                                want
+                            },
+                            target,
+                            format_args!("churn/{target}"),
+                        ) else {
+                            b.fetch_add(1, Ordering::SeqCst);
+                            continue;
+                        };
+                        let woke = rng.below(4) != 0;
+                        if woke {
+                            t.wake();
+                            if rng.below(2) == 0 && t.park().is_ok() {
+                                t.unpark();
+                            }
+                        }
+                        match t.stop() {
+                            Ok(v) if v == want => {}
+                            Err(e) if e.errno == EINTR => {}
+                            _ => {
+                                b.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    d.fetch_add(1, Ordering::SeqCst);
+                    0
+                },
+                cpu,
+                format_args!("churner/{cpu}"),
+            )
+            .map_err(|e| Failure::Fail(format!("{e:?}")))?,
+        );
+    }
+    for t in &threads {
+        t.wake();
+    }
+    check!(wait_for(u64::MAX / 2_000_000, || done.load(Ordering::SeqCst) == n), "churners did not finish");
+    crate::diag!("kthread churn: {} create/stop cycles", cycles.load(Ordering::SeqCst));
+    check_eq!(bad.load(Ordering::SeqCst), 0, "stops returned wrong values or creations failed");
+    Ok(())
+});
