@@ -457,8 +457,13 @@ pub(crate) fn process_one_work<'a>(
     if intensive {
         set_flags(pool, w, wf::CPU_INTENSIVE);
         pwq.stat(crate::stats::CPU_INTENSIVE);
-        pool.kick(&st);
     }
+    // Chain the pool's pending items to another worker if this one is out
+    // of the count (Linux kicks here for every item): a no-op for a counted
+    // worker, but unbound, CPU-intensive and rescuer workers never bring
+    // nr_running above zero, so without it everything queued while one idle
+    // worker was being woken would run behind it, one item at a time.
+    pool.kick(&st);
     pool.watchdog_ts.store(now, Ordering::Relaxed);
     work.release();
     drop(st);
