@@ -267,6 +267,15 @@ pub(crate) fn exactly_once_storm(seed: u64, items_n: usize, steps: usize) -> Res
     for q in queues.iter().skip(2) {
         q.clone().destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
     }
+    // A manager whose worker creation met an injected failure sleeps
+    // CREATE_COOLDOWN_NS before it retries, and until then its pool cannot
+    // start another worker: wait until every pool is idle again, so that the
+    // cases after this one find pools that can grow.
+    let settle_ms = workqueue::CREATE_COOLDOWN_NS / 1_000_000 + 5_000;
+    check!(
+        wait_for(settle_ms, || workqueue::pools().iter().all(|p| p.workers.iter().all(|w| w.idle))),
+        "a pool was still busy {settle_ms} ms after the storm"
+    );
     Ok(())
 }
 
