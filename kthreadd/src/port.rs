@@ -324,6 +324,23 @@ pub trait Port: Send + Sync {
     fn preempt_disable(&self);
     /// Re-enable preemption.
     fn preempt_enable(&self);
+    /// Enter a spinlock's critical section: disable interrupts and
+    /// preemption, returning whether interrupts were enabled (Linux
+    /// `spin_lock_irqsave` minus the lock word). One call so a port can do
+    /// both cheaply; the default combines [`Port::irq_save`] and
+    /// [`Port::preempt_disable`].
+    fn lock_enter(&self) -> bool {
+        let was = self.irq_save();
+        self.preempt_disable();
+        was
+    }
+    /// Leave a critical section entered with [`Port::lock_enter`]:
+    /// restore interrupts, then re-enable preemption (which may
+    /// reschedule).
+    fn lock_exit(&self, irqs_were_on: bool) {
+        self.irq_restore(irqs_were_on);
+        self.preempt_enable();
+    }
     /// Is the caller in a context that must not sleep?
     fn in_atomic(&self) -> bool;
     /// Is the caller an interrupt handler?

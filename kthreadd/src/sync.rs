@@ -42,9 +42,7 @@ impl<T> SpinLock<T> {
 impl<T: ?Sized> SpinLock<T> {
     /// Take the lock.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        let p = port();
-        let irqs_were_on = p.irq_save();
-        p.preempt_disable();
+        let irqs_were_on = port().lock_enter();
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
@@ -77,9 +75,67 @@ impl<T: ?Sized> DerefMut for SpinLockGuard<'_, T> {
 impl<T: ?Sized> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
-        let p = port();
-        p.irq_restore(self.irqs_were_on);
-        p.preempt_enable();
+        port().lock_exit(self.irqs_were_on);
+    }
+}
+
+/// A spinlock for data only ever touched while an outer [`SpinLock`] is
+/// held (so interrupts and preemption are already off): it is just the lock
+/// word, without the interrupt and preemption bookkeeping. Taking it without
+/// the outer lock held risks a deadlock with an interrupt handler on the
+/// same CPU; the outer lock is named where each one is declared.
+pub struct InnerLock<T: ?Sized> {
+    locked: AtomicBool,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serializes access to `data`.
+unsafe impl<T: ?Sized + Send> Sync for InnerLock<T> {}
+// SAFETY: moving the lock moves the data.
+unsafe impl<T: ?Sized + Send> Send for InnerLock<T> {}
+
+/// Guard of an [`InnerLock`].
+pub struct InnerLockGuard<'a, T: ?Sized> {
+    lock: &'a InnerLock<T>,
+}
+
+impl<T> InnerLock<T> {
+    /// A new unlocked lock.
+    pub const fn new(data: T) -> Self {
+        InnerLock { locked: AtomicBool::new(false), data: UnsafeCell::new(data) }
+    }
+}
+
+impl<T: ?Sized> InnerLock<T> {
+    /// Take the lock (the outer lock must be held).
+    pub fn lock(&self) -> InnerLockGuard<'_, T> {
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+        InnerLockGuard { lock: self }
+    }
+}
+
+impl<T: ?Sized> Deref for InnerLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves the lock is held.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for InnerLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves exclusive access.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for InnerLockGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
     }
 }
 

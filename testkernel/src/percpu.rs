@@ -161,3 +161,30 @@ pub fn in_atomic() -> bool {
 pub fn in_irq() -> bool {
     this_cpu().irq_depth.load(Ordering::Relaxed) != 0
 }
+
+/// Enter a spinlock section: interrupts off, preemption count up; returns
+/// whether interrupts were on (one GS access for both).
+#[inline]
+pub fn lock_enter() -> bool {
+    let on = cpu::irqs_enabled();
+    cpu::cli();
+    this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+    on
+}
+
+/// Leave a section entered with [`lock_enter`]: restore interrupts, then
+/// reschedule if due and allowed.
+#[inline]
+pub fn lock_exit(irqs_were_on: bool) {
+    let pc = this_cpu();
+    pc.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    if irqs_were_on {
+        cpu::sti();
+        if pc.need_resched.load(Ordering::Relaxed)
+            && pc.preempt_count.load(Ordering::Relaxed) == 0
+            && pc.irq_depth.load(Ordering::Relaxed) == 0
+        {
+            crate::sched::preempt_point();
+        }
+    }
+}

@@ -204,6 +204,14 @@ impl Port for TestkernelPort {
         percpu::preempt_enable();
     }
 
+    fn lock_enter(&self) -> bool {
+        percpu::lock_enter()
+    }
+
+    fn lock_exit(&self, irqs_were_on: bool) {
+        percpu::lock_exit(irqs_were_on);
+    }
+
     fn in_atomic(&self) -> bool {
         percpu::in_atomic()
     }

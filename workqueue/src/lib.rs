@@ -45,11 +45,13 @@
 //!   cancelled. Misuse (a destroyed queue, a bad CPU, a self-flush) gets a
 //!   one-line warning and an error, never a silent hang.
 //!
-//! Locking: each pool's lock protects its worklist, its workers' lists and
-//! the mutable state of the pwqs that feed it; it is taken with interrupts
-//! off (timers use it) and never held across a sleep. Lock order: a queue's
-//! `state` lock, then a pool lock, then a pwq's `st` lock, then a worker's
-//! `st` lock. No two pool locks are ever held together.
+//! Locking: each pool's lock protects its worklist, its busy list (which
+//! worker runs which item), its workers' lists, and — through inner locks
+//! taken only while it is held — the state of the pwqs that feed it and its
+//! workers' scheduled lists. It is taken with interrupts off (timers use it)
+//! and never held across a sleep. An item's `run` lock (its run claim,
+//! deferred instances and flushers) nests inside a pool lock or is taken
+//! alone. No two pool locks are ever held together.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 
 use kthreadd::kthread::{self, Builder, Kthread};
 use kthreadd::port::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
-use kthreadd::sync::{SpinLock, SpinLockGuard};
+use kthreadd::sync::{InnerLock, SpinLock, SpinLockGuard};
 
 use crate::wq::{Pwq, pwq_done};
 use crate::{CREATE_COOLDOWN_NS, MAYDAY_INITIAL_TIMEOUT_NS, MAYDAY_INTERVAL_NS};
@@ -59,8 +59,13 @@ pub(crate) struct Current {
     pub(crate) started_ns: u64,
 }
 
+/// A worker running an item (the pool's busy list).
+pub(crate) struct Busy {
+    pub(crate) worker: Arc<Worker>,
+    pub(crate) cur: Current,
+}
+
 pub(crate) struct WorkerState {
-    pub(crate) current: Option<Current>,
     pub(crate) scheduled: VecDeque<Entry>,
     pub(crate) last_active: u64,
 }
@@ -72,8 +77,14 @@ pub(crate) struct Worker {
     /// Blocked inside an item (counted out of `nr_running` by the hook).
     pub(crate) sleeping: AtomicBool,
     pub(crate) task: spin::Once<Kthread>,
-    /// Protected by the lock of the pool the worker serves.
-    pub(crate) st: SpinLock<WorkerState>,
+    /// Taken only under the lock of the pool the worker serves.
+    pub(crate) st: InnerLock<WorkerState>,
+    /// Address of the item it runs (0: none); only compared, for the
+    /// worker's own questions ("am I running this item, this queue's?")
+    /// without taking the pool lock.
+    pub(crate) current_work: AtomicUsize,
+    /// Address of the queue of the item it runs (0: none).
+    pub(crate) current_wq: AtomicUsize,
     /// The pool (None for a rescuer, which visits pools).
     pub(crate) pool: Option<Arc<Pool>>,
 }
@@ -85,7 +96,9 @@ impl Worker {
             flags: AtomicU32::new(flags),
             sleeping: AtomicBool::new(false),
             task: spin::Once::new(),
-            st: SpinLock::new(WorkerState { current: None, scheduled: VecDeque::new(), last_active: 0 }),
+            st: InnerLock::new(WorkerState { scheduled: VecDeque::new(), last_active: 0 }),
+            current_work: AtomicUsize::new(0),
+            current_wq: AtomicUsize::new(0),
             pool,
         })
     }
@@ -107,8 +120,8 @@ pub(crate) struct PoolState {
     pub(crate) workers: Vec<Arc<Worker>>,
     /// Idle workers, least recently idle first.
     pub(crate) idle: Vec<Arc<Worker>>,
-    /// Workers running an item.
-    pub(crate) busy: Vec<Arc<Worker>>,
+    /// Workers running an item, with the item.
+    pub(crate) busy: Vec<Busy>,
     pub(crate) manager: bool,
     pub(crate) next_id: usize,
 }
@@ -251,10 +264,14 @@ impl Pool {
         st.worklist.push_back(e);
     }
 
-    /// The worker running `work` in this pool, if any
-    /// (`find_worker_executing_work`).
-    pub(crate) fn find_busy(&self, st: &PoolState, work: &Arc<crate::work::WorkInner>) -> Option<Arc<Worker>> {
-        st.busy.iter().find(|w| w.st.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.work, work))).cloned()
+    /// The worker running `work` in this pool, if any, and the pwq it runs
+    /// it for (`find_worker_executing_work`).
+    pub(crate) fn find_busy(
+        &self,
+        st: &PoolState,
+        work: &Arc<crate::work::WorkInner>,
+    ) -> Option<(Arc<Worker>, Arc<Pwq>)> {
+        st.busy.iter().find(|b| Arc::ptr_eq(&b.cur.work, work)).map(|b| (b.worker.clone(), b.cur.pwq.clone()))
     }
 
     /// A short label: `cpus=N` or `unbound mask=...`.
@@ -433,7 +450,7 @@ pub(crate) fn process_one_work<'a>(
 ) -> Guard<'a> {
     let Entry { pwq, work, color, seq } = e;
     // Non-reentrancy inside the pool: hand it to the worker running it.
-    if let Some(other) = pool.find_busy(&st, &work)
+    if let Some((other, _)) = pool.find_busy(&st, &work)
         && !Arc::ptr_eq(&other, w)
     {
         other.st.lock().scheduled.push_back(Entry { pwq, work, color, seq });
@@ -451,8 +468,9 @@ pub(crate) fn process_one_work<'a>(
     }
     let p = port();
     let now = p.now_ns();
-    st.busy.push(w.clone());
-    w.st.lock().current = Some(Current { work: work.clone(), pwq: pwq.clone(), started_ns: now });
+    st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq: pwq.clone(), started_ns: now } });
+    w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
+    w.current_wq.store(pwq.wq.as_ptr() as *const u8 as usize, Ordering::Release);
     let intensive = pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE);
     if intensive {
         set_flags(pool, w, wf::CPU_INTENSIVE);
@@ -484,8 +502,9 @@ pub(crate) fn process_one_work<'a>(
     if intensive {
         clr_flags(pool, w, wf::CPU_INTENSIVE);
     }
-    st.busy.retain(|x| !Arc::ptr_eq(x, w));
-    w.st.lock().current = None;
+    st.busy.retain(|b| !Arc::ptr_eq(&b.worker, w));
+    w.current_work.store(0, Ordering::Release);
+    w.current_wq.store(0, Ordering::Release);
     pwq_done(pool, &mut st, &pwq, color, true);
     // Release the run claim and requeue what waited on it, at the head of
     // its pool (it was queued before anything behind it there).
@@ -523,20 +542,13 @@ fn requeue_front(entries: Vec<Entry>) {
     }
 }
 
-/// Run everything on `w`'s scheduled list.
+/// Run everything on `w`'s scheduled list (the pool lock is held).
 pub(crate) fn process_scheduled<'a>(pool: &'a Pool, w: &Arc<Worker>, mut st: Guard<'a>, rescued: bool) -> Guard<'a> {
     loop {
         let e = w.st.lock().scheduled.pop_front();
         let Some(e) = e else { return st };
         st = process_one_work(pool, w, st, e, rescued);
     }
-}
-
-/// Move the worklist's first entry to `w`'s scheduled list.
-fn take_first(st: &mut PoolState, w: &Worker) -> bool {
-    let Some(e) = st.worklist.pop_front() else { return false };
-    w.st.lock().scheduled.push_back(e);
-    true
 }
 
 /// The body of every worker (Linux `worker_thread`).
@@ -562,9 +574,8 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
             clr_flags(&pool, &w, wf::PREP);
             loop {
                 st = process_scheduled(&pool, &w, st, false);
-                if !take_first(&mut st, &w) {
-                    break;
-                }
+                let Some(e) = st.worklist.pop_front() else { break };
+                st = process_one_work(&pool, &w, st, e, false);
                 st = process_scheduled(&pool, &w, st, false);
                 if !pool.keep_working(&st) {
                     break;
@@ -608,9 +619,9 @@ impl SchedHooks for Hooks {
         }
         pool.nr_running.fetch_sub(1, Ordering::AcqRel);
         if pool.kick(&st)
-            && let Some(c) = w.st.lock().current.as_ref()
+            && let Some(b) = st.busy.iter().find(|b| core::ptr::eq(&*b.worker, w))
         {
-            c.pwq.stat(crate::stats::CM_WAKEUP);
+            b.cur.pwq.stat(crate::stats::CM_WAKEUP);
         }
     }
 
@@ -659,6 +670,9 @@ pub struct WorkerInfo {
     pub id: usize,
     /// Idle?
     pub idle: bool,
+    /// On a CPU right now (an idle worker that has not yet switched away
+    /// still is)?
+    pub running: bool,
     /// Name of the item it runs.
     pub current: Option<&'static str>,
     /// Since when it runs that item (ns).
@@ -701,13 +715,14 @@ pub fn pools() -> Vec<PoolInfo> {
                     .workers
                     .iter()
                     .map(|w| {
-                        let ws = w.st.lock();
+                        let cur = st.busy.iter().find(|b| Arc::ptr_eq(&b.worker, w)).map(|b| &b.cur);
                         WorkerInfo {
                             name: w.name.clone(),
                             id: w.task.get().map_or(0, |t| t.id()),
                             idle: w.has(wf::IDLE),
-                            current: ws.current.as_ref().map(|c| c.work.name),
-                            current_since_ns: ws.current.as_ref().map(|c| c.started_ns),
+                            running: w.task.get().is_some_and(|t| t.task().is_running()),
+                            current: cur.map(|c| c.work.name),
+                            current_since_ns: cur.map(|c| c.started_ns),
                         }
                     })
                     .collect(),

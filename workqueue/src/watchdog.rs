@@ -63,12 +63,7 @@ fn check() {
             let running: String = st
                 .busy
                 .iter()
-                .filter_map(|w| {
-                    w.st.lock()
-                        .current
-                        .as_ref()
-                        .map(|c| format!(" {} (for {} ms)", c.work.name, (now - c.started_ns) / 1_000_000))
-                })
+                .map(|b| format!(" {} (for {} ms)", b.cur.work.name, (now - b.cur.started_ns) / 1_000_000))
                 .collect();
             format!(
                 "BUG: workqueue lockup - pool {} (id {}) stuck for {}.{}s! first pending: {}; running:{}",

@@ -30,36 +30,56 @@ pub(crate) struct WorkInner {
     pub(crate) pool: AtomicUsize,
     pub(crate) disable: AtomicU32,
     pub(crate) delayed: Option<Delayed>,
-    /// Running anywhere, and the instances that must wait for that run.
+    /// Running anywhere, the instances that must wait for that run, and
+    /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
     /// Instances started so far (each queueing is an instance, numbered).
     pub(crate) next_seq: AtomicU64,
     /// Number of the pending instance.
     pub(crate) pending_seq: AtomicU64,
-    /// Flushers waiting for an instance to end (run or cancelled).
-    pub(crate) flush: SpinLock<FlushState>,
-}
-
-/// Who waits for which instance of an item. Instances of one item end in
-/// order (one pending at a time, never two running), so `done` only grows.
-pub(crate) struct FlushState {
-    /// The last instance that ended.
-    pub(crate) done: u64,
-    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kthreadd::sync::Completion>)>,
 }
 
 /// Which instance of an item runs now, and the instances that came up
 /// meanwhile (from another pool or queue): they are requeued, at the head
 /// of their pools, when the run ends, so the item never runs on two workers
-/// at once.
+/// at once. Also who waits for which instance to end: instances of one item
+/// end in order (one pending at a time, never two running), so `done` only
+/// grows.
 pub(crate) struct RunState {
     pub(crate) running: Option<u64>,
     pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
+    /// The last instance that ended (ran or was cancelled).
+    pub(crate) done: u64,
+    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kthreadd::sync::Completion>)>,
 }
 
 impl RunState {
     pub(crate) const fn new() -> Self {
-        RunState { running: None, deferred: alloc::collections::VecDeque::new() }
+        RunState {
+            running: None,
+            deferred: alloc::collections::VecDeque::new(),
+            done: 0,
+            waiters: alloc::vec::Vec::new(),
+        }
+    }
+
+    /// Record that instance `seq` ended; returns the flushers to release.
+    pub(crate) fn end(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kthreadd::sync::Completion>> {
+        self.done = self.done.max(seq);
+        let mut out = alloc::vec::Vec::new();
+        if self.waiters.is_empty() {
+            return out;
+        }
+        let done = self.done;
+        self.waiters.retain(|(t, c)| {
+            if *t <= done {
+                out.push(c.clone());
+                false
+            } else {
+                true
+            }
+        });
+        out
     }
 }
 
@@ -91,23 +111,9 @@ impl WorkInner {
         g
     }
 
-    /// Instance `g` ended (ran, or was cancelled): release its flushers.
-    pub(crate) fn instance_done(&self, g: u64) {
-        let ready: alloc::vec::Vec<Arc<kthreadd::sync::Completion>> = {
-            let mut f = self.flush.lock();
-            f.done = f.done.max(g);
-            let done = f.done;
-            let mut out = alloc::vec::Vec::new();
-            f.waiters.retain(|(t, c)| {
-                if *t <= done {
-                    out.push(c.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            out
-        };
+    /// Instance `seq` ended (ran, or was cancelled): release its flushers.
+    pub(crate) fn instance_done(&self, seq: u64) {
+        let ready = self.run.lock().end(seq);
         for c in ready {
             c.complete_all();
         }
@@ -143,7 +149,6 @@ impl Work {
             run: SpinLock::new(RunState::new()),
             next_seq: AtomicU64::new(0),
             pending_seq: AtomicU64::new(0),
-            flush: SpinLock::new(FlushState { done: 0, waiters: alloc::vec::Vec::new() }),
         }))
     }
 
@@ -196,7 +201,6 @@ impl DelayedWork {
                 run: SpinLock::new(RunState::new()),
                 next_seq: AtomicU64::new(0),
                 pending_seq: AtomicU64::new(0),
-                flush: SpinLock::new(FlushState { done: 0, waiters: alloc::vec::Vec::new() }),
             }
         });
         DelayedWork { work: Work(inner) }

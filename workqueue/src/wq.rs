@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kthreadd::kthread::{self, Builder, Kthread};
 use kthreadd::port::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
-use kthreadd::sync::{Completion, Mutex, SpinLock, WaitQueue};
+use kthreadd::sync::{Completion, InnerLock, Mutex, SpinLock, WaitQueue};
 
 use crate::pool::{self, Entry, Pool, PoolState, Worker, wf};
 use crate::stats::NR_STATS;
@@ -57,7 +57,8 @@ pub(crate) struct PwqState {
 pub(crate) struct Pwq {
     pub(crate) wq: Weak<WqInner>,
     pub(crate) pool: Arc<Pool>,
-    pub(crate) st: SpinLock<PwqState>,
+    /// Taken only under `pool`'s lock.
+    pub(crate) st: InnerLock<PwqState>,
     pub(crate) stats: [AtomicU64; NR_STATS],
     pub(crate) mayday_queued: AtomicBool,
     flags: WqFlags,
@@ -77,18 +78,16 @@ impl Pwq {
     }
 }
 
-pub(crate) struct WqState {
-    pub(crate) destroyed: bool,
-    pub(crate) draining: usize,
-}
-
 pub(crate) struct WqInner {
     pub(crate) name: String,
     pub(crate) flags: WqFlags,
     pub(crate) max_active: usize,
     /// Bound: one per CPU; unbound: one.
     pub(crate) pwqs: Vec<Arc<Pwq>>,
-    pub(crate) state: SpinLock<WqState>,
+    /// Destroyed: refuse everything.
+    pub(crate) destroyed: AtomicBool,
+    /// Drains in progress: only the queue's own items may queue.
+    pub(crate) draining: AtomicUsize,
     flush_mutex: Mutex<()>,
     flush_wq: WaitQueue,
     flush_pending: AtomicUsize,
@@ -149,9 +148,18 @@ fn current_worker() -> Option<Arc<Worker>> {
 
 /// Is the caller running an item of `wq`?
 fn in_own_item(wq: &Arc<WqInner>) -> bool {
-    current_worker().is_some_and(|w| {
-        w.st.lock().current.as_ref().is_some_and(|c| c.pwq.wq.upgrade().is_some_and(|x| Arc::ptr_eq(&x, wq)))
-    })
+    current_worker().is_some_and(|w| w.current_wq.load(Ordering::Acquire) == Arc::as_ptr(wq) as *const u8 as usize)
+}
+
+/// Name of the item the calling worker runs, for reports.
+fn current_item_name(w: &Worker) -> &'static str {
+    w.pool
+        .as_ref()
+        .and_then(|p| {
+            let st = p.st.lock();
+            st.busy.iter().find(|b| core::ptr::eq(&*b.worker, w)).map(|b| b.cur.work.name)
+        })
+        .unwrap_or("an item")
 }
 
 /// An item left a pwq (ran, or was cancelled): update `max_active` and
@@ -192,16 +200,14 @@ fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
 /// On refusal the pending bit is released and a warning printed.
 fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -> core::result::Result<(), QueueError> {
     {
-        let s = wq.state.lock();
-        let refused = if s.destroyed {
+        let refused = if wq.destroyed.load(Ordering::Acquire) {
             Some(QueueError::Destroyed)
-        } else if s.draining > 0 && !in_own_item(wq) {
+        } else if wq.draining.load(Ordering::Acquire) > 0 && !in_own_item(wq) {
             Some(QueueError::Draining)
         } else {
             None
         };
         if let Some(e) = refused {
-            drop(s);
             work.release();
             warn(&format!("{} refused on '{}': queue {:?}", work.name, wq.name, e));
             return Err(e);
@@ -230,11 +236,10 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         && let Some(lp) = pool::pool_by_id(last)
     {
         let st = lp.st.lock();
-        if let Some(w) = lp.find_busy(&st, work)
-            && let Some(c) = w.st.lock().current.as_ref()
-            && c.pwq.wq.upgrade().is_some_and(|x| Arc::ptr_eq(&x, wq))
+        if let Some((_, running_for)) = lp.find_busy(&st, work)
+            && running_for.wq.as_ptr() == Arc::as_ptr(wq)
         {
-            pwq = c.pwq.clone();
+            pwq = running_for;
         }
     }
     let pool = pwq.pool.clone();
@@ -381,11 +386,11 @@ fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
             None => return false,
         }
     };
-    if work.flush.lock().done >= target {
+    if work.run.lock().done >= target {
         return false;
     }
     if let Some(w) = current_worker()
-        && w.st.lock().current.as_ref().is_some_and(|c| Arc::ptr_eq(&c.work, work))
+        && w.current_work.load(Ordering::Acquire) == Arc::as_ptr(work) as *const u8 as usize
     {
         warn(&format!("deadlock: {} flushes itself (flush_work from its own function); not waiting", work.name));
         port().dump_stack();
@@ -393,7 +398,7 @@ fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
     }
     let done = Arc::new(Completion::new());
     {
-        let mut f = work.flush.lock();
+        let mut f = work.run.lock();
         if f.done >= target {
             return false;
         }
@@ -472,7 +477,7 @@ impl Workqueue {
                     Arc::new(Pwq {
                         wq: me.clone(),
                         pool,
-                        st: SpinLock::new(PwqState {
+                        st: InnerLock::new(PwqState {
                             nr_active: 0,
                             max_active,
                             inactive: VecDeque::new(),
@@ -487,7 +492,8 @@ impl Workqueue {
                     })
                 })
                 .collect(),
-            state: SpinLock::new(WqState { destroyed: false, draining: 0 }),
+            destroyed: AtomicBool::new(false),
+            draining: AtomicUsize::new(0),
             flush_mutex: Mutex::new(()),
             flush_wq: WaitQueue::new(),
             flush_pending: AtomicUsize::new(0),
@@ -611,7 +617,7 @@ impl Workqueue {
     pub fn flush(&self) -> Result<()> {
         let wq = &self.0;
         if in_own_item(wq) {
-            let name = current_worker().and_then(|w| w.st.lock().current.as_ref().map(|c| c.work.name)).unwrap_or("?");
+            let name = current_worker().map_or("an item", |w| current_item_name(&w));
             warn(&format!(
                 "deadlock: {name} flushes its own queue '{}' (flush_workqueue from an item); not waiting",
                 wq.name
@@ -654,7 +660,7 @@ impl Workqueue {
     /// may queue on it (Linux `drain_workqueue`). Warns if it does not
     /// drain after [`DRAIN_WARN_AFTER`] flushes.
     pub fn drain(&self) -> Result<()> {
-        self.0.state.lock().draining += 1;
+        self.0.draining.fetch_add(1, Ordering::AcqRel);
         let mut tries = 0;
         let r = loop {
             if let Err(e) = self.flush() {
@@ -668,7 +674,7 @@ impl Workqueue {
                 warn(&format!("drain of '{}' isn't complete after {tries} tries", self.0.name));
             }
         };
-        self.0.state.lock().draining -= 1;
+        self.0.draining.fetch_sub(1, Ordering::AcqRel);
         r
     }
 
@@ -677,7 +683,7 @@ impl Workqueue {
     /// `destroy_workqueue`.
     pub fn destroy(self) -> Result<()> {
         self.drain()?;
-        self.0.state.lock().destroyed = true;
+        self.0.destroyed.store(true, Ordering::Release);
         if let Some((t, _)) = self.0.rescuer.get() {
             let _ = t.stop();
         }
