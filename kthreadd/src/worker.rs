@@ -277,15 +277,22 @@ impl Worker {
             return false;
         }
         st.pending.push(dwork.work.0.clone());
+        self.start_delayed(st, dwork, delay_ns);
+        true
+    }
+
+    /// Queue a pending delayed item now (zero delay) or arm its timer. The
+    /// item is already on the pending list; the guard is released.
+    fn start_delayed(&self, mut st: crate::sync::SpinLockGuard<'_, WorkerState>, dwork: &DelayedWork, delay_ns: u64) {
         if delay_ns == 0 {
             st.list.push_back(Queued { work: dwork.work.0.clone(), marker: None });
             drop(st);
             self.0.wake_thread();
         } else {
+            drop(st);
             *dwork.target.lock() = Some(Arc::downgrade(&self.0));
             dwork.timer.arm(port().now_ns() + delay_ns, None);
         }
-        true
     }
 
     /// Change the delay of `dwork` to `delay_ns` from now, queueing it if it
@@ -307,14 +314,7 @@ impl Worker {
         } else {
             st.pending.push(dwork.work.0.clone());
         }
-        if delay_ns == 0 {
-            st.list.push_back(Queued { work: dwork.work.0.clone(), marker: None });
-            drop(st);
-            self.0.wake_thread();
-        } else {
-            *dwork.target.lock() = Some(Arc::downgrade(&self.0));
-            dwork.timer.arm(port().now_ns() + delay_ns, None);
-        }
+        self.start_delayed(st, dwork, delay_ns);
         was_pending
     }
 

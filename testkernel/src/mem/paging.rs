@@ -39,9 +39,9 @@ pub enum MapError {
     AlreadyMapped,
 }
 
-/// Map the 4 KiB page at `va` to the frame at `pa` with `flags` (P is added).
-pub fn map(va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
-    let _g = PT_LOCK.lock();
+/// The page table (last level) covering `va`, building the intermediate
+/// tables it lacks. The caller holds `PT_LOCK`.
+fn leaf_table(va: u64) -> Result<&'static mut [u64; 512], MapError> {
     let idx = indices(va);
     let mut t = table(cpu::cr3() & ADDR_MASK);
     for &i in &idx[..3] {
@@ -56,10 +56,18 @@ pub fn map(va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
             t = table(e & ADDR_MASK);
         }
     }
-    if t[idx[3]] & P != 0 {
+    Ok(t)
+}
+
+/// Map the 4 KiB page at `va` to the frame at `pa` with `flags` (P is added).
+pub fn map(va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
+    let _g = PT_LOCK.lock();
+    let t = leaf_table(va)?;
+    let i = indices(va)[3];
+    if t[i] & P != 0 {
         return Err(MapError::AlreadyMapped);
     }
-    t[idx[3]] = (pa & ADDR_MASK) | flags | P;
+    t[i] = (pa & ADDR_MASK) | flags | P;
     Ok(())
 }
 
@@ -67,21 +75,7 @@ pub fn map(va: u64, pa: u64, flags: u64) -> Result<(), MapError> {
 /// (so later mappings there allocate nothing).
 pub fn ensure_tables(va: u64) -> Result<(), MapError> {
     let _g = PT_LOCK.lock();
-    let idx = indices(va);
-    let mut t = table(cpu::cr3() & ADDR_MASK);
-    for &i in &idx[..3] {
-        let e = t[i];
-        if e & P == 0 {
-            let new = frames::alloc_zeroed().ok_or(MapError::NoMemory)?;
-            t[i] = new | P | W;
-            t = table(new);
-        } else if e & PS != 0 {
-            return Err(MapError::AlreadyMapped);
-        } else {
-            t = table(e & ADDR_MASK);
-        }
-    }
-    Ok(())
+    leaf_table(va).map(|_| ())
 }
 
 /// Unmap the 4 KiB page at `va` on this CPU's TLB too; returns the frame it

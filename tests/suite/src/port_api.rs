@@ -41,15 +41,8 @@ pub fn wait_for(timeout_ms: u64, mut cond: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// Sleep for `ms` milliseconds (never less).
-pub fn msleep(ms: u64) {
-    let p = port();
-    let deadline = p.now_ns() + ms * 1_000_000;
-    while p.now_ns() < deadline {
-        p.set_current_state(SleepState::Uninterruptible, "msleep");
-        p.schedule_until(deadline);
-    }
-}
+/// Sleep for `ms` milliseconds, never less (Linux `msleep`).
+pub use kthreadd::kthread::msleep;
 
 ktest!(port::spawned_context_runs_only_after_wake => |ctx| {
     let ran = Arc::new(AtomicBool::new(false));

@@ -791,35 +791,33 @@ fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failure> {
 ktest!(workqueue::bench_wq_throughput_bound [bench = true, timeout_s = 600] => |ctx| { throughput("wq_throughput_bound", system::wq()) });
 ktest!(workqueue::bench_wq_throughput_unbound [bench = true, timeout_s = 600] => |ctx| { throughput("wq_throughput_unbound", system::unbound()) });
 
-ktest!(workqueue::bench_wq_flush_idle [bench = true] => |ctx| {
+/// Latency of `op` on an idle item, from CPU 0.
+fn idle_op_latency(name: &str, op: impl Fn(&Work)) {
     let _pin = Pinned::to(0);
     let p = port();
     let it = Work::new(|| {});
     let mut v = Vec::with_capacity(ITERATIONS);
     for i in 0..(ITERATIONS + WARMUP) {
         let t0 = p.cycles();
-        it.flush();
+        op(&it);
         if i >= WARMUP {
             v.push(p.cycles() - t0);
         }
     }
-    report_latency("wq_flush_idle", &mut v);
+    report_latency(name, &mut v);
+}
+
+ktest!(workqueue::bench_wq_flush_idle [bench = true] => |ctx| {
+    idle_op_latency("wq_flush_idle", |w| {
+        w.flush();
+    });
     Ok(())
 });
 
 ktest!(workqueue::bench_wq_cancel_sync_idle [bench = true] => |ctx| {
-    let _pin = Pinned::to(0);
-    let p = port();
-    let it = Work::new(|| {});
-    let mut v = Vec::with_capacity(ITERATIONS);
-    for i in 0..(ITERATIONS + WARMUP) {
-        let t0 = p.cycles();
-        it.cancel_sync();
-        if i >= WARMUP {
-            v.push(p.cycles() - t0);
-        }
-    }
-    report_latency("wq_cancel_sync_idle", &mut v);
+    idle_op_latency("wq_cancel_sync_idle", |w| {
+        w.cancel_sync();
+    });
     Ok(())
 });
 
