@@ -85,6 +85,9 @@ pub(crate) struct Worker {
     pub(crate) current_work: AtomicUsize,
     /// Address of the queue of the item it runs (0: none).
     pub(crate) current_wq: AtomicUsize,
+    /// Woken by a kick since it last went idle (further kicks skip the
+    /// wake-up; cleared under the pool lock when it goes idle again).
+    pub(crate) kicked: AtomicBool,
     /// The pool (None for a rescuer, which visits pools).
     pub(crate) pool: Option<Arc<Pool>>,
 }
@@ -99,6 +102,7 @@ impl Worker {
             st: InnerLock::new(WorkerState { scheduled: VecDeque::new(), last_active: 0 }),
             current_work: AtomicUsize::new(0),
             current_wq: AtomicUsize::new(0),
+            kicked: AtomicBool::new(false),
             pool,
         })
     }
@@ -249,7 +253,10 @@ impl Pool {
         }
         match st.idle.last() {
             Some(w) => {
-                w.wake();
+                // Woken already and not yet back to sleep: once is enough.
+                if !w.kicked.swap(true, Ordering::AcqRel) {
+                    w.wake();
+                }
                 true
             }
             None => false,
@@ -300,6 +307,7 @@ fn clr_flags(pool: &Pool, w: &Worker, f: u32) {
 
 fn enter_idle(pool: &Pool, st: &mut PoolState, w: &Arc<Worker>) {
     w.flags.fetch_or(wf::IDLE, Ordering::AcqRel);
+    w.kicked.store(false, Ordering::Release);
     w.st.lock().last_active = port().now_ns();
     st.idle.push(w.clone());
     if pool.too_many_workers(st)
@@ -508,12 +516,14 @@ pub(crate) fn process_one_work<'a>(
     pwq_done(pool, &mut st, &pwq, color, true);
     // Release the run claim and requeue what waited on it, at the head of
     // its pool (it was queued before anything behind it there).
-    let deferred = {
+    let (deferred, flushers) = {
         let mut r = work.run.lock();
         r.running = None;
-        core::mem::take(&mut r.deferred)
+        (core::mem::take(&mut r.deferred), r.end(seq))
     };
-    work.instance_done(seq);
+    for c in flushers {
+        c.complete_all();
+    }
     if deferred.is_empty() {
         return st;
     }
