@@ -1,33 +1,20 @@
 //! Where the kernel goes, and the memory map the kernel is given.
 
+use bootproto::pvh::{E820_RAM, MemmapEntry};
+use bootproto::redox::{Area, FREE, RESERVED};
+
 use crate::PAGE_SIZE;
-use crate::hvm::{E820, REACHABLE};
+use crate::hvm::REACHABLE;
 
 /// Alignment of `kernel_base`.
 pub const KERNEL_ALIGN: u64 = 2 << 20;
 /// Most memory areas handed over.
 pub const AREAS_MAX: usize = 128;
 
-/// `Area::kind`: usable RAM.
-pub const FREE: u64 = 1;
-/// `Area::kind`: RAM holding boot data; usable once the kernel has taken what
-/// it needs (the shim's image: its tables, stack, `KernelArgs`, env, areas,
-/// RSDP copy and bootstrap page). Redox keeps it out of its allocator.
-pub const RECLAIM: u64 = 2;
-/// `Area::kind`: not RAM, or RAM that stays in use (the kernel image).
-pub const RESERVED: u64 = 3;
-
-/// One entry of Redox's memory map (`{base, size, kind}` as u64).
-#[repr(C, packed(8))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Area {
-    /// Physical start.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// [`FREE`], [`RECLAIM`] or [`RESERVED`].
-    pub kind: u64,
-}
+// The area kinds as the shim uses them: FREE for RAM, RECLAIM for RAM holding
+// boot data (the shim's image: its tables, stack, `KernelArgs`, env, areas,
+// RSDP copy and bootstrap page), RESERVED for what is not RAM or stays in use
+// (the kernel image).
 
 /// A physical range `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +52,8 @@ impl Range {
 ///   without overlapping its source, and the Redox kernel's early allocations,
 ///   which start at the lowest free RAM above 1 MiB, stay clear of it.
 /// * 2 MiB alignment lets a kernel map its image with large pages.
-pub fn place_kernel(e820: &[E820], size: u64, shim: Range, module: Range) -> Option<u64> {
-    for ram in e820.iter().filter(|e| e.kind == 1) {
+pub fn place_kernel(e820: &[MemmapEntry], size: u64, shim: Range, module: Range) -> Option<u64> {
+    for ram in e820.iter().filter(|e| e.kind == E820_RAM) {
         let end = ram.end().min(REACHABLE);
         let mut base = ram.base.max(shim.end).next_multiple_of(KERNEL_ALIGN);
         while base.checked_add(size).is_some_and(|e| e <= end) {
@@ -80,21 +67,13 @@ pub fn place_kernel(e820: &[E820], size: u64, shim: Range, module: Range) -> Opt
     None
 }
 
-fn kind_of(e820: u32) -> u64 {
-    match e820 {
-        1 => FREE,
-        3 => RECLAIM,
-        _ => RESERVED,
-    }
-}
-
 /// The memory map handed to the kernel: the e820 map, with each of `used`
 /// (sorted, disjoint ranges of RAM, with the kind to give them) cut out of
 /// the RAM it lies in, and RAM at or above `limit` (what the kernel's tables
 /// map) left out. Free areas are shrunk to whole pages; the areas come out
 /// sorted and disjoint. Returns how many were written, or `None` if `out` is
 /// too small.
-pub fn areas(e820: &[E820], used: &[(Range, u64)], limit: u64, out: &mut [Area]) -> Option<usize> {
+pub fn areas(e820: &[MemmapEntry], used: &[(Range, u64)], limit: u64, out: &mut [Area]) -> Option<usize> {
     let mut n = 0;
     let mut push = |start: u64, end: u64, kind: u64| -> Option<()> {
         let (start, end) =
@@ -109,7 +88,7 @@ pub fn areas(e820: &[E820], used: &[(Range, u64)], limit: u64, out: &mut [Area])
         Some(())
     };
     for e in e820 {
-        let kind = kind_of(e.kind);
+        let kind = bootproto::redox::area_kind(e.kind);
         let mut cursor = e.base;
         if kind == FREE {
             for (r, rkind) in used.iter().filter(|(r, _)| r.overlaps(&Range { start: e.base, end: e.end() })) {

@@ -8,7 +8,8 @@
 //! bootloader does: page tables mapping low memory at 0 and at
 //! `PHYS_OFFSET` and the kernel at `KERNEL_OFFSET` ([`paging`]), EFER.NXE,
 //! CR0.WP|NE|MP, SSE on, interrupts off, and a jump to the ELF entry
-//! (`kstart`) with `rdi` = the identity-mapped [`KernelArgs`]:
+//! (`kstart`) with `rdi` = the identity-mapped [`KernelArgs`]
+//! ([`bootproto::redox`]):
 //! * memory areas: the e820 map minus the shim's image (reclaimable) and the
 //!   kernel image (reserved) ([`layout::areas`]);
 //! * env: one `KEY=VALUE\n` line per word of the `-append` command line;
@@ -29,19 +30,19 @@ mod elf;
 mod hvm;
 mod layout;
 mod paging;
-mod rt;
 mod serial;
 mod start;
 
 use core::fmt;
 use core::mem::MaybeUninit;
 
-use layout::{AREAS_MAX, Area, RECLAIM, RESERVED, Range};
+use bootproto::pvh::MemmapEntry;
+use bootproto::redox::{Area, FREE, KERNEL_OFFSET, KernelArgs, PHYS_OFFSET, RECLAIM, RESERVED};
+use layout::{AREAS_MAX, Range};
 
-/// Where the Redox kernel is linked (`KERNEL_OFFSET` in its linker script).
-pub const KERNEL_OFFSET: u64 = 0xFFFF_FFFF_8000_0000;
-/// Where Redox expects all physical memory mapped (PML4 slot 256).
-pub const PHYS_OFFSET: u64 = 0xFFFF_8000_0000_0000;
+// The shim's image brings bootproto's runtime symbols (`memcpy` and the rest)
+// with it: the feature `runtime` in Cargo.toml.
+
 /// Page size.
 pub const PAGE_SIZE: u64 = 4096;
 
@@ -49,36 +50,6 @@ pub const PAGE_SIZE: u64 = 4096;
 const ENV_MAX: usize = 4096;
 /// Room for the RSDP copy (36 bytes for ACPI 2.0+).
 const RSDP_MAX: usize = 64;
-
-/// Redox's `KernelArgs` (`src/startup/mod.rs`): physical addresses and byte sizes.
-#[repr(C, packed(8))]
-#[derive(Debug, Clone, Copy)]
-pub struct KernelArgs {
-    /// Physical address of the kernel image (`KERNEL_OFFSET` maps here).
-    pub kernel_base: u64,
-    /// Its size.
-    pub kernel_size: u64,
-    /// A stack for the kernel (unused by Redox on x86-64).
-    pub stack_base: u64,
-    /// Its size.
-    pub stack_size: u64,
-    /// `KEY=VALUE\n` lines.
-    pub env_base: u64,
-    /// Their size.
-    pub env_size: u64,
-    /// Copy of the ACPI RSDP ("RSD PTR " first), or 0.
-    pub hwdesc_base: u64,
-    /// Its size.
-    pub hwdesc_size: u64,
-    /// Array of [`Area`].
-    pub areas_base: u64,
-    /// Its size in bytes.
-    pub areas_size: u64,
-    /// The bootstrap (initfs) image; here one zeroed page.
-    pub bootstrap_base: u64,
-    /// Its size (Redox needs at least a page).
-    pub bootstrap_size: u64,
-}
 
 /// Everything the shim hands over except the stack, in its `.bss`.
 #[repr(C, align(4096))]
@@ -147,14 +118,7 @@ fn build_env((pa, len): (u64, u64), out: &mut [u8]) -> Result<usize, Error> {
     // SAFETY: hvm::read found `len` bytes of command line at `pa`, below 4 GiB
     // (identity-mapped); nothing has written low memory yet.
     let text = unsafe { core::slice::from_raw_parts(pa as *const u8, len as usize) };
-    let mut n = 0;
-    for word in text.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()) {
-        let line = out.get_mut(n..n + word.len() + 1).ok_or(Error::EnvTooLong(len))?;
-        line[..word.len()].copy_from_slice(word);
-        line[word.len()] = b'\n';
-        n += word.len() + 1;
-    }
-    Ok(n)
+    bootproto::redox::env_from_cmdline(text, out).ok_or(Error::EnvTooLong(len))
 }
 
 /// Copy the RSDP at physical `pa` (20 bytes, or its `length` for revision 2
@@ -180,7 +144,7 @@ fn copy_rsdp(pa: u64, out: &mut [u8; RSDP_MAX]) -> usize {
 
 fn kind_name(kind: u64) -> &'static str {
     match kind {
-        layout::FREE => "free",
+        FREE => "free",
         RECLAIM => "reclaimable",
         RESERVED => "reserved",
         _ => "?",
@@ -210,7 +174,7 @@ fn prepare(start_info_pa: u64, h: &mut Handover) -> Result<Launch, Error> {
     let image = unsafe { core::slice::from_raw_parts_mut(kernel_base as *mut u8, kernel.size as usize) };
     kernel.load(image);
 
-    let ram_top = boot.e820().iter().filter(|e| matches!(e.kind, 1 | 3 | 4)).map(hvm::E820::end).max().unwrap_or(0);
+    let ram_top = boot.e820().iter().filter(|e| matches!(e.kind, 1 | 3 | 4)).map(MemmapEntry::end).max().unwrap_or(0);
     let mapped = ram_top.next_multiple_of(1 << 30).clamp(4 << 30, paging::MAX_PHYS);
     let used = [(shim, RECLAIM), (Range::at(kernel_base, kernel.size), RESERVED)];
     let n_areas = layout::areas(boot.e820(), &used, mapped, &mut h.areas).ok_or(Error::TooManyAreas)?;

@@ -1,61 +1,25 @@
-//! COM1 output and leaving QEMU.
+//! COM1 output ([`bootproto::serial`]) and leaving QEMU.
 
 use core::arch::asm;
-use core::fmt;
 
-const COM1: u16 = 0x3F8;
+use bootproto::serial::{COM1, Uart16550};
+
 /// `isa-debug-exit` port (QEMU `-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
 const DEBUG_EXIT_PORT: u16 = 0xF4;
 /// Written to `isa-debug-exit` on an error: QEMU exits with `(0x11 << 1) | 1` = 35,
 /// the testkernel's fail status (docs/guest-protocol.md).
 const EXIT_FAIL: u32 = 0x11;
 
-fn outb(port: u16, val: u8) {
-    // SAFETY: port I/O to the UART has no memory effects.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags)) }
-}
-
-fn inb(port: u16) -> u8 {
-    let val: u8;
-    // SAFETY: reading a UART register has no memory effects.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") val, options(nomem, nostack, preserves_flags)) }
-    val
+/// COM1 as a [`core::fmt::Write`] (newlines become CR LF).
+pub fn com1() -> Uart16550 {
+    // SAFETY: COM1 is the shim's alone: one CPU runs it, and it writes whole
+    // lines from one place ([`say!`]) before it hands the machine over.
+    unsafe { Uart16550::new(COM1) }
 }
 
 /// Program COM1 for 115200 baud, 8N1, FIFOs on, interrupts off.
 pub fn init() {
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x80);
-    outb(COM1, 0x01);
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x03);
-    outb(COM1 + 2, 0xC7);
-    outb(COM1 + 4, 0x03);
-}
-
-/// The serial port as a [`fmt::Write`] (newlines become CR LF).
-pub struct Com1;
-
-impl Com1 {
-    fn put(&mut self, b: u8) {
-        // Wait for the transmit holding register to empty (LSR bit 5).
-        while inb(COM1 + 5) & 0x20 == 0 {
-            core::hint::spin_loop();
-        }
-        outb(COM1, b);
-    }
-}
-
-impl fmt::Write for Com1 {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.put(b'\r');
-            }
-            self.put(b);
-        }
-        Ok(())
-    }
+    com1().init();
 }
 
 /// Print one line on COM1, prefixed `# redox-pvh-shim: ` (a KTAP diagnostic,
@@ -64,8 +28,9 @@ impl fmt::Write for Com1 {
 macro_rules! say {
     ($($fmt:tt)+) => {{
         use core::fmt::Write as _;
-        let _ = write!($crate::serial::Com1, "# redox-pvh-shim: ");
-        let _ = writeln!($crate::serial::Com1, $($fmt)+);
+        let mut com1 = $crate::serial::com1();
+        let _ = write!(com1, "# redox-pvh-shim: ");
+        let _ = writeln!(com1, $($fmt)+);
     }};
 }
 
