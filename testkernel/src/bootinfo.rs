@@ -1,61 +1,17 @@
 //! What the loader handed over: the PVH `hvm_start_info` (memory map, command
-//! line, RSDP, modules). Everything is copied out early so the boot data's
-//! memory can be reused.
+//! line, RSDP, modules), parsed by [`bootproto::pvh`]. Everything is copied out
+//! early so the boot data's memory can be reused.
 
-use crate::mem::{frames::Range, phys_to_virt};
+use bootproto::pvh::{self, E820_RAM, MemmapEntry, StartInfo};
+use bootproto::{DirectMap, PhysMem};
 
-/// `hvm_start_info.magic`.
-pub const HVM_START_MAGIC: u32 = 0x336e_c578;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct HvmStartInfo {
-    magic: u32,
-    version: u32,
-    flags: u32,
-    nr_modules: u32,
-    modlist_paddr: u64,
-    cmdline_paddr: u64,
-    rsdp_paddr: u64,
-    memmap_paddr: u64,
-    memmap_entries: u32,
-    reserved: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct HvmMemmapEntry {
-    addr: u64,
-    size: u64,
-    kind: u32,
-    reserved: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct HvmModlistEntry {
-    paddr: u64,
-    size: u64,
-    cmdline_paddr: u64,
-    reserved: u64,
-}
+use crate::mem::frames::Range;
+use crate::mem::{DIRECT_MAP_SIZE, PHYS_OFFSET};
 
 /// Longest command line kept.
 pub const CMDLINE_MAX: usize = 1024;
 /// Most memory-map entries kept.
 pub const MEMMAP_MAX: usize = 64;
-
-/// One memory-map entry (e820 types: 1 usable RAM, 2 reserved, 3 ACPI
-/// reclaimable, 4 ACPI NVS, 5 bad).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MemEntry {
-    /// Physical start.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// e820 type.
-    pub kind: u32,
-}
 
 /// The boot information, copied.
 pub struct BootInfo {
@@ -64,7 +20,7 @@ pub struct BootInfo {
     /// Its length.
     pub cmdline_len: usize,
     /// Memory map.
-    pub memmap: [MemEntry; MEMMAP_MAX],
+    pub memmap: [MemmapEntry; MEMMAP_MAX],
     /// Entries in use.
     pub memmap_len: usize,
     /// Physical address of the ACPI RSDP (0 when absent).
@@ -83,14 +39,14 @@ impl BootInfo {
     }
 
     /// The memory map entries.
-    pub fn memmap(&self) -> &[MemEntry] {
+    pub fn memmap(&self) -> &[MemmapEntry] {
         &self.memmap[..self.memmap_len]
     }
 
     /// Usable RAM ranges.
     pub fn ram(&self, out: &mut [Range; MEMMAP_MAX]) -> usize {
         let mut n = 0;
-        for e in self.memmap().iter().filter(|e| e.kind == 1) {
+        for e in self.memmap().iter().filter(|e| e.kind == E820_RAM) {
             out[n] = Range { start: e.base, end: e.base + e.size };
             n += 1;
         }
@@ -98,58 +54,55 @@ impl BootInfo {
     }
 }
 
-/// Read `hvm_start_info` at physical `pa`. Panics on a bad magic: the kernel
-/// cannot run without knowing its memory.
+/// The boot data as the loader left it: physical memory through the direct
+/// map the boot page tables set up (the low 4 GiB at `PHYS_OFFSET`).
+pub fn boot_memory() -> DirectMap {
+    // SAFETY: both entries (PVH and Redox) start on tables that map all of
+    // the low DIRECT_MAP_SIZE bytes at PHYS_OFFSET for as long as the boot
+    // data is read; it is RAM or ROM that nothing else writes meanwhile.
+    unsafe { DirectMap::new(PHYS_OFFSET, DIRECT_MAP_SIZE) }
+}
+
+/// Read `hvm_start_info` at physical `pa`. Panics on a bad magic or boot data
+/// out of reach: the kernel cannot run without knowing its memory.
 pub fn parse(pa: u64) -> BootInfo {
-    // SAFETY: the PVH loader passes the physical address of a valid
-    // hvm_start_info in low memory, which the direct map covers.
-    let si = unsafe { (phys_to_virt(pa) as *const HvmStartInfo).read_unaligned() };
-    assert!(si.magic == HVM_START_MAGIC, "bad hvm_start_info magic {:#x} at {pa:#x}", si.magic);
+    let mem = boot_memory();
+    let si = match StartInfo::read(&mem, pa) {
+        Ok(si) => si,
+        Err(pvh::Error::BadMagic { magic, .. }) => panic!("bad hvm_start_info magic {magic:#x} at {pa:#x}"),
+        Err(e) => panic!("{e}"),
+    };
     let mut bi = BootInfo {
         cmdline: [0; CMDLINE_MAX],
         cmdline_len: 0,
-        memmap: [MemEntry::default(); MEMMAP_MAX],
+        memmap: [MemmapEntry::default(); MEMMAP_MAX],
         memmap_len: 0,
         rsdp: si.rsdp_paddr,
         module: None,
         boot_data: [Range { start: 0, end: 0 }; 4],
     };
-    if si.cmdline_paddr != 0 {
-        let p = phys_to_virt(si.cmdline_paddr) as *const u8;
-        let mut n = 0;
-        // SAFETY: the command line is a NUL-terminated string in mapped low
-        // memory; we read at most CMDLINE_MAX - 1 bytes of it.
-        while n < CMDLINE_MAX - 1 && unsafe { p.add(n).read() } != 0 {
-            // SAFETY: as above.
-            bi.cmdline[n] = unsafe { p.add(n).read() };
-            n += 1;
-        }
+    if let Some(n) = si.cmdline_len(&mem, CMDLINE_MAX as u64 - 1).unwrap_or_else(|e| panic!("{e}")) {
+        let n = n as usize;
+        mem.read(si.cmdline_paddr, &mut bi.cmdline[..n]).unwrap_or_else(|e| panic!("the command line: {e}"));
         bi.cmdline_len = n;
         bi.boot_data[0] = Range { start: si.cmdline_paddr, end: si.cmdline_paddr + n as u64 + 1 };
     }
-    if si.version >= 1 && si.memmap_paddr != 0 {
-        let n = (si.memmap_entries as usize).min(MEMMAP_MAX);
-        for i in 0..n {
-            // SAFETY: memmap_entries entries follow memmap_paddr (PVH ABI).
-            let e = unsafe { (phys_to_virt(si.memmap_paddr) as *const HvmMemmapEntry).add(i).read_unaligned() };
-            bi.memmap[i] = MemEntry { base: e.addr, size: e.size, kind: e.kind };
-        }
+    if si.has_memmap() {
+        let n = si.read_memmap(&mem, &mut bi.memmap).unwrap_or_else(|e| panic!("{e}"));
         bi.memmap_len = n;
-        bi.boot_data[1] = Range { start: si.memmap_paddr, end: si.memmap_paddr + (n * 24) as u64 };
+        bi.boot_data[1] = Range { start: si.memmap_paddr, end: si.memmap_paddr + (n * MemmapEntry::SIZE) as u64 };
     }
-    if si.nr_modules > 0 && si.modlist_paddr != 0 {
-        // SAFETY: nr_modules entries follow modlist_paddr (PVH ABI).
-        let m = unsafe { (phys_to_virt(si.modlist_paddr) as *const HvmModlistEntry).read_unaligned() };
-        bi.module = Some(Range { start: m.paddr, end: m.paddr + m.size });
-        bi.boot_data[2] = Range { start: m.paddr, end: m.paddr + m.size };
+    if let Some(m) = si.module(&mem, 0).unwrap_or_else(|e| panic!("{e}")) {
+        bi.module = Some(Range { start: m.base, end: m.base + m.size });
+        bi.boot_data[2] = Range { start: m.base, end: m.base + m.size };
     }
-    bi.boot_data[3] = Range { start: pa, end: pa + core::mem::size_of::<HvmStartInfo>() as u64 };
+    bi.boot_data[3] = Range { start: pa, end: pa + StartInfo::SIZE as u64 };
     bi
 }
 
 /// The boot memory map, kept for the tests (frame counters must add up to it).
-static SAVED_MEMMAP: crate::sync::IrqSpinLock<([MemEntry; MEMMAP_MAX], usize)> =
-    crate::sync::IrqSpinLock::new("memmap", ([MemEntry { base: 0, size: 0, kind: 0 }; MEMMAP_MAX], 0));
+static SAVED_MEMMAP: crate::sync::IrqSpinLock<([MemmapEntry; MEMMAP_MAX], usize)> =
+    crate::sync::IrqSpinLock::new("memmap", ([MemmapEntry { base: 0, size: 0, kind: 0 }; MEMMAP_MAX], 0));
 
 /// Keep a copy of the memory map.
 pub fn save(bi: &BootInfo) {
@@ -163,7 +116,7 @@ pub fn usable_frames() -> u64 {
     let g = SAVED_MEMMAP.lock();
     g.0[..g.1]
         .iter()
-        .filter(|e| e.kind == 1)
+        .filter(|e| e.kind == E820_RAM)
         .map(|e| ((e.base + e.size) / crate::mem::PAGE_SIZE).saturating_sub(e.base.div_ceil(crate::mem::PAGE_SIZE)))
         .sum()
 }

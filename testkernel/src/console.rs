@@ -1,51 +1,23 @@
-//! The serial console: a 16550 UART on COM1, written a whole line at a time
-//! under one lock so lines from different CPUs never interleave.
+//! The serial console: a 16550 UART on COM1 ([`bootproto::serial`]), written
+//! a whole line at a time under one lock so lines from different CPUs never
+//! interleave.
 
 use core::fmt::{self, Write};
 
-use crate::arch::cpu::{inb, outb};
+use bootproto::serial::{COM1, Uart16550};
+
 use crate::sync::IrqSpinLock;
 
-const COM1: u16 = 0x3F8;
-
-/// The UART. Owning it is owning the right to write to the port.
-pub struct Serial {
-    _private: (),
-}
-
-impl Serial {
-    fn put(&mut self, b: u8) {
-        // Wait for the transmit holding register to empty (LSR bit 5).
-        while inb(COM1 + 5) & 0x20 == 0 {
-            crate::arch::cpu::pause();
-        }
-        outb(COM1, b);
-    }
-}
-
-impl Write for Serial {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.put(b'\r');
-            }
-            self.put(b);
-        }
-        Ok(())
-    }
-}
-
-static CONSOLE: IrqSpinLock<Serial> = IrqSpinLock::new("console", Serial { _private: () });
+/// The UART: holding the lock is owning the right to write to the port.
+// SAFETY: COM1 is the kernel's console and this is its only writer (`init`
+// programs it before any line is written, with interrupts off on one CPU).
+static CONSOLE: IrqSpinLock<Uart16550> = IrqSpinLock::new("console", unsafe { Uart16550::new(COM1) });
 
 /// Program COM1 for 115200 baud, 8N1, FIFOs on, interrupts off.
 pub fn init() {
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x80);
-    outb(COM1, 0x01);
-    outb(COM1 + 1, 0x00);
-    outb(COM1 + 3, 0x03);
-    outb(COM1 + 2, 0xC7);
-    outb(COM1 + 4, 0x03);
+    // SAFETY: called once on the boot CPU before any console line, so the
+    // programming cannot interleave with a writer of CONSOLE.
+    unsafe { Uart16550::new(COM1) }.init();
 }
 
 /// Write one line (the arguments, then a newline) atomically with respect to

@@ -22,7 +22,6 @@ mod name;
 mod panic;
 mod percpu;
 mod port;
-mod rt;
 mod sched;
 mod sync;
 mod tests;

@@ -16,7 +16,8 @@
 //! `boot_pml4` at tables that map `KERNEL_VMA -> 0` (static data in the image,
 //! so the copy brings them along), switches to them, zeroes `.bss` and goes on
 //! exactly like the PVH path, in [`crate::kernel_main`], with a
-//! [`BootInfo`] built from the `KernelArgs` ([`parse`]).
+//! [`BootInfo`] built from the `KernelArgs` ([`parse`], through
+//! [`bootproto::redox`], whose layout the shim fills).
 //!
 //! Requirements on the loader (the shim meets them by placing everything it
 //! hands over in its own image at 32 MiB and the kernel above it): the
@@ -33,10 +34,13 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::bootinfo::{BootInfo, CMDLINE_MAX, MEMMAP_MAX, MemEntry};
+use bootproto::PhysMem;
+use bootproto::pvh::MemmapEntry;
+pub use bootproto::redox::{Area, FREE, KernelArgs, RECLAIM, RESERVED};
+
+use crate::bootinfo::{BootInfo, CMDLINE_MAX, MEMMAP_MAX, boot_memory};
 use crate::kprintln;
 use crate::mem::frames::Range;
-use crate::mem::phys_to_virt;
 
 // The entry. It only uses the loader's page tables until it has copied
 // itself and written `boot_pml4` (which lives in the PVH-only `.boot` segment
@@ -174,58 +178,9 @@ redox_bad_layout:
     options(att_syntax)
 );
 
-/// Redox's `KernelArgs` (`src/startup/mod.rs` in the Redox kernel): physical
-/// addresses and sizes in bytes.
-#[repr(C, packed(8))]
-#[derive(Debug, Clone, Copy)]
-pub struct KernelArgs {
-    /// Where the loader put the kernel image (`KERNEL_VMA` maps here).
-    pub kernel_base: u64,
-    /// Size of the image from `KERNEL_VMA`.
-    pub kernel_size: u64,
-    /// A stack the loader allocated (Redox on x86-64 uses its own).
-    pub stack_base: u64,
-    /// Its size.
-    pub stack_size: u64,
-    /// The environment: `KEY=VALUE\n` lines.
-    pub env_base: u64,
-    /// Its size.
-    pub env_size: u64,
-    /// The ACPI RSDP (a copy, starting "RSD PTR "), or 0.
-    pub hwdesc_base: u64,
-    /// Its size.
-    pub hwdesc_size: u64,
-    /// The memory map: an array of [`Area`].
-    pub areas_base: u64,
-    /// Its size in bytes.
-    pub areas_size: u64,
-    /// The bootstrap (initfs) image for user space.
-    pub bootstrap_base: u64,
-    /// Its size.
-    pub bootstrap_size: u64,
-}
-
-/// One entry of the loader's memory map.
-#[repr(C, packed(8))]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Area {
-    /// Physical start.
-    pub base: u64,
-    /// Length in bytes.
-    pub size: u64,
-    /// [`FREE`], [`RECLAIM`] or [`RESERVED`].
-    pub kind: u64,
-}
-
-/// `Area::kind`: usable RAM.
-pub const FREE: u64 = 1;
-/// `Area::kind`: RAM in use until the kernel has taken what it needs.
-pub const RECLAIM: u64 = 2;
-/// `Area::kind`: not to be used.
-pub const RESERVED: u64 = 3;
-
-/// Where the testkernel links its higher half (physical 0 maps here).
-pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// Where the testkernel links its higher half (physical 0 maps here): where
+/// Redox links its kernel, which is what a Redox loader maps.
+pub const KERNEL_VMA: u64 = bootproto::redox::KERNEL_OFFSET;
 
 /// Longest environment kept (it becomes the command line).
 pub const ENV_MAX: usize = CMDLINE_MAX - 1;
@@ -278,24 +233,16 @@ extern "C" fn redox_main(args_pa: u64) -> ! {
     crate::kernel_main(args_pa)
 }
 
-/// Copy `len` bytes at physical `pa` into `out`.
-fn read_phys(pa: u64, out: &mut [u8]) {
-    // SAFETY: the loader hands over physical ranges in low memory, which the
-    // direct map covers; they are plain bytes and nothing else writes them.
-    unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(pa) as *const u8, out.as_mut_ptr(), out.len()) }
-}
-
 /// Build the boot information from the `KernelArgs` at physical `pa`: memory
 /// map from the areas, RSDP from hwdesc, command line from the env (its lines
 /// joined by spaces). Keeps a copy of everything for [`handover`].
 pub fn parse(pa: u64) -> BootInfo {
-    // SAFETY: `pa` is the KernelArgs the loader passed in rdi, in directly
-    // mapped low memory; it may be unaligned for all the loader promised.
-    let args = unsafe { (phys_to_virt(pa) as *const KernelArgs).read_unaligned() };
+    let mem = boot_memory();
+    let args = KernelArgs::read(&mem, pa).unwrap_or_else(|e| panic!("KernelArgs: {e}"));
     let mut bi = BootInfo {
         cmdline: [0; CMDLINE_MAX],
         cmdline_len: 0,
-        memmap: [MemEntry::default(); MEMMAP_MAX],
+        memmap: [MemmapEntry::default(); MEMMAP_MAX],
         memmap_len: 0,
         rsdp: 0,
         module: None,
@@ -315,41 +262,24 @@ pub fn parse(pa: u64) -> BootInfo {
         kprintln!("# redox entry: warning: env of {env_size} bytes cut to {ENV_MAX}");
     }
     h.env_len = env_size.min(ENV_MAX);
-    read_phys(args.env_base, &mut h.env[..h.env_len]);
-    let mut n = 0;
-    for word in h.env().split(|&b| b == b'\n' || b == b' ').filter(|w| !w.is_empty()) {
-        if n > 0 {
-            bi.cmdline[n] = b' ';
-            n += 1;
-        }
-        bi.cmdline[n..n + word.len()].copy_from_slice(word);
-        n += word.len();
-    }
-    bi.cmdline_len = n;
+    mem.read(args.env_base, &mut h.env[..h.env_len]).unwrap_or_else(|e| panic!("env: {e}"));
+    // ENV_MAX < CMDLINE_MAX: every word of the env fits the command line.
+    bi.cmdline_len = bootproto::redox::cmdline_from_env(h.env(), &mut bi.cmdline);
 
-    let count = args.areas_size as usize / size_of::<Area>();
+    let count = args.areas_len();
     if count > MEMMAP_MAX {
         kprintln!("# redox entry: warning: {count} memory areas, only {MEMMAP_MAX} kept");
     }
-    h.areas_len = count.min(MEMMAP_MAX);
-    for i in 0..h.areas_len {
-        // SAFETY: `areas_size` bytes of areas follow `areas_base` (Redox's
-        // contract), in directly mapped low memory.
-        let a = unsafe { (phys_to_virt(args.areas_base) as *const Area).add(i).read_unaligned() };
-        h.areas[i] = a;
+    h.areas_len = args.read_areas(&mem, &mut h.areas).unwrap_or_else(|e| panic!("memory areas: {e}"));
+    for (e, a) in bi.memmap.iter_mut().zip(h.areas()) {
         // The boot memory map speaks e820: 1 RAM, 3 reclaimable, 2 reserved.
-        let kind = match a.kind {
-            FREE => 1,
-            RECLAIM => 3,
-            _ => 2,
-        };
-        bi.memmap[i] = MemEntry { base: a.base, size: a.size, kind };
+        *e = MemmapEntry { base: a.base, size: a.size, kind: bootproto::redox::e820_kind(a.kind) };
     }
     bi.memmap_len = h.areas_len;
 
     let mut sig = [0u8; 8];
     if args.hwdesc_base != 0 && args.hwdesc_size >= 20 {
-        read_phys(args.hwdesc_base, &mut sig);
+        mem.read(args.hwdesc_base, &mut sig).unwrap_or_else(|e| panic!("hwdesc: {e}"));
     }
     if &sig == b"RSD PTR " {
         bi.rsdp = args.hwdesc_base;
@@ -357,7 +287,7 @@ pub fn parse(pa: u64) -> BootInfo {
 
     let range = |base: u64, size: u64| Range { start: base, end: base + size };
     bi.boot_data = [
-        range(pa, size_of::<KernelArgs>() as u64),
+        range(pa, KernelArgs::SIZE as u64),
         range(args.env_base, args.env_size),
         range(args.areas_base, args.areas_size),
         range(args.hwdesc_base, args.hwdesc_size),
