@@ -5,7 +5,7 @@
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -342,7 +342,7 @@ pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
     let mut b = Builder::new(format_args!("{name}"), move || worker_thread(wc))
         .priority(if pool.highpri { Priority::High } else { Priority::Normal })
         .worker_hooks(true)
-        .data(w.clone());
+        .data(Arc::new(Arc::downgrade(&w)));
     b = match pool.cpu {
         Some(c) => b.on_cpu(c),
         None => b.affinity(pool.mask),
@@ -610,8 +610,12 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
 
 struct Hooks;
 
-fn worker_of(d: &TaskData) -> Option<&Worker> {
-    kthread::data_of(d)?.downcast_ref::<Worker>()
+/// The worker whose thread's data is `d`. The thread holds its worker only
+/// weakly: the worker holds the thread's handle, and a strong reference back
+/// would keep every exited worker (and, inside Redox, its kernel stack)
+/// alive for ever.
+pub(crate) fn worker_of(d: &TaskData) -> Option<Arc<Worker>> {
+    kthread::data_of(d)?.downcast_ref::<Weak<Worker>>()?.upgrade()
 }
 
 impl SchedHooks for Hooks {
@@ -629,7 +633,7 @@ impl SchedHooks for Hooks {
         }
         pool.nr_running.fetch_sub(1, Ordering::AcqRel);
         if pool.kick(&st)
-            && let Some(b) = st.busy.iter().find(|b| core::ptr::eq(&*b.worker, w))
+            && let Some(b) = st.busy.iter().find(|b| Arc::ptr_eq(&b.worker, &w))
         {
             b.cur.pwq.stat(crate::stats::CM_WAKEUP);
         }

@@ -143,7 +143,7 @@ fn warn(msg: &str) {
 /// The worker the caller is, if it is one (for chained queueing and
 /// self-flush checks).
 fn current_worker() -> Option<Arc<Worker>> {
-    kthread::data()?.downcast::<Worker>().ok()
+    kthread::data()?.downcast::<Weak<Worker>>().ok()?.upgrade()
 }
 
 /// Is the caller running an item of `wq`?
@@ -506,7 +506,7 @@ impl Workqueue {
             let (wq, wc) = (Arc::downgrade(&inner), w.clone());
             let t = Builder::new(format_args!("kworker/R-{name}"), move || rescuer_thread(wq, wc))
                 .priority(Priority::High)
-                .data(w.clone())
+                .data(Arc::new(Arc::downgrade(&w)))
                 .run()?;
             w.task.call_once(|| t.clone());
             inner.rescuer.call_once(|| (t, w));

@@ -626,6 +626,14 @@ ktest!(workqueue::idle_workers_are_reaped => |ctx| {
     workqueue::set_idle_timeout_ns(workqueue::IDLE_WORKER_TIMEOUT_NS);
     check!(grown > workqueue::MIN_IDLE_WORKERS + 1, "the burst did not grow the pool (workers: {grown})");
     check!(shrunk, "idle workers were not reaped: {} of {grown} left", count());
+    // Reaped workers are gone, not zombies kept by a reference cycle: the
+    // kthread registry lists exactly the pool's remaining workers.
+    let prefix = format!("[kworker/{cpu}:");
+    let listed = || {
+        kthreadd::registry::prune();
+        kthreadd::registry::rows().iter().filter(|r| r.name.starts_with(&prefix) && !r.name.ends_with("H]")).count()
+    };
+    check!(wait_for(5_000, || listed() == count()), "{} kworker/{cpu}:* threads listed for {} workers", listed(), count());
     Ok(())
 });
 
