@@ -10,8 +10,10 @@
 
 use ktest_runner::run::{build_kernel, default_kernel_path, repo_root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+mod common;
+use common::Run;
 
 fn kernel() -> &'static Path {
     static KERNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -26,32 +28,9 @@ fn kernel() -> &'static Path {
     }
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    out_dir: PathBuf,
-}
-
 /// Boot with `ktest run` and the given extra arguments, one boot at a time.
 fn ktest(name: &str, args: &[&str]) -> Run {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let kernel = kernel();
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("guest-{name}"));
-    let _ = std::fs::remove_dir_all(&out_dir);
-    let output = Command::new(env!("CARGO_BIN_EXE_ktest"))
-        .args(["run", "--kernel"])
-        .arg(kernel)
-        .arg("--out")
-        .arg(&out_dir)
-        .args(["--seed", "1"])
-        .args(args)
-        .output()
-        .expect("run ktest");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("---- ktest {args:?} ----\n{stdout}\n---- stderr ----\n{stderr}");
-    Run { code: output.status.code().unwrap_or(-1), stdout, out_dir }
+    common::ktest(&format!("guest-{name}"), kernel(), None, args)
 }
 
 /// A backtrace frame line `#  N: 0x<hex> function+0xoff`.

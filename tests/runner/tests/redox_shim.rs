@@ -18,7 +18,10 @@ use ktest_runner::qemu::{self, Accel, EXIT_FAIL, EXIT_PASS, Event, Exit, QEMU, Q
 use ktest_runner::run::{build_kernel, default_kernel_path, repo_root};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+
+mod common;
+use common::{ONE_AT_A_TIME, Run};
 use std::time::Duration;
 
 /// The token the testkernel's `redox_boot` suite expects in the env.
@@ -68,35 +71,9 @@ fn testkernel() -> &'static Path {
     })
 }
 
-/// Boots run one at a time: TCG on two host cores is slow enough without competition.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-struct Run {
-    code: i32,
-    stdout: String,
-}
-
 /// `ktest run --kernel <shim> --initrd <initrd>` with `args`.
 fn ktest(name: &str, initrd: &Path, args: &[&str]) -> Run {
-    let shim = shim();
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("redox-shim-{name}"));
-    let _ = std::fs::remove_dir_all(&out_dir);
-    let output = Command::new(env!("CARGO_BIN_EXE_ktest"))
-        .args(["run", "--kernel"])
-        .arg(shim)
-        .arg("--initrd")
-        .arg(initrd)
-        .arg("--out")
-        .arg(&out_dir)
-        .args(["--seed", "1"])
-        .args(args)
-        .output()
-        .expect("run ktest");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("---- ktest {args:?} ----\n{stdout}\n---- stderr ----\n{stderr}");
-    Run { code: output.status.code().unwrap_or(-1), stdout }
+    common::ktest(&format!("redox-shim-{name}"), shim(), Some(initrd), args)
 }
 
 /// Boot the shim with `initrd` straight in QEMU (no KTAP expected); returns
@@ -152,6 +129,8 @@ fn testkernel_boots_through_the_shim_with_the_handover_intact() {
     assert!(run.stdout.contains("smp=2 preempt=full: PASS (exit 33"));
     let (passed, failed) = final_counts(&run.stdout);
     assert_eq!((passed, failed), (4, 0), "every redox_boot case must run and pass");
+    let raw = std::fs::read_to_string(run.out_dir.join("ktap-smp2-full.txt")).expect("the raw serial log");
+    assert!(raw.contains("ok 1 redox_boot"), "the saved log lacks the suite's result");
 }
 
 #[test]
