@@ -1,5 +1,5 @@
 //! For build scripts (feature `link`): link a freestanding binary as a static
-//! ELF laid out by its own linker script (see `shared/BOOT.md`).
+//! ELF laid out by its own linker script.
 
 use std::println;
 
