@@ -1,41 +1,63 @@
 //! The local APIC (xAPIC, MMIO; QEMU's TCG has no x2APIC), the IOAPIC, and
 //! the legacy PIC (masked).
+//!
+//! The `x86` crate's xAPIC driver enables the LAPIC, reads its id, signals
+//! EOI and sends IPIs (INIT, SIPI, fixed vectors); its IOAPIC driver masks
+//! every line. The registers the driver does not expose (spurious vector,
+//! task priority, LVT masks, error status, and the one-shot timer: the crate
+//! only offers TSC-deadline mode) are written here through the crate's
+//! register offsets, as is the fatal-error NMI, which must not wait on the
+//! APIC (see `docs/hardware.md`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::cpu::{self, outb};
+use x86::apic::ioapic::IoApic;
+use x86::apic::xapic::{self, XAPIC};
+use x86::apic::{
+    ApicControl, ApicId, DeliveryMode, DeliveryStatus, DestinationMode, DestinationShorthand, Icr, Level, TriggerMode,
+};
+
+use super::cpu::outb;
 use super::interrupts::{VEC_SPURIOUS, VEC_TIMER};
 use crate::mem::phys_to_virt;
 use crate::percpu;
 
 static LAPIC_VA: AtomicU64 = AtomicU64::new(0);
-static IOAPIC_VA: AtomicU64 = AtomicU64::new(0);
 
-const REG_ID: u32 = 0x20;
-const REG_TPR: u32 = 0x80;
-const REG_EOI: u32 = 0xB0;
-const REG_SVR: u32 = 0xF0;
-const REG_ESR: u32 = 0x280;
-const REG_ICR_LO: u32 = 0x300;
-const REG_ICR_HI: u32 = 0x310;
-const REG_LVT_TIMER: u32 = 0x320;
-const REG_LVT_LINT0: u32 = 0x350;
-const REG_LVT_LINT1: u32 = 0x360;
-const REG_LVT_ERROR: u32 = 0x370;
-const REG_TIMER_INIT: u32 = 0x380;
-const REG_TIMER_CUR: u32 = 0x390;
-const REG_TIMER_DIV: u32 = 0x3E0;
+/// The LAPIC's register page, in 32-bit words.
+const LAPIC_WORDS: usize = 4096 / 4;
 
 const LVT_MASKED: u32 = 1 << 16;
-const ICR_PENDING: u32 = 1 << 12;
+/// SVR bit 8: the LAPIC is software-enabled.
+const SVR_ENABLE: u32 = 1 << 8;
+/// Timer divide configuration 0b0011: divide by 16.
+const TIMER_DIV_16: u32 = 0x3;
 
+/// This CPU's LAPIC as the crate's driver. Built on each use: every CPU sees
+/// its own LAPIC at the same address, so one shared instance would be a
+/// `&mut` to a different device on each CPU; building one costs an `rdmsr` of
+/// IA32_APIC_BASE.
+fn lapic() -> XAPIC {
+    let va = LAPIC_VA.load(Ordering::Relaxed);
+    assert!(va != 0, "LAPIC used before apic::init_global");
+    // SAFETY: `va` is the uncached direct-map address of the LAPIC page
+    // (4 KiB, mapped for the kernel's lifetime). The registers behind it are
+    // this CPU's own LAPIC, so the reference aliases nothing another CPU
+    // uses, and the driver touches them only with volatile accesses for the
+    // length of the call that built it.
+    let regs = unsafe { core::slice::from_raw_parts_mut(va as *mut u32, LAPIC_WORDS) };
+    XAPIC::new(regs)
+}
+
+/// Read a LAPIC register the crate's driver does not expose.
 fn read(reg: u32) -> u32 {
     // SAFETY: LAPIC_VA is the uncached direct-map address of this CPU's LAPIC
-    // page (every CPU sees its own LAPIC at the same address); reg is a valid
-    // 16-byte-aligned register offset.
+    // page (every CPU sees its own LAPIC at the same address); reg is one of
+    // the crate's 16-byte-aligned register offsets, inside the page.
     unsafe { ((LAPIC_VA.load(Ordering::Relaxed) + reg as u64) as *const u32).read_volatile() }
 }
 
+/// Write a LAPIC register the crate's driver does not expose.
 fn write(reg: u32, v: u32) {
     // SAFETY: as for `read`.
     unsafe { ((LAPIC_VA.load(Ordering::Relaxed) + reg as u64) as *mut u32).write_volatile(v) }
@@ -45,9 +67,6 @@ fn write(reg: u32, v: u32) {
 /// and every IOAPIC line (no device interrupt is routed yet).
 pub fn init_global(lapic_pa: u64, ioapic_pa: u64) {
     LAPIC_VA.store(phys_to_virt(lapic_pa), Ordering::Relaxed);
-    if ioapic_pa != 0 {
-        IOAPIC_VA.store(phys_to_virt(ioapic_pa), Ordering::Relaxed);
-    }
     // Remap the 8259s away from the exception vectors, then mask them all.
     for (port, v) in
         [(0x20, 0x11), (0xA0, 0x11), (0x21, 0xE0), (0xA1, 0xE8), (0x21, 4), (0xA1, 2), (0x21, 1), (0xA1, 1)]
@@ -57,116 +76,119 @@ pub fn init_global(lapic_pa: u64, ioapic_pa: u64) {
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
     if ioapic_pa != 0 {
-        for line in 0..ioapic_lines() {
-            ioapic_write(0x10 + 2 * line, LVT_MASKED);
-            ioapic_write(0x11 + 2 * line, 0);
-        }
+        // SAFETY: the IOAPIC's register window (index at +0, data at +0x10)
+        // is in the uncached direct map; only the boot CPU touches it, here.
+        let mut ioapic = unsafe { IoApic::new(phys_to_virt(ioapic_pa) as usize) };
+        ioapic.disable_all();
     }
 }
 
 /// Enable this CPU's LAPIC: spurious vector, accept all priorities, mask the
 /// LINT pins and the timer until it is programmed.
 pub fn init_local() {
-    write(REG_SVR, 0x100 | VEC_SPURIOUS as u32);
-    write(REG_TPR, 0);
-    write(REG_LVT_LINT0, LVT_MASKED);
-    write(REG_LVT_LINT1, LVT_MASKED);
-    write(REG_LVT_ERROR, LVT_MASKED);
-    write(REG_LVT_TIMER, LVT_MASKED);
-    write(REG_ESR, 0);
-    write(REG_TIMER_DIV, 0x3); // divide by 16
+    // The crate's attach sets the global enable bit in IA32_APIC_BASE and
+    // software-enables the LAPIC with a spurious vector of 15, an exception
+    // vector: ours replaces it before interrupts are enabled.
+    lapic().attach();
+    write(xapic::XAPIC_SVR, SVR_ENABLE | VEC_SPURIOUS as u32);
+    write(xapic::XAPIC_TPR, 0);
+    write(xapic::XAPIC_LVT_LINT0, LVT_MASKED);
+    write(xapic::XAPIC_LVT_LINT1, LVT_MASKED);
+    write(xapic::XAPIC_LVT_ERROR, LVT_MASKED);
+    write(xapic::XAPIC_LVT_TIMER, LVT_MASKED);
+    write(xapic::XAPIC_ESR, 0);
+    write(xapic::XAPIC_TIMER_DIV_CONF, TIMER_DIV_16);
     eoi();
 }
 
 /// This CPU's APIC id.
 pub fn id() -> u32 {
-    read(REG_ID) >> 24
+    // The xAPIC keeps the id in bits 31:24 of its register.
+    lapic().id() >> 24
 }
 
 /// Signal end of interrupt.
 pub fn eoi() {
-    write(REG_EOI, 0);
+    lapic().eoi();
 }
 
-fn send_icr(dest: u32, lo: u32) {
+/// Run `f` on this CPU's LAPIC with interrupts off: an interrupt handler
+/// sending an IPI between the two ICR writes of the interrupted send would
+/// redirect it.
+fn with_irqs_off(f: impl FnOnce(&mut XAPIC)) {
     let was = crate::sync::irq_save();
-    // The xAPIC wants the previous IPI delivered before the next is written;
-    // waiting before (not after) lets the sender go on while it travels.
-    while read(REG_ICR_LO) & ICR_PENDING != 0 {
-        cpu::pause();
-    }
-    write(REG_ICR_HI, dest << 24);
-    write(REG_ICR_LO, lo);
+    f(&mut lapic());
     crate::sync::irq_restore(was);
 }
 
 /// Send a fixed interrupt `vector` to the CPU with APIC id `dest`.
 pub fn send_ipi(dest: u32, vector: u8) {
-    send_icr(dest, vector as u32);
+    let icr = Icr::for_xapic(
+        vector,
+        ApicId::XApic(dest as u8),
+        DestinationShorthand::NoShorthand,
+        DeliveryMode::Fixed,
+        DestinationMode::Physical,
+        DeliveryStatus::Idle,
+        Level::Assert,
+        TriggerMode::Edge,
+    );
+    // SAFETY: a fixed IPI to a CPU of the MADT, for a vector with a handler.
+    with_irqs_off(|l| unsafe { l.send_ipi(icr) });
 }
 
 /// Send INIT to `dest` (AP start-up).
 pub fn send_init(dest: u32) {
-    send_icr(dest, 0x4500);
+    // SAFETY: `dest` is an AP of the MADT that is not running yet; INIT only
+    // resets it.
+    with_irqs_off(|l| unsafe { l.ipi_init(ApicId::XApic(dest as u8)) });
 }
 
 /// Send a start-up IPI to `dest` with the trampoline at page `page`.
 pub fn send_sipi(dest: u32, page: u8) {
-    send_icr(dest, 0x4600 | page as u32);
+    // SAFETY: `dest` was just sent INIT, and `page` holds the AP trampoline.
+    with_irqs_off(|l| unsafe { l.ipi_startup(ApicId::XApic(dest as u8), page) });
 }
 
 /// NMI every other CPU (fatal-error stop). Does not wait for delivery to
-/// finish if the APIC is wedged.
+/// finish if the APIC is wedged: unlike the crate's `send_ipi`, which spins
+/// until the ICR reports delivery, it writes the ICR itself.
 pub fn stop_other_cpus() {
     if LAPIC_VA.load(Ordering::Relaxed) == 0 || percpu::cpus_up() < 2 {
         return;
     }
-    // Destination shorthand "all excluding self", delivery mode NMI.
-    write(REG_ICR_HI, 0);
-    write(REG_ICR_LO, (0b11 << 18) | (0b100 << 8));
+    let icr = Icr::for_xapic(
+        0,
+        ApicId::XApic(0),
+        DestinationShorthand::AllExcludingSelf,
+        DeliveryMode::NMI,
+        DestinationMode::Physical,
+        DeliveryStatus::Idle,
+        Level::Assert,
+        TriggerMode::Edge,
+    );
+    write(xapic::XAPIC_ICR1, icr.upper());
+    write(xapic::XAPIC_ICR0, icr.lower());
 }
 
 /// Arm the timer to fire once after `count` ticks of the (divided) APIC clock.
 pub fn timer_oneshot(count: u32) {
-    write(REG_LVT_TIMER, VEC_TIMER as u32);
-    write(REG_TIMER_INIT, count.max(1));
+    write(xapic::XAPIC_LVT_TIMER, VEC_TIMER as u32);
+    write(xapic::XAPIC_TIMER_INIT_COUNT, count.max(1));
 }
 
 /// Stop the timer.
 pub fn timer_stop() {
-    write(REG_TIMER_INIT, 0);
+    write(xapic::XAPIC_TIMER_INIT_COUNT, 0);
 }
 
 /// Start the timer counting down from its maximum, masked (for calibration).
 pub fn timer_start_free_running() {
-    write(REG_LVT_TIMER, LVT_MASKED);
-    write(REG_TIMER_INIT, u32::MAX);
+    write(xapic::XAPIC_LVT_TIMER, LVT_MASKED);
+    write(xapic::XAPIC_TIMER_INIT_COUNT, u32::MAX);
 }
 
 /// The timer's current count.
 pub fn timer_current() -> u32 {
-    read(REG_TIMER_CUR)
-}
-
-fn ioapic_write(reg: u32, v: u32) {
-    let base = IOAPIC_VA.load(Ordering::Relaxed);
-    // SAFETY: the IOAPIC's index/data registers at offsets 0 and 0x10 of its
-    // uncached direct-map page.
-    unsafe {
-        (base as *mut u32).write_volatile(reg);
-        ((base + 0x10) as *mut u32).write_volatile(v);
-    }
-}
-
-fn ioapic_read(reg: u32) -> u32 {
-    let base = IOAPIC_VA.load(Ordering::Relaxed);
-    // SAFETY: as for ioapic_write.
-    unsafe {
-        (base as *mut u32).write_volatile(reg);
-        ((base + 0x10) as *const u32).read_volatile()
-    }
-}
-
-fn ioapic_lines() -> u32 {
-    ((ioapic_read(1) >> 16) & 0xFF) + 1
+    read(xapic::XAPIC_TIMER_CURRENT_COUNT)
 }

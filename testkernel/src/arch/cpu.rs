@@ -1,88 +1,86 @@
-//! Thin wrappers over single x86-64 instructions: port I/O, MSRs, control
-//! registers, interrupt flag, TSC.
+//! Single x86-64 instructions as safe functions: port I/O, MSRs, control
+//! registers, the TLB, the interrupt flag, the TSC. Each is the `x86` crate's
+//! wrapper, made safe here because this kernel runs at CPL 0 with the
+//! preconditions each one states; only `sti; hlt` stays hand-written, since
+//! the two instructions must be adjacent (see `docs/hardware.md`).
 
 use core::arch::asm;
 
+use x86::bits64::rflags::{self, RFlags};
+
 /// Write a byte to an I/O port.
+#[inline]
 pub fn outb(port: u16, val: u8) {
-    // SAFETY: port I/O has no memory effects visible to Rust; the ports this
-    // kernel writes (COM1, PIT, PIC, debug-exit) are owned by it.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") val, options(nomem, nostack, preserves_flags)) }
+    // SAFETY: the kernel runs at CPL 0, so port I/O cannot fault; the ports it
+    // writes (COM1, PIT, PIC, debug-exit) are its own devices, and port I/O
+    // has no effect on memory Rust knows about.
+    unsafe { x86::io::outb(port, val) }
 }
 
 /// Read a byte from an I/O port.
+#[inline]
 pub fn inb(port: u16) -> u8 {
-    let v: u8;
     // SAFETY: as for `outb`.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) }
-    v
+    unsafe { x86::io::inb(port) }
 }
 
 /// Write a 32-bit value to an I/O port.
+#[inline]
 pub fn outl(port: u16, val: u32) {
     // SAFETY: as for `outb`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") val, options(nomem, nostack, preserves_flags)) }
+    unsafe { x86::io::outl(port, val) }
 }
 
 /// Write a model-specific register.
 pub fn wrmsr(msr: u32, val: u64) {
-    // SAFETY: callers write architectural MSRs (GS base, EFER) with valid values.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") val as u32, in("edx") (val >> 32) as u32,
-             options(nostack, preserves_flags))
-    }
+    // SAFETY: CPL 0; callers write architectural MSRs (the GS base) with
+    // valid values, which changes nothing Rust relies on.
+    unsafe { x86::msr::wrmsr(msr, val) }
 }
 
 /// MSR holding the GS segment base (per-CPU data pointer).
-pub const MSR_GS_BASE: u32 = 0xC000_0101;
+pub const MSR_GS_BASE: u32 = x86::msr::IA32_GS_BASE;
 
 /// Read the time-stamp counter, ordered after earlier loads (`lfence; rdtsc`).
 #[inline(always)]
 pub fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: rdtsc is unprivileged and has no memory effects.
-    unsafe { asm!("lfence", "rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
-    ((hi as u64) << 32) | lo as u64
+    x86::fence::lfence();
+    // SAFETY: CR4.TSD is clear (the kernel never sets it), and at CPL 0 it
+    // would not matter: rdtsc cannot fault here and touches no memory.
+    unsafe { x86::time::rdtsc() }
 }
 
 /// Read CR2 (the faulting address of the last page fault).
 pub fn cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effects.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
+    // SAFETY: reading CR2 at CPL 0 has no side effects.
+    unsafe { x86::controlregs::cr2() as u64 }
 }
 
 /// Read CR3 (the page-table root).
 pub fn cr3() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR3 has no side effects.
-    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
+    // SAFETY: reading CR3 at CPL 0 has no side effects.
+    unsafe { x86::controlregs::cr3() }
 }
 
 /// Flush this CPU's whole TLB (non-global entries) by reloading CR3.
 pub fn flush_tlb_local() {
     // SAFETY: writing back the current CR3 only drops cached translations.
-    unsafe { asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags)) }
+    unsafe { x86::tlb::flush_all() }
 }
 
 /// Drop the TLB entry of one page on this CPU.
 pub fn invlpg(addr: u64) {
-    // SAFETY: invlpg only drops a cached translation.
-    unsafe { asm!("invlpg [{}]", in(reg) addr, options(nostack, preserves_flags)) }
+    // SAFETY: invlpg at CPL 0 only drops a cached translation.
+    unsafe { x86::tlb::flush(addr as usize) }
 }
 
 /// RFLAGS.IF.
-pub const RFLAGS_IF: u64 = 1 << 9;
+pub const RFLAGS_IF: u64 = RFlags::FLAGS_IF.bits();
 
 /// Read RFLAGS.
 #[inline(always)]
 pub fn rflags() -> u64 {
-    let v: u64;
-    // SAFETY: pushfq/pop only touch the stack slot they use.
-    unsafe { asm!("pushfq", "pop {}", out(reg) v, options(nomem, preserves_flags)) }
-    v
+    rflags::read().bits()
 }
 
 /// Are interrupts enabled on this CPU?
@@ -94,19 +92,26 @@ pub fn irqs_enabled() -> bool {
 /// Disable interrupts on this CPU.
 #[inline(always)]
 pub fn cli() {
-    // SAFETY: masking interrupts cannot break memory safety. The asm is not
-    // `nomem` so it also orders memory accesses like a compiler barrier.
-    unsafe { asm!("cli", options(nostack)) }
+    // SAFETY: masking interrupts cannot break memory safety. The crate's asm
+    // is not `nomem`, so it also orders memory accesses like a compiler
+    // barrier, which the lock paths rely on.
+    unsafe { x86::irq::disable() }
 }
 
 /// Enable interrupts on this CPU.
 #[inline(always)]
 pub fn sti() {
-    // SAFETY: the IDT is loaded before any code calls this.
-    unsafe { asm!("sti", options(nostack)) }
+    // SAFETY: the IDT is loaded before any code calls this; like `cli`, a
+    // compiler barrier.
+    unsafe { x86::irq::enable() }
 }
 
 /// Enable interrupts and halt until the next one, atomically (`sti; hlt`).
+///
+/// Hand-written: the `sti` shadow covers only the next instruction, so the two
+/// must be adjacent in one `asm!` block; two separate calls could let an
+/// interrupt (the wake-up IPI) in between, and the CPU would then halt with
+/// the wake-up already consumed.
 #[inline(always)]
 pub fn sti_hlt() {
     // SAFETY: the sti shadow guarantees no interrupt is taken between the two
@@ -124,16 +129,14 @@ pub fn pause() {
 pub fn halt_forever() -> ! {
     loop {
         cli();
-        // SAFETY: halting with interrupts off only stops this CPU (NMIs aside).
-        unsafe { asm!("hlt", options(nomem, nostack)) }
+        // SAFETY: halting with interrupts off only stops this CPU (NMIs aside,
+        // after which the loop halts again).
+        unsafe { x86::halt() }
     }
 }
 
 /// The current frame pointer (start of a backtrace).
 #[inline(always)]
 pub fn frame_pointer() -> u64 {
-    let v: u64;
-    // SAFETY: reading rbp has no side effects.
-    unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) }
-    v
+    x86::bits64::registers::rbp()
 }

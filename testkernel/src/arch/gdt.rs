@@ -2,8 +2,16 @@
 //! double faults, NMIs and machine checks switch to, so they can be reported
 //! even when the current stack is exhausted.
 
-use core::arch::asm;
 use core::cell::UnsafeCell;
+
+use x86::Ring;
+use x86::bits64::segmentation::Descriptor64;
+use x86::bits64::task::TaskStateSegment;
+use x86::dtables::{self, DescriptorTablePointer};
+use x86::segmentation::{
+    self, BuildDescriptor, CodeSegmentType, DataSegmentType, Descriptor, DescriptorBuilder, GateDescriptorBuilder,
+    SegmentDescriptorBuilder, SegmentSelector,
+};
 
 use crate::percpu::MAX_CPUS;
 
@@ -22,22 +30,20 @@ pub const IST_MACHINE_CHECK: u8 = 3;
 /// Size of each IST stack.
 pub const IST_STACK_SIZE: usize = 16 * 1024;
 
-#[repr(C, packed(4))]
-#[derive(Clone, Copy)]
-struct Tss {
-    _reserved0: u32,
-    rsp: [u64; 3],
-    _reserved1: u64,
-    ist: [u64; 7],
-    _reserved2: u64,
-    _reserved3: u16,
-    iomap_base: u16,
+/// The GDT: null, kernel code, kernel data, then the TSS descriptor (two
+/// slots in long mode). The selectors above index it.
+#[repr(C)]
+struct Gdt {
+    null: Descriptor,
+    code: Descriptor,
+    data: Descriptor,
+    tss: Descriptor64,
 }
 
 #[repr(C, align(16))]
 struct CpuTables {
-    gdt: [u64; 5],
-    tss: Tss,
+    gdt: Gdt,
+    tss: TaskStateSegment,
 }
 
 struct TablesCell(UnsafeCell<CpuTables>);
@@ -53,16 +59,8 @@ unsafe impl Sync for IstCell {}
 
 static TABLES: [TablesCell; MAX_CPUS] = [const {
     TablesCell(UnsafeCell::new(CpuTables {
-        gdt: [0; 5],
-        tss: Tss {
-            _reserved0: 0,
-            rsp: [0; 3],
-            _reserved1: 0,
-            ist: [0; 7],
-            _reserved2: 0,
-            _reserved3: 0,
-            iomap_base: 104,
-        },
+        gdt: Gdt { null: Descriptor::NULL, code: Descriptor::NULL, data: Descriptor::NULL, tss: Descriptor64::NULL },
+        tss: TaskStateSegment::new(),
     }))
 }; MAX_CPUS];
 
@@ -83,50 +81,52 @@ pub fn init(cpu: usize, ist_tops: [u64; 3]) {
     // SAFETY: this CPU alone touches its entry, during its own bring-up (see
     // TablesCell).
     let t = unsafe { &mut *cell.0.get() };
-    t.tss.ist[0] = ist_tops[0];
-    t.tss.ist[1] = ist_tops[1];
-    t.tss.ist[2] = ist_tops[2];
-    let tss_addr = &t.tss as *const Tss as u64;
-    let limit = (core::mem::size_of::<Tss>() - 1) as u64;
-    t.gdt[0] = 0;
-    t.gdt[1] = 0x00af_9a00_0000_ffff;
-    t.gdt[2] = 0x00cf_9200_0000_ffff;
-    t.gdt[3] = (limit & 0xffff)
-        | ((tss_addr & 0xff_ffff) << 16)
-        | (0x89 << 40)
-        | (((limit >> 16) & 0xf) << 48)
-        | (((tss_addr >> 24) & 0xff) << 56);
-    t.gdt[4] = tss_addr >> 32;
-
-    #[repr(C, packed)]
-    struct Ptr {
-        limit: u16,
-        base: u64,
+    t.tss = TaskStateSegment::new();
+    for (slot, top) in ist_tops.iter().enumerate() {
+        t.tss.set_ist(slot, *top);
     }
-    let ptr = Ptr { limit: (5 * 8 - 1) as u16, base: t.gdt.as_ptr() as u64 };
-    // SAFETY: the GDT is static and valid; the far return reloads CS with the
-    // kernel code selector defined in it; the data selectors are valid; the
-    // TSS descriptor points at this CPU's static TSS.
+    // No I/O permission bitmap: its offset points past the TSS's limit.
+    t.tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
+    let tss_addr = &t.tss as *const TaskStateSegment as u64;
+    let tss_limit = (core::mem::size_of::<TaskStateSegment>() - 1) as u64;
+    // Flat 4 GiB segments; in long mode only the code segment's L bit, the
+    // types and the present bits matter.
+    t.gdt = Gdt {
+        null: Descriptor::NULL,
+        code: DescriptorBuilder::code_descriptor(0u32, 0xF_FFFF, CodeSegmentType::ExecuteRead)
+            .present()
+            .dpl(Ring::Ring0)
+            .l()
+            .limit_granularity_4kb()
+            .finish(),
+        data: DescriptorBuilder::data_descriptor(0u32, 0xF_FFFF, DataSegmentType::ReadWrite)
+            .present()
+            .dpl(Ring::Ring0)
+            .db()
+            .limit_granularity_4kb()
+            .finish(),
+        tss: <DescriptorBuilder as GateDescriptorBuilder<u64>>::tss_descriptor(tss_addr, tss_limit, true)
+            .present()
+            .dpl(Ring::Ring0)
+            .finish(),
+    };
+
+    let ptr = DescriptorTablePointer::new(&t.gdt);
+    // SAFETY: CPL 0. The GDT is static and now valid; reloading CS (a far
+    // return inside the crate's `load_cs`) picks the 64-bit kernel code
+    // segment defined in it, the data selectors name its data segment, FS and
+    // GS get the null selector (which also clears their bases), and the TSS
+    // descriptor points at this CPU's static TSS, marked busy by `ltr`.
     unsafe {
-        asm!(
-            "lgdt [{ptr}]",
-            "push {cs}",
-            "lea {tmp}, [rip + 2f]",
-            "push {tmp}",
-            "retfq",
-            "2:",
-            "mov ds, {ds:x}",
-            "mov es, {ds:x}",
-            "mov ss, {ds:x}",
-            "xor {tmp:e}, {tmp:e}",
-            "mov fs, {tmp:x}",
-            "mov gs, {tmp:x}",
-            "ltr {tss:x}",
-            ptr = in(reg) &ptr,
-            cs = const KERNEL_CS as u64,
-            ds = in(reg) KERNEL_DS as u64,
-            tss = in(reg) TSS_SEL as u64,
-            tmp = out(reg) _,
-        );
+        dtables::lgdt(&ptr);
+        segmentation::load_cs(SegmentSelector::from_raw(KERNEL_CS));
+        let ds = SegmentSelector::from_raw(KERNEL_DS);
+        segmentation::load_ds(ds);
+        segmentation::load_es(ds);
+        segmentation::load_ss(ds);
+        let null = SegmentSelector::from_raw(0);
+        segmentation::load_fs(null);
+        segmentation::load_gs(null);
+        x86::task::load_tr(SegmentSelector::from_raw(TSS_SEL));
     }
 }

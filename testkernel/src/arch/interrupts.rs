@@ -9,9 +9,13 @@
 //! Vector map: 0..31 exceptions, [`VEC_TIMER`], [`VEC_RESCHED`],
 //! [`VEC_CALL`] and [`VEC_SPURIOUS`].
 
-use core::arch::{asm, global_asm};
+use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering;
+
+use x86::bits64::segmentation::Descriptor64;
+use x86::dtables::{self, DescriptorTablePointer};
+use x86::segmentation::{BuildDescriptor, DescriptorBuilder, GateDescriptorBuilder, SegmentSelector};
 
 use super::gdt;
 use crate::percpu;
@@ -117,65 +121,51 @@ pub struct InterruptFrame {
     pub ss: u64,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct IdtEntry {
-    off_lo: u16,
-    sel: u16,
-    ist: u8,
-    attr: u8,
-    off_mid: u16,
-    off_hi: u32,
-    _zero: u32,
-}
-
-struct IdtCell(UnsafeCell<[IdtEntry; 256]>);
+#[repr(align(16))]
+struct IdtCell(UnsafeCell<[Descriptor64; 256]>);
 // SAFETY: written once by the boot CPU before any other CPU loads it.
 unsafe impl Sync for IdtCell {}
 
-static IDT: IdtCell =
-    IdtCell(UnsafeCell::new([IdtEntry { off_lo: 0, sel: 0, ist: 0, attr: 0, off_mid: 0, off_hi: 0, _zero: 0 }; 256]));
+static IDT: IdtCell = IdtCell(UnsafeCell::new([Descriptor64::NULL; 256]));
 
 unsafe extern "C" {
     static isr_stubs: u8;
 }
 
-/// Fill the IDT (boot CPU, once).
+/// Fill the IDT (boot CPU, once): every vector is an interrupt gate (IF
+/// cleared on entry) to its stub in the kernel code segment, at DPL 0, with
+/// the IST stack of its kind for double faults, NMIs and machine checks.
 pub fn init_idt() {
     let base = (&raw const isr_stubs) as u64;
     // SAFETY: called once on the boot CPU before the IDT is loaded anywhere.
     let idt = unsafe { &mut *IDT.0.get() };
     for (v, e) in idt.iter_mut().enumerate() {
-        let addr = base + 16 * v as u64;
         let ist = match v {
             8 => gdt::IST_DOUBLE_FAULT,
             2 => gdt::IST_NMI,
             18 => gdt::IST_MACHINE_CHECK,
             _ => 0,
         };
-        *e = IdtEntry {
-            off_lo: addr as u16,
-            sel: gdt::KERNEL_CS,
-            ist,
-            attr: 0x8E,
-            off_mid: (addr >> 16) as u16,
-            off_hi: (addr >> 32) as u32,
-            _zero: 0,
-        };
+        let stub = base + 16 * v as u64;
+        *e = <DescriptorBuilder as GateDescriptorBuilder<u64>>::interrupt_descriptor(
+            SegmentSelector::from_raw(gdt::KERNEL_CS),
+            stub,
+        )
+        .present()
+        .ist(ist)
+        .finish();
     }
 }
 
 /// Load the IDT on this CPU.
 pub fn load_idt() {
-    #[repr(C, packed)]
-    struct Ptr {
-        limit: u16,
-        base: u64,
+    // SAFETY: the IDT is static and fully initialised (`init_idt` ran on the
+    // boot CPU before any CPU loads it), and its gates point at the stubs
+    // above; `lidt` at CPL 0 only tells this CPU where it is.
+    unsafe {
+        let ptr = DescriptorTablePointer::new(&*IDT.0.get());
+        dtables::lidt(&ptr);
     }
-    let ptr = Ptr { limit: (256 * 16 - 1) as u16, base: IDT.0.get() as u64 };
-    // SAFETY: the IDT is static, fully initialised, and its entries point at
-    // the stubs above.
-    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack)) }
 }
 
 /// Handler type for a device or IPI vector.
