@@ -1,7 +1,5 @@
 //! COM1 output ([`bootproto::serial`]) and leaving QEMU.
 
-use core::arch::asm;
-
 use bootproto::serial::{COM1, Uart16550};
 
 /// `isa-debug-exit` port (QEMU `-device isa-debug-exit,iobase=0xf4,iosize=0x04`).
@@ -37,10 +35,14 @@ macro_rules! say {
 /// Leave QEMU with the fail status through `isa-debug-exit`; without that
 /// device, stop the CPU.
 pub fn exit_fail() -> ! {
-    // SAFETY: writing the exit device ends the VM; nothing else is touched.
-    unsafe { asm!("out dx, eax", in("dx") DEBUG_EXIT_PORT, in("eax") EXIT_FAIL, options(nomem, nostack)) }
+    // SAFETY: the shim runs at CPL 0; writing the exit device ends the VM and
+    // touches nothing else.
+    unsafe { x86::io::outl(DEBUG_EXIT_PORT, EXIT_FAIL) }
     loop {
         // SAFETY: halting with interrupts off stops this CPU for good.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+        unsafe {
+            x86::irq::disable();
+            x86::halt();
+        }
     }
 }

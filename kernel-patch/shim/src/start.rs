@@ -139,18 +139,21 @@ pub fn image() -> (u64, u64) {
 /// `cr3` must map this code at its identity address and `stack_top`, `entry`
 /// and `args` as the kernel expects; nothing of the shim runs afterwards.
 pub unsafe fn enter_kernel(cr3: u64, stack_top: u64, entry: u64, args: u64) -> ! {
-    // SAFETY: the caller vouches for the tables, the stack and the entry. The
-    // shim keeps running at its identity address after the CR3 load; the
-    // pushed zero is the fake return address of the kernel's entry frame
-    // (rsp = 16n + 8 at entry, as after a call).
+    // SAFETY: CPL 0, and the caller vouches that `cr3` maps this code, and the
+    // identity-mapped stack it runs on, at their identity addresses: the shim
+    // goes on running after the switch.
+    unsafe { x86::controlregs::cr3_write(cr3) };
+    // SAFETY: the caller vouches for the stack and the entry in the tables
+    // now loaded. Switching stacks and jumping must be one asm block: no
+    // compiler-generated code may run between them. The pushed zero is the
+    // fake return address of the kernel's entry frame (rsp = 16n + 8 at
+    // entry, as after a call).
     unsafe {
         asm!(
-            "mov cr3, {cr3}",
             "mov rsp, {stack}",
             "xor ebp, ebp",
             "push 0",
             "jmp {entry}",
-            cr3 = in(reg) cr3,
             stack = in(reg) stack_top,
             entry = in(reg) entry,
             in("rdi") args,

@@ -6,7 +6,8 @@
 //! Only with the `runtime` feature, which only the freestanding binaries turn
 //! on: on the host these `#[no_mangle]` symbols would clash with libc's.
 //! Written with `rep movsb`/`rep stosb` and index loops over volatile reads,
-//! so that the compiler cannot turn them back into calls to themselves.
+//! so that the compiler cannot turn them back into calls to themselves (the
+//! `x86` crate has no string instructions: this asm stays hand-written).
 
 use core::arch::asm;
 
@@ -93,8 +94,12 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 #[unsafe(no_mangle)]
 pub extern "C" fn _Unwind_Resume() -> ! {
     loop {
-        // SAFETY: halting with interrupts off only stops this CPU.
-        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+        // SAFETY: the freestanding binaries run at CPL 0; halting with
+        // interrupts off only stops this CPU.
+        unsafe {
+            x86::irq::disable();
+            x86::halt();
+        }
     }
 }
 
