@@ -28,13 +28,13 @@ use alloc::sync::Arc;
 use core::any::Any;
 use core::fmt;
 
-use crate::port::{
+use crate::registry;
+use crate::state::{self, Control, FirstRun};
+use kport::sync::{Completion, SpinLock, WaitQueue};
+use kport::{
     CpuMask, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, ESRCH, Error, Priority, Result, SleepState, SpawnSpec, TaskRef,
     TaskState, port,
 };
-use crate::registry;
-use crate::state::{self, Control, FirstRun};
-use crate::sync::{Completion, SpinLock, WaitQueue};
 
 /// Longest thread name kept, in bytes (Linux `TASK_COMM_LEN` - 1).
 pub const COMM_LEN: usize = 15;
@@ -414,7 +414,7 @@ pub fn data() -> Option<Arc<dyn Any + Send + Sync>> {
 
 /// The data given at creation of the kernel thread whose port data is `d`
 /// (what the scheduler hooks receive).
-pub fn data_of(d: &crate::port::TaskData) -> Option<&Arc<dyn Any + Send + Sync>> {
+pub fn data_of(d: &kport::TaskData) -> Option<&Arc<dyn Any + Send + Sync>> {
     d.downcast_ref::<Inner>()?.user_data.as_ref()
 }
 

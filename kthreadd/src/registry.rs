@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use crate::kthread::{Inner, Kthread};
-use crate::sync::SpinLock;
+use kport::sync::SpinLock;
 
 /// Room reserved in the registry so registering rarely allocates (and
 /// create/stop cycles leave the heap where it was).

@@ -13,8 +13,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::kthread::{self, Builder, Kthread};
-use crate::port::{HotplugHooks, Priority, Result, SleepState, port};
-use crate::sync::SpinLock;
+use kport::sync::SpinLock;
+use kport::{HotplugHooks, Priority, Result, SleepState, port};
 
 /// What a kind of per-CPU thread does (Linux `struct smp_hotplug_thread`).
 /// Callbacks run in the thread of the CPU they name.

@@ -7,11 +7,9 @@
 //! the `exited` / `parked` completions; here every fact is a bit of one word so
 //! each transition is a single atomic read-modify-write.
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, Ordering};
-
-#[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, Ordering};
+// Loom's atomics under the `loom` feature (the model checks drive these
+// very transitions), core's otherwise.
+use kport::sync::atomic::{AtomicU32, Ordering};
 
 /// `kthread_stop` was called (Linux `KTHREAD_SHOULD_STOP`).
 pub const SHOULD_STOP: u32 = 1 << 0;
@@ -111,7 +109,7 @@ impl Control {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests {
     use super::*;
 

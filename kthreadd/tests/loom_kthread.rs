@@ -1,10 +1,10 @@
 //! Loom models of the kthread start / stop / park races, over the crate's own
 //! control word (`kthreadd::state::Control`, built on loom's atomics under
-//! `--cfg loom`). Blocking is modelled with loom mutexes and condition
+//! the `loom` feature). Blocking is modelled with loom mutexes and condition
 //! variables following the port's protocol (the condition is set before the
 //! wake-up, and checked under the sleeper's lock before it waits).
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p kthreadd --test loom_kthread --release`
+//! Run: `cargo test -p kthreadd --features loom --test loom_kthread --release`
 //! (`make loom`).
 //!
 //! Races checked (every interleaving up to loom's preemption bound):
@@ -14,7 +14,7 @@
 //! * park racing with stop: neither hangs; stop wins (the function returns);
 //!   a park that returned Ok left the thread parked or already stopping.
 //! * park before the first run: the function does not run until unparked.
-#![cfg(loom)]
+
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};

@@ -102,7 +102,7 @@ pub fn parse(pa: u64) -> BootInfo {
 
 /// The boot memory map, kept for the tests (frame counters must add up to it).
 static SAVED_MEMMAP: crate::sync::IrqSpinLock<([MemmapEntry; MEMMAP_MAX], usize)> =
-    crate::sync::IrqSpinLock::new("memmap", ([MemmapEntry { base: 0, size: 0, kind: 0 }; MEMMAP_MAX], 0));
+    crate::sync::IrqSpinLock::named("memmap", ([MemmapEntry { base: 0, size: 0, kind: 0 }; MEMMAP_MAX], 0));
 
 /// Keep a copy of the memory map.
 pub fn save(bi: &BootInfo) {

@@ -11,7 +11,7 @@ use crate::sync::IrqSpinLock;
 /// The UART: holding the lock is owning the right to write to the port.
 // SAFETY: COM1 is the kernel's console and this is its only writer (`init`
 // programs it before any line is written, with interrupts off on one CPU).
-static CONSOLE: IrqSpinLock<Uart16550> = IrqSpinLock::new("console", unsafe { Uart16550::new(COM1) });
+static CONSOLE: IrqSpinLock<Uart16550> = IrqSpinLock::named("console", unsafe { Uart16550::new(COM1) });
 
 /// Program COM1 for 115200 baud, 8N1, FIFOs on, interrupts off.
 pub fn init() {
@@ -42,7 +42,7 @@ pub fn emergency_line(args: fmt::Arguments<'_>) {
         }
         // A holder on this CPU was interrupted by us and can never finish; a
         // holder elsewhere gets about a billion cycles.
-        if CONSOLE.holder() == Some(me) || crate::arch::cpu::rdtsc().wrapping_sub(start) > 1 << 30 {
+        if CONSOLE.holder_cpu() == Some(me as usize) || crate::arch::cpu::rdtsc().wrapping_sub(start) > 1 << 30 {
             break;
         }
         crate::arch::cpu::pause();

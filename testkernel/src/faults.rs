@@ -5,8 +5,8 @@
 use alloc::boxed::Box;
 use core::hint::black_box;
 
+use kport::port;
 use ktests::{fail, ktest};
-use kthreadd::port::port;
 
 /// An address nothing maps: in the direct map's slot, past the 4 GiB mapped.
 const UNMAPPED: u64 = crate::mem::PHYS_OFFSET + (64 << 30);

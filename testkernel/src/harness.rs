@@ -6,8 +6,8 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use kport::{CpuMask, Priority, SpawnSpec, port};
 use ktests::Args;
-use kthreadd::port::{CpuMask, Priority, SpawnSpec, port};
 
 use crate::{bootinfo::BootInfo, exit, kprintln, mem, percpu, sched};
 

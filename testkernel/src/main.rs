@@ -51,6 +51,7 @@ fn holes(bi: &bootinfo::BootInfo) -> [Range; 6] {
 pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     gdt::init(0, gdt::bsp_ist_tops());
     percpu::init_this_cpu(0, 0);
+    kport::sync::set_lock_env(&sync::LOCK_ENV);
     interrupts::init_idt();
     interrupts::load_idt();
     console::init();

@@ -1,4 +1,4 @@
-//! The testkernel's implementation of `kthreadd::port::Port`.
+//! The testkernel's implementation of `kport::Port`.
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
@@ -6,8 +6,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use kthreadd::port::{
-    self, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
+use kport::harness::{Harness, MemCounters};
+use kport::{
+    AtomicContext, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority, Result,
     SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
@@ -108,9 +109,9 @@ impl PortTimer for TimerHandle {
 }
 
 /// Registered hot-plug callbacks.
-static HOTPLUG: IrqSpinLock<Vec<&'static dyn HotplugHooks>> = IrqSpinLock::new("hotplug hooks", Vec::new());
+static HOTPLUG: IrqSpinLock<Vec<&'static dyn HotplugHooks>> = IrqSpinLock::named("hotplug hooks", Vec::new());
 /// Serializes CPU offline/online operations.
-static HOTPLUG_OP: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+static HOTPLUG_OP: kport::sync::Mutex<()> = kport::sync::Mutex::new(());
 
 impl Port for TestkernelPort {
     fn name(&self) -> &'static str {
@@ -212,6 +213,16 @@ impl Port for TestkernelPort {
         percpu::lock_exit(irqs_were_on);
     }
 
+    fn atomic_context(&self) -> AtomicContext {
+        let pc = percpu::this_cpu();
+        AtomicContext {
+            preempt_count: pc.preempt_count.load(Ordering::Relaxed),
+            irqs_disabled: !arch::cpu::irqs_enabled(),
+            hardirq: pc.irq_depth.load(Ordering::Relaxed) != 0,
+            softirq: false,
+        }
+    }
+
     fn in_atomic(&self) -> bool {
         percpu::in_atomic()
     }
@@ -244,6 +255,30 @@ impl Port for TestkernelPort {
         HOTPLUG.lock().push(hooks);
     }
 
+    fn console_line(&self, line: &str) {
+        crate::console::line(format_args!("{line}"));
+    }
+
+    fn dump_stack(&self) {
+        crate::panic::backtrace(arch::cpu::frame_pointer(), arch::cpu::frame_pointer());
+    }
+}
+
+impl Harness for TestkernelPort {
+    fn exit_machine(&self, pass: bool) -> ! {
+        crate::exit::exit_qemu(pass)
+    }
+
+    fn mem_counters(&self) -> MemCounters {
+        let f = mem::frames::counters();
+        let (heap_used, _) = mem::heap::usage();
+        MemCounters { total_frames: f.total, free_frames: f.free, used_frames: f.used, heap_used }
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        sched::inject_spawn_failures(n);
+    }
+
     fn cpu_down(&self, cpu: usize) -> Result<()> {
         let _op = HOTPLUG_OP.lock();
         if cpu >= percpu::cpus_up() || !sched::cpu_online(cpu) || sched::online_mask().count_ones() < 2 {
@@ -270,32 +305,11 @@ impl Port for TestkernelPort {
         }
         Ok(())
     }
-
-    fn console_line(&self, line: &str) {
-        crate::console::line(format_args!("{line}"));
-    }
-
-    fn exit_machine(&self, pass: bool) -> ! {
-        crate::exit::exit_qemu(pass)
-    }
-
-    fn mem_counters(&self) -> MemCounters {
-        let f = mem::frames::counters();
-        let (heap_used, _) = mem::heap::usage();
-        MemCounters { total_frames: f.total, free_frames: f.free, used_frames: f.used, heap_used }
-    }
-
-    fn inject_spawn_failures(&self, n: usize) {
-        sched::inject_spawn_failures(n);
-    }
-
-    fn dump_stack(&self) {
-        crate::panic::backtrace(arch::cpu::frame_pointer(), arch::cpu::frame_pointer());
-    }
 }
 
-/// Install the port (boot CPU, once, after the scheduler is up).
+/// Install the port and its harness half (boot CPU, once, after the
+/// scheduler is up).
 pub fn install() {
-    port::install(&PORT);
-    let _ = Ordering::Relaxed;
+    kport::install(&PORT);
+    kport::harness::install(&PORT);
 }

@@ -146,7 +146,7 @@ pub fn idle_timeout_ns() -> u64 {
 /// Start the workqueue subsystem (once, at boot, after `kthreadd`): the
 /// per-CPU pools with one worker each, the scheduler hooks, the lockup
 /// watchdog and the system queues.
-pub fn init() -> kthreadd::port::Result<()> {
+pub fn init() -> kport::Result<()> {
     pool::init()?;
     watchdog::start();
     wq::init_system_queues()

@@ -9,9 +9,9 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use kport::sync::{LockedBy, SpinLock, SpinLockGuard};
+use kport::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
 use kthreadd::kthread::{self, Builder, Kthread};
-use kthreadd::port::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
-use kthreadd::sync::{InnerLock, SpinLock, SpinLockGuard};
 
 use crate::wq::{Pwq, pwq_done};
 use crate::{CREATE_COOLDOWN_NS, MAYDAY_INITIAL_TIMEOUT_NS, MAYDAY_INTERVAL_NS};
@@ -77,8 +77,9 @@ pub(crate) struct Worker {
     /// Blocked inside an item (counted out of `nr_running` by the hook).
     pub(crate) sleeping: AtomicBool,
     pub(crate) task: spin::Once<Kthread>,
-    /// Taken only under the lock of the pool the worker serves.
-    pub(crate) st: InnerLock<WorkerState>,
+    /// L: its scheduled list and last-idle time, under the lock of the pool
+    /// it serves (a rescuer's cell is attached to each pool it visits).
+    pub(crate) st: LockedBy<WorkerState>,
     /// Address of the item it runs (0: none); only compared, for the
     /// worker's own questions ("am I running this item, this queue's?")
     /// without taking the pool lock.
@@ -94,12 +95,16 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(name: String, flags: u32, pool: Option<Arc<Pool>>) -> Arc<Worker> {
+        let lists = WorkerState { scheduled: VecDeque::new(), last_active: 0 };
         Arc::new(Worker {
             name,
             flags: AtomicU32::new(flags),
             sleeping: AtomicBool::new(false),
             task: spin::Once::new(),
-            st: InnerLock::new(WorkerState { scheduled: VecDeque::new(), last_active: 0 }),
+            st: match &pool {
+                Some(p) => LockedBy::new(&p.st, lists),
+                None => LockedBy::detached(lists),
+            },
             current_work: AtomicUsize::new(0),
             current_wq: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
@@ -146,7 +151,7 @@ pub(crate) struct Pool {
     mayday_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
 }
 
-type Guard<'a> = SpinLockGuard<'a, PoolState>;
+pub(crate) type Guard<'a> = SpinLockGuard<'a, PoolState>;
 
 /// Every pool: the per-CPU ones first (id = 2 * cpu + highpri), then the
 /// unbound ones in creation order. Pools are never destroyed.
@@ -166,7 +171,7 @@ pub(crate) fn percpu_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
 }
 
 /// Serializes the creation of unbound pools (creating one sleeps).
-static UNBOUND_LOCK: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+static UNBOUND_LOCK: kport::sync::Mutex<()> = kport::sync::Mutex::new(());
 
 /// The unbound pool with these attributes, created (with its first worker)
 /// on first use.
@@ -305,10 +310,11 @@ fn clr_flags(pool: &Pool, w: &Worker, f: u32) {
     }
 }
 
-fn enter_idle(pool: &Pool, st: &mut PoolState, w: &Arc<Worker>) {
+fn enter_idle(pool: &Pool, g: &mut Guard<'_>, w: &Arc<Worker>) {
     w.flags.fetch_or(wf::IDLE, Ordering::AcqRel);
     w.kicked.store(false, Ordering::Release);
-    w.st.lock().last_active = port().now_ns();
+    let (st, held) = g.split();
+    w.st.borrow_mut(held).last_active = port().now_ns();
     st.idle.push(w.clone());
     if pool.too_many_workers(st)
         && let Some(t) = pool.idle_timer.get()
@@ -386,7 +392,7 @@ fn idle_timer_fired(pool: &Arc<Pool>) {
     let now = port().now_ns();
     while pool.too_many_workers(&st) {
         let oldest = st.idle[0].clone();
-        let expires = oldest.st.lock().last_active + idle_timeout_ns();
+        let expires = oldest.st.borrow_mut(st.held()).last_active + idle_timeout_ns();
         if now < expires {
             if let Some(t) = pool.idle_timer.get() {
                 t.arm(expires, None);
@@ -461,7 +467,7 @@ pub(crate) fn process_one_work<'a>(
     if let Some((other, _)) = pool.find_busy(&st, &work)
         && !Arc::ptr_eq(&other, w)
     {
-        other.st.lock().scheduled.push_back(Entry { pwq, work, color, seq });
+        other.st.borrow_mut(st.held()).scheduled.push_back(Entry { pwq, work, color, seq });
         return st;
     }
     // Anywhere else (another pool or queue)? Then this instance waits on
@@ -555,7 +561,7 @@ fn requeue_front(entries: Vec<Entry>) {
 /// Run everything on `w`'s scheduled list (the pool lock is held).
 pub(crate) fn process_scheduled<'a>(pool: &'a Pool, w: &Arc<Worker>, mut st: Guard<'a>, rescued: bool) -> Guard<'a> {
     loop {
-        let e = w.st.lock().scheduled.pop_front();
+        let e = w.st.borrow_mut(st.held()).scheduled.pop_front();
         let Some(e) = e else { return st };
         st = process_one_work(pool, w, st, e, rescued);
     }

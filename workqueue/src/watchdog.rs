@@ -7,8 +7,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use kthreadd::port::{PortTimer, port};
-use kthreadd::sync::SpinLock;
+use kport::sync::SpinLock;
+use kport::{PortTimer, port};
 
 use crate::WATCHDOG_THRESH_NS;
 use crate::pool::all_pools;

@@ -14,8 +14,8 @@ use alloc::sync::{Arc, Weak};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use kthreadd::port::{PortTimer, port};
-use kthreadd::sync::SpinLock;
+use kport::sync::SpinLock;
+use kport::{PortTimer, port};
 
 use crate::wq::WqInner;
 
@@ -50,7 +50,7 @@ pub(crate) struct RunState {
     pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
     /// The last instance that ended (ran or was cancelled).
     pub(crate) done: u64,
-    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kthreadd::sync::Completion>)>,
+    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kport::sync::Completion>)>,
 }
 
 impl RunState {
@@ -64,7 +64,7 @@ impl RunState {
     }
 
     /// Record that instance `seq` ended; returns the flushers to release.
-    pub(crate) fn end(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kthreadd::sync::Completion>> {
+    pub(crate) fn end(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         self.done = self.done.max(seq);
         let mut out = alloc::vec::Vec::new();
         if self.waiters.is_empty() {

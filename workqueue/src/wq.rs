@@ -11,11 +11,11 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
+use kport::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
 use kthreadd::kthread::{self, Builder, Kthread};
-use kthreadd::port::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
-use kthreadd::sync::{Completion, InnerLock, Mutex, SpinLock, WaitQueue};
 
-use crate::pool::{self, Entry, Pool, PoolState, Worker, wf};
+use crate::pool::{self, Entry, Guard, Pool, PoolState, Worker, wf};
 use crate::stats::NR_STATS;
 use crate::work::{DelayedWork, NO_POOL, Work, WorkInner};
 use crate::{DRAIN_WARN_AFTER, NR_COLORS, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WqFlags};
@@ -57,8 +57,8 @@ pub(crate) struct PwqState {
 pub(crate) struct Pwq {
     pub(crate) wq: Weak<WqInner>,
     pub(crate) pool: Arc<Pool>,
-    /// Taken only under `pool`'s lock.
-    pub(crate) st: InnerLock<PwqState>,
+    /// L: under `pool`'s lock.
+    pub(crate) st: LockedBy<PwqState>,
     pub(crate) stats: [AtomicU64; NR_STATS],
     pub(crate) mayday_queued: AtomicBool,
     flags: WqFlags,
@@ -164,8 +164,9 @@ fn current_item_name(w: &Worker) -> &'static str {
 
 /// An item left a pwq (ran, or was cancelled): update `max_active` and
 /// the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
-pub(crate) fn pwq_done(pool: &Pool, st: &mut PoolState, pwq: &Arc<Pwq>, color: usize, was_active: bool) {
-    let mut ps = pwq.st.lock();
+pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, was_active: bool) {
+    let (st, held) = g.split();
+    let mut ps = pwq.st.borrow_mut(held);
     if was_active {
         ps.nr_active -= 1;
         activate_inactive(pool, st, &mut ps);
@@ -243,8 +244,9 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         }
     }
     let pool = pwq.pool.clone();
-    let mut st = pool.st.lock();
-    let mut ps = pwq.st.lock();
+    let mut g = pool.st.lock();
+    let (st, held) = g.split();
+    let mut ps = pwq.st.borrow_mut(held);
     let color = ps.work_color;
     ps.nr_in_flight[color] += 1;
     work.pool.store(pool.id, Ordering::Release);
@@ -252,8 +254,8 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     if ps.nr_active < ps.max_active && !ps.frozen {
         ps.nr_active += 1;
         drop(ps);
-        pool.push_work(&mut st, e);
-        pool.kick(&st);
+        pool.push_work(st, e);
+        pool.kick(st);
     } else {
         ps.inactive.push_back(e);
     }
@@ -317,7 +319,7 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
             let pwqs: Vec<Arc<Pwq>> =
                 all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, &pool)).collect();
             for pwq in pwqs {
-                let mut ps = pwq.st.lock();
+                let mut ps = pwq.st.borrow_mut(st.held());
                 if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
                     let e = ps.inactive.remove(i).expect("index from position");
                     ps.nr_in_flight[e.color] -= 1;
@@ -476,16 +478,19 @@ impl Workqueue {
                 .map(|pool| {
                     Arc::new(Pwq {
                         wq: me.clone(),
+                        st: LockedBy::new(
+                            &pool.st,
+                            PwqState {
+                                nr_active: 0,
+                                max_active,
+                                inactive: VecDeque::new(),
+                                nr_in_flight: [0; NR_COLORS],
+                                work_color: 0,
+                                flush_color: None,
+                                frozen,
+                            },
+                        ),
                         pool,
-                        st: InnerLock::new(PwqState {
-                            nr_active: 0,
-                            max_active,
-                            inactive: VecDeque::new(),
-                            nr_in_flight: [0; NR_COLORS],
-                            work_color: 0,
-                            flush_color: None,
-                            frozen,
-                        }),
                         stats: [const { AtomicU64::new(0) }; NR_STATS],
                         mayday_queued: AtomicBool::new(false),
                         flags,
@@ -633,8 +638,8 @@ impl Workqueue {
         wq.flush_pending.store(BIAS, Ordering::Release);
         let mut waiting = 0;
         for pwq in wq.pwqs.iter() {
-            let _st = pwq.pool.st.lock();
-            let mut ps = pwq.st.lock();
+            let g = pwq.pool.st.lock();
+            let mut ps = pwq.st.borrow_mut(g.held());
             let c = ps.work_color;
             ps.work_color = (c + 1) % NR_COLORS;
             if ps.nr_in_flight[c] > 0 {
@@ -650,8 +655,8 @@ impl Workqueue {
     /// Is anything queued, deferred or running on the queue?
     pub fn is_busy(&self) -> bool {
         self.0.pwqs.iter().any(|pwq| {
-            let _st = pwq.pool.st.lock();
-            let ps = pwq.st.lock();
+            let g = pwq.pool.st.lock();
+            let ps = pwq.st.borrow_mut(g.held());
             ps.nr_active > 0 || !ps.inactive.is_empty()
         })
     }
@@ -762,11 +767,12 @@ pub(crate) fn set_frozen(on: bool) {
     for wq in all_wqs().iter().filter(|w| w.flags.contains(WqFlags::FREEZABLE)) {
         for pwq in wq.pwqs.iter() {
             let pool = &pwq.pool;
-            let mut st = pool.st.lock();
-            let mut ps = pwq.st.lock();
+            let mut g = pool.st.lock();
+            let (st, held) = g.split();
+            let mut ps = pwq.st.borrow_mut(held);
             ps.frozen = on;
             if !on {
-                activate_inactive(pool, &mut st, &mut ps);
+                activate_inactive(pool, st, &mut ps);
             }
         }
     }
@@ -794,12 +800,16 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
                 p.yield_now();
             }
             let mut st = pool.st.lock();
+            // The rescuer's scheduled list belongs to the pool it serves
+            // while it is there.
+            me.st.attach(st.held());
             {
-                let mut mine = me.st.lock();
+                let (pool_st, held) = st.split();
+                let mut mine = me.st.borrow_mut(held);
                 let mut i = 0;
-                while i < st.worklist.len() {
-                    if Arc::ptr_eq(&st.worklist[i].pwq, &pwq) {
-                        mine.scheduled.push_back(st.worklist.remove(i).expect("index in range"));
+                while i < pool_st.worklist.len() {
+                    if Arc::ptr_eq(&pool_st.worklist[i].pwq, &pwq) {
+                        mine.scheduled.push_back(pool_st.worklist.remove(i).expect("index in range"));
                     } else {
                         i += 1;
                     }
@@ -808,6 +818,7 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
             st = pool::process_scheduled(&pool, &me, st, true);
             let still = st.worklist.iter().any(|e| Arc::ptr_eq(&e.pwq, &pwq));
             pool.kick(&st);
+            me.st.detach(st.held());
             drop(st);
             if still && pool.need_to_create(&pool.st.lock()) {
                 send_mayday(&pwq);

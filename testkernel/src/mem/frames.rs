@@ -136,7 +136,7 @@ impl Buddy<'_> {
     }
 }
 
-static BUDDY: IrqSpinLock<Option<Buddy<'static>>> = IrqSpinLock::new("frames", None);
+static BUDDY: IrqSpinLock<Option<Buddy<'static>>> = IrqSpinLock::named("frames", None);
 static TOTAL: AtomicU64 = AtomicU64::new(0);
 static RESERVED: AtomicU64 = AtomicU64::new(0);
 

@@ -31,7 +31,7 @@ struct KernelHeap {
 pub struct LockedHeap(IrqSpinLock<Option<KernelHeap>>);
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap(IrqSpinLock::new("heap", None));
+static HEAP: LockedHeap = LockedHeap(IrqSpinLock::named("heap", None));
 
 static GROW_FAILURES: AtomicU64 = AtomicU64::new(0);
 

@@ -18,7 +18,7 @@ const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
 /// Serializes changes to the kernel page tables (level: leaf; it takes the
 /// frame allocator's lock inside).
-static PT_LOCK: IrqSpinLock<()> = IrqSpinLock::new("page tables", ());
+static PT_LOCK: IrqSpinLock<()> = IrqSpinLock::named("page tables", ());
 
 fn table(pa: u64) -> &'static mut [u64; 512] {
     // SAFETY: pa is the physical address of a page-table page (from CR3 or a

@@ -36,7 +36,7 @@ pub const MAX_SLOTS: u64 = 64 * 1024;
 pub const STACK_CACHE: usize = 8;
 
 /// Slots of cached (still mapped) stacks.
-static CACHE: IrqSpinLock<[Option<u64>; STACK_CACHE]> = IrqSpinLock::new("stack cache", [None; STACK_CACHE]);
+static CACHE: IrqSpinLock<[Option<u64>; STACK_CACHE]> = IrqSpinLock::named("stack cache", [None; STACK_CACHE]);
 
 /// Bumped on every unmap; CPUs record the value they flushed up to.
 static TLB_GEN: AtomicU64 = AtomicU64::new(0);
@@ -48,7 +48,7 @@ struct Slots {
     free: Vec<(u64, u64)>,
 }
 
-static SLOTS: IrqSpinLock<Slots> = IrqSpinLock::new("stack slots", Slots { next: 0, free: Vec::new() });
+static SLOTS: IrqSpinLock<Slots> = IrqSpinLock::named("stack slots", Slots { next: 0, free: Vec::new() });
 
 /// Slots whose page tables are built at boot: creating and exiting contexts
 /// within this many live stacks never allocates page-table frames, so the

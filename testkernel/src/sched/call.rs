@@ -16,7 +16,7 @@ struct Call {
 }
 
 static QUEUES: [IrqSpinLock<VecDeque<Call>>; MAX_CPUS] =
-    [const { IrqSpinLock::new("call queue", VecDeque::new()) }; MAX_CPUS];
+    [const { IrqSpinLock::named("call queue", VecDeque::new()) }; MAX_CPUS];
 /// Calls queued per CPU, readable without the lock (the waiting caller polls
 /// its own count instead of taking its queue's lock on every spin).
 static QUEUED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];

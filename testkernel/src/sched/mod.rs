@@ -88,7 +88,7 @@ struct CpuSched {
     switches: AtomicU64,
 }
 
-static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::new("runqueue", RunQueue::new()) }; MAX_CPUS];
+static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::named("runqueue", RunQueue::new()) }; MAX_CPUS];
 static CPU: [CpuSched; MAX_CPUS] = [const {
     CpuSched {
         nr_queued: AtomicUsize::new(0),
@@ -103,15 +103,15 @@ static CPU: [CpuSched; MAX_CPUS] = [const {
 /// until the context has exited and been switched away from. A vector with
 /// reserved room rather than a tree, so that creating and reaping contexts
 /// leaves the heap exactly as it was (no node churn).
-static TASKS: SpinLock<Vec<Arc<Task>>> = SpinLock::new("tasks", Vec::new());
+static TASKS: SpinLock<Vec<Arc<Task>>> = SpinLock::named("tasks", Vec::new());
 /// Room reserved in TASKS at boot.
 const TASKS_RESERVE: usize = 512;
 
 /// Stacks prepared for the APs' idle contexts (handed over by `smp`).
-static AP_STACKS: IrqSpinLock<Vec<(usize, KernelStack)>> = IrqSpinLock::new("ap stacks", Vec::new());
+static AP_STACKS: IrqSpinLock<Vec<(usize, KernelStack)>> = IrqSpinLock::named("ap stacks", Vec::new());
 
 /// Scheduler callbacks of the workqueue (installed once).
-static HOOKS: spin::Once<&'static dyn kthreadd::port::SchedHooks> = spin::Once::new();
+static HOOKS: spin::Once<&'static dyn kport::SchedHooks> = spin::Once::new();
 
 /// Choose the preemption model (from the command line, before any context
 /// but the boot one runs).
@@ -125,7 +125,7 @@ pub fn preempt_full() -> bool {
 }
 
 /// Install the workqueue's scheduler callbacks.
-pub fn set_hooks(h: &'static dyn kthreadd::port::SchedHooks) {
+pub fn set_hooks(h: &'static dyn kport::SchedHooks) {
     HOOKS.call_once(|| h);
 }
 

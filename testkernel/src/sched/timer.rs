@@ -67,7 +67,7 @@ impl Ord for Entry {
 }
 
 static WHEEL: [IrqSpinLock<BinaryHeap<Entry>>; MAX_CPUS] =
-    [const { IrqSpinLock::new("timer heap", BinaryHeap::new()) }; MAX_CPUS];
+    [const { IrqSpinLock::named("timer heap", BinaryHeap::new()) }; MAX_CPUS];
 static PROGRAMMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static LAST_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static TIMER_STARTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -92,7 +92,7 @@ impl Timer {
         Timer {
             inner: Arc::new(TimerInner {
                 cb,
-                st: IrqSpinLock::new("timer", TimerState { pending: false, deadline: 0, cpu: 0 }),
+                st: IrqSpinLock::named("timer", TimerState { pending: false, deadline: 0, cpu: 0 }),
                 gen_: AtomicU64::new(0),
                 running_on: AtomicU32::new(u32::MAX),
             }),

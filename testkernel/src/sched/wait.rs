@@ -21,7 +21,7 @@ impl Default for WaitQueue {
 impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        WaitQueue { q: IrqSpinLock::new("waitqueue", VecDeque::new()) }
+        WaitQueue { q: IrqSpinLock::named("waitqueue", VecDeque::new()) }
     }
 
     /// Sleep until `cond` holds (Linux `wait_event`). `cond` is checked after

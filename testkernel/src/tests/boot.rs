@@ -4,10 +4,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use kport::sync::Completion;
+use kport::{CpuMask, port};
 use ktests::port_api::{msleep, spawn_on};
 use ktests::{check, check_eq, ktest};
-use kthreadd::port::{CpuMask, port};
-use kthreadd::sync::Completion;
 
 use crate::{bootinfo, mem, percpu, time};
 

@@ -5,10 +5,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use kport::port;
 use ktests::bench::{ITERATIONS, THREAD_ITERATIONS, WARMUP, report_latency};
 use ktests::port_api::{msleep, wait_for};
 use ktests::{check, check_eq, fail, ktest, skip};
-use kthreadd::port::port;
 
 use crate::arch::cpu::rdtsc;
 use crate::sched::{self, Prio, State, wait::WaitQueue};
@@ -331,8 +331,8 @@ ktest!(sched::bench_sched_yield_pingpong_same_cpu [bench = true] => |ctx| {
     // Two contexts on CPU 0 yield to each other; each sample is the time
     // from one side's yield to the other side running.
     static STAMP: AtomicU64 = AtomicU64::new(0);
-    let samples = Arc::new(kthreadd::sync::SpinLock::new(Vec::with_capacity(2 * ITERATIONS)));
-    let mk = |s: Arc<kthreadd::sync::SpinLock<Vec<u64>>>| {
+    let samples = Arc::new(kport::sync::SpinLock::new(Vec::with_capacity(2 * ITERATIONS)));
+    let mk = |s: Arc<kport::sync::SpinLock<Vec<u64>>>| {
         move || {
             for i in 0..(ITERATIONS + WARMUP) {
                 STAMP.store(rdtsc(), Ordering::SeqCst);
@@ -361,7 +361,7 @@ ktest!(sched::bench_sched_wakeup_cross_cpu [bench = true, min_cpus = 2] => |ctx|
     static STAMP: AtomicU64 = AtomicU64::new(0);
     static ACK: AtomicUsize = AtomicUsize::new(0);
     ACK.store(0, Ordering::SeqCst);
-    let samples = Arc::new(kthreadd::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
+    let samples = Arc::new(kport::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
     let s = samples.clone();
     let total = ITERATIONS + WARMUP;
     let sleeper = sched::spawn("wakee", Prio::Normal, 1 << 1, Box::new(move || {

@@ -3,7 +3,7 @@
 //! factor calibrated at boot; the median and the 99th percentile are printed
 //! as a KTAP diagnostic. Nothing here asserts a time.
 
-use kthreadd::port::{CpuMask, TaskRef, port};
+use kport::{CpuMask, TaskRef, port};
 
 /// Iterations of a latency benchmark (BENCH.md: 10 000).
 pub const ITERATIONS: usize = 10_000;
@@ -71,7 +71,7 @@ impl Drop for Pinned {
 /// Spin (yielding) until `t` has really left its CPU asleep.
 pub fn wait_asleep(t: &TaskRef) {
     let p = port();
-    while t.is_running() || t.state() == kthreadd::port::TaskState::Running {
+    while t.is_running() || t.state() == kport::TaskState::Running {
         p.yield_now();
     }
 }

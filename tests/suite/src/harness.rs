@@ -14,8 +14,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use kthreadd::port::{CpuMask, Priority, SpawnSpec, port};
-use kthreadd::sync::{Completion, SpinLock};
+use kport::sync::{Completion, SpinLock};
+use kport::{CpuMask, Priority, SpawnSpec, port};
 
 use crate::args::BenchMode;
 use crate::{Args, Ctx, Failure, TestCase};
@@ -146,7 +146,7 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
             let p = port();
             p.console_line(&format!("    not ok {index} {} # TIMEOUT after {timeout} s", c.name));
             summary_line();
-            p.exit_machine(false);
+            kport::harness::harness().exit_machine(false);
         }
     }));
     watchdog.arm(p.now_ns() + timeout as u64 * 1_000_000_000, Some(0));
@@ -178,8 +178,8 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
             done.wait("ktest case");
             // Let the case's thread finish exiting, so the next case starts
             // from a quiet machine (cases compare memory counters).
-            while t.state() != kthreadd::port::TaskState::Dead {
-                p.set_current_state(kthreadd::port::SleepState::Interruptible, "ktest reap");
+            while t.state() != kport::TaskState::Dead {
+                p.set_current_state(kport::SleepState::Interruptible, "ktest reap");
                 p.schedule_until(p.now_ns() + 200_000);
             }
             result.lock().take().unwrap_or_else(|| Err(Failure::Fail("case ended without a result".into())))

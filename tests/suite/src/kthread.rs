@@ -7,11 +7,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use kport::sync::{Completion, WaitQueue};
+use kport::{CpuMask, EBUSY, EINTR, EPERM, ESRCH, TaskState, port};
 use kthreadd::kthread::{self, Builder, COMM_LEN, Kthread};
-use kthreadd::port::{CpuMask, EBUSY, EINTR, EPERM, ESRCH, TaskState, port};
 use kthreadd::registry;
 use kthreadd::smpboot::{self, PercpuThread};
-use kthreadd::sync::{Completion, WaitQueue};
 use kthreadd::{kthread_create, kthread_run};
 
 use crate::bench::{ITERATIONS, Pinned, THREAD_ITERATIONS, WARMUP, report_latency, wait_asleep};
@@ -318,16 +318,16 @@ ktest!(kthread::create_stop_1000_cycles_on_all_cpus_leave_no_trace [timeout_s = 
     }
     msleep(20);
     registry::prune();
-    let before = p.mem_counters();
+    let before = kport::harness::harness().mem_counters();
     for i in 0..1_000 {
         cycle(i)?;
     }
     // Let the last contexts be reaped (the registry forgets them lazily).
     let settled = wait_for(5_000, || {
         registry::prune();
-        p.mem_counters() == before
+        kport::harness::harness().mem_counters() == before
     });
-    check!(settled, "counters did not come back: before {:?} after {:?}", before, p.mem_counters());
+    check!(settled, "counters did not come back: before {:?} after {:?}", before, kport::harness::harness().mem_counters());
     Ok(())
 });
 
@@ -418,7 +418,7 @@ ktest!(kthread::percpu_threads_park_on_cpu_offline_and_come_back [min_cpus = 2] 
     }
     check!(wait_for(10_000, || (0..n).all(|c| desc.runs[c].load(Ordering::SeqCst) == 3)), "per-CPU threads did not run their work");
     let victim = n - 1;
-    p.cpu_down(victim).map_err(err("cpu_down"))?;
+    kport::harness::harness().cpu_down(victim).map_err(err("cpu_down"))?;
     let t = reg.thread(victim).ok_or(Failure::Fail("missing thread".into()))?;
     check!(wait_for(5_000, || t.is_parked() && t.state() == TaskState::Parked), "thread of the offline CPU did not park: {:?}", t.state());
     check!(!p.online_mask().contains(victim));
@@ -435,12 +435,12 @@ ktest!(kthread::percpu_threads_park_on_cpu_offline_and_come_back [min_cpus = 2] 
     start(&u)?;
     check_eq!(u.stop().map_err(|e| e.errno), Ok(0));
     check_eq!(ran_on.load(Ordering::SeqCst) & (1 << victim), 0, "an unbound thread ran on the offline CPU");
-    p.cpu_up(victim).map_err(err("cpu_up"))?;
+    kport::harness::harness().cpu_up(victim).map_err(err("cpu_up"))?;
     check!(wait_for(10_000, || desc.runs[victim].load(Ordering::SeqCst) == 5), "did not resume its work after cpu_up");
     check_eq!(t.affinity(), CpuMask::one(victim));
     check_eq!(desc.wrong_cpu.load(Ordering::SeqCst), 0, "per-CPU work ran on the wrong CPU");
     check!(desc.parks.load(Ordering::SeqCst) >= 1 && desc.unparks.load(Ordering::SeqCst) > n);
-    check!(p.cpu_down(n + 3).is_err(), "a bad CPU must be refused");
+    check!(kport::harness::harness().cpu_down(n + 3).is_err(), "a bad CPU must be refused");
     reg.unregister();
     check!(t.has_exited(), "unregister left the thread running");
     Ok(())
@@ -500,7 +500,7 @@ fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
     SEQ.store(0, Ordering::SeqCst);
     let _pin = Pinned::to(0);
     let p = port();
-    let samples = Arc::new(kthreadd::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
+    let samples = Arc::new(kport::sync::SpinLock::new(Vec::with_capacity(ITERATIONS)));
     let s = samples.clone();
     let total = ITERATIONS + WARMUP;
     let t = kthread::create_on_cpu(
@@ -508,7 +508,7 @@ fn wakeup_latency(name: &str, cpu: usize) -> Result<(), Failure> {
             let p = port();
             for i in 0..total {
                 loop {
-                    p.set_current_state(kthreadd::port::SleepState::Interruptible, "bench");
+                    p.set_current_state(kport::SleepState::Interruptible, "bench");
                     if SEQ.load(Ordering::SeqCst) == 2 * i + 1 {
                         break;
                     }

@@ -5,26 +5,26 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use kthreadd::port::{CpuMask, port};
-use kthreadd::sync::{Completion, SpinLock};
-use kthreadd::worker::{DelayedWork, Work, Worker};
+use kport::sync::{Completion, SpinLock};
+use kport::{CpuMask, port};
+use kthreadd::kthread_worker::{KthreadDelayedWork, KthreadWork, KthreadWorker};
 
 use crate::bench::{ITERATIONS, WARMUP, report_latency};
 use crate::port_api::{msleep, wait_for};
 use crate::{Failure, check, check_eq, ktest};
 
-fn worker(name: &str) -> Result<Worker, Failure> {
-    Worker::create(format_args!("{name}")).map_err(|e| Failure::Fail(format!("create worker: {e:?}")))
+fn worker(name: &str) -> Result<KthreadWorker, Failure> {
+    KthreadWorker::create(format_args!("{name}")).map_err(|e| Failure::Fail(format!("create worker: {e:?}")))
 }
 
 ktest!(kthread_worker::items_run_in_queue_order_on_one_thread => |ctx| {
     let w = worker("kw-order")?;
     let log = Arc::new(SpinLock::new(Vec::new()));
     let threads = Arc::new(AtomicU64::new(0));
-    let items: Vec<Work> = (0..50)
+    let items: Vec<KthreadWork> = (0..50)
         .map(|i| {
             let (l, t) = (log.clone(), threads.clone());
-            Work::new(move || {
+            KthreadWork::new(move || {
                 l.lock().push(i);
                 t.fetch_or(1 << (port().current_id() % 64), Ordering::SeqCst);
             })
@@ -45,8 +45,8 @@ ktest!(kthread_worker::queue_answers_false_while_pending => |ctx| {
     let gate = Arc::new(AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
     let (g, r) = (gate.clone(), runs.clone());
-    let blocker = Work::new(move || while !g.load(Ordering::SeqCst) { port().yield_now() });
-    let item = Work::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    let blocker = KthreadWork::new(move || while !g.load(Ordering::SeqCst) { port().yield_now() });
+    let item = KthreadWork::new(move || { r.fetch_add(1, Ordering::SeqCst); });
     check!(w.queue(&blocker));
     check!(w.queue(&item));
     check!(!w.queue(&item), "queued twice while pending");
@@ -68,8 +68,8 @@ ktest!(kthread_worker::flush_work_waits_for_that_item => |ctx| {
     let w = worker("kw-flush")?;
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
-    let slow = Work::new(move || { msleep(30); d.store(true, Ordering::SeqCst); });
-    let idle = Work::new(|| {});
+    let slow = KthreadWork::new(move || { msleep(30); d.store(true, Ordering::SeqCst); });
+    let idle = KthreadWork::new(|| {});
     w.flush_work(&idle); // idle: returns at once
     check!(w.queue(&slow));
     w.flush_work(&slow);
@@ -90,14 +90,14 @@ ktest!(kthread_worker::cancel_sync_reports_pending_and_waits_for_running => |ctx
     let started = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
     let (g, s, f) = (gate.clone(), started.clone(), finished.clone());
-    let long = Work::new(move || {
+    let long = KthreadWork::new(move || {
         s.store(true, Ordering::SeqCst);
         while !g.load(Ordering::SeqCst) { port().yield_now(); }
         f.store(true, Ordering::SeqCst);
     });
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
-    let queued = Work::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    let queued = KthreadWork::new(move || { r.fetch_add(1, Ordering::SeqCst); });
     check!(w.queue(&long));
     check!(w.queue(&queued));
     check!(wait_for(5_000, || started.load(Ordering::SeqCst)), "long item never started");
@@ -122,7 +122,7 @@ ktest!(kthread_worker::delayed_work_fires_after_its_delay_and_mod_moves_it => |c
     let p = port();
     let fired = Arc::new(AtomicU64::new(0));
     let f = fired.clone();
-    let dw = DelayedWork::new(move || { f.store(port().now_ns(), Ordering::SeqCst); });
+    let dw = KthreadDelayedWork::new(move || { f.store(port().now_ns(), Ordering::SeqCst); });
     let t0 = p.now_ns();
     check!(w.queue_delayed(&dw, 40_000_000));
     check!(!w.queue_delayed(&dw, 1_000_000), "queued twice while pending");
@@ -160,10 +160,10 @@ ktest!(kthread_worker::delayed_work_fires_after_its_delay_and_mod_moves_it => |c
 ktest!(kthread_worker::destroy_runs_pending_work_then_refuses => |ctx| {
     let w = worker("kw-destroy")?;
     let runs = Arc::new(AtomicUsize::new(0));
-    let items: Vec<Work> = (0..20)
+    let items: Vec<KthreadWork> = (0..20)
         .map(|_| {
             let r = runs.clone();
-            Work::new(move || { msleep(1); r.fetch_add(1, Ordering::SeqCst); })
+            KthreadWork::new(move || { msleep(1); r.fetch_add(1, Ordering::SeqCst); })
         })
         .collect();
     for it in &items {
@@ -178,9 +178,9 @@ ktest!(kthread_worker::destroy_runs_pending_work_then_refuses => |ctx| {
 
 ktest!(kthread_worker::worker_on_cpu_runs_there [min_cpus = 2] => |ctx| {
     let cpu = port().cpu_count() - 1;
-    let w = Worker::create_on_cpu(cpu, format_args!("kw/{cpu}")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let w = KthreadWorker::create_on_cpu(cpu, format_args!("kw/{cpu}")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
     let seen = Arc::new(AtomicU64::new(0));
-    let items: Vec<Work> = (0..20).map(|_| { let s = seen.clone(); Work::new(move || { s.fetch_or(1 << port().cpu_id(), Ordering::SeqCst); }) }).collect();
+    let items: Vec<KthreadWork> = (0..20).map(|_| { let s = seen.clone(); KthreadWork::new(move || { s.fetch_or(1 << port().cpu_id(), Ordering::SeqCst); }) }).collect();
     for it in &items {
         w.queue(it);
         w.flush();
@@ -196,12 +196,12 @@ ktest!(kthread_worker::bench_kthread_worker_queue_run [bench = true] => |ctx| {
     // item, from a thread on CPU 0.
     let _pin = crate::bench::Pinned::to(0);
     let p = port();
-    let w = Worker::create_on_cpu(0, format_args!("kw-bench")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let w = KthreadWorker::create_on_cpu(0, format_args!("kw-bench")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
     let stamp = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Completion::new());
     let (st, s2) = (stamp.clone(), started.clone());
-    let item = Work::new(move || { s2.store(port().cycles().wrapping_sub(st.load(Ordering::SeqCst)), Ordering::SeqCst); });
+    let item = KthreadWork::new(move || { s2.store(port().cycles().wrapping_sub(st.load(Ordering::SeqCst)), Ordering::SeqCst); });
     let mut v = Vec::with_capacity(ITERATIONS);
     for i in 0..(ITERATIONS + WARMUP) {
         stamp.store(p.cycles(), Ordering::SeqCst);

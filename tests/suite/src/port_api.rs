@@ -1,6 +1,6 @@
 //! Suite `port`: the port's contract, checked the same way on every host
 //! kernel (testkernel, host std threads, Redox). Each case asserts one
-//! promise of `kthreadd::port`.
+//! promise of `kport`.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -8,8 +8,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use kthreadd::port::{CpuMask, Priority, SleepState, SpawnSpec, TaskRef, TaskState, port};
-use kthreadd::sync::{Completion, Mutex, WaitQueue};
+use kport::sync::{Completion, Mutex, WaitQueue};
+use kport::{CpuMask, Priority, SleepState, SpawnSpec, TaskRef, TaskState, port};
 
 use crate::{check, check_eq, ktest};
 

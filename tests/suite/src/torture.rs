@@ -8,8 +8,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use kport::{EINTR, port};
 use kthreadd::kthread;
-use kthreadd::port::{EINTR, port};
 
 use crate::port_api::wait_for;
 use crate::{Failure, check, check_eq, ktest};

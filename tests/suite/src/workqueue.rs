@@ -5,9 +5,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use kport::sync::{Completion, SpinLock};
+use kport::{CpuMask, Priority, port};
 use kthreadd::kthread::{self, Builder};
-use kthreadd::port::{CpuMask, Priority, port};
-use kthreadd::sync::{Completion, SpinLock};
 use workqueue::{DelayedWork, QueueError, Work, Workqueue, WqFlags, system};
 
 use crate::bench::{ITERATIONS, Pinned, WARMUP, report_count, report_latency, report_throughput};
@@ -226,7 +226,7 @@ pub(crate) fn exactly_once_storm(seed: u64, items_n: usize, steps: usize) -> Res
                             }
                             _ => {
                                 if step % 200 == 0 {
-                                    p.inject_spawn_failures(2);
+                                    kport::harness::harness().inject_spawn_failures(2);
                                 }
                                 p.yield_now();
                             }
@@ -245,7 +245,7 @@ pub(crate) fn exactly_once_storm(seed: u64, items_n: usize, steps: usize) -> Res
         t.wake();
     }
     check!(wait_for(200_000, || done.load(Ordering::SeqCst) == n), "storm threads did not finish");
-    port().inject_spawn_failures(0);
+    kport::harness::harness().inject_spawn_failures(0);
     for it in items.iter() {
         it.flush();
     }
@@ -518,12 +518,12 @@ ktest!(workqueue::rescuer_completes_work_when_worker_creation_fails [timeout_s =
     check!(q.rescuer().is_some_and(|r| r.comm().starts_with("kworker/R-")), "no rescuer");
     let runs = Arc::new(AtomicUsize::new(0));
     let items: Vec<Work> = (0..12).map(|_| { let r = runs.clone(); Work::named("reclaim_item", move || { kthread::msleep(1); r.fetch_add(1, Ordering::SeqCst); }) }).collect();
-    p.inject_spawn_failures(3);
+    kport::harness::harness().inject_spawn_failures(3);
     for it in &items {
         check!(q.queue(it));
     }
     let ok = wait_for(60_000, || runs.load(Ordering::SeqCst) == 12);
-    p.inject_spawn_failures(0);
+    kport::harness::harness().inject_spawn_failures(0);
     check!(ok, "only {} of 12 items ran", runs.load(Ordering::SeqCst));
     let st = q.stats();
     check!(st.rescued >= 1 && st.mayday >= 1, "the rescuer did not step in: {st:?}");

@@ -18,7 +18,7 @@ fn args() -> Args {
 
 #[test]
 fn shared_suites_pass_on_the_host_port() {
-    kthreadd::host::install_host_port(CPUS);
+    kport::host::install_host_port(CPUS);
     kthreadd::kthread::init().expect("kthreadd");
     workqueue::init().expect("workqueue");
     // The cases are found through the `ktest_cases` link section: make sure

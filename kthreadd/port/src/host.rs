@@ -34,9 +34,11 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError, mpsc};
 use std::thread::{self, ThreadId};
 use std::time::Instant;
 
-use crate::port::{
-    self, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
-    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+use crate::harness::{Harness, MemCounters};
+use crate::sync::LockEnv;
+use crate::{
+    self as port, AtomicContext, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority,
+    Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,7 +62,7 @@ fn run_or_abort(what: impl FnOnce() -> String, f: impl FnOnce()) {
     if !p.is::<ExitToken>() {
         let msg = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str));
         let msg = msg.unwrap_or("(a non-string payload)");
-        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: panic in {}: {msg}; aborting", what());
+        let _ = writeln!(std::io::stderr().lock(), "kport host: panic in {}: {msg}; aborting", what());
         std::process::abort()
     }
 }
@@ -224,12 +226,12 @@ impl Ctx {
 
     /// Give the context its thread.
     fn start(&self, entry: Box<dyn FnOnce() + Send>) {
-        let me = self.me.upgrade().expect("kthreadd host: waking a dropped context");
+        let me = self.me.upgrade().expect("kport host: waking a dropped context");
         let name = lock(&self.name).replace('\0', "");
         thread::Builder::new()
             .name(name.clone())
             .spawn(move || context_main(me, entry))
-            .unwrap_or_else(|e| panic!("kthreadd host: cannot create the thread of context '{name}': {e}"));
+            .unwrap_or_else(|e| panic!("kport host: cannot create the thread of context '{name}': {e}"));
     }
 
     /// Mark it dead (idempotent).
@@ -383,7 +385,7 @@ impl PortTimer for HostTimer {
             let h = thread::Builder::new()
                 .name("host-timer".into())
                 .spawn(move || timer_thread(inner))
-                .expect("kthreadd host: cannot create the timer thread");
+                .expect("kport host: cannot create the timer thread");
             w.thread = Some(h.thread().id());
         }
         drop(w);
@@ -490,7 +492,7 @@ impl Inner {
                         as_irq_on(cpu, || run_or_abort(|| "a call_on_cpu function".into(), job));
                     }
                 })
-                .expect("kthreadd host: cannot create a call_on_cpu thread");
+                .expect("kport host: cannot create a call_on_cpu thread");
             tx
         })
         .clone()
@@ -508,7 +510,7 @@ impl HostPort {
     /// A port with `cpus` virtual CPUs, all online (1 to
     /// [`port::MAX_CPUS`]).
     pub fn new(cpus: usize) -> Self {
-        assert!((1..=port::MAX_CPUS).contains(&cpus), "kthreadd host: {cpus} CPUs (1 to {} allowed)", port::MAX_CPUS);
+        assert!((1..=port::MAX_CPUS).contains(&cpus), "kport host: {cpus} CPUs (1 to {} allowed)", port::MAX_CPUS);
         HostPort {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
@@ -602,6 +604,9 @@ pub fn install_host_port(cpus: usize) -> &'static HostPort {
     static INSTALLED: OnceLock<&'static HostPort> = OnceLock::new();
     let p: &'static HostPort = INSTALLED.get_or_init(|| Box::leak(Box::new(HostPort::new(cpus))));
     port::install(p);
+    crate::harness::install(p);
+    static ENV: OnceLock<HostLockEnv> = OnceLock::new();
+    crate::sync::set_lock_env(ENV.get_or_init(|| HostLockEnv(p)));
     p
 }
 
@@ -668,7 +673,7 @@ impl Port for HostPort {
     /// dead and its thread parks for ever. Panics outside a spawned context.
     fn exit_current(&self) -> ! {
         let me = self.cur();
-        assert!(me.spawned && !self.in_irq(), "kthreadd host: exit_current outside a context spawned through the port");
+        assert!(me.spawned && !self.in_irq(), "kport host: exit_current outside a context spawned through the port");
         #[cfg(panic = "unwind")]
         panic::resume_unwind(Box::new(ExitToken));
         #[cfg(not(panic = "unwind"))]
@@ -710,7 +715,7 @@ impl Port for HostPort {
             f();
             let _ = done_tx.send(());
         });
-        self.inner.ipi_queue(cpu).send(job).expect("kthreadd host: a call_on_cpu thread is gone");
+        self.inner.ipi_queue(cpu).send(job).expect("kport host: a call_on_cpu thread is gone");
         if wait {
             let _ = done_rx.recv();
         }
@@ -731,17 +736,18 @@ impl Port for HostPort {
 
     fn preempt_enable(&self) {
         TLS.with(|t| {
-            let n = t.preempt.get().checked_sub(1).expect("kthreadd host: preempt_enable without preempt_disable");
+            let n = t.preempt.get().checked_sub(1).expect("kport host: preempt_enable without preempt_disable");
             t.preempt.set(n);
         });
     }
 
-    fn in_atomic(&self) -> bool {
-        TLS.with(|t| t.irqs_off.get() || t.preempt.get() != 0 || t.irq.get() != 0)
-    }
-
-    fn in_irq(&self) -> bool {
-        TLS.with(|t| t.irq.get() != 0)
+    fn atomic_context(&self) -> AtomicContext {
+        TLS.with(|t| AtomicContext {
+            preempt_count: t.preempt.get(),
+            irqs_disabled: t.irqs_off.get(),
+            hardirq: t.irq.get() != 0,
+            softirq: false,
+        })
     }
 
     fn now_ns(&self) -> u64 {
@@ -773,6 +779,36 @@ impl Port for HostPort {
         lock(&self.inner.hotplug).push(hooks);
     }
 
+    /// Straight to stdout (not captured by the test harness).
+    fn console_line(&self, line: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+
+    /// A `std::backtrace` of the calling thread, to stderr.
+    fn dump_stack(&self) {
+        let bt = std::backtrace::Backtrace::force_capture();
+        let _ = writeln!(std::io::stderr().lock(), "kport host: stack of '{}':\n{bt}", lock(&self.cur().name));
+    }
+}
+
+impl Harness for HostPort {
+    /// `std::process::exit` with 0 (pass) or 1 (fail).
+    fn exit_machine(&self, pass: bool) -> ! {
+        let _ = std::io::stdout().flush();
+        std::process::exit(if pass { 0 } else { 1 })
+    }
+
+    /// All zero: the host has no frame allocator, and the heap is the
+    /// process's (counting it would need a global allocator, which a library
+    /// must not impose). Leak checks on these counters are vacuous here.
+    fn mem_counters(&self) -> MemCounters {
+        MemCounters::default()
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        self.inner.spawn_failures.store(n, Ordering::Release);
+    }
+
     fn cpu_down(&self, cpu: usize) -> Result<()> {
         let _op = lock(&self.inner.hotplug_op);
         let online = self.inner.online.load(Ordering::Acquire);
@@ -800,32 +836,22 @@ impl Port for HostPort {
         }
         Ok(())
     }
+}
 
-    /// Straight to stdout (not captured by the test harness).
-    fn console_line(&self, line: &str) {
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+/// The host's lock environment: the port's clock, stderr for warnings.
+struct HostLockEnv(&'static HostPort);
+
+impl LockEnv for HostLockEnv {
+    fn now_ns(&self) -> u64 {
+        self.0.inner.now_ns()
     }
-
-    /// `std::process::exit` with 0 (pass) or 1 (fail).
-    fn exit_machine(&self, pass: bool) -> ! {
-        let _ = std::io::stdout().flush();
-        std::process::exit(if pass { 0 } else { 1 })
+    fn cpu_id(&self) -> usize {
+        self.0.inner.cpu_here()
     }
-
-    /// All zero: the host has no frame allocator, and the heap is the
-    /// process's (counting it would need a global allocator, which a library
-    /// must not impose). Leak checks on these counters are vacuous here.
-    fn mem_counters(&self) -> MemCounters {
-        MemCounters::default()
+    fn emergency_line(&self, line: core::fmt::Arguments<'_>) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
-
-    fn inject_spawn_failures(&self, n: usize) {
-        self.inner.spawn_failures.store(n, Ordering::Release);
-    }
-
-    /// A `std::backtrace` of the calling thread, to stderr.
     fn dump_stack(&self) {
-        let bt = std::backtrace::Backtrace::force_capture();
-        let _ = writeln!(std::io::stderr().lock(), "kthreadd host: stack of '{}':\n{bt}", lock(&self.cur().name));
+        self.0.dump_stack();
     }
 }

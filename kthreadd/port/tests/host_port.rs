@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kthreadd::host::{HostPort, install_host_port};
-use kthreadd::port::{
+use kport::harness::Harness;
+use kport::host::{HostPort, install_host_port};
+use kport::sync::Completion;
+use kport::{
     CpuMask, EINVAL, ENOMEM, HotplugHooks, Port, Priority, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef,
     TaskState,
 };
-use kthreadd::sync::Completion;
 
 const CPUS: usize = 4;
 
@@ -262,7 +263,7 @@ fn timers_fire_cancel_and_cancel_sync() {
 
     // cancel_sync from the callback itself does not deadlock, and a callback
     // may re-arm its own timer.
-    let slot: Arc<std::sync::Mutex<Option<Box<dyn kthreadd::port::PortTimer>>>> = Default::default();
+    let slot: Arc<std::sync::Mutex<Option<Box<dyn kport::PortTimer>>>> = Default::default();
     let count = Arc::new(AtomicUsize::new(0));
     let (s2, c2) = (slot.clone(), count.clone());
     let own = p.timer(Arc::new(move || {
@@ -377,7 +378,7 @@ fn atomic_counters() {
     p.preempt_enable();
     assert!(!p.in_atomic());
     // A spinlock holder is atomic.
-    let l = kthreadd::sync::SpinLock::new(());
+    let l = kport::sync::SpinLock::new(());
     let g = l.lock();
     assert!(p.in_atomic());
     drop(g);
@@ -444,7 +445,7 @@ struct CountHooks {
 
 impl SchedHooks for CountHooks {
     fn sleeping(&self, data: &TaskData) {
-        let p = kthreadd::port::port();
+        let p = kport::port();
         if data.downcast_ref::<u32>() != Some(&7) || !p.in_atomic() {
             self.bad.fetch_add(1, Ordering::SeqCst);
         }

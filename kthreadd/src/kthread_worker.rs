@@ -24,40 +24,40 @@ use alloc::sync::{Arc, Weak};
 use core::fmt;
 
 use crate::kthread::{self, Builder, Kthread};
-use crate::port::{EINVAL, Error, PortTimer, Result, port};
-use crate::sync::{Completion, SpinLock, WaitQueue};
+use kport::sync::{Completion, SpinLock, WaitQueue};
+use kport::{EINVAL, Error, PortTimer, Result, port};
 
 /// A work item (Linux `struct kthread_work`): a function run by a worker.
 #[derive(Clone)]
-pub struct Work(Arc<WorkInner>);
+pub struct KthreadWork(Arc<KthreadWorkInner>);
 
-struct WorkInner {
+struct KthreadWorkInner {
     func: Box<dyn Fn() + Send + Sync>,
     /// The worker it was last queued on.
-    on: SpinLock<Option<Weak<WorkerInner>>>,
+    on: SpinLock<Option<Weak<WorkerShared>>>,
 }
 
 /// Per-item state kept under the worker's lock, keyed by the item.
 struct Queued {
-    work: Arc<WorkInner>,
+    work: Arc<KthreadWorkInner>,
     /// A flush marker: completing it signals the flusher.
     marker: Option<Arc<Completion>>,
 }
 
-struct WorkerState {
+struct WorkerLists {
     list: VecDeque<Queued>,
     /// The item running now.
-    current: Option<Arc<WorkInner>>,
+    current: Option<Arc<KthreadWorkInner>>,
     /// Items with a pending (queued or timer-armed) instance.
-    pending: alloc::vec::Vec<Arc<WorkInner>>,
+    pending: alloc::vec::Vec<Arc<KthreadWorkInner>>,
     /// Items being cancelled (refuse queueing).
-    canceling: alloc::vec::Vec<Arc<WorkInner>>,
+    canceling: alloc::vec::Vec<Arc<KthreadWorkInner>>,
     /// Destroy began: refuse new items.
     dying: bool,
 }
 
-struct WorkerInner {
-    state: SpinLock<WorkerState>,
+struct WorkerShared {
+    state: SpinLock<WorkerLists>,
     wq: WaitQueue,
     /// Signalled whenever the current item finishes.
     idle: WaitQueue,
@@ -66,19 +66,19 @@ struct WorkerInner {
 }
 
 /// A worker (Linux `struct kthread_worker`).
-pub struct Worker(Arc<WorkerInner>);
+pub struct KthreadWorker(Arc<WorkerShared>);
 
-impl fmt::Debug for Worker {
+impl fmt::Debug for KthreadWorker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Worker({})", self.0.name)
+        write!(f, "KthreadWorker({})", self.0.name)
     }
 }
 
-fn contains(v: &[Arc<WorkInner>], w: &Arc<WorkInner>) -> bool {
+fn contains(v: &[Arc<KthreadWorkInner>], w: &Arc<KthreadWorkInner>) -> bool {
     v.iter().any(|x| Arc::ptr_eq(x, w))
 }
 
-fn remove(v: &mut alloc::vec::Vec<Arc<WorkInner>>, w: &Arc<WorkInner>) -> bool {
+fn remove(v: &mut alloc::vec::Vec<Arc<KthreadWorkInner>>, w: &Arc<KthreadWorkInner>) -> bool {
     match v.iter().position(|x| Arc::ptr_eq(x, w)) {
         Some(i) => {
             v.swap_remove(i);
@@ -88,27 +88,27 @@ fn remove(v: &mut alloc::vec::Vec<Arc<WorkInner>>, w: &Arc<WorkInner>) -> bool {
     }
 }
 
-impl Work {
+impl KthreadWork {
     /// A work item running `f` (Linux `kthread_init_work`).
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        Work(Arc::new(WorkInner { func: Box::new(f), on: SpinLock::new(None) }))
+        KthreadWork(Arc::new(KthreadWorkInner { func: Box::new(f), on: SpinLock::new(None) }))
     }
 }
 
 /// A delayed work item (Linux `struct kthread_delayed_work`): a work item
 /// plus the timer that queues it.
-pub struct DelayedWork {
-    work: Work,
+pub struct KthreadDelayedWork {
+    work: KthreadWork,
     timer: Box<dyn PortTimer>,
     /// The worker the timer will queue it on.
-    target: Arc<SpinLock<Option<Weak<WorkerInner>>>>,
+    target: Arc<SpinLock<Option<Weak<WorkerShared>>>>,
 }
 
-impl DelayedWork {
+impl KthreadDelayedWork {
     /// A delayed work item running `f` (Linux `kthread_init_delayed_work`).
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        let work = Work::new(f);
-        let target: Arc<SpinLock<Option<Weak<WorkerInner>>>> = Arc::new(SpinLock::new(None));
+        let work = KthreadWork::new(f);
+        let target: Arc<SpinLock<Option<Weak<WorkerShared>>>> = Arc::new(SpinLock::new(None));
         let (w, t) = (work.0.clone(), target.clone());
         let timer = port().timer(Arc::new(move || {
             // Interrupt context: move the item to its worker's list.
@@ -117,21 +117,21 @@ impl DelayedWork {
                 worker.timer_fired(&w);
             }
         }));
-        DelayedWork { work, timer, target }
+        KthreadDelayedWork { work, timer, target }
     }
 
     /// The work item inside.
-    pub fn work(&self) -> &Work {
+    pub fn work(&self) -> &KthreadWork {
         &self.work
     }
 }
 
-impl WorkerInner {
+impl WorkerShared {
     fn wake_thread(&self) {
         self.wq.wake_all();
     }
 
-    fn timer_fired(&self, w: &Arc<WorkInner>) {
+    fn timer_fired(&self, w: &Arc<KthreadWorkInner>) {
         let mut st = self.state.lock();
         if !contains(&st.pending, w) || contains(&st.canceling, w) {
             return;
@@ -142,7 +142,7 @@ impl WorkerInner {
     }
 
     /// Attach `w` to this worker or refuse if it belongs to another.
-    fn claim(self: &Arc<Self>, w: &Arc<WorkInner>) -> bool {
+    fn claim(self: &Arc<Self>, w: &Arc<KthreadWorkInner>) -> bool {
         let mut on = w.on.lock();
         match on.as_ref().and_then(|x| x.upgrade()) {
             Some(other) if !Arc::ptr_eq(&other, self) => {
@@ -160,7 +160,7 @@ impl WorkerInner {
     }
 }
 
-fn worker_fn(w: Arc<WorkerInner>) -> i32 {
+fn worker_fn(w: Arc<WorkerShared>) -> i32 {
     let p = port();
     loop {
         let next = {
@@ -194,26 +194,26 @@ fn worker_fn(w: Arc<WorkerInner>) -> i32 {
     }
 }
 
-impl Worker {
+impl KthreadWorker {
     /// Create a worker with its thread, named from format arguments (Linux
     /// `kthread_create_worker`).
-    pub fn create(name: fmt::Arguments<'_>) -> Result<Worker> {
+    pub fn create(name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
         Self::create_inner(name, None)
     }
 
     /// Create a worker whose thread is bound to `cpu` (Linux
     /// `kthread_create_worker_on_cpu`).
-    pub fn create_on_cpu(cpu: usize, name: fmt::Arguments<'_>) -> Result<Worker> {
+    pub fn create_on_cpu(cpu: usize, name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
         if cpu >= port().cpu_count() {
             return Err(Error::new(EINVAL));
         }
         Self::create_inner(name, Some(cpu))
     }
 
-    fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>) -> Result<Worker> {
+    fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>) -> Result<KthreadWorker> {
         let name = alloc::fmt::format(name);
-        let inner = Arc::new(WorkerInner {
-            state: SpinLock::new(WorkerState {
+        let inner = Arc::new(WorkerShared {
+            state: SpinLock::new(WorkerLists {
                 list: VecDeque::new(),
                 current: None,
                 pending: alloc::vec::Vec::new(),
@@ -232,7 +232,7 @@ impl Worker {
         }
         let t = b.run()?;
         inner.thread.call_once(|| t);
-        Ok(Worker(inner))
+        Ok(KthreadWorker(inner))
     }
 
     /// The worker's thread.
@@ -243,7 +243,7 @@ impl Worker {
     /// Queue `work` (Linux `kthread_queue_work`): false if it is already
     /// pending, being cancelled, attached to another worker, or the worker
     /// is being destroyed (with a warning).
-    pub fn queue(&self, work: &Work) -> bool {
+    pub fn queue(&self, work: &KthreadWork) -> bool {
         if !self.0.claim(&work.0) {
             return false;
         }
@@ -268,7 +268,7 @@ impl Worker {
 
     /// Queue `dwork` after `delay_ns` (Linux `kthread_queue_delayed_work`);
     /// false if it is already pending. A zero delay queues it at once.
-    pub fn queue_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+    pub fn queue_delayed(&self, dwork: &KthreadDelayedWork, delay_ns: u64) -> bool {
         if !self.0.claim(&dwork.work.0) {
             return false;
         }
@@ -283,7 +283,12 @@ impl Worker {
 
     /// Queue a pending delayed item now (zero delay) or arm its timer. The
     /// item is already on the pending list; the guard is released.
-    fn start_delayed(&self, mut st: crate::sync::SpinLockGuard<'_, WorkerState>, dwork: &DelayedWork, delay_ns: u64) {
+    fn start_delayed(
+        &self,
+        mut st: kport::sync::SpinLockGuard<'_, WorkerLists>,
+        dwork: &KthreadDelayedWork,
+        delay_ns: u64,
+    ) {
         if delay_ns == 0 {
             st.list.push_back(Queued { work: dwork.work.0.clone(), marker: None });
             drop(st);
@@ -299,7 +304,7 @@ impl Worker {
     /// was idle (Linux `kthread_mod_delayed_work`). Returns true if it was
     /// pending (and is now moved), false if it was idle (and is now queued).
     /// An item being cancelled is left alone (true).
-    pub fn mod_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
+    pub fn mod_delayed(&self, dwork: &KthreadDelayedWork, delay_ns: u64) -> bool {
         if !self.0.claim(&dwork.work.0) {
             return false;
         }
@@ -320,7 +325,7 @@ impl Worker {
 
     /// Wait for the instance of `work` that is queued or running now
     /// (Linux `kthread_flush_work`). Returns at once if it is idle.
-    pub fn flush_work(&self, work: &Work) {
+    pub fn flush_work(&self, work: &KthreadWork) {
         let done = Arc::new(Completion::new());
         {
             let mut st = self.0.state.lock();
@@ -341,13 +346,13 @@ impl Worker {
     /// `kthread_flush_worker`).
     pub fn flush(&self) {
         let done = Arc::new(Completion::new());
-        let anchor = Arc::new(WorkInner { func: Box::new(|| {}), on: SpinLock::new(None) });
+        let anchor = Arc::new(KthreadWorkInner { func: Box::new(|| {}), on: SpinLock::new(None) });
         self.0.state.lock().list.push_back(Queued { work: anchor, marker: Some(done.clone()) });
         self.0.wake_thread();
         done.wait("kthread_flush_worker");
     }
 
-    fn cancel_inner(&self, work: &Arc<WorkInner>, timer: Option<&dyn PortTimer>) -> bool {
+    fn cancel_inner(&self, work: &Arc<KthreadWorkInner>, timer: Option<&dyn PortTimer>) -> bool {
         let pending = {
             let mut st = self.0.state.lock();
             st.canceling.push(work.clone());
@@ -368,13 +373,13 @@ impl Worker {
 
     /// Cancel `work` and wait for a running instance (Linux
     /// `kthread_cancel_work_sync`); true if it was pending.
-    pub fn cancel_sync(&self, work: &Work) -> bool {
+    pub fn cancel_sync(&self, work: &KthreadWork) -> bool {
         self.cancel_inner(&work.0, None)
     }
 
     /// Cancel `dwork` (timer or queue) and wait for a running instance
     /// (Linux `kthread_cancel_delayed_work_sync`); true if it was pending.
-    pub fn cancel_delayed_sync(&self, dwork: &DelayedWork) -> bool {
+    pub fn cancel_delayed_sync(&self, dwork: &KthreadDelayedWork) -> bool {
         self.cancel_inner(&dwork.work.0, Some(&*dwork.timer))
     }
 
@@ -387,7 +392,7 @@ impl Worker {
     }
 }
 
-impl Drop for DelayedWork {
+impl Drop for KthreadDelayedWork {
     /// A delayed item that goes away must not fire later.
     fn drop(&mut self) {
         self.timer.cancel_sync();

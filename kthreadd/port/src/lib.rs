@@ -1,13 +1,25 @@
-//! The port: the small set of primitives a host kernel provides to the
-//! subsystem. Named after what Redox already has (see `shared/REDOX.md`):
-//! kernel-only contexts from `context::spawn`, block/wake through
-//! `Context::block` + `switch()` and `unblock_context`, `cpu_id()`, per-CPU
-//! blocks, IPIs, and two scheduler callbacks.
+//! The port: the bottom layer of the subsystem, the small set of
+//! primitives a host kernel provides to it, and what is built on them
+//! alone.
 //!
-//! Three implementations exist: the testkernel (bare metal under QEMU), the
-//! host port on std threads ([`crate::host`], feature `host`), and the Redox
-//! glue in `kernel-patch/`. The subsystem reaches the installed port through
-//! [`port()`]; it is installed once at boot with [`install`].
+//! * [`Port`]: kernel-only contexts, the blocking protocol, CPUs, IPIs,
+//!   atomic-context state, a clock and one-shot timers, two scheduler
+//!   callbacks, the console. Named after what Redox already has:
+//!   kernel-only contexts from `context::spawn`, block/wake through
+//!   `Context::block` + `switch()` and `unblock_context`, `cpu_id()`,
+//!   per-CPU blocks, IPIs (see `docs/architecture.md`).
+//! * [`harness::Harness`]: what only a test harness needs (stop the
+//!   machine, fault injection, CPU offline/online, memory counters), kept
+//!   off the port so the subsystem cannot depend on it.
+//! * [`context`]: the context checks, [`might_sleep`] first.
+//! * [`sync`]: spinlocks with a guard policy, data guarded by another
+//!   object's lock ([`sync::LockedBy`]), wait queues, completions, mutexes.
+//!
+//! Three implementations of the port exist: the testkernel (bare metal
+//! under QEMU), the host port on std threads ([`host`], feature `host`),
+//! and the Redox glue in `kernel-patch/glue`. The subsystem reaches the
+//! installed port through [`port()`]; it is installed once at boot with
+//! [`install`].
 //!
 //! # The blocking protocol
 //! It is Linux's `set_current_state` / `schedule` / `wake_up_process`:
@@ -15,6 +27,23 @@
 //! ([`Port::set_current_state`]), then checks its condition, then calls
 //! [`Port::schedule`], which blocks only if no wake-up arrived in between
 //! (a wake-up sets the context back to running). No wake-up is lost.
+
+#![no_std]
+#![warn(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod context;
+pub mod harness;
+#[cfg(feature = "host")]
+pub mod host;
+#[cfg(feature = "loom")]
+pub mod loom_port;
+pub mod sync;
+
+pub use context::{AtomicContext, might_sleep};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -252,19 +281,6 @@ pub trait HotplugHooks: Send + Sync {
     fn cpu_came_up(&self, cpu: usize);
 }
 
-/// Memory counters of the host kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MemCounters {
-    /// Usable frames.
-    pub total_frames: u64,
-    /// Free frames.
-    pub free_frames: u64,
-    /// Frames handed out.
-    pub used_frames: u64,
-    /// Kernel heap bytes in use.
-    pub heap_used: u64,
-}
-
 /// The primitives the subsystem needs from the host kernel.
 pub trait Port: Send + Sync {
     /// A short name of the host ("testkernel", "host", "redox").
@@ -341,10 +357,20 @@ pub trait Port: Send + Sync {
         self.irq_restore(irqs_were_on);
         self.preempt_enable();
     }
-    /// Is the caller in a context that must not sleep?
-    fn in_atomic(&self) -> bool;
-    /// Is the caller an interrupt handler?
-    fn in_irq(&self) -> bool;
+    /// What makes the caller atomic right now (preemption count, interrupts
+    /// off, hard or soft interrupt context). [`might_sleep`] reports from
+    /// it; a port where interrupts are always off in kernel code (Redox)
+    /// reports the subsystem's own interrupt-off sections instead.
+    fn atomic_context(&self) -> AtomicContext;
+    /// Is the caller in a context that must not sleep? Derived from
+    /// [`Port::atomic_context`]; a port may answer faster.
+    fn in_atomic(&self) -> bool {
+        !self.atomic_context().may_sleep()
+    }
+    /// Is the caller an interrupt handler (hard-IRQ context)?
+    fn in_irq(&self) -> bool {
+        self.atomic_context().hardirq
+    }
 
     // --- time ---
 
@@ -361,25 +387,15 @@ pub trait Port: Send + Sync {
 
     /// Register the workqueue's scheduler callbacks (once).
     fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks);
-    /// Register CPU hot-plug callbacks.
+    /// Register CPU hot-plug callbacks (called when the host kernel takes a
+    /// CPU offline or brings it back; [`harness::Harness::cpu_down`] is how
+    /// tests do it).
     fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks);
-    /// Take `cpu` offline (stop giving it work, park its per-CPU threads,
-    /// move its unbound contexts away). `EINVAL` for a bad or last CPU.
-    fn cpu_down(&self, cpu: usize) -> Result<()>;
-    /// Bring `cpu` back online.
-    fn cpu_up(&self, cpu: usize) -> Result<()>;
 
     // --- machine ---
 
     /// Write one whole line to the console.
     fn console_line(&self, line: &str);
-    /// Stop the machine with a pass or fail status.
-    fn exit_machine(&self, pass: bool) -> !;
-    /// Memory counters.
-    fn mem_counters(&self) -> MemCounters;
-    /// Make the next `n` context creations fail with `ENOMEM` (fault
-    /// injection for tests).
-    fn inject_spawn_failures(&self, n: usize);
     /// Print a backtrace of the calling context (for warnings).
     fn dump_stack(&self);
 }
@@ -388,10 +404,12 @@ static PORT: spin::Once<&'static dyn Port> = spin::Once::new();
 
 /// Install the port (once, at boot). A second install is ignored with a
 /// warning on the first port's console.
+///
+/// Context: boot, before any other call into the subsystem.
 pub fn install(p: &'static dyn Port) {
     let first = PORT.call_once(|| p);
     if !core::ptr::addr_eq(*first as *const dyn Port, p as *const dyn Port) {
-        first.console_line("# WARNING: kthreadd::port::install called twice; keeping the first port");
+        first.console_line("# WARNING: kport::install called twice; keeping the first port");
     }
 }
 
@@ -399,7 +417,7 @@ pub fn install(p: &'static dyn Port) {
 /// subsystem works before the host kernel installs its port.
 #[inline]
 pub fn port() -> &'static dyn Port {
-    *PORT.get().expect("kthreadd: no port installed (call kthreadd::port::install at boot)")
+    *PORT.get().expect("kport: no port installed (call kport::install at boot)")
 }
 
 /// Is a port installed?
