@@ -1,0 +1,780 @@
+//! `kthreadd::port::Port` over Redox's own primitives.
+//!
+//! * A port context is a kernel-only Redox context from [`context::spawn`], without a user
+//!   address space, named `[name]`. Its port record ([`Task`]) hangs off `Context::kthread`; the
+//!   entry trampoline ([`kthread_entry`]) takes no argument and finds the thread function there.
+//! * Blocking is Linux's protocol on Redox's: `set_current_state` records the state the context
+//!   will sleep in; `schedule` takes the context's lock, and if no wake-up reset that state it
+//!   calls `Context::block` and `context::switch`. A wake-up resets the state under the same lock
+//!   and unblocks the context through `wakeup_context` (cross-CPU: the target CPU's wake-up list
+//!   and an IPI). No wake-up is lost between the two.
+//! * Bound contexts get `sched_affinity` and `cpu_id`; a running context whose affinity no longer
+//!   includes its CPU moves at its next switch (see `super::switch_enter`).
+//! * Redox never preempts kernel code and runs it with interrupts off. `yield_now`,
+//!   `cond_resched` and `schedule` are the only places where a kernel thread lets pending
+//!   interrupts in (a short `sti; nop; cli` window) and runs expired port timers.
+//!
+//! Lock order: a context's `ContextLock` (L4) is taken alone, never with another one held; the
+//! per-CPU timer and call queues are leaves.
+
+use alloc::{
+    boxed::Box,
+    string::{String, ToString},
+    sync::{Arc, Weak},
+    vec::Vec,
+};
+use core::{
+    fmt::Write,
+    sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
+};
+
+use kthreadd::port::{
+    CpuMask, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
+    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState, EINVAL, ENOMEM,
+};
+use spin::{Mutex, Once};
+
+use super::{clock, timer::Timer, IrqGuard};
+use crate::{
+    context::{self, wakeup_context, ContextLock, Status},
+    cpu_set::{LogicalCpuId, LogicalCpuSet},
+    percpu::PercpuBlock,
+    sync::CleanLockToken,
+};
+
+/// The port installed at boot.
+pub static PORT: RedoxPort = RedoxPort;
+
+/// Zero-sized: the state lives in the contexts, the per-CPU blocks and the statics below.
+pub struct RedoxPort;
+
+// Scheduling states of a port context (bit positions of the wake masks).
+const RUNNING: u8 = 0;
+const INTERRUPTIBLE: u8 = 1;
+const UNINTERRUPTIBLE: u8 = 2;
+const PARKED: u8 = 3;
+const NEW: u8 = 4;
+const DEAD: u8 = 5;
+
+/// What `PortTask::wake` wakes.
+const WAKE_NORMAL: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << NEW);
+/// What `PortTask::wake_parked` wakes.
+const WAKE_PARKED: u8 = 1 << PARKED;
+/// What a timed sleep's timer wakes.
+const WAKE_TIMEOUT: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << PARKED);
+
+/// Redox `prio` (0..40, lower is more weight) of each port priority.
+const PRIO_HIGH: usize = 10;
+const PRIO_NORMAL: usize = 20;
+const PRIO_IDLE: usize = 39;
+
+/// The port's record of a context (Linux keeps these facts in `task_struct`).
+pub struct Task {
+    /// `Context::debug_id`: unique, never reused.
+    id: usize,
+    ctx: Weak<ContextLock>,
+    state: AtomicU8,
+    wchan: Mutex<&'static str>,
+    entry: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    data: Mutex<Option<TaskData>>,
+    worker_hooks: bool,
+    /// The affinity asked for (the context's `sched_affinity` is this less offline CPUs).
+    affinity: AtomicU64,
+    switches: AtomicU64,
+    /// Set while the context is blocked only to move to another CPU.
+    pub(super) migrating: AtomicBool,
+}
+
+impl core::fmt::Debug for Task {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("wchan", &*self.wchan.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Task {
+    /// Calls the workqueue's scheduler hooks?
+    pub(super) fn worker_hooks(&self) -> bool {
+        self.worker_hooks
+    }
+
+    /// The data given at spawn.
+    pub(super) fn data(&self) -> Option<TaskData> {
+        self.data.lock().clone()
+    }
+}
+
+/// A [`TaskRef`]: keeps the context's memory alive, not the context running.
+pub struct Handle {
+    task: Arc<Task>,
+    ctx: Arc<ContextLock>,
+}
+
+/// Every port context, to apply CPU offline/online to their affinities.
+static TASKS: Mutex<Vec<Weak<Task>>> = Mutex::new(Vec::new());
+static SPAWN_FAILURES: AtomicUsize = AtomicUsize::new(0);
+static SCHED_HOOKS: Once<&'static dyn SchedHooks> = Once::new();
+static HOTPLUG_HOOKS: Mutex<Vec<&'static dyn HotplugHooks>> = Mutex::new(Vec::new());
+/// Serializes `cpu_down` / `cpu_up` (a sleeping lock: the hooks park threads).
+static HOTPLUG_OP: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+/// CPUs taking work (bit n = CPU n); Redox has no hot-plug, so offline is logical.
+static ONLINE: AtomicU64 = AtomicU64::new(0);
+
+/// A token for Redox's ordered locks.
+fn clean_token() -> CleanLockToken {
+    // SAFETY: port calls come from kthreadd code, timer callbacks and the hooks in `switch()`
+    // entry/exit and `tick()`, none of which holds a Redox lock; each call makes and drops its
+    // own token before returning, so no two live at once on one CPU.
+    unsafe { CleanLockToken::new() }
+}
+
+fn present() -> u64 {
+    CpuMask::first(crate::cpu_count() as usize).0
+}
+
+/// Mark `cpu` as taking work (boot, and `cpu_up`).
+pub(super) fn set_online(cpu: usize, online: bool) {
+    if cpu < 64 {
+        if online {
+            ONLINE.fetch_or(1 << cpu, Ordering::AcqRel);
+        } else {
+            ONLINE.fetch_and(!(1 << cpu), Ordering::AcqRel);
+        }
+    }
+}
+
+/// CPUs taking work.
+pub(super) fn online() -> u64 {
+    ONLINE.load(Ordering::Acquire)
+}
+
+/// The mask a context really runs on: what it asked for, less offline CPUs (unless that leaves
+/// nothing: a thread bound to an offline CPU still runs there, as a parked per-CPU thread must).
+fn effective(mask: u64) -> u64 {
+    let m = mask & present();
+    let on = m & online();
+    if on != 0 {
+        on
+    } else {
+        m
+    }
+}
+
+fn to_cpu_set(mask: u64) -> LogicalCpuSet {
+    let set = LogicalCpuSet::empty();
+    for cpu in CpuMask(mask).iter() {
+        set.atomic_set(LogicalCpuId::new(cpu as u32));
+    }
+    set
+}
+
+fn from_cpu_set(set: &LogicalCpuSet) -> u64 {
+    set.iter()
+        .map(|c| c.get() as usize)
+        .filter(|&c| c < 64)
+        .fold(0, |m, c| m | (1 << c))
+}
+
+/// The CPU a woken context goes to (Linux `select_task_rq` with a simple `select_idle_sibling`):
+/// its only allowed CPU; else its last CPU if allowed and idle; else an idle allowed CPU; else its
+/// last CPU if allowed; else the first allowed one. The choice must be made here: an idle CPU's
+/// work stealing tries CPUs `curr_cpu + i % num_cpu` (sic), so it never takes a context queued on
+/// a lower-numbered CPU behind a busy kernel thread.
+fn pick_cpu(last: Option<LogicalCpuId>, allowed: u64) -> LogicalCpuId {
+    let allowed = CpuMask(allowed & present());
+    let last = last
+        .map(|c| c.get() as usize)
+        .filter(|&c| allowed.contains(c));
+    let choice = if allowed.count() <= 1 {
+        allowed.first_cpu()
+    } else {
+        last.filter(|&c| super::cpu_is_idle(c))
+            .or_else(|| allowed.iter().find(|&c| super::cpu_is_idle(c)))
+            .or(last)
+            .or_else(|| allowed.first_cpu())
+    };
+    match choice {
+        Some(c) => LogicalCpuId::new(c as u32),
+        None => crate::cpu_id(),
+    }
+}
+
+/// The calling context's port record, created for contexts not spawned by the port.
+pub(super) fn current_task() -> (Arc<ContextLock>, Arc<Task>) {
+    let ctx = context::current();
+    let mut token = clean_token();
+    let mut guard = ctx.write(token.token());
+    let task = match guard.kthread {
+        Some(ref t) => Arc::clone(t),
+        None => {
+            let t = Arc::new(Task {
+                id: guard.debug_id as usize,
+                ctx: Arc::downgrade(&ctx),
+                state: AtomicU8::new(RUNNING),
+                wchan: Mutex::new(""),
+                entry: Mutex::new(None),
+                data: Mutex::new(None),
+                worker_hooks: false,
+                affinity: AtomicU64::new(from_cpu_set(&guard.sched_affinity)),
+                switches: AtomicU64::new(0),
+                migrating: AtomicBool::new(false),
+            });
+            guard.kthread = Some(Arc::clone(&t));
+            t
+        }
+    };
+    drop(guard);
+    (ctx, task)
+}
+
+/// Wake `task` if its state is in `mask` (Linux `try_to_wake_up`). True if it was woken.
+fn wake_task(task: &Task, mask: u8) -> bool {
+    let Some(ctx) = task.ctx.upgrade() else {
+        return false;
+    };
+    let mut token = clean_token();
+    let target = {
+        let mut guard = ctx.write(token.token());
+        let st = task.state.load(Ordering::SeqCst);
+        if st > DEAD || mask & (1 << st) == 0 {
+            return false;
+        }
+        task.state.store(RUNNING, Ordering::SeqCst);
+        if st == NEW {
+            guard.status = Status::Runnable;
+        } else if !guard.unblock_no_ipi() {
+            // Not blocked yet: its `schedule` sees RUNNING and does not block.
+            return true;
+        }
+        if guard.running {
+            // Blocked but still switching away on its CPU: the wake-up list entry is dropped
+            // for a running context, and its switch sees it runnable and keeps it queued.
+            return true;
+        }
+        let allowed = from_cpu_set(&guard.sched_affinity);
+        let cpu = pick_cpu(guard.cpu_id, allowed);
+        guard.cpu_id = Some(cpu);
+        Some(cpu)
+    };
+    wakeup_context(&ctx, target, &mut token.downgrade());
+    true
+}
+
+/// Open a short interrupt window at a kernel thread's yield point, so that the PIT tick and
+/// IPIs queued while it ran are taken here, and run this CPU's expired port timers.
+fn yield_point() {
+    let pc = &PercpuBlock::current().kthread;
+    if pc.preempt.get() != 0 || pc.irq.get() != 0 {
+        return;
+    }
+    // SAFETY: no lock is held here (port yield points are sleepable), the context runs on its
+    // own kernel stack, and Redox's interrupt handlers may switch away from it as they do from
+    // the idle loop; `cli` restores the kernel's interrupts-off state.
+    unsafe {
+        crate::arch::interrupt::enable_and_nop();
+        crate::arch::interrupt::disable();
+    }
+    super::timer::run_expired();
+}
+
+/// Panic with Linux's message if the caller may not sleep (Linux `might_sleep`).
+#[track_caller]
+fn might_sleep(what: &str) {
+    let pc = &PercpuBlock::current().kthread;
+    let (preempt, irq) = (pc.preempt.get(), pc.irq.get());
+    if preempt != 0 || irq != 0 {
+        panic!(
+            "BUG: sleeping function called from invalid context: {what} with preempt_count={preempt}, in_irq={}",
+            irq != 0
+        );
+    }
+}
+
+/// First code of every port context (entered by `ret` from `switch_finish_hook`): align the
+/// stack as a call would, then run [`kthread_main`].
+#[unsafe(naked)]
+extern "C" fn kthread_entry() {
+    core::arch::naked_asm!(
+        "and rsp, -16",
+        "xor ebp, ebp",
+        "call {main}",
+        "ud2",
+        main = sym kthread_main,
+    );
+}
+
+extern "C" fn kthread_main() -> ! {
+    super::finish_migrations();
+    let (_, task) = current_task();
+    let entry = task.entry.lock().take();
+    drop(task);
+    if let Some(f) = entry {
+        f();
+    }
+    PORT.exit_current()
+}
+
+impl PortTask for Handle {
+    fn id(&self) -> usize {
+        self.task.id
+    }
+
+    fn wake(&self) -> bool {
+        wake_task(&self.task, WAKE_NORMAL)
+    }
+
+    fn wake_parked(&self) -> bool {
+        wake_task(&self.task, WAKE_PARKED)
+    }
+
+    fn state(&self) -> TaskState {
+        match self.task.state.load(Ordering::SeqCst) {
+            RUNNING => TaskState::Running,
+            INTERRUPTIBLE => TaskState::Sleeping,
+            UNINTERRUPTIBLE => TaskState::DiskSleep,
+            PARKED => TaskState::Parked,
+            NEW => TaskState::New,
+            // Dead once its last switch has taken it off its CPU for good; until then it still
+            // runs (`exit_this_context`).
+            _ if self.is_running() => TaskState::Running,
+            _ => TaskState::Dead,
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        // `Context::running`: set by `switch()` for the context it switches to and cleared for
+        // the one it leaves, under the context's lock.
+        let mut token = clean_token();
+        self.ctx.read(token.token()).running
+    }
+
+    fn cpu(&self) -> usize {
+        let mut token = clean_token();
+        let guard = self.ctx.read(token.token());
+        match guard.cpu_id {
+            Some(c) => c.get() as usize,
+            None => CpuMask(from_cpu_set(&guard.sched_affinity))
+                .first_cpu()
+                .unwrap_or(0),
+        }
+    }
+
+    fn affinity(&self) -> CpuMask {
+        CpuMask(self.task.affinity.load(Ordering::Acquire))
+    }
+
+    fn set_affinity(&self, mask: CpuMask) -> Result<()> {
+        if mask.0 & present() == 0 {
+            return Err(Error::new(EINVAL));
+        }
+        self.task.affinity.store(mask.0, Ordering::Release);
+        apply_affinity(&self.task);
+        Ok(())
+    }
+
+    fn set_priority(&self, prio: Priority) {
+        let mut token = clean_token();
+        self.ctx.write(token.token()).prio = redox_prio(prio);
+    }
+
+    fn name(&self) -> String {
+        let mut token = clean_token();
+        let guard = self.ctx.read(token.token());
+        let n = guard.name.as_str();
+        n.strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(n)
+            .to_string()
+    }
+
+    fn set_name(&self, name: &str) {
+        let mut token = clean_token();
+        set_context_name(&mut self.ctx.write(token.token()).name, name);
+    }
+
+    fn cpu_time_ns(&self) -> u64 {
+        let mut token = clean_token();
+        let t = self.ctx.read(token.token()).cpu_time;
+        u64::try_from(t).unwrap_or(u64::MAX)
+    }
+
+    fn nr_switches(&self) -> u64 {
+        self.task.switches.load(Ordering::Relaxed)
+    }
+
+    fn wait_channel(&self) -> &'static str {
+        *self.task.wchan.lock()
+    }
+
+    fn data(&self) -> Option<TaskData> {
+        self.task.data()
+    }
+}
+
+/// Write `[name]` into a context's name, cut at a character boundary to fit.
+fn set_context_name(
+    dst: &mut arrayvec::ArrayString<{ crate::context::context::CONTEXT_NAME_CAPAC }>,
+    name: &str,
+) {
+    dst.clear();
+    let room = dst.capacity().saturating_sub(2);
+    let mut end = name.len().min(room);
+    while !name.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    let _ = dst.try_push('[');
+    let _ = dst.try_push_str(name.get(..end).unwrap_or(""));
+    let _ = dst.try_push(']');
+}
+
+fn redox_prio(p: Priority) -> usize {
+    match p {
+        Priority::High => PRIO_HIGH,
+        Priority::Normal => PRIO_NORMAL,
+        Priority::Idle => PRIO_IDLE,
+    }
+}
+
+/// Put `task`'s effective affinity into its context; a context that is not running and sits on a
+/// CPU it may no longer use is moved for its next wake-up.
+fn apply_affinity(task: &Task) {
+    let Some(ctx) = task.ctx.upgrade() else {
+        return;
+    };
+    let mask = effective(task.affinity.load(Ordering::Acquire));
+    let mut token = clean_token();
+    let mut guard = ctx.write(token.token());
+    guard.sched_affinity = to_cpu_set(mask);
+    if !guard.running {
+        let cpu = pick_cpu(guard.cpu_id, mask);
+        guard.cpu_id = Some(cpu);
+    }
+}
+
+/// Re-apply every port context's affinity (after a CPU went offline or came back).
+fn reapply_all_affinities() {
+    let tasks: Vec<Arc<Task>> = {
+        let mut all = TASKS.lock();
+        all.retain(|t| t.strong_count() > 0);
+        all.iter().filter_map(Weak::upgrade).collect()
+    };
+    for t in tasks {
+        apply_affinity(&t);
+    }
+}
+
+/// The registered scheduler hooks.
+pub(super) fn sched_hooks() -> Option<&'static dyn SchedHooks> {
+    SCHED_HOOKS.get().copied()
+}
+
+struct TimerHandle(Timer);
+
+impl PortTimer for TimerHandle {
+    fn arm(&self, deadline_ns: u64, cpu: Option<usize>) {
+        self.0.arm(deadline_ns, cpu);
+    }
+    fn cancel(&self) -> bool {
+        self.0.cancel()
+    }
+    fn cancel_sync(&self) -> bool {
+        self.0.cancel_sync()
+    }
+    fn is_pending(&self) -> bool {
+        self.0.is_pending()
+    }
+}
+
+impl Port for RedoxPort {
+    fn name(&self) -> &'static str {
+        "redox"
+    }
+
+    fn spawn(&self, spec: SpawnSpec) -> Result<TaskRef> {
+        let mask = spec.affinity.0 & present();
+        if mask == 0 {
+            return Err(Error::new(EINVAL));
+        }
+        if SPAWN_FAILURES
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::new(ENOMEM));
+        }
+        let mut token = clean_token();
+        let ctx = context::spawn(false, None, kthread_entry, &mut token)
+            .map_err(|e| Error::new(e.errno))?;
+        let (task, old_addr_space) = {
+            let mut guard = ctx.write(token.token());
+            let task = Arc::new(Task {
+                id: guard.debug_id as usize,
+                ctx: Arc::downgrade(&ctx),
+                state: AtomicU8::new(NEW),
+                wchan: Mutex::new(""),
+                entry: Mutex::new(Some(spec.entry)),
+                data: Mutex::new(spec.data),
+                worker_hooks: spec.worker_hooks,
+                affinity: AtomicU64::new(spec.affinity.0),
+                switches: AtomicU64::new(0),
+                migrating: AtomicBool::new(false),
+            });
+            set_context_name(&mut guard.name, &spec.name);
+            let eff = effective(mask);
+            guard.sched_affinity = to_cpu_set(eff);
+            if eff.count_ones() == 1 {
+                guard.cpu_id = Some(pick_cpu(None, eff));
+            }
+            guard.prio = redox_prio(spec.priority);
+            guard.kthread = Some(Arc::clone(&task));
+            // Kernel-only: no user address space (switching between kernel threads then keeps
+            // the page tables).
+            let (ctx_mut, tok) = guard.token_split();
+            (task, ctx_mut.set_addr_space(None, tok))
+        };
+        if let Some(old) = old_addr_space
+            && let Ok(old) = Arc::try_unwrap(old)
+        {
+            old.into_drop(&mut token);
+        }
+        {
+            let mut all = TASKS.lock();
+            all.retain(|t| t.strong_count() > 0);
+            all.push(Arc::downgrade(&task));
+        }
+        Ok(Arc::new(Handle { task, ctx }))
+    }
+
+    fn current(&self) -> TaskRef {
+        let (ctx, task) = current_task();
+        Arc::new(Handle { task, ctx })
+    }
+
+    fn current_id(&self) -> usize {
+        let ctx = context::current();
+        let mut token = clean_token();
+        let id = ctx.read(token.token()).debug_id;
+        id as usize
+    }
+
+    fn current_data(&self) -> Option<TaskData> {
+        let ctx = context::current();
+        let mut token = clean_token();
+        let guard = ctx.read(token.token());
+        guard.kthread.as_ref().and_then(|t| t.data())
+    }
+
+    fn set_current_state(&self, state: SleepState, wchan: &'static str) {
+        let (_, task) = current_task();
+        *task.wchan.lock() = wchan;
+        let st = match state {
+            SleepState::Interruptible => INTERRUPTIBLE,
+            SleepState::Uninterruptible => UNINTERRUPTIBLE,
+            SleepState::Parked => PARKED,
+        };
+        task.state.store(st, Ordering::SeqCst);
+    }
+
+    fn set_current_running(&self) {
+        let (_, task) = current_task();
+        task.state.store(RUNNING, Ordering::SeqCst);
+    }
+
+    fn schedule(&self) {
+        might_sleep("schedule");
+        yield_point();
+        let (ctx, task) = current_task();
+        let mut token = clean_token();
+        {
+            let mut guard = ctx.write(token.token());
+            let st = task.state.load(Ordering::SeqCst);
+            if st != RUNNING {
+                guard.block(*task.wchan.lock());
+            }
+        }
+        context::switch(&mut token);
+        task.switches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn schedule_until(&self, deadline_ns: u64) -> bool {
+        if clock::now_ns() >= deadline_ns {
+            self.set_current_running();
+            return true;
+        }
+        let (_, task) = current_task();
+        let sleeper = Arc::clone(&task);
+        let timer = Timer::new(Arc::new(move || {
+            wake_task(&sleeper, WAKE_TIMEOUT);
+        }));
+        timer.arm(deadline_ns, None);
+        self.schedule();
+        timer.cancel_sync();
+        clock::now_ns() >= deadline_ns
+    }
+
+    fn yield_now(&self) {
+        might_sleep("yield");
+        yield_point();
+        let mut token = clean_token();
+        context::switch(&mut token);
+    }
+
+    fn cond_resched(&self) {
+        // The window lets a pending PIT tick in; Redox's tick() switches every third tick.
+        yield_point();
+    }
+
+    fn exit_current(&self) -> ! {
+        let (_, task) = current_task();
+        task.state.store(DEAD, Ordering::SeqCst);
+        *task.wchan.lock() = "";
+        // The data may hold this context's own handle: drop it now (port contract).
+        let data = task.data.lock().take();
+        drop(data);
+        drop(task);
+        let mut token = clean_token();
+        crate::syscall::process::exit_this_context(None, &mut token)
+    }
+
+    fn cpu_id(&self) -> usize {
+        crate::cpu_id().get() as usize
+    }
+
+    fn cpu_count(&self) -> usize {
+        crate::cpu_count() as usize
+    }
+
+    fn online_mask(&self) -> CpuMask {
+        CpuMask(online())
+    }
+
+    fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
+        super::call_on_cpu(cpu, f, wait)
+    }
+
+    fn irq_save(&self) -> bool {
+        let flags: u64;
+        // SAFETY: reads RFLAGS and clears IF; Redox kernel code runs with interrupts off anyway.
+        unsafe {
+            core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem));
+        }
+        flags & (1 << 9) != 0
+    }
+
+    fn irq_restore(&self, was_enabled: bool) {
+        if was_enabled {
+            // SAFETY: interrupts were on when the matching irq_save ran (only in an idle-loop
+            // window), so turning them back on restores that state.
+            unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+        }
+    }
+
+    fn preempt_disable(&self) {
+        let pc = &PercpuBlock::current().kthread;
+        pc.preempt.set(pc.preempt.get().saturating_add(1));
+    }
+
+    fn preempt_enable(&self) {
+        let pc = &PercpuBlock::current().kthread;
+        pc.preempt.set(pc.preempt.get().saturating_sub(1));
+    }
+
+    fn in_atomic(&self) -> bool {
+        let pc = &PercpuBlock::current().kthread;
+        pc.preempt.get() != 0 || pc.irq.get() != 0
+    }
+
+    fn in_irq(&self) -> bool {
+        super::in_irq()
+    }
+
+    fn now_ns(&self) -> u64 {
+        clock::now_ns()
+    }
+
+    fn cycles(&self) -> u64 {
+        clock::cycles()
+    }
+
+    fn cycles_to_ns(&self, cycles: u64) -> u64 {
+        clock::cycles_to_ns(cycles)
+    }
+
+    fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer> {
+        Box::new(TimerHandle(Timer::new(callback)))
+    }
+
+    fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks) {
+        SCHED_HOOKS.call_once(|| hooks);
+    }
+
+    fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks) {
+        HOTPLUG_HOOKS.lock().push(hooks);
+    }
+
+    fn cpu_down(&self, cpu: usize) -> Result<()> {
+        let _op = HOTPLUG_OP.lock();
+        let on = online();
+        if cpu >= 64 || cpu >= self.cpu_count() || on & (1 << cpu) == 0 || on.count_ones() < 2 {
+            return Err(Error::new(EINVAL));
+        }
+        let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG_HOOKS.lock().clone();
+        for h in hooks.iter().rev() {
+            h.cpu_going_down(cpu);
+        }
+        set_online(cpu, false);
+        reapply_all_affinities();
+        Ok(())
+    }
+
+    fn cpu_up(&self, cpu: usize) -> Result<()> {
+        let _op = HOTPLUG_OP.lock();
+        if cpu >= 64 || cpu >= self.cpu_count() || online() & (1 << cpu) != 0 {
+            return Err(Error::new(EINVAL));
+        }
+        set_online(cpu, true);
+        reapply_all_affinities();
+        let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG_HOOKS.lock().clone();
+        for h in hooks.iter() {
+            h.cpu_came_up(cpu);
+        }
+        Ok(())
+    }
+
+    fn console_line(&self, line: &str) {
+        let _ = writeln!(crate::log::Writer::new(), "{line}");
+    }
+
+    fn exit_machine(&self, pass: bool) -> ! {
+        super::exit_qemu(pass)
+    }
+
+    fn mem_counters(&self) -> MemCounters {
+        let total = crate::memory::total_frames() as u64;
+        let used = crate::memory::used_frames() as u64;
+        MemCounters {
+            total_frames: total,
+            free_frames: total.saturating_sub(used),
+            used_frames: used,
+            // Redox's heap does not publish its usage; growth shows up in used_frames.
+            heap_used: 0,
+        }
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        SPAWN_FAILURES.store(n, Ordering::Release);
+    }
+
+    fn dump_stack(&self) {
+        super::dump_stack();
+    }
+}
+
+/// Run `f` as an interrupt handler would (timer callbacks, IPI calls).
+pub(super) fn as_irq(f: impl FnOnce()) {
+    let irq = IrqGuard::enter();
+    f();
+    drop(irq);
+}
