@@ -54,6 +54,7 @@ check: fmt clippy redzone
 fmt:
 	@scripts/ensure-deps.sh --check --no-qemu
 	$(CARGO) fmt --all -- --check
+	$(MAKE) --no-print-directory fmt-glue
 
 clippy:
 	@scripts/ensure-deps.sh --check --no-qemu
@@ -63,3 +64,15 @@ clippy:
 
 redzone: kernel
 	@scripts/check-redzone.sh $(KERNEL_ELF)
+
+# The Redox glue (kernel-patch/glue/) is compiled as Redox kernel code, not as part of this
+# workspace: rustfmt checks it with its own rustfmt.toml (Redox's kernel style).
+fmt-glue:
+	rustfmt --check --edition 2024 --config-path kernel-patch/glue/rustfmt.toml kernel-patch/glue/*.rs
+
+# Regenerate kernel-patch/*.patch and series from a Redox kernel checkout with the series
+# committed on top of the commit it targets: make redox-series REDOX_KERNEL=<path> [BRANCH=<rev>]
+redox-series:
+	kernel-patch/mkseries.sh REDOX_KERNEL="$(REDOX_KERNEL)" $(if $(BRANCH),BRANCH="$(BRANCH)",)
+
+.PHONY: fmt-glue redox-series

@@ -14,7 +14,9 @@ use core::{
     sync::atomic::{AtomicBool, Ordering},
 };
 
-use kthreadd::port::Port as _;
+// The subsystem's API (the only lines to adapt when its crates change).
+use ::ktests::{harness, Args};
+use kport::{harness::Harness as _, Port as _, Result};
 
 use super::{clock, port::PORT};
 
@@ -42,12 +44,12 @@ fn fail_early(why: &str) -> ! {
 
 /// Parse the command line, run the selected suites, and stop QEMU with their verdict.
 /// `workqueues` is what `workqueue::init` returned: without them the run fails at once.
-pub fn run(workqueues: kthreadd::port::Result<()>) -> ! {
+pub fn run(workqueues: Result<()>) -> ! {
     if let Err(e) = workqueues {
         fail_early(&format!("cannot start the workqueues: {e:?}"));
     }
     let line = command_line();
-    let args = match ::ktests::Args::parse(&line, &[]) {
+    let args = match Args::parse(&line, &[]) {
         Ok(a) => a,
         Err(e) => fail_early(&e),
     };
@@ -65,17 +67,15 @@ pub fn run(workqueues: kthreadd::port::Result<()>) -> ! {
     {
         fail_early(&format!("expected {want} CPUs, found {cpus}"));
     }
-    let ok = ::ktests::harness::run(&args);
+    let ok = harness::run(&args);
     print_sys_kthread();
     PORT.exit_machine(ok)
 }
 
-/// Print what `sys:kthread` reads now, one `# sys:kthread: ` diagnostic line per line.
+/// Print what `sys:kthread` reads now, one `# sys:kthread: ` diagnostic line per line. Runs in
+/// `[kthread-boot]`, whose port calls use its own lock token.
 fn print_sys_kthread() {
-    // SAFETY: [kthread-boot] holds no Redox lock here.
-    let mut token = unsafe { crate::sync::CleanLockToken::new() };
-    let text = super::sys_resource(&mut token).unwrap_or_default();
-    for line in String::from_utf8_lossy(&text).lines() {
+    for line in super::ps_text().lines() {
         PORT.console_line(&format!("# sys:kthread: {line}"));
     }
 }
@@ -92,6 +92,6 @@ pub fn panicked(info: &PanicInfo<'_>) {
     let msg = format!("{}", info.message()).replace('\n', " ");
     PORT.console_line(&format!("# PANIC at {at}: {msg}"));
     super::dump_stack();
-    ::ktests::harness::report_fatal(&format!("PANIC at {at}: {msg}"));
+    harness::report_fatal(&format!("PANIC at {at}: {msg}"));
     PORT.exit_machine(false)
 }

@@ -1,17 +1,27 @@
 //! Kernel threads with Linux's semantics (`kthreadd`, stop, park, bind, `kthread_worker`,
-//! per-CPU threads) for Redox, from the `kthreadd` crate, over the port in [`port`].
+//! per-CPU threads) and concurrency-managed workqueues for Redox, from the kthreadd project's
+//! `kthreadd` and `workqueue` crates, over the port in [`port`].
+//!
+//! These files live in the kthreadd project (`kernel-patch/glue/`); the kernel recipe copies
+//! the project to `subsys/kthreads/` and `src/main.rs` includes this module from there with
+//! `#[path]`. The patch series adds only the hook lines in Redox's own files:
 //!
 //! * [`init`] (in `kmain`) calibrates the port clock, installs the port, starts `[kthreadd]` and
 //!   a short-lived `[kthread-boot]` context that waits for every CPU and starts the workqueues
 //!   (`workqueue::init`: per-CPU pools with their `[kworker/N:M]` workers, the system queues; it
 //!   sleeps, so it cannot run in `kmain`). With the `ktests` feature that context then runs the
 //!   shipped suites (see `ktests.rs`).
-//! * [`init_ap`] (in `kmain_ap`) marks an application processor as taking work.
-//! * Hooks called by Redox: [`switch_enter`] / [`switch_leave`] around `context::switch` (the
-//!   workqueue's worker-sleeping / worker-running callbacks, and moving a context whose
-//!   affinity no longer includes its CPU), [`tick`] (port timers), [`ipi`] (calls sent with
+//! * An application processor takes kernel-thread work from its first `switch()` on (see
+//!   [`switch_enter`]; Redox's `kmain_ap` needs no hook).
+//! * Hooks in `context::switch`: [`switch_enter`] at its top, [`switching_to`] where it makes the
+//!   next context current, [`switch_leave`] on both of its ways back to the caller (the
+//!   workqueue's worker-sleeping / worker-running callbacks, and moving a context whose affinity
+//!   no longer includes its CPU); [`tick`] (port timers); [`ipi`] (calls sent with
 //!   `call_on_cpu`).
 //! * `sys:kthread` lists the kernel threads ([`sys_resource`]).
+//!
+//! Every hook takes the caller's `CleanLockToken`; how port calls, which have none in their
+//! signatures, get one is in `token.rs`.
 //!
 //! Redox runs kernel code with interrupts off and never preempts it. A kernel thread keeps its
 //! CPU until it blocks or reaches a yield point (`schedule`, `yield_now`, `cond_resched`); each
@@ -21,16 +31,23 @@
 
 use alloc::{boxed::Box, collections::VecDeque, sync::Arc, vec::Vec};
 use core::{
-    cell::Cell,
-    sync::atomic::{AtomicBool, Ordering},
+    cell::{Cell, RefCell},
+    sync::atomic::{fence, Ordering},
 };
 
-use kthreadd::port::{CpuMask, Error, Port as _, Priority, Result, SpawnSpec, EINVAL};
+// The subsystem's API (the only lines to adapt when its crates change).
+#[cfg(feature = "ktests")]
+use kport::harness;
+use kport::{
+    install, installed,
+    sync::{Completion, WaitQueue},
+    CpuMask, Error, Port as _, Priority, Result, SpawnSpec, EINVAL,
+};
+use kthreadd::{kthread, registry};
 use spin::{Mutex, Once};
 
 use crate::{
-    context::{self, wakeup_context, ContextLock},
-    cpu_set::LogicalCpuId,
+    context::{self, wakeup_context, ArcContextLockWriteGuard, Context, ContextLock},
     percpu::{PercpuBlock, ALL_PERCPU_BLOCKS},
     sync::CleanLockToken,
 };
@@ -40,8 +57,10 @@ mod clock;
 pub mod ktests;
 pub mod port;
 mod timer;
+mod token;
 
 pub use port::Task;
+pub use token::lend;
 
 /// Lowest kernel address: frame pointers below it end a backtrace.
 const KERNEL_HALF: usize = 0xFFFF_8000_0000_0000;
@@ -52,22 +71,28 @@ const AP_WAIT_MS: u64 = 5_000;
 /// A function sent to a CPU with `call_on_cpu`.
 pub struct Call {
     f: Box<dyn FnOnce() + Send>,
-    done: Option<Arc<AtomicBool>>,
+    done: Option<Arc<Completion>>,
 }
 
 /// The kernel-thread port's per-CPU state (`PercpuBlock::kthread`).
 pub struct KthreadPercpu {
     /// `preempt_disable` nesting (only this CPU touches it, with interrupts off).
     preempt: Cell<u32>,
+    /// `irq_save` nesting: the subsystem's own interrupts-off sections.
+    irq_off: Cell<u32>,
     /// Interrupt-context nesting: timer callbacks and IPI calls.
     irq: Cell<u32>,
+    /// A lock token lent by the Redox hook running on this CPU (`token.rs`).
+    lent: Cell<token::Slot>,
+    /// The port record of the context running on this CPU, set by [`switching_to`].
+    current: RefCell<Option<Arc<Task>>>,
     /// Armed port timers, earliest first (any CPU arms them).
     timers: Mutex<timer::TimerMap>,
     /// Calls sent here by `call_on_cpu`.
     calls: Mutex<VecDeque<Call>>,
     /// Contexts that switched out of this CPU to move elsewhere, woken once the switch is over.
     migrating: Mutex<Vec<Arc<ContextLock>>>,
-    /// This CPU's idle context (recorded by [`init`] / [`init_ap`] on the CPU itself).
+    /// This CPU's idle context (recorded on the CPU itself, by [`init`] or its first `switch()`).
     idle: Once<Arc<ContextLock>>,
 }
 
@@ -76,13 +101,21 @@ impl KthreadPercpu {
     pub const fn new() -> Self {
         Self {
             preempt: Cell::new(0),
+            irq_off: Cell::new(0),
             irq: Cell::new(0),
+            lent: Cell::new(token::Slot::Empty),
+            current: RefCell::new(None),
             timers: Mutex::new(timer::TimerMap::new()),
             calls: Mutex::new(VecDeque::new()),
             migrating: Mutex::new(Vec::new()),
             idle: Once::new(),
         }
     }
+}
+
+/// The port record of the context running on this CPU, if it has one.
+fn current_port_task() -> Option<Arc<Task>> {
+    PercpuBlock::current().kthread.current.borrow().clone()
 }
 
 /// Record the calling CPU's idle context, for [`cpu_is_idle`].
@@ -96,8 +129,9 @@ fn record_idle_context() {
 
 /// Is `cpu` in Redox's idle loop with nothing queued (Linux `available_idle_cpu`)? Its idle
 /// context is running there; a CPU in the middle of a switch (its idle context locked) counts as
-/// busy. A hint for placing woken contexts: it may change right after.
-pub(super) fn cpu_is_idle(cpu: usize) -> bool {
+/// busy. A hint for placing woken contexts: it may change right after. The caller holds no
+/// context lock (`token` is clean), so `try_read` nests nothing.
+fn cpu_is_idle(cpu: usize, token: &mut CleanLockToken) -> bool {
     let ptr = ALL_PERCPU_BLOCKS
         .get(cpu)
         .map_or(core::ptr::null_mut(), |p| p.load(Ordering::Acquire));
@@ -111,9 +145,6 @@ pub(super) fn cpu_is_idle(cpu: usize) -> bool {
     if block.switch_internals.queue_len.load(Ordering::Relaxed) != 0 {
         return false;
     }
-    // SAFETY: only `try_read` is used with this token, which never waits, so it cannot take part
-    // in a lock-order deadlock whatever the caller holds.
-    let mut token = unsafe { CleanLockToken::new() };
     idle.try_read(token.token()).is_some_and(|g| g.running)
 }
 
@@ -151,7 +182,7 @@ fn in_irq() -> bool {
     PercpuBlock::current().kthread.irq.get() != 0
 }
 
-/// Run the calls queued for this CPU.
+/// Run the calls queued for this CPU (in interrupt context; a token is lent or owned).
 fn run_calls() {
     loop {
         let call = PercpuBlock::current().kthread.calls.lock().pop_front();
@@ -160,14 +191,17 @@ fn run_calls() {
         };
         port::as_irq(call.f);
         if let Some(done) = call.done {
-            done.store(true, Ordering::Release);
+            done.complete_all();
         }
     }
 }
 
 /// Linux `smp_call_function_single`: run `f` on `cpu` in interrupt context. The IPI is taken
-/// when `cpu` is idle or reaches a yield point. While waiting, the caller serves calls sent to
-/// its own CPU, so two CPUs calling each other do not deadlock.
+/// when `cpu` is idle or reaches a yield point, so waiting may take as long as the thread running
+/// there takes to reach one: a caller that may sleep blocks until the call is done. An atomic
+/// caller (preempt count raised or in interrupt context) cannot; it spins, serving the calls sent
+/// to its own CPU meanwhile so that two CPUs calling each other do not deadlock. That spin is
+/// bounded by the target's next yield point, as Linux's `csd_lock_wait` is by IPI latency.
 fn call_on_cpu(cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
     if cpu >= crate::cpu_count() as usize {
         return Err(Error::new(EINVAL));
@@ -176,40 +210,42 @@ fn call_on_cpu(cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()
         port::as_irq(f);
         return Ok(());
     }
-    let done = wait.then(|| Arc::new(AtomicBool::new(false)));
+    let done = wait.then(|| Arc::new(Completion::new()));
     let target = percpu_of(cpu);
     target.kthread.calls.lock().push_back(Call {
         f,
         done: done.clone(),
     });
-    // Broadcast, as `wakeup_context` does: `ipi_single` puts the raw xAPIC ID register (ID in
-    // bits 24..32) into the destination field, so under xAPIC it reaches no CPU.
-    crate::ipi::ipi(crate::ipi::IpiKind::Wakeup, crate::ipi::IpiTarget::Other);
+    // One CPU, through the wake-up vector whose handler runs the queue (`ipi`).
+    crate::ipi::ipi_single(crate::ipi::IpiKind::Wakeup, target);
     if let Some(done) = done {
-        while !done.load(Ordering::Acquire) {
-            run_calls();
-            core::hint::spin_loop();
+        if port::PORT.in_atomic() || token::lent_here() {
+            while !done.is_done() {
+                run_calls();
+                core::hint::spin_loop();
+            }
+        } else {
+            done.wait("smp_call_function");
         }
     }
     Ok(())
 }
 
-/// Hook in the wake-up IPI handler: run the calls sent to this CPU.
-pub fn ipi() {
-    run_calls();
+/// Hook in the wake-up IPI handler: run the calls sent to this CPU with the handler's token.
+pub fn ipi(token: &mut CleanLockToken) {
+    lend(token, run_calls);
 }
 
-/// Hook at the top of `tick()`: fire this CPU's expired port timers.
-pub fn tick() {
-    timer::run_expired();
+/// Hook at the top of `tick()`: fire this CPU's expired port timers with the tick's token.
+pub fn tick(token: &mut CleanLockToken) {
+    lend(token, timer::run_expired);
 }
 
 /// Wake the contexts that switched out of this CPU to move to another one. Runs on this CPU
 /// after their switch is over: at the next `switch()` entry or exit here, or in a new context.
-fn finish_migrations() {
+fn finish_migrations(token: &mut CleanLockToken) {
     let pending = core::mem::take(&mut *PercpuBlock::current().kthread.migrating.lock());
     for ctx in pending {
-        let mut token = unsafe_clean_token();
         let target = {
             let mut guard = ctx.write(token.token());
             let moving = guard
@@ -227,28 +263,23 @@ fn finish_migrations() {
     }
 }
 
-fn unsafe_clean_token() -> CleanLockToken {
-    // SAFETY: called from the switch hooks before `switch()` takes any lock or after it released
-    // them all, and from a new context's entry; no Redox lock is held there.
-    unsafe { CleanLockToken::new() }
-}
-
-/// Hook at the top of `context::switch`. A worker context that is about to block gets the
-/// workqueue's "sleeping" callback (returns true: call [`switch_leave`] with it, on every path
-/// out of `switch()` that returns to the caller); a port context whose CPU left its affinity
-/// blocks to be woken on an allowed CPU. A context holding `preempt_locks` is left alone: its
-/// `switch()` returns at once without switching.
-pub fn switch_enter(token: &mut CleanLockToken) -> bool {
-    finish_migrations();
+/// Hook at the top of `context::switch`, with its caller's token. A worker context that is about
+/// to block gets the workqueue's "sleeping" callback (and is marked so that [`switch_leave`]
+/// gives it the "running" one); a port context whose CPU left its affinity blocks to be woken on
+/// an allowed CPU. A context holding `preempt_locks` is left alone: its `switch()` returns at
+/// once without switching.
+pub fn switch_enter(token: &mut CleanLockToken) {
+    first_switch_here(token);
+    finish_migrations(token);
     let Some(ctx) = context::try_current() else {
-        return false;
+        return;
     };
     let mut guard = ctx.write(token.token());
     let Some(task) = guard.kthread.clone() else {
-        return false;
+        return;
     };
     if !guard.is_preemptable() {
-        return false;
+        return;
     }
     if guard.status.is_runnable() {
         if guard.kstack.is_some() && !guard.sched_affinity.contains(crate::cpu_id()) {
@@ -257,36 +288,60 @@ pub fn switch_enter(token: &mut CleanLockToken) -> bool {
             drop(guard);
             PercpuBlock::current().kthread.migrating.lock().push(ctx);
         }
-        return false;
+        return;
     }
     if guard.status.is_dead() || !task.worker_hooks() {
-        return false;
+        return;
     }
     drop(guard);
-    match (port::sched_hooks(), task.data()) {
-        (Some(hooks), Some(data)) => {
+    if let (Some(hooks), Some(data)) = (port::sched_hooks(), task.data()) {
+        task.sleep_hooked.store(true, Ordering::Release);
+        lend(token, || {
             port::PORT.preempt_disable();
             hooks.sleeping(&data);
             port::PORT.preempt_enable();
-            true
-        }
-        _ => false,
+        });
     }
 }
 
-/// Hook where `context::switch` returns to the caller (switched back to it, or found nothing
-/// else to run): the "running" callback of a worker that [`switch_enter`] reported as sleeping.
-/// A worker woken between the two may not have switched away at all; it runs again either way.
-pub fn switch_leave(hooked: bool) {
-    finish_migrations();
-    if !hooked {
+/// Hook in `context::switch` where `next` becomes this CPU's context (under its guard, next to
+/// Redox's own `set_current_context`): remember its port record, so that port calls find the
+/// running thread's token and record without taking its lock. The value replaced is the
+/// previous context's record, which that context (alive: `switch()` holds its guard) still
+/// holds, so nothing is freed here.
+pub fn switching_to(next: &Context) {
+    let previous = PercpuBlock::current()
+        .kthread
+        .current
+        .replace(next.kthread.clone());
+    drop(previous);
+}
+
+/// Hook where `context::switch` returns to its caller, with the caller's token: switched back to
+/// (`idle_guard` is `None`), or nothing else to run (`idle_guard` is the guard of the current
+/// context, which `switch()` no longer needs: it is released here, before the callbacks, which
+/// lock other contexts). Gives the "running" callback to a worker that [`switch_enter`] reported
+/// as sleeping; a worker woken between the two never left its CPU and runs again either way.
+///
+/// After `arch::switch_to` this runs on the resumed context's own stack, possibly on another
+/// CPU than the one it left: it reads the CPU afresh and uses nothing of `switch()` but the
+/// caller's token, which belongs to this context (Redox's callers of `switch()` use it the same
+/// way once it returns).
+pub fn switch_leave(idle_guard: Option<ArcContextLockWriteGuard>, token: &mut CleanLockToken) {
+    drop(idle_guard);
+    finish_migrations(token);
+    let Some(task) = current_port_task() else {
+        return;
+    };
+    if !task.sleep_hooked.swap(false, Ordering::AcqRel) {
         return;
     }
-    let (_, task) = port::current_task();
     if let (Some(hooks), Some(data)) = (port::sched_hooks(), task.data()) {
-        port::PORT.preempt_disable();
-        hooks.running(&data);
-        port::PORT.preempt_enable();
+        lend(token, || {
+            port::PORT.preempt_disable();
+            hooks.running(&data);
+            port::PORT.preempt_enable();
+        });
     }
 }
 
@@ -319,6 +374,7 @@ fn dump_stack() {
 }
 
 /// Stop QEMU through isa-debug-exit (0x10 pass, 0x11 fail: status 33 or 35).
+#[cfg(feature = "ktests")]
 fn exit_qemu(pass: bool) -> ! {
     let code: u8 = if pass { 0x10 } else { 0x11 };
     // SAFETY: port 0xf4 is QEMU's isa-debug-exit device in the test configuration; elsewhere the
@@ -335,13 +391,14 @@ fn exit_qemu(pass: bool) -> ! {
     }
 }
 
-/// Wait (sleeping) until every CPU reached `kmain_ap`, or [`AP_WAIT_MS`].
+/// Woken each time a CPU comes up (its first `switch()`).
+static CPUS_UP: WaitQueue = WaitQueue::new();
+
+/// Sleep until every CPU reached `kmain_ap`, or [`AP_WAIT_MS`].
 fn wait_for_cpus() {
     let want = CpuMask::first(crate::cpu_count() as usize).0;
     let deadline = clock::now_ns().saturating_add(AP_WAIT_MS.saturating_mul(1_000_000));
-    while port::online() & want != want && clock::now_ns() < deadline {
-        kthreadd::kthread::msleep(1);
-    }
+    CPUS_UP.wait_event_deadline("wait_for_cpus", deadline, || port::online() & want == want);
 }
 
 /// `[kthread-boot]`: the workqueues once every CPU is up, then (feature `ktests`) the suites.
@@ -356,42 +413,67 @@ fn boot_main() {
     ktests::run(workqueues);
 }
 
-/// Start the subsystem: called once by `kmain` on the boot CPU, before user space.
-pub fn init() {
+/// Start the subsystem: called once by `kmain` on the boot CPU, before user space, with its
+/// token (lent to the port calls made here).
+pub fn init(token: &mut CleanLockToken) {
     clock::calibrate();
     record_idle_context();
     port::set_online(crate::cpu_id().get() as usize, true);
-    kthreadd::port::install(&port::PORT);
-    if let Err(e) = kthreadd::kthread::init() {
-        panic!("kthreadd: cannot start: {e:?}");
-    }
-    let boot = port::PORT.spawn(SpawnSpec {
-        name: "kthread-boot".into(),
-        entry: Box::new(boot_main),
-        affinity: CpuMask::ALL,
-        priority: Priority::Normal,
-        data: None,
-        worker_hooks: false,
-    });
-    match boot {
-        Ok(t) => {
-            t.wake();
+    lend(token, || {
+        install(&port::PORT);
+        #[cfg(feature = "ktests")]
+        harness::install(&port::PORT);
+        if let Err(e) = kthread::init() {
+            panic!("kthreadd: cannot start: {e:?}");
         }
-        Err(e) => panic!("kthread: cannot spawn [kthread-boot]: {e:?}"),
-    }
+        let boot = port::PORT.spawn(SpawnSpec {
+            name: "kthread-boot".into(),
+            entry: Box::new(boot_main),
+            affinity: CpuMask::ALL,
+            priority: Priority::Normal,
+            data: None,
+            worker_hooks: false,
+        });
+        match boot {
+            Ok(t) => {
+                t.wake();
+            }
+            Err(e) => panic!("kthread: cannot spawn [kthread-boot]: {e:?}"),
+        }
+    });
 }
 
-/// An application processor reached `kmain_ap`: it takes kernel-thread work from now on.
-pub fn init_ap(cpu: LogicalCpuId) {
+/// The first `switch()` on a CPU (an application processor entering its idle loop after
+/// `kmain_ap`; the boot CPU was done by [`init`]): from now on it takes kernel-thread work.
+/// Records its idle context and wakes `[kthread-boot]` if it waits for the CPUs (with the
+/// caller's token lent). Every later call is one atomic load.
+fn first_switch_here(token: &mut CleanLockToken) {
+    let percpu = PercpuBlock::current();
+    if percpu.kthread.idle.is_completed() {
+        return;
+    }
     record_idle_context();
-    port::set_online(cpu.get() as usize, true);
+    port::set_online(percpu.cpu_id.get() as usize, true);
+    // Before the port is installed nobody waits: `[kthread-boot]` starts after the install and
+    // sees the online bit set above (the fence orders it before the test).
+    fence(Ordering::SeqCst);
+    if installed() {
+        lend(token, || CPUS_UP.wake_all());
+    }
 }
 
-/// `sys:kthread`: the kernel threads, as `kthreadd::registry::ps()` prints them (see
-/// kernel-patch/README.md of the kthreadd project for the format).
-pub fn sys_resource(_token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
-    if !kthreadd::port::installed() {
-        return Ok(Vec::new());
+/// `sys:kthread`: the kernel threads, as `kthreadd::registry::ps()` prints them (see the
+/// kthreadd project's kernel-patch/README.md for the format).
+/// Runs in the reading context's syscall, whose token is lent to the port calls that the
+/// listing makes (each thread's state, CPU, name, CPU time).
+pub fn sys_resource(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
+    Ok(lend(token, ps_text).into_bytes())
+}
+
+/// The text of `sys:kthread` (empty before [`init`]).
+fn ps_text() -> alloc::string::String {
+    if !installed() {
+        return alloc::string::String::new();
     }
-    Ok(kthreadd::registry::ps().into_bytes())
+    registry::ps()
 }

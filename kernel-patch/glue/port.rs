@@ -15,7 +15,9 @@
 //!   interrupts in (a short `sti; nop; cli` window) and runs expired port timers.
 //!
 //! Lock order: a context's `ContextLock` (L4) is taken alone, never with another one held; the
-//! per-CPU timer and call queues are leaves.
+//! per-CPU timer and call queues are leaves. The lock token every Redox lock asks for comes from
+//! [`with_token`] (see `token.rs`): the token lent by the Redox hook running on this CPU, or the
+//! calling kernel thread's own.
 
 use alloc::{
     boxed::Box,
@@ -28,15 +30,26 @@ use core::{
     sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
 };
 
-use kthreadd::port::{
-    CpuMask, Error, HotplugHooks, MemCounters, Port, PortTask, PortTimer, Priority, Result,
+// The subsystem's API (the only lines to adapt when its crates change).
+#[cfg(feature = "ktests")]
+use kport::{
+    harness::{Harness, MemCounters},
+    sync::Mutex as SleepingMutex,
+};
+use kport::{
+    AtomicContext, CpuMask, Error, HotplugHooks, Port, PortTask, PortTimer, Priority, Result,
     SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState, EINVAL, ENOMEM,
 };
 use spin::{Mutex, Once};
 
-use super::{clock, timer::Timer, IrqGuard};
+use super::{
+    clock,
+    timer::Timer,
+    token::{self, with_token, Own},
+    IrqGuard,
+};
 use crate::{
-    context::{self, wakeup_context, ContextLock, Status},
+    context::{self, wakeup_context, Context, ContextLock, Status},
     cpu_set::{LogicalCpuId, LogicalCpuSet},
     percpu::PercpuBlock,
     sync::CleanLockToken,
@@ -83,6 +96,11 @@ pub struct Task {
     switches: AtomicU64,
     /// Set while the context is blocked only to move to another CPU.
     pub(super) migrating: AtomicBool,
+    /// Set by `switch_enter` when it gave the worker-sleeping callback; `switch_leave` owes the
+    /// worker-running one.
+    pub(super) sleep_hooked: AtomicBool,
+    /// The context's own lock token (port-spawned contexts, from their entry on; `token.rs`).
+    pub(super) token: Mutex<Own>,
 }
 
 impl core::fmt::Debug for Task {
@@ -119,17 +137,10 @@ static SPAWN_FAILURES: AtomicUsize = AtomicUsize::new(0);
 static SCHED_HOOKS: Once<&'static dyn SchedHooks> = Once::new();
 static HOTPLUG_HOOKS: Mutex<Vec<&'static dyn HotplugHooks>> = Mutex::new(Vec::new());
 /// Serializes `cpu_down` / `cpu_up` (a sleeping lock: the hooks park threads).
-static HOTPLUG_OP: kthreadd::sync::Mutex<()> = kthreadd::sync::Mutex::new(());
+#[cfg(feature = "ktests")]
+static HOTPLUG_OP: SleepingMutex<()> = SleepingMutex::new(());
 /// CPUs taking work (bit n = CPU n); Redox has no hot-plug, so offline is logical.
 static ONLINE: AtomicU64 = AtomicU64::new(0);
-
-/// A token for Redox's ordered locks.
-fn clean_token() -> CleanLockToken {
-    // SAFETY: port calls come from kthreadd code, timer callbacks and the hooks in `switch()`
-    // entry/exit and `tick()`, none of which holds a Redox lock; each call makes and drops its
-    // own token before returning, so no two live at once on one CPU.
-    unsafe { CleanLockToken::new() }
-}
 
 fn present() -> u64 {
     CpuMask::first(crate::cpu_count() as usize).0
@@ -182,8 +193,9 @@ fn from_cpu_set(set: &LogicalCpuSet) -> u64 {
 /// its only allowed CPU; else its last CPU if allowed and idle; else an idle allowed CPU; else its
 /// last CPU if allowed; else the first allowed one. The choice must be made here: an idle CPU's
 /// work stealing tries CPUs `curr_cpu + i % num_cpu` (sic), so it never takes a context queued on
-/// a lower-numbered CPU behind a busy kernel thread.
-fn pick_cpu(last: Option<LogicalCpuId>, allowed: u64) -> LogicalCpuId {
+/// a lower-numbered CPU behind a busy kernel thread. The caller holds no context lock: the idle
+/// test try-locks other CPUs' idle contexts.
+fn pick_cpu(token: &mut CleanLockToken, last: Option<LogicalCpuId>, allowed: u64) -> LogicalCpuId {
     let allowed = CpuMask(allowed & present());
     let last = last
         .map(|c| c.get() as usize)
@@ -191,8 +203,8 @@ fn pick_cpu(last: Option<LogicalCpuId>, allowed: u64) -> LogicalCpuId {
     let choice = if allowed.count() <= 1 {
         allowed.first_cpu()
     } else {
-        last.filter(|&c| super::cpu_is_idle(c))
-            .or_else(|| allowed.iter().find(|&c| super::cpu_is_idle(c)))
+        last.filter(|&c| super::cpu_is_idle(c, token))
+            .or_else(|| allowed.iter().find(|&c| super::cpu_is_idle(c, token)))
             .or(last)
             .or_else(|| allowed.first_cpu())
     };
@@ -202,31 +214,48 @@ fn pick_cpu(last: Option<LogicalCpuId>, allowed: u64) -> LogicalCpuId {
     }
 }
 
-/// The calling context's port record, created for contexts not spawned by the port.
+/// A record for a context the port did not spawn (it has no token of its own).
+fn foreign_task(ctx: &Arc<ContextLock>, guard: &Context) -> Arc<Task> {
+    Arc::new(Task {
+        id: guard.debug_id as usize,
+        ctx: Arc::downgrade(ctx),
+        state: AtomicU8::new(RUNNING),
+        wchan: Mutex::new(""),
+        entry: Mutex::new(None),
+        data: Mutex::new(None),
+        worker_hooks: false,
+        affinity: AtomicU64::new(from_cpu_set(&guard.sched_affinity)),
+        switches: AtomicU64::new(0),
+        migrating: AtomicBool::new(false),
+        sleep_hooked: AtomicBool::new(false),
+        token: Mutex::new(Own::None),
+    })
+}
+
+/// The calling context's port record: the one `switching_to` recorded for this CPU, or (a
+/// context not spawned by the port, at its first port call) a new one.
 pub(super) fn current_task() -> (Arc<ContextLock>, Arc<Task>) {
     let ctx = context::current();
-    let mut token = clean_token();
-    let mut guard = ctx.write(token.token());
-    let task = match guard.kthread {
-        Some(ref t) => Arc::clone(t),
-        None => {
-            let t = Arc::new(Task {
-                id: guard.debug_id as usize,
-                ctx: Arc::downgrade(&ctx),
-                state: AtomicU8::new(RUNNING),
-                wchan: Mutex::new(""),
-                entry: Mutex::new(None),
-                data: Mutex::new(None),
-                worker_hooks: false,
-                affinity: AtomicU64::new(from_cpu_set(&guard.sched_affinity)),
-                switches: AtomicU64::new(0),
-                migrating: AtomicBool::new(false),
-            });
-            guard.kthread = Some(Arc::clone(&t));
-            t
+    if let Some(task) = super::current_port_task() {
+        return (ctx, task);
+    }
+    let task = with_token(|token| {
+        let mut guard = ctx.write(token.token());
+        match guard.kthread {
+            Some(ref t) => Arc::clone(t),
+            None => {
+                let t = foreign_task(&ctx, &guard);
+                guard.kthread = Some(Arc::clone(&t));
+                t
+            }
         }
-    };
-    drop(guard);
+    });
+    // It is this CPU's current context: `switching_to` would have recorded it so.
+    let previous = PercpuBlock::current()
+        .kthread
+        .current
+        .replace(Some(Arc::clone(&task)));
+    drop(previous);
     (ctx, task)
 }
 
@@ -235,60 +264,73 @@ fn wake_task(task: &Task, mask: u8) -> bool {
     let Some(ctx) = task.ctx.upgrade() else {
         return false;
     };
-    let mut token = clean_token();
-    let target = {
-        let mut guard = ctx.write(token.token());
-        let st = task.state.load(Ordering::SeqCst);
-        if st > DEAD || mask & (1 << st) == 0 {
-            return false;
+    with_token(|token| {
+        let (last, allowed) = {
+            let mut guard = ctx.write(token.token());
+            let st = task.state.load(Ordering::SeqCst);
+            if st > DEAD || mask & (1 << st) == 0 {
+                return false;
+            }
+            task.state.store(RUNNING, Ordering::SeqCst);
+            if st == NEW {
+                guard.status = Status::Runnable;
+            } else if !guard.unblock_no_ipi() {
+                // Not blocked yet: its `schedule` sees RUNNING and does not block.
+                return true;
+            }
+            if guard.running {
+                // Blocked but still switching away on its CPU: the wake-up list entry is dropped
+                // for a running context, and its switch sees it runnable and keeps it queued.
+                return true;
+            }
+            (guard.cpu_id, from_cpu_set(&guard.sched_affinity))
+        };
+        // Runnable now but on no run queue, and nobody else queues it (its state is RUNNING, so
+        // other wake-ups stop above): choosing its CPU with its lock released lets the idle test
+        // try-lock other CPUs' idle contexts without holding two context locks.
+        let mut cpu = pick_cpu(token, last, allowed);
+        {
+            let mut guard = ctx.write(token.token());
+            // `set_affinity` may have run meanwhile.
+            if !guard.sched_affinity.contains(cpu) {
+                cpu = guard.sched_affinity.iter().next().unwrap_or(cpu);
+            }
+            guard.cpu_id = Some(cpu);
         }
-        task.state.store(RUNNING, Ordering::SeqCst);
-        if st == NEW {
-            guard.status = Status::Runnable;
-        } else if !guard.unblock_no_ipi() {
-            // Not blocked yet: its `schedule` sees RUNNING and does not block.
-            return true;
-        }
-        if guard.running {
-            // Blocked but still switching away on its CPU: the wake-up list entry is dropped
-            // for a running context, and its switch sees it runnable and keeps it queued.
-            return true;
-        }
-        let allowed = from_cpu_set(&guard.sched_affinity);
-        let cpu = pick_cpu(guard.cpu_id, allowed);
-        guard.cpu_id = Some(cpu);
-        Some(cpu)
-    };
-    wakeup_context(&ctx, target, &mut token.downgrade());
-    true
+        wakeup_context(&ctx, Some(cpu), &mut token.downgrade());
+        true
+    })
 }
 
 /// Open a short interrupt window at a kernel thread's yield point, so that the PIT tick and
 /// IPIs queued while it ran are taken here, and run this CPU's expired port timers.
 fn yield_point() {
-    let pc = &PercpuBlock::current().kthread;
-    if pc.preempt.get() != 0 || pc.irq.get() != 0 {
+    if PORT.in_atomic() || token::lent_here() {
         return;
     }
-    // SAFETY: no lock is held here (port yield points are sleepable), the context runs on its
-    // own kernel stack, and Redox's interrupt handlers may switch away from it as they do from
-    // the idle loop; `cli` restores the kernel's interrupts-off state.
+    // SAFETY: no lock is held and no lock token is borrowed here (port yield points are
+    // sleepable and outside any lent scope), the context runs on its own kernel stack, and
+    // Redox's interrupt handlers (each with a token of its own, as in the idle loop) may switch
+    // away from it as they do from the idle loop; `cli` restores the kernel's interrupts-off
+    // state.
     unsafe {
         crate::arch::interrupt::enable_and_nop();
         crate::arch::interrupt::disable();
     }
-    super::timer::run_expired();
+    with_token(|token| token::lend(token, super::timer::run_expired));
 }
 
-/// Panic with Linux's message if the caller may not sleep (Linux `might_sleep`).
+/// Panic if the caller is about to switch away where it must not (Linux's fatal "scheduling
+/// while atomic"): atomic context, or a Redox hook's token lent on this CPU (the lender's frame
+/// and CPU must outlive the loan). `kport::might_sleep` warns earlier, at the sleeping API.
 #[track_caller]
-fn might_sleep(what: &str) {
-    let pc = &PercpuBlock::current().kthread;
-    let (preempt, irq) = (pc.preempt.get(), pc.irq.get());
-    if preempt != 0 || irq != 0 {
+fn assert_may_schedule(what: &str) {
+    let ctx = PORT.atomic_context();
+    let lent = token::lent_here();
+    if !ctx.may_sleep() || lent {
         panic!(
-            "BUG: sleeping function called from invalid context: {what} with preempt_count={preempt}, in_irq={}",
-            irq != 0
+            "BUG: scheduling while atomic: {what} with preempt_count={}, irqs_disabled={}, in_irq={}, lock token lent={lent}",
+            ctx.preempt_count, ctx.irqs_disabled, ctx.hardirq
         );
     }
 }
@@ -307,8 +349,17 @@ extern "C" fn kthread_entry() {
 }
 
 extern "C" fn kthread_main() -> ! {
-    super::finish_migrations();
-    let (_, task) = current_task();
+    // SAFETY: the first code of a new context, entered from `switch_finish_hook`, which released
+    // every lock `switch()` held: the context holds no Redox lock and no other token of it
+    // exists, as at a syscall entry. This is the thread's own token for its whole life: it is
+    // kept in its port record and lent to its port calls (`token.rs`).
+    let mut token = unsafe { CleanLockToken::new() };
+    super::finish_migrations(&mut token);
+    // `switching_to` recorded this context's port record as the CPU's current one.
+    let Some(task) = super::current_port_task() else {
+        crate::syscall::process::exit_this_context(None, &mut token)
+    };
+    *task.token.lock() = Own::Here(token);
     let entry = task.entry.lock().take();
     drop(task);
     if let Some(f) = entry {
@@ -347,19 +398,19 @@ impl PortTask for Handle {
     fn is_running(&self) -> bool {
         // `Context::running`: set by `switch()` for the context it switches to and cleared for
         // the one it leaves, under the context's lock.
-        let mut token = clean_token();
-        self.ctx.read(token.token()).running
+        with_token(|token| self.ctx.read(token.token()).running)
     }
 
     fn cpu(&self) -> usize {
-        let mut token = clean_token();
-        let guard = self.ctx.read(token.token());
-        match guard.cpu_id {
-            Some(c) => c.get() as usize,
-            None => CpuMask(from_cpu_set(&guard.sched_affinity))
-                .first_cpu()
-                .unwrap_or(0),
-        }
+        with_token(|token| {
+            let guard = self.ctx.read(token.token());
+            match guard.cpu_id {
+                Some(c) => c.get() as usize,
+                None => CpuMask(from_cpu_set(&guard.sched_affinity))
+                    .first_cpu()
+                    .unwrap_or(0),
+            }
+        })
     }
 
     fn affinity(&self) -> CpuMask {
@@ -376,28 +427,26 @@ impl PortTask for Handle {
     }
 
     fn set_priority(&self, prio: Priority) {
-        let mut token = clean_token();
-        self.ctx.write(token.token()).prio = redox_prio(prio);
+        with_token(|token| self.ctx.write(token.token()).prio = redox_prio(prio));
     }
 
     fn name(&self) -> String {
-        let mut token = clean_token();
-        let guard = self.ctx.read(token.token());
-        let n = guard.name.as_str();
-        n.strip_prefix('[')
-            .and_then(|n| n.strip_suffix(']'))
-            .unwrap_or(n)
-            .to_string()
+        with_token(|token| {
+            let guard = self.ctx.read(token.token());
+            let n = guard.name.as_str();
+            n.strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .unwrap_or(n)
+                .to_string()
+        })
     }
 
     fn set_name(&self, name: &str) {
-        let mut token = clean_token();
-        set_context_name(&mut self.ctx.write(token.token()).name, name);
+        with_token(|token| set_context_name(&mut self.ctx.write(token.token()).name, name));
     }
 
     fn cpu_time_ns(&self) -> u64 {
-        let mut token = clean_token();
-        let t = self.ctx.read(token.token()).cpu_time;
+        let t = with_token(|token| self.ctx.read(token.token()).cpu_time);
         u64::try_from(t).unwrap_or(u64::MAX)
     }
 
@@ -445,16 +494,26 @@ fn apply_affinity(task: &Task) {
         return;
     };
     let mask = effective(task.affinity.load(Ordering::Acquire));
-    let mut token = clean_token();
-    let mut guard = ctx.write(token.token());
-    guard.sched_affinity = to_cpu_set(mask);
-    if !guard.running {
-        let cpu = pick_cpu(guard.cpu_id, mask);
-        guard.cpu_id = Some(cpu);
-    }
+    with_token(|token| {
+        let last = {
+            let mut guard = ctx.write(token.token());
+            guard.sched_affinity = to_cpu_set(mask);
+            if guard.running {
+                return;
+            }
+            guard.cpu_id
+        };
+        // Chosen with the lock released (the idle test try-locks other contexts).
+        let cpu = pick_cpu(token, last, mask);
+        let mut guard = ctx.write(token.token());
+        if !guard.running && guard.sched_affinity.contains(cpu) {
+            guard.cpu_id = Some(cpu);
+        }
+    });
 }
 
 /// Re-apply every port context's affinity (after a CPU went offline or came back).
+#[cfg(feature = "ktests")]
 fn reapply_all_affinities() {
     let tasks: Vec<Arc<Task>> = {
         let mut all = TASKS.lock();
@@ -488,6 +547,51 @@ impl PortTimer for TimerHandle {
     }
 }
 
+/// A new kernel-only context for `spec`, not started (Redox's `NotYetStarted`), with its port
+/// record.
+fn spawn_context(
+    spec: SpawnSpec,
+    mask: u64,
+    token: &mut CleanLockToken,
+) -> Result<(Arc<ContextLock>, Arc<Task>)> {
+    let ctx = context::spawn(false, None, kthread_entry, token).map_err(|e| Error::new(e.errno))?;
+    let (task, old_addr_space) = {
+        let mut guard = ctx.write(token.token());
+        let task = Arc::new(Task {
+            id: guard.debug_id as usize,
+            ctx: Arc::downgrade(&ctx),
+            state: AtomicU8::new(NEW),
+            wchan: Mutex::new(""),
+            entry: Mutex::new(Some(spec.entry)),
+            data: Mutex::new(spec.data),
+            worker_hooks: spec.worker_hooks,
+            affinity: AtomicU64::new(spec.affinity.0),
+            switches: AtomicU64::new(0),
+            migrating: AtomicBool::new(false),
+            sleep_hooked: AtomicBool::new(false),
+            token: Mutex::new(Own::None),
+        });
+        set_context_name(&mut guard.name, &spec.name);
+        let eff = effective(mask);
+        guard.sched_affinity = to_cpu_set(eff);
+        if let Some(only) = CpuMask(eff).single() {
+            guard.cpu_id = Some(LogicalCpuId::new(only as u32));
+        }
+        guard.prio = redox_prio(spec.priority);
+        guard.kthread = Some(Arc::clone(&task));
+        // Kernel-only: no user address space (switching between kernel threads then keeps
+        // the page tables).
+        let (ctx_mut, tok) = guard.token_split();
+        (task, ctx_mut.set_addr_space(None, tok))
+    };
+    if let Some(old) = old_addr_space
+        && let Ok(old) = Arc::try_unwrap(old)
+    {
+        old.into_drop(token);
+    }
+    Ok((ctx, task))
+}
+
 impl Port for RedoxPort {
     fn name(&self) -> &'static str {
         "redox"
@@ -504,41 +608,7 @@ impl Port for RedoxPort {
         {
             return Err(Error::new(ENOMEM));
         }
-        let mut token = clean_token();
-        let ctx = context::spawn(false, None, kthread_entry, &mut token)
-            .map_err(|e| Error::new(e.errno))?;
-        let (task, old_addr_space) = {
-            let mut guard = ctx.write(token.token());
-            let task = Arc::new(Task {
-                id: guard.debug_id as usize,
-                ctx: Arc::downgrade(&ctx),
-                state: AtomicU8::new(NEW),
-                wchan: Mutex::new(""),
-                entry: Mutex::new(Some(spec.entry)),
-                data: Mutex::new(spec.data),
-                worker_hooks: spec.worker_hooks,
-                affinity: AtomicU64::new(spec.affinity.0),
-                switches: AtomicU64::new(0),
-                migrating: AtomicBool::new(false),
-            });
-            set_context_name(&mut guard.name, &spec.name);
-            let eff = effective(mask);
-            guard.sched_affinity = to_cpu_set(eff);
-            if eff.count_ones() == 1 {
-                guard.cpu_id = Some(pick_cpu(None, eff));
-            }
-            guard.prio = redox_prio(spec.priority);
-            guard.kthread = Some(Arc::clone(&task));
-            // Kernel-only: no user address space (switching between kernel threads then keeps
-            // the page tables).
-            let (ctx_mut, tok) = guard.token_split();
-            (task, ctx_mut.set_addr_space(None, tok))
-        };
-        if let Some(old) = old_addr_space
-            && let Ok(old) = Arc::try_unwrap(old)
-        {
-            old.into_drop(&mut token);
-        }
+        let (ctx, task) = with_token(|token| spawn_context(spec, mask, token))?;
         {
             let mut all = TASKS.lock();
             all.retain(|t| t.strong_count() > 0);
@@ -553,17 +623,11 @@ impl Port for RedoxPort {
     }
 
     fn current_id(&self) -> usize {
-        let ctx = context::current();
-        let mut token = clean_token();
-        let id = ctx.read(token.token()).debug_id;
-        id as usize
+        current_task().1.id
     }
 
     fn current_data(&self) -> Option<TaskData> {
-        let ctx = context::current();
-        let mut token = clean_token();
-        let guard = ctx.read(token.token());
-        guard.kthread.as_ref().and_then(|t| t.data())
+        current_task().1.data()
     }
 
     fn set_current_state(&self, state: SleepState, wchan: &'static str) {
@@ -583,18 +647,20 @@ impl Port for RedoxPort {
     }
 
     fn schedule(&self) {
-        might_sleep("schedule");
+        assert_may_schedule("schedule");
         yield_point();
         let (ctx, task) = current_task();
-        let mut token = clean_token();
-        {
-            let mut guard = ctx.write(token.token());
-            let st = task.state.load(Ordering::SeqCst);
-            if st != RUNNING {
-                guard.block(*task.wchan.lock());
+        with_token(|token| {
+            {
+                let mut guard = ctx.write(token.token());
+                let st = task.state.load(Ordering::SeqCst);
+                if st != RUNNING {
+                    guard.block(*task.wchan.lock());
+                }
             }
-        }
-        context::switch(&mut token);
+            // The token stays borrowed across the switch, as a blocking syscall's does.
+            context::switch(token);
+        });
         task.switches.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -615,10 +681,9 @@ impl Port for RedoxPort {
     }
 
     fn yield_now(&self) {
-        might_sleep("yield");
+        assert_may_schedule("yield");
         yield_point();
-        let mut token = clean_token();
-        context::switch(&mut token);
+        with_token(context::switch);
     }
 
     fn cond_resched(&self) {
@@ -634,8 +699,8 @@ impl Port for RedoxPort {
         let data = task.data.lock().take();
         drop(data);
         drop(task);
-        let mut token = clean_token();
-        crate::syscall::process::exit_this_context(None, &mut token)
+        assert_may_schedule("exit");
+        with_token(|token| crate::syscall::process::exit_this_context(None, token))
     }
 
     fn cpu_id(&self) -> usize {
@@ -660,10 +725,14 @@ impl Port for RedoxPort {
         unsafe {
             core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem));
         }
+        let pc = &PercpuBlock::current().kthread;
+        pc.irq_off.set(pc.irq_off.get().saturating_add(1));
         flags & (1 << 9) != 0
     }
 
     fn irq_restore(&self, was_enabled: bool) {
+        let pc = &PercpuBlock::current().kthread;
+        pc.irq_off.set(pc.irq_off.get().saturating_sub(1));
         if was_enabled {
             // SAFETY: interrupts were on when the matching irq_save ran (only in an idle-loop
             // window), so turning them back on restores that state.
@@ -681,9 +750,21 @@ impl Port for RedoxPort {
         pc.preempt.set(pc.preempt.get().saturating_sub(1));
     }
 
+    fn atomic_context(&self) -> AtomicContext {
+        // Interrupts are always off in Redox's kernel code: `irqs_disabled` reports the
+        // subsystem's own `irq_save` sections, as the port contract asks.
+        let pc = &PercpuBlock::current().kthread;
+        AtomicContext {
+            preempt_count: pc.preempt.get(),
+            irqs_disabled: pc.irq_off.get() != 0,
+            hardirq: pc.irq.get() != 0,
+            softirq: false,
+        }
+    }
+
     fn in_atomic(&self) -> bool {
         let pc = &PercpuBlock::current().kthread;
-        pc.preempt.get() != 0 || pc.irq.get() != 0
+        pc.preempt.get() != 0 || pc.irq.get() != 0 || pc.irq_off.get() != 0
     }
 
     fn in_irq(&self) -> bool {
@@ -714,6 +795,39 @@ impl Port for RedoxPort {
         HOTPLUG_HOOKS.lock().push(hooks);
     }
 
+    fn console_line(&self, line: &str) {
+        let _ = writeln!(crate::log::Writer::new(), "{line}");
+    }
+
+    fn dump_stack(&self) {
+        super::dump_stack();
+    }
+}
+
+/// The test-only half of the port (feature `ktests`): a Redox kernel offers kernel code no way
+/// to stop the machine, and CPU offlining is logical only (Redox has no hot-plug).
+#[cfg(feature = "ktests")]
+impl Harness for RedoxPort {
+    fn exit_machine(&self, pass: bool) -> ! {
+        super::exit_qemu(pass)
+    }
+
+    fn mem_counters(&self) -> MemCounters {
+        let total = crate::memory::total_frames() as u64;
+        let used = crate::memory::used_frames() as u64;
+        MemCounters {
+            total_frames: total,
+            free_frames: total.saturating_sub(used),
+            used_frames: used,
+            // Redox's heap does not publish its usage; growth shows up in used_frames.
+            heap_used: 0,
+        }
+    }
+
+    fn inject_spawn_failures(&self, n: usize) {
+        SPAWN_FAILURES.store(n, Ordering::Release);
+    }
+
     fn cpu_down(&self, cpu: usize) -> Result<()> {
         let _op = HOTPLUG_OP.lock();
         let on = online();
@@ -741,34 +855,6 @@ impl Port for RedoxPort {
             h.cpu_came_up(cpu);
         }
         Ok(())
-    }
-
-    fn console_line(&self, line: &str) {
-        let _ = writeln!(crate::log::Writer::new(), "{line}");
-    }
-
-    fn exit_machine(&self, pass: bool) -> ! {
-        super::exit_qemu(pass)
-    }
-
-    fn mem_counters(&self) -> MemCounters {
-        let total = crate::memory::total_frames() as u64;
-        let used = crate::memory::used_frames() as u64;
-        MemCounters {
-            total_frames: total,
-            free_frames: total.saturating_sub(used),
-            used_frames: used,
-            // Redox's heap does not publish its usage; growth shows up in used_frames.
-            heap_used: 0,
-        }
-    }
-
-    fn inject_spawn_failures(&self, n: usize) {
-        SPAWN_FAILURES.store(n, Ordering::Release);
-    }
-
-    fn dump_stack(&self) {
-        super::dump_stack();
     }
 }
 

@@ -8,12 +8,14 @@
 //!
 //! Lock order: a timer's own state, then one CPU's map. A callback runs with no lock held.
 
-use alloc::{collections::BTreeMap, sync::Arc};
+use alloc::{collections::BTreeMap, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+// The subsystem's API (the only lines to adapt when its crates change).
+use kport::{Port as _, SleepState, TaskRef};
 use spin::Mutex;
 
-use super::{clock, percpu_of, IrqGuard};
+use super::{clock, percpu_of, port::PORT, token, IrqGuard};
 use crate::percpu::PercpuBlock;
 
 /// No CPU is running the callback.
@@ -39,6 +41,8 @@ pub struct TimerInner {
     callback: Arc<dyn Fn() + Send + Sync>,
     state: Mutex<TimerState>,
     running_on: AtomicU32,
+    /// Contexts sleeping in [`Timer::cancel_sync`] until the running callback returns.
+    sync_waiters: Mutex<Vec<TaskRef>>,
 }
 
 /// A one-shot timer whose callback runs in interrupt context.
@@ -64,6 +68,7 @@ impl Timer {
                     generation: 0,
                 }),
                 running_on: AtomicU32::new(NOT_RUNNING),
+                sync_waiters: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -103,15 +108,45 @@ impl Timer {
     }
 
     /// Disarm it and wait until its callback is not running (unless called from that callback).
+    ///
+    /// A callback runs in interrupt context on another CPU and cannot sleep, so the wait is as
+    /// long as one callback, but that CPU may be slow to run it (a TCG vCPU the host has
+    /// descheduled). A caller that may sleep therefore sleeps until the callback's end wakes it;
+    /// an atomic caller (a spinlock held, or itself in a callback or an IPI call) spins, which
+    /// is bounded by that one callback.
     pub fn cancel_sync(&self) -> bool {
         let was = self.cancel();
         let me = crate::cpu_id().get();
-        loop {
-            let on = self.inner.running_on.load(Ordering::Acquire);
-            if on == NOT_RUNNING || (on == me && super::in_irq()) {
+        let inner = &self.inner;
+        let done = || {
+            let on = inner.running_on.load(Ordering::SeqCst);
+            on == NOT_RUNNING || (on == me && super::in_irq())
+        };
+        if PORT.in_atomic() || token::lent_here() {
+            while !done() {
+                core::hint::spin_loop();
+            }
+            return was;
+        }
+        let mut queued = false;
+        while !done() {
+            if !queued {
+                inner.sync_waiters.lock().push(PORT.current());
+                queued = true;
+            }
+            // Announce the sleep, then test again: the callback's end (in `run_expired`) clears
+            // `running_on` before it wakes the waiters, so either the test sees it cleared or
+            // the wake-up finds this context queued and its state set.
+            PORT.set_current_state(SleepState::Uninterruptible, "del_timer_sync");
+            if done() {
+                PORT.set_current_running();
                 break;
             }
-            core::hint::spin_loop();
+            PORT.schedule();
+        }
+        if queued {
+            let me_id = PORT.current_id();
+            inner.sync_waiters.lock().retain(|t| t.id() != me_id);
         }
         was
     }
@@ -159,7 +194,11 @@ pub fn run_expired() {
             let irq = IrqGuard::enter();
             (timer.callback)();
             drop(irq);
-            timer.running_on.store(NOT_RUNNING, Ordering::Release);
+            timer.running_on.store(NOT_RUNNING, Ordering::SeqCst);
+            let waiters = core::mem::take(&mut *timer.sync_waiters.lock());
+            for t in waiters {
+                t.wake();
+            }
         }
     }
 }
