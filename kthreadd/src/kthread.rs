@@ -172,7 +172,11 @@ impl Builder {
     }
 
     /// Create the thread, asleep until its first wake-up.
+    ///
+    /// Context: may sleep (it waits for kthreadd). Return: the thread, asleep; `EINVAL` for a bad CPU or affinity, `ENOMEM`, `ESRCH` before [`init`].
+    #[track_caller]
     pub fn create(self) -> Result<Kthread> {
+        kport::might_sleep();
         let p = port();
         let (affinity, extra) = match self.per_cpu {
             Some(cpu) if cpu >= p.cpu_count() => return Err(Error::new(EINVAL)),
@@ -205,7 +209,11 @@ impl Builder {
     }
 
     /// Create and wake it (Linux `kthread_run`).
+    ///
+    /// Context: may sleep. Return: as [`Builder::create`].
+    #[track_caller]
     pub fn run(self) -> Result<Kthread> {
+        kport::might_sleep();
         let k = self.create()?;
         k.wake();
         Ok(k)
@@ -231,11 +239,15 @@ macro_rules! kthread_run {
 
 /// Create a thread bound to `cpu` (Linux `kthread_create_on_cpu`; the
 /// caller names it, `name/N` style).
+///
+/// Context: may sleep. Return: as [`Builder::create`].
+#[track_caller]
 pub fn create_on_cpu(
     f: impl FnOnce() -> i32 + Send + 'static,
     cpu: usize,
     name: fmt::Arguments<'_>,
 ) -> Result<Kthread> {
+    kport::might_sleep();
     Builder::new(name, f).on_cpu(cpu).create()
 }
 
@@ -293,6 +305,8 @@ impl Kthread {
 
     /// Wake it (Linux `wake_up_process`); the first wake-up starts it. True
     /// if it was asleep.
+    ///
+    /// Context: any. Return: true if it was asleep.
     pub fn wake(&self) -> bool {
         self.0.ctl.claim_first_wake();
         self.0.task().wake()
@@ -300,6 +314,8 @@ impl Kthread {
 
     /// Bind it to `cpu` (Linux `kthread_bind`). Only before the first
     /// wake-up: afterwards `EBUSY` (Linux warns and leaves it unbound).
+    ///
+    /// Context: any task context. Return: `EINVAL` for a bad CPU, `EBUSY` after the first wake-up.
     pub fn bind(&self, cpu: usize) -> Result<()> {
         if cpu >= port().cpu_count() {
             return Err(Error::new(EINVAL));
@@ -309,6 +325,8 @@ impl Kthread {
 
     /// Restrict it to `mask` (Linux `kthread_bind_mask`); only before the
     /// first wake-up.
+    ///
+    /// Context: any task context. Return: as [`Kthread::bind`].
     pub fn bind_mask(&self, mask: CpuMask) -> Result<()> {
         if mask.and(CpuMask::first(port().cpu_count())).is_empty() {
             return Err(Error::new(EINVAL));
@@ -328,7 +346,11 @@ impl Kthread {
     /// for it to exit, and return its exit value; `EINTR` if it was stopped
     /// before it ever ran. Must be called from a context that may sleep, not
     /// from the thread itself (`EINVAL`, which would otherwise deadlock).
+    ///
+    /// Context: may sleep. Return: the exit value, `EINTR` if it never ran, `EINVAL` from the thread itself.
+    #[track_caller]
     pub fn stop(&self) -> Result<i32> {
+        kport::might_sleep();
         let p = port();
         if p.current_id() == self.id() {
             return Err(Error::new(EINVAL));
@@ -350,7 +372,11 @@ impl Kthread {
     /// a concurrent stop made it exit instead of parking), `EBUSY` if a park
     /// is already pending. Parking a thread that never ran starts
     /// it: it parks before its function runs.
+    ///
+    /// Context: may sleep. Return: `ENOSYS` if it exited, `EBUSY` if a park is pending.
+    #[track_caller]
     pub fn park(&self) -> Result<()> {
+        kport::might_sleep();
         if let Err(bits) = self.0.ctl.request_park() {
             let e = if bits & state::EXITED != 0 { ENOSYS } else { EBUSY };
             return Err(Error::new(e));
@@ -373,6 +399,8 @@ impl Kthread {
 
     /// Let a parked thread run again (Linux `kthread_unpark`); a per-CPU
     /// thread is first put back on its CPU.
+    ///
+    /// Context: any.
     pub fn unpark(&self) {
         self.unpark_inner();
     }
@@ -435,7 +463,11 @@ pub fn should_stop_or_park() -> bool {
 }
 
 /// Park here while a park is requested (Linux `kthread_parkme`).
+///
+/// Context: may sleep; only in the kernel thread itself.
+#[track_caller]
 pub fn parkme() {
+    kport::might_sleep();
     if let Some(k) = current_inner() {
         parkme_inner(&k);
     }
@@ -504,7 +536,11 @@ fn entry() {
 /// Sleep on `wq` until `cond()` holds or the thread is asked to stop (the
 /// `wait_event_interruptible(wq, cond || kthread_should_stop())` pattern).
 /// True if `cond()` held.
+///
+/// Context: may sleep; in a kernel thread. Return: true if `cond()` held.
+#[track_caller]
 pub fn wait_event_or_stop(wq: &WaitQueue, wchan: &'static str, mut cond: impl FnMut() -> bool) -> bool {
+    kport::might_sleep();
     let mut ok = false;
     wq.wait_event_interruptible(wchan, || {
         ok = cond();
@@ -515,7 +551,11 @@ pub fn wait_event_or_stop(wq: &WaitQueue, wchan: &'static str, mut cond: impl Fn
 
 /// Sleep `ms` milliseconds unless asked to stop (Linux
 /// `msleep_interruptible` in a kthread). True if the full time passed.
+///
+/// Context: may sleep. Return: true if the full time passed.
+#[track_caller]
 pub fn sleep_ms_or_stop(ms: u64) -> bool {
+    kport::might_sleep();
     let p = port();
     let deadline = p.now_ns() + ms * 1_000_000;
     while p.now_ns() < deadline {
@@ -530,7 +570,11 @@ pub fn sleep_ms_or_stop(ms: u64) -> bool {
 }
 
 /// Sleep `ms` milliseconds (Linux `msleep`: uninterruptible, never early).
+///
+/// Context: may sleep.
+#[track_caller]
 pub fn msleep(ms: u64) {
+    kport::might_sleep();
     let p = port();
     let deadline = p.now_ns() + ms * 1_000_000;
     while p.now_ns() < deadline {
@@ -617,7 +661,11 @@ fn kthreadd_main() -> i32 {
 
 /// Start kthreadd (once, at boot, after the port is installed). Returns its
 /// handle; later calls return the same one.
+///
+/// Context: may sleep; boot, after the port is installed. Return: kthreadd's handle.
+#[track_caller]
 pub fn init() -> Result<Kthread> {
+    kport::might_sleep();
     if let Some(k) = KTHREADD.me.get() {
         return Ok(Kthread(k.clone()));
     }

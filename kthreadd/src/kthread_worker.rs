@@ -197,13 +197,21 @@ fn worker_fn(w: Arc<WorkerShared>) -> i32 {
 impl KthreadWorker {
     /// Create a worker with its thread, named from format arguments (Linux
     /// `kthread_create_worker`).
+    ///
+    /// Context: may sleep. Return: the worker; errors as `kthread::Builder::create`.
+    #[track_caller]
     pub fn create(name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
+        kport::might_sleep();
         Self::create_inner(name, None)
     }
 
     /// Create a worker whose thread is bound to `cpu` (Linux
     /// `kthread_create_worker_on_cpu`).
+    ///
+    /// Context: may sleep. Return: the worker; `EINVAL` for a bad CPU.
+    #[track_caller]
     pub fn create_on_cpu(cpu: usize, name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
+        kport::might_sleep();
         if cpu >= port().cpu_count() {
             return Err(Error::new(EINVAL));
         }
@@ -243,6 +251,8 @@ impl KthreadWorker {
     /// Queue `work` (Linux `kthread_queue_work`): false if it is already
     /// pending, being cancelled, attached to another worker, or the worker
     /// is being destroyed (with a warning).
+    ///
+    /// Context: any. Return: true if queued.
     pub fn queue(&self, work: &KthreadWork) -> bool {
         if !self.0.claim(&work.0) {
             return false;
@@ -268,6 +278,8 @@ impl KthreadWorker {
 
     /// Queue `dwork` after `delay_ns` (Linux `kthread_queue_delayed_work`);
     /// false if it is already pending. A zero delay queues it at once.
+    ///
+    /// Context: any. Return: true if queued or armed.
     pub fn queue_delayed(&self, dwork: &KthreadDelayedWork, delay_ns: u64) -> bool {
         if !self.0.claim(&dwork.work.0) {
             return false;
@@ -304,6 +316,8 @@ impl KthreadWorker {
     /// was idle (Linux `kthread_mod_delayed_work`). Returns true if it was
     /// pending (and is now moved), false if it was idle (and is now queued).
     /// An item being cancelled is left alone (true).
+    ///
+    /// Context: any. Return: true if it was pending.
     pub fn mod_delayed(&self, dwork: &KthreadDelayedWork, delay_ns: u64) -> bool {
         if !self.0.claim(&dwork.work.0) {
             return false;
@@ -325,7 +339,11 @@ impl KthreadWorker {
 
     /// Wait for the instance of `work` that is queued or running now
     /// (Linux `kthread_flush_work`). Returns at once if it is idle.
+    ///
+    /// Context: may sleep.
+    #[track_caller]
     pub fn flush_work(&self, work: &KthreadWork) {
+        kport::might_sleep();
         let done = Arc::new(Completion::new());
         {
             let mut st = self.0.state.lock();
@@ -344,7 +362,11 @@ impl KthreadWorker {
 
     /// Wait until everything queued now has run (Linux
     /// `kthread_flush_worker`).
+    ///
+    /// Context: may sleep.
+    #[track_caller]
     pub fn flush(&self) {
+        kport::might_sleep();
         let done = Arc::new(Completion::new());
         let anchor = Arc::new(KthreadWorkInner { func: Box::new(|| {}), on: SpinLock::new(None) });
         self.0.state.lock().list.push_back(Queued { work: anchor, marker: Some(done.clone()) });
@@ -373,19 +395,31 @@ impl KthreadWorker {
 
     /// Cancel `work` and wait for a running instance (Linux
     /// `kthread_cancel_work_sync`); true if it was pending.
+    ///
+    /// Context: may sleep. Return: true if it was pending.
+    #[track_caller]
     pub fn cancel_sync(&self, work: &KthreadWork) -> bool {
+        kport::might_sleep();
         self.cancel_inner(&work.0, None)
     }
 
     /// Cancel `dwork` (timer or queue) and wait for a running instance
     /// (Linux `kthread_cancel_delayed_work_sync`); true if it was pending.
+    ///
+    /// Context: may sleep. Return: true if it was pending.
+    #[track_caller]
     pub fn cancel_delayed_sync(&self, dwork: &KthreadDelayedWork) -> bool {
+        kport::might_sleep();
         self.cancel_inner(&dwork.work.0, Some(&*dwork.timer))
     }
 
     /// Refuse further items, run everything already queued, and stop the
     /// thread (Linux `kthread_destroy_worker`).
+    ///
+    /// Context: may sleep.
+    #[track_caller]
     pub fn destroy(self) {
+        kport::might_sleep();
         self.0.state.lock().dying = true;
         self.flush();
         let _ = self.thread().stop();

@@ -126,7 +126,11 @@ fn thread_fn(desc: Arc<dyn PercpuThread>, cpu: usize) -> i32 {
 
 /// Register a kind of per-CPU thread (Linux `smpboot_register_percpu_thread`):
 /// one thread per CPU, parked on CPUs that are offline.
+///
+/// Context: may sleep. Return: the registration; errors as `kthread::Builder::create`.
+#[track_caller]
 pub fn register(desc: Arc<dyn PercpuThread>) -> Result<Registration> {
+    kport::might_sleep();
     let p = port();
     HOOKS_INSTALLED.call_once(|| p.add_hotplug_hooks(&HOTPLUG));
     let mut threads = Vec::new();
@@ -178,7 +182,11 @@ impl Registration {
 
     /// Stop every thread of this kind and forget it (Linux
     /// `smpboot_unregister_percpu_thread`).
+    ///
+    /// Context: may sleep.
+    #[track_caller]
     pub fn unregister(self) {
+        kport::might_sleep();
         KINDS.lock().retain(|k| !Arc::ptr_eq(k, &self.kind));
         let threads = core::mem::take(&mut self.kind.lock().threads);
         for t in threads {

@@ -15,7 +15,6 @@
 //!   a park that returned Ok left the thread parked or already stopping.
 //! * park before the first run: the function does not run until unparked.
 
-
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;

@@ -94,6 +94,8 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     mem::paging::drop_identity_map();
     sched::timer::start_tick();
     arch::cpu::sti();
+    // Boot code is done calling subsystem APIs with interrupts off.
+    kport::context::scheduling_started();
 
     harness::start(bi.cmdline(), &bi);
     sched::idle_loop()
@@ -105,5 +107,7 @@ pub fn ap_main(cpu: usize) -> ! {
     sched::init_cpu(cpu);
     sched::timer::start_tick();
     arch::cpu::sti();
+    // Boot code is done calling subsystem APIs with interrupts off.
+    kport::context::scheduling_started();
     sched::idle_loop()
 }

@@ -45,13 +45,36 @@
 //!   cancelled. Misuse (a destroyed queue, a bad CPU, a self-flush) gets a
 //!   one-line warning and an error, never a silent hang.
 //!
-//! Locking: each pool's lock protects its worklist, its busy list (which
-//! worker runs which item), its workers' lists, and — through inner locks
-//! taken only while it is held — the state of the pwqs that feed it and its
-//! workers' scheduled lists. It is taken with interrupts off (timers use it)
-//! and never held across a sleep. An item's `run` lock (its run claim,
-//! deferred instances and flushers) nests inside a pool lock or is taken
-//! alone. No two pool locks are ever held together.
+//! # Locking
+//! Every field of every shared structure carries one of these tags (Linux's
+//! `kernel/workqueue.c` legend):
+//!
+//! | tag | meaning |
+//! |---|---|
+//! | `I:` | set at creation, read-only after |
+//! | `L:` | the pool's lock (`Pool::st`): the pool's own state is inside the lock; other objects' state under it is a [`kport::sync::LockedBy`] cell, checked to be that pool's |
+//! | `A:` | atomic; the field's comment says who writes it and what it orders |
+//! | `R:` | the item's run lock (`WorkInner::run`) |
+//! | `M:` | the queue's mayday list lock |
+//! | `W:` | written only by the worker's own thread |
+//! | `G:` | a global registry's lock (a leaf) |
+//! | `Q:` | the queue's flush mutex (flushes of one queue one at a time) |
+//!
+//! The lock order, highest-level first (each lock is a
+//! [`kport::sync::SpinLock::ranked`]: debug builds panic on a violation):
+//!
+//! 1. the queue's flush mutex (`Q:`, sleeping; only around a flush);
+//! 2. a pool's lock (rank [`RANK_POOL`]): one pool at a time, never two;
+//!    taken with interrupts off (timers use it), never held across a sleep;
+//! 3. an item's run lock (rank [`RANK_RUN`]): under a pool lock or alone;
+//! 4. a queue's mayday list (rank [`RANK_MAYDAY`]): alone;
+//! 5. leaves (rank [`RANK_LEAF`] and the port's wait-queue lists): the pool
+//!    and queue registries, a delayed item's target, the watchdog's report,
+//!    completions woken under a pool lock.
+//!
+//! [`LockedBy`](kport::sync::LockedBy) data take no lock of their own: a
+//! pwq's counters and a worker's scheduled list are reached only with the
+//! pool lock held.
 #![no_std]
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -95,6 +118,15 @@ bitflags! {
         const ORDERED = 1 << 17;
     }
 }
+
+/// Lock rank of a pool's lock (see the crate documentation's Locking).
+pub(crate) const RANK_POOL: u8 = 20;
+/// Lock rank of an item's run lock.
+pub(crate) const RANK_RUN: u8 = 21;
+/// Lock rank of a queue's mayday list.
+pub(crate) const RANK_MAYDAY: u8 = 22;
+/// Lock rank of the crate's leaf locks.
+pub(crate) const RANK_LEAF: u8 = 28;
 
 /// Most items a pool workqueue runs at once (Linux `WQ_MAX_ACTIVE`).
 pub const WQ_MAX_ACTIVE: usize = 512;
@@ -146,39 +178,100 @@ pub fn idle_timeout_ns() -> u64 {
 /// Start the workqueue subsystem (once, at boot, after `kthreadd`): the
 /// per-CPU pools with one worker each, the scheduler hooks, the lockup
 /// watchdog and the system queues.
+///
+/// Context: may sleep (it creates workers); boot, after `kthreadd`.
+#[track_caller]
 pub fn init() -> kport::Result<()> {
+    kport::might_sleep();
     pool::init()?;
     watchdog::start();
     wq::init_system_queues()
 }
 
 /// The system queues (Linux `system_wq` and friends), created by [`init`].
-pub mod system {
-    use crate::Workqueue;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SystemWq {
+    /// `events`: the default bound queue (Linux `system_wq`).
+    Events,
+    /// `events_highpri` (Linux `system_highpri_wq`).
+    Highpri,
+    /// `events_long`, for items that may run long (Linux `system_long_wq`).
+    Long,
+    /// `events_unbound` (Linux `system_unbound_wq`, `max_active`
+    /// [`WQ_MAX_ACTIVE`]).
+    Unbound,
+    /// `events_freezable` (Linux `system_freezable_wq`).
+    Freezable,
+    /// `events_power_efficient` (Linux `system_power_efficient_wq`).
+    PowerEfficient,
+}
 
+impl SystemWq {
+    /// Every system queue, in creation order.
+    pub const ALL: [SystemWq; 6] = [
+        SystemWq::Events,
+        SystemWq::Highpri,
+        SystemWq::Long,
+        SystemWq::Unbound,
+        SystemWq::Freezable,
+        SystemWq::PowerEfficient,
+    ];
+
+    /// The queue's name (Linux's).
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemWq::Events => "events",
+            SystemWq::Highpri => "events_highpri",
+            SystemWq::Long => "events_long",
+            SystemWq::Unbound => "events_unbound",
+            SystemWq::Freezable => "events_freezable",
+            SystemWq::PowerEfficient => "events_power_efficient",
+        }
+    }
+
+    /// Its flags and `max_active` (0: the default).
+    pub(crate) fn params(self) -> (WqFlags, usize) {
+        match self {
+            SystemWq::Events | SystemWq::Long => (WqFlags::empty(), 0),
+            SystemWq::Highpri => (WqFlags::HIGHPRI, 0),
+            SystemWq::Unbound => (WqFlags::UNBOUND, WQ_MAX_ACTIVE),
+            SystemWq::Freezable => (WqFlags::FREEZABLE, 0),
+            SystemWq::PowerEfficient => (WqFlags::POWER_EFFICIENT, 0),
+        }
+    }
+}
+
+/// Named accessors of the system queues.
+pub mod system {
+    use crate::{SystemWq, Workqueue};
+
+    /// The system queue `which`. Panics before [`crate::init`].
+    pub fn get(which: SystemWq) -> &'static Workqueue {
+        crate::wq::system(which)
+    }
     /// `events`: the default bound queue (Linux `system_wq`).
     pub fn wq() -> &'static Workqueue {
-        crate::wq::system(0)
+        get(SystemWq::Events)
     }
     /// `events_highpri` (Linux `system_highpri_wq`).
     pub fn highpri() -> &'static Workqueue {
-        crate::wq::system(1)
+        get(SystemWq::Highpri)
     }
     /// `events_long`, for items that may run long (Linux `system_long_wq`).
     pub fn long() -> &'static Workqueue {
-        crate::wq::system(2)
+        get(SystemWq::Long)
     }
     /// `events_unbound` (Linux `system_unbound_wq`).
     pub fn unbound() -> &'static Workqueue {
-        crate::wq::system(3)
+        get(SystemWq::Unbound)
     }
     /// `events_freezable` (Linux `system_freezable_wq`).
     pub fn freezable() -> &'static Workqueue {
-        crate::wq::system(4)
+        get(SystemWq::Freezable)
     }
     /// `events_power_efficient` (Linux `system_power_efficient_wq`).
     pub fn power_efficient() -> &'static Workqueue {
-        crate::wq::system(5)
+        get(SystemWq::PowerEfficient)
     }
 }
 

@@ -13,6 +13,7 @@ use kport::sync::{LockedBy, SpinLock, SpinLockGuard};
 use kport::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
+use crate::stats::PwqStat;
 use crate::wq::{Pwq, pwq_done};
 use crate::{CREATE_COOLDOWN_NS, MAYDAY_INITIAL_TIMEOUT_NS, MAYDAY_INTERVAL_NS};
 use crate::{MAX_IDLE_WORKERS_RATIO, MIN_IDLE_WORKERS, idle_timeout_ns};
@@ -37,12 +38,16 @@ pub(crate) mod wf {
 
 /// An instance of an item on a pool's worklist, a worker's scheduled list,
 /// a pwq's inactive list or an item's deferred list.
+///
+/// An entry is owned by the list that holds it (every field `I:`).
 pub(crate) struct Entry {
+    /// I: the pool workqueue it was queued through.
     pub(crate) pwq: Arc<Pwq>,
+    /// I: the item.
     pub(crate) work: Arc<crate::work::WorkInner>,
-    /// Flush colour of its pwq when it was queued.
+    /// I: flush colour of its pwq when it was queued.
     pub(crate) color: usize,
-    /// Instance number (see `WorkInner::start_instance`).
+    /// I: instance number (see `WorkInner::start_instance`).
     pub(crate) seq: u64,
 }
 
@@ -52,44 +57,58 @@ impl Entry {
     }
 }
 
-/// The item a worker is running.
+/// The item a worker is running (an element of the pool's busy list:
+/// every field `L:`).
 pub(crate) struct Current {
+    /// L: the item.
     pub(crate) work: Arc<crate::work::WorkInner>,
+    /// L: the pwq it runs for.
     pub(crate) pwq: Arc<Pwq>,
+    /// L: when it started (watchdog, reports).
     pub(crate) started_ns: u64,
 }
 
-/// A worker running an item (the pool's busy list).
+/// A worker running an item (the pool's busy list; `L:`).
 pub(crate) struct Busy {
+    /// L: the worker.
     pub(crate) worker: Arc<Worker>,
+    /// L: what it runs.
     pub(crate) cur: Current,
 }
 
+/// A worker's lists, in a [`LockedBy`] cell of its pool's lock (`L:`).
 pub(crate) struct WorkerState {
+    /// L: instances handed to this worker (non-reentrancy within the pool).
     pub(crate) scheduled: VecDeque<Entry>,
+    /// L: when it last went idle.
     pub(crate) last_active: u64,
 }
 
 /// A worker thread.
 pub(crate) struct Worker {
+    /// I: its thread's name.
     pub(crate) name: String,
+    /// A: `wf` flags; `IDLE` changes under the pool lock, the counted flags
+    /// by the worker itself (with `nr_running` following them).
     pub(crate) flags: AtomicU32,
-    /// Blocked inside an item (counted out of `nr_running` by the hook).
+    /// A: blocked inside an item (counted out of `nr_running` by the hook);
+    /// written by the worker's own scheduler hooks.
     pub(crate) sleeping: AtomicBool,
+    /// I: its thread (set once, right after creation).
     pub(crate) task: spin::Once<Kthread>,
     /// L: its scheduled list and last-idle time, under the lock of the pool
     /// it serves (a rescuer's cell is attached to each pool it visits).
     pub(crate) st: LockedBy<WorkerState>,
-    /// Address of the item it runs (0: none); only compared, for the
+    /// W: address of the item it runs (0: none); only compared, for the
     /// worker's own questions ("am I running this item, this queue's?")
     /// without taking the pool lock.
     pub(crate) current_work: AtomicUsize,
-    /// Address of the queue of the item it runs (0: none).
+    /// W: address of the queue of the item it runs (0: none).
     pub(crate) current_wq: AtomicUsize,
-    /// Woken by a kick since it last went idle (further kicks skip the
+    /// A: woken by a kick since it last went idle (further kicks skip the
     /// wake-up; cleared under the pool lock when it goes idle again).
     pub(crate) kicked: AtomicBool,
-    /// The pool (None for a rescuer, which visits pools).
+    /// I: the pool (None for a rescuer, which visits pools).
     pub(crate) pool: Option<Arc<Pool>>,
 }
 
@@ -123,31 +142,43 @@ impl Worker {
     }
 }
 
-/// The mutable part of a pool, under its lock.
+/// The mutable part of a pool, inside its lock (every field `L:`).
 pub(crate) struct PoolState {
+    /// L: instances waiting for a worker.
     pub(crate) worklist: VecDeque<Entry>,
+    /// L: every worker of the pool.
     pub(crate) workers: Vec<Arc<Worker>>,
-    /// Idle workers, least recently idle first.
+    /// L: idle workers, least recently idle first.
     pub(crate) idle: Vec<Arc<Worker>>,
-    /// Workers running an item, with the item.
+    /// L: workers running an item, with the item.
     pub(crate) busy: Vec<Busy>,
+    /// L: a worker is creating workers for the pool.
     pub(crate) manager: bool,
+    /// L: number of the next worker's name.
     pub(crate) next_id: usize,
 }
 
 /// A pool of workers.
 pub(crate) struct Pool {
+    /// I: index in the pool registry.
     pub(crate) id: usize,
-    /// Bound pools' CPU.
+    /// I: a bound pool's CPU.
     pub(crate) cpu: Option<usize>,
+    /// I: high priority?
     pub(crate) highpri: bool,
+    /// I: CPUs its workers may use.
     pub(crate) mask: CpuMask,
+    /// The pool lock (rank [`crate::RANK_POOL`]) and what it protects.
     pub(crate) st: SpinLock<PoolState>,
-    /// Workers on a CPU and counted (concurrency management).
+    /// A: workers on a CPU and counted (concurrency management); changed by
+    /// the workers' flag changes and scheduler hooks, read under the lock
+    /// to decide on wake-ups.
     pub(crate) nr_running: AtomicUsize,
-    /// Last time the pool made progress (watchdog).
+    /// A: last time the pool made progress (watchdog; a hint).
     pub(crate) watchdog_ts: AtomicU64,
+    /// I: reaps idle workers.
     idle_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
+    /// I: calls the rescuers when workers cannot be made.
     mayday_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
 }
 
@@ -155,7 +186,7 @@ pub(crate) type Guard<'a> = SpinLockGuard<'a, PoolState>;
 
 /// Every pool: the per-CPU ones first (id = 2 * cpu + highpri), then the
 /// unbound ones in creation order. Pools are never destroyed.
-static POOLS: SpinLock<Vec<Arc<Pool>>> = SpinLock::new(Vec::new());
+static POOLS: SpinLock<Vec<Arc<Pool>>> = SpinLock::ranked("workqueue pools", crate::RANK_LEAF, Vec::new());
 
 pub(crate) fn pool_by_id(id: usize) -> Option<Arc<Pool>> {
     POOLS.lock().get(id).cloned()
@@ -193,14 +224,18 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask) -> Arc<Pool> {
         cpu,
         highpri,
         mask,
-        st: SpinLock::new(PoolState {
-            worklist: VecDeque::new(),
-            workers: Vec::new(),
-            idle: Vec::new(),
-            busy: Vec::new(),
-            manager: false,
-            next_id: 0,
-        }),
+        st: SpinLock::ranked(
+            "pool",
+            crate::RANK_POOL,
+            PoolState {
+                worklist: VecDeque::new(),
+                workers: Vec::new(),
+                idle: Vec::new(),
+                busy: Vec::new(),
+                manager: false,
+                next_id: 0,
+            },
+        ),
         nr_running: AtomicUsize::new(0),
         watchdog_ts: AtomicU64::new(port().now_ns()),
         idle_timer: spin::Once::new(),
@@ -488,7 +523,7 @@ pub(crate) fn process_one_work<'a>(
     let intensive = pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE);
     if intensive {
         set_flags(pool, w, wf::CPU_INTENSIVE);
-        pwq.stat(crate::stats::CPU_INTENSIVE);
+        pwq.stats.inc(PwqStat::CpuIntensive);
     }
     // Chain the pool's pending items to another worker if this one is out
     // of the count (Linux kicks here for every item): a no-op for a counted
@@ -500,16 +535,16 @@ pub(crate) fn process_one_work<'a>(
     work.release();
     drop(st);
 
-    pwq.stat(crate::stats::STARTED);
+    pwq.stats.inc(PwqStat::Started);
     if rescued {
-        pwq.stat(crate::stats::RESCUED);
+        pwq.stats.inc(PwqStat::Rescued);
     }
     let task = w.task.get().map(|t| t.task());
     let cpu0 = task.map_or(0, |t| t.cpu_time_ns());
     (work.func)();
     let cpu1 = task.map_or(0, |t| t.cpu_time_ns());
-    pwq.stat(crate::stats::COMPLETED);
-    pwq.stat_add(crate::stats::CPU_TIME, cpu1.saturating_sub(cpu0));
+    pwq.stats.inc(PwqStat::Completed);
+    pwq.stats.add(PwqStat::CpuTime, cpu1.saturating_sub(cpu0));
     p.cond_resched();
 
     let mut st = pool.st.lock();
@@ -641,7 +676,7 @@ impl SchedHooks for Hooks {
         if pool.kick(&st)
             && let Some(b) = st.busy.iter().find(|b| Arc::ptr_eq(&b.worker, &w))
         {
-            b.cur.pwq.stat(crate::stats::CM_WAKEUP);
+            b.cur.pwq.stats.inc(PwqStat::CmWakeup);
         }
     }
 

@@ -5,26 +5,58 @@
 use alloc::format;
 use alloc::string::String;
 use core::fmt::Write;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::wq::{WqInner, all_wqs};
 
-/// Items started.
-pub(crate) const STARTED: usize = 0;
-/// Items completed.
-pub(crate) const COMPLETED: usize = 1;
-/// CPU time of items, ns.
-pub(crate) const CPU_TIME: usize = 2;
-/// Items run outside concurrency management (CPU-intensive queue).
-pub(crate) const CPU_INTENSIVE: usize = 3;
-/// Workers woken because a worker blocked (concurrency management).
-pub(crate) const CM_WAKEUP: usize = 4;
-/// Mayday calls sent for the queue.
-pub(crate) const MAYDAY: usize = 5;
-/// Items run by the rescuer.
-pub(crate) const RESCUED: usize = 6;
-/// Number of counters.
-pub(crate) const NR_STATS: usize = 7;
+/// The counters of a pool workqueue (Linux `PWQ_STAT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PwqStat {
+    /// Items started.
+    Started,
+    /// Items completed.
+    Completed,
+    /// CPU time of items, ns.
+    CpuTime,
+    /// Items run outside concurrency management (CPU-intensive queue).
+    CpuIntensive,
+    /// Workers woken because a worker blocked (concurrency management).
+    CmWakeup,
+    /// Mayday calls sent for the queue.
+    Mayday,
+    /// Items run by the rescuer.
+    Rescued,
+}
+
+impl PwqStat {
+    /// Number of counters.
+    pub(crate) const COUNT: usize = 7;
+}
+
+/// One pwq's counters, indexed by [`PwqStat`]. Plain statistics, not part
+/// of any protocol: core atomics even in loom models.
+pub(crate) struct PwqStats([AtomicU64; PwqStat::COUNT]);
+
+impl PwqStats {
+    pub(crate) const fn new() -> Self {
+        PwqStats([const { AtomicU64::new(0) }; PwqStat::COUNT])
+    }
+
+    /// Count one event.
+    pub(crate) fn inc(&self, s: PwqStat) {
+        self.add(s, 1);
+    }
+
+    /// Add `v` to a counter.
+    pub(crate) fn add(&self, s: PwqStat, v: u64) {
+        self.0[s as usize].fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Read a counter.
+    pub(crate) fn get(&self, s: PwqStat) -> u64 {
+        self.0[s as usize].load(Ordering::Relaxed)
+    }
+}
 
 /// A queue's counters, summed over its pool workqueues.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,15 +78,15 @@ pub struct WqStats {
 }
 
 pub(crate) fn of(wq: &WqInner) -> WqStats {
-    let sum = |i: usize| wq.pwqs.iter().map(|p| p.stats[i].load(Ordering::Relaxed)).sum::<u64>();
+    let sum = |s: PwqStat| wq.pwqs.iter().map(|p| p.stats.get(s)).sum::<u64>();
     WqStats {
-        started: sum(STARTED),
-        completed: sum(COMPLETED),
-        cpu_time_ns: sum(CPU_TIME),
-        cpu_intensive: sum(CPU_INTENSIVE),
-        cm_wakeups: sum(CM_WAKEUP),
-        mayday: sum(MAYDAY),
-        rescued: sum(RESCUED),
+        started: sum(PwqStat::Started),
+        completed: sum(PwqStat::Completed),
+        cpu_time_ns: sum(PwqStat::CpuTime),
+        cpu_intensive: sum(PwqStat::CpuIntensive),
+        cm_wakeups: sum(PwqStat::CmWakeup),
+        mayday: sum(PwqStat::Mayday),
+        rescued: sum(PwqStat::Rescued),
     }
 }
 

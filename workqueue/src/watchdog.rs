@@ -15,7 +15,7 @@ use crate::pool::all_pools;
 
 static THRESH: AtomicU64 = AtomicU64::new(WATCHDOG_THRESH_NS);
 static REPORTS: AtomicU64 = AtomicU64::new(0);
-static LAST: SpinLock<Option<String>> = SpinLock::new(None);
+static LAST: SpinLock<Option<String>> = SpinLock::ranked("lockup report", crate::RANK_LEAF, None);
 static TIMER: spin::Once<alloc::boxed::Box<dyn PortTimer>> = spin::Once::new();
 
 /// Set the lockup threshold (Linux `workqueue.watchdog_thresh`); the check

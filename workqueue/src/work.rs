@@ -22,20 +22,36 @@ use crate::wq::WqInner;
 /// No pool yet.
 pub(crate) const NO_POOL: usize = usize::MAX;
 
+/// A work item's shared state.
+///
+/// Field tags (the crate documentation's legend): `I:` set at creation;
+/// `A:` atomic, with the protocol in the field's comment; `R:` under the
+/// item's own run lock (`run`).
 pub(crate) struct WorkInner {
+    /// I: the function.
     pub(crate) func: Box<dyn Fn() + Send + Sync>,
+    /// I: its name in reports.
     pub(crate) name: &'static str,
+    /// A: set by whoever claims the one pending instance (queue, a timer
+    /// arming, a canceller grabbing it); cleared when a worker starts the
+    /// instance or the claimer gives it back.
     pub(crate) pending: AtomicBool,
-    /// Pool of the pending instance, or the pool it last ran on.
+    /// A: id of the pool of the pending instance, or of the pool it last ran
+    /// on (written under that pool's lock, read to find it there).
     pub(crate) pool: AtomicUsize,
+    /// A: cancellers at work; queueing is refused while it is not zero
+    /// (Linux's disable count).
     pub(crate) disable: AtomicU32,
+    /// I: the timer part, for a delayed item.
     pub(crate) delayed: Option<Delayed>,
-    /// Running anywhere, the instances that must wait for that run, and
+    /// R: running anywhere, the instances that must wait for that run, and
     /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
-    /// Instances started so far (each queueing is an instance, numbered).
+    /// A: instances started so far (each queueing is an instance,
+    /// numbered); advanced only by the holder of `pending`.
     pub(crate) next_seq: AtomicU64,
-    /// Number of the pending instance.
+    /// A: number of the pending instance (written by the holder of
+    /// `pending`, read by flushers).
     pub(crate) pending_seq: AtomicU64,
 }
 
@@ -45,11 +61,16 @@ pub(crate) struct WorkInner {
 /// at once. Also who waits for which instance to end: instances of one item
 /// end in order (one pending at a time, never two running), so `done` only
 /// grows.
+///
+/// Every field is `R:` (the item's run lock).
 pub(crate) struct RunState {
+    /// R: the instance running now (its run claim).
     pub(crate) running: Option<u64>,
+    /// R: instances that came up while it ran elsewhere.
     pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
-    /// The last instance that ended (ran or was cancelled).
+    /// R: the last instance that ended (ran or was cancelled).
     pub(crate) done: u64,
+    /// R: flushers, by the instance they wait for.
     pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kport::sync::Completion>)>,
 }
 
@@ -85,8 +106,9 @@ impl RunState {
 
 /// The timer part of a delayed item.
 pub(crate) struct Delayed {
+    /// I: the timer.
     pub(crate) timer: Box<dyn PortTimer>,
-    /// Queue and CPU the timer will queue the item on.
+    /// Own lock (a leaf): queue and CPU the timer will queue the item on.
     pub(crate) target: SpinLock<Option<(Weak<WqInner>, Option<usize>)>>,
 }
 
@@ -146,7 +168,7 @@ impl Work {
             pool: AtomicUsize::new(NO_POOL),
             disable: AtomicU32::new(0),
             delayed: None,
-            run: SpinLock::new(RunState::new()),
+            run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
             next_seq: AtomicU64::new(0),
             pending_seq: AtomicU64::new(0),
         }))
@@ -197,8 +219,8 @@ impl DelayedWork {
                 pending: AtomicBool::new(false),
                 pool: AtomicUsize::new(NO_POOL),
                 disable: AtomicU32::new(0),
-                delayed: Some(Delayed { timer, target: SpinLock::new(None) }),
-                run: SpinLock::new(RunState::new()),
+                delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),
+                run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
                 next_seq: AtomicU64::new(0),
                 pending_seq: AtomicU64::new(0),
             }

@@ -9,16 +9,16 @@ use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
-use kport::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, port};
+use kport::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
 use crate::pool::{self, Entry, Guard, Pool, PoolState, Worker, wf};
-use crate::stats::NR_STATS;
+use crate::stats::{PwqStat, PwqStats};
 use crate::work::{DelayedWork, NO_POOL, Work, WorkInner};
-use crate::{DRAIN_WARN_AFTER, NR_COLORS, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WqFlags};
+use crate::{DRAIN_WARN_AFTER, NR_COLORS, SystemWq, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, WqFlags};
 
 /// Why an item was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,25 +42,39 @@ impl From<QueueError> for Error {
     }
 }
 
+/// A pool workqueue's counters, in a [`LockedBy`] cell of its pool's lock
+/// (every field `L:`).
 pub(crate) struct PwqState {
+    /// L: instances on the pool's worklist or running.
     pub(crate) nr_active: usize,
+    /// L: the queue's `max_active`.
     pub(crate) max_active: usize,
+    /// L: instances held back by `max_active` or a freeze.
     pub(crate) inactive: VecDeque<Entry>,
+    /// L: instances in flight per flush colour.
     pub(crate) nr_in_flight: [usize; NR_COLORS],
+    /// L: colour of newly queued instances.
     pub(crate) work_color: usize,
+    /// L: the colour a flush waits to empty.
     pub(crate) flush_color: Option<usize>,
+    /// L: held by a freeze.
     pub(crate) frozen: bool,
 }
 
-/// A queue's link to one pool. Its `st` is taken only with that pool's lock
-/// held.
+/// A queue's link to one pool (Linux `struct pool_workqueue`).
 pub(crate) struct Pwq {
+    /// I: its queue.
     pub(crate) wq: Weak<WqInner>,
+    /// I: its pool.
     pub(crate) pool: Arc<Pool>,
-    /// L: under `pool`'s lock.
+    /// L: its counters, reachable only with `pool`'s lock held.
     pub(crate) st: LockedBy<PwqState>,
-    pub(crate) stats: [AtomicU64; NR_STATS],
+    /// A: statistics (counters only).
+    pub(crate) stats: PwqStats,
+    /// A: on its queue's mayday list (set by whoever adds it there, cleared
+    /// by the rescuer that takes it off).
     pub(crate) mayday_queued: AtomicBool,
+    /// I: the queue's flags.
     flags: WqFlags,
 }
 
@@ -68,31 +82,33 @@ impl Pwq {
     pub(crate) fn wq_flags(&self) -> WqFlags {
         self.flags
     }
-
-    pub(crate) fn stat(&self, i: usize) {
-        self.stats[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn stat_add(&self, i: usize, v: u64) {
-        self.stats[i].fetch_add(v, Ordering::Relaxed);
-    }
 }
 
+/// A workqueue's shared state (Linux `struct workqueue_struct`).
 pub(crate) struct WqInner {
+    /// I: its name.
     pub(crate) name: String,
+    /// I: its flags.
     pub(crate) flags: WqFlags,
+    /// I: its `max_active`.
     pub(crate) max_active: usize,
-    /// Bound: one per CPU; unbound: one.
+    /// I: bound: one per CPU; unbound: one.
     pub(crate) pwqs: Vec<Arc<Pwq>>,
-    /// Destroyed: refuse everything.
+    /// A: destroyed: refuse everything (set once, by `destroy`).
     pub(crate) destroyed: AtomicBool,
-    /// Drains in progress: only the queue's own items may queue.
+    /// A: drains in progress: only the queue's own items may queue.
     pub(crate) draining: AtomicUsize,
+    /// Q: serializes flushes of this queue.
     flush_mutex: Mutex<()>,
+    /// A flusher sleeps here until `flush_pending` reaches zero.
     flush_wq: WaitQueue,
+    /// A: pwqs the running flush still waits for (biased while it counts).
     flush_pending: AtomicUsize,
+    /// M: pwqs whose pool called for the rescuer.
     maydays: SpinLock<VecDeque<Arc<Pwq>>>,
+    /// The rescuer sleeps here until `maydays` is not empty.
     mayday_wq: WaitQueue,
+    /// I: the rescuer of a `MEM_RECLAIM` queue.
     rescuer: spin::Once<(Kthread, Arc<Worker>)>,
 }
 
@@ -108,7 +124,7 @@ impl fmt::Debug for Workqueue {
 }
 
 /// Every queue, for freezing and reports.
-static WQS: SpinLock<Vec<Weak<WqInner>>> = SpinLock::new(Vec::new());
+static WQS: SpinLock<Vec<Weak<WqInner>>> = SpinLock::ranked("workqueues", crate::RANK_LEAF, Vec::new());
 static FROZEN: AtomicBool = AtomicBool::new(false);
 static SYSTEM: spin::Once<Vec<Workqueue>> = spin::Once::new();
 
@@ -116,22 +132,21 @@ pub(crate) fn all_wqs() -> Vec<Arc<WqInner>> {
     WQS.lock().iter().filter_map(|w| w.upgrade()).collect()
 }
 
-pub(crate) fn system(i: usize) -> &'static Workqueue {
-    &SYSTEM.get().expect("workqueue::init not called")[i]
+pub(crate) fn system(which: SystemWq) -> &'static Workqueue {
+    &SYSTEM.get().expect("workqueue::init not called")[which as usize]
 }
 
 pub(crate) fn init_system_queues() -> Result<()> {
     if SYSTEM.get().is_some() {
         return Ok(());
     }
-    let v = alloc::vec![
-        Workqueue::new("events", WqFlags::empty(), 0)?,
-        Workqueue::new("events_highpri", WqFlags::HIGHPRI, 0)?,
-        Workqueue::new("events_long", WqFlags::empty(), 0)?,
-        Workqueue::new("events_unbound", WqFlags::UNBOUND, WQ_MAX_ACTIVE)?,
-        Workqueue::new("events_freezable", WqFlags::FREEZABLE, 0)?,
-        Workqueue::new("events_power_efficient", WqFlags::POWER_EFFICIENT, 0)?,
-    ];
+    let v = SystemWq::ALL
+        .iter()
+        .map(|q| {
+            let (flags, max_active) = q.params();
+            Workqueue::new(q.name(), flags, max_active)
+        })
+        .collect::<Result<Vec<_>>>()?;
     SYSTEM.call_once(|| v);
     Ok(())
 }
@@ -283,7 +298,7 @@ pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
         return;
     }
     if !pwq.mayday_queued.swap(true, Ordering::AcqRel) {
-        pwq.stat(crate::stats::MAYDAY);
+        pwq.stats.inc(PwqStat::Mayday);
         wq.maydays.lock().push_back(pwq.clone());
         wq.mayday_wq.wake_all();
     }
@@ -437,19 +452,31 @@ impl Workqueue {
     /// default ([`WQ_DFL_ACTIVE`]); larger than [`WQ_MAX_ACTIVE`] is
     /// clamped with a warning. `ORDERED` implies `UNBOUND` and one item at a
     /// time. `MEM_RECLAIM` gives the queue a rescuer thread.
+    ///
+    /// Context: may sleep (a new unbound pool gets its first worker; a `MEM_RECLAIM` queue its rescuer). Return: the queue, `EINVAL` for an empty CPU mask, `ENOMEM` when a thread cannot be made.
+    #[track_caller]
     pub fn new(name: &str, flags: WqFlags, max_active: usize) -> Result<Workqueue> {
+        might_sleep();
         Self::with_mask(name, flags, max_active, CpuMask::ALL)
     }
 
     /// An ordered queue: items run one at a time in queue order (Linux
     /// `alloc_ordered_workqueue`).
+    ///
+    /// Context: may sleep. Return: as [`Workqueue::new`].
+    #[track_caller]
     pub fn ordered(name: &str, flags: WqFlags) -> Result<Workqueue> {
+        might_sleep();
         Self::new(name, flags | WqFlags::ORDERED | WqFlags::UNBOUND, 1)
     }
 
     /// A queue whose unbound items run only on `mask` (the unbound pool is
     /// shared by every queue with the same priority and mask).
+    ///
+    /// Context: may sleep. Return: as [`Workqueue::new`].
+    #[track_caller]
     pub fn with_mask(name: &str, mut flags: WqFlags, max_active: usize, mask: CpuMask) -> Result<Workqueue> {
+        might_sleep();
         let p = port();
         let mut max_active = clamp_max_active(name, max_active);
         if flags.contains(WqFlags::ORDERED) {
@@ -491,7 +518,7 @@ impl Workqueue {
                             },
                         ),
                         pool,
-                        stats: [const { AtomicU64::new(0) }; NR_STATS],
+                        stats: PwqStats::new(),
                         mayday_queued: AtomicBool::new(false),
                         flags,
                     })
@@ -502,7 +529,7 @@ impl Workqueue {
             flush_mutex: Mutex::new(()),
             flush_wq: WaitQueue::new(),
             flush_pending: AtomicUsize::new(0),
-            maydays: SpinLock::new(VecDeque::new()),
+            maydays: SpinLock::ranked("maydays", crate::RANK_MAYDAY, VecDeque::new()),
             mayday_wq: WaitQueue::new(),
             rescuer: spin::Once::new(),
         });
@@ -541,17 +568,23 @@ impl Workqueue {
 
     /// Queue `work` on the calling CPU's pool (Linux `queue_work`): false if
     /// it is already pending, or refused (a warning says why).
+    ///
+    /// Context: any (interrupt context included). Return: true if queued.
     pub fn queue(&self, work: &Work) -> bool {
         self.try_queue_on(None, work).unwrap_or(false)
     }
 
     /// Queue `work` on `cpu`'s pool (Linux `queue_work_on`).
+    ///
+    /// Context: any. Return: true if queued.
     pub fn queue_on(&self, cpu: usize, work: &Work) -> bool {
         self.try_queue_on(Some(cpu), work).unwrap_or(false)
     }
 
     /// Like [`Workqueue::queue_on`] (`cpu` None: the calling CPU), telling
     /// why an item was refused: `Ok(false)` if it was already pending.
+    ///
+    /// Context: any. Return: `Ok(true)` if queued, `Ok(false)` if already pending, the reason if refused.
     pub fn try_queue_on(&self, cpu: Option<usize>, work: &Work) -> core::result::Result<bool, QueueError> {
         if let Some(c) = cpu
             && c >= port().cpu_count()
@@ -568,12 +601,16 @@ impl Workqueue {
 
     /// Queue `dwork` after `delay_ns` (Linux `queue_delayed_work`); false if
     /// it is already pending. A zero delay queues at once.
+    ///
+    /// Context: any. Return: true if queued or armed.
     pub fn queue_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
         self.queue_delayed_on(None, dwork, delay_ns)
     }
 
     /// Queue `dwork` on `cpu` after `delay_ns` (Linux
     /// `queue_delayed_work_on`).
+    ///
+    /// Context: any. Return: true if queued or armed.
     pub fn queue_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
         if cpu.is_some_and(|c| c >= port().cpu_count()) {
             warn(&format!("{} refused on '{}': no CPU {:?}", dwork.work.0.name, self.0.name, cpu));
@@ -600,11 +637,15 @@ impl Workqueue {
 
     /// Set `dwork` to run `delay_ns` from now, whether it was pending or
     /// not (Linux `mod_delayed_work`): true if it was pending.
+    ///
+    /// Context: any. Return: true if it was pending.
     pub fn mod_delayed(&self, dwork: &DelayedWork, delay_ns: u64) -> bool {
         self.mod_delayed_on(None, dwork, delay_ns)
     }
 
     /// [`Workqueue::mod_delayed`] on `cpu` (Linux `mod_delayed_work_on`).
+    ///
+    /// Context: any (it may wait for a concurrent queueing of the same item to finish). Return: true if it was pending.
     pub fn mod_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
         let w = &dwork.work.0;
         if w.disable.load(Ordering::Acquire) > 0 {
@@ -619,7 +660,11 @@ impl Workqueue {
     /// Wait until every item queued before the call has run (Linux
     /// `flush_workqueue`). Called from one of the queue's own items it would
     /// wait for itself: that is reported as a deadlock and not waited.
+    ///
+    /// Context: may sleep. Return: `Ok`, or `EPERM` for a flush from the queue's own item.
+    #[track_caller]
     pub fn flush(&self) -> Result<()> {
+        might_sleep();
         let wq = &self.0;
         if in_own_item(wq) {
             let name = current_worker().map_or("an item", |w| current_item_name(&w));
@@ -653,6 +698,8 @@ impl Workqueue {
     }
 
     /// Is anything queued, deferred or running on the queue?
+    ///
+    /// Context: any.
     pub fn is_busy(&self) -> bool {
         self.0.pwqs.iter().any(|pwq| {
             let g = pwq.pool.st.lock();
@@ -664,7 +711,11 @@ impl Workqueue {
     /// Flush until the queue is empty; meanwhile only the queue's own items
     /// may queue on it (Linux `drain_workqueue`). Warns if it does not
     /// drain after [`DRAIN_WARN_AFTER`] flushes.
+    ///
+    /// Context: may sleep. Return: as [`Workqueue::flush`].
+    #[track_caller]
     pub fn drain(&self) -> Result<()> {
+        might_sleep();
         self.0.draining.fetch_add(1, Ordering::AcqRel);
         let mut tries = 0;
         let r = loop {
@@ -686,7 +737,11 @@ impl Workqueue {
     /// Drain the queue, stop its rescuer, and refuse anything queued after
     /// (with a warning and [`QueueError::Destroyed`]). Linux
     /// `destroy_workqueue`.
+    ///
+    /// Context: may sleep. Return: as [`Workqueue::drain`].
+    #[track_caller]
     pub fn destroy(self) -> Result<()> {
+        might_sleep();
         self.drain()?;
         self.0.destroyed.store(true, Ordering::Release);
         if let Some((t, _)) = self.0.rescuer.get() {
@@ -710,12 +765,19 @@ impl Work {
     /// Wait for the instance queued or running now (Linux `flush_work`):
     /// true if it waited. Flushing an item from itself is reported as a
     /// deadlock and not waited.
+    ///
+    /// Context: may sleep. Return: true if it waited.
+    #[track_caller]
     pub fn flush(&self) -> bool {
+        might_sleep();
         flush_work_inner(&self.0)
     }
 
     /// Cancel the pending instance without waiting for a running one
     /// (Linux `cancel_work`); true if it was pending.
+    ///
+    /// Context: any; it may wait for a concurrent queueing of the same item
+    /// to finish. Return: true if it was pending.
     pub fn cancel(&self) -> bool {
         let was = grab_pending(&self.0);
         self.0.release();
@@ -725,7 +787,11 @@ impl Work {
     /// Cancel the pending instance and wait for a running one (Linux
     /// `cancel_work_sync`); true if it was pending. The item cannot be
     /// queued again while this waits.
+    ///
+    /// Context: may sleep. Return: true if it was pending.
+    #[track_caller]
     pub fn cancel_sync(&self) -> bool {
+        might_sleep();
         cancel_sync_inner(&self.0)
     }
 }
@@ -733,12 +799,19 @@ impl Work {
 impl DelayedWork {
     /// Queue it now if its timer is pending, then wait for it (Linux
     /// `flush_delayed_work`).
+    ///
+    /// Context: may sleep. Return: true if it waited.
+    #[track_caller]
     pub fn flush(&self) -> bool {
+        might_sleep();
         let w = &self.work.0;
-        if let Some(d) = &w.delayed
-            && d.timer.cancel()
-            && let Some((wq, cpu)) = d.target.lock().take()
-        {
+        // The target is taken out before queueing: its lock is a leaf and
+        // must not be held while the pool lock is taken.
+        let target = match &w.delayed {
+            Some(d) if d.timer.cancel() => d.target.lock().take(),
+            _ => None,
+        };
+        if let Some((wq, cpu)) = target {
             if let Some(wq) = wq.upgrade() {
                 let _ = queue_claimed(&wq, cpu, w);
             } else {
@@ -750,12 +823,18 @@ impl DelayedWork {
 
     /// Cancel (timer or queue) and wait for a running instance (Linux
     /// `cancel_delayed_work_sync`); true if it was pending.
+    ///
+    /// Context: may sleep. Return: true if it was pending.
+    #[track_caller]
     pub fn cancel_sync(&self) -> bool {
+        might_sleep();
         cancel_sync_inner(&self.work.0)
     }
 
     /// Cancel without waiting (Linux `cancel_delayed_work`); true if it was
     /// pending.
+    ///
+    /// Context: any. Return: true if it was pending.
     pub fn cancel(&self) -> bool {
         self.work.cancel()
     }

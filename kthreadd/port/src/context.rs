@@ -17,7 +17,7 @@
 //! atomic"), which a warning cannot make safe.
 
 use core::panic::Location;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::sync::SpinLock;
 
@@ -67,24 +67,71 @@ pub const REPORTS_PRINTED: u64 = 32;
 /// After [`REPORTS_PRINTED`], one report in this many is printed.
 pub const REPORTS_PRINT_EVERY: u64 = 1024;
 
+/// Reports kept for [`reports_since`] (the latest ones).
+pub const REPORTS_KEPT: usize = 16;
+
 static REPORTS: AtomicU64 = AtomicU64::new(0);
-static LAST: SpinLock<Option<Report>> = SpinLock::new(None);
+
+/// Until the host kernel says its scheduler runs ([`scheduling_started`]),
+/// the boot CPU calls sleeping APIs with interrupts off while nothing else
+/// can run: not reported (Linux skips the check before `SYSTEM_SCHEDULING`).
+static BOOTING: AtomicBool = AtomicBool::new(true);
+
+/// The host kernel's scheduler runs: from now on [`might_sleep`] reports.
+/// Ports call it once, when boot code stops calling subsystem APIs from
+/// its interrupts-off boot context.
+pub fn scheduling_started() {
+    BOOTING.store(false, Ordering::Release);
+}
+
+/// Id of a context that asked to be treated as atomic by [`might_sleep`]
+/// ([`as_if_atomic`]; 0: none).
+static AS_IF_ATOMIC: AtomicUsize = AtomicUsize::new(0);
+
+/// The latest reports, by number (a ring of [`REPORTS_KEPT`]).
+struct Log {
+    ring: [Option<(u64, Report)>; REPORTS_KEPT],
+}
+
+static LOG: SpinLock<Log> =
+    SpinLock::ranked("might_sleep reports", crate::sync::rank::REPORTS, Log { ring: [None; REPORTS_KEPT] });
 
 /// Report the caller if it may not sleep (Linux `might_sleep`). The first
 /// statement of every API that may sleep; `#[track_caller]` all the way
 /// up, so the report names the line that called the sleeping API.
 ///
-/// Context: any. Does nothing before a port is installed.
+/// Context: any. Does nothing before a port is installed and until the port
+/// says its scheduler runs ([`scheduling_started`]).
 #[track_caller]
 #[inline]
 pub fn might_sleep() {
-    if !crate::installed() {
+    if !crate::installed() || BOOTING.load(Ordering::Relaxed) {
         return;
     }
-    let ctx = crate::port().atomic_context();
+    let p = crate::port();
+    let ctx = p.atomic_context();
     if !ctx.may_sleep() {
         report(Location::caller(), ctx);
+    } else if AS_IF_ATOMIC.load(Ordering::Relaxed) != 0 && AS_IF_ATOMIC.load(Ordering::Acquire) == p.current_id() {
+        report(Location::caller(), AtomicContext { preempt_count: 1, ..ctx });
     }
+}
+
+/// Run `f` with [`might_sleep`] treating the caller as atomic (preemption
+/// count 1) while it really may sleep: how a test proves that an API which
+/// always blocks reports its caller on entry, without blocking in atomic
+/// context for real. One context at a time; a test hook, not for kernel
+/// code.
+///
+/// Context: may sleep.
+pub fn as_if_atomic<R>(f: impl FnOnce() -> R) -> R {
+    let me = crate::port().current_id();
+    while AS_IF_ATOMIC.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        crate::port().yield_now();
+    }
+    let r = f();
+    AS_IF_ATOMIC.store(0, Ordering::Release);
+    r
 }
 
 #[cold]
@@ -92,8 +139,14 @@ pub fn might_sleep() {
 fn report(location: &'static Location<'static>, context: AtomicContext) {
     let p = crate::port();
     let task = p.current_id();
-    let n = REPORTS.fetch_add(1, Ordering::AcqRel) + 1;
-    *LAST.lock() = Some(Report { location, context, task });
+    let report = Report { location, context, task };
+    let n = {
+        // Numbered under the log's lock, so the ring holds the latest ones.
+        let mut log = LOG.lock();
+        let n = REPORTS.fetch_add(1, Ordering::AcqRel) + 1;
+        log.ring[(n % REPORTS_KEPT as u64) as usize] = Some((n, report));
+        n
+    };
     if n <= REPORTS_PRINTED || n.is_multiple_of(REPORTS_PRINT_EVERY) {
         p.console_line(&alloc::format!(
             "# BUG: sleeping function called from invalid context at {}:{}",
@@ -120,10 +173,21 @@ pub fn reports() -> u64 {
 
 /// The latest report.
 pub fn last_report() -> Option<Report> {
-    *LAST.lock()
+    let log = LOG.lock();
+    log.ring.iter().flatten().max_by_key(|(n, _)| *n).map(|(_, r)| *r)
+}
+
+/// The reports made after the first `count` (as [`reports`] returned it),
+/// oldest first, as far as the log still holds them.
+pub fn reports_since(count: u64) -> alloc::vec::Vec<Report> {
+    let log = LOG.lock();
+    let mut v: alloc::vec::Vec<(u64, Report)> =
+        log.ring.iter().flatten().filter(|(n, _)| *n > count).copied().collect();
+    v.sort_by_key(|(n, _)| *n);
+    v.into_iter().map(|(_, r)| r).collect()
 }
 
 /// May the caller sleep (no report)?
 pub fn may_sleep() -> bool {
-    !crate::installed() || crate::port().atomic_context().may_sleep()
+    !crate::installed() || BOOTING.load(Ordering::Relaxed) || crate::port().atomic_context().may_sleep()
 }

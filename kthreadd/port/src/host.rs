@@ -605,6 +605,7 @@ pub fn install_host_port(cpus: usize) -> &'static HostPort {
     let p: &'static HostPort = INSTALLED.get_or_init(|| Box::leak(Box::new(HostPort::new(cpus))));
     port::install(p);
     crate::harness::install(p);
+    crate::context::scheduling_started();
     static ENV: OnceLock<HostLockEnv> = OnceLock::new();
     crate::sync::set_lock_env(ENV.get_or_init(|| HostLockEnv(p)));
     p
@@ -748,6 +749,15 @@ impl Port for HostPort {
             hardirq: t.irq.get() != 0,
             softirq: false,
         })
+    }
+
+    /// A word per OS thread (= per context here), leaked once per thread.
+    fn lock_ranks(&self) -> Option<&'static core::sync::atomic::AtomicU32> {
+        std::thread_local! {
+            static RANKS: &'static core::sync::atomic::AtomicU32 =
+                Box::leak(Box::new(core::sync::atomic::AtomicU32::new(0)));
+        }
+        Some(RANKS.with(|r| *r))
     }
 
     fn now_ns(&self) -> u64 {

@@ -371,6 +371,13 @@ pub trait Port: Send + Sync {
     fn in_irq(&self) -> bool {
         self.atomic_context().hardirq
     }
+    /// The calling context's word of held lock ranks, for the debug-build
+    /// lock-order check ([`sync::rank`]); `None` (the default) turns the
+    /// check off. It must follow the context, not the CPU, wherever a
+    /// holder of a ranked lock can be interrupted by code that takes one.
+    fn lock_ranks(&self) -> Option<&'static core::sync::atomic::AtomicU32> {
+        None
+    }
 
     // --- time ---
 

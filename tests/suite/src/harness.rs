@@ -151,6 +151,7 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
     }));
     watchdog.arm(p.now_ns() + timeout as u64 * 1_000_000_000, Some(0));
 
+    let reports_before = kport::context::reports();
     let result: Arc<SpinLock<Option<Result<(), Failure>>>> = Arc::new(SpinLock::new(None));
     let done = Arc::new(Completion::new());
     let (r2, d2) = (result.clone(), done.clone());
@@ -188,6 +189,15 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
     };
     watchdog.cancel_sync();
     CURRENT.store(core::ptr::null_mut(), Ordering::Release);
+    // A sleeping call from atomic context is a bug even when it did not
+    // block this time: fail the case that made it.
+    let reports = kport::context::reports() - reports_before;
+    if r.is_ok() && reports > 0 && !case.may_report {
+        let first = kport::context::reports_since(reports_before)
+            .first()
+            .map_or(String::from("(no longer logged)"), |r| format!("{}:{}", r.location.file(), r.location.line()));
+        return Err(Failure::Fail(format!("{reports} might_sleep report(s) during the case, the first at {first}")));
+    }
     r
 }
 

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod harness;
 pub mod kthread;
 pub mod kthread_worker;
+pub mod might_sleep;
 pub mod port_api;
 pub mod rng;
 pub mod torture;
@@ -55,6 +56,9 @@ pub struct TestCase {
     pub timeout_s: u32,
     /// Runs only when its suite is named in `tests=` (deliberate faults).
     pub explicit: bool,
+    /// Makes `might_sleep` reports on purpose (otherwise a report during the
+    /// case fails it).
+    pub may_report: bool,
     /// The case.
     pub func: fn(&mut Ctx) -> TestResult,
 }
@@ -62,7 +66,7 @@ pub struct TestCase {
 impl TestCase {
     /// A plain test case with default settings.
     pub const fn new(suite: &'static str, name: &'static str, func: fn(&mut Ctx) -> TestResult) -> Self {
-        TestCase { suite, name, bench: false, min_cpus: 1, timeout_s: 0, explicit: false, func }
+        TestCase { suite, name, bench: false, min_cpus: 1, timeout_s: 0, explicit: false, may_report: false, func }
     }
 }
 

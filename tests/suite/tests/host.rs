@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 4] = ["port", "kthread", "kthread_worker", "workqueue"];
+const SUITES: [&str; 5] = ["port", "kthread", "kthread_worker", "workqueue", "might_sleep"];
 
 fn args() -> Args {
     Args { tests: SUITES.iter().map(|s| (*s).into()).collect(), ..Default::default() }

@@ -20,6 +20,7 @@
 pub mod atomic;
 mod locked_by;
 mod mutex;
+pub mod rank;
 mod spin;
 mod wait;
 

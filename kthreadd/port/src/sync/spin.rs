@@ -199,6 +199,10 @@ impl RawSpin {
 pub struct SpinLock<T: ?Sized, G: GuardPolicy = IrqSave> {
     raw: RawSpin,
     name: &'static str,
+    /// Place in the lock order (0: not checked); see [`super::rank`]. Read
+    /// only by the debug-build check.
+    #[cfg_attr(not(debug_assertions), allow(dead_code))]
+    rank: u8,
     _policy: PhantomData<fn() -> G>,
     data: UnsafeCell<T>,
 }
@@ -219,7 +223,15 @@ impl<T> SpinLock<T> {
 impl<T, G: GuardPolicy> SpinLock<T, G> {
     /// A new unlocked lock; `name` appears in contention warnings.
     pub const fn named(name: &'static str, data: T) -> Self {
-        SpinLock { raw: RawSpin::new(), name, _policy: PhantomData, data: UnsafeCell::new(data) }
+        Self::ranked(name, 0, data)
+    }
+
+    /// A new unlocked lock with a place in the lock order: in debug builds,
+    /// taking it while holding a lock of the same or a higher rank panics
+    /// with both names (see [`super::rank`]).
+    pub const fn ranked(name: &'static str, rank: u8, data: T) -> Self {
+        assert!((rank as u32) < u32::BITS, "lock ranks are 1..=31");
+        SpinLock { raw: RawSpin::new(), name, rank, _policy: PhantomData, data: UnsafeCell::new(data) }
     }
 
     /// Consume the lock, returning the data.
@@ -236,6 +248,8 @@ impl<T: ?Sized, G: GuardPolicy> SpinLock<T, G> {
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T, G> {
         let saved = G::enter();
+        #[cfg(debug_assertions)]
+        super::rank::acquire(self.rank, self.name, Location::caller());
         self.raw.acquire(G::owner_tag(), Location::caller(), self.name);
         SpinLockGuard { lock: self, saved }
     }
@@ -246,6 +260,8 @@ impl<T: ?Sized, G: GuardPolicy> SpinLock<T, G> {
         let saved = G::enter();
         if self.raw.try_acquire(G::owner_tag()) {
             let site = Location::caller();
+            #[cfg(debug_assertions)]
+            super::rank::acquire(self.rank, self.name, site);
             self.raw.owner.store(site as *const Location<'static> as *mut Location<'static>, Ordering::Relaxed);
             Some(SpinLockGuard { lock: self, saved })
         } else {
@@ -355,6 +371,8 @@ impl<T: ?Sized, G: GuardPolicy> DerefMut for SpinLockGuard<'_, T, G> {
 impl<T: ?Sized, G: GuardPolicy> Drop for SpinLockGuard<'_, T, G> {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        super::rank::release(self.lock.rank);
         self.lock.raw.release();
         G::exit(self.saved);
     }

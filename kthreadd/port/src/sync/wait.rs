@@ -21,7 +21,7 @@ impl Default for WaitQueue {
 impl WaitQueue {
     /// An empty queue.
     pub const fn new() -> Self {
-        WaitQueue { waiters: SpinLock::new(VecDeque::new()) }
+        WaitQueue { waiters: SpinLock::ranked("wait queue", super::rank::WAITQUEUE, VecDeque::new()) }
     }
 
     fn enqueue_self(&self, me: &TaskRef, state: SleepState, wchan: &'static str) {
