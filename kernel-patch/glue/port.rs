@@ -1,4 +1,4 @@
-//! `kthreadd::port::Port` over Redox's own primitives.
+//! `kport::Port` (the kthreadd project's port) over Redox's own primitives.
 //!
 //! * A port context is a kernel-only Redox context from [`context::spawn`], without a user
 //!   address space, named `[name]`. Its port record ([`Task`]) hangs off `Context::kthread`; the

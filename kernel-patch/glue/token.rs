@@ -12,11 +12,12 @@
 //!
 //! * **Lent tokens.** Redox code that has a token and calls into the subsystem lends it for the
 //!   length of that call with [`lend`]: the hooks in `tick()` (port timers), the wake-up IPI
-//!   handler (`call_on_cpu` functions), `switch()` (the workqueue's scheduler callbacks),
-//!   `kmain` (starting the subsystem) and `kmain_ap`. The per-CPU slot holds a pointer to the
-//!   lender's token. None of these calls can switch away from the CPU (the callbacks run in
-//!   interrupt context or with the preempt count raised, and `might_sleep` refuses to sleep with
-//!   a token lent), so the lender's frame and CPU outlive every use of the pointer.
+//!   handler (`call_on_cpu` functions), `switch()` (the workqueue's scheduler callbacks, a CPU's
+//!   first switch), `kmain` (starting the subsystem) and the `sys:kthread` read. The per-CPU
+//!   slot holds a pointer to the lender's token. None of these calls can switch away from the
+//!   CPU (the callbacks run in interrupt context or with the preempt count raised, and the
+//!   port's `schedule` refuses to switch with a token lent), so the lender's frame and CPU
+//!   outlive every use of the pointer.
 //! * **A kernel thread's own token.** A context spawned by the port creates its token once, at
 //!   its entry (`port::kthread_main`), where it holds no lock exactly as a syscall entry does,
 //!   and keeps it in its port record (`Task`) for its whole life. A port call made by that thread
@@ -69,7 +70,8 @@ pub fn lent_here() -> bool {
 }
 
 /// Lend `token` to the port calls that `f` makes on this CPU. `f` must not switch away (see the
-/// module documentation); `super::port::might_sleep` enforces it.
+/// module documentation); the port's `schedule`, `yield_now` and `exit_current` panic if asked
+/// to while a token is lent.
 pub fn lend<R>(token: &mut CleanLockToken, f: impl FnOnce() -> R) -> R {
     let cell = slot();
     let before = cell.replace(Slot::Lent(NonNull::from(token)));
