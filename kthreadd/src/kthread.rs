@@ -51,27 +51,36 @@ enum Exit {
     NeverRan,
 }
 
-/// The shared state of one kernel thread (Linux `struct kthread`).
+/// The shared state of one kernel thread (Linux `struct kthread`). Tags as
+/// in the crate documentation's legend.
 pub(crate) struct Inner {
+    /// A: the control word (stop/park/start protocol, [`state`]).
     pub(crate) ctl: Control,
-    /// The full name; the listed name is its first [`COMM_LEN`] bytes.
+    /// I: the full name; the listed name is its first [`COMM_LEN`] bytes.
     pub(crate) full_name: String,
+    /// I: the listed name.
     pub(crate) comm: String,
-    /// Set once kthreadd created the context.
+    /// O: set once kthreadd created the context.
     pub(crate) task: spin::Once<TaskRef>,
-    /// Id of the creating thread (kthreadd, or 0 for kthreadd itself).
+    /// I: id of the creating thread (kthreadd, or 0 for kthreadd itself).
     pub(crate) parent: usize,
-    /// The bound CPU of a per-CPU thread.
+    /// I: the bound CPU of a per-CPU thread.
     pub(crate) cpu: usize,
+    /// Own lock (leaf): the function, taken by the thread at its start.
     func: SpinLock<Option<ThreadFn>>,
+    /// Own lock (leaf): how it ended.
     exit: SpinLock<Option<Exit>>,
+    /// Completed once `exit` is set (stoppers wait on it).
     exited: Completion,
+    /// Completed while it sits parked (parkers wait on it).
     parked: Completion,
-    /// The creator's data for the thread (Linux `kthread_data`).
+    /// I: the creator's data for the thread (Linux `kthread_data`).
     user_data: Option<Arc<dyn Any + Send + Sync>>,
-    /// What the thread was spawned with (affinity, priority, hooks).
+    /// I: what the thread was spawned with.
     affinity: CpuMask,
+    /// I: its priority level.
     priority: Priority,
+    /// I: call the workqueue's scheduler hooks for it.
     worker_hooks: bool,
 }
 
@@ -194,8 +203,8 @@ impl Builder {
             task: spin::Once::new(),
             parent: kthreadd_id(),
             cpu: self.per_cpu.unwrap_or(0),
-            func: SpinLock::new(Some(self.func)),
-            exit: SpinLock::new(None),
+            func: SpinLock::ranked("kthread fn", crate::RANK_LEAF, Some(self.func)),
+            exit: SpinLock::ranked("kthread exit", crate::RANK_LEAF, None),
             exited: Completion::new(),
             parked: Completion::new(),
             user_data: self.user_data,
@@ -604,8 +613,11 @@ struct Kthreadd {
     me: spin::Once<Arc<Inner>>,
 }
 
-static KTHREADD: Kthreadd =
-    Kthreadd { queue: SpinLock::new(VecDeque::new()), wq: WaitQueue::new(), me: spin::Once::new() };
+static KTHREADD: Kthreadd = Kthreadd {
+    queue: SpinLock::ranked("kthreadd queue", crate::RANK_KTHREADD, VecDeque::new()),
+    wq: WaitQueue::new(),
+    me: spin::Once::new(),
+};
 
 /// Id of kthreadd (0 before [`init`]).
 pub fn kthreadd_id() -> usize {
@@ -639,7 +651,11 @@ fn create_through_kthreadd(k: &Arc<Inner>) -> Result<()> {
         // kthreadd itself creating (or a request from its own context).
         return spawn_now(k);
     }
-    let req = Arc::new(Request { inner: k.clone(), result: SpinLock::new(None), done: Completion::new() });
+    let req = Arc::new(Request {
+        inner: k.clone(),
+        result: SpinLock::ranked("kthread request", crate::RANK_LEAF, None),
+        done: Completion::new(),
+    });
     KTHREADD.queue.lock().push_back(req.clone());
     KTHREADD.wq.wake_all();
     req.done.wait("kthread_create");
@@ -676,8 +692,8 @@ pub fn init() -> Result<Kthread> {
         task: spin::Once::new(),
         parent: 0,
         cpu: 0,
-        func: SpinLock::new(Some(Box::new(kthreadd_main))),
-        exit: SpinLock::new(None),
+        func: SpinLock::ranked("kthread fn", crate::RANK_LEAF, Some(Box::new(kthreadd_main))),
+        exit: SpinLock::ranked("kthread exit", crate::RANK_LEAF, None),
         exited: Completion::new(),
         parked: Completion::new(),
         user_data: None,

@@ -32,36 +32,46 @@ use kport::{EINVAL, Error, PortTimer, Result, port};
 pub struct KthreadWork(Arc<KthreadWorkInner>);
 
 struct KthreadWorkInner {
+    /// I: the function.
     func: Box<dyn Fn() + Send + Sync>,
-    /// The worker it was last queued on.
+    /// Own lock (rank `RANK_KTW_ITEM`): the worker it was last queued on.
     on: SpinLock<Option<Weak<WorkerShared>>>,
 }
 
-/// Per-item state kept under the worker's lock, keyed by the item.
+/// An entry of a worker's list (owned by the list: `L:`).
 struct Queued {
+    /// L: the item.
     work: Arc<KthreadWorkInner>,
-    /// A flush marker: completing it signals the flusher.
+    /// L: a flush marker: completing it signals the flusher.
     marker: Option<Arc<Completion>>,
 }
 
+/// A worker's lists, inside its lock (every field `L:`).
 struct WorkerLists {
+    /// L: queued items and flush markers, in order.
     list: VecDeque<Queued>,
-    /// The item running now.
+    /// L: the item running now.
     current: Option<Arc<KthreadWorkInner>>,
-    /// Items with a pending (queued or timer-armed) instance.
+    /// L: items with a pending (queued or timer-armed) instance.
     pending: alloc::vec::Vec<Arc<KthreadWorkInner>>,
-    /// Items being cancelled (refuse queueing).
+    /// L: items being cancelled (refuse queueing).
     canceling: alloc::vec::Vec<Arc<KthreadWorkInner>>,
-    /// Destroy began: refuse new items.
+    /// L: destroy began: refuse new items.
     dying: bool,
 }
 
+/// A worker's shared state.
 struct WorkerShared {
+    /// The worker lock (rank `RANK_KTW_WORKER`; the timer callback takes it
+    /// in interrupt context) and what it protects.
     state: SpinLock<WorkerLists>,
+    /// The thread sleeps here for items.
     wq: WaitQueue,
     /// Signalled whenever the current item finishes.
     idle: WaitQueue,
+    /// O: its thread.
     thread: spin::Once<Kthread>,
+    /// I: its name.
     name: alloc::string::String,
 }
 
@@ -91,7 +101,10 @@ fn remove(v: &mut alloc::vec::Vec<Arc<KthreadWorkInner>>, w: &Arc<KthreadWorkInn
 impl KthreadWork {
     /// A work item running `f` (Linux `kthread_init_work`).
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
-        KthreadWork(Arc::new(KthreadWorkInner { func: Box::new(f), on: SpinLock::new(None) }))
+        KthreadWork(Arc::new(KthreadWorkInner {
+            func: Box::new(f),
+            on: SpinLock::ranked("kthread_work", crate::RANK_KTW_ITEM, None),
+        }))
     }
 }
 
@@ -108,7 +121,8 @@ impl KthreadDelayedWork {
     /// A delayed work item running `f` (Linux `kthread_init_delayed_work`).
     pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
         let work = KthreadWork::new(f);
-        let target: Arc<SpinLock<Option<Weak<WorkerShared>>>> = Arc::new(SpinLock::new(None));
+        let target: Arc<SpinLock<Option<Weak<WorkerShared>>>> =
+            Arc::new(SpinLock::ranked("kthread_delayed_work target", crate::RANK_LEAF, None));
         let (w, t) = (work.0.clone(), target.clone());
         let timer = port().timer(Arc::new(move || {
             // Interrupt context: move the item to its worker's list.
@@ -221,13 +235,17 @@ impl KthreadWorker {
     fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>) -> Result<KthreadWorker> {
         let name = alloc::fmt::format(name);
         let inner = Arc::new(WorkerShared {
-            state: SpinLock::new(WorkerLists {
-                list: VecDeque::new(),
-                current: None,
-                pending: alloc::vec::Vec::new(),
-                canceling: alloc::vec::Vec::new(),
-                dying: false,
-            }),
+            state: SpinLock::ranked(
+                "kthread_worker",
+                crate::RANK_KTW_WORKER,
+                WorkerLists {
+                    list: VecDeque::new(),
+                    current: None,
+                    pending: alloc::vec::Vec::new(),
+                    canceling: alloc::vec::Vec::new(),
+                    dying: false,
+                },
+            ),
             wq: WaitQueue::new(),
             idle: WaitQueue::new(),
             thread: spin::Once::new(),
@@ -368,7 +386,10 @@ impl KthreadWorker {
     pub fn flush(&self) {
         kport::might_sleep();
         let done = Arc::new(Completion::new());
-        let anchor = Arc::new(KthreadWorkInner { func: Box::new(|| {}), on: SpinLock::new(None) });
+        let anchor = Arc::new(KthreadWorkInner {
+            func: Box::new(|| {}),
+            on: SpinLock::ranked("kthread_work", crate::RANK_KTW_ITEM, None),
+        });
         self.0.state.lock().list.push_back(Queued { work: anchor, marker: Some(done.clone()) });
         self.0.wake_thread();
         done.wait("kthread_flush_worker");

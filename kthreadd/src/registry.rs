@@ -13,7 +13,7 @@ use kport::sync::SpinLock;
 /// create/stop cycles leave the heap where it was).
 const RESERVE: usize = 256;
 
-static THREADS: SpinLock<Vec<Weak<Inner>>> = SpinLock::new(Vec::new());
+static THREADS: SpinLock<Vec<Weak<Inner>>> = SpinLock::ranked("kthread registry", crate::RANK_LEAF, Vec::new());
 
 /// Record a new thread (dropping entries of threads gone since).
 pub(crate) fn add(k: &Arc<Inner>) {

@@ -45,7 +45,7 @@ struct Kind {
 }
 
 /// Every registered kind, in registration order.
-static KINDS: SpinLock<Vec<Arc<SpinLock<Kind>>>> = SpinLock::new(Vec::new());
+static KINDS: SpinLock<Vec<Arc<SpinLock<Kind>>>> = SpinLock::ranked("smpboot kinds", crate::RANK_SMPBOOT, Vec::new());
 static HOOKS_INSTALLED: spin::Once<()> = spin::Once::new();
 
 struct Hotplug;
@@ -161,7 +161,7 @@ pub fn register(desc: Arc<dyn PercpuThread>) -> Result<Registration> {
             t.unpark();
         }
     }
-    let kind = Arc::new(SpinLock::new(Kind { desc, threads }));
+    let kind = Arc::new(SpinLock::ranked("smpboot kind", crate::RANK_SMPBOOT_KIND, Kind { desc, threads }));
     KINDS.lock().push(kind.clone());
     Ok(Registration { kind })
 }
