@@ -39,6 +39,7 @@ use core::{
 #[cfg(feature = "ktests")]
 use kport::harness;
 use kport::{
+    context::scheduling_started,
     install, installed,
     sync::{Completion, WaitQueue},
     CpuMask, Error, Port as _, Priority, Result, SpawnSpec, EINVAL,
@@ -441,6 +442,8 @@ pub fn init(token: &mut CleanLockToken) {
             Err(e) => panic!("kthread: cannot spawn [kthread-boot]: {e:?}"),
         }
     });
+    // From here on no boot code calls the subsystem with interrupts off: `might_sleep` reports.
+    scheduling_started();
 }
 
 /// The first `switch()` on a CPU (an application processor entering its idle loop after
