@@ -283,11 +283,20 @@ fn wake_task(task: &Task, mask: u8) -> bool {
                 // for a running context, and its switch sees it runnable and keeps it queued.
                 return true;
             }
-            (guard.cpu_id, from_cpu_set(&guard.sched_affinity))
+            let allowed = from_cpu_set(&guard.sched_affinity);
+            if let Some(only) = CpuMask(allowed & present()).single() {
+                // Bound: nothing to choose, and `cpu_id` already names that CPU (set at spawn,
+                // by `set_affinity` and by every switch to it).
+                drop(guard);
+                let cpu = LogicalCpuId::new(only as u32);
+                wakeup_context(&ctx, Some(cpu), &mut token.downgrade());
+                return true;
+            }
+            (guard.cpu_id, allowed)
         };
         // Runnable now but on no run queue, and nobody else queues it (its state is RUNNING, so
-        // other wake-ups stop above): choosing its CPU with its lock released lets the idle test
-        // try-lock other CPUs' idle contexts without holding two context locks.
+        // other wake-ups stop above): its CPU is chosen with its lock released, so that the idle
+        // test can try-lock other CPUs' idle contexts without holding two context locks.
         let mut cpu = pick_cpu(token, last, allowed);
         {
             let mut guard = ctx.write(token.token());
