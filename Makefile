@@ -30,11 +30,13 @@ test: deps host-test loom guest-test
 host-test:
 	$(CARGO) test --workspace
 
-# Model checks of the lock-free protocols (loom explores every interleaving
-# up to a preemption bound); a separate target dir keeps --cfg loom apart.
+# Model checks (loom explores every interleaving up to a preemption bound)
+# of the crates' own code: the `loom` feature swaps their protocol atomics
+# for loom's and adds a mock port. A separate target dir keeps the feature
+# build apart from the normal one.
 loom:
-	RUSTFLAGS="--cfg loom" $(CARGO) test -p kthreadd --test loom_kthread --release --target-dir target/loom
-	RUSTFLAGS="--cfg loom" $(CARGO) test -p workqueue --test loom_nonreentrancy --release --target-dir target/loom
+	$(CARGO) test -p kthreadd --features loom --test loom_kthread --release --target-dir target/loom
+	$(CARGO) test -p workqueue --features loom --test loom_workqueue --release --target-dir target/loom
 
 guest-test:
 	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)
@@ -60,6 +62,7 @@ clippy:
 	@scripts/ensure-deps.sh --check --no-qemu
 	$(CARGO) clippy --workspace -- -D warnings
 	$(CARGO) clippy --workspace $(KERNEL_EXCLUDES) --all-targets -- -D warnings
+	$(CARGO) clippy -p kport -p kthreadd -p workqueue --features loom --all-targets --target-dir target/loom -- -D warnings
 	cd testkernel && $(CARGO) clippy --release -- -D warnings
 
 redzone: kernel

@@ -81,6 +81,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "loom")]
+pub mod model;
 mod pool;
 mod stats;
 mod watchdog;

@@ -196,6 +196,19 @@ pub(crate) fn all_pools() -> Vec<Arc<Pool>> {
     POOLS.lock().clone()
 }
 
+/// Forget every pool (loom models only: each iteration starts afresh).
+#[cfg(feature = "loom")]
+pub(crate) fn model_reset() {
+    POOLS.lock().clear();
+}
+
+/// A bound pool without workers (loom models only).
+#[cfg(feature = "loom")]
+pub(crate) fn model_add_pool(cpu: usize, highpri: bool, mask: CpuMask) {
+    let p = new_pool(Some(cpu), highpri, mask);
+    POOLS.lock().push(p);
+}
+
 /// The bound pool of `cpu`.
 pub(crate) fn percpu_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
     pool_by_id(2 * cpu + usize::from(highpri))

@@ -12,9 +12,10 @@
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::SpinLock;
+// The protocol atomics: loom's under the `loom` feature.
+use kport::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kport::{PortTimer, port};
 
 use crate::wq::WqInner;
@@ -32,10 +33,13 @@ pub(crate) struct WorkInner {
     pub(crate) func: Box<dyn Fn() + Send + Sync>,
     /// I: its name in reports.
     pub(crate) name: &'static str,
-    /// A: set by whoever claims the one pending instance (queue, a timer
-    /// arming, a canceller grabbing it); cleared when a worker starts the
-    /// instance or the claimer gives it back.
-    pub(crate) pending: AtomicBool,
+    /// A: the pending bit ([`PENDING`]) and, above it, the number of the
+    /// latest instance. The bit is set by whoever claims the one pending
+    /// instance (queue, a timer arming, a canceller grabbing it) and cleared
+    /// when a worker starts the instance or the claimer gives it back; a
+    /// queueing sets it and numbers the new instance in one step, so a
+    /// flusher that sees the bit sees the number of the instance it means.
+    pub(crate) state: AtomicU64,
     /// A: id of the pool of the pending instance, or of the pool it last ran
     /// on (written under that pool's lock, read to find it there).
     pub(crate) pool: AtomicUsize,
@@ -47,13 +51,12 @@ pub(crate) struct WorkInner {
     /// R: running anywhere, the instances that must wait for that run, and
     /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
-    /// A: instances started so far (each queueing is an instance,
-    /// numbered); advanced only by the holder of `pending`.
-    pub(crate) next_seq: AtomicU64,
-    /// A: number of the pending instance (written by the holder of
-    /// `pending`, read by flushers).
-    pub(crate) pending_seq: AtomicU64,
 }
+
+/// The pending bit of [`WorkInner::state`].
+pub(crate) const PENDING: u64 = 1;
+/// One instance number in [`WorkInner::state`].
+const SEQ_ONE: u64 = 2;
 
 /// Which instance of an item runs now, and the instances that came up
 /// meanwhile (from another pool or queue): they are requeued, at the head
@@ -113,24 +116,50 @@ pub(crate) struct Delayed {
 }
 
 impl WorkInner {
-    /// Claim the pending bit; false if an instance is already pending or the
-    /// item is being cancelled.
-    pub(crate) fn claim(&self) -> bool {
+    /// Claim the pending bit and number a new instance, in one step; false
+    /// if an instance is already pending or the item is being cancelled.
+    pub(crate) fn claim_new(&self) -> bool {
         if self.disable.load(Ordering::Acquire) > 0 {
             return false;
         }
-        self.pending.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        let mut cur = self.state.load(Ordering::Acquire);
+        loop {
+            if cur & PENDING != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(cur, (cur + SEQ_ONE) | PENDING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
     }
 
+    /// Claim the pending bit without starting an instance (a canceller or
+    /// a re-arm takes an idle item this way); false if it is pending.
+    pub(crate) fn claim_bit(&self) -> bool {
+        self.state.fetch_or(PENDING, Ordering::AcqRel) & PENDING == 0
+    }
+
+    /// Give the pending bit back.
     pub(crate) fn release(&self) {
-        self.pending.store(false, Ordering::Release);
+        self.state.fetch_and(!PENDING, Ordering::AcqRel);
     }
 
-    /// Number a new pending instance (the caller holds the pending bit).
+    /// Number a new instance; the caller holds the pending bit.
     pub(crate) fn start_instance(&self) -> u64 {
-        let g = self.next_seq.fetch_add(1, Ordering::AcqRel) + 1;
-        self.pending_seq.store(g, Ordering::Release);
-        g
+        (self.state.fetch_add(SEQ_ONE, Ordering::AcqRel) >> 1) + 1
+    }
+
+    /// The pending bit and the latest instance's number, read together.
+    pub(crate) fn pending_and_seq(&self) -> (bool, u64) {
+        let w = self.state.load(Ordering::Acquire);
+        (w & PENDING != 0, w >> 1)
+    }
+
+    /// The latest instance's number (the pending one while the bit is set).
+    pub(crate) fn pending_seq(&self) -> u64 {
+        self.state.load(Ordering::Acquire) >> 1
     }
 
     /// Instance `seq` ended (ran, or was cancelled): release its flushers.
@@ -164,20 +193,18 @@ impl Work {
         Work(Arc::new(WorkInner {
             func: Box::new(f),
             name,
-            pending: AtomicBool::new(false),
+            state: AtomicU64::new(0),
             pool: AtomicUsize::new(NO_POOL),
             disable: AtomicU32::new(0),
             delayed: None,
             run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
-            next_seq: AtomicU64::new(0),
-            pending_seq: AtomicU64::new(0),
         }))
     }
 
     /// Is an instance pending (queued, or its timer armed)? Linux
     /// `work_pending`.
     pub fn is_pending(&self) -> bool {
-        self.0.pending.load(Ordering::Acquire)
+        self.0.state.load(Ordering::Acquire) & PENDING != 0
     }
 
     /// Its name in reports.
@@ -216,13 +243,11 @@ impl DelayedWork {
             WorkInner {
                 func: Box::new(f),
                 name,
-                pending: AtomicBool::new(false),
+                state: AtomicU64::new(0),
                 pool: AtomicUsize::new(NO_POOL),
                 disable: AtomicU32::new(0),
                 delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),
                 run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
-                next_seq: AtomicU64::new(0),
-                pending_seq: AtomicU64::new(0),
             }
         });
         DelayedWork { work: Work(inner) }

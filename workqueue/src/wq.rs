@@ -128,6 +128,12 @@ static WQS: SpinLock<Vec<Weak<WqInner>>> = SpinLock::ranked("workqueues", crate:
 static FROZEN: AtomicBool = AtomicBool::new(false);
 static SYSTEM: spin::Once<Vec<Workqueue>> = spin::Once::new();
 
+/// Forget every queue (loom models only).
+#[cfg(feature = "loom")]
+pub(crate) fn model_reset() {
+    WQS.lock().clear();
+}
+
 pub(crate) fn all_wqs() -> Vec<Arc<WqInner>> {
     WQS.lock().iter().filter_map(|w| w.upgrade()).collect()
 }
@@ -265,7 +271,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     let color = ps.work_color;
     ps.nr_in_flight[color] += 1;
     work.pool.store(pool.id, Ordering::Release);
-    let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq.load(Ordering::Acquire) };
+    let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq() };
     if ps.nr_active < ps.max_active && !ps.frozen {
         ps.nr_active += 1;
         drop(ps);
@@ -311,10 +317,10 @@ pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
 /// its flushers.
 fn grab_pending(work: &Arc<WorkInner>) -> bool {
     loop {
-        if work.pending.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if work.claim_bit() {
             return false;
         }
-        let g = work.pending_seq.load(Ordering::Acquire);
+        let g = work.pending_seq();
         if let Some(d) = &work.delayed
             && d.timer.cancel()
         {
@@ -392,11 +398,12 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
 /// timer has not fired is not queued yet: false, as in Linux. A self-flush is
 /// reported, not waited.
 fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
-    let target = if work.pending.load(Ordering::Acquire) {
+    let (pending, seq) = work.pending_and_seq();
+    let target = if pending {
         if work.delayed.as_ref().is_some_and(|d| d.target.lock().is_some()) {
             return false;
         }
-        work.pending_seq.load(Ordering::Acquire)
+        seq
     } else {
         match work.run.lock().running {
             Some(g) => g,
@@ -592,10 +599,9 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {c}", work.0.name, self.0.name));
             return Err(QueueError::BadCpu);
         }
-        if !work.0.claim() {
+        if !work.0.claim_new() {
             return Ok(false);
         }
-        work.0.start_instance();
         queue_claimed(&self.0, cpu, &work.0).map(|()| true)
     }
 
@@ -616,7 +622,7 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {:?}", dwork.work.0.name, self.0.name, cpu));
             return false;
         }
-        if !dwork.work.0.claim() {
+        if dwork.work.0.disable.load(Ordering::Acquire) > 0 || !dwork.work.0.claim_bit() {
             return false;
         }
         self.arm_claimed(cpu, dwork, delay_ns);
