@@ -563,7 +563,9 @@ fn spawn_context(
     mask: u64,
     token: &mut CleanLockToken,
 ) -> Result<(Arc<ContextLock>, Arc<Task>)> {
-    let ctx = context::spawn(false, None, kthread_entry, token).map_err(|e| Error::new(e.errno))?;
+    // kport's error type is the kernel's (the hooks patch crates.io redox_syscall to the
+    // kernel's own), so Redox's error passes through as it is.
+    let ctx = context::spawn(false, None, kthread_entry, token)?;
     let (task, old_addr_space) = {
         let mut guard = ctx.write(token.token());
         let task = Arc::new(Task {
