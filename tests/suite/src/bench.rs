@@ -1,4 +1,4 @@
-//! Benchmark reporting (see `shared/BENCH.md`): samples are cycle counts
+//! Benchmark reporting (see `docs/benchmarks.md`): samples are cycle counts
 //! from the port's `cycles()` (rdtsc with a fence), converted to ns with the
 //! factor calibrated at boot; the median and the 99th percentile are printed
 //! as a KTAP diagnostic. Nothing here asserts a time.
