@@ -587,6 +587,7 @@ pub(crate) fn process_one_work<'a>(
         st.worklist.push_front(e);
     }
     pool.kick(&st);
+    work.notify_grabbers();
     if !remote.is_empty() {
         drop(st);
         requeue_front(remote);
@@ -600,9 +601,15 @@ pub(crate) fn process_one_work<'a>(
 fn requeue_front(entries: Vec<Entry>) {
     for e in entries.into_iter().rev() {
         let pool = e.pwq.pool.clone();
-        let mut st = pool.st.lock();
-        st.worklist.push_front(e);
-        pool.kick(&st);
+        let work = e.work.clone();
+        {
+            let mut st = pool.st.lock();
+            st.worklist.push_front(e);
+            pool.kick(&st);
+        }
+        // A canceller that found it nowhere while it was in our hands may
+        // look again.
+        work.notify_grabbers();
     }
 }
 

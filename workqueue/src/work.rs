@@ -13,7 +13,7 @@ use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use core::fmt;
 
-use kport::sync::SpinLock;
+use kport::sync::{SpinLock, WaitQueue};
 // The protocol atomics: loom's under the `loom` feature.
 use kport::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kport::{PortTimer, port};
@@ -48,9 +48,25 @@ pub(crate) struct WorkInner {
     pub(crate) disable: AtomicU32,
     /// I: the timer part, for a delayed item.
     pub(crate) delayed: Option<Delayed>,
+    /// A: cancellers sleeping in `grab_pending` until the pending instance
+    /// can be found (SeqCst with `notify_grabbers`).
+    pub(crate) grab_waiters: AtomicU32,
+    /// A: bumped by `notify_grabbers` when someone waits.
+    pub(crate) grab_events: AtomicU32,
     /// R: running anywhere, the instances that must wait for that run, and
     /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
+}
+
+/// Wait queues of cancellers that wait for a pending instance to show up
+/// (hashed by item, as Linux's bit wait tables are: an item carries no wait
+/// queue of its own).
+const GRAB_QUEUES: usize = 16;
+static GRAB_WAIT: [WaitQueue; GRAB_QUEUES] = [const { WaitQueue::new() }; GRAB_QUEUES];
+
+/// The wait queue of `w`'s waiting cancellers.
+pub(crate) fn grab_queue(w: &WorkInner) -> &'static WaitQueue {
+    &GRAB_WAIT[(w as *const WorkInner as usize >> 6) % GRAB_QUEUES]
 }
 
 /// The pending bit of [`WorkInner::state`].
@@ -61,9 +77,13 @@ const SEQ_ONE: u64 = 2;
 /// Which instance of an item runs now, and the instances that came up
 /// meanwhile (from another pool or queue): they are requeued, at the head
 /// of their pools, when the run ends, so the item never runs on two workers
-/// at once. Also who waits for which instance to end: instances of one item
-/// end in order (one pending at a time, never two running), so `done` only
-/// grows.
+/// at once. Also who waits for which instance to end. Instances of one item
+/// end in order (one pending at a time, never two running), with one
+/// exception: the pending instance may be cancelled while an older one
+/// runs. `done` counts only what ended in order: a cancelled instance ahead
+/// of a running one is remembered and ends with it, so a flusher of it (a
+/// `cancel_sync` among them) still waits for the running instance, as
+/// Linux's `cancel_work_sync` does.
 ///
 /// Every field is `R:` (the item's run lock).
 pub(crate) struct RunState {
@@ -71,8 +91,11 @@ pub(crate) struct RunState {
     pub(crate) running: Option<u64>,
     /// R: instances that came up while it ran elsewhere.
     pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
-    /// R: the last instance that ended (ran or was cancelled).
+    /// R: every instance up to this one has ended (ran or was cancelled).
     pub(crate) done: u64,
+    /// R: a cancelled instance newer than the running one; it counts as
+    /// ended when the running one ends.
+    pub(crate) cancelled_ahead: Option<u64>,
     /// R: flushers, by the instance they wait for.
     pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kport::sync::Completion>)>,
 }
@@ -83,12 +106,29 @@ impl RunState {
             running: None,
             deferred: alloc::collections::VecDeque::new(),
             done: 0,
+            cancelled_ahead: None,
             waiters: alloc::vec::Vec::new(),
         }
     }
 
-    /// Record that instance `seq` ended; returns the flushers to release.
+    /// Record that instance `seq` ran to its end; returns the flushers to
+    /// release.
     pub(crate) fn end(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+        let ahead = self.cancelled_ahead.take().unwrap_or(0);
+        self.advance(seq.max(ahead))
+    }
+
+    /// Record that the pending instance `seq` was cancelled; returns the
+    /// flushers to release (none while an older instance still runs).
+    pub(crate) fn cancel(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+        if self.running.is_some_and(|r| r < seq) {
+            self.cancelled_ahead = Some(self.cancelled_ahead.map_or(seq, |a| a.max(seq)));
+            return alloc::vec::Vec::new();
+        }
+        self.advance(seq)
+    }
+
+    fn advance(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         self.done = self.done.max(seq);
         let mut out = alloc::vec::Vec::new();
         if self.waiters.is_empty() {
@@ -143,7 +183,8 @@ impl WorkInner {
 
     /// Give the pending bit back.
     pub(crate) fn release(&self) {
-        self.state.fetch_and(!PENDING, Ordering::AcqRel);
+        self.state.fetch_and(!PENDING, Ordering::SeqCst);
+        self.notify_grabbers();
     }
 
     /// Number a new instance; the caller holds the pending bit.
@@ -157,16 +198,35 @@ impl WorkInner {
         (w & PENDING != 0, w >> 1)
     }
 
+    /// Is the pending bit set, read in the total order of `notify_grabbers`
+    /// (a waiting canceller's condition).
+    pub(crate) fn is_pending_seqcst(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & PENDING != 0
+    }
+
     /// The latest instance's number (the pending one while the bit is set).
     pub(crate) fn pending_seq(&self) -> u64 {
         self.state.load(Ordering::Acquire) >> 1
     }
 
-    /// Instance `seq` ended (ran, or was cancelled): release its flushers.
-    pub(crate) fn instance_done(&self, seq: u64) {
-        let ready = self.run.lock().end(seq);
+    /// The pending instance `seq` was cancelled: release its flushers
+    /// (or, if an older instance still runs, when that one ends).
+    pub(crate) fn instance_cancelled(&self, seq: u64) {
+        let ready = self.run.lock().cancel(seq);
         for c in ready {
             c.complete_all();
+        }
+    }
+
+    /// Tell cancellers waiting in `grab_pending` that the pending instance
+    /// may be found now (it was put on a list, its timer armed) or its bit
+    /// was released. One load when nobody waits.
+    pub(crate) fn notify_grabbers(&self) {
+        // SeqCst against the waiter's increment and re-check (Dekker): either
+        // it sees what changed, or this sees it waiting.
+        if self.grab_waiters.load(Ordering::SeqCst) > 0 {
+            self.grab_events.fetch_add(1, Ordering::SeqCst);
+            grab_queue(self).wake_all();
         }
     }
 }
@@ -197,6 +257,8 @@ impl Work {
             pool: AtomicUsize::new(NO_POOL),
             disable: AtomicU32::new(0),
             delayed: None,
+            grab_waiters: AtomicU32::new(0),
+            grab_events: AtomicU32::new(0),
             run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
         }))
     }
@@ -246,6 +308,8 @@ impl DelayedWork {
                 state: AtomicU64::new(0),
                 pool: AtomicUsize::new(NO_POOL),
                 disable: AtomicU32::new(0),
+                grab_waiters: AtomicU32::new(0),
+                grab_events: AtomicU32::new(0),
                 delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),
                 run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
             }

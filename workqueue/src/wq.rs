@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use kport::sync::atomic::spin_loop;
 use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
 use kport::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
@@ -74,6 +75,11 @@ pub(crate) struct Pwq {
     /// A: on its queue's mayday list (set by whoever adds it there, cleared
     /// by the rescuer that takes it off).
     pub(crate) mayday_queued: AtomicBool,
+    /// A: the queue's instances in flight (queued, inactive, deferred or
+    /// running), shared by its pwqs: raised before an instance is inserted,
+    /// lowered when it leaves, so a chained requeue (raised by the running
+    /// instance before it leaves) keeps it above zero and `drain` is exact.
+    pub(crate) wq_in_flight: Arc<AtomicUsize>,
     /// I: the queue's flags.
     flags: WqFlags,
 }
@@ -98,6 +104,9 @@ pub(crate) struct WqInner {
     pub(crate) destroyed: AtomicBool,
     /// A: drains in progress: only the queue's own items may queue.
     pub(crate) draining: AtomicUsize,
+    /// A: instances in flight on the queue (see `Pwq::wq_in_flight`, a
+    /// handle on this counter).
+    pub(crate) in_flight: Arc<AtomicUsize>,
     /// Q: serializes flushes of this queue.
     flush_mutex: Mutex<()>,
     /// A flusher sleeps here until `flush_pending` reaches zero.
@@ -186,6 +195,7 @@ fn current_item_name(w: &Worker) -> &'static str {
 /// An item left a pwq (ran, or was cancelled): update `max_active` and
 /// the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
 pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, was_active: bool) {
+    pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
     if was_active {
@@ -265,21 +275,25 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         }
     }
     let pool = pwq.pool.clone();
-    let mut g = pool.st.lock();
-    let (st, held) = g.split();
-    let mut ps = pwq.st.borrow_mut(held);
-    let color = ps.work_color;
-    ps.nr_in_flight[color] += 1;
-    work.pool.store(pool.id, Ordering::Release);
-    let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq() };
-    if ps.nr_active < ps.max_active && !ps.frozen {
-        ps.nr_active += 1;
-        drop(ps);
-        pool.push_work(st, e);
-        pool.kick(st);
-    } else {
-        ps.inactive.push_back(e);
+    pwq.wq_in_flight.fetch_add(1, Ordering::AcqRel);
+    {
+        let mut g = pool.st.lock();
+        let (st, held) = g.split();
+        let mut ps = pwq.st.borrow_mut(held);
+        let color = ps.work_color;
+        ps.nr_in_flight[color] += 1;
+        work.pool.store(pool.id, Ordering::Release);
+        let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq() };
+        if ps.nr_active < ps.max_active && !ps.frozen {
+            ps.nr_active += 1;
+            drop(ps);
+            pool.push_work(st, e);
+            pool.kick(st);
+        } else {
+            ps.inactive.push_back(e);
+        }
     }
+    work.notify_grabbers();
     Ok(())
 }
 
@@ -310,86 +324,132 @@ pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
     }
 }
 
+/// Remove the pending instance of `work` from `pool` if it is on one of
+/// its lists: the worklist, a worker's scheduled list (an instance handed
+/// to the worker that runs the item; a rescuer's while it serves the
+/// pool), or a pwq's inactive list.
+/// Returns its number. Pool lock taken here.
+fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
+    let mut st = pool.st.lock();
+    if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
+        let e = st.worklist.remove(i).expect("index from position");
+        pwq_done(pool, &mut st, &e.pwq, e.color, true);
+        return Some(e.seq);
+    }
+    let handed = {
+        let (pool_st, held) = st.split();
+        let rescuers = pool_st.busy.iter().map(|b| &b.worker).filter(|w| w.pool.is_none());
+        pool_st.workers.iter().chain(rescuers).find_map(|w| {
+            let mut ws = w.st.borrow_mut(held);
+            let i = ws.scheduled.iter().position(|e| e.is_work(work))?;
+            ws.scheduled.remove(i)
+        })
+    };
+    if let Some(e) = handed {
+        pwq_done(pool, &mut st, &e.pwq, e.color, true);
+        return Some(e.seq);
+    }
+    let pwqs: Vec<Arc<Pwq>> =
+        all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, pool)).collect();
+    for pwq in pwqs {
+        let mut ps = pwq.st.borrow_mut(st.held());
+        if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
+            let e = ps.inactive.remove(i).expect("index from position");
+            ps.nr_in_flight[e.color] -= 1;
+            let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
+            if flushed {
+                ps.flush_color = None;
+            }
+            drop(ps);
+            drop(st);
+            pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
+            if flushed
+                && let Some(wq) = pwq.wq.upgrade()
+                && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+            {
+                wq.flush_wq.wake_all();
+            }
+            return Some(e.seq);
+        }
+    }
+    None
+}
+
+/// Remove the pending instance of `work` from the item's deferred list
+/// (it waits there for a run elsewhere to end). Returns its number.
+fn take_deferred(work: &Arc<WorkInner>) -> Option<u64> {
+    let pool = work.run.lock().deferred.iter().find(|e| e.is_work(work)).map(|e| e.pwq.pool.clone())?;
+    let mut st = pool.st.lock();
+    let e = {
+        let mut r = work.run.lock();
+        let i = r.deferred.iter().position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))?;
+        r.deferred.remove(i)?
+    };
+    pwq_done(&pool, &mut st, &e.pwq, e.color, true);
+    Some(e.seq)
+}
+
 /// Take the pending instance of `work` off whatever holds it: its timer,
-/// a worklist, an inactive list, or the item's deferred list (Linux
-/// `try_to_grab_pending`). Returns whether it was pending; either way the
-/// caller then holds the pending bit. A removed instance counts as ended for
-/// its flushers.
+/// a worklist, a worker's scheduled list, an inactive list, or the item's
+/// deferred list (Linux `try_to_grab_pending`). Returns whether it was
+/// pending; either way the caller then holds the pending bit. A removed
+/// instance counts as ended for its flushers.
+///
+/// The instance can be out of reach for a moment: between a queuer's claim
+/// and its insertion, between a run's end and the requeue of what waited
+/// on it, in a timer callback, or held by another canceller (for as long
+/// as that one waits for a running instance). A caller that may sleep then
+/// sleeps until the instance shows up or its bit is released (Linux waits
+/// on the item the same way); only an atomic caller spins, and only over
+/// those short windows.
 fn grab_pending(work: &Arc<WorkInner>) -> bool {
-    loop {
+    let p = port();
+    let mut waiting: Option<u32> = None;
+    let found = loop {
         if work.claim_bit() {
-            return false;
+            break false;
         }
         let g = work.pending_seq();
         if let Some(d) = &work.delayed
             && d.timer.cancel()
         {
             d.target.lock().take();
-            work.instance_done(g);
-            return true;
+            work.instance_cancelled(g);
+            break true;
         }
-        if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire)) {
-            let mut st = pool.st.lock();
-            if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
-                let e = st.worklist.remove(i).expect("index from position");
-                pwq_done(&pool, &mut st, &e.pwq, e.color, true);
-                drop(st);
-                work.instance_done(e.seq);
-                return true;
-            }
-            let pwqs: Vec<Arc<Pwq>> =
-                all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, &pool)).collect();
-            for pwq in pwqs {
-                let mut ps = pwq.st.borrow_mut(st.held());
-                if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
-                    let e = ps.inactive.remove(i).expect("index from position");
-                    ps.nr_in_flight[e.color] -= 1;
-                    let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
-                    if flushed {
-                        ps.flush_color = None;
-                    }
-                    drop(ps);
-                    drop(st);
-                    if flushed
-                        && let Some(wq) = pwq.wq.upgrade()
-                        && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
-                    {
-                        wq.flush_wq.wake_all();
-                    }
-                    work.instance_done(e.seq);
-                    return true;
-                }
-            }
+        if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire))
+            && let Some(seq) = take_from_pool(&pool, work)
+        {
+            work.instance_cancelled(seq);
+            break true;
         }
-        // Waiting to run behind a running instance elsewhere?
-        let deferred_pool = work.run.lock().deferred.iter().find(|e| e.is_work(work)).map(|e| e.pwq.pool.clone());
-        if let Some(pool) = deferred_pool {
-            let mut st = pool.st.lock();
-            let taken = {
-                let mut r = work.run.lock();
-                r.deferred
-                    .iter()
-                    .position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))
-                    .and_then(|i| r.deferred.remove(i))
-            };
-            if let Some(e) = taken {
-                pwq_done(&pool, &mut st, &e.pwq, e.color, true);
-                drop(st);
-                work.instance_done(e.seq);
-                return true;
-            }
+        if let Some(seq) = take_deferred(work) {
+            work.instance_cancelled(seq);
+            break true;
+        }
+        if p.in_atomic() {
+            spin_loop();
             continue;
         }
-        // In flight between claim and queueing, moved by its timer, or held
-        // by another canceller that waits for it to finish: let that run
-        // (under preempt=none a spin here could starve it).
-        let p = port();
-        if p.in_atomic() {
-            core::hint::spin_loop();
-        } else {
-            p.yield_now();
+        match waiting {
+            // Register, then look once more: a change after the last look
+            // and before the registration notified nobody.
+            None => {
+                work.grab_waiters.fetch_add(1, Ordering::SeqCst);
+                waiting = Some(work.grab_events.load(Ordering::SeqCst));
+            }
+            Some(seen) => {
+                crate::work::grab_queue(work).wait_event("cancel_grab", || {
+                    work.grab_events.load(Ordering::SeqCst) != seen || !work.is_pending_seqcst()
+                });
+                waiting = Some(work.grab_events.load(Ordering::SeqCst));
+            }
         }
+    };
+    if waiting.is_some() {
+        work.grab_waiters.fetch_sub(1, Ordering::SeqCst);
     }
+    found
 }
 
 /// Wait for the instance of `work` queued or running now (Linux
@@ -503,6 +563,7 @@ impl Workqueue {
                 .collect::<Result<_>>()?
         };
         let frozen = FROZEN.load(Ordering::Acquire) && flags.contains(WqFlags::FREEZABLE);
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let inner = Arc::new_cyclic(|me: &Weak<WqInner>| WqInner {
             name: String::from(name),
             flags,
@@ -527,12 +588,14 @@ impl Workqueue {
                         pool,
                         stats: PwqStats::new(),
                         mayday_queued: AtomicBool::new(false),
+                        wq_in_flight: in_flight.clone(),
                         flags,
                     })
                 })
                 .collect(),
             destroyed: AtomicBool::new(false),
             draining: AtomicUsize::new(0),
+            in_flight,
             flush_mutex: Mutex::new(()),
             flush_wq: WaitQueue::new(),
             flush_pending: AtomicUsize::new(0),
@@ -639,6 +702,8 @@ impl Workqueue {
         let d = w.delayed.as_ref().expect("a DelayedWork has a timer");
         *d.target.lock() = Some((Arc::downgrade(&self.0), cpu));
         d.timer.arm(port().now_ns() + delay_ns, cpu);
+        // A canceller waiting for the instance can take it off the timer now.
+        w.notify_grabbers();
     }
 
     /// Set `dwork` to run `delay_ns` from now, whether it was pending or
@@ -707,11 +772,7 @@ impl Workqueue {
     ///
     /// Context: any.
     pub fn is_busy(&self) -> bool {
-        self.0.pwqs.iter().any(|pwq| {
-            let g = pwq.pool.st.lock();
-            let ps = pwq.st.borrow_mut(g.held());
-            ps.nr_active > 0 || !ps.inactive.is_empty()
-        })
+        self.0.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Flush until the queue is empty; meanwhile only the queue's own items
