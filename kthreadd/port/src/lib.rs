@@ -261,15 +261,21 @@ pub trait PortTimer: Send + Sync {
     fn is_pending(&self) -> bool;
 }
 
-/// Scheduler callbacks a workqueue registers (Linux `wq_worker_sleeping`
-/// and `wq_worker_running`). Called only for contexts spawned with
-/// `worker_hooks`, with the data given at spawn, on the context's own CPU,
-/// with preemption disabled; they must not sleep.
+/// Scheduler callbacks a workqueue registers (Linux `wq_worker_sleeping`,
+/// `wq_worker_running` and `wq_worker_tick`). Called only for contexts
+/// spawned with `worker_hooks`, with the data given at spawn, on the
+/// context's own CPU, with preemption disabled; they must not sleep.
 pub trait SchedHooks: Send + Sync {
     /// The context is about to block (not when it is preempted).
     fn sleeping(&self, data: &TaskData);
     /// The context runs again after having blocked.
     fn running(&self, data: &TaskData);
+    /// The scheduler tick found this context running on its CPU (Linux
+    /// calls `wq_worker_tick` from `sched_tick`): how the workqueue notices
+    /// an item that keeps its CPU too long and takes it out of concurrency
+    /// management. Interrupt context. Ports call it from their periodic
+    /// tick for the context the tick interrupted.
+    fn tick(&self, _data: &TaskData) {}
 }
 
 /// CPU hot-plug callbacks (Linux `cpuhp` states used by smpboot). Called
