@@ -90,10 +90,10 @@ mod work;
 mod wq;
 
 pub use pool::{PoolInfo, WorkerInfo, pools};
-pub use stats::{WqStats, dump, monitor};
+pub use stats::{WqStats, cpu_hogs, dump, monitor};
 pub use watchdog::{last_lockup_report, lockup_reports, set_watchdog_thresh_ns, watchdog_thresh_ns};
 pub use work::{DelayedWork, Work};
-pub use wq::{QueueError, Workqueue};
+pub use wq::{QueueError, WORK_DISABLE_MAX, Workqueue, current_is_workqueue_rescuer, current_work, work_on_cpu};
 
 use bitflags::bitflags;
 
@@ -164,6 +164,35 @@ pub const NR_COLORS: usize = 16;
 /// (Linux warns after 10 and every 100 after that).
 pub const DRAIN_WARN_AFTER: usize = 10;
 
+/// Default time an item may keep its CPU without sleeping before it is
+/// taken out of concurrency management (Linux `wq_cpu_intensive_thresh_us`,
+/// 10 ms since 6.5: long enough for ordinary items, short enough that one
+/// hog does not hold up a CPU's other items for long). Settable with
+/// [`set_cpu_intensive_thresh_us`].
+pub const CPU_INTENSIVE_THRESH_US: u64 = 10_000;
+
+/// Times a work function is flagged CPU-intensive before it is reported
+/// (Linux reports from the fourth, then at each power of two).
+pub const CPU_INTENSIVE_REPORT_AFTER: u32 = 4;
+
+static CPU_INTENSIVE_THRESH: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(CPU_INTENSIVE_THRESH_US * 1000);
+
+/// Change the CPU-intensive threshold, in µs (Linux's
+/// `workqueue.cpu_intensive_thresh_us`).
+pub fn set_cpu_intensive_thresh_us(us: u64) {
+    CPU_INTENSIVE_THRESH.store(us.max(1) * 1000, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The CPU-intensive threshold, in µs.
+pub fn cpu_intensive_thresh_us() -> u64 {
+    cpu_intensive_thresh_ns() / 1000
+}
+
+pub(crate) fn cpu_intensive_thresh_ns() -> u64 {
+    CPU_INTENSIVE_THRESH.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 static IDLE_TIMEOUT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(IDLE_WORKER_TIMEOUT_NS);
 
 /// Change how long idle workers are kept (tests shorten it).
@@ -206,17 +235,21 @@ pub enum SystemWq {
     Freezable,
     /// `events_power_efficient` (Linux `system_power_efficient_wq`).
     PowerEfficient,
+    /// `events_freezable_power_efficient` (Linux
+    /// `system_freezable_power_efficient_wq`).
+    FreezablePowerEfficient,
 }
 
 impl SystemWq {
     /// Every system queue, in creation order.
-    pub const ALL: [SystemWq; 6] = [
+    pub const ALL: [SystemWq; 7] = [
         SystemWq::Events,
         SystemWq::Highpri,
         SystemWq::Long,
         SystemWq::Unbound,
         SystemWq::Freezable,
         SystemWq::PowerEfficient,
+        SystemWq::FreezablePowerEfficient,
     ];
 
     /// The queue's name (Linux's).
@@ -228,6 +261,7 @@ impl SystemWq {
             SystemWq::Unbound => "events_unbound",
             SystemWq::Freezable => "events_freezable",
             SystemWq::PowerEfficient => "events_power_efficient",
+            SystemWq::FreezablePowerEfficient => "events_freezable_power_efficient",
         }
     }
 
@@ -239,6 +273,7 @@ impl SystemWq {
             SystemWq::Unbound => (WqFlags::UNBOUND, WQ_MAX_ACTIVE),
             SystemWq::Freezable => (WqFlags::FREEZABLE, 0),
             SystemWq::PowerEfficient => (WqFlags::POWER_EFFICIENT, 0),
+            SystemWq::FreezablePowerEfficient => (WqFlags::FREEZABLE | WqFlags::POWER_EFFICIENT, 0),
         }
     }
 }
@@ -274,6 +309,11 @@ pub mod system {
     /// `events_power_efficient` (Linux `system_power_efficient_wq`).
     pub fn power_efficient() -> &'static Workqueue {
         get(SystemWq::PowerEfficient)
+    }
+    /// `events_freezable_power_efficient` (Linux
+    /// `system_freezable_power_efficient_wq`).
+    pub fn freezable_power_efficient() -> &'static Workqueue {
+        get(SystemWq::FreezablePowerEfficient)
     }
 }
 

@@ -105,6 +105,9 @@ pub(crate) struct Worker {
     pub(crate) current_work: AtomicUsize,
     /// W: address of the queue of the item it runs (0: none).
     pub(crate) current_wq: AtomicUsize,
+    /// A: when the item it runs started or last resumed after sleeping (0:
+    /// no item); the tick compares it with the CPU-intensive threshold.
+    pub(crate) current_at: AtomicU64,
     /// A: woken by a kick since it last went idle (further kicks skip the
     /// wake-up; cleared under the pool lock when it goes idle again).
     pub(crate) kicked: AtomicBool,
@@ -127,6 +130,7 @@ impl Worker {
             current_work: AtomicUsize::new(0),
             current_wq: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
+            current_at: AtomicU64::new(0),
             pool,
         })
     }
@@ -533,11 +537,11 @@ pub(crate) fn process_one_work<'a>(
     st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq: pwq.clone(), started_ns: now } });
     w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
     w.current_wq.store(pwq.wq.as_ptr() as *const u8 as usize, Ordering::Release);
-    let intensive = pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE);
-    if intensive {
+    if pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE) {
         set_flags(pool, w, wf::CPU_INTENSIVE);
         pwq.stats.inc(PwqStat::CpuIntensive);
     }
+    w.current_at.store(now.max(1), Ordering::Release);
     // Chain the pool's pending items to another worker if this one is out
     // of the count (Linux kicks here for every item): a no-op for a counted
     // worker, but unbound, CPU-intensive and rescuer workers never bring
@@ -561,7 +565,9 @@ pub(crate) fn process_one_work<'a>(
     p.cond_resched();
 
     let mut st = pool.st.lock();
-    if intensive {
+    w.current_at.store(0, Ordering::Release);
+    // Flagged by its queue, or by the tick for hogging the CPU.
+    if w.has(wf::CPU_INTENSIVE) {
         clr_flags(pool, w, wf::CPU_INTENSIVE);
     }
     st.busy.retain(|b| !Arc::ptr_eq(&b.worker, w));
@@ -711,7 +717,40 @@ impl SchedHooks for Hooks {
         {
             pool.nr_running.fetch_add(1, Ordering::AcqRel);
         }
+        // Its time without sleeping starts again (Linux resets
+        // `current_at` here too).
+        if w.current_at.load(Ordering::Acquire) != 0 {
+            w.current_at.store(port().now_ns().max(1), Ordering::Release);
+        }
         w.sleeping.store(false, Ordering::Release);
+    }
+
+    /// The tick interrupted a worker (Linux `wq_worker_tick`): an item that
+    /// has kept its CPU for longer than the CPU-intensive threshold without
+    /// sleeping is taken out of concurrency management (flagged
+    /// CPU-intensive until it ends) and the pool is kicked, so the items
+    /// behind it get another worker.
+    fn tick(&self, d: &TaskData) {
+        let Some(w) = worker_of(d) else { return };
+        let at = w.current_at.load(Ordering::Acquire);
+        if at == 0 || w.has(wf::NOT_RUNNING) || w.sleeping.load(Ordering::Acquire) {
+            return;
+        }
+        let now = port().now_ns();
+        if now.saturating_sub(at) < crate::cpu_intensive_thresh_ns() {
+            return;
+        }
+        let Some(pool) = w.pool.as_ref() else { return };
+        let st = pool.st.lock();
+        if w.current_at.load(Ordering::Acquire) != at || w.has(wf::NOT_RUNNING) {
+            return;
+        }
+        set_flags(pool, &w, wf::CPU_INTENSIVE);
+        if let Some(b) = st.busy.iter().find(|b| Arc::ptr_eq(&b.worker, &w)) {
+            b.cur.pwq.stats.inc(PwqStat::CpuIntensive);
+            crate::stats::cpu_hog(b.cur.work.name);
+        }
+        pool.kick(&st);
     }
 }
 

@@ -157,7 +157,48 @@ pub fn dump() -> String {
     s.push_str("Workqueues\n");
     for wq in all_wqs() {
         let pools: String = wq.pwqs.iter().map(|p| format!(" {}", p.pool.id)).collect();
-        let _ = writeln!(s, "{:<24} flags={:?} max_active={} pools:{}", wq.name, wq.flags, wq.max_active, pools);
+        let _ = writeln!(
+            s,
+            "{:<24} flags={:?} max_active={} pools:{}",
+            wq.name,
+            wq.flags,
+            wq.max_active.load(core::sync::atomic::Ordering::Relaxed),
+            pools
+        );
     }
     s
+}
+
+/// Work functions flagged CPU-intensive by the tick, with how often.
+static HOGS: kport::sync::SpinLock<alloc::vec::Vec<(&'static str, u32)>> =
+    kport::sync::SpinLock::ranked("cpu hogs", crate::RANK_LEAF, alloc::vec::Vec::new());
+
+/// The tick flagged an item of `name` as a CPU hog: count it, and report it
+/// from the [`crate::CPU_INTENSIVE_REPORT_AFTER`]th time on, then at every
+/// power of two (Linux's `CONFIG_WQ_CPU_INTENSIVE_REPORT`).
+pub(crate) fn cpu_hog(name: &'static str) {
+    let n = {
+        let mut h = HOGS.lock();
+        match h.iter_mut().find(|(f, _)| *f == name) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                h.push((name, 1));
+                1
+            }
+        }
+    };
+    if n >= crate::CPU_INTENSIVE_REPORT_AFTER && n.is_power_of_two() {
+        kport::port().console_line(&format!(
+            "# WARNING: workqueue: {name} hogged CPU for >{}us {n} times, consider switching to WQ_UNBOUND",
+            crate::cpu_intensive_thresh_us()
+        ));
+    }
+}
+
+/// How many times the tick flagged items of `name` as CPU hogs.
+pub fn cpu_hogs(name: &str) -> u32 {
+    HOGS.lock().iter().find(|(f, _)| *f == name).map_or(0, |(_, n)| *n)
 }

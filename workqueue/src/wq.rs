@@ -96,8 +96,9 @@ pub(crate) struct WqInner {
     pub(crate) name: String,
     /// I: its flags.
     pub(crate) flags: WqFlags,
-    /// I: its `max_active`.
-    pub(crate) max_active: usize,
+    /// A: its `max_active` (changed by `set_max_active`, which then updates
+    /// each pwq's copy under its pool lock).
+    pub(crate) max_active: AtomicUsize,
     /// I: bound: one per CPU; unbound: one.
     pub(crate) pwqs: Vec<Arc<Pwq>>,
     /// A: destroyed: refuse everything (set once, by `destroy`).
@@ -503,6 +504,44 @@ fn cancel_sync_inner(work: &Arc<WorkInner>) -> bool {
     was
 }
 
+/// Most times an item can be disabled at once (Linux's 16-bit disable
+/// count, `WORK_OFFQ_DISABLE_BITS`).
+pub const WORK_DISABLE_MAX: u32 = (1 << 16) - 1;
+
+/// Raise `work`'s disable count (Linux `work_offqd_disable`): false, with a
+/// warning, at the maximum.
+fn disable_count_up(work: &WorkInner) -> bool {
+    let r = work.disable.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| (d < WORK_DISABLE_MAX).then_some(d + 1));
+    if r.is_err() {
+        warn(&format!("{}: disable count overflowed (limit {WORK_DISABLE_MAX}); not disabled again", work.name));
+    }
+    r.is_ok()
+}
+
+/// Disable `work` and cancel its pending instance; wait for a running one
+/// if `sync` (Linux `disable_work` / `disable_work_sync`).
+fn disable_inner(work: &Arc<WorkInner>, sync: bool) -> bool {
+    disable_count_up(work);
+    let was = grab_pending(work);
+    if sync {
+        flush_work_inner(work);
+    }
+    work.release();
+    was
+}
+
+/// Lower `work`'s disable count (Linux `enable_work`): true if it reached
+/// zero (the item can be queued again). Underflow is a warning.
+fn enable_inner(work: &WorkInner) -> bool {
+    match work.disable.fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1)) {
+        Ok(before) => before == 1,
+        Err(_) => {
+            warn(&format!("{}: enable without a matching disable (count underflowed); ignored", work.name));
+            true
+        }
+    }
+}
+
 fn clamp_max_active(name: &str, n: usize) -> usize {
     match n {
         0 => WQ_DFL_ACTIVE,
@@ -567,7 +606,7 @@ impl Workqueue {
         let inner = Arc::new_cyclic(|me: &Weak<WqInner>| WqInner {
             name: String::from(name),
             flags,
-            max_active,
+            max_active: AtomicUsize::new(max_active),
             pwqs: pools
                 .into_iter()
                 .map(|pool| {
@@ -633,7 +672,35 @@ impl Workqueue {
 
     /// Its `max_active`.
     pub fn max_active(&self) -> usize {
-        self.0.max_active
+        self.0.max_active.load(Ordering::Acquire)
+    }
+
+    /// Change `max_active` (Linux `workqueue_set_max_active`): clamped to
+    /// 1..=[`WQ_MAX_ACTIVE`] with a warning; items held back by the old
+    /// limit start at once when it grows. An ordered queue keeps its one
+    /// item at a time: refused with a warning, as Linux warns.
+    ///
+    /// Context: any task context (takes the pools' locks). Return: `EINVAL`
+    /// for an ordered queue.
+    pub fn set_max_active(&self, max_active: usize) -> Result<()> {
+        let wq = &self.0;
+        if wq.flags.contains(WqFlags::ORDERED) {
+            warn(&format!("set_max_active on the ordered queue '{}': refused", wq.name));
+            return Err(Error::new(EINVAL));
+        }
+        let n = max_active.clamp(1, WQ_MAX_ACTIVE);
+        if n != max_active {
+            warn(&format!("max_active {max_active} for '{}' out of range, using {n}", wq.name));
+        }
+        wq.max_active.store(n, Ordering::Release);
+        for pwq in wq.pwqs.iter() {
+            let mut g = pwq.pool.st.lock();
+            let (st, held) = g.split();
+            let mut ps = pwq.st.borrow_mut(held);
+            ps.max_active = n;
+            activate_inactive(&pwq.pool, st, &mut ps);
+        }
+        Ok(())
     }
 
     /// Queue `work` on the calling CPU's pool (Linux `queue_work`): false if
@@ -720,8 +787,11 @@ impl Workqueue {
     pub fn mod_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
         let w = &dwork.work.0;
         if w.disable.load(Ordering::Acquire) > 0 {
-            // Being cancelled: leave it alone (Linux does not fight a cancel).
-            return true;
+            // Disabled (or being cancelled, which disables it for the time
+            // it takes): nothing is queued, as Linux's mod_delayed_work_on
+            // does for a disabled item. A disabled item has no pending
+            // instance but the one a canceller holds for a moment.
+            return w.state.load(Ordering::Acquire) & crate::work::PENDING != 0;
         }
         let was = grab_pending(w);
         self.arm_claimed(cpu, dwork, delay_ns);
@@ -861,9 +931,68 @@ impl Work {
         might_sleep();
         cancel_sync_inner(&self.0)
     }
+
+    /// Disable it (Linux `disable_work`, 6.10+): raise its disable count,
+    /// under which every queueing is refused (false), and cancel its
+    /// pending instance without waiting for a running one. Disables nest
+    /// (up to [`WORK_DISABLE_MAX`]); [`Work::enable`] undoes one.
+    ///
+    /// Context: any. Return: true if an instance was pending.
+    pub fn disable(&self) -> bool {
+        disable_inner(&self.0, false)
+    }
+
+    /// Disable it and also wait for a running instance to end (Linux
+    /// `disable_work_sync`).
+    ///
+    /// Context: may sleep. Return: true if an instance was pending.
+    #[track_caller]
+    pub fn disable_sync(&self) -> bool {
+        might_sleep();
+        disable_inner(&self.0, true)
+    }
+
+    /// Undo one [`Work::disable`] (Linux `enable_work`).
+    ///
+    /// Context: any. Return: true if the disable count reached zero.
+    pub fn enable(&self) -> bool {
+        enable_inner(&self.0)
+    }
+
+    /// Is it disabled?
+    ///
+    /// Context: any.
+    pub fn is_disabled(&self) -> bool {
+        self.0.disable.load(Ordering::Acquire) > 0
+    }
 }
 
 impl DelayedWork {
+    /// Disable it, cancelling a pending instance (armed timer or queued)
+    /// without waiting for a running one (Linux `disable_delayed_work`).
+    ///
+    /// Context: any. Return: true if an instance was pending.
+    pub fn disable(&self) -> bool {
+        self.work.disable()
+    }
+
+    /// Disable it and wait for a running instance (Linux
+    /// `disable_delayed_work_sync`).
+    ///
+    /// Context: may sleep. Return: true if an instance was pending.
+    #[track_caller]
+    pub fn disable_sync(&self) -> bool {
+        might_sleep();
+        disable_inner(&self.work.0, true)
+    }
+
+    /// Undo one disable (Linux `enable_delayed_work`).
+    ///
+    /// Context: any. Return: true if the disable count reached zero.
+    pub fn enable(&self) -> bool {
+        self.work.enable()
+    }
+
     /// Queue it now if its timer is pending, then wait for it (Linux
     /// `flush_delayed_work`).
     ///
@@ -972,4 +1101,64 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
         }
         let _ = task.set_affinity(CpuMask::ALL);
     }
+}
+
+/// The item the calling worker runs (Linux `current_work`): `None` outside
+/// a work item.
+///
+/// Context: any.
+pub fn current_work() -> Option<Work> {
+    let w = current_worker()?;
+    let addr = w.current_work.load(Ordering::Acquire);
+    if addr == 0 {
+        return None;
+    }
+    let pools: Vec<Arc<Pool>> = match &w.pool {
+        Some(p) => alloc::vec![p.clone()],
+        // A rescuer runs items in the pool it visits.
+        None => pool::all_pools(),
+    };
+    pools.iter().find_map(|p| {
+        let st = p.st.lock();
+        st.busy.iter().find(|b| Arc::ptr_eq(&b.worker, &w)).map(|b| Work(b.cur.work.clone()))
+    })
+}
+
+/// Is the caller a queue's rescuer (Linux `current_is_workqueue_rescuer`)?
+///
+/// Context: any.
+pub fn current_is_workqueue_rescuer() -> bool {
+    current_worker().is_some_and(|w| w.flags.load(Ordering::Acquire) & wf::RESCUER != 0)
+}
+
+/// Run `f` on `cpu` in a kworker bound there and return its result (Linux
+/// `work_on_cpu`: the item goes on `system_wq` on that CPU and the caller
+/// flushes it).
+///
+/// Context: may sleep. Return: `f`'s result; `EINVAL` for a CPU that does
+/// not exist or is offline (Linux leaves that to the caller's hot-plug
+/// lock; here the call refuses it).
+#[track_caller]
+pub fn work_on_cpu<R: Send + 'static>(cpu: usize, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+    might_sleep();
+    let p = port();
+    if cpu >= p.cpu_count() || !p.online_mask().contains(cpu) {
+        return Err(Error::new(EINVAL));
+    }
+    let f = SpinLock::new(Some(f));
+    let out: Arc<SpinLock<Option<R>>> = Arc::new(SpinLock::new(None));
+    let o = out.clone();
+    let item = Work::named("work_on_cpu", move || {
+        let f = f.lock().take();
+        if let Some(f) = f {
+            let r = f();
+            *o.lock() = Some(r);
+        }
+    });
+    if !crate::system::wq().queue_on(cpu, &item) {
+        return Err(Error::new(EINVAL));
+    }
+    item.flush();
+    let r = out.lock().take();
+    r.ok_or(Error::new(EINVAL))
 }

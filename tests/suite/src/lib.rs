@@ -24,6 +24,7 @@ pub mod port_api;
 pub mod rng;
 pub mod torture;
 pub mod workqueue;
+pub mod wq_api;
 pub mod wq_conformance;
 
 use alloc::string::String;
