@@ -67,10 +67,11 @@ impl HandedOver {
     }
 }
 
+/// Where a helper thread leaves its result.
+type Slot<T> = Arc<kport::sync::SpinLock<Option<T>>>;
+
 /// Run `f` in a kernel thread; the handle and the slot of its result.
-fn in_thread<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<(Kthread, Arc<kport::sync::SpinLock<Option<T>>>), Failure> {
+fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<(Kthread, Slot<T>), Failure> {
     let out = Arc::new(kport::sync::SpinLock::new(None));
     let o = out.clone();
     let t = Builder::new(format_args!("wq-conform"), move || {
