@@ -497,18 +497,19 @@ fn parkme_inner(k: &Inner) {
     p.set_current_running();
 }
 
-/// End the calling kernel thread with `code` (Linux `kthread_exit`). The
-/// calling frames are abandoned without running their destructors: prefer
-/// returning from the thread function.
+/// End the calling kernel thread with `code` (Linux `kthread_exit`).
+///
+/// Kernels do not unwind: on such a port the calling frames are abandoned
+/// without running their destructors, so what they own (the thread
+/// function's captures, handles it cloned) is never dropped. The thread's
+/// own record is not held by any of those frames, so stopping it and
+/// dropping the last handle releases it as for a thread that returned.
+/// Prefer returning from the thread function.
 pub fn exit(code: i32) -> ! {
-    match current_inner() {
-        Some(k) => finish(&k, Exit::Value(code)),
-        None => panic!("kthread::exit called outside a kernel thread"),
-    }
-}
-
-fn finish(k: &Arc<Inner>, how: Exit) -> ! {
-    record_exit(k, how);
+    let Some(k) = current_inner() else { panic!("kthread::exit called outside a kernel thread") };
+    record_exit(&k, Exit::Value(code));
+    // No strong reference may stay in this frame: it is never unwound.
+    drop(k);
     port().exit_current()
 }
 
@@ -523,23 +524,37 @@ fn record_exit(k: &Inner, how: Exit) {
 }
 
 /// The entry of every kernel thread (Linux `kthread()`).
+///
+/// It holds no strong reference to the thread's record while the function
+/// runs: a thread that ends with [`exit`] never returns here, and on a port
+/// that abandons its frames such a reference would keep the record (and its
+/// registry entry, listed as `Z`) alive for ever. The port's data reference
+/// keeps it alive until the context has exited.
 fn entry() {
+    let Some(f) = first_run() else { return };
+    let v = f();
+    let k = current_inner().expect("kthread data gone before the thread exited");
+    record_exit(&k, Exit::Value(v));
+}
+
+/// The start of a thread: the function to run, or `None` if it was stopped
+/// before it ever ran (its exit is then recorded).
+fn first_run() -> Option<ThreadFn> {
     let k = current_inner().expect("kthread entry without its kthread data");
-    let how = match k.ctl.first_run() {
+    match k.ctl.first_run() {
         FirstRun::StoppedBeforeRun => {
             // Drop the unrun function here, in the thread's own context,
             // not wherever the last reference happens to go.
             drop(k.func.lock().take());
-            Exit::NeverRan
+            record_exit(&k, Exit::NeverRan);
+            None
         }
         FirstRun::RunFn => {
             // A park requested before the first run parks here first.
             parkme_inner(&k);
-            let f = k.func.lock().take().expect("thread function already taken");
-            Exit::Value(f())
+            Some(k.func.lock().take().expect("thread function already taken"))
         }
-    };
-    record_exit(&k, how);
+    }
 }
 
 /// Sleep on `wq` until `cond()` holds or the thread is asked to stop (the

@@ -446,6 +446,48 @@ ktest!(kthread::percpu_threads_park_on_cpu_offline_and_come_back [min_cpus = 2] 
     Ok(())
 });
 
+// ---------------------------------------------------------------- kthread_exit leaves no trace
+
+/// How many listed threads have the bracketed name `name`.
+fn listed(name: &str) -> usize {
+    registry::prune();
+    registry::rows().iter().filter(|r| r.name == name).count()
+}
+
+ktest!(kthread::exit_leaves_no_trace_once_stopped_and_dropped => |ctx| {
+    // kthread_exit abandons the calling frames on a port that does not
+    // unwind (the testkernel, Redox): nothing in them may keep the thread's
+    // record alive, or it stays listed as a zombie for ever.
+    let name = "[exit-reaped]";
+    let before = listed(name);
+    let mut ids = Vec::new();
+    for depth in [0u32, 1, 8] {
+        let t = Builder::new(format_args!("exit-reaped"), move || {
+            fn deep(n: u32) -> i32 {
+                if n == 0 { kthread::exit(-7) } else { deep(n - 1) + 1 }
+            }
+            deep(depth)
+        })
+        .data(Arc::new(depth))
+        .create()
+        .map_err(err("create"))?;
+        start(&t)?;
+        check_eq!(t.stop().map_err(|e| e.errno), Ok(-7), "exit value at depth {depth}");
+        ids.push(t.id());
+    }
+    // One that exits on its own while nobody holds a handle.
+    let t = kthread_run!(|| kthread::exit(3), "exit-reaped").map_err(err("run"))?;
+    let lone = t.id();
+    drop(t);
+    ids.push(lone);
+    // The port drops its reference once the context is reaped.
+    let gone = wait_for(5_000, || ids.iter().all(|&id| registry::find(id).is_none()));
+    check!(gone, "an exited, stopped and dropped thread is still listed:\n{}", registry::ps());
+    check_eq!(listed(name), before, "listed [exit-reaped] threads");
+    check_eq!(kthread::signal_from_user(lone, 9).map_err(|e| e.errno), Err(ESRCH), "a reaped thread is unknown");
+    Ok(())
+});
+
 // ---------------------------------------------------------------- benchmarks
 
 ktest!(kthread::bench_kthread_create_run [bench = true] => |ctx| {
