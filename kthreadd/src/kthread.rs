@@ -25,8 +25,9 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::any::Any;
+use core::any::{Any, TypeId};
 use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::registry;
 use crate::state::{self, Control, FirstRun};
@@ -41,6 +42,49 @@ pub const COMM_LEN: usize = 15;
 
 /// The thread function: returns the exit value (Linux `int threadfn(void *)`).
 pub type ThreadFn = Box<dyn FnOnce() -> i32 + Send>;
+
+/// What identifies a thread function (Linux `kthread_func` returns the
+/// function pointer; a Rust closure has no pointer to return). Two ids are
+/// equal when the functions have the same type: a `fn` item has a type of
+/// its own, so `FnId::of(&my_thread_main)` names exactly the threads created
+/// with `my_thread_main`; each closure expression has its own type too.
+#[derive(Clone, Copy)]
+pub struct FnId {
+    /// The function's type.
+    type_id: TypeId,
+    /// Its type's name (e.g. `my_crate::my_thread_main`, or
+    /// `my_crate::start::{{closure}}` for a closure).
+    name: &'static str,
+}
+
+impl FnId {
+    /// The id of `f`'s function type.
+    ///
+    /// Context: any.
+    pub fn of<F: 'static>(_f: &F) -> FnId {
+        FnId { type_id: TypeId::of::<F>(), name: core::any::type_name::<F>() }
+    }
+
+    /// The type's name, as `core::any::type_name` gives it (for messages;
+    /// compare ids, not names).
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl PartialEq for FnId {
+    fn eq(&self, other: &Self) -> bool {
+        self.type_id == other.type_id
+    }
+}
+
+impl Eq for FnId {}
+
+impl fmt::Debug for FnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FnId({})", self.name)
+    }
+}
 
 /// How a thread ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +108,14 @@ pub(crate) struct Inner {
     pub(crate) task: spin::Once<TaskRef>,
     /// I: id of the creating thread (kthreadd, or 0 for kthreadd itself).
     pub(crate) parent: usize,
-    /// I: the bound CPU of a per-CPU thread.
-    pub(crate) cpu: usize,
+    /// A: the CPU of a per-CPU thread (Linux `kthread->cpu`): written by
+    /// [`Kthread::set_per_cpu`] before it sets `PER_CPU` (release), read by
+    /// unpark after it sees `PER_CPU` (acquire).
+    pub(crate) cpu: AtomicUsize,
     /// Own lock (leaf): the function, taken by the thread at its start.
     func: SpinLock<Option<ThreadFn>>,
+    /// I: what identifies the function (Linux `kthread->threadfn`).
+    func_id: FnId,
     /// Own lock (leaf): how it ended.
     exit: SpinLock<Option<Exit>>,
     /// Completed once `exit` is set (stoppers wait on it).
@@ -126,6 +174,7 @@ pub fn truncate_comm(name: &str) -> String {
 /// [`Builder::run`].
 pub struct Builder {
     func: ThreadFn,
+    func_id: FnId,
     name: String,
     affinity: CpuMask,
     per_cpu: Option<usize>,
@@ -138,6 +187,7 @@ impl Builder {
     /// A thread that will run `f`, named `name` (truncated when listed).
     pub fn new(name: fmt::Arguments<'_>, f: impl FnOnce() -> i32 + Send + 'static) -> Self {
         Builder {
+            func_id: FnId::of(&f),
             func: Box::new(f),
             name: alloc::fmt::format(name),
             affinity: CpuMask::ALL,
@@ -202,8 +252,9 @@ impl Builder {
             comm,
             task: spin::Once::new(),
             parent: kthreadd_id(),
-            cpu: self.per_cpu.unwrap_or(0),
+            cpu: AtomicUsize::new(self.per_cpu.unwrap_or(0)),
             func: SpinLock::ranked("kthread fn", crate::RANK_LEAF, Some(self.func)),
+            func_id: self.func_id,
             exit: SpinLock::ranked("kthread exit", crate::RANK_LEAF, None),
             exited: Completion::new(),
             parked: Completion::new(),
@@ -418,7 +469,8 @@ impl Kthread {
         if self.0.ctl.has(state::PER_CPU) && self.0.ctl.has(state::PARKED) {
             // Parked, hence not running: safe to rebind (Linux __kthread_bind
             // with TASK_PARKED).
-            let _ = self.0.task().set_affinity(CpuMask::one(self.0.cpu));
+            let cpu = self.0.cpu.load(Ordering::Acquire);
+            let _ = self.0.task().set_affinity(CpuMask::one(cpu));
         }
         if self.0.ctl.clear(state::SHOULD_PARK) & state::SHOULD_PARK != 0 {
             self.0.parked.reset();
@@ -429,6 +481,66 @@ impl Kthread {
     /// Is it parked right now?
     pub fn is_parked(&self) -> bool {
         self.0.ctl.has(state::PARKED)
+    }
+
+    /// What identifies the function it was created with (Linux
+    /// `kthread_func(task)`, which returns the function pointer): compare it
+    /// with [`FnId::of`].
+    ///
+    /// Context: any.
+    pub fn func(&self) -> FnId {
+        self.0.func_id
+    }
+
+    /// The data it was created with ([`Builder::data`]; Linux
+    /// `kthread_data(task)`), for any thread, also after it exited.
+    ///
+    /// Context: any. Return: the data, `None` if it was given none.
+    pub fn data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.0.user_data.clone()
+    }
+
+    /// Mark it a per-CPU thread of `cpu`, or clear the mark with `None`
+    /// (Linux `kthread_set_per_cpu`, where -1 clears). A per-CPU thread is
+    /// put back on its CPU whenever it is unparked. Like Linux, this does not
+    /// move the thread: marking a thread that is not bound to `cpu` warns
+    /// (Linux warns when it was never bound) and takes effect at its next
+    /// unpark.
+    ///
+    /// Context: any. Return: `EINVAL` for a CPU that does not exist.
+    pub fn set_per_cpu(&self, cpu: Option<usize>) -> Result<()> {
+        let Some(cpu) = cpu else {
+            self.0.ctl.clear(state::PER_CPU);
+            return Ok(());
+        };
+        if cpu >= port().cpu_count() {
+            return Err(Error::new(EINVAL));
+        }
+        let aff = self.0.task().affinity();
+        if aff != CpuMask::one(cpu) {
+            port().console_line(&alloc::format!(
+                "# WARNING: kthread_set_per_cpu of [{}] (id {}) to CPU {cpu} while it may run on {aff:?}: it is bound there at its next unpark",
+                self.0.comm,
+                self.id()
+            ));
+        }
+        self.0.cpu.store(cpu, Ordering::Release);
+        self.0.ctl.set(state::PER_CPU);
+        Ok(())
+    }
+
+    /// Is it marked a per-CPU thread (Linux `kthread_is_per_cpu`)?
+    ///
+    /// Context: any.
+    pub fn is_per_cpu(&self) -> bool {
+        self.0.ctl.has(state::PER_CPU)
+    }
+
+    /// The CPU it belongs to as a per-CPU thread, `None` if it is not one.
+    ///
+    /// Context: any.
+    pub fn per_cpu(&self) -> Option<usize> {
+        self.is_per_cpu().then(|| self.0.cpu.load(Ordering::Acquire))
     }
 }
 
@@ -447,6 +559,34 @@ pub fn current() -> Option<Kthread> {
 /// `kthread_data(current)`).
 pub fn data() -> Option<Arc<dyn Any + Send + Sync>> {
     current_inner().and_then(|k| k.user_data.clone())
+}
+
+/// The kernel thread behind the port's context `task`, if it is one (also
+/// after it exited, while a handle to it is left).
+///
+/// Context: any task context.
+pub fn of_task(task: &TaskRef) -> Option<Kthread> {
+    match task.data().and_then(|d| d.downcast::<Inner>().ok()) {
+        Some(k) => Some(Kthread(k)),
+        None => registry::find(task.id()),
+    }
+}
+
+/// The function `task` was created with if it is a kernel thread (Linux
+/// `kthread_func(task)`, which answers NULL for other tasks).
+///
+/// Context: any task context.
+pub fn func_of(task: &TaskRef) -> Option<FnId> {
+    of_task(task).map(|k| k.func())
+}
+
+/// The data `task` was created with, if it is a kernel thread that was given
+/// data (Linux `kthread_probe_data`: any task, `None` when it is not a
+/// kthread or has no data).
+///
+/// Context: any task context.
+pub fn probe_data(task: &TaskRef) -> Option<Arc<dyn Any + Send + Sync>> {
+    of_task(task).and_then(|k| k.data())
 }
 
 /// The data given at creation of the kernel thread whose port data is `d`
@@ -706,8 +846,9 @@ pub fn init() -> Result<Kthread> {
         comm: String::from("kthreadd"),
         task: spin::Once::new(),
         parent: 0,
-        cpu: 0,
+        cpu: AtomicUsize::new(0),
         func: SpinLock::ranked("kthread fn", crate::RANK_LEAF, Some(Box::new(kthreadd_main))),
+        func_id: FnId::of(&kthreadd_main),
         exit: SpinLock::ranked("kthread exit", crate::RANK_LEAF, None),
         exited: Completion::new(),
         parked: Completion::new(),

@@ -21,7 +21,8 @@ pub const STARTED: u32 = 1 << 2;
 pub const EXITED: u32 = 1 << 3;
 /// The first wake-up was issued (binding is no longer allowed).
 pub const WOKEN: u32 = 1 << 4;
-/// The thread is bound to one CPU by `create_on_cpu` (`KTHREAD_IS_PER_CPU`).
+/// The thread is a per-CPU thread of its recorded CPU (`KTHREAD_IS_PER_CPU`):
+/// set by `create_on_cpu`, set or cleared by `Kthread::set_per_cpu`.
 pub const PER_CPU: u32 = 1 << 5;
 /// The thread is parked at a `parkme` point.
 pub const PARKED: u32 = 1 << 6;

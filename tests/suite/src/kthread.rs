@@ -9,8 +9,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::{Completion, WaitQueue};
-use kport::{CpuMask, EBUSY, EINTR, EPERM, ESRCH, TaskState, port};
-use kthreadd::kthread::{self, Builder, COMM_LEN, Kthread};
+use kport::{CpuMask, EBUSY, EINTR, EINVAL, EPERM, ESRCH, TaskState, port};
+use kthreadd::kthread::{self, Builder, COMM_LEN, FnId, Kthread};
 use kthreadd::registry;
 use kthreadd::smpboot::{self, PercpuThread};
 use kthreadd::{kthread_create, kthread_run};
@@ -607,6 +607,8 @@ ktest!(kthread::smpboot_register_runs_setup_in_each_thread_not_unpark => |ctx| {
     msleep(20);
     for c in 0..n {
         check_eq!(desc.seq(c), [Cb::Setup], "callbacks of CPU {c} after register (a fresh thread runs setup, not unpark)");
+        let t = reg.reg().thread(c).ok_or(Failure::Fail("missing thread".into()))?;
+        check!(t.is_per_cpu() && t.per_cpu() == Some(c), "[{}] is not marked per-CPU for {c}", t.comm());
     }
     desc.check_where(reg.reg())?;
     let threads: Vec<Kthread> = (0..n).filter_map(|c| reg.reg().thread(c)).collect();
@@ -668,6 +670,94 @@ ktest!(kthread::smpboot_callbacks_follow_hotplug_in_the_thread [min_cpus = 2] =>
     reg.unregister();
     check_eq!(late.seq(victim), [Cb::Setup, Cb::Park, Cb::Cleanup(false)]);
     h.cpu_up(victim).map_err(err("cpu_up"))?;
+    Ok(())
+});
+
+// ---------------------------------------------------------------- per-CPU mark, func, data
+
+ktest!(kthread::set_per_cpu_marks_and_clears => |ctx| {
+    let p = port();
+    let n = p.cpu_count();
+    let cpu = n - 1;
+    let t = sleeper("pcpu-mark", 0);
+    check!(!t.is_per_cpu() && t.per_cpu().is_none(), "a plain thread is not per-CPU");
+    t.bind(cpu).map_err(err("bind"))?;
+    t.set_per_cpu(Some(cpu)).map_err(err("set_per_cpu"))?;
+    check!(t.is_per_cpu());
+    check_eq!(t.per_cpu(), Some(cpu));
+    check_eq!(t.set_per_cpu(Some(n)).map_err(|e| e.errno), Err(EINVAL), "a CPU that does not exist");
+    check_eq!(t.per_cpu(), Some(cpu), "a refused mark changes nothing");
+    t.set_per_cpu(None).map_err(err("clear"))?;
+    check!(!t.is_per_cpu() && t.per_cpu().is_none(), "cleared");
+    let _ = t.stop();
+    let u = kthread::create_on_cpu(|| 0, cpu, format_args!("pcpu-on/{cpu}")).map_err(err("create_on_cpu"))?;
+    check_eq!(u.per_cpu(), Some(cpu), "create_on_cpu marks the thread per-CPU");
+    let _ = u.stop();
+    if n >= 2 {
+        // A marked thread is put back on its CPU when unparked; once the
+        // mark is cleared, unparking leaves its affinity alone.
+        let both = CpuMask((1 << cpu) | 1);
+        let v = kthread_create!(|| { while !kthread::should_stop() { if kthread::should_park() { kthread::parkme(); } kthread::sleep_ms_or_stop(1); } 0 }, "pcpu-rebind")
+            .map_err(err("create"))?;
+        v.bind_mask(both).map_err(err("bind_mask"))?;
+        v.set_per_cpu(Some(cpu)).map_err(err("set_per_cpu"))?; // warns: not bound there yet
+        start(&v)?;
+        check_eq!(v.affinity(), both, "marking does not move it");
+        v.park().map_err(err("park"))?;
+        v.unpark();
+        check_eq!(v.affinity(), CpuMask::one(cpu), "unpark binds a per-CPU thread to its CPU");
+        v.set_per_cpu(None).map_err(err("clear"))?;
+        v.task().set_affinity(both).map_err(err("set_affinity"))?;
+        v.park().map_err(err("park"))?;
+        v.unpark();
+        check_eq!(v.affinity(), both, "unpark must not rebind a thread whose mark was cleared");
+        check_eq!(v.stop().map_err(|e| e.errno), Ok(0));
+    }
+    Ok(())
+});
+
+/// A named thread function (a `fn` item has a type of its own).
+fn named_main() -> i32 {
+    while !kthread::should_stop() {
+        kthread::sleep_ms_or_stop(5);
+    }
+    0
+}
+
+ktest!(kthread::func_and_data_of_another_thread => |ctx| {
+    let t = Builder::new(format_args!("fn-named"), named_main).data(Arc::new(42u32)).create().map_err(err("create"))?;
+    check_eq!(t.func(), FnId::of(&named_main));
+    check!(t.func().name().ends_with("named_main"), "name {}", t.func().name());
+    let closure = || 7;
+    let id = FnId::of(&closure);
+    let u = kthread_create!(closure, "fn-closure").map_err(err("create"))?;
+    check_eq!(u.func(), id);
+    check!(u.func() != t.func(), "two different functions compare equal");
+    let got = t.data().and_then(|d| d.downcast::<u32>().ok()).map(|v| *v);
+    check_eq!(got, Some(42), "kthread_data of another thread");
+    check!(u.data().is_none(), "a thread created without data has none");
+    // Through the port's context handle (Linux kthread_probe_data / kthread_func).
+    let probed = kthread::probe_data(t.task()).and_then(|d| d.downcast::<u32>().ok()).map(|v| *v);
+    check_eq!(probed, Some(42));
+    check_eq!(kthread::func_of(t.task()), Some(FnId::of(&named_main)));
+    check!(kthread::of_task(t.task()).is_some_and(|k| k.id() == t.id()));
+    // The case's own context is not a kernel thread.
+    let me = port().current();
+    check!(kthread::func_of(&me).is_none() && kthread::probe_data(&me).is_none(), "a plain context answered as a kthread");
+    // From inside, and after it exited.
+    let seen = Arc::new(AtomicBool::new(false));
+    let s = seen.clone();
+    let w = kthread_create!(move || { s.store(kthread::current().is_some_and(|k| k.comm() == "fn-inside" && k.func() != FnId::of(&named_main)), Ordering::SeqCst); 0 }, "fn-inside")
+        .map_err(err("create"))?;
+    start(&w)?;
+    check_eq!(w.stop().map_err(|e| e.errno), Ok(0));
+    check!(seen.load(Ordering::SeqCst), "inside, kthread::current() did not answer with its own function");
+    start(&t)?;
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+    check_eq!(t.func(), FnId::of(&named_main), "after exit");
+    check!(t.data().is_some(), "data after exit");
+    check_eq!(kthread::func_of(t.task()), Some(FnId::of(&named_main)), "after exit, while a handle is left");
+    check_eq!(u.stop().map_err(|e| e.errno), Err(EINTR));
     Ok(())
 });
 
