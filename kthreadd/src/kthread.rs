@@ -29,8 +29,8 @@ use core::any::{Any, TypeId};
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::registry;
 use crate::state::{self, Control, FirstRun};
+use crate::{freezer, registry};
 use kport::sync::{Completion, SpinLock, WaitQueue};
 use kport::{
     CpuMask, EBUSY, EINTR, EINVAL, ENOSYS, EPERM, ESRCH, Error, Priority, Result, SleepState, SpawnSpec, TaskRef,
@@ -483,6 +483,17 @@ impl Kthread {
         self.0.ctl.has(state::PARKED)
     }
 
+    /// Is it frozen right now, sitting at a freeze point until the thaw
+    /// (Linux `frozen(p)`)? See [`crate::freezer`].
+    pub fn is_frozen(&self) -> bool {
+        self.0.ctl.has(state::FROZEN)
+    }
+
+    /// Did it make itself freezable ([`freezer::set_freezable`])?
+    pub fn is_freezable(&self) -> bool {
+        self.0.ctl.has(state::FREEZABLE)
+    }
+
     /// What identifies the function it was created with (Linux
     /// `kthread_func(task)`, which returns the function pointer): compare it
     /// with [`FnId::of`].
@@ -609,6 +620,29 @@ pub fn should_park() -> bool {
 /// Should it stop or park (Linux `kthread_should_stop_or_park`)?
 pub fn should_stop_or_park() -> bool {
     current_inner().is_some_and(|k| k.ctl.has(state::SHOULD_STOP) || k.ctl.should_stay_parked())
+}
+
+/// [`should_stop`] for a freezable thread (Linux
+/// `kthread_freezable_should_stop`): first freeze here if a freeze is on
+/// ([`freezer`]), then answer whether to stop. A stop releases a frozen
+/// thread, so stop and freeze never wait on each other. `was_frozen`, if
+/// given, is set to whether it was frozen here.
+///
+/// Context: may sleep; in the kernel thread itself. Return: whether it should stop.
+#[track_caller]
+pub fn freezable_should_stop(was_frozen: Option<&mut bool>) -> bool {
+    kport::might_sleep();
+    let Some(k) = current_inner() else {
+        if let Some(w) = was_frozen {
+            *w = false;
+        }
+        return false;
+    };
+    let frozen = freezer::freezing_inner(&k) && freezer::refrigerator(&k);
+    if let Some(w) = was_frozen {
+        *w = frozen;
+    }
+    k.ctl.has(state::SHOULD_STOP)
 }
 
 /// Park here while a park is requested (Linux `kthread_parkme`).

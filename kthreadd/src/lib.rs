@@ -9,6 +9,7 @@
 //! | [`kthread`] | `kernel/kthread.c`: kthreadd, create/run/stop/park/bind |
 //! | [`kthread_worker`] | `kthread_worker`, `kthread_work`, `kthread_delayed_work` |
 //! | [`smpboot`] | `kernel/smpboot.c`: per-CPU threads and CPU hot-plug |
+//! | [`freezer`] | `kernel/freezer.c`: freezable kernel threads, freeze and thaw |
 //! | [`registry`] | the `ps` view of kernel threads |
 //!
 //! # Locking
@@ -35,6 +36,7 @@
 
 extern crate alloc;
 
+pub mod freezer;
 pub mod kthread;
 pub mod kthread_worker;
 pub mod registry;

@@ -26,6 +26,12 @@ pub const WOKEN: u32 = 1 << 4;
 pub const PER_CPU: u32 = 1 << 5;
 /// The thread is parked at a `parkme` point.
 pub const PARKED: u32 = 1 << 6;
+/// The thread called `freezer::set_freezable` (Linux clears `PF_NOFREEZE`).
+pub const FREEZABLE: u32 = 1 << 7;
+/// The thread sits in the refrigerator (Linux `frozen(p)`). Set by the
+/// thread before it checks whether a freeze is still on, so a thaw that
+/// clears the freeze afterwards sees the bit and wakes it.
+pub const FROZEN: u32 = 1 << 8;
 
 /// The control word.
 #[derive(Debug)]

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::{Completion, WaitQueue};
 use kport::{CpuMask, EBUSY, EINTR, EINVAL, EPERM, ESRCH, TaskState, port};
+use kthreadd::freezer;
 use kthreadd::kthread::{self, Builder, COMM_LEN, FnId, Kthread};
 use kthreadd::registry;
 use kthreadd::smpboot::{self, PercpuThread};
@@ -758,6 +759,185 @@ ktest!(kthread::func_and_data_of_another_thread => |ctx| {
     check!(t.data().is_some(), "data after exit");
     check_eq!(kthread::func_of(t.task()), Some(FnId::of(&named_main)), "after exit, while a handle is left");
     check_eq!(u.stop().map_err(|e| e.errno), Err(EINTR));
+    Ok(())
+});
+
+// ---------------------------------------------------------------- the freezer
+
+/// Thaws on drop, so a failed check never leaves kernel threads frozen.
+struct Thaw;
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        freezer::thaw_kthreads();
+    }
+}
+
+/// A thread counting once per ms until stopped; freezable ones freeze at
+/// `kthread_freezable_should_stop` and count how often they were frozen.
+fn counter(name: &str, freezable: bool, count: Arc<AtomicU64>, frozen: Arc<AtomicU64>) -> Result<Kthread, Failure> {
+    Builder::new(format_args!("{name}"), move || {
+        if freezable {
+            freezer::set_freezable();
+        }
+        loop {
+            let mut was = false;
+            let stop = if freezable { kthread::freezable_should_stop(Some(&mut was)) } else { kthread::should_stop() };
+            if was {
+                frozen.fetch_add(1, Ordering::SeqCst);
+            }
+            if stop {
+                return 0;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            kthread::msleep(1);
+        }
+    })
+    .run()
+    .map_err(err("run"))
+}
+
+ktest!(kthread::freezer_freezes_freezable_threads_only => |ctx| {
+    let _thaw = Thaw;
+    let (fc, ff) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (nc, nf) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let f = counter("frz-yes", true, fc.clone(), ff.clone())?;
+    let nf_t = counter("frz-no", false, nc.clone(), nf.clone())?;
+    check!(wait_for(5_000, || fc.load(Ordering::SeqCst) > 2 && nc.load(Ordering::SeqCst) > 2), "the counters never ran");
+    check!(!freezer::freezer_active() && !freezer::freezing(), "no freeze yet");
+    freezer::freeze_kthreads().map_err(err("freeze_kthreads"))?;
+    check!(freezer::freezer_active());
+    check!(f.is_frozen() && f.is_freezable(), "the freezable thread is not frozen");
+    check!(!nf_t.is_frozen() && !nf_t.is_freezable());
+    check!(wait_for(5_000, || f.state() == TaskState::DiskSleep), "a frozen thread shows as {:?}", f.state());
+    let row = registry::rows().into_iter().find(|r| r.id == f.id()).ok_or(Failure::Fail("[frz-yes] not listed".into()))?;
+    check_eq!((row.state, row.wchan), ('D', "refrigerator"));
+    let (a, b) = (fc.load(Ordering::SeqCst), nc.load(Ordering::SeqCst));
+    msleep(30);
+    check_eq!(fc.load(Ordering::SeqCst), a, "a frozen thread kept running");
+    check!(nc.load(Ordering::SeqCst) > b, "a thread that is not freezable stopped during the freeze");
+    freezer::thaw_kthreads();
+    check!(!freezer::freezer_active());
+    check!(wait_for(5_000, || fc.load(Ordering::SeqCst) > a), "did not resume after the thaw");
+    check_eq!(ff.load(Ordering::SeqCst), 1, "kthread_freezable_should_stop reported was_frozen");
+    check!(!f.is_frozen());
+    check_eq!(f.stop().map_err(|e| e.errno), Ok(0));
+    check_eq!(nf_t.stop().map_err(|e| e.errno), Ok(0));
+    check_eq!(nf.load(Ordering::SeqCst), 0);
+    Ok(())
+});
+
+ktest!(kthread::freezer_stop_and_park_release_a_frozen_thread => |ctx| {
+    let _thaw = Thaw;
+    // Frozen at try_to_freeze (Linux would keep it frozen until the thaw).
+    let t = kthread_run!(|| {
+        freezer::set_freezable();
+        while !kthread::should_stop() {
+            if kthread::should_park() {
+                kthread::parkme();
+            }
+            freezer::try_to_freeze();
+            kthread::msleep(1);
+        }
+        5
+    }, "frz-stop").map_err(err("run"))?;
+    let u = kthread_run!(|| {
+        freezer::set_freezable();
+        while !kthread::freezable_should_stop(None) {
+            if kthread::should_park() {
+                kthread::parkme();
+            }
+            kthread::msleep(1);
+        }
+        6
+    }, "frz-park").map_err(err("run"))?;
+    check!(wait_for(5_000, || t.is_freezable() && u.is_freezable()), "never made themselves freezable");
+    freezer::freeze_kthreads().map_err(err("freeze_kthreads"))?;
+    check!(t.is_frozen() && u.is_frozen(), "not frozen");
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(5), "stop of a frozen thread");
+    u.park().map_err(err("park of a frozen thread"))?;
+    check!(u.is_parked() && !u.is_frozen());
+    // A parked thread does not hold up a freeze.
+    freezer::thaw_kthreads();
+    freezer::freeze_kthreads_within(1_000).map_err(err("freeze with a parked freezable thread"))?;
+    u.unpark();
+    check!(wait_for(5_000, || u.is_frozen()), "an unparked thread did not freeze at its next freeze point");
+    freezer::thaw_kthreads();
+    check_eq!(u.stop().map_err(|e| e.errno), Ok(6));
+    Ok(())
+});
+
+ktest!(kthread::freezer_refused_freeze_fails_and_thaws => |ctx| {
+    let _thaw = Thaw;
+    let (c, f) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let good = counter("frz-good", true, c.clone(), f.clone())?;
+    // Freezable, but sleeps where it cannot freeze.
+    let wq = Arc::new(WaitQueue::new());
+    let bad = kthread_run!(move || {
+        freezer::set_freezable();
+        kthread::wait_event_or_stop(&wq, "frz-never", || false);
+        0
+    }, "frz-bad").map_err(err("run"))?;
+    check!(wait_for(5_000, || bad.is_freezable() && c.load(Ordering::SeqCst) > 0), "never started");
+    let t0 = port().now_ns();
+    check_eq!(freezer::freeze_kthreads_within(100).map_err(|e| e.errno), Err(EBUSY), "a freeze a thread refuses");
+    check!(port().now_ns() - t0 >= 100_000_000, "gave up before its time limit");
+    check!(!freezer::freezer_active(), "a failed freeze must thaw");
+    let a = c.load(Ordering::SeqCst);
+    check!(wait_for(5_000, || c.load(Ordering::SeqCst) > a && !good.is_frozen()), "the frozen thread was not thawed");
+    // Without the refusing thread the freeze succeeds; a second freeze while
+    // one is on is refused; thawing twice is harmless.
+    check_eq!(bad.stop().map_err(|e| e.errno), Ok(0));
+    freezer::freeze_kthreads().map_err(err("freeze once the refusing thread is gone"))?;
+    check!(good.is_frozen());
+    check_eq!(freezer::freeze_kthreads().map_err(|e| e.errno), Err(EBUSY), "a second freeze");
+    check!(freezer::freezer_active(), "a refused second freeze must not end the first");
+    freezer::thaw_kthreads();
+    freezer::thaw_kthreads();
+    check!(wait_for(5_000, || !good.is_frozen()), "not thawed");
+    check_eq!(good.stop().map_err(|e| e.errno), Ok(0));
+    check!(f.load(Ordering::SeqCst) >= 1, "kthread_freezable_should_stop never reported a freeze");
+    Ok(())
+});
+
+ktest!(kthread::freezer_wait_event_freezable_freezes_in_the_wait => |ctx| {
+    let _thaw = Thaw;
+    let wq = Arc::new(WaitQueue::new());
+    let go = Arc::new(AtomicBool::new(false));
+    let woke = Arc::new(AtomicU64::new(0));
+    let (w2, g2, k2) = (wq.clone(), go.clone(), woke.clone());
+    let t = kthread_run!(move || {
+        freezer::set_freezable();
+        while !kthread::should_stop() {
+            if freezer::wait_event_freezable(&w2, "frz-wait", || g2.swap(false, Ordering::SeqCst)) {
+                k2.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        0
+    }, "frz-wait").map_err(err("run"))?;
+    check!(wait_for(5_000, || t.is_freezable() && t.state() == TaskState::Sleeping), "never slept");
+    freezer::freeze_kthreads().map_err(err("freeze_kthreads"))?;
+    check!(t.is_frozen(), "a freezable wait did not freeze");
+    go.store(true, Ordering::SeqCst);
+    wq.wake_all();
+    msleep(30);
+    check_eq!(woke.load(Ordering::SeqCst), 0, "ran while frozen");
+    freezer::thaw_kthreads();
+    check!(wait_for(5_000, || woke.load(Ordering::SeqCst) == 1), "the condition set during the freeze was lost");
+    check_eq!(t.stop().map_err(|e| e.errno), Ok(0));
+    Ok(())
+});
+
+ktest!(kthread::freezer_outside_a_kthread_does_nothing => |ctx| {
+    let _thaw = Thaw;
+    // The case runs in a plain port context.
+    check!(kthread::current().is_none());
+    check!(!freezer::set_freezable(), "set_freezable outside a kthread");
+    freezer::freeze_kthreads().map_err(err("freeze_kthreads"))?;
+    check!(!freezer::freezing() && !freezer::try_to_freeze(), "a plain context froze");
+    let mut was = true;
+    check!(!kthread::freezable_should_stop(Some(&mut was)) && !was);
+    freezer::thaw_kthreads();
     Ok(())
 });
 

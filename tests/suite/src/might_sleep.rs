@@ -527,3 +527,66 @@ ktest!(might_sleep::report_does_not_stop_the_call [may_report = true] => |ctx| {
     check_eq!(*m.lock(), 1);
     Ok(())
 });
+
+// ---------------------------------------------------------------- freezer
+
+ktest!(might_sleep::freezer_set_freezable_no_freeze [may_report = true] => |ctx| {
+    in_kthread(|| {
+        under_spinlock(|| {
+            let at = line!() + 1;
+            kthreadd::freezer::set_freezable();
+            at
+        })
+    })
+});
+
+ktest!(might_sleep::freezer_try_to_freeze_no_freeze [may_report = true] => |ctx| {
+    in_kthread(|| {
+        under_spinlock(|| {
+            let at = line!() + 1;
+            kthreadd::freezer::try_to_freeze();
+            at
+        })
+    })
+});
+
+ktest!(might_sleep::kthread_freezable_should_stop_no_freeze [may_report = true] => |ctx| {
+    in_kthread(|| {
+        under_spinlock(|| {
+            let at = line!() + 1;
+            kthread::freezable_should_stop(None);
+            at
+        })
+    })
+});
+
+ktest!(might_sleep::freezer_wait_event_freezable_condition_true [may_report = true] => |ctx| {
+    in_kthread(|| {
+        let wq = WaitQueue::new();
+        under_spinlock(|| {
+            let at = line!() + 1;
+            kthreadd::freezer::wait_event_freezable(&wq, "true", || true);
+            at
+        })
+    })
+});
+
+ktest!(might_sleep::freezer_freeze_kthreads_nothing_freezable [may_report = true] => |ctx| {
+    let r = under_spinlock(|| {
+        let at = line!() + 1;
+        let _ = kthreadd::freezer::freeze_kthreads();
+        at
+    });
+    kthreadd::freezer::thaw_kthreads();
+    r
+});
+
+ktest!(might_sleep::freezer_freeze_kthreads_within_nothing_freezable [may_report = true] => |ctx| {
+    let r = under_spinlock(|| {
+        let at = line!() + 1;
+        let _ = kthreadd::freezer::freeze_kthreads_within(0);
+        at
+    });
+    kthreadd::freezer::thaw_kthreads();
+    r
+});
