@@ -13,16 +13,29 @@
 //! queued, then stops the thread; items queued afterwards are refused with a
 //! warning.
 //!
-//! Lock: each worker's `state` lock protects its list, its current item and
-//! the `pending` / `canceling` / `on` fields of the items queued on it. It is
-//! a leaf lock (the timer's callback takes it from interrupt context).
+//! A worker created with [`KtwFlags::FREEZABLE`] (Linux `KTW_FREEZABLE`)
+//! has a freezable thread ([`crate::freezer`]): while a freeze is on it
+//! stops between items, and runs the rest after the thaw.
+//!
+//! Destroying a worker while a delayed item's timer is armed (Linux warns
+//! that the delayed list is not empty and leaves the timer to fire on the
+//! freed worker) cancels the timer: the item never runs there, a one-line
+//! warning names the worker, and [`KthreadWorker::destroy`] answers how
+//! many were cancelled. The item may be queued again, on another worker.
+//!
+//! Lock: each worker's `state` lock protects its lists (queued items,
+//! armed delayed items, pending and cancelling items) and its current
+//! item (rank `RANK_KTW_WORKER`; the timer's callback takes it from
+//! interrupt context).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::sync::{Arc, Weak};
 use core::fmt;
+use core::ops::BitOr;
 
+use crate::freezer;
 use crate::kthread::{self, Builder, Kthread};
 use kport::sync::{Completion, SpinLock, WaitQueue};
 use kport::{EINVAL, Error, PortTimer, Result, port};
@@ -56,6 +69,10 @@ struct WorkerLists {
     pending: alloc::vec::Vec<Arc<KthreadWorkInner>>,
     /// L: items being cancelled (refuse queueing).
     canceling: alloc::vec::Vec<Arc<KthreadWorkInner>>,
+    /// L: delayed items whose timer is armed, with their timer (Linux
+    /// `delayed_work_list`): the timer's callback moves an item from here
+    /// to `list`; destroy cancels what is left.
+    delayed: alloc::vec::Vec<(Arc<KthreadWorkInner>, Arc<dyn PortTimer>)>,
     /// L: destroy began: refuse new items.
     dying: bool,
 }
@@ -73,7 +90,42 @@ struct WorkerShared {
     thread: spin::Once<Kthread>,
     /// I: its name.
     name: alloc::string::String,
+    /// I: its flags.
+    flags: KtwFlags,
 }
+
+/// Flags of a worker (Linux `KTW_*`), given to
+/// [`KthreadWorker::create_with_flags`].
+#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+pub struct KtwFlags(u32);
+
+impl KtwFlags {
+    /// No flag.
+    pub const NONE: KtwFlags = KtwFlags(0);
+    /// The worker's thread is freezable and freezes between items (Linux
+    /// `KTW_FREEZABLE`).
+    pub const FREEZABLE: KtwFlags = KtwFlags(1 << 0);
+
+    /// Are all of `other`'s flags set?
+    pub fn contains(self, other: KtwFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The raw bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl BitOr for KtwFlags {
+    type Output = KtwFlags;
+    fn bitor(self, o: KtwFlags) -> KtwFlags {
+        KtwFlags(self.0 | o.0)
+    }
+}
+
+/// Linux's name of [`KtwFlags::FREEZABLE`].
+pub const KTW_FREEZABLE: KtwFlags = KtwFlags::FREEZABLE;
 
 /// A worker (Linux `struct kthread_worker`).
 pub struct KthreadWorker(Arc<WorkerShared>);
@@ -112,7 +164,9 @@ impl KthreadWork {
 /// plus the timer that queues it.
 pub struct KthreadDelayedWork {
     work: KthreadWork,
-    timer: Box<dyn PortTimer>,
+    /// The timer; the worker it is armed for keeps a reference on its
+    /// delayed list, so destroying the worker can cancel it.
+    timer: Arc<dyn PortTimer>,
     /// The worker the timer will queue it on.
     target: Arc<SpinLock<Option<Weak<WorkerShared>>>>,
 }
@@ -131,7 +185,7 @@ impl KthreadDelayedWork {
                 worker.timer_fired(&w);
             }
         }));
-        KthreadDelayedWork { work, timer, target }
+        KthreadDelayedWork { work, timer: Arc::from(timer), target }
     }
 
     /// The work item inside.
@@ -147,7 +201,9 @@ impl WorkerShared {
 
     fn timer_fired(&self, w: &Arc<KthreadWorkInner>) {
         let mut st = self.state.lock();
-        if !contains(&st.pending, w) || contains(&st.canceling, w) {
+        // Only an item still on the delayed list: cancel, mod and destroy
+        // take it off before they touch the timer.
+        if !remove_delayed(&mut st.delayed, w) || !contains(&st.pending, w) || contains(&st.canceling, w) {
             return;
         }
         st.list.push_back(Queued { work: w.clone(), marker: None });
@@ -174,8 +230,25 @@ impl WorkerShared {
     }
 }
 
+/// Take `w` off a delayed list; true if it was there.
+fn remove_delayed(
+    v: &mut alloc::vec::Vec<(Arc<KthreadWorkInner>, Arc<dyn PortTimer>)>,
+    w: &Arc<KthreadWorkInner>,
+) -> bool {
+    match v.iter().position(|(x, _)| Arc::ptr_eq(x, w)) {
+        Some(i) => {
+            v.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
 fn worker_fn(w: Arc<WorkerShared>) -> i32 {
     let p = port();
+    if w.flags.contains(KtwFlags::FREEZABLE) {
+        freezer::set_freezable();
+    }
     loop {
         let next = {
             let mut st = w.state.lock();
@@ -196,13 +269,16 @@ fn worker_fn(w: Arc<WorkerShared>) -> i32 {
             Some(Queued { marker: Some(m), .. }) => m.complete_all(),
             Some(Queued { work, marker: None }) => {
                 (work.func)();
+                // The freeze point between items (a no-op unless the
+                // worker is freezable and a freeze is on).
+                freezer::try_to_freeze();
                 p.cond_resched();
             }
             None => {
                 if kthread::should_stop() {
                     return 0;
                 }
-                kthread::wait_event_or_stop(&w.wq, "kthread_worker", || !w.state.lock().list.is_empty());
+                freezer::wait_event_freezable(&w.wq, "kthread_worker", || !w.state.lock().list.is_empty());
             }
         }
     }
@@ -216,7 +292,17 @@ impl KthreadWorker {
     #[track_caller]
     pub fn create(name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
         kport::might_sleep();
-        Self::create_inner(name, None)
+        Self::create_inner(name, None, KtwFlags::NONE)
+    }
+
+    /// Create a worker with `flags` (Linux `kthread_create_worker(flags,
+    /// ...)`), e.g. [`KtwFlags::FREEZABLE`].
+    ///
+    /// Context: may sleep. Return: the worker; errors as `kthread::Builder::create`.
+    #[track_caller]
+    pub fn create_with_flags(flags: KtwFlags, name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
+        kport::might_sleep();
+        Self::create_inner(name, None, flags)
     }
 
     /// Create a worker whose thread is bound to `cpu` (Linux
@@ -226,13 +312,23 @@ impl KthreadWorker {
     #[track_caller]
     pub fn create_on_cpu(cpu: usize, name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
         kport::might_sleep();
+        Self::create_on_cpu_with_flags(cpu, KtwFlags::NONE, name)
+    }
+
+    /// Create a worker with `flags` whose thread is bound to `cpu` (Linux
+    /// `kthread_create_worker_on_cpu(cpu, flags, ...)`).
+    ///
+    /// Context: may sleep. Return: the worker; `EINVAL` for a bad CPU.
+    #[track_caller]
+    pub fn create_on_cpu_with_flags(cpu: usize, flags: KtwFlags, name: fmt::Arguments<'_>) -> Result<KthreadWorker> {
+        kport::might_sleep();
         if cpu >= port().cpu_count() {
             return Err(Error::new(EINVAL));
         }
-        Self::create_inner(name, Some(cpu))
+        Self::create_inner(name, Some(cpu), flags)
     }
 
-    fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>) -> Result<KthreadWorker> {
+    fn create_inner(name: fmt::Arguments<'_>, cpu: Option<usize>, flags: KtwFlags) -> Result<KthreadWorker> {
         let name = alloc::fmt::format(name);
         let inner = Arc::new(WorkerShared {
             state: SpinLock::ranked(
@@ -243,6 +339,7 @@ impl KthreadWorker {
                     current: None,
                     pending: alloc::vec::Vec::new(),
                     canceling: alloc::vec::Vec::new(),
+                    delayed: alloc::vec::Vec::new(),
                     dying: false,
                 },
             ),
@@ -250,6 +347,7 @@ impl KthreadWorker {
             idle: WaitQueue::new(),
             thread: spin::Once::new(),
             name: name.clone(),
+            flags,
         });
         let w = inner.clone();
         let mut b = Builder::new(format_args!("{name}"), move || worker_fn(w));
@@ -264,6 +362,11 @@ impl KthreadWorker {
     /// The worker's thread.
     pub fn thread(&self) -> &Kthread {
         self.0.thread.get().expect("worker without a thread")
+    }
+
+    /// The flags it was created with.
+    pub fn flags(&self) -> KtwFlags {
+        self.0.flags
     }
 
     /// Queue `work` (Linux `kthread_queue_work`): false if it is already
@@ -303,7 +406,12 @@ impl KthreadWorker {
             return false;
         }
         let mut st = self.0.state.lock();
-        if st.dying || contains(&st.pending, &dwork.work.0) || contains(&st.canceling, &dwork.work.0) {
+        if st.dying {
+            drop(st);
+            self.refuse_dying("delayed kthread work queued");
+            return false;
+        }
+        if contains(&st.pending, &dwork.work.0) || contains(&st.canceling, &dwork.work.0) {
             return false;
         }
         st.pending.push(dwork.work.0.clone());
@@ -324,10 +432,17 @@ impl KthreadWorker {
             drop(st);
             self.0.wake_thread();
         } else {
-            drop(st);
+            // On the delayed list before the timer can fire; the target is
+            // a leaf lock, taken under the worker's.
+            st.delayed.push((dwork.work.0.clone(), dwork.timer.clone()));
             *dwork.target.lock() = Some(Arc::downgrade(&self.0));
+            drop(st);
             dwork.timer.arm(port().now_ns() + delay_ns, None);
         }
+    }
+
+    fn refuse_dying(&self, what: &str) {
+        port().console_line(&format!("# WARNING: {what} on worker {} being destroyed: refused", self.0.name));
     }
 
     /// Change the delay of `dwork` to `delay_ns` from now, queueing it if it
@@ -345,7 +460,13 @@ impl KthreadWorker {
             return true;
         }
         let was_pending = contains(&st.pending, &dwork.work.0);
+        if st.dying {
+            drop(st);
+            self.refuse_dying("kthread_mod_delayed_work");
+            return was_pending;
+        }
         if was_pending {
+            remove_delayed(&mut st.delayed, &dwork.work.0);
             dwork.timer.cancel();
             st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, &dwork.work.0));
         } else {
@@ -400,6 +521,7 @@ impl KthreadWorker {
             let mut st = self.0.state.lock();
             st.canceling.push(work.clone());
             let was = remove(&mut st.pending, work);
+            remove_delayed(&mut st.delayed, work);
             st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, work));
             was
         };
@@ -434,22 +556,56 @@ impl KthreadWorker {
         self.cancel_inner(&dwork.work.0, Some(&*dwork.timer))
     }
 
-    /// Refuse further items, run everything already queued, and stop the
-    /// thread (Linux `kthread_destroy_worker`).
+    /// Refuse further items, cancel the delayed items whose timer is still
+    /// armed, run everything already queued, and stop the thread (Linux
+    /// `kthread_destroy_worker`). Each cancelled item is reported in the
+    /// return value and, with the worker's name, in a one-line warning (Linux
+    /// warns that the delayed list is not empty); it may be queued again on
+    /// another worker. A frozen worker runs what is queued after the thaw:
+    /// destroy waits for it, as Linux's flush does.
     ///
-    /// Context: may sleep.
+    /// Context: may sleep. Return: how many delayed items were cancelled.
     #[track_caller]
-    pub fn destroy(self) {
+    pub fn destroy(self) -> usize {
         kport::might_sleep();
-        self.0.state.lock().dying = true;
+        let armed = {
+            let mut st = self.0.state.lock();
+            st.dying = true;
+            let armed = core::mem::take(&mut st.delayed);
+            for (w, _) in &armed {
+                remove(&mut st.pending, w);
+            }
+            armed
+        };
+        // Off the delayed list, so a callback that runs now queues nothing;
+        // wait for one that is running.
+        for (_, timer) in &armed {
+            timer.cancel_sync();
+        }
+        if !armed.is_empty() {
+            port().console_line(&format!(
+                "# WARNING: kthread_destroy_worker {}: {} delayed item(s) with an armed timer cancelled",
+                self.0.name,
+                armed.len()
+            ));
+        }
         self.flush();
         let _ = self.thread().stop();
+        armed.len()
     }
 }
 
 impl Drop for KthreadDelayedWork {
-    /// A delayed item that goes away must not fire later.
+    /// A delayed item that goes away must not fire later, nor stay on its
+    /// worker's delayed list.
     fn drop(&mut self) {
+        let worker = self.target.lock().as_ref().and_then(|w| w.upgrade());
+        if let Some(worker) = worker {
+            let mut st = worker.state.lock();
+            if remove_delayed(&mut st.delayed, &self.work.0) {
+                remove(&mut st.pending, &self.work.0);
+            }
+        }
         self.timer.cancel_sync();
     }
 }

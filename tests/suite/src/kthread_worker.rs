@@ -7,7 +7,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::{Completion, SpinLock};
 use kport::{CpuMask, port};
-use kthreadd::kthread_worker::{KthreadDelayedWork, KthreadWork, KthreadWorker};
+use kthreadd::freezer;
+use kthreadd::kthread_worker::{KTW_FREEZABLE, KthreadDelayedWork, KthreadWork, KthreadWorker, KtwFlags};
 
 use crate::bench::{ITERATIONS, WARMUP, report_latency};
 use crate::port_api::{msleep, wait_for};
@@ -214,5 +215,106 @@ ktest!(kthread_worker::bench_kthread_worker_queue_run [bench = true] => |ctx| {
     done.complete_all();
     w.destroy();
     report_latency("kthread_worker_queue_run", &mut v);
+    Ok(())
+});
+
+// ---------------------------------------------------------------- flags, destroy
+
+ktest!(kthread_worker::freezable_worker_freezes_between_items => |ctx| {
+    struct Thaw;
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            freezer::thaw_kthreads();
+        }
+    }
+    let _thaw = Thaw;
+    let w = KthreadWorker::create_with_flags(KTW_FREEZABLE, format_args!("kw-freeze")).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    check_eq!(w.flags(), KtwFlags::FREEZABLE);
+    let plain = worker("kw-nofreeze")?;
+    check_eq!(plain.flags(), KtwFlags::NONE);
+    check!(wait_for(5_000, || w.thread().is_freezable()), "the worker's thread never made itself freezable");
+    check!(!plain.thread().is_freezable());
+    let gate = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let (a_runs, b_runs, c_runs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (g, s, r) = (gate.clone(), started.clone(), a_runs.clone());
+    let a = KthreadWork::new(move || {
+        s.store(true, Ordering::SeqCst);
+        while !g.load(Ordering::SeqCst) {
+            msleep(1);
+        }
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let r = b_runs.clone();
+    let b = KthreadWork::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    let r = c_runs.clone();
+    let c = KthreadWork::new(move || { r.fetch_add(1, Ordering::SeqCst); });
+    check!(w.queue(&a) && w.queue(&b));
+    check!(wait_for(5_000, || started.load(Ordering::SeqCst)), "the first item never started");
+    // Freeze from a helper: it waits until the worker reaches its freeze
+    // point, i.e. until the running item is done.
+    let result = Arc::new(SpinLock::new(None));
+    let res = result.clone();
+    let freezer_thread = kthreadd::kthread_run!(move || { *res.lock() = Some(freezer::freeze_kthreads()); 0 }, "kw-freezer")
+        .map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    msleep(30);
+    check!(result.lock().is_none(), "the freeze completed while an item was running");
+    check!(!w.thread().is_frozen(), "froze inside an item");
+    gate.store(true, Ordering::SeqCst);
+    check!(wait_for(10_000, || result.lock().is_some()), "the freeze never completed");
+    let r = result.lock().take();
+    check!(matches!(r, Some(Ok(()))), "freeze_kthreads: {:?}", r);
+    check!(w.thread().is_frozen(), "the freezable worker is not frozen");
+    check_eq!(a_runs.load(Ordering::SeqCst), 1);
+    // A worker that is not freezable keeps running items.
+    check!(plain.queue(&c));
+    plain.flush();
+    check_eq!(c_runs.load(Ordering::SeqCst), 1, "the plain worker's item");
+    msleep(20);
+    check_eq!(b_runs.load(Ordering::SeqCst), 0, "an item ran on a frozen worker");
+    freezer::thaw_kthreads();
+    check!(wait_for(5_000, || b_runs.load(Ordering::SeqCst) == 1), "the item queued during the freeze never ran");
+    // Idle and frozen, then thawed, it still takes work.
+    freezer::freeze_kthreads().map_err(|e| Failure::Fail(format!("freeze of an idle worker: {e:?}")))?;
+    check!(w.thread().is_frozen(), "an idle freezable worker did not freeze");
+    check!(w.queue(&b));
+    msleep(20);
+    check_eq!(b_runs.load(Ordering::SeqCst), 1, "ran while frozen");
+    freezer::thaw_kthreads();
+    w.flush();
+    check_eq!(b_runs.load(Ordering::SeqCst), 2);
+    let _ = freezer_thread.stop();
+    w.destroy();
+    plain.destroy();
+    Ok(())
+});
+
+ktest!(kthread_worker::destroy_cancels_armed_delayed_items => |ctx| {
+    let w = worker("kw-armed")?;
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    let dw = KthreadDelayedWork::new(move || { f.fetch_add(1, Ordering::SeqCst); });
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let queued = KthreadWork::new(move || { msleep(1); r.fetch_add(1, Ordering::SeqCst); });
+    // Dropping an armed item takes it off its worker too.
+    let dropped = KthreadDelayedWork::new(|| {});
+    check!(w.queue_delayed(&dropped, 1_000_000_000));
+    drop(dropped);
+    check!(w.queue_delayed(&dw, 100_000_000));
+    check!(w.queue(&queued));
+    let cancelled = w.destroy();
+    check_eq!(cancelled, 1, "destroy reports the armed item cancelled");
+    check_eq!(ran.load(Ordering::SeqCst), 1, "a queued item was lost");
+    msleep(200);
+    check_eq!(fired.load(Ordering::SeqCst), 0, "a cancelled delayed item ran after destroy");
+    // Nothing of it is left pending: it may go to another worker.
+    let w2 = worker("kw-armed2")?;
+    check!(w2.queue_delayed(&dw, 0), "the cancelled item is still pending somewhere");
+    check!(wait_for(5_000, || fired.load(Ordering::SeqCst) == 1), "never ran on the second worker");
+    check!(w2.queue_delayed(&dw, 20_000_000));
+    check!(wait_for(5_000, || fired.load(Ordering::SeqCst) == 2), "the delayed item never fired");
+    check_eq!(w2.destroy(), 0, "nothing armed is left");
+    check_eq!(fired.load(Ordering::SeqCst), 2);
     Ok(())
 });

@@ -590,3 +590,26 @@ ktest!(might_sleep::freezer_freeze_kthreads_within_nothing_freezable [may_report
     kthreadd::freezer::thaw_kthreads();
     r
 });
+
+// ---------------------------------------------------------------- kthread_worker flags
+
+ktest!(might_sleep::kthread_worker_create_on_cpu_with_flags_refused [may_report = true] => |ctx| {
+    under_spinlock(|| {
+        let at = line!() + 1;
+        let r = KthreadWorker::create_on_cpu_with_flags(usize::MAX, kthreadd::kthread_worker::KTW_FREEZABLE, format_args!("bad"));
+        assert!(r.is_err());
+        at
+    })
+});
+
+ktest!(might_sleep::kthread_worker_create_with_flags_that_blocks [may_report = true] => |ctx| {
+    let mut made = None;
+    as_atomic(|| {
+        let at = line!() + 1;
+        made = KthreadWorker::create_with_flags(kthreadd::kthread_worker::KTW_FREEZABLE, format_args!("ms-fworker")).ok();
+        at
+    })?;
+    let w = made.ok_or(Failure::Fail("create failed".into()))?;
+    w.destroy();
+    Ok(())
+});
