@@ -14,6 +14,8 @@
 //! * [`context`]: the context checks, [`might_sleep`] first.
 //! * [`sync`]: spinlocks with a guard policy, data guarded by another
 //!   object's lock ([`sync::LockedBy`]), wait queues, completions, mutexes.
+//! * [`topology`]: where each CPU sits ([`CpuTopology`]) and the pods of
+//!   the workqueue's affinity scopes ([`AffinityScope`], [`pods`]).
 //!
 //! Three implementations of the port exist: the testkernel (bare metal
 //! under QEMU), the host port on std threads ([`host`], feature `host`),
@@ -42,8 +44,10 @@ pub mod host;
 #[cfg(feature = "loom")]
 pub mod loom_port;
 pub mod sync;
+pub mod topology;
 
 pub use context::{AtomicContext, might_sleep};
+pub use topology::{AffinityScope, CpuTopology, pods};
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -335,6 +339,17 @@ pub trait Port: Send + Sync {
     fn online_mask(&self) -> CpuMask;
     /// Run `f` on `cpu` in interrupt context (an IPI); wait for it if `wait`.
     fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()>;
+    /// Where `cpu` sits in the machine: package, core, SMT thread, last-level
+    /// cache, NUMA node ([`CpuTopology`]; [`pods`] groups CPUs by it). Ports
+    /// read it from the hardware as each CPU comes up; the default, also the
+    /// answer for a CPU the port knows nothing about, is
+    /// [`CpuTopology::alone`]: every CPU its own core and cache, in package 0
+    /// and node 0.
+    ///
+    /// Context: any.
+    fn cpu_topology(&self, cpu: usize) -> CpuTopology {
+        CpuTopology::alone(cpu)
+    }
 
     // --- atomic context ---
 
