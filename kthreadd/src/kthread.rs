@@ -20,6 +20,17 @@
 //!   with the NUL) and listed as `[name]`.
 //! * A kernel thread cannot be killed or signalled from user space:
 //!   [`signal_from_user`] answers `EPERM`.
+//! * [`exit`] (`kthread_exit`) ends the thread from any depth; the thread's
+//!   own record is released even on a port that abandons the calling frames
+//!   (no unwinding in a kernel), so a reaped thread leaves no trace.
+//! * Another thread's function and data ([`Kthread::func`],
+//!   [`Kthread::data`], [`probe_data`]: Linux `kthread_func`,
+//!   `kthread_data`, `kthread_probe_data`), per-CPU marking
+//!   ([`Kthread::set_per_cpu`], `kthread_set_per_cpu`), and the freezer's
+//!   [`freezable_should_stop`] (`kthread_freezable_should_stop`).
+//!
+//! Where this differs from Linux, `docs/kthreadd.md` says so beside Linux's
+//! behaviour.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;

@@ -12,6 +12,9 @@
 //! | [`freezer`] | `kernel/freezer.c`: freezable kernel threads, freeze and thaw |
 //! | [`registry`] | the `ps` view of kernel threads |
 //!
+//! Where the crate differs from Linux, `docs/kthreadd.md` says so beside
+//! Linux's behaviour.
+//!
 //! # Locking
 //! Field tags (as in `kernel/workqueue.c`): `I:` set at creation, read-only
 //! after; `A:` atomic, protocol in the field's comment; `O:` set once
