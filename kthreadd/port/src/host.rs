@@ -14,6 +14,18 @@
 //! - Interrupt and preemption state are per-thread counters: they feed
 //!   `in_atomic`/`in_irq` and the `might_sleep` check of `schedule`, but the
 //!   OS still preempts every thread.
+//! - CPU topology: synthetic, given at construction
+//!   ([`HostPort::with_topology`]); by default every CPU is a core and a
+//!   cache of its own in package 0, node 0 (the trait's default).
+//! - The scheduler tick is simulated: there is no interrupt to take, so once
+//!   scheduler hooks are registered a tick thread wakes every [`TICK_NS`] and
+//!   calls [`SchedHooks::tick`] for each context spawned with `worker_hooks`
+//!   that is running at that moment, in interrupt context on that context's
+//!   CPU. It runs beside the context, not in its place: a real tick finds
+//!   the context stopped at an instruction, this one may call the hook while
+//!   the context goes on, and even just after it blocked. Hooks take their
+//!   own locks for what they read (Linux's `wq_worker_tick` takes the pool
+//!   lock), so this only makes a hook's view a little staler.
 //! - Console lines go straight to stdout, not through `println!`, which the
 //!   test harness captures and would lose on `exit_machine` or an abort.
 //! - A panic in a context, a timer callback or a `call_on_cpu` function is
@@ -37,9 +49,13 @@ use std::time::Instant;
 use crate::harness::{Harness, MemCounters};
 use crate::sync::LockEnv;
 use crate::{
-    self as port, AtomicContext, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority,
-    Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+    self as port, AtomicContext, CpuMask, CpuTopology, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer,
+    Priority, Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
+
+/// Period of the simulated scheduler tick: 4 ms, Linux's HZ=250 and the
+/// testkernel's tick.
+pub const TICK_NS: u64 = 4_000_000;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -415,6 +431,38 @@ impl PortTimer for HostTimer {
     }
 }
 
+/// The simulated scheduler tick (see the module documentation): every
+/// [`TICK_NS`], [`SchedHooks::tick`] for each worker-hooks context that is
+/// running, in interrupt context on its CPU. Ticks missed while the thread
+/// was held up are dropped, as a CPU that was busy takes one interrupt.
+fn tick_thread(inner: Arc<Inner>, hooks: &'static dyn SchedHooks) {
+    let mut next = inner.now_ns() + TICK_NS;
+    loop {
+        let now = inner.now_ns();
+        if now < next {
+            thread::sleep(Duration::from_nanos(next - now));
+        }
+        let woke = inner.now_ns();
+        next += TICK_NS;
+        if next <= woke {
+            next = woke + TICK_NS;
+        }
+        let running: Vec<(usize, TaskData)> = {
+            let mut workers = lock(&inner.workers);
+            workers.retain(|w| w.upgrade().is_some_and(|c| c.lock_state().st != St::Dead));
+            workers
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|c| c.is_running())
+                .filter_map(|c| Some((c.cpu(), lock(&c.data).clone()?)))
+                .collect()
+        };
+        for (cpu, data) in running {
+            as_irq_on(cpu, || run_or_abort(|| "the tick hook".into(), || hooks.tick(&data)));
+        }
+    }
+}
+
 /// The timer thread: fire expired timers, in interrupt context.
 fn timer_thread(inner: Arc<Inner>) {
     let mut w = lock(&inner.wheel);
@@ -449,6 +497,11 @@ struct Inner {
     online: AtomicU64,
     spawn_failures: AtomicUsize,
     sched_hooks: OnceLock<&'static dyn SchedHooks>,
+    /// The contexts spawned with `worker_hooks`, for the tick thread (dead
+    /// ones are dropped at each tick).
+    workers: Mutex<Vec<Weak<Ctx>>>,
+    /// Each CPU's topology (empty: [`CpuTopology::alone`]).
+    topology: Vec<CpuTopology>,
     hotplug: Mutex<Vec<&'static dyn HotplugHooks>>,
     hotplug_op: Mutex<()>,
     wheel: Mutex<Wheel>,
@@ -508,8 +561,20 @@ pub struct HostPort {
 
 impl HostPort {
     /// A port with `cpus` virtual CPUs, all online (1 to
-    /// [`port::MAX_CPUS`]).
+    /// [`port::MAX_CPUS`]), each a core and a cache of its own in package 0,
+    /// node 0 ([`CpuTopology::alone`]).
     pub fn new(cpus: usize) -> Self {
+        Self::build(cpus, Vec::new())
+    }
+
+    /// A port with one virtual CPU per entry of `topology` (1 to
+    /// [`port::MAX_CPUS`]), all online, CPU n where `topology[n]` says
+    /// ([`CpuTopology::symmetric`] makes regular machines).
+    pub fn with_topology(topology: Vec<CpuTopology>) -> Self {
+        Self::build(topology.len(), topology)
+    }
+
+    fn build(cpus: usize, topology: Vec<CpuTopology>) -> Self {
         assert!((1..=port::MAX_CPUS).contains(&cpus), "kport host: {cpus} CPUs (1 to {} allowed)", port::MAX_CPUS);
         HostPort {
             inner: Arc::new(Inner {
@@ -518,6 +583,8 @@ impl HostPort {
                 online: AtomicU64::new(CpuMask::first(cpus).0),
                 spawn_failures: AtomicUsize::new(0),
                 sched_hooks: OnceLock::new(),
+                workers: Mutex::new(Vec::new()),
+                topology,
                 hotplug: Mutex::new(Vec::new()),
                 hotplug_op: Mutex::new(()),
                 wheel: Mutex::new(Wheel { armed: BTreeMap::new(), armings: 0, thread: None }),
@@ -624,7 +691,11 @@ impl Port for HostPort {
             return Err(Error::new(EINVAL));
         }
         let inner = self.inner.clone();
-        Ok(Ctx::new(inner, spec.name, spec.affinity, spec.data, spec.worker_hooks, Some(spec.entry)))
+        let ctx = Ctx::new(inner, spec.name, spec.affinity, spec.data, spec.worker_hooks, Some(spec.entry));
+        if spec.worker_hooks {
+            lock(&self.inner.workers).push(Arc::downgrade(&ctx));
+        }
+        Ok(ctx)
     }
 
     fn current(&self) -> TaskRef {
@@ -696,6 +767,11 @@ impl Port for HostPort {
 
     fn online_mask(&self) -> CpuMask {
         CpuMask(self.inner.online.load(Ordering::Acquire))
+    }
+
+    /// The topology given to [`HostPort::with_topology`], else the default.
+    fn cpu_topology(&self, cpu: usize) -> CpuTopology {
+        self.inner.topology.get(cpu).copied().unwrap_or(CpuTopology::alone(cpu))
     }
 
     /// On another CPU, `f` runs on that CPU's helper thread in interrupt
@@ -780,9 +856,16 @@ impl Port for HostPort {
         Box::new(HostTimer { t, inner: self.inner.clone() })
     }
 
-    /// The first registration wins; later ones are ignored.
+    /// The first registration wins; later ones are ignored. It starts the
+    /// simulated tick (see the module documentation).
     fn set_sched_hooks(&self, hooks: &'static dyn SchedHooks) {
-        let _ = self.inner.sched_hooks.set(hooks);
+        if self.inner.sched_hooks.set(hooks).is_ok() {
+            let inner = self.inner.clone();
+            thread::Builder::new()
+                .name("host-tick".into())
+                .spawn(move || tick_thread(inner, hooks))
+                .expect("kport host: cannot create the tick thread");
+        }
     }
 
     fn add_hotplug_hooks(&self, hooks: &'static dyn HotplugHooks) {

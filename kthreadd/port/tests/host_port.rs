@@ -10,9 +10,10 @@ use std::time::Duration;
 use kport::harness::Harness;
 use kport::host::{HostPort, install_host_port};
 use kport::sync::Completion;
+use kport::topology::pods_of;
 use kport::{
-    CpuMask, EINVAL, ENOMEM, HotplugHooks, Port, Priority, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef,
-    TaskState,
+    AffinityScope, CpuMask, CpuTopology, EINVAL, ENOMEM, HotplugHooks, Port, Priority, SchedHooks, SleepState,
+    SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
 const CPUS: usize = 4;
@@ -509,6 +510,137 @@ fn sched_hooks_only_on_real_blocks() {
     assert_eq!(hooks.sleeping.load(Ordering::SeqCst), 2);
     assert_eq!(hooks.running.load(Ordering::SeqCst), 2);
     assert_eq!(hooks.bad.load(Ordering::SeqCst), 0);
+}
+
+/// What the tick hook saw for one context (its spawn data).
+struct TickLog {
+    /// The CPU the context is bound to.
+    cpu: usize,
+    ticks: AtomicU64,
+    /// Calls made outside interrupt context or on another CPU.
+    bad: AtomicU64,
+}
+
+impl TickLog {
+    fn new(cpu: usize) -> Arc<TickLog> {
+        Arc::new(TickLog { cpu, ticks: AtomicU64::new(0), bad: AtomicU64::new(0) })
+    }
+    fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts `tick` calls in the [`TickLog`] each context was spawned with.
+struct TickHooks;
+
+impl SchedHooks for TickHooks {
+    fn sleeping(&self, _data: &TaskData) {}
+    fn running(&self, _data: &TaskData) {}
+    fn tick(&self, data: &TaskData) {
+        // Interrupt state is per thread, the same through any host port.
+        let p = host();
+        let log = data.downcast_ref::<Arc<TickLog>>().expect("spawn data is a TickLog");
+        if !p.in_irq() || !p.in_atomic() || p.cpu_id() != log.cpu {
+            log.bad.fetch_add(1, Ordering::SeqCst);
+        }
+        log.ticks.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn tick_hook_only_for_running_workers() {
+    let p = private_port(4);
+    static HOOKS: TickHooks = TickHooks;
+    p.set_sched_hooks(&HOOKS);
+    let stop = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let spawn_logged = |name: &str, cpu: usize, hooks: bool, f: Box<dyn FnOnce() + Send>| {
+        let log = TickLog::new(cpu);
+        let mut sp = spec(name, CpuMask::one(cpu), f);
+        sp.data = Some(Arc::new(log.clone()));
+        sp.worker_hooks = hooks;
+        (p.spawn(sp).unwrap(), log)
+    };
+    let spin = |stop: Arc<AtomicBool>| {
+        move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        }
+    };
+    let (spinner, spinner_log) = spawn_logged("host-tick-spin", 1, true, Box::new(spin(stop.clone())));
+    let (plain, plain_log) = spawn_logged("host-tick-plain", 2, false, Box::new(spin(stop.clone())));
+    let (r, st) = (release.clone(), stop.clone());
+    let (sleeper, sleeper_log) = spawn_logged(
+        "host-tick-sleep",
+        3,
+        true,
+        Box::new(move || {
+            loop {
+                p.set_current_state(SleepState::Interruptible, "tick-sleeper");
+                if r.load(Ordering::SeqCst) {
+                    break;
+                }
+                p.schedule();
+            }
+            p.set_current_running();
+            spin(st)();
+        }),
+    );
+    for t in [&spinner, &plain, &sleeper] {
+        t.wake();
+    }
+    assert!(eventually(|| sleeper.state() == TaskState::Sleeping));
+    // It may have been ticked while it ran before blocking, and the tick that
+    // saw it running may still be calling: two more ticks of the spinner
+    // (spawned first, so called first) and that tick is over.
+    let from = spinner_log.ticks();
+    assert!(eventually(|| spinner_log.ticks() >= from + 2), "a spinning worker was not ticked");
+    let asleep = sleeper_log.ticks();
+    let from = spinner_log.ticks();
+    assert!(eventually(|| spinner_log.ticks() >= from + 5), "a spinning worker was not ticked");
+    assert_eq!(sleeper_log.ticks(), asleep, "a sleeping worker was ticked");
+    assert_eq!(sleeper.state(), TaskState::Sleeping);
+    assert_eq!(plain_log.ticks(), 0, "a context without worker hooks was ticked");
+    // Woken, it runs and is ticked again.
+    release.store(true, Ordering::SeqCst);
+    assert!(sleeper.wake());
+    assert!(eventually(|| sleeper_log.ticks() >= asleep + 3), "a woken worker was not ticked");
+    stop.store(true, Ordering::SeqCst);
+    for t in [&spinner, &plain, &sleeper] {
+        assert!(eventually(|| t.state() == TaskState::Dead));
+    }
+    // Dead: no more ticks.
+    let last = spinner_log.ticks();
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(spinner_log.ticks(), last, "a dead worker was ticked");
+    for log in [&spinner_log, &sleeper_log, &plain_log] {
+        assert_eq!(log.bad.load(Ordering::SeqCst), 0, "tick outside interrupt context of the worker's CPU");
+    }
+}
+
+#[test]
+fn topology_default_and_synthetic() {
+    let p = private_port(4);
+    for cpu in 0..4 {
+        assert_eq!(p.cpu_topology(cpu), CpuTopology::alone(cpu));
+    }
+    // 2 packages x 2 cores x 2 threads.
+    let table: Vec<CpuTopology> = (0..8).map(|c| CpuTopology::symmetric(c, 2, 2)).collect();
+    let p: &'static HostPort = Box::leak(Box::new(HostPort::with_topology(table.clone())));
+    assert_eq!(p.cpu_count(), 8);
+    assert_eq!(p.online_mask(), CpuMask::first(8));
+    for (cpu, t) in table.iter().enumerate() {
+        assert_eq!(p.cpu_topology(cpu), *t);
+    }
+    assert_eq!(p.cpu_topology(9), CpuTopology::alone(9), "a CPU the port does not have");
+    let pods = |scope| pods_of(scope, p.online_mask(), |c| p.cpu_topology(c));
+    assert_eq!(pods(AffinityScope::Smt), [CpuMask(0x03), CpuMask(0x0c), CpuMask(0x30), CpuMask(0xc0)]);
+    assert_eq!(pods(AffinityScope::Cache), [CpuMask(0x0f), CpuMask(0xf0)]);
+    assert_eq!(pods(AffinityScope::System), [CpuMask(0xff)]);
+    // Offline CPUs leave their pods.
+    p.cpu_down(1).unwrap();
+    assert_eq!(pods(AffinityScope::Smt)[0], CpuMask(0x01));
 }
 
 #[test]
