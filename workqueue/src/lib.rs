@@ -93,7 +93,9 @@ pub use pool::{PoolInfo, WorkerInfo, pools};
 pub use stats::{WqStats, cpu_hogs, dump, monitor};
 pub use watchdog::{last_lockup_report, lockup_reports, set_watchdog_thresh_ns, watchdog_thresh_ns};
 pub use work::{DelayedWork, Work};
-pub use wq::{QueueError, WORK_DISABLE_MAX, Workqueue, current_is_workqueue_rescuer, current_work, work_on_cpu};
+pub use wq::{
+    QueueError, WORK_DISABLE_MAX, Workqueue, WqAttrs, current_is_workqueue_rescuer, current_work, work_on_cpu,
+};
 
 use bitflags::bitflags;
 

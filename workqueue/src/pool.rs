@@ -172,6 +172,9 @@ pub(crate) struct Pool {
     pub(crate) highpri: bool,
     /// I: CPUs its workers may use.
     pub(crate) mask: CpuMask,
+    /// I: the CPUs whose items it serves (a bound pool: its CPU; an unbound
+    /// pool: its affinity pod, see `WqAttrs`).
+    pub(crate) pod: CpuMask,
     /// The pool lock (rank [`crate::RANK_POOL`]) and what it protects.
     pub(crate) st: SpinLock<PoolState>,
     /// A: workers on a CPU and counted (concurrency management); changed by
@@ -209,7 +212,7 @@ pub(crate) fn model_reset() {
 /// A bound pool without workers (loom models only).
 #[cfg(feature = "loom")]
 pub(crate) fn model_add_pool(cpu: usize, highpri: bool, mask: CpuMask) {
-    let p = new_pool(Some(cpu), highpri, mask);
+    let p = new_pool(Some(cpu), highpri, mask, mask);
     POOLS.lock().push(p);
 }
 
@@ -221,26 +224,32 @@ pub(crate) fn percpu_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
 /// Serializes the creation of unbound pools (creating one sleeps).
 static UNBOUND_LOCK: kport::sync::Mutex<()> = kport::sync::Mutex::new(());
 
-/// The unbound pool with these attributes, created (with its first worker)
-/// on first use.
-pub(crate) fn unbound_pool(highpri: bool, mask: CpuMask) -> Result<Arc<Pool>> {
+/// The unbound pool with these attributes (priority, the CPUs its workers
+/// may use, the pod whose items it serves), created with its first worker
+/// on first use and shared by every queue that asks for the same.
+///
+/// Context: may sleep.
+pub(crate) fn unbound_pool(highpri: bool, mask: CpuMask, pod: CpuMask) -> Result<Arc<Pool>> {
     let _g = UNBOUND_LOCK.lock();
-    if let Some(p) = POOLS.lock().iter().find(|p| p.cpu.is_none() && p.highpri == highpri && p.mask == mask) {
+    if let Some(p) =
+        POOLS.lock().iter().find(|p| p.cpu.is_none() && p.highpri == highpri && p.mask == mask && p.pod == pod)
+    {
         return Ok(p.clone());
     }
-    let p = new_pool(None, highpri, mask);
+    let p = new_pool(None, highpri, mask, pod);
     create_worker(&p)?;
     POOLS.lock().push(p.clone());
     Ok(p)
 }
 
-fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask) -> Arc<Pool> {
+fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask) -> Arc<Pool> {
     let id = POOLS.lock().len();
     let pool = Arc::new(Pool {
         id,
         cpu,
         highpri,
         mask,
+        pod,
         st: SpinLock::ranked(
             "pool",
             crate::RANK_POOL,
@@ -342,7 +351,15 @@ impl Pool {
     pub(crate) fn label(&self) -> String {
         match self.cpu {
             Some(c) => format!("cpus={c}{}", if self.highpri { " highpri" } else { "" }),
-            None => format!("unbound mask={:#x}{}", self.mask.0, if self.highpri { " highpri" } else { "" }),
+            None if self.pod == self.mask => {
+                format!("unbound mask={:#x}{}", self.mask.0, if self.highpri { " highpri" } else { "" })
+            }
+            None => format!(
+                "unbound mask={:#x} pod={:#x}{}",
+                self.mask.0,
+                self.pod.0,
+                if self.highpri { " highpri" } else { "" }
+            ),
         }
     }
 }
@@ -573,7 +590,14 @@ pub(crate) fn process_one_work<'a>(
     st.busy.retain(|b| !Arc::ptr_eq(&b.worker, w));
     w.current_work.store(0, Ordering::Release);
     w.current_wq.store(0, Ordering::Release);
-    pwq_done(pool, &mut st, &pwq, color, true);
+    let successor = pwq_done(pool, &mut st, &pwq, color, true);
+    if let Some(s) = successor {
+        // An ordered queue's old pwq ran its last item: its successor may
+        // start (on another pool: this pool's lock is released first).
+        drop(st);
+        crate::wq::unplug(&s);
+        st = pool.st.lock();
+    }
     // Release the run claim and requeue what waited on it, at the head of
     // its pool (it was queued before anything behind it there).
     let (deferred, flushers) = {
@@ -765,7 +789,7 @@ pub(crate) fn init() -> Result<()> {
     }
     for cpu in 0..p.cpu_count() {
         for highpri in [false, true] {
-            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu));
+            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu));
             POOLS.lock().push(pool.clone());
             create_worker(&pool)?;
         }
@@ -804,6 +828,8 @@ pub struct PoolInfo {
     pub highpri: bool,
     /// CPUs its workers may use.
     pub mask: CpuMask,
+    /// CPUs whose items it serves (its affinity pod).
+    pub pod: CpuMask,
     /// Entries waiting on the worklist.
     pub pending: usize,
     /// Counted running workers.
@@ -823,6 +849,7 @@ pub fn pools() -> Vec<PoolInfo> {
                 cpu: p.cpu,
                 highpri: p.highpri,
                 mask: p.mask,
+                pod: p.pod,
                 pending: st.worklist.len(),
                 nr_running: p.nr_running.load(Ordering::Relaxed),
                 workers: st

@@ -78,7 +78,7 @@ pub struct WqStats {
 }
 
 pub(crate) fn of(wq: &WqInner) -> WqStats {
-    let sum = |s: PwqStat| wq.pwqs.iter().map(|p| p.stats.get(s)).sum::<u64>();
+    let sum = |s: PwqStat| wq.all_pwqs().iter().map(|p| p.stats.get(s)).sum::<u64>();
     WqStats {
         started: sum(PwqStat::Started),
         completed: sum(PwqStat::Completed),
@@ -156,7 +156,7 @@ pub fn dump() -> String {
     }
     s.push_str("Workqueues\n");
     for wq in all_wqs() {
-        let pools: String = wq.pwqs.iter().map(|p| format!(" {}", p.pool.id)).collect();
+        let pools: String = wq.all_pwqs().iter().map(|p| format!(" {}", p.pool.id)).collect();
         let _ = writeln!(
             s,
             "{:<24} flags={:?} max_active={} pools:{}",

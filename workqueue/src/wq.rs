@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kport::sync::atomic::spin_loop;
 use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
-use kport::{CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
+use kport::{AffinityScope, CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
 use crate::pool::{self, Entry, Guard, Pool, PoolState, Worker, wf};
@@ -43,6 +43,41 @@ impl From<QueueError> for Error {
     }
 }
 
+/// The attributes of an unbound queue (Linux `struct workqueue_attrs`,
+/// set with `apply_workqueue_attrs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WqAttrs {
+    /// Items run in high-priority pools (Linux: the attrs' nice value).
+    pub highpri: bool,
+    /// The CPUs items may run on.
+    pub cpumask: CpuMask,
+    /// How the CPUs are grouped into pods; an item runs in the pool of the
+    /// pod of the CPU that queued it (Linux's default scope is `cache`).
+    pub scope: AffinityScope,
+    /// Strict: a pod's workers run only on the pod's CPUs. Not strict
+    /// (Linux's default): they may run on any CPU of `cpumask`; the pod
+    /// still decides which pool, and so which workers, take the item.
+    pub strict: bool,
+}
+
+impl WqAttrs {
+    /// Linux's defaults for a queue of `flags` over `cpumask`.
+    pub fn default_for(flags: WqFlags, cpumask: CpuMask) -> WqAttrs {
+        WqAttrs { highpri: flags.contains(WqFlags::HIGHPRI), cpumask, scope: AffinityScope::Cache, strict: false }
+    }
+}
+
+/// An unbound queue's pwqs.
+pub(crate) struct UnboundPwqs {
+    /// The attributes they were made for.
+    pub(crate) attrs: WqAttrs,
+    /// The pwq an item queued from each CPU goes to (its pod's).
+    pub(crate) by_cpu: Vec<Arc<Pwq>>,
+    /// Every pwq the queue ever had, current ones first: old ones still
+    /// run what was queued on them, and keep their statistics.
+    pub(crate) all: Vec<Arc<Pwq>>,
+}
+
 /// A pool workqueue's counters, in a [`LockedBy`] cell of its pool's lock
 /// (every field `L:`).
 pub(crate) struct PwqState {
@@ -60,6 +95,20 @@ pub(crate) struct PwqState {
     pub(crate) flush_color: Option<usize>,
     /// L: held by a freeze.
     pub(crate) frozen: bool,
+    /// L: an ordered queue's new pwq waiting for its predecessor to drain.
+    pub(crate) plugged: bool,
+}
+
+impl PwqState {
+    /// May another instance start (`max_active`, freeze, plug)?
+    fn may_activate(&self) -> bool {
+        self.nr_active < self.max_active && !self.frozen && !self.plugged
+    }
+
+    /// Nothing queued, held back or running through this pwq.
+    fn is_empty(&self) -> bool {
+        self.nr_in_flight.iter().all(|&n| n == 0) && self.inactive.is_empty()
+    }
 }
 
 /// A queue's link to one pool (Linux `struct pool_workqueue`).
@@ -82,6 +131,11 @@ pub(crate) struct Pwq {
     pub(crate) wq_in_flight: Arc<AtomicUsize>,
     /// I: the queue's flags.
     flags: WqFlags,
+    /// A: an ordered queue's pwq that replaced this one (`apply_attrs`):
+    /// plugged until this one has nothing in flight.
+    successor: spin::Once<Arc<Pwq>>,
+    /// A: this pwq was replaced by `apply_attrs` (it only drains now).
+    replaced: AtomicBool,
 }
 
 impl Pwq {
@@ -99,8 +153,13 @@ pub(crate) struct WqInner {
     /// A: its `max_active` (changed by `set_max_active`, which then updates
     /// each pwq's copy under its pool lock).
     pub(crate) max_active: AtomicUsize,
-    /// I: bound: one per CPU; unbound: one.
-    pub(crate) pwqs: Vec<Arc<Pwq>>,
+    /// I: a bound queue's pwqs, one per CPU (empty for an unbound queue).
+    pub(crate) bound: Vec<Arc<Pwq>>,
+    /// An unbound queue's attributes and pwqs (a leaf lock: only read and
+    /// swapped, never held while another lock is taken).
+    pub(crate) unbound: SpinLock<UnboundPwqs>,
+    /// Q-like: serializes `apply_attrs` (sleeps while it makes pools).
+    attrs_mutex: Mutex<()>,
     /// A: destroyed: refuse everything (set once, by `destroy`).
     pub(crate) destroyed: AtomicBool,
     /// A: drains in progress: only the queue's own items may queue.
@@ -195,7 +254,19 @@ fn current_item_name(w: &Worker) -> &'static str {
 
 /// An item left a pwq (ran, or was cancelled): update `max_active` and
 /// the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
-pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, was_active: bool) {
+///
+/// Return: the successor to unplug when this was the last instance of an
+/// ordered queue's replaced pwq (the caller unplugs it with [`unplug`]
+/// once it has released this pool's lock: two pool locks are never held
+/// together).
+#[must_use]
+pub(crate) fn pwq_done(
+    pool: &Pool,
+    g: &mut Guard<'_>,
+    pwq: &Arc<Pwq>,
+    color: usize,
+    was_active: bool,
+) -> Option<Arc<Pwq>> {
     pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
@@ -204,6 +275,7 @@ pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: us
         activate_inactive(pool, st, &mut ps);
     }
     ps.nr_in_flight[color] -= 1;
+    let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
     if ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0 {
         ps.flush_color = None;
         drop(ps);
@@ -213,12 +285,13 @@ pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: us
             wq.flush_wq.wake_all();
         }
     }
+    if drained { pwq.successor.get().cloned() } else { None }
 }
 
 /// Move inactive entries to the worklist while `max_active` allows.
 fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
     let mut moved = false;
-    while ps.nr_active < ps.max_active && !ps.frozen {
+    while ps.may_activate() {
         let Some(e) = ps.inactive.pop_front() else { break };
         ps.nr_active += 1;
         pool.push_work(st, e);
@@ -247,11 +320,21 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         }
     }
     let p = port();
+    let c = cpu.unwrap_or_else(|| p.cpu_id());
     let mut pwq = if wq.flags.contains(WqFlags::UNBOUND) {
-        wq.pwqs[0].clone()
+        // The pod of the CPU it is queued from (or for).
+        let u = wq.unbound.lock();
+        match u.by_cpu.get(c).or(u.by_cpu.first()) {
+            Some(x) => x.clone(),
+            None => {
+                drop(u);
+                work.release();
+                warn(&format!("{} refused on '{}': no pool", work.name, wq.name));
+                return Err(QueueError::BadCpu);
+            }
+        }
     } else {
-        let c = cpu.unwrap_or_else(|| p.cpu_id());
-        match wq.pwqs.get(c) {
+        match wq.bound.get(c) {
             Some(x) => x.clone(),
             None => {
                 work.release();
@@ -262,6 +345,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     };
     // Non-reentrancy: still running on another pool for this queue? Then
     // it goes there, behind the running instance.
+    let mut redirected = false;
     let last = work.pool.load(Ordering::Acquire);
     if last != NO_POOL
         && last != pwq.pool.id
@@ -273,19 +357,34 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
             && running_for.wq.as_ptr() == Arc::as_ptr(wq)
         {
             pwq = running_for;
+            redirected = true;
         }
     }
-    let pool = pwq.pool.clone();
     pwq.wq_in_flight.fetch_add(1, Ordering::AcqRel);
-    {
+    loop {
+        let pool = pwq.pool.clone();
         let mut g = pool.st.lock();
+        // The queue's attributes changed since the pwq was picked: take the
+        // new one. Checked under the pool lock, so an ordered queue's new
+        // pwq is never unplugged while an item is still going into the old
+        // one (apply_attrs marks the old one before it looks, under this
+        // lock, whether it is empty). A non-reentrancy redirect stays with
+        // the pwq the item runs on.
+        if !redirected && pwq.replaced.load(Ordering::Acquire) {
+            drop(g);
+            let u = wq.unbound.lock();
+            if let Some(x) = u.by_cpu.get(c).or(u.by_cpu.first()) {
+                pwq = x.clone();
+            }
+            continue;
+        }
         let (st, held) = g.split();
         let mut ps = pwq.st.borrow_mut(held);
         let color = ps.work_color;
         ps.nr_in_flight[color] += 1;
         work.pool.store(pool.id, Ordering::Release);
         let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq() };
-        if ps.nr_active < ps.max_active && !ps.frozen {
+        if ps.may_activate() {
             ps.nr_active += 1;
             drop(ps);
             pool.push_work(st, e);
@@ -293,6 +392,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         } else {
             ps.inactive.push_back(e);
         }
+        break;
     }
     work.notify_grabbers();
     Ok(())
@@ -331,11 +431,21 @@ pub(crate) fn send_mayday(pwq: &Arc<Pwq>) {
 /// pool), or a pwq's inactive list.
 /// Returns its number. Pool lock taken here.
 fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
+    let (seq, successor) = take_from_pool_locked(pool, work)?;
+    if let Some(s) = successor {
+        unplug(&s);
+    }
+    Some(seq)
+}
+
+/// [`take_from_pool`] under the pool lock; also the successor pwq to
+/// unplug (see [`pwq_done`]).
+fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64, Option<Arc<Pwq>>)> {
     let mut st = pool.st.lock();
     if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
         let e = st.worklist.remove(i).expect("index from position");
-        pwq_done(pool, &mut st, &e.pwq, e.color, true);
-        return Some(e.seq);
+        let succ = pwq_done(pool, &mut st, &e.pwq, e.color, true);
+        return Some((e.seq, succ));
     }
     let handed = {
         let (pool_st, held) = st.split();
@@ -347,11 +457,11 @@ fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
         })
     };
     if let Some(e) = handed {
-        pwq_done(pool, &mut st, &e.pwq, e.color, true);
-        return Some(e.seq);
+        let succ = pwq_done(pool, &mut st, &e.pwq, e.color, true);
+        return Some((e.seq, succ));
     }
     let pwqs: Vec<Arc<Pwq>> =
-        all_wqs().iter().flat_map(|w| w.pwqs.iter().cloned()).filter(|x| Arc::ptr_eq(&x.pool, pool)).collect();
+        all_wqs().iter().flat_map(|w| w.all_pwqs()).filter(|x| Arc::ptr_eq(&x.pool, pool)).collect();
     for pwq in pwqs {
         let mut ps = pwq.st.borrow_mut(st.held());
         if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
@@ -361,6 +471,7 @@ fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
             if flushed {
                 ps.flush_color = None;
             }
+            let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
             drop(ps);
             drop(st);
             pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -370,7 +481,8 @@ fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
             {
                 wq.flush_wq.wake_all();
             }
-            return Some(e.seq);
+            let succ = if drained { pwq.successor.get().cloned() } else { None };
+            return Some((e.seq, succ));
         }
     }
     None
@@ -386,7 +498,11 @@ fn take_deferred(work: &Arc<WorkInner>) -> Option<u64> {
         let i = r.deferred.iter().position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))?;
         r.deferred.remove(i)?
     };
-    pwq_done(&pool, &mut st, &e.pwq, e.color, true);
+    let succ = pwq_done(&pool, &mut st, &e.pwq, e.color, true);
+    drop(st);
+    if let Some(s) = succ {
+        unplug(&s);
+    }
     Some(e.seq)
 }
 
@@ -542,6 +658,108 @@ fn enable_inner(work: &WorkInner) -> bool {
     }
 }
 
+/// A new pool workqueue of a queue (`me`) on `pool`.
+fn new_pwq(
+    me: &Weak<WqInner>,
+    pool: Arc<Pool>,
+    flags: WqFlags,
+    max_active: usize,
+    frozen: bool,
+    plugged: bool,
+    in_flight: &Arc<AtomicUsize>,
+) -> Arc<Pwq> {
+    Arc::new(Pwq {
+        wq: me.clone(),
+        st: LockedBy::new(
+            &pool.st,
+            PwqState {
+                nr_active: 0,
+                max_active,
+                inactive: VecDeque::new(),
+                nr_in_flight: [0; NR_COLORS],
+                work_color: 0,
+                flush_color: None,
+                frozen,
+                plugged,
+            },
+        ),
+        pool,
+        stats: PwqStats::new(),
+        mayday_queued: AtomicBool::new(false),
+        wq_in_flight: in_flight.clone(),
+        flags,
+        successor: spin::Once::new(),
+        replaced: AtomicBool::new(false),
+    })
+}
+
+/// The pools an unbound queue with `attrs` needs: for each CPU (possible
+/// CPUs, so a CPU that comes online later has one too), the pool of its
+/// pod (Linux `wq_calc_pod_cpumask` and `alloc_unbound_pwq`). An ordered
+/// queue has one pool whatever the scope: its items must run one at a
+/// time in order, which per-pod pools could not keep.
+///
+/// Context: may sleep (new pools get their first worker).
+fn unbound_layout(attrs: &WqAttrs, flags: WqFlags) -> Result<Vec<Arc<Pool>>> {
+    let n = port().cpu_count();
+    let all = CpuMask::first(n);
+    let pods = if flags.contains(WqFlags::ORDERED) { alloc::vec![all] } else { kport::pods(attrs.scope, all) };
+    let mut by_cpu: Vec<Option<Arc<Pool>>> = alloc::vec![None; n];
+    for pod in pods {
+        // The pod's CPUs where items may run; a pod outside the mask falls
+        // back to the whole mask (Linux uses the default pwq there).
+        let mut serves = pod.and(attrs.cpumask);
+        if serves.is_empty() {
+            serves = attrs.cpumask;
+        }
+        let workers_on = if attrs.strict { serves } else { attrs.cpumask };
+        let pool = pool::unbound_pool(attrs.highpri, workers_on, serves)?;
+        for cpu in pod.iter() {
+            by_cpu[cpu] = Some(pool.clone());
+        }
+    }
+    by_cpu.into_iter().map(|p| p.ok_or(Error::new(EINVAL))).collect()
+}
+
+/// One pwq per distinct pool of `layout`: the table by CPU, and the
+/// distinct pwqs.
+fn pwqs_for_layout(
+    layout: Vec<Arc<Pool>>,
+    mut mk: impl FnMut(Arc<Pool>) -> Arc<Pwq>,
+) -> (Vec<Arc<Pwq>>, Vec<Arc<Pwq>>) {
+    let mut distinct: Vec<Arc<Pwq>> = Vec::new();
+    let by_cpu = layout
+        .into_iter()
+        .map(|pool| match distinct.iter().find(|q| Arc::ptr_eq(&q.pool, &pool)) {
+            Some(q) => q.clone(),
+            None => {
+                let q = mk(pool);
+                distinct.push(q.clone());
+                q
+            }
+        })
+        .collect();
+    (by_cpu, distinct)
+}
+
+/// Let an ordered queue's new pwq run once its predecessor is empty.
+pub(crate) fn unplug(pwq: &Arc<Pwq>) {
+    let mut g = pwq.pool.st.lock();
+    let (st, held) = g.split();
+    let mut ps = pwq.st.borrow_mut(held);
+    if ps.plugged {
+        ps.plugged = false;
+        activate_inactive(&pwq.pool, st, &mut ps);
+    }
+}
+
+impl WqInner {
+    /// Every pwq of the queue (an unbound queue's old ones included).
+    pub(crate) fn all_pwqs(&self) -> Vec<Arc<Pwq>> {
+        if self.flags.contains(WqFlags::UNBOUND) { self.unbound.lock().all.clone() } else { self.bound.clone() }
+    }
+}
+
 fn clamp_max_active(name: &str, n: usize) -> usize {
     match n {
         0 => WQ_DFL_ACTIVE,
@@ -594,53 +812,46 @@ impl Workqueue {
         if mask.is_empty() {
             return Err(Error::new(EINVAL));
         }
-        let pools: Vec<Arc<Pool>> = if flags.contains(WqFlags::UNBOUND) {
-            alloc::vec![pool::unbound_pool(highpri, mask)?]
-        } else {
+        let attrs = WqAttrs::default_for(flags, mask);
+        let layout = if flags.contains(WqFlags::UNBOUND) { Some(unbound_layout(&attrs, flags)?) } else { None };
+        let bound_pools: Vec<Arc<Pool>> = if layout.is_none() {
             (0..p.cpu_count())
                 .map(|c| pool::percpu_pool(c, highpri).ok_or(Error::new(ENOMEM)))
                 .collect::<Result<_>>()?
+        } else {
+            Vec::new()
         };
         let frozen = FROZEN.load(Ordering::Acquire) && flags.contains(WqFlags::FREEZABLE);
         let in_flight = Arc::new(AtomicUsize::new(0));
-        let inner = Arc::new_cyclic(|me: &Weak<WqInner>| WqInner {
-            name: String::from(name),
-            flags,
-            max_active: AtomicUsize::new(max_active),
-            pwqs: pools
-                .into_iter()
-                .map(|pool| {
-                    Arc::new(Pwq {
-                        wq: me.clone(),
-                        st: LockedBy::new(
-                            &pool.st,
-                            PwqState {
-                                nr_active: 0,
-                                max_active,
-                                inactive: VecDeque::new(),
-                                nr_in_flight: [0; NR_COLORS],
-                                work_color: 0,
-                                flush_color: None,
-                                frozen,
-                            },
-                        ),
-                        pool,
-                        stats: PwqStats::new(),
-                        mayday_queued: AtomicBool::new(false),
-                        wq_in_flight: in_flight.clone(),
-                        flags,
-                    })
-                })
-                .collect(),
-            destroyed: AtomicBool::new(false),
-            draining: AtomicUsize::new(0),
-            in_flight,
-            flush_mutex: Mutex::new(()),
-            flush_wq: WaitQueue::new(),
-            flush_pending: AtomicUsize::new(0),
-            maydays: SpinLock::ranked("maydays", crate::RANK_MAYDAY, VecDeque::new()),
-            mayday_wq: WaitQueue::new(),
-            rescuer: spin::Once::new(),
+        let inner = Arc::new_cyclic(|me: &Weak<WqInner>| {
+            let mk = |pool: Arc<Pool>| new_pwq(me, pool, flags, max_active, frozen, false, &in_flight);
+            let unbound = match layout {
+                Some(layout) => {
+                    let (by_cpu, all) = pwqs_for_layout(layout, mk);
+                    UnboundPwqs { attrs, by_cpu, all }
+                }
+                None => UnboundPwqs { attrs, by_cpu: Vec::new(), all: Vec::new() },
+            };
+            WqInner {
+                name: String::from(name),
+                flags,
+                max_active: AtomicUsize::new(max_active),
+                bound: bound_pools
+                    .into_iter()
+                    .map(|pool| new_pwq(me, pool, flags, max_active, frozen, false, &in_flight))
+                    .collect(),
+                unbound: SpinLock::ranked("wq pwqs", crate::RANK_LEAF, unbound),
+                attrs_mutex: Mutex::new(()),
+                destroyed: AtomicBool::new(false),
+                draining: AtomicUsize::new(0),
+                in_flight: in_flight.clone(),
+                flush_mutex: Mutex::new(()),
+                flush_wq: WaitQueue::new(),
+                flush_pending: AtomicUsize::new(0),
+                maydays: SpinLock::ranked("maydays", crate::RANK_MAYDAY, VecDeque::new()),
+                mayday_wq: WaitQueue::new(),
+                rescuer: spin::Once::new(),
+            }
         });
         if flags.contains(WqFlags::MEM_RECLAIM) {
             let w = Worker::new(format!("kworker/R-{name}"), wf::RESCUER | wf::PREP, None);
@@ -675,6 +886,78 @@ impl Workqueue {
         self.0.max_active.load(Ordering::Acquire)
     }
 
+    /// The attributes of an unbound queue (`None` for a bound one).
+    ///
+    /// Context: any.
+    pub fn attrs(&self) -> Option<WqAttrs> {
+        self.0.flags.contains(WqFlags::UNBOUND).then(|| self.0.unbound.lock().attrs)
+    }
+
+    /// Give a live unbound queue new attributes (Linux
+    /// `apply_workqueue_attrs`): priority, CPU mask, affinity scope and
+    /// strictness. Items queued from now on go to the pools of the new
+    /// attributes (made, with a first worker each, if no queue used them
+    /// yet); what was queued before runs where it was. An ordered queue's
+    /// new pool takes no item before the old one has run everything queued
+    /// on it, so the order holds across the change.
+    ///
+    /// Context: may sleep. Return: `EINVAL` for a bound queue or a mask
+    /// with no CPU of the machine; `ENOMEM` when a pool's first worker
+    /// cannot be made (the queue keeps its old attributes).
+    #[track_caller]
+    pub fn apply_attrs(&self, attrs: WqAttrs) -> Result<()> {
+        might_sleep();
+        let wq = &self.0;
+        if !wq.flags.contains(WqFlags::UNBOUND) {
+            warn(&format!("apply_attrs on the bound queue '{}': refused", wq.name));
+            return Err(Error::new(EINVAL));
+        }
+        let p = port();
+        let attrs = WqAttrs { cpumask: attrs.cpumask.and(CpuMask::first(p.cpu_count())), ..attrs };
+        if attrs.cpumask.is_empty() {
+            return Err(Error::new(EINVAL));
+        }
+        let _serial = wq.attrs_mutex.lock();
+        let layout = unbound_layout(&attrs, wq.flags)?;
+        let ordered = wq.flags.contains(WqFlags::ORDERED);
+        let frozen = FROZEN.load(Ordering::Acquire) && wq.flags.contains(WqFlags::FREEZABLE);
+        let me = Arc::downgrade(wq);
+        let max_active = wq.max_active.load(Ordering::Acquire);
+        let (by_cpu, fresh) =
+            pwqs_for_layout(layout, |pool| new_pwq(&me, pool, wq.flags, max_active, frozen, ordered, &wq.in_flight));
+        let old: Vec<Arc<Pwq>> = {
+            let mut u = wq.unbound.lock();
+            let mut old: Vec<Arc<Pwq>> = Vec::new();
+            for q in u.by_cpu.iter() {
+                if !old.iter().any(|o| Arc::ptr_eq(o, q)) {
+                    old.push(q.clone());
+                }
+            }
+            let mut all = fresh.clone();
+            all.extend(u.all.drain(..));
+            *u = UnboundPwqs { attrs, by_cpu, all };
+            old
+        };
+        for o in old.iter() {
+            if ordered && let Some(succ) = fresh.first() {
+                o.successor.call_once(|| succ.clone());
+            }
+            o.replaced.store(true, Ordering::Release);
+        }
+        // An ordered queue's old pwq that is already empty will not unplug
+        // its successor from pwq_done: do it here.
+        if ordered && let Some(succ) = fresh.first() {
+            let all_empty = old.iter().all(|o| {
+                let g = o.pool.st.lock();
+                o.st.borrow_mut(g.held()).is_empty()
+            });
+            if all_empty {
+                unplug(succ);
+            }
+        }
+        Ok(())
+    }
+
     /// Change `max_active` (Linux `workqueue_set_max_active`): clamped to
     /// 1..=[`WQ_MAX_ACTIVE`] with a warning; items held back by the old
     /// limit start at once when it grows. An ordered queue keeps its one
@@ -693,7 +976,7 @@ impl Workqueue {
             warn(&format!("max_active {max_active} for '{}' out of range, using {n}", wq.name));
         }
         wq.max_active.store(n, Ordering::Release);
-        for pwq in wq.pwqs.iter() {
+        for pwq in wq.all_pwqs().iter() {
             let mut g = pwq.pool.st.lock();
             let (st, held) = g.split();
             let mut ps = pwq.st.borrow_mut(held);
@@ -823,7 +1106,7 @@ impl Workqueue {
         const BIAS: usize = usize::MAX / 2;
         wq.flush_pending.store(BIAS, Ordering::Release);
         let mut waiting = 0;
-        for pwq in wq.pwqs.iter() {
+        for pwq in wq.all_pwqs().iter() {
             let g = pwq.pool.st.lock();
             let mut ps = pwq.st.borrow_mut(g.held());
             let c = ps.work_color;
@@ -1040,7 +1323,7 @@ impl DelayedWork {
 pub(crate) fn set_frozen(on: bool) {
     FROZEN.store(on, Ordering::Release);
     for wq in all_wqs().iter().filter(|w| w.flags.contains(WqFlags::FREEZABLE)) {
-        for pwq in wq.pwqs.iter() {
+        for pwq in wq.all_pwqs().iter() {
             let pool = &pwq.pool;
             let mut g = pool.st.lock();
             let (st, held) = g.split();

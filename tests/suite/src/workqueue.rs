@@ -600,6 +600,11 @@ ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
     let before = workqueue::lockup_reports();
     let old = workqueue::watchdog_thresh_ns();
     workqueue::set_watchdog_thresh_ns(400_000_000);
+    // A spinner is taken out of concurrency management after the
+    // CPU-intensive threshold, and the pool would not stall: raise it above
+    // the spin so the pool really is stuck behind the spinner.
+    let thresh = workqueue::cpu_intensive_thresh_us();
+    workqueue::set_cpu_intensive_thresh_us(10_000_000);
     let q = wq("wq-stall", WqFlags::empty(), 0)?;
     let stuck = Work::named("stuck_spinner", || spin_ms(1_500));
     let behind = Work::named("waits_behind", || {});
@@ -610,6 +615,7 @@ ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
     let seen = wait_for(20_000, || workqueue::lockup_reports() > before);
     q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
     workqueue::set_watchdog_thresh_ns(old);
+    workqueue::set_cpu_intensive_thresh_us(thresh);
     check!(seen, "no lockup reported");
     let r = workqueue::last_lockup_report().unwrap_or_default();
     check!(r.contains(&format!("cpus={cpu}")) && r.contains("stuck_spinner") && r.contains("waits_behind"), "report: {r}");

@@ -1,7 +1,7 @@
 //! Suite `workqueue`, continued: the API Linux users expect beyond the
 //! basics (disable/enable, `workqueue_set_max_active`, `current_work`,
 //! `current_is_workqueue_rescuer`, `work_on_cpu`, the freezable
-//! power-efficient system queue).
+//! power-efficient system queue, automatic CPU-intensive detection).
 
 use alloc::format;
 use alloc::sync::Arc;
@@ -185,5 +185,173 @@ ktest!(workqueue::system_freezable_power_efficient_queue_exists => |ctx| {
     check!(q.queue(&w));
     q.flush().map_err(err("flush"))?;
     check_eq!(runs.load(Ordering::SeqCst), 1);
+    Ok(())
+});
+ktest!(workqueue::a_cpu_hog_is_detected_and_taken_out_of_concurrency_management => |ctx| {
+    // Linux 6.5+: an item that keeps its CPU longer than
+    // wq_cpu_intensive_thresh_us without sleeping is flagged CPU-intensive
+    // by the tick, and the items queued behind it get another worker. The
+    // hog calls cond_resched (as work loops must in Redox's model): that
+    // is where a kernel that runs with interrupts off takes its tick.
+    let cpu = port().cpu_count() - 1;
+    let q = Workqueue::new("wq-hog", WqFlags::empty(), 0).map_err(err("alloc"))?;
+    check_eq!(workqueue::cpu_intensive_thresh_us(), workqueue::CPU_INTENSIVE_THRESH_US, "the default threshold");
+    let hogs_before = workqueue::cpu_hogs("cpu_hog_probe");
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let hog = Work::named("cpu_hog_probe", move || {
+        let p = port();
+        let end = p.now_ns() + 150_000_000;
+        while p.now_ns() < end {
+            p.cond_resched();
+        }
+        d.store(true, Ordering::SeqCst);
+    });
+    let behind_early = Arc::new(AtomicBool::new(false));
+    let (dn, be) = (done.clone(), behind_early.clone());
+    let behind = Work::new(move || be.store(!dn.load(Ordering::SeqCst), Ordering::SeqCst));
+    check!(q.queue_on(cpu, &hog));
+    msleep(5);
+    check!(q.queue_on(cpu, &behind));
+    q.flush().map_err(err("flush"))?;
+    check!(q.stats().cpu_intensive >= 1, "the hog was never flagged CPU-intensive (stats {:?})", q.stats());
+    check!(workqueue::cpu_hogs("cpu_hog_probe") > hogs_before, "the hog was not counted");
+    if port().name() == "host" || ctx.args.preempt_full {
+        check!(behind_early.load(Ordering::SeqCst), "the item behind the hog waited for it to end");
+    }
+    q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
+/// The pool id in an unbound worker's name (`kworker/uP:M`).
+fn unbound_pool_of_current() -> Option<usize> {
+    let name = port().current().name();
+    let rest = name.strip_prefix("kworker/u")?;
+    rest.split(':').next()?.parse().ok()
+}
+
+ktest!(workqueue::apply_attrs_moves_new_items_and_keeps_old_ones [min_cpus = 2] => |ctx| {
+    let n = port().cpu_count();
+    let last = n - 1;
+    let q = Workqueue::new("wq-apply", WqFlags::UNBOUND, 0).map_err(err("alloc"))?;
+    let a = q.attrs().ok_or(Failure::Fail("an unbound queue has attributes".into()))?;
+    check_eq!(a.scope, kport::AffinityScope::Cache, "Linux's default scope");
+    check!(!a.strict, "Linux's default is not strict");
+    // One item held on the old attributes' pool while they change.
+    let gate = Arc::new(Completion::new());
+    let (g, old_ran) = (gate.clone(), Arc::new(AtomicBool::new(false)));
+    let o = old_ran.clone();
+    let held = Work::new(move || {
+        g.wait("gate");
+        o.store(true, Ordering::SeqCst);
+    });
+    check!(q.queue(&held));
+    let strict_last = workqueue::WqAttrs { cpumask: kport::CpuMask::one(last), strict: true, ..a };
+    q.apply_attrs(strict_last).map_err(err("apply_attrs"))?;
+    check_eq!(q.attrs(), Some(strict_last));
+    // New items run only on the new mask, from whichever CPU they come.
+    let cpus = Arc::new(SpinLock::new(Vec::new()));
+    let items: Vec<Work> = (0..n)
+        .map(|_| {
+            let c = cpus.clone();
+            Work::new(move || c.lock().push(port().cpu_id()))
+        })
+        .collect();
+    for (i, it) in items.iter().enumerate() {
+        check!(q.queue_on(i, it));
+    }
+    let ran = wait_for(10_000, || cpus.lock().len() == n);
+    gate.complete_all();
+    q.flush().map_err(err("flush"))?;
+    check!(ran, "items queued after apply_attrs did not run ({} of {n})", cpus.lock().len());
+    check!(cpus.lock().iter().all(|&c| c == last), "items ran outside the new mask: {:?}", cpus.lock().clone());
+    check!(old_ran.load(Ordering::SeqCst), "the item queued before the change was lost");
+    // A bound queue has no attributes to change.
+    let b = Workqueue::new("wq-apply-bound", WqFlags::empty(), 0).map_err(err("alloc"))?;
+    check!(b.attrs().is_none());
+    check_eq!(b.apply_attrs(a).map_err(|e| e.errno), Err(EINVAL));
+    check_eq!(q.apply_attrs(workqueue::WqAttrs { cpumask: kport::CpuMask::NONE, ..a }).map_err(|e| e.errno), Err(EINVAL));
+    q.destroy().map_err(err("destroy"))?;
+    b.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
+ktest!(workqueue::apply_attrs_highpri_uses_a_highpri_pool => |ctx| {
+    let q = Workqueue::new("wq-apply-hi", WqFlags::UNBOUND, 0).map_err(err("alloc"))?;
+    let a = q.attrs().ok_or(Failure::Fail("no attrs".into()))?;
+    q.apply_attrs(workqueue::WqAttrs { highpri: true, ..a }).map_err(err("apply_attrs"))?;
+    let pool = Arc::new(SpinLock::new(None));
+    let p2 = pool.clone();
+    let w = Work::new(move || *p2.lock() = unbound_pool_of_current());
+    check!(q.queue(&w));
+    q.flush().map_err(err("flush"))?;
+    let id = (*pool.lock()).ok_or(Failure::Fail("the item did not run on an unbound worker".into()))?;
+    let info = workqueue::pools().into_iter().find(|p| p.id == id).ok_or(Failure::Fail("no such pool".into()))?;
+    check!(info.highpri && info.cpu.is_none(), "the item ran in pool {id}, not an unbound highpri one");
+    q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
+ktest!(workqueue::ordered_queue_keeps_its_order_across_apply_attrs [min_cpus = 2] => |ctx| {
+    let n = port().cpu_count();
+    let q = Workqueue::ordered("wq-ord-apply", WqFlags::empty()).map_err(err("alloc"))?;
+    let log = Arc::new(SpinLock::new(Vec::new()));
+    let now = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let items: Vec<Work> = (0..40)
+        .map(|i| {
+            let (l, c, m) = (log.clone(), now.clone(), max.clone());
+            Work::new(move || {
+                let k = c.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(k, Ordering::SeqCst);
+                if i % 7 == 0 {
+                    msleep(2);
+                }
+                l.lock().push(i);
+                c.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for it in &items[..20] {
+        check!(q.queue(it));
+    }
+    let a = q.attrs().ok_or(Failure::Fail("no attrs".into()))?;
+    q.apply_attrs(workqueue::WqAttrs { cpumask: kport::CpuMask::one(n - 1), strict: true, ..a })
+        .map_err(err("apply_attrs"))?;
+    for it in &items[20..] {
+        check!(q.queue(it));
+    }
+    q.flush().map_err(err("flush"))?;
+    check_eq!(*log.lock(), (0..40).collect::<Vec<_>>(), "order across the change");
+    check_eq!(max.load(Ordering::SeqCst), 1, "two items of an ordered queue ran at once");
+    q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
+ktest!(workqueue::affinity_scopes_decide_where_items_run [min_cpus = 2] => |ctx| {
+    let n = port().cpu_count();
+    let q = Workqueue::new("wq-scopes", WqFlags::UNBOUND, 0).map_err(err("alloc"))?;
+    let a = q.attrs().ok_or(Failure::Fail("no attrs".into()))?;
+    for scope in kport::AffinityScope::ALL {
+        q.apply_attrs(workqueue::WqAttrs { scope, strict: true, ..a }).map_err(err("apply_attrs"))?;
+        let pods = kport::pods(scope, kport::CpuMask::first(n));
+        let ran: Arc<SpinLock<Vec<(usize, usize)>>> = Arc::new(SpinLock::new(Vec::new()));
+        let items: Vec<Work> = (0..n)
+            .map(|from| {
+                let r = ran.clone();
+                Work::new(move || r.lock().push((from, port().cpu_id())))
+            })
+            .collect();
+        for (from, it) in items.iter().enumerate() {
+            check!(q.queue_on(from, it));
+        }
+        q.flush().map_err(err("flush"))?;
+        for &(from, on) in ran.lock().iter() {
+            let pod = pods.iter().find(|p| p.contains(from)).copied().unwrap_or(kport::CpuMask::NONE);
+            check!(pod.contains(on), "scope {}: an item queued for CPU {from} ran on CPU {on}, outside its pod {pod:?}", scope.name());
+        }
+        check_eq!(ran.lock().len(), n, "scope {}", scope.name());
+    }
+    q.destroy().map_err(err("destroy"))?;
     Ok(())
 });
