@@ -934,7 +934,7 @@ impl Workqueue {
                 }
             }
             let mut all = fresh.clone();
-            all.extend(u.all.drain(..));
+            all.append(&mut u.all);
             *u = UnboundPwqs { attrs, by_cpu, all };
             old
         };
