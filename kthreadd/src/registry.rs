@@ -66,6 +66,28 @@ pub struct Row {
     pub name: String,
 }
 
+/// How a listing names a thread when the thread's owner has more to say
+/// than its `comm`: the workqueue lists a worker as `kworker/N:M+queue`
+/// while it runs an item of `queue` and `kworker/N:M-queue` after (Linux's
+/// `wq_worker_comm`). Set once; the first setter wins.
+pub type NameHook = fn(&Kthread) -> Option<String>;
+
+static NAME_HOOK: spin::Once<NameHook> = spin::Once::new();
+
+/// Install the [`NameHook`] (once; later calls are ignored).
+///
+/// Context: any.
+pub fn set_name_hook(hook: NameHook) {
+    NAME_HOOK.call_once(|| hook);
+}
+
+/// The name a listing shows for `k`, without the brackets.
+///
+/// Context: any.
+pub fn listed_name(k: &Kthread) -> String {
+    NAME_HOOK.get().and_then(|h| h(k)).unwrap_or_else(|| String::from(k.comm()))
+}
+
 /// A row per thread, in listing order.
 pub fn rows() -> Vec<Row> {
     all()
@@ -81,7 +103,7 @@ pub fn rows() -> Vec<Row> {
                 affinity: t.affinity().0,
                 cpu_time_ns: t.cpu_time_ns(),
                 wchan: if state == 'R' { "" } else { t.wait_channel() },
-                name: alloc::format!("[{}]", k.comm()),
+                name: alloc::format!("[{}]", listed_name(k)),
             }
         })
         .collect()

@@ -94,7 +94,8 @@ pub use stats::{WqStats, cpu_hogs, dump, monitor};
 pub use watchdog::{last_lockup_report, lockup_reports, set_watchdog_thresh_ns, watchdog_thresh_ns};
 pub use work::{DelayedWork, Work};
 pub use wq::{
-    QueueError, WORK_DISABLE_MAX, Workqueue, WqAttrs, current_is_workqueue_rescuer, current_work, work_on_cpu,
+    QueueError, WORK_DISABLE_MAX, WORKER_DESC_LEN, Workqueue, WqAttrs, current_is_workqueue_rescuer, current_work,
+    set_worker_desc, work_on_cpu,
 };
 
 use bitflags::bitflags;
@@ -217,6 +218,7 @@ pub fn idle_timeout_ns() -> u64 {
 pub fn init() -> kport::Result<()> {
     kport::might_sleep();
     pool::init()?;
+    kthreadd::registry::set_name_hook(wq::worker_comm);
     watchdog::start();
     wq::init_system_queues()
 }

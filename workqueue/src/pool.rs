@@ -108,6 +108,13 @@ pub(crate) struct Worker {
     /// A: when the item it runs started or last resumed after sleeping (0:
     /// no item); the tick compares it with the CPU-intensive threshold.
     pub(crate) current_at: AtomicU64,
+    /// Own lock (a leaf): what listings show after its name (Linux
+    /// `worker->desc`): the queue of the item it runs or last ran, or what
+    /// the item set with `set_worker_desc`.
+    pub(crate) desc: SpinLock<String>,
+    /// A: the queue whose name `desc` holds (0: a description an item set),
+    /// so back-to-back items of one queue do not rewrite it.
+    pub(crate) desc_wq: AtomicUsize,
     /// A: woken by a kick since it last went idle (further kicks skip the
     /// wake-up; cleared under the pool lock when it goes idle again).
     pub(crate) kicked: AtomicBool,
@@ -131,6 +138,8 @@ impl Worker {
             current_wq: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
             current_at: AtomicU64::new(0),
+            desc: SpinLock::ranked("worker desc", crate::RANK_LEAF, String::new()),
+            desc_wq: AtomicUsize::new(0),
             pool,
         })
     }
@@ -553,7 +562,17 @@ pub(crate) fn process_one_work<'a>(
     let now = p.now_ns();
     st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq: pwq.clone(), started_ns: now } });
     w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
-    w.current_wq.store(pwq.wq.as_ptr() as *const u8 as usize, Ordering::Release);
+    let wq_addr = pwq.wq.as_ptr() as *const u8 as usize;
+    w.current_wq.store(wq_addr, Ordering::Release);
+    // Listings show the queue it runs for (Linux records the queue's name
+    // in `worker->desc` for each item); rewritten only when it changes.
+    if w.desc_wq.swap(wq_addr, Ordering::AcqRel) != wq_addr
+        && let Some(q) = pwq.wq.upgrade()
+    {
+        let mut d = w.desc.lock();
+        d.clear();
+        d.push_str(&q.name);
+    }
     if pwq.wq_flags().contains(crate::WqFlags::CPU_INTENSIVE) {
         set_flags(pool, w, wf::CPU_INTENSIVE);
         pwq.stats.inc(PwqStat::CpuIntensive);
@@ -815,6 +834,9 @@ pub struct WorkerInfo {
     pub current: Option<&'static str>,
     /// Since when it runs that item (ns).
     pub current_since_ns: Option<u64>,
+    /// Its description (Linux `worker->desc`): the queue it runs or last
+    /// ran for, or what an item set with `set_worker_desc`.
+    pub desc: String,
 }
 
 /// A pool, for reports.
@@ -864,6 +886,7 @@ pub fn pools() -> Vec<PoolInfo> {
                             running: w.task.get().is_some_and(|t| t.task().is_running()),
                             current: cur.map(|c| c.work.name),
                             current_since_ns: cur.map(|c| c.started_ns),
+                            desc: w.desc.lock().clone(),
                         }
                     })
                     .collect(),

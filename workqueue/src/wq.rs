@@ -1445,3 +1445,39 @@ pub fn work_on_cpu<R: Send + 'static>(cpu: usize, f: impl FnOnce() -> R + Send +
     let r = out.lock().take();
     r.ok_or(Error::new(EINVAL))
 }
+
+/// Longest worker description kept, in bytes (Linux `WORKER_DESC_LEN` 32,
+/// with the NUL).
+pub const WORKER_DESC_LEN: usize = 31;
+
+/// Describe what the calling worker does, for listings and reports (Linux
+/// `set_worker_desc`): until its next item, the worker is listed as
+/// `kworker/N:M+DESC` while it runs and `kworker/N:M-DESC` after. Cut to
+/// [`WORKER_DESC_LEN`] bytes. Outside a work item it does nothing.
+///
+/// Context: any (in a work item).
+pub fn set_worker_desc(desc: fmt::Arguments<'_>) {
+    let Some(w) = current_worker() else { return };
+    let text = alloc::fmt::format(desc);
+    let mut end = text.len().min(WORKER_DESC_LEN);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut d = w.desc.lock();
+    d.clear();
+    d.push_str(&text[..end]);
+    w.desc_wq.store(0, Ordering::Release);
+}
+
+/// The listed name of a workqueue worker (Linux `wq_worker_comm`): its
+/// name, then `+` and its description while it runs an item, `-` and the
+/// description after. Installed as kthreadd's name hook by `init`.
+pub(crate) fn worker_comm(k: &Kthread) -> Option<String> {
+    let w = k.data()?.downcast::<Weak<Worker>>().ok()?.upgrade()?;
+    let desc = w.desc.lock().clone();
+    if desc.is_empty() {
+        return None;
+    }
+    let busy = w.current_work.load(Ordering::Acquire) != 0;
+    Some(format!("{}{}{desc}", w.name, if busy { '+' } else { '-' }))
+}

@@ -355,3 +355,37 @@ ktest!(workqueue::affinity_scopes_decide_where_items_run [min_cpus = 2] => |ctx|
     q.destroy().map_err(err("destroy"))?;
     Ok(())
 });
+
+ktest!(workqueue::worker_desc_shows_in_listings => |ctx| {
+    let q = Workqueue::new("wq-desc", WqFlags::empty(), 0).map_err(err("alloc"))?;
+    // While an item runs, its worker is listed `+queue`; after, `-queue`;
+    // set_worker_desc replaces the queue's name for that item.
+    let seen: Arc<SpinLock<Vec<(usize, alloc::string::String)>>> = Arc::new(SpinLock::new(Vec::new()));
+    let listed = |id: usize| {
+        kthreadd::registry::rows().into_iter().find(|r| r.id == id).map(|r| r.name).unwrap_or_default()
+    };
+    let s1 = seen.clone();
+    let plain = Work::new(move || {
+        let id = port().current_id();
+        s1.lock().push((id, listed(id)));
+    });
+    check!(q.queue(&plain));
+    q.flush().map_err(err("flush"))?;
+    let s2 = seen.clone();
+    let described = Work::new(move || {
+        workqueue::set_worker_desc(format_args!("probe-{}", 42));
+        let id = port().current_id();
+        s2.lock().push((id, listed(id)));
+    });
+    check!(q.queue(&described));
+    q.flush().map_err(err("flush"))?;
+    let v = seen.lock().clone();
+    check_eq!(v.len(), 2);
+    check!(v[0].1.starts_with("[kworker/") && v[0].1.ends_with("+wq-desc]"), "running an item of wq-desc: {}", v[0].1);
+    check!(v[1].1.ends_with("+probe-42]"), "after set_worker_desc: {}", v[1].1);
+    // After the item, the worker keeps the description with '-'.
+    let after = listed(v[1].0);
+    check!(after.ends_with("-probe-42]"), "idle after the described item: {after}");
+    q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
