@@ -81,6 +81,16 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
     percpu::PERCPU[0].apic_id.store(apic::id(), Ordering::Relaxed);
     percpu::set_present(madt.nr_cpus);
     time::calibrate_lapic();
+    // NUMA nodes, if the machine has an SRAT; then this CPU's topology (each
+    // AP reads its own in `ap_main`).
+    match acpi::read_srat(bi.rsdp) {
+        Ok(srat) => arch::topology::set_srat(srat),
+        Err(e) => {
+            kprintln!("# WARNING: cannot read the ACPI SRAT ({e}): one NUMA node");
+            arch::topology::set_srat(None);
+        }
+    }
+    arch::topology::init_this_cpu(0);
 
     sched::init_interrupts();
     percpu::mark_online(0);
@@ -103,6 +113,7 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
 
 /// First code of an AP after its descriptor tables and LAPIC are set up.
 pub fn ap_main(cpu: usize) -> ! {
+    arch::topology::init_this_cpu(cpu);
     percpu::mark_online(cpu);
     sched::init_cpu(cpu);
     sched::timer::start_tick();

@@ -8,8 +8,8 @@ use core::sync::atomic::Ordering;
 
 use kport::harness::{Harness, MemCounters};
 use kport::{
-    AtomicContext, CpuMask, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority, Result,
-    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+    AtomicContext, CpuMask, CpuTopology, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority,
+    Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
 use crate::sched::{self, Prio, State, Task, timer::Timer, wake_mask};
@@ -187,6 +187,12 @@ impl Port for TestkernelPort {
 
     fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
         sched::call::call_on_cpu(cpu, f, wait).map_err(|_| Error::new(EINVAL))
+    }
+
+    /// What the CPU read from CPUID (and the SRAT) as it came up
+    /// (`arch::topology`).
+    fn cpu_topology(&self, cpu: usize) -> CpuTopology {
+        arch::topology::topology(cpu)
     }
 
     fn irq_save(&self) -> bool {

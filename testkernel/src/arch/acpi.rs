@@ -1,4 +1,5 @@
-//! ACPI: find the MADT through the RSDP and read the CPU list and the IOAPIC.
+//! ACPI: find tables through the RSDP; read the CPU list and the IOAPIC from
+//! the MADT, and the CPUs' proximity domains (NUMA nodes) from the SRAT.
 
 use crate::mem::phys_to_virt;
 
@@ -71,8 +72,9 @@ fn table(pa: u64) -> Result<&'static [u8], AcpiError> {
     Ok(t)
 }
 
-/// Read the MADT starting from the RSDP at `rsdp_pa`.
-pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
+/// The table with signature `sig`, found through the RSDP at `rsdp_pa` (the
+/// XSDT if there is one, else the RSDT); `None` if the root lists none.
+fn find_table(rsdp_pa: u64, sig: &[u8; 4]) -> Result<Option<&'static [u8]>, AcpiError> {
     if rsdp_pa == 0 {
         return Err(AcpiError::NoRsdp);
     }
@@ -83,17 +85,20 @@ pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
     let (root, entry_size) =
         if r[15] >= 2 && u64_at(r, 24) != 0 { (u64_at(r, 24), 8) } else { (u32_at(r, 16) as u64, 4) };
     let root_t = table(root)?;
-    let mut madt = None;
     let mut off = 36;
     while off + entry_size <= root_t.len() {
         let pa = if entry_size == 8 { u64_at(root_t, off) } else { u32_at(root_t, off) as u64 };
-        if bytes(pa, 4) == b"APIC" {
-            madt = Some(table(pa)?);
-            break;
+        if bytes(pa, 4) == sig {
+            return table(pa).map(Some);
         }
         off += entry_size;
     }
-    let m = madt.ok_or(AcpiError::NoMadt)?;
+    Ok(None)
+}
+
+/// Read the MADT starting from the RSDP at `rsdp_pa`.
+pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
+    let m = find_table(rsdp_pa, b"APIC")?.ok_or(AcpiError::NoMadt)?;
     let mut out = Madt {
         lapic_addr: u32_at(m, 36) as u64,
         apic_ids: [0; MAX_MADT_CPUS],
@@ -133,4 +138,50 @@ pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
         off += len;
     }
     Ok(out)
+}
+
+/// Most CPU entries read from the SRAT.
+pub const MAX_SRAT_CPUS: usize = crate::percpu::MAX_CPUS;
+
+/// The CPU entries of the SRAT (System Resource Affinity Table): which
+/// proximity domain each enabled CPU belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Srat {
+    /// (APIC id, proximity domain) of each enabled CPU, in table order.
+    pub cpus: [(u32, u32); MAX_SRAT_CPUS],
+    /// Number of entries in `cpus`.
+    pub nr_cpus: usize,
+}
+
+/// Read the CPU entries of the SRAT starting from the RSDP at `rsdp_pa`;
+/// `None` if the machine has no SRAT (no NUMA information). Processor Local
+/// APIC Affinity (type 0) and Processor Local x2APIC Affinity (type 2)
+/// entries with the enabled flag count; memory entries are not read.
+pub fn read_srat(rsdp_pa: u64) -> Result<Option<Srat>, AcpiError> {
+    let Some(t) = find_table(rsdp_pa, b"SRAT")? else { return Ok(None) };
+    let mut out = Srat { cpus: [(0, 0); MAX_SRAT_CPUS], nr_cpus: 0 };
+    // Header (36 bytes), then 4 reserved bytes (must be 1) and 8 reserved.
+    let mut off = 48;
+    while off + 2 <= t.len() {
+        let (kind, len) = (t[off], t[off + 1] as usize);
+        if len < 2 || off + len > t.len() {
+            break;
+        }
+        let e = &t[off..off + len];
+        let cpu = match kind {
+            // Proximity domain bits 7:0 at 2, 31:8 at 9..12; APIC id at 3.
+            0 if len >= 16 && u32_at(e, 4) & 1 != 0 => Some((e[3] as u32, e[2] as u32 | (u32_at(e, 8) & 0xffff_ff00))),
+            // Proximity domain at 4, x2APIC id at 8, flags at 12.
+            2 if len >= 24 && u32_at(e, 12) & 1 != 0 => Some((u32_at(e, 8), u32_at(e, 4))),
+            _ => None,
+        };
+        if let Some(c) = cpu
+            && out.nr_cpus < MAX_SRAT_CPUS
+        {
+            out.cpus[out.nr_cpus] = c;
+            out.nr_cpus += 1;
+        }
+        off += len;
+    }
+    Ok(Some(out))
 }

@@ -1,5 +1,6 @@
 //! x86-64 specifics: boot (PVH, and the Redox protocol in `redox_entry`), CPU
-//! instructions, descriptor tables, interrupts, exceptions, ACPI, APIC, SMP bring-up.
+//! instructions, descriptor tables, interrupts, exceptions, ACPI, APIC, SMP bring-up,
+//! CPU topology.
 
 pub mod acpi;
 pub mod apic;
@@ -10,3 +11,4 @@ pub mod gdt;
 pub mod interrupts;
 pub mod redox_entry;
 pub mod smp;
+pub mod topology;
