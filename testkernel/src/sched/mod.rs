@@ -13,6 +13,9 @@
 //!   preempt at interrupt exit and at `preempt_enable`; under `preempt=none`
 //!   (Redox's model) a context runs until it blocks, yields or calls
 //!   [`cond_resched`].
+//! * Contexts spawned with worker hooks get the workqueue's scheduler hooks:
+//!   `sleeping`/`running` around a real block, `tick` from the timer tick
+//!   that interrupts them.
 //! * The wake/block protocol is Linux's: `set_current_state`, check the
 //!   condition, `schedule()`; [`wake`] under the task's `sched_lock` sets the
 //!   state back to running and queues the task only if it had left the run
@@ -710,8 +713,11 @@ pub fn set_prio(t: &Task, p: Prio) {
     t.prio.store(p as u8, Ordering::Relaxed);
 }
 
-/// Timer-tick accounting: ask for a reschedule when the slice is used up and
-/// another context of the same or a higher level waits.
+/// The scheduler tick, in the timer interrupt (Linux `sched_tick`): give the
+/// workqueue's tick hook the context it interrupted, if that is a worker
+/// (`wq_worker_tick`); then the slice accounting: ask for a reschedule when
+/// the slice is used up and another context of the same or a higher level
+/// waits.
 pub fn tick(elapsed_ns: u64) {
     let pc = percpu::this_cpu();
     let me = pc.cpu.load(Ordering::Relaxed) as usize;
@@ -726,6 +732,16 @@ pub fn tick(elapsed_ns: u64) {
             pc.need_resched.store(true, Ordering::Relaxed);
         }
         return;
+    }
+    // Interrupt context (this CPU's interrupt depth is raised), for the
+    // interrupted context, which cannot block meanwhile. An exiting context
+    // (dead, still switching away) is not a worker any more.
+    if t.has_worker_hooks()
+        && t.state() != State::Dead
+        && let (Some(h), Some(d)) = (HOOKS.get(), t.data())
+    {
+        t.hook_ticks.fetch_add(1, Ordering::Relaxed);
+        h.tick(&d);
     }
     let left = t.slice_left_ns.load(Ordering::Relaxed).saturating_sub(elapsed_ns);
     t.slice_left_ns.store(left, Ordering::Relaxed);

@@ -125,6 +125,8 @@ pub struct Task {
     pub(super) run_start_tsc: AtomicU64,
     pub(super) nr_switches: AtomicU64,
     pub(super) slice_left_ns: AtomicU64,
+    /// Times the tick called the workqueue's tick hook for it.
+    pub(super) hook_ticks: AtomicU64,
     /// Exit wait: contexts waiting in `join` for this one to die.
     pub(super) exit_waiters: super::wait::WaitQueue,
     pub(super) started: AtomicBool,
@@ -169,6 +171,7 @@ impl Task {
             run_start_tsc: AtomicU64::new(0),
             nr_switches: AtomicU64::new(0),
             slice_left_ns: AtomicU64::new(super::TIMESLICE_NS),
+            hook_ticks: AtomicU64::new(0),
             exit_waiters: super::wait::WaitQueue::new(),
             started: AtomicBool::new(false),
             reaped: AtomicBool::new(false),
@@ -249,6 +252,12 @@ impl Task {
     /// Does it call the workqueue scheduler hooks?
     pub fn has_worker_hooks(&self) -> bool {
         self.flags & FLAG_WORKER_HOOKS != 0
+    }
+
+    /// Times the scheduler tick called the workqueue's tick hook for it (a
+    /// test reads it: the hook itself is the workqueue's).
+    pub fn hook_ticks(&self) -> u64 {
+        self.hook_ticks.load(Ordering::Relaxed)
     }
 }
 
