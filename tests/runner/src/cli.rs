@@ -1,6 +1,6 @@
 //! Command-line parsing (hand-written: the option set is small and flat).
 
-use crate::qemu::{Accel, QEMU};
+use crate::qemu::{Accel, QEMU, Topology};
 use std::path::PathBuf;
 
 /// Usage text printed by `ktest --help`.
@@ -15,6 +15,9 @@ options:
   --seed N            seed of randomized tests (default: random, printed)
   --timeout SECS      whole-run time-out per boot (default 900)
   --mem MIB           guest memory in MiB (default 256; bench: 512)
+  --topology T        CPU topology appended to -smp: sockets=S,cores=C,threads=T[,dies=D]
+                      (room for at least the largest --smp; the guest checks it)
+  --numa N            N NUMA nodes: CPUs and memory split evenly in order (-numa, -object)
   --kernel PATH       kernel ELF to boot (default: build testkernel)
   --no-build          boot the already built kernel
   --append \"k=v ...\"  extra guest command-line words (repeatable)
@@ -54,6 +57,10 @@ pub struct Options {
     pub timeout_secs: u64,
     /// Guest memory in MiB.
     pub mem_mib: u64,
+    /// CPU topology appended to `-smp`.
+    pub topology: Option<Topology>,
+    /// NUMA nodes.
+    pub numa_nodes: Option<u32>,
     /// Kernel ELF; `None` means the default build output.
     pub kernel: Option<PathBuf>,
     /// Do not build the kernel.
@@ -86,6 +93,8 @@ impl Options {
             seed: None,
             timeout_secs: 900,
             mem_mib: if bench { 512 } else { 256 },
+            topology: None,
+            numa_nodes: None,
             kernel: None,
             no_build: false,
             append: Vec::new(),
@@ -156,6 +165,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
                 }
             }
             "--mem" => o.mem_mib = parse_num(&flag, &value()?)?,
+            "--topology" => o.topology = Some(parse_topology(&value()?)?),
+            "--numa" => {
+                let n = parse_num(&flag, &value()?)?;
+                if !(1..=MAX_NUMA_NODES).contains(&n) {
+                    return Err(format!("invalid --numa value '{n}': expected 1 to {MAX_NUMA_NODES} nodes"));
+                }
+                o.numa_nodes = Some(n as u32);
+            }
             "--kernel" => o.kernel = Some(PathBuf::from(value()?)),
             "--no-build" => o.no_build = true,
             "--append" => o.append.extend(value()?.split_whitespace().map(String::from)),
@@ -171,7 +188,55 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             return Err(format!("{flag} takes no value"));
         }
     }
+    if let Some(t) = o.topology
+        && let Some(&n) = o.smp.iter().find(|&&n| n > t.max_cpus())
+    {
+        return Err(format!("--topology {t} has room for {} CPUs, --smp asks for {n}", t.max_cpus()));
+    }
+    if let Some(nodes) = o.numa_nodes
+        && o.mem_mib < u64::from(nodes) * MIN_NODE_MIB
+    {
+        return Err(format!(
+            "--numa {nodes} needs --mem of at least {} MiB ({MIN_NODE_MIB} per node)",
+            u64::from(nodes) * MIN_NODE_MIB
+        ));
+    }
     Ok(Cli::Run(Box::new(o)))
+}
+
+/// Most NUMA nodes `--numa` makes.
+pub const MAX_NUMA_NODES: u64 = 8;
+/// Least memory per NUMA node (MiB): enough for the guest's allocations
+/// wherever the firmware puts them.
+pub const MIN_NODE_MIB: u64 = 32;
+
+/// Parse `sockets=S,cores=C,threads=T[,dies=D]` (any order; `dies` defaults
+/// to 1). Each count from 1, at most 255 CPUs in all.
+fn parse_topology(v: &str) -> Result<Topology, String> {
+    let bad = |why: &str| format!("invalid --topology value '{v}': {why}");
+    let (mut sockets, mut dies, mut cores, mut threads) = (None, None, None, None);
+    for item in v.split(',') {
+        let (key, n) = item.split_once('=').ok_or_else(|| bad("expected sockets=S,cores=C,threads=T[,dies=D]"))?;
+        let n: u32 = n.parse().ok().filter(|n| (1..=255).contains(n)).ok_or_else(|| bad("counts are 1 to 255"))?;
+        let slot = match key {
+            "sockets" => &mut sockets,
+            "dies" => &mut dies,
+            "cores" => &mut cores,
+            "threads" => &mut threads,
+            _ => return Err(bad(&format!("unknown key '{key}'"))),
+        };
+        if slot.replace(n).is_some() {
+            return Err(bad(&format!("'{key}' given twice")));
+        }
+    }
+    let (Some(sockets), Some(cores), Some(threads)) = (sockets, cores, threads) else {
+        return Err(bad("sockets, cores and threads are all needed"));
+    };
+    let t = Topology { sockets, dies: dies.unwrap_or(1), cores, threads };
+    if sockets * t.dies * cores * threads > 255 {
+        return Err(bad("more than 255 CPUs"));
+    }
+    Ok(t)
 }
 
 fn parse_num(flag: &str, v: &str) -> Result<u64, String> {

@@ -78,6 +78,67 @@ impl Accel {
     }
 }
 
+/// A CPU topology for QEMU's `-smp` (`sockets=S,dies=D,cores=C,threads=T`).
+/// Without one QEMU chooses its own for `-smp N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Packages.
+    pub sockets: u32,
+    /// Dies per package.
+    pub dies: u32,
+    /// Cores per die.
+    pub cores: u32,
+    /// SMT threads per core.
+    pub threads: u32,
+}
+
+impl Topology {
+    /// Most CPUs the machine may have (QEMU's default `maxcpus`).
+    pub fn max_cpus(&self) -> u32 {
+        self.sockets * self.dies * self.cores * self.threads
+    }
+
+    /// The value of `-smp` for `cpus` CPUs (`dies` only when more than one).
+    pub fn smp_arg(&self, cpus: u32) -> String {
+        let dies = if self.dies > 1 { format!(",dies={}", self.dies) } else { String::new() };
+        format!("{cpus},sockets={}{dies},cores={},threads={}", self.sockets, self.cores, self.threads)
+    }
+
+    /// The guest word that tells the testkernel what to expect
+    /// (`expect_topology=sockets=S,dies=D,cores=C,threads=T`).
+    pub fn guest_word(&self) -> String {
+        format!(
+            "expect_topology=sockets={},dies={},cores={},threads={}",
+            self.sockets, self.dies, self.cores, self.threads
+        )
+    }
+}
+
+impl std::fmt::Display for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sockets={},dies={},cores={},threads={}", self.sockets, self.dies, self.cores, self.threads)
+    }
+}
+
+/// The QEMU arguments for `nodes` NUMA nodes over a machine of `max_cpus`
+/// CPUs and `mem_mib` MiB: node k gets CPUs `k * max_cpus / nodes` up to the
+/// next node's first (none if that range is empty: a memory-only node), and
+/// an equal share of the memory (the first `mem_mib % nodes` nodes one MiB
+/// more), as a RAM backend of its own, which QEMU requires since 5.1.
+pub fn numa_args(nodes: u32, max_cpus: u32, mem_mib: u64) -> Vec<String> {
+    let mut args = Vec::new();
+    for k in 0..nodes {
+        let size = mem_mib / u64::from(nodes) + u64::from(u64::from(k) < mem_mib % u64::from(nodes));
+        let (first, end) = (k * max_cpus / nodes, (k + 1) * max_cpus / nodes);
+        let cpus = if end > first { format!(",cpus={first}-{}", end - 1) } else { String::new() };
+        args.push("-object".into());
+        args.push(format!("memory-backend-ram,id=ktest-node{k},size={size}M"));
+        args.push("-numa".into());
+        args.push(format!("node,nodeid={k}{cpus},memdev=ktest-node{k}"));
+    }
+    args
+}
+
 /// Everything needed to build one QEMU command line.
 #[derive(Debug, Clone)]
 pub struct QemuConfig<'a> {
@@ -89,6 +150,10 @@ pub struct QemuConfig<'a> {
     pub cmdline: &'a str,
     /// Number of CPUs.
     pub smp: u32,
+    /// CPU topology for `-smp`, if one is given.
+    pub topology: Option<Topology>,
+    /// NUMA nodes (`-numa`, see [`numa_args`]), if any.
+    pub numa_nodes: Option<u32>,
     /// Memory in MiB.
     pub mem_mib: u64,
     /// Accelerator.
@@ -106,7 +171,14 @@ pub fn qemu_command(c: &QemuConfig<'_>) -> Command {
     cmd.arg("-append").arg(c.cmdline);
     cmd.args(["-display", "none", "-serial", "stdio", "-no-reboot"]);
     cmd.arg("-m").arg(format!("{}M", c.mem_mib));
-    cmd.arg("-smp").arg(c.smp.to_string());
+    cmd.arg("-smp").arg(match c.topology {
+        Some(t) => t.smp_arg(c.smp),
+        None => c.smp.to_string(),
+    });
+    if let Some(nodes) = c.numa_nodes {
+        let max_cpus = c.topology.map_or(c.smp, |t| t.max_cpus());
+        cmd.args(numa_args(nodes, max_cpus, c.mem_mib));
+    }
     cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
     cmd.arg("-accel").arg(match c.accel {
         Accel::Tcg => "tcg,thread=multi",

@@ -304,15 +304,21 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
     let mut boots = Vec::new();
     for (i, &(smp, preempt)) in configs.iter().enumerate() {
         let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
-        // The guest checks that it started as many CPUs as QEMU was told.
-        let append: Vec<String> =
-            std::iter::once(format!("expect_cpus={smp}")).chain(opts.append.iter().cloned()).collect();
+        // The guest checks that it started as many CPUs as QEMU was told, and
+        // in the topology it was told.
+        let append: Vec<String> = std::iter::once(format!("expect_cpus={smp}"))
+            .chain(opts.topology.map(|t| t.guest_word()))
+            .chain(opts.numa_nodes.map(|n| format!("expect_numa_nodes={n}")))
+            .chain(opts.append.iter().cloned())
+            .collect();
         let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
         let cmd = qemu::qemu_command(&QemuConfig {
             qemu: &qemu_path,
             kernel: &kernel,
             cmdline: &cmdline,
             smp,
+            topology: opts.topology,
+            numa_nodes: opts.numa_nodes,
             mem_mib: opts.mem_mib,
             accel: opts.accel,
             initrd: opts.initrd.as_deref(),

@@ -1,9 +1,9 @@
 //! Command-line parsing and guest command-line construction.
 
 use ktest_runner::cli::{Cli, Mode, Options, parse};
-use ktest_runner::qemu::Accel;
+use ktest_runner::qemu::{Accel, QemuConfig, Topology, numa_args, qemu_command};
 use ktest_runner::run::build_cmdline;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn opts(args: &[&str]) -> Result<Options, String> {
     match parse(args.iter().map(|s| s.to_string()))? {
@@ -110,5 +110,97 @@ fn guest_command_line() {
     assert_eq!(
         build_cmdline("boot", 9, "full", "only", &extra),
         "tests=boot seed=3 preempt=full bench=only fault=hang timeout=5"
+    );
+}
+
+#[test]
+fn topology_and_numa_options() {
+    let o = opts(&["run", "--smp", "2,4", "--topology", "sockets=1,cores=2,threads=2", "--numa", "2"]).unwrap();
+    let t = o.topology.unwrap();
+    assert_eq!(t, Topology { sockets: 1, dies: 1, cores: 2, threads: 2 });
+    assert_eq!(t.max_cpus(), 4);
+    assert_eq!(t.smp_arg(2), "2,sockets=1,cores=2,threads=2");
+    assert_eq!(t.guest_word(), "expect_topology=sockets=1,dies=1,cores=2,threads=2");
+    assert_eq!(o.numa_nodes, Some(2));
+    let t = opts(&["run", "--topology=threads=2,dies=2,cores=1,sockets=2", "--smp", "8"]).unwrap().topology.unwrap();
+    assert_eq!((t.sockets, t.dies, t.cores, t.threads), (2, 2, 1, 2));
+    assert_eq!(t.smp_arg(8), "8,sockets=2,dies=2,cores=1,threads=2");
+    assert_eq!(opts(&["run"]).unwrap().topology, None);
+    for (args, msg) in [
+        (
+            &["run", "--topology", "sockets=1,cores=2"][..],
+            "invalid --topology value 'sockets=1,cores=2': sockets, cores",
+        ),
+        (&["run", "--topology", "sockets=1,cores=2,threads=0"][..], "invalid --topology value"),
+        (&["run", "--topology", "sockets=1,cores=2,threads=2,sockets=2"][..], "invalid --topology value"),
+        (&["run", "--topology", "sockets=1,cores=2,threads=2,books=2"][..], "invalid --topology value"),
+        (&["run", "--topology", "sockets=16,cores=16,threads=2"][..], "invalid --topology value"),
+        (&["run", "--smp", "1,8", "--topology", "sockets=1,cores=2,threads=2"][..], "--topology sockets=1,dies=1"),
+        (&["run", "--numa", "0"][..], "invalid --numa value '0'"),
+        (&["run", "--numa", "9"][..], "invalid --numa value '9'"),
+        (&["run", "--numa", "4", "--mem", "64"][..], "--numa 4 needs --mem of at least 128 MiB"),
+    ] {
+        let err = opts(args).unwrap_err();
+        assert!(err.starts_with(msg), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn qemu_command_with_topology_and_numa() {
+    let args = |topology, numa_nodes, smp| -> Vec<String> {
+        let cmd = qemu_command(&QemuConfig {
+            qemu: Path::new("qemu"),
+            kernel: Path::new("k"),
+            cmdline: "tests=port",
+            smp,
+            topology,
+            numa_nodes,
+            mem_mib: 256,
+            accel: Accel::Tcg,
+            initrd: None,
+            extra: &[],
+        });
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    };
+    let plain = args(None, None, 4);
+    let at = plain.iter().position(|a| a == "-smp").unwrap();
+    assert_eq!(plain[at + 1], "4");
+    assert!(!plain.iter().any(|a| a == "-numa"));
+    let smt = Topology { sockets: 1, dies: 1, cores: 2, threads: 2 };
+    let with = args(Some(smt), Some(2), 2);
+    let at = with.iter().position(|a| a == "-smp").unwrap();
+    assert_eq!(with[at + 1], "2,sockets=1,cores=2,threads=2");
+    // The nodes split the topology's 4 CPUs, not the 2 started.
+    let numa: Vec<&str> = with.iter().skip_while(|a| *a != "-object").take(8).map(String::as_str).collect();
+    assert_eq!(
+        numa,
+        [
+            "-object",
+            "memory-backend-ram,id=ktest-node0,size=128M",
+            "-numa",
+            "node,nodeid=0,cpus=0-1,memdev=ktest-node0",
+            "-object",
+            "memory-backend-ram,id=ktest-node1,size=128M",
+            "-numa",
+            "node,nodeid=1,cpus=2-3,memdev=ktest-node1",
+        ]
+    );
+    // Uneven splits: the memory adds up, a node may have no CPU.
+    assert_eq!(
+        numa_args(3, 2, 100),
+        [
+            "-object",
+            "memory-backend-ram,id=ktest-node0,size=34M",
+            "-numa",
+            "node,nodeid=0,memdev=ktest-node0",
+            "-object",
+            "memory-backend-ram,id=ktest-node1,size=33M",
+            "-numa",
+            "node,nodeid=1,cpus=0-0,memdev=ktest-node1",
+            "-object",
+            "memory-backend-ram,id=ktest-node2,size=33M",
+            "-numa",
+            "node,nodeid=2,cpus=1-1,memdev=ktest-node2",
+        ]
     );
 }

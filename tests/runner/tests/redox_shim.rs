@@ -87,6 +87,8 @@ fn boot_shim(initrd: Option<&Path>, cmdline: &str) -> (Exit, String) {
         kernel: shim,
         cmdline,
         smp: 1,
+        topology: None,
+        numa_nodes: None,
         mem_mib: 128,
         accel: Accel::Tcg,
         initrd,
