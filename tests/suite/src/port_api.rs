@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::{Completion, Mutex, WaitQueue};
-use kport::{CpuMask, Priority, SleepState, SpawnSpec, TaskRef, TaskState, port};
+use kport::{AffinityScope, CpuMask, CpuTopology, Priority, SleepState, SpawnSpec, TaskRef, TaskState, pods, port};
 
 use crate::{check, check_eq, ktest};
 
@@ -249,5 +249,80 @@ ktest!(port::mutex_excludes => |ctx| {
     }
     check!(wait_for(60_000, || done.load(Ordering::SeqCst) == n), "mutex users did not finish");
     check_eq!(*m.lock(), 500 * n as u64);
+    Ok(())
+});
+
+/// The topology of every CPU the port has, by CPU number.
+fn topologies() -> Vec<CpuTopology> {
+    let p = port();
+    (0..p.cpu_count()).map(|cpu| p.cpu_topology(cpu)).collect()
+}
+
+ktest!(port::cpu_topology_is_consistent => |ctx| {
+    let t = topologies();
+    for (i, a) in t.iter().enumerate() {
+        check_eq!(port().cpu_topology(i), *a, "cpu {i}: the topology changed between two calls");
+        for (j, b) in t.iter().enumerate().skip(i + 1) {
+            check!(
+                (a.package, a.core, a.thread) != (b.package, b.core, b.thread),
+                "cpus {i} and {j} claim the same SMT thread of the same core: {a:?}"
+            );
+            // SMT threads of a core share its caches and its memory.
+            if a.same_core(b) {
+                check_eq!(a.llc, b.llc, "SMT siblings {i} and {j} with different last-level caches");
+                check_eq!(a.node, b.node, "SMT siblings {i} and {j} on different nodes");
+            }
+            // A cache is on one chip: a port that reports one shared across
+            // packages passes on a machine that says so, which deserves a look.
+            if a.llc == b.llc {
+                check_eq!(a.package, b.package, "cpus {i} and {j} share a last-level cache across packages");
+            }
+        }
+    }
+    Ok(())
+});
+
+ktest!(port::pods_partition_the_online_cpus => |ctx| {
+    let t = topologies();
+    let online = port().online_mask();
+    // The online CPUs, and two subsets (every other CPU; all but the first),
+    // as a workqueue regroups them when CPUs go offline.
+    let every_other = CpuMask(online.0 & 0x5555_5555_5555_5555);
+    let but_first = CpuMask(online.0 & online.0.wrapping_sub(1));
+    for mask in [online, every_other, but_first] {
+        for scope in AffinityScope::ALL {
+            let ps = pods(scope, mask);
+            let mut union = 0u64;
+            for p in &ps {
+                check!(!p.is_empty(), "{}: an empty pod in {ps:?}", scope.name());
+                check_eq!(union & p.0, 0, "{}: pods overlap in {ps:?}", scope.name());
+                union |= p.0;
+            }
+            check_eq!(CpuMask(union), mask, "{}: the pods {ps:?} do not cover the CPUs", scope.name());
+            // Two CPUs share a pod exactly when they share the scope's unit.
+            for a in mask.iter() {
+                for b in mask.iter() {
+                    let together = ps.iter().any(|p| p.contains(a) && p.contains(b));
+                    let want = a == b || (scope != AffinityScope::Cpu && t[a].shares(&t[b], scope));
+                    check_eq!(together, want, "{}: cpus {a} and {b} in one pod ({ps:?})", scope.name());
+                }
+            }
+        }
+        if !mask.is_empty() {
+            check_eq!(pods(AffinityScope::System, mask), [mask], "system: one pod of every CPU");
+        }
+        let cpus: Vec<CpuMask> = mask.iter().map(CpuMask::one).collect();
+        check_eq!(pods(AffinityScope::Cpu, mask), cpus, "cpu: one pod per CPU");
+        // SMT siblings share their cache and node: each smt pod lies inside
+        // one cache pod and one numa pod.
+        for smt in pods(AffinityScope::Smt, mask) {
+            for outer in [AffinityScope::Cache, AffinityScope::Numa] {
+                check!(
+                    pods(outer, mask).iter().any(|p| p.and(smt) == smt),
+                    "smt pod {smt:?} is split by the {} pods", outer.name()
+                );
+            }
+        }
+    }
     Ok(())
 });
