@@ -1,7 +1,9 @@
 //! Suites that check the testkernel itself (they use its internals): `boot`,
-//! `sched`, and `redox_boot` (explicit: the Redox boot protocol, through
-//! `kernel-patch/shim`). The port-level suites live in the `ktests` crate.
+//! `sched`, `redox_boot` (explicit: the Redox boot protocol, through
+//! `kernel-patch/shim`), and the `port` suite's cases that need the machine
+//! (`port_machine`). The port-level suites live in the `ktests` crate.
 
 mod boot;
+mod port_machine;
 mod redox_boot;
 mod sched;
