@@ -1,7 +1,7 @@
 # The two commands of the README, and the helpers they use.
 #   make qemu   build the testkernel, boot it in QEMU with 4 CPUs, run the whole suite
 #   make test   every host test, then the in-guest suite with 1, 2 and 4 CPUs under
-#               preempt=full and preempt=none
+#               preempt=full and preempt=none, and the port suite on an SMT machine
 # Everything runs under TCG; pass KVM=1 to use -accel kvm where KVM works.
 
 CARGO ?= cargo
@@ -38,8 +38,14 @@ loom:
 	$(CARGO) test -p kthreadd --features loom --test loom_kthread --release --target-dir target/loom
 	$(CARGO) test -p workqueue --features loom --test loom_workqueue --release --target-dir target/loom
 
+# The whole suite with each CPU count and preemption model, then the port
+# suite once more on a machine with SMT siblings and two NUMA nodes (1 socket
+# x 2 cores x 2 threads), where the testkernel checks that it finds them (its
+# reports go to target/ktest/smt).
 guest-test:
 	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)
+	$(RUNNER) run --smp 4 --preempt none --tests port --topology sockets=1,cores=2,threads=2 --numa 2 \
+		--no-build --out target/ktest/smt --quiet $(KVM_FLAG)
 
 bench: deps
 	$(RUNNER) bench $(KVM_FLAG)
