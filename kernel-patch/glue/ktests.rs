@@ -49,7 +49,8 @@ pub fn run(workqueues: Result<()>) -> ! {
         fail_early(&format!("cannot start the workqueues: {e:?}"));
     }
     let line = command_line();
-    let args = match Args::parse(&line, &[]) {
+    // The testkernel's own machine checks: the topology is checked here by the shared suite.
+    let args = match Args::parse(&line, &["expect_topology", "expect_numa_nodes"]) {
         Ok(a) => a,
         Err(e) => fail_early(&e),
     };

@@ -16,8 +16,9 @@
 //! * Hooks in `context::switch`: [`switch_enter`] at its top, [`switching_to`] where it makes the
 //!   next context current, [`switch_leave`] on both of its ways back to the caller (the
 //!   workqueue's worker-sleeping / worker-running callbacks, and moving a context whose affinity
-//!   no longer includes its CPU); [`tick`] (port timers); [`ipi`] (calls sent with
-//!   `call_on_cpu`).
+//!   no longer includes its CPU); [`tick`] (port timers, the workqueue's tick callback); [`ipi`]
+//!   (calls sent with `call_on_cpu`).
+//! * Each CPU reads its topology with CPUID as it starts taking work (`topology.rs`).
 //! * `sys:kthread` lists the kernel threads ([`sys_resource`]).
 //!
 //! Every hook takes the caller's `CleanLockToken`; how port calls, which have none in their
@@ -42,7 +43,7 @@ use kport::{
     context::scheduling_started,
     install, installed,
     sync::{Completion, WaitQueue},
-    CpuMask, Error, Port as _, Priority, Result, SpawnSpec, EINVAL,
+    CpuMask, CpuTopology, Error, Port as _, Priority, Result, SpawnSpec, EINVAL,
 };
 use kthreadd::{kthread, registry};
 use spin::{Mutex, Once};
@@ -59,6 +60,7 @@ pub mod ktests;
 pub mod port;
 mod timer;
 mod token;
+mod topology;
 
 pub use port::Task;
 pub use token::lend;
@@ -95,6 +97,8 @@ pub struct KthreadPercpu {
     migrating: Mutex<Vec<Arc<ContextLock>>>,
     /// This CPU's idle context (recorded on the CPU itself, by [`init`] or its first `switch()`).
     idle: Once<Arc<ContextLock>>,
+    /// This CPU's topology (read on the CPU itself, by [`init`] or its first `switch()`).
+    topology: Once<CpuTopology>,
 }
 
 impl KthreadPercpu {
@@ -110,6 +114,7 @@ impl KthreadPercpu {
             calls: Mutex::new(VecDeque::new()),
             migrating: Mutex::new(Vec::new()),
             idle: Once::new(),
+            topology: Once::new(),
         }
     }
 }
@@ -126,6 +131,28 @@ fn record_idle_context() {
         .kthread
         .idle
         .call_once(|| percpu.switch_internals.idle_context());
+}
+
+/// Read the calling CPU's topology with CPUID and keep it for [`cpu_topology`] (before the CPU
+/// is marked online).
+fn record_topology() {
+    PercpuBlock::current()
+        .kthread
+        .topology
+        .call_once(topology::read_this_cpu);
+}
+
+/// `Port::cpu_topology`: what `cpu` read about itself as it came up, or the port's default for a
+/// CPU that has not come up.
+pub(super) fn cpu_topology(cpu: usize) -> CpuTopology {
+    let ptr = ALL_PERCPU_BLOCKS
+        .get(cpu)
+        .map_or(core::ptr::null_mut(), |p| p.load(Ordering::Acquire));
+    // SAFETY: a published per-CPU block lives (and stays at its address) for the kernel's life.
+    let block = unsafe { ptr.as_ref() };
+    block
+        .and_then(|b| b.kthread.topology.get().copied())
+        .unwrap_or(CpuTopology::alone(cpu))
 }
 
 /// Is `cpu` in Redox's idle loop with nothing queued (Linux `available_idle_cpu`)? Its idle
@@ -237,9 +264,34 @@ pub fn ipi(token: &mut CleanLockToken) {
     lend(token, run_calls);
 }
 
-/// Hook at the top of `tick()`: fire this CPU's expired port timers with the tick's token.
+/// Hook at the top of `tick()`: fire this CPU's expired port timers, then give the workqueue's
+/// tick callback the context the tick interrupted, with the tick's token lent.
 pub fn tick(token: &mut CleanLockToken) {
-    lend(token, timer::run_expired);
+    lend(token, || {
+        timer::run_expired();
+        tick_worker();
+    });
+}
+
+/// The scheduler tick's call into the workqueue (Linux `sched_tick` -> `wq_worker_tick`), for the
+/// context running on this CPU if the port spawned it with worker hooks. `tick()` runs in Redox's
+/// PIT interrupt (the PIT IPI on the other CPUs), which a kernel thread lets in only at its yield
+/// points: a worker that keeps its CPU is seen at each `cond_resched`. An exited worker has
+/// dropped its data and is skipped.
+fn tick_worker() {
+    let Some(task) = current_port_task() else {
+        return;
+    };
+    if !task.worker_hooks() {
+        return;
+    }
+    if let (Some(hooks), Some(data)) = (port::sched_hooks(), task.data()) {
+        port::as_irq(|| {
+            port::PORT.preempt_disable();
+            hooks.tick(&data);
+            port::PORT.preempt_enable();
+        });
+    }
 }
 
 /// Wake the contexts that switched out of this CPU to move to another one. Runs on this CPU
@@ -419,6 +471,7 @@ fn boot_main() {
 pub fn init(token: &mut CleanLockToken) {
     clock::calibrate();
     record_idle_context();
+    record_topology();
     port::set_online(crate::cpu_id().get() as usize, true);
     lend(token, || {
         install(&port::PORT);
@@ -456,6 +509,7 @@ fn first_switch_here(token: &mut CleanLockToken) {
         return;
     }
     record_idle_context();
+    record_topology();
     port::set_online(percpu.cpu_id.get() as usize, true);
     // Before the port is installed nobody waits: `[kthread-boot]` starts after the install and
     // sees the online bit set above (the fence orders it before the test).

@@ -37,8 +37,8 @@ use kport::{
     sync::Mutex as SleepingMutex,
 };
 use kport::{
-    AtomicContext, CpuMask, Error, HotplugHooks, Port, PortTask, PortTimer, Priority, Result,
-    SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState, EINVAL, ENOMEM,
+    AtomicContext, CpuMask, CpuTopology, Error, HotplugHooks, Port, PortTask, PortTimer, Priority,
+    Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState, EINVAL, ENOMEM,
 };
 use spin::{Mutex, Once};
 
@@ -728,6 +728,11 @@ impl Port for RedoxPort {
 
     fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
         super::call_on_cpu(cpu, f, wait)
+    }
+
+    /// Read with CPUID by the CPU itself as it came up (`topology.rs`).
+    fn cpu_topology(&self, cpu: usize) -> CpuTopology {
+        super::cpu_topology(cpu)
     }
 
     fn irq_save(&self) -> bool {
