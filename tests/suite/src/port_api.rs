@@ -261,6 +261,10 @@ fn topologies() -> Vec<CpuTopology> {
 ktest!(port::cpu_topology_is_consistent => |ctx| {
     let t = topologies();
     for (i, a) in t.iter().enumerate() {
+        crate::diag!(
+            "cpu {i}: package {} core {} thread {} llc {} node {}",
+            a.package, a.core, a.thread, a.llc, a.node
+        );
         check_eq!(port().cpu_topology(i), *a, "cpu {i}: the topology changed between two calls");
         for (j, b) in t.iter().enumerate().skip(i + 1) {
             check!(
