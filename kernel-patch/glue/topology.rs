@@ -10,7 +10,10 @@
 //! * the last-level cache from the highest level of leaf 4 (0x8000_001D on AMD) and its count
 //!   of logical processors sharing it, else the package's;
 //! * the NUMA node from Redox's own SRAT table (`numa::cpu_belongs_to_which_node`, by APIC id),
-//!   0 without one.
+//!   0 without one. Redox at the series' commit walks only the first half of an RSDT (its
+//!   `RxsdtIter` divides the table's length by 8, the XSDT's entry size, where RSDT entries are
+//!   4 bytes), and QEMU lists its SRAT (and HPET) late in a 32-bit RSDT: booted there, Redox has
+//!   no NUMA information and every CPU is on node 0.
 //!
 //! The leaves are read with `raw_cpuid::cpuid!` and decoded here: raw-cpuid's level iterator
 //! panics on level types it does not know, and its cache iterator refuses AMD-vendor CPUs (which
