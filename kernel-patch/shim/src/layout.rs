@@ -13,7 +13,7 @@ pub const AREAS_MAX: usize = 128;
 
 // The area kinds as the shim uses them: FREE for RAM, RECLAIM for RAM holding
 // boot data (the shim's image: its tables, stack, `KernelArgs`, env, areas,
-// RSDP copy and bootstrap page), RESERVED for what is not RAM or stays in use
+// RSDP copy and bootstrap program), RESERVED for what is not RAM or stays in use
 // (the kernel image).
 
 /// A physical range `[start, end)`.

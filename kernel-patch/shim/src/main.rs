@@ -14,7 +14,10 @@
 //!   kernel image (reserved) ([`layout::areas`]);
 //! * env: one `KEY=VALUE\n` line per word of the `-append` command line;
 //! * hwdesc: a copy of the ACPI RSDP QEMU points at;
-//! * bootstrap: one zeroed page (there is no initfs);
+//! * bootstrap: the fw_cfg file `opt/redox/bootstrap` if QEMU was given one
+//!   (`-fw_cfg name=opt/redox/bootstrap,file=F`, [`fwcfg`]), the program Redox
+//!   starts as its first user context (its entry point at offset 0x1a), padded
+//!   with zeros to whole pages; otherwise one zeroed page (there is no initfs);
 //! * stack: the shim's own 64 KiB stack, at `PHYS_OFFSET` (Redox's `kstart`
 //!   switches to a stack of its own at once).
 //!
@@ -27,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod elf;
+mod fwcfg;
 mod hvm;
 mod layout;
 mod paging;
@@ -50,11 +54,16 @@ pub const PAGE_SIZE: u64 = 4096;
 const ENV_MAX: usize = 4096;
 /// Room for the RSDP copy (36 bytes for ACPI 2.0+).
 const RSDP_MAX: usize = 64;
+/// Largest bootstrap program: Redox copies the image into its first user context, which
+/// runs from it, stack and heap included; this project's user program needs well under this.
+const BOOTSTRAP_MAX: usize = 2 << 20;
+/// Where Redox reads the bootstrap program's entry point (a little-endian u64).
+const BOOTSTRAP_ENTRY_AT: usize = 0x1a;
 
 /// Everything the shim hands over except the stack, in its `.bss`.
 #[repr(C, align(4096))]
 struct Handover {
-    bootstrap: [u8; PAGE_SIZE as usize],
+    bootstrap: [u8; BOOTSTRAP_MAX],
     tables: paging::Tables,
     args: KernelArgs,
     areas: [Area; AREAS_MAX],
@@ -72,6 +81,7 @@ enum Error {
     NoRoom(u64),
     EnvTooLong(u64),
     TooManyAreas,
+    BootstrapTooBig(usize),
 }
 
 impl fmt::Display for Error {
@@ -85,6 +95,11 @@ impl fmt::Display for Error {
             }
             Error::EnvTooLong(n) => write!(f, "command line of {n} bytes does not fit the {ENV_MAX}-byte env"),
             Error::TooManyAreas => write!(f, "memory map has more than {AREAS_MAX} areas"),
+            Error::BootstrapTooBig(n) => write!(
+                f,
+                "fw_cfg file {} has {n} bytes; the bootstrap program may have at most {BOOTSTRAP_MAX}",
+                fwcfg::BOOTSTRAP_FILE
+            ),
         }
     }
 }
@@ -142,6 +157,28 @@ fn copy_rsdp(pa: u64, out: &mut [u8; RSDP_MAX]) -> usize {
     len
 }
 
+/// Fill `out` with the bootstrap program from fw_cfg, if QEMU has one; returns the size to hand
+/// over: the program rounded up to whole pages, or one zeroed page without a program.
+fn load_bootstrap(out: &mut [u8; BOOTSTRAP_MAX]) -> Result<u64, Error> {
+    let Some((key, size)) = fwcfg::find(fwcfg::BOOTSTRAP_FILE) else {
+        say!("bootstrap: none (no fw_cfg file {}): one zeroed page", fwcfg::BOOTSTRAP_FILE);
+        return Ok(PAGE_SIZE);
+    };
+    if size > BOOTSTRAP_MAX {
+        return Err(Error::BootstrapTooBig(size));
+    }
+    fwcfg::read_item(key, &mut out[..size]);
+    let pages = (size as u64).div_ceil(PAGE_SIZE).max(1);
+    let mut entry = [0u8; 8];
+    entry.copy_from_slice(&out[BOOTSTRAP_ENTRY_AT..BOOTSTRAP_ENTRY_AT + 8]);
+    say!(
+        "bootstrap: {size} bytes from fw_cfg {}, entry point {:#x} (at offset {BOOTSTRAP_ENTRY_AT:#x}), {pages} page(s)",
+        fwcfg::BOOTSTRAP_FILE,
+        u64::from_le_bytes(entry)
+    );
+    Ok(pages * PAGE_SIZE)
+}
+
 fn kind_name(kind: u64) -> &'static str {
     match kind {
         FREE => "free",
@@ -163,6 +200,7 @@ fn prepare(start_info_pa: u64, h: &mut Handover) -> Result<Launch, Error> {
     // Take what is needed of the PVH boot data before anything is written.
     let env_size = build_env(boot.cmdline, &mut h.env)?;
     let rsdp_size = copy_rsdp(boot.rsdp, &mut h.rsdp);
+    let bootstrap_size = load_bootstrap(&mut h.bootstrap)?;
 
     let (shim_start, shim_end) = start::image();
     let shim = Range { start: shim_start, end: shim_end };
@@ -194,7 +232,7 @@ fn prepare(start_info_pa: u64, h: &mut Handover) -> Result<Launch, Error> {
         areas_base: addr(h.areas.as_ptr().cast()),
         areas_size: (n_areas * size_of::<Area>()) as u64,
         bootstrap_base: addr(h.bootstrap.as_ptr()),
-        bootstrap_size: PAGE_SIZE,
+        bootstrap_size,
     };
 
     say!(
