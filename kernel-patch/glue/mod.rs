@@ -20,6 +20,9 @@
 //!   (calls sent with `call_on_cpu`).
 //! * Each CPU reads its topology with CPUID as it starts taking work (`topology.rs`).
 //! * `sys:kthread` lists the kernel threads ([`sys_resource`]).
+//! * Redox's kill path (the `proc:` scheme's stop, continue, interrupt and kill verbs on a context
+//!   handle) asks [`signal_from_user`] first: a kernel thread cannot be signalled or killed
+//!   from user space.
 //!
 //! Every hook takes the caller's `CleanLockToken`; how port calls, which have none in their
 //! signatures, get one is in `token.rs`.
@@ -43,7 +46,7 @@ use kport::{
     context::scheduling_started,
     install, installed,
     sync::{Completion, WaitQueue},
-    CpuMask, CpuTopology, Error, Port as _, Priority, Result, SpawnSpec, EINVAL,
+    CpuMask, CpuTopology, Error, Port as _, Priority, Result, SpawnSpec, EINVAL, EPERM, ESRCH,
 };
 use kthreadd::{kthread, registry};
 use spin::{Mutex, Once};
@@ -525,6 +528,46 @@ fn first_switch_here(token: &mut CleanLockToken) {
 /// listing makes (each thread's state, CPU, name, CPU time).
 pub fn sys_resource(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
     Ok(lend(token, ps_text).into_bytes())
+}
+
+/// Redox's context verbs (`syscall::flag::ContextVerb`) as the Linux signals they stand for:
+/// stop, continue, interrupt (a wake-up: no signal number), kill.
+fn verb_signal(verb: usize) -> u32 {
+    match verb {
+        1 => 19,
+        2 => 18,
+        usize::MAX => 9,
+        _ => 0,
+    }
+}
+
+/// Hook in Redox's kill path: the `proc:` scheme's status verbs (stop, continue, interrupt,
+/// kill) on a context handle, before they act, with the syscall's token. A kernel context
+/// cannot be signalled or killed from user space, as on Linux (`kill` of a kernel thread
+/// answers `EPERM`): the subsystem's kernel threads get `kthreadd::kthread::signal_from_user`'s
+/// answer, other kernel contexts (Redox's idle contexts, the port's bare contexts) the same
+/// `EPERM`. User contexts pass.
+///
+/// Redox hands out context handles only for the caller itself (`cur-context`) and for the
+/// contexts a program creates through `proc:` (`new-context`), never for a kernel context, so
+/// no user program reaches a kernel thread here today (the `redox_user` suite checks from user
+/// space that no `proc:` name resolves to one); the hook keeps it so if a way to one appears.
+pub fn signal_from_user(
+    context: &Arc<ContextLock>,
+    verb: usize,
+    token: &mut CleanLockToken,
+) -> crate::syscall::error::Result<()> {
+    let (user, id) = {
+        let guard = context.read(token.token());
+        (guard.userspace, guard.debug_id as usize)
+    };
+    if user {
+        return Ok(());
+    }
+    match lend(token, || kthread::signal_from_user(id, verb_signal(verb))) {
+        Err(e) if e.errno == ESRCH => Err(Error::new(EPERM)),
+        answer => answer,
+    }
 }
 
 /// The text of `sys:kthread` (empty before [`init`]).
