@@ -7,18 +7,33 @@
 //! passed or was skipped, 0x11 otherwise. Before it exits it prints what `sys:kthread` reads, as
 //! `# sys:kthread: ` diagnostic lines. A kernel panic during the run reports the running case
 //! as failed and exits with 0x11 too.
+//!
+//! User space. `kmain` does not start it at once: it idles in [`hold_user_space`] until a case
+//! of the `redox_user` suite (registered here, run only when named in `tests=`) asks for it,
+//! then starts Redox's first user program as it normally does. That program (the project's
+//! `tests/redox-user`, which the shim hands over as the bootstrap image) checks from user space
+//! what a Redox user sees, prints its results as a KTAP subtest of the case and reports its
+//! verdict by writing `pass` or `fail` to `sys:ktest` ([`sys_ktest`]), which completes the case.
+//! The run then ends as usual, when the harness is done. Without `redox_user` in `tests=` user
+//! space never starts.
 
-use alloc::{format, string::String, vec::Vec};
+use alloc::{format, string::String, sync::Arc, vec::Vec};
 use core::{
     panic::PanicInfo,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicU8, Ordering},
 };
 
 // The subsystem's API (the only lines to adapt when its crates change).
-use ::ktests::{harness, Args};
-use kport::{harness::Harness as _, Port as _, Result};
+use ::ktests::{check, check_eq, harness, ktest, Args, Failure};
+use kport::{harness::Harness as _, sync::Completion, Port as _, Result, EPERM};
 
-use super::{clock, port::PORT};
+use super::{clock, lend, port::PORT, token::with_token};
+use crate::{
+    arch::interrupt,
+    context::{self, switch::SwitchResult, ContextLock},
+    sync::CleanLockToken,
+    syscall::error::{Error, EINVAL},
+};
 
 /// Redox's kernel code is never preempted: `preempt=full` cannot be honoured here.
 const PREEMPT_FULL_ERROR: &str =
@@ -96,3 +111,98 @@ pub fn panicked(info: &PanicInfo<'_>) {
     harness::report_fatal(&format!("PANIC at {at}: {msg}"));
     PORT.exit_machine(false)
 }
+
+/// Set by the `redox_user` suite: `kmain` may start user space.
+static START_USER_SPACE: AtomicBool = AtomicBool::new(false);
+/// Completed when the user program has reported its verdict through `sys:ktest`.
+static USER_REPORTED: Completion = Completion::new();
+/// The user program's verdict: [`NO_VERDICT`], [`USER_PASSED`] or [`USER_FAILED`].
+static USER_VERDICT: AtomicU8 = AtomicU8::new(NO_VERDICT);
+const NO_VERDICT: u8 = 0;
+const USER_PASSED: u8 = 1;
+const USER_FAILED: u8 = 2;
+/// Longest the user program may take, from the case's request to its verdict (s).
+const USER_SPACE_TIMEOUT_S: u32 = 120;
+
+/// Hook in `kmain` (feature `ktests`), where it would start user space: run Redox's idle loop
+/// on the boot CPU (as `run_userspace` does) until the `redox_user` suite asks for user space,
+/// then return, with interrupts off as `kmain` runs, so that `kmain` starts it as it normally
+/// does. Without that suite the run ends (the harness stops QEMU) while this still loops.
+pub fn hold_user_space(token: &mut CleanLockToken) {
+    loop {
+        // SAFETY: kmain's context, the boot CPU's idle context, runs with interrupts off except
+        // in the windows below, exactly as Redox's own idle loop.
+        unsafe { interrupt::disable() };
+        if START_USER_SPACE.load(Ordering::Acquire) {
+            return;
+        }
+        match context::switch(token) {
+            // SAFETY: as in Redox's idle loop: let the interrupts that arrived in, then go on.
+            SwitchResult::Switched => unsafe { interrupt::enable_and_nop() },
+            // SAFETY: as in Redox's idle loop: sleep until the next interrupt (the PIT's at the
+            // latest, which also brings a request for user space here within a tick).
+            SwitchResult::AllContextsIdle => unsafe { interrupt::enable_and_halt() },
+        }
+    }
+}
+
+/// `sys:ktest` (feature `ktests`; write-only, root only, as every writable `sys:` file): the
+/// user program of the `redox_user` suite reports its verdict, `pass` or `fail`. Runs in the
+/// program's `write`, whose token the completion's wake-up borrows.
+pub fn sys_ktest(buf: &[u8], token: &mut CleanLockToken) -> crate::syscall::error::Result<usize> {
+    let verdict = match buf.trim_ascii() {
+        b"pass" => USER_PASSED,
+        b"fail" => USER_FAILED,
+        _ => return Err(Error::new(EINVAL)),
+    };
+    USER_VERDICT.store(verdict, Ordering::Release);
+    lend(token, || USER_REPORTED.complete_all());
+    Ok(buf.len())
+}
+
+/// Every kernel context named `name` (Redox's context list, read with the caller's token).
+fn contexts_named(name: &str, token: &mut CleanLockToken) -> Vec<Arc<ContextLock>> {
+    let mut found = Vec::new();
+    let mut list = context::contexts(token.downgrade());
+    let (list, mut token) = list.token_split();
+    for c in list.iter() {
+        if c.read(token.token()).name.as_str() == name {
+            found.push(Arc::clone(&c.0));
+        }
+    }
+    found
+}
+
+// Redox's kill path refuses kernel threads: the hook `proc:` calls before its stop, continue,
+// interrupt and kill verbs answers EPERM for kthreadd and for this case's own kernel context,
+// whatever the verb.
+ktest!(redox_user::kill_path_refuses_kernel_threads [explicit = true] => |_ctx| {
+    let answers = with_token(|token| {
+        let mut targets = contexts_named("[kthreadd]", token);
+        check_eq!(targets.len(), 1, "[kthreadd] contexts");
+        targets.push(context::current());
+        let mut answers = Vec::new();
+        for target in &targets {
+            for verb in [1, 2, 3, usize::MAX] {
+                answers.push(super::signal_from_user(target, verb, token).map_err(|e| e.errno));
+            }
+        }
+        Ok(answers)
+    })?;
+    check!(answers.iter().all(|a| *a == Err(EPERM)), "answers {answers:?}, expected EPERM for each");
+    Ok(())
+});
+
+// Start user space as kmain normally does, with the project's user program as the bootstrap
+// image; the program prints its checks as a KTAP subtest of this case and reports its verdict
+// through `sys:ktest`. Booted without that program (the shim's zeroed bootstrap page), Redox
+// panics in `usermode_bootstrap` on the missing entry point and this case reports the panic.
+ktest!(redox_user::user_space [explicit = true, timeout_s = USER_SPACE_TIMEOUT_S] => |_ctx| {
+    check!(!START_USER_SPACE.load(Ordering::Acquire), "user space was already started");
+    START_USER_SPACE.store(true, Ordering::Release);
+    USER_REPORTED.wait("redox_user");
+    match USER_VERDICT.load(Ordering::Acquire) {
+        USER_PASSED => Ok(()),
+        _ => Err(Failure::Fail(String::from("the user program reported failures (its results above)"))),
+    }
+});
