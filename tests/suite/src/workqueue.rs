@@ -641,10 +641,20 @@ ktest!(workqueue::idle_workers_are_reaped => |ctx| {
     check!(shrunk, "idle workers were not reaped: {} of {grown} left", count());
     // Reaped workers are gone, not zombies kept by a reference cycle: the
     // kthread registry lists exactly the pool's remaining workers.
-    let prefix = format!("[kworker/{cpu}:");
+    // Listed as `[kworker/N:M+queue]` or `[kworker/N:M-queue]` (Linux's
+    // wq_worker_comm); the pool's own name is the part before the suffix.
+    let prefix = format!("kworker/{cpu}:");
+    let base = |name: &str| {
+        let inner = name.trim_start_matches('[').trim_end_matches(']');
+        alloc::string::String::from(inner.split(['+', '-']).next().unwrap_or(inner))
+    };
     let listed = || {
         kthreadd::registry::prune();
-        kthreadd::registry::rows().iter().filter(|r| r.name.starts_with(&prefix) && !r.name.ends_with("H]")).count()
+        kthreadd::registry::rows()
+            .iter()
+            .map(|r| base(&r.name))
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with('H'))
+            .count()
     };
     check!(wait_for(5_000, || listed() == count()), "{} kworker/{cpu}:* threads listed for {} workers", listed(), count());
     Ok(())
