@@ -1,0 +1,306 @@
+//! The Redox side of the program: entry point, stack, heap, system calls, and the checks that
+//! need the kernel (the rest are in `checks.rs`).
+//!
+//! Redox starts its first user program (the bootstrap image) with nothing but the image copied
+//! to 0x1000 and its registers cleared: no stack, no arguments, no file descriptors in the
+//! usual sense. What it does get is a read-only page at the top of user space listing, for each
+//! of the kernel's schemes, a capability (a file descriptor in the upper table) from which
+//! paths are opened with `openat`. The program brings its own stack and heap in its image.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+// memcpy and the other symbols the precompiled core/alloc expect from a C library.
+use bootproto as _;
+use ktests_redox_user::checks;
+use ktests_redox_user::ktap::{INDENT, Ktap, one_line};
+use syscall::{ContextVerb, ENOENT, GlobalSchemes, KERNEL_METADATA_SIZE, KernelSchemeInfo, O_RDONLY, O_RDWR};
+
+/// The top of user space on x86_64 (256 PML4 entries of 512 GiB), where the kernel maps the
+/// scheme capabilities just below.
+const USER_END: usize = 0x8000_0000_0000;
+/// The kernel's page of scheme capabilities: a count, that many `KernelSchemeInfo`, then the
+/// capability to create schemes.
+const KERNEL_METADATA_BASE: usize = USER_END - KERNEL_METADATA_SIZE;
+/// The program's stack, in its image.
+const STACK_SIZE: usize = 64 * 1024;
+/// The program's heap, in its image (never freed: the program is short).
+const HEAP_SIZE: usize = 256 * 1024;
+/// The first file descriptor the program opens into (the kernel sized the lower table to 64).
+const FIRST_FD: usize = 8;
+/// Where the program reports its verdict (a file of the `ktests` kernel only, root only).
+const VERDICT_FILE: &str = "ktest";
+
+/// The bootstrap header: Redox reads the entry point as a little-endian u64 at offset 0x1a of
+/// the image (`usermode_bootstrap` in its `src/syscall/process.rs`). The bytes before it say
+/// what the image is.
+#[repr(C, packed)]
+struct Header {
+    magic: [u8; 0x1a],
+    entry: unsafe extern "C" fn() -> !,
+}
+
+#[used]
+#[unsafe(link_section = ".bootstrap_header")]
+static HEADER: Header = Header { magic: *b"kthreads ktests redox-user", entry: _start };
+
+#[repr(C, align(16))]
+struct Stack(UnsafeCell<[u8; STACK_SIZE]>);
+
+// SAFETY: only the entry point uses it, as the one thread's stack.
+unsafe impl Sync for Stack {}
+
+static STACK: Stack = Stack(UnsafeCell::new([0; STACK_SIZE]));
+
+/// The entry point: a stack, then [`main`].
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+unsafe extern "C" fn _start() -> ! {
+    core::arch::naked_asm!(
+        "lea rsp, [rip + {stack} + {size}]",
+        "xor ebp, ebp",
+        "call {main}",
+        "ud2",
+        stack = sym STACK,
+        size = const STACK_SIZE,
+        main = sym main,
+    )
+}
+
+/// A bump allocator over a static array.
+struct Bump {
+    heap: UnsafeCell<[u8; HEAP_SIZE]>,
+    next: AtomicUsize,
+}
+
+// SAFETY: `next` hands out each byte once (compare-and-swap); the array is only reached through
+// the blocks handed out.
+unsafe impl Sync for Bump {}
+
+// SAFETY: blocks are disjoint, inside the array, aligned as asked, and never reused.
+unsafe impl GlobalAlloc for Bump {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let base = self.heap.get() as usize;
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let start = (base + next).next_multiple_of(layout.align()) - base;
+            let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= HEAP_SIZE) else {
+                return core::ptr::null_mut();
+            };
+            match self.next.compare_exchange(next, end, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return (base + start) as *mut u8,
+                Err(now) => next = now,
+            }
+        }
+    }
+
+    unsafe fn dealloc(&self, _ptr: *mut u8, _layout: Layout) {}
+}
+
+#[global_allocator]
+static HEAP: Bump = Bump { heap: UnsafeCell::new([0; HEAP_SIZE]), next: AtomicUsize::new(0) };
+
+/// The capabilities the kernel gave this program.
+struct Roots {
+    debug: usize,
+    sys: usize,
+    proc: usize,
+}
+
+impl Roots {
+    /// Read the kernel's metadata page.
+    fn read() -> Result<Roots, String> {
+        let base = KERNEL_METADATA_BASE as *const u8;
+        // SAFETY: the kernel maps this page read-only into the bootstrap context before starting
+        // it: a usize count, then that many KernelSchemeInfo (repr(C)).
+        let infos = unsafe {
+            let count = base.cast::<usize>().read();
+            if count > 64 {
+                return Err(format!("the kernel's metadata page lists {count} schemes"));
+            }
+            core::slice::from_raw_parts(base.add(size_of::<usize>()).cast::<KernelSchemeInfo>(), count)
+        };
+        let fd = |s: GlobalSchemes| {
+            infos
+                .iter()
+                .find(|i| i.scheme_id == s as u8)
+                .map(|i| i.fd)
+                .ok_or_else(|| format!("no capability for the {} scheme", s.as_str()))
+        };
+        Ok(Roots { debug: fd(GlobalSchemes::Debug)?, sys: fd(GlobalSchemes::Sys)?, proc: fd(GlobalSchemes::Proc)? })
+    }
+}
+
+/// File descriptors, handed out in turn and closed after use.
+static NEXT_FD: AtomicUsize = AtomicUsize::new(FIRST_FD);
+
+fn new_fd() -> usize {
+    NEXT_FD.fetch_add(1, Ordering::Relaxed)
+}
+
+fn open(root: usize, path: &str, flags: usize) -> syscall::Result<usize> {
+    syscall::openat_into(root, new_fd(), path, flags, 0)
+}
+
+fn close(fd: usize) -> syscall::Result<usize> {
+    // SAFETY: SYS_CLOSE takes a file descriptor number and nothing the kernel writes through.
+    unsafe { syscall::syscall1(syscall::SYS_CLOSE, fd) }
+}
+
+fn read_all(fd: usize) -> syscall::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = syscall::read(fd, &mut buf)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The text of `sys:<name>`.
+fn read_sys(roots: &Roots, name: &str) -> Result<String, String> {
+    let fd = open(roots.sys, name, O_RDONLY).map_err(|e| format!("cannot open sys:{name}: {e}"))?;
+    let data = read_all(fd).map_err(|e| format!("cannot read sys:{name}: {e}"));
+    let _ = close(fd);
+    String::from_utf8(data?).map_err(|_| format!("sys:{name} is not UTF-8"))
+}
+
+/// The debug scheme: the kernel's serial console. One write per line keeps lines whole.
+struct Console(usize);
+
+impl Console {
+    fn line(&self, s: &str) {
+        let mut l = String::with_capacity(s.len() + 1);
+        l.push_str(s);
+        l.push('\n');
+        let _ = syscall::write(self.0, l.as_bytes());
+    }
+}
+
+/// No name in `proc:` reaches a kernel thread: Redox's process interface hands out context
+/// handles only for the caller itself (`cur-context`) and for contexts it creates
+/// (`new-context`), and its stop, interrupt and kill verbs act on such handles; a kernel
+/// thread's id resolves to nothing. The caller's own handle works (the interface is there).
+fn proc_has_no_name_for_kernel_threads(roots: &Roots, kthread_ids: &[u64]) -> Result<(), String> {
+    let own = syscall::dup_into(roots.proc, new_fd(), b"cur-context")
+        .map_err(|e| format!("proc: cur-context (the caller's own handle) failed: {e}"))?;
+    let _ = close(own);
+    for id in kthread_ids {
+        for name in [format!("{id}"), format!("{id}/status"), format!("pid-{id}")] {
+            match syscall::dup_into(roots.proc, new_fd(), name.as_bytes()) {
+                Err(e) if e.errno == ENOENT || e.errno == syscall::EINVAL => {}
+                Err(e) => return Err(format!("proc: `{name}` failed with {e}, expected ENOENT")),
+                Ok(fd) => {
+                    let _ = close(fd);
+                    return Err(format!("proc: `{name}` gave a handle to kernel thread {id}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sys:kthread` is read-only: a write is refused.
+fn sys_kthread_is_read_only(roots: &Roots) -> Result<(), String> {
+    let fd = match open(roots.sys, "kthread", O_RDWR) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()),
+    };
+    let wrote = syscall::write(fd, b"[kthreadd]\n");
+    let _ = close(fd);
+    match wrote {
+        Err(_) => Ok(()),
+        Ok(n) => Err(format!("a write of sys:kthread was accepted ({n} bytes)")),
+    }
+}
+
+/// Tell the kernel the verdict (it then ends the run), and leave.
+fn report_and_exit(roots: &Roots, pass: bool) -> ! {
+    let verdict: &[u8] = if pass { b"pass" } else { b"fail" };
+    if let Ok(fd) = open(roots.sys, VERDICT_FILE, syscall::O_WRONLY) {
+        let _ = syscall::write(fd, verdict);
+        let _ = close(fd);
+    }
+    exit(roots)
+}
+
+/// End this context: the kill verb on its own `proc:` handle.
+fn exit(roots: &Roots) -> ! {
+    if let Ok(fd) = syscall::dup_into(roots.proc, new_fd(), b"cur-context") {
+        let _ = syscall::write(fd, &(ContextVerb::ForceKill as usize).to_ne_bytes());
+    }
+    loop {
+        let _ = syscall::sched_yield();
+    }
+}
+
+/// The roots, for the panic handler (set once `main` has read them).
+static ROOTS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn main() -> ! {
+    let roots = match Roots::read() {
+        Ok(r) => r,
+        // Without the capabilities there is no console and no verdict: the kernel's watchdog
+        // reports the case as timed out.
+        Err(_) => loop {
+            let _ = syscall::sched_yield();
+        },
+    };
+    ROOTS.store(&roots as *const Roots as usize, Ordering::Release);
+    let console = match open(roots.debug, "", syscall::O_WRONLY) {
+        Ok(fd) => Console(fd),
+        Err(_) => report_and_exit(&roots, false),
+    };
+    let kthread = read_sys(&roots, "kthread");
+    let cpu = read_sys(&roots, "cpu");
+    let context = read_sys(&roots, "context");
+    let text = |r: &Result<String, String>| r.clone().unwrap_or_default();
+    let (kthread_text, cpu_text, context_text) = (text(&kthread), text(&cpu), text(&context));
+    let mut results = Vec::new();
+    for (name, r) in
+        [("sys_kthread_readable", &kthread), ("sys_cpu_readable", &cpu), ("sys_context_readable", &context)]
+    {
+        results.push((name, r.as_ref().map(|_| ()).map_err(Clone::clone)));
+    }
+    results.extend(checks::check_listings(&kthread_text, &cpu_text, &context_text));
+    let ids: Vec<u64> = checks::parse_sys_kthread(&kthread_text)
+        .map(|rows| rows.iter().filter(|r| r.state != 'Z').map(|r| r.pid).collect())
+        .unwrap_or_default();
+    results.push(("proc_has_no_name_for_kernel_threads", proc_has_no_name_for_kernel_threads(&roots, &ids)));
+    results.push(("sys_kthread_is_read_only", sys_kthread_is_read_only(&roots)));
+
+    let mut ktap = Ktap::start(|l: &str| console.line(l), "user_space", results.len());
+    ktap.diag(&format!(
+        "Redox user space: sys:kthread lists {} kernel threads; {}",
+        ids.len(),
+        cpu_text.lines().next().unwrap_or("sys:cpu unreadable")
+    ));
+    for (name, r) in &results {
+        ktap.result(name, r);
+    }
+    let pass = ktap.failed() == 0;
+    report_and_exit(&roots, pass)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let roots = ROOTS.load(Ordering::Acquire) as *const Roots;
+    // SAFETY: set by `main` to its `Roots`, which lives as long as `main`'s frame, i.e. for the
+    // program's life (`main` never returns); null before.
+    let Some(roots) = (unsafe { roots.as_ref() }) else {
+        loop {
+            let _ = syscall::sched_yield();
+        }
+    };
+    if let Ok(fd) = open(roots.debug, "", syscall::O_WRONLY) {
+        let msg = format!("{INDENT}# user program panicked: {}\n", one_line(&format!("{}", info.message())));
+        let _ = syscall::write(fd, msg.as_bytes());
+    }
+    report_and_exit(roots, false)
+}

@@ -1,0 +1,228 @@
+//! The Redox suite's user program (`tests/redox-user`), on the host: CI has no Redox target, so
+//! its checks and its KTAP are tested here on their own, against `sys:` files captured in the
+//! guest (`tests/redox-user/samples/`: Redox under QEMU with 4 CPUs, after the in-kernel
+//! suites) and against broken ones, and its KTAP is fed to the runner's own parser nested where
+//! the kernel's `redox_user` case puts it.
+
+extern crate alloc;
+
+#[allow(dead_code)]
+#[path = "../../redox-user/src/checks.rs"]
+mod checks;
+#[allow(dead_code)]
+#[path = "../../redox-user/src/ktap.rs"]
+mod ktap;
+
+use ktest_runner::ktap::{Parser, Status};
+use std::path::PathBuf;
+
+fn sample(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../redox-user/samples").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn samples() -> (String, String, String) {
+    (sample("sys-kthread.txt"), sample("sys-cpu.txt"), sample("sys-context.txt"))
+}
+
+/// `sys:kthread` with the line of PID `pid` replaced by `f(line)` (or removed on `None`).
+fn edit_row(text: &str, pid: &str, f: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    for l in text.lines() {
+        let line = if l.split_whitespace().next() == Some(pid) { f(l) } else { Some(l.to_string()) };
+        if let Some(line) = line {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_guest_listings_pass_every_check() {
+    let (kthread, cpu, context) = samples();
+    let results = checks::check_listings(&kthread, &cpu, &context);
+    assert_eq!(results.len(), 7);
+    for (name, r) in &results {
+        assert_eq!(r, &Ok(()), "{name}");
+    }
+    let rows = checks::parse_sys_kthread(&kthread).unwrap();
+    assert_eq!(rows.len(), 33);
+    assert_eq!(
+        rows[0],
+        checks::Row {
+            pid: 5,
+            ppid: 0,
+            state: 'S',
+            cpu: 2,
+            affinity: u64::MAX,
+            time_us: 328125,
+            wchan: "kthreadd",
+            name: "[kthreadd]"
+        }
+    );
+    let described = rows.iter().find(|r| r.pid == 9).unwrap();
+    assert_eq!((described.affinity, described.name), (0x2, "[kworker/1:0-wq-disable-sync]"));
+    assert_eq!(checks::cpu_count(&cpu), Ok(4));
+}
+
+#[test]
+fn broken_sys_kthread_is_reported_by_line() {
+    let (kthread, _, _) = samples();
+    let cases: [(&str, String, &str); 6] = [
+        ("", String::new(), "sys:kthread is empty (is the subsystem started?)"),
+        (
+            "header",
+            kthread.replacen("TIME_US", "TIME", 1),
+            "sys:kthread header is `PID   PPID S CPU           AFFINITY      TIME WCHAN            NAME`, \
+             expected the columns PID PPID S CPU AFFINITY TIME_US WCHAN NAME",
+        ),
+        (
+            "state",
+            edit_row(&kthread, "8", |l| Some(l.replacen(" S ", " SS ", 1))),
+            "sys:kthread line 3: state `SS` is not one letter",
+        ),
+        (
+            "affinity",
+            edit_row(&kthread, "8", |l| Some(l.replacen("0x1 ", "1 ", 1))),
+            "sys:kthread line 3: affinity `1` is not a 0x mask",
+        ),
+        (
+            "number",
+            edit_row(&kthread, "8", |l| Some(l.replacen("  101 ", " 10a1 ", 1))),
+            "sys:kthread line 3: TIME_US `10a1` is not a number",
+        ),
+        (
+            "columns",
+            edit_row(&kthread, "8", |_| Some(String::from("     8      5 S   0 0x1 101"))),
+            "sys:kthread line 3: fewer than 8 columns in `8      5 S   0 0x1 101`",
+        ),
+    ];
+    for (what, text, want) in cases {
+        assert_eq!(checks::parse_sys_kthread(&text), Err(want.to_string()), "{what}");
+    }
+}
+
+#[test]
+fn each_check_names_what_is_wrong() {
+    let (kthread, cpu, context) = samples();
+    let rows_of = |t: &str| checks::parse_sys_kthread(t).map(|r| r.into_iter().map(|r| format!("{r:?}")).count());
+    assert_eq!(rows_of(&kthread), Ok(33));
+
+    let orphan = edit_row(&kthread, "1242", |l| Some(l.replacen("      5 S", "      7 S", 1)));
+    let rows = checks::parse_sys_kthread(&orphan).unwrap();
+    assert_eq!(
+        checks::kthreadd_parents_all(&rows),
+        Err("[kworker/u9:0] (PID 1242) has PPID 7, not kthreadd's 5".into())
+    );
+    let no_kthreadd = edit_row(&kthread, "5", |_| None);
+    let rows = checks::parse_sys_kthread(&no_kthreadd).unwrap();
+    assert_eq!(
+        checks::kthreadd_parents_all(&rows),
+        Err("the first row is [kworker/0:0H] with PPID 5, expected [kthreadd] with PPID 0".into())
+    );
+    assert_eq!(checks::idle_threads_sleep(&rows), Err("no [kthreadd] row".into()));
+
+    let rows = checks::parse_sys_kthread(&kthread).unwrap();
+    assert_eq!(checks::rows_are_consistent(&rows, 2), Err("[kthreadd] is on CPU 2 of 2".into()));
+    let unbound_cpu2 = edit_row(&kthread, "12", |_| None);
+    let unbound_cpu2 = edit_row(&unbound_cpu2, "1209", |_| None);
+    let unbound_cpu2 = edit_row(&unbound_cpu2, "1219", |_| None);
+    let rows = checks::parse_sys_kthread(&unbound_cpu2).unwrap();
+    assert_eq!(checks::per_cpu_workers_bound(&rows, 4), Err("no live [kworker/2:*] bound to CPU 2 alone".into()));
+    let twice = edit_row(&kthread, "12", |l| Some(l.replacen("12", " 9", 1)));
+    let rows = checks::parse_sys_kthread(&twice).unwrap();
+    assert_eq!(checks::rows_are_consistent(&rows, 4), Err("PID 9 is listed twice".into()));
+    let (header, body) = kthread.split_once('\n').unwrap();
+    let awake = format!("{header}\n{}", body.replace(" S ", " R ").replace("worker_thread", "-            "));
+    let rows = checks::parse_sys_kthread(&awake).unwrap();
+    assert_eq!(
+        checks::idle_threads_sleep(&rows),
+        Err("no worker sleeps in worker_thread (state S, WCHAN worker_thread)".into())
+    );
+
+    let rows = checks::parse_sys_kthread(&kthread).unwrap();
+    let missing: String = context.lines().filter(|l| !l.ends_with("[kworker/3:10]")).map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        checks::listed_in_sys_context(&rows, &missing),
+        Err("[kworker/3:10-wq-hog] (PID 1251) is not in sys:context".into())
+    );
+    assert_eq!(checks::cpu_count("Vendor: x\n"), Err("sys:cpu does not start with `CPUs: N` but with `Vendor: x`".into()));
+    assert_eq!(checks::cpu_count(&cpu), Ok(4));
+
+    // A file that cannot be parsed leaves the checks that need it unchecked, naming why.
+    let results = checks::check_listings("", &cpu, &context);
+    assert_eq!(results[1], ("sys_kthread_parses", Err("sys:kthread is empty (is the subsystem started?)".into())));
+    assert_eq!(
+        results[2],
+        ("kthreadd_is_first_and_parent_of_all", Err("not checked: sys:kthread is empty (is the subsystem started?)".into()))
+    );
+}
+
+#[test]
+fn worker_descriptions_match_their_context() {
+    assert!(checks::same_thread("[kworker/1:0-events]", "[kworker/1:0]"));
+    assert!(checks::same_thread("[kthreadd]", "[kthreadd]"));
+    assert!(!checks::same_thread("[kworker/1:0H]", "[kworker/1:0]"));
+    assert!(!checks::same_thread("[kworker/1:0-events]", "[kworker/1:]"));
+    let (_, _, context) = samples();
+    let names = checks::kernel_context_names(&context);
+    assert_eq!(names.len(), 40, "every context of the sample has a bracketed name");
+    assert_eq!((names[0], names[39]), ("[kmain]", "[bootstrap]"));
+}
+
+/// What the kernel prints around the program's lines: the `redox_user` suite, its first case,
+/// then (after the program's subtest) the case that started user space.
+fn kernel_around(user: &[String], user_ok: bool) -> Vec<String> {
+    let mut lines: Vec<String> =
+        ["KTAP version 1", "# seed: 1", "1..1", "    KTAP version 1", "    # Subtest: redox_user", "    1..2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    lines.push("    ok 1 kill_path_refuses_kernel_threads".into());
+    lines.extend(user.iter().cloned());
+    lines.push(format!("    {} 2 user_space", if user_ok { "ok" } else { "not ok" }));
+    lines.push(format!("{} 1 redox_user", if user_ok { "ok" } else { "not ok" }));
+    lines
+}
+
+#[test]
+fn the_programs_ktap_nests_under_the_kernels_case() {
+    let mut user = Vec::new();
+    let mut k = ktap::Ktap::start(|l: &str| user.push(l.to_string()), "user_space", 3);
+    k.diag("Redox user space: # of threads\nnext");
+    k.result("first", &Ok(()));
+    k.result("second", &Err("went # wrong\nbadly".into()));
+    k.result("third", &Ok(()));
+    assert_eq!(k.failed(), 1);
+    assert_eq!(
+        user,
+        [
+            "        KTAP version 1",
+            "        # Subtest: user_space",
+            "        1..3",
+            "        # Redox user space: % of threads next",
+            "        ok 1 first",
+            "        not ok 2 second # went % wrong badly",
+            "        ok 3 third",
+        ]
+    );
+    let mut parser = Parser::new();
+    for l in kernel_around(&user, false) {
+        parser.feed(&l);
+    }
+    let summary = parser.finish();
+    assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+    let leaves: Vec<(String, String, Status)> =
+        summary.leaves().map(|r| (r.suite.clone(), r.name.clone(), r.status)).collect();
+    assert_eq!(
+        leaves,
+        [
+            ("redox_user".into(), "kill_path_refuses_kernel_threads".into(), Status::Ok),
+            ("redox_user".into(), "user_space.first".into(), Status::Ok),
+            ("redox_user".into(), "user_space.second".into(), Status::NotOk),
+            ("redox_user".into(), "user_space.third".into(), Status::Ok),
+        ]
+    );
+    assert_eq!(summary.counts(), (3, 1, 0));
+}
