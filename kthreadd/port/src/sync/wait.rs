@@ -44,15 +44,20 @@ impl WaitQueue {
     ///
     /// Context: may sleep.
     #[track_caller]
-    pub fn wait_event(&self, wchan: &'static str, mut cond: impl FnMut() -> bool) {
+    pub fn wait_event(&self, wchan: &'static str, cond: impl FnMut() -> bool) {
         might_sleep();
+        self.wait_in(SleepState::Uninterruptible, wchan, cond);
+    }
+
+    /// The loop of the waits without a deadline, sleeping in `state`.
+    fn wait_in(&self, state: SleepState, wchan: &'static str, mut cond: impl FnMut() -> bool) {
         if cond() {
             return;
         }
         let p = port();
         let me = p.current();
         loop {
-            self.enqueue_self(&me, SleepState::Uninterruptible, wchan);
+            self.enqueue_self(&me, state, wchan);
             if cond() {
                 break;
             }
@@ -67,21 +72,9 @@ impl WaitQueue {
     ///
     /// Context: may sleep.
     #[track_caller]
-    pub fn wait_event_interruptible(&self, wchan: &'static str, mut cond: impl FnMut() -> bool) {
+    pub fn wait_event_interruptible(&self, wchan: &'static str, cond: impl FnMut() -> bool) {
         might_sleep();
-        if cond() {
-            return;
-        }
-        let p = port();
-        let me = p.current();
-        loop {
-            self.enqueue_self(&me, SleepState::Interruptible, wchan);
-            if cond() {
-                break;
-            }
-            p.schedule();
-        }
-        self.dequeue_self(&me);
+        self.wait_in(SleepState::Interruptible, wchan, cond);
     }
 
     /// Sleep until `cond()` holds or `deadline_ns` passes; true if the
