@@ -109,7 +109,7 @@ pub fn might_sleep() {
         return;
     }
     let p = crate::port();
-    let ctx = p.atomic_context();
+    let ctx = current();
     if !ctx.may_sleep() {
         report(Location::caller(), ctx);
     } else if AS_IF_ATOMIC.load(Ordering::Relaxed) != 0 && AS_IF_ATOMIC.load(Ordering::Acquire) == p.current_id() {
@@ -189,5 +189,15 @@ pub fn reports_since(count: u64) -> alloc::vec::Vec<Report> {
 
 /// May the caller sleep (no report)?
 pub fn may_sleep() -> bool {
-    !crate::installed() || BOOTING.load(Ordering::Relaxed) || crate::port().atomic_context().may_sleep()
+    !crate::installed() || BOOTING.load(Ordering::Relaxed) || current().may_sleep()
+}
+
+/// The caller's context: the port's view plus the bottom-half word
+/// ([`crate::irq::bh_count`]), which the softirq layer keeps on every port.
+///
+/// Context: any.
+pub fn current() -> AtomicContext {
+    let mut ctx = crate::port().atomic_context();
+    ctx.softirq |= crate::irq::bh_count() != 0;
+    ctx
 }

@@ -40,6 +40,11 @@ pub trait Harness: Send + Sync {
     ///
     /// Context: may sleep.
     fn cpu_up(&self, cpu: usize) -> Result<()>;
+    /// A device interrupt the tests can make fire on demand (default: none;
+    /// cases that need a real interrupt skip without one).
+    fn test_irq(&self) -> Option<&'static dyn crate::irq::TestIrq> {
+        None
+    }
 }
 
 static HARNESS: spin::Once<&'static dyn Harness> = spin::Once::new();

@@ -41,6 +41,7 @@ pub mod context;
 pub mod harness;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod irq;
 #[cfg(feature = "loom")]
 pub mod loom_port;
 pub mod sync;
@@ -397,6 +398,21 @@ pub trait Port: Send + Sync {
     /// check off. It must follow the context, not the CPU, wherever a
     /// holder of a ranked lock can be interrupted by code that takes one.
     fn lock_ranks(&self) -> Option<&'static core::sync::atomic::AtomicU32> {
+        None
+    }
+    /// The calling context's bottom-half word ([`irq::bh_count`]). The
+    /// default is one word per CPU, right wherever a context with bottom
+    /// halves disabled cannot leave its CPU (they disable preemption); a
+    /// port whose "CPUs" run several contexts at once (the host) answers
+    /// per context.
+    ///
+    /// Context: any.
+    fn bh_word(&self) -> &'static core::sync::atomic::AtomicU32 {
+        irq::per_cpu_bh_word(self.cpu_id())
+    }
+    /// The machine's device interrupt lines, if the host kernel lets the
+    /// subsystem attach handlers to them (default: none).
+    fn irq_chip(&self) -> Option<&'static dyn irq::IrqChip> {
         None
     }
 
