@@ -63,6 +63,7 @@ fmt:
 	@scripts/ensure-deps.sh --check --no-qemu
 	$(CARGO) fmt --all -- --check
 	$(MAKE) --no-print-directory fmt-glue
+	rustfmt --check --edition 2024 tests/redox-user/src/*.rs tests/redox-user/build.rs
 
 clippy:
 	@scripts/ensure-deps.sh --check --no-qemu
@@ -84,4 +85,22 @@ fmt-glue:
 redox-series:
 	kernel-patch/mkseries.sh REDOX_KERNEL="$(REDOX_KERNEL)" $(if $(BRANCH),BRANCH="$(BRANCH)",)
 
-.PHONY: fmt-glue redox-series
+# One command for a Redox developer (kernel-patch/redox-test.sh, kernel-patch/README.md): copy a
+# Redox kernel checkout to a scratch directory, apply the series, place this project at
+# subsys/kthreads, build the kernel with `ktests` the way Redox builds it, boot it through the
+# shim and run the suites (redox-bench: the benchmarks, -smp 2 -m 512M, bench.json).
+#   make redox-test REDOX_KERNEL=<checkout> [REDOX_SYSCALL=<dir>] [REDOX_FDT=<dir>] [SMP=] [TESTS=]
+# Only the variables given on the command line or in the environment are passed on: SMP and
+# PREEMPT above are the testkernel's defaults, the script has Redox's.
+REDOX_TEST_VARS = REDOX_SYSCALL REDOX_FDT SMP PREEMPT TESTS USERSPACE KERNEL_BUILD PROJECT_SOURCE \
+	REDOX_WORK OUT TIMEOUT PREPARE_ONLY HOST_TOOLCHAIN
+redox_test_args = $(strip REDOX_KERNEL="$(REDOX_KERNEL)" $(foreach v,$(REDOX_TEST_VARS),\
+	$(if $(filter command line environment environment override,$(origin $(v))),$(v)="$($(v))")))
+
+redox-test: deps
+	kernel-patch/redox-test.sh MODE=test $(redox_test_args)
+
+redox-bench: deps
+	kernel-patch/redox-test.sh MODE=bench $(redox_test_args)
+
+.PHONY: fmt-glue redox-series redox-test redox-bench

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Make sure what the guest runs need is present: QEMU's x86-64 system emulator
-# (installed from the OS packages when possible) and, for `make check`, the
+# and GNU patch (installed from the OS packages when possible) and, for `make check`, the
 # rustfmt/clippy components and objdump. Prints exactly what is missing
 # otherwise, and fails.
 set -eu
@@ -35,6 +35,15 @@ if [ "$need_qemu" -eq 1 ] && ! command -v qemu-system-x86_64 >/dev/null 2>&1; th
         exit 1
     fi
     command -v qemu-system-x86_64 >/dev/null 2>&1 || { echo "error: qemu-system-x86_64 still not on PATH" >&2; exit 1; }
+fi
+
+# GNU patch: the Redox series is applied with it (patch -p1, as Redox's cookbook does), by
+# make redox-test and by the runner's tests of that command on a fake kernel checkout.
+if [ "$need_qemu" -eq 1 ] && ! command -v patch >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && as_root apt-get install -y -qq --no-install-recommends patch >/dev/null; then :; else
+        echo "error: patch not found (Debian/Ubuntu: apt-get install patch)" >&2
+        exit 1
+    fi
 fi
 
 if [ "$need_check" -eq 1 ]; then

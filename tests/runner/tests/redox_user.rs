@@ -142,12 +142,16 @@ fn each_check_names_what_is_wrong() {
     );
 
     let rows = checks::parse_sys_kthread(&kthread).unwrap();
-    let missing: String = context.lines().filter(|l| !l.ends_with("[kworker/3:10]")).map(|l| format!("{l}\n")).collect();
+    let missing: String =
+        context.lines().filter(|l| !l.ends_with("[kworker/3:10]")).map(|l| format!("{l}\n")).collect();
     assert_eq!(
         checks::listed_in_sys_context(&rows, &missing),
         Err("[kworker/3:10-wq-hog] (PID 1251) is not in sys:context".into())
     );
-    assert_eq!(checks::cpu_count("Vendor: x\n"), Err("sys:cpu does not start with `CPUs: N` but with `Vendor: x`".into()));
+    assert_eq!(
+        checks::cpu_count("Vendor: x\n"),
+        Err("sys:cpu does not start with `CPUs: N` but with `Vendor: x`".into())
+    );
     assert_eq!(checks::cpu_count(&cpu), Ok(4));
 
     // A file that cannot be parsed leaves the checks that need it unchecked, naming why.
@@ -155,7 +159,10 @@ fn each_check_names_what_is_wrong() {
     assert_eq!(results[1], ("sys_kthread_parses", Err("sys:kthread is empty (is the subsystem started?)".into())));
     assert_eq!(
         results[2],
-        ("kthreadd_is_first_and_parent_of_all", Err("not checked: sys:kthread is empty (is the subsystem started?)".into()))
+        (
+            "kthreadd_is_first_and_parent_of_all",
+            Err("not checked: sys:kthread is empty (is the subsystem started?)".into())
+        )
     );
 }
 
