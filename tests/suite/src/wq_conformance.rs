@@ -107,10 +107,14 @@ ktest!(workqueue::cancel_sync_of_a_handed_instance_waits_only_for_the_running_on
     let (h, w) = HandedOver::plain("wq-csync-handed")?;
     let w2 = w.clone();
     let (t, out) = in_thread(move || w2.cancel_sync())?;
-    // It waits for the running instance: still waiting while the gate is
-    // closed.
-    kthreadd::kthread::msleep(50);
+    // It takes the handed instance and waits for the running one: asleep
+    // in flush_work while the gate is closed (wait for it to get there: a
+    // new thread may be slow to start).
+    let waiting = wait_for(10_000, || {
+        matches!(t.state(), TaskState::Sleeping | TaskState::DiskSleep) && t.task().wait_channel() == "flush_work"
+    });
     check!(out.lock().is_none(), "cancel_sync returned while the first instance still ran");
+    check!(waiting, "cancel_sync never waited for the running instance");
     h.gate.complete_all();
     check!(wait_for(10_000, || out.lock().is_some()), "cancel_sync never returned");
     let _ = t.stop();
