@@ -79,6 +79,11 @@ fn ktest(name: &str, initrd: &Path, args: &[&str]) -> Run {
 /// Boot the shim with `initrd` straight in QEMU (no KTAP expected); returns
 /// the exit and the serial output.
 fn boot_shim(initrd: Option<&Path>, cmdline: &str) -> (Exit, String) {
+    boot_shim_with(initrd, cmdline, &[])
+}
+
+/// [`boot_shim`] with extra QEMU arguments.
+fn boot_shim_with(initrd: Option<&Path>, cmdline: &str, extra: &[String]) -> (Exit, String) {
     let shim = shim();
     let qemu = qemu::find_executable(Path::new(QEMU)).unwrap_or_else(|| panic!("{QEMU_MISSING}"));
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -92,7 +97,7 @@ fn boot_shim(initrd: Option<&Path>, cmdline: &str) -> (Exit, String) {
         mem_mib: 128,
         accel: Accel::Tcg,
         initrd,
-        extra: &[],
+        extra,
     });
     let mut serial = String::new();
     let mut on_event = |ev: Event<'_>| {
@@ -277,4 +282,56 @@ fn redox_layout_kernel_is_loaded_raw_like_redoxs_bootloader_does() {
     assert!(serial.contains("kernel_size 0x3000"), "kernel_size must cover .bss past the file: {serial}");
     assert!(serial.contains("# raw-kernel: ok"), "the kernel's checks failed: {serial}");
     assert_eq!(exit, Exit::Code(EXIT_PASS));
+}
+
+/// `-fw_cfg` arguments handing `file` to the shim as the bootstrap program.
+fn bootstrap_args(file: &Path) -> Vec<String> {
+    vec!["-fw_cfg".into(), format!("name=opt/redox/bootstrap,file={}", file.display())]
+}
+
+#[test]
+fn a_bootstrap_program_in_fw_cfg_is_handed_over_in_whole_pages() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let elf = dir.join("redox-shim-raw-layout-bootstrap.elf");
+    std::fs::write(&elf, raw_layout_elf()).expect("write the raw-layout kernel");
+    // Like Redox's bootstrap image: the entry point, little-endian, at offset 0x1a.
+    let mut program = vec![0x90u8; 5000];
+    program[0x1a..0x22].copy_from_slice(&0x1234_5678u64.to_le_bytes());
+    let file = dir.join("redox-shim-bootstrap.bin");
+    std::fs::write(&file, &program).expect("write the bootstrap program");
+    let (exit, serial) = boot_shim_with(Some(&elf), "rawtest=1", &bootstrap_args(&file));
+    assert!(
+        serial.contains(
+            "# redox-pvh-shim: bootstrap: 5000 bytes from fw_cfg opt/redox/bootstrap, entry point 0x12345678 \
+             (at offset 0x1a), 2 page(s)"
+        ),
+        "{serial}"
+    );
+    assert!(serial.contains("# raw-kernel: ok"), "the kernel's checks failed: {serial}");
+    assert_eq!(exit, Exit::Code(EXIT_PASS));
+
+    let (_, serial) = boot_shim(Some(&elf), "rawtest=1");
+    assert!(
+        serial.contains("# redox-pvh-shim: bootstrap: none (no fw_cfg file opt/redox/bootstrap): one zeroed page"),
+        "{serial}"
+    );
+}
+
+#[test]
+fn a_bootstrap_program_too_big_for_the_shim_is_refused() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let elf = dir.join("redox-shim-raw-layout-big.elf");
+    std::fs::write(&elf, raw_layout_elf()).expect("write the raw-layout kernel");
+    let file = dir.join("redox-shim-bootstrap-big.bin");
+    std::fs::write(&file, vec![0u8; (2 << 20) + 1]).expect("write the bootstrap program");
+    let (exit, serial) = boot_shim_with(Some(&elf), "rawtest=1", &bootstrap_args(&file));
+    assert_eq!(exit, Exit::Code(EXIT_FAIL));
+    assert!(
+        serial.contains(
+            "# redox-pvh-shim: error: fw_cfg file opt/redox/bootstrap has 2097153 bytes; the bootstrap program may have \
+             at most 2097152"
+        ),
+        "{serial}"
+    );
+    assert!(!serial.contains("raw-kernel"), "the kernel must not start");
 }
