@@ -144,6 +144,9 @@ case "$work/" in
 esac
 mkdir -p "$work"
 work=$(abspath "$work")
+case "$repo/" in
+"$work"/*) die "REDOX_WORK=$work contains this repository: the cargo configuration written there would apply to this repository's builds" ;;
+esac
 tree="$work/kernel"
 build="$work/build"
 rm -rf "$tree" "$build"

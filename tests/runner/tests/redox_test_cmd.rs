@@ -571,3 +571,23 @@ fn the_kernels_lock_file_holds_no_model_checking_crate() {
         assert!(!names.contains(&model_checking), "{model_checking} entered the kernel's lock file: {names:?}");
     }
 }
+
+#[test]
+fn a_scratch_directory_around_this_repository_is_refused() {
+    let d = scratch("work-around-repo");
+    let k = d.join("kernel");
+    fake_kernel(&k);
+    for work in [repo(), repo().parent().unwrap().to_path_buf()] {
+        let o = run(&[&format!("REDOX_KERNEL={}", k.display()), &format!("REDOX_WORK={}", work.display())]);
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o).trim(),
+            format!(
+                "redox-test: error: REDOX_WORK={} contains this repository: the cargo configuration written there would \
+                 apply to this repository's builds",
+                work.display()
+            )
+        );
+    }
+    assert!(!repo().join(".cargo").exists() && !repo().join("kernel").exists());
+}
