@@ -16,8 +16,12 @@
 //!   it in `preempt_count`'s softirq bits): raised while bottom halves are
 //!   disabled or a softirq is served. [`crate::might_sleep`] and
 //!   [`crate::AtomicContext::softirq`] read it, on every port.
+//! * [`exits`] and [`exit_misuses`]: what [`irq_exit`] counts, so tests
+//!   can see that a port calls it after each interrupt and in the right
+//!   context without registering hooks (the bottom-half layer owns the one
+//!   registration).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::{MAX_CPUS, Result, port};
 
@@ -38,18 +42,56 @@ pub fn set_hooks(hooks: &'static dyn IrqHooks) {
     HOOKS.call_once(|| hooks);
 }
 
+/// Calls of [`irq_exit`], per CPU (the CPU the port reported).
+static EXITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Calls of [`irq_exit`] in hard-IRQ context or with interrupts enabled.
+static EXIT_MISUSES: AtomicU64 = AtomicU64::new(0);
+
 /// The last thing of a hard interrupt (Linux `irq_exit`): ports call it on
 /// the way out of every interrupt that did not interrupt another one, with
 /// interrupts disabled and the interrupt's own bookkeeping (its hard-IRQ
-/// depth) already undone. Does nothing until the bottom-half layer
-/// registered.
+/// depth) already undone. It counts the call ([`exits`]) and checks that
+/// context (a call in hard-IRQ context or with interrupts enabled counts in
+/// [`exit_misuses`] and the first one prints a warning), then calls the
+/// bottom-half layer's hook, if it registered.
 ///
 /// Context: interrupt exit, interrupts disabled.
 #[inline]
 pub fn irq_exit() {
+    if crate::installed() {
+        let p = port();
+        let ctx = p.atomic_context();
+        if (ctx.hardirq || !ctx.irqs_disabled) && EXIT_MISUSES.fetch_add(1, Ordering::Relaxed) == 0 {
+            p.console_line(&alloc::format!(
+                "# WARNING: kport::irq::irq_exit called with in_irq={} irqs_disabled={} on cpu {} (a port bug)",
+                ctx.hardirq,
+                ctx.irqs_disabled,
+                p.cpu_id()
+            ));
+        }
+        EXITS[p.cpu_id() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
+    }
     if let Some(h) = HOOKS.get() {
         h.irq_exit();
     }
+}
+
+/// How many times [`irq_exit`] ran on `cpu` so far. Interrupts on one CPU
+/// end one after the other, so a count that moved past the value read in a
+/// handler shows an exit after that handler on its CPU.
+///
+/// Context: any.
+pub fn exits(cpu: usize) -> u64 {
+    EXITS[cpu % MAX_CPUS].load(Ordering::Relaxed)
+}
+
+/// How many times [`irq_exit`] was called in hard-IRQ context (the port
+/// had not undone the interrupt's depth yet) or with interrupts enabled,
+/// on any CPU. Zero on a correct port.
+///
+/// Context: any.
+pub fn exit_misuses() -> u64 {
+    EXIT_MISUSES.load(Ordering::Relaxed)
 }
 
 /// A handler of one device interrupt line, called in hard-IRQ context with
@@ -87,6 +129,14 @@ pub trait IrqChip: Send + Sync {
     fn unmask(&self, irq: u32);
     /// What the line is, for listings (`IO-APIC 4-edge`).
     fn describe(&self, irq: u32) -> &'static str;
+    /// Runs of line `irq`'s handler on `cpu` so far (Linux
+    /// `kstat_irqs_cpu`): the port counts each delivery it passes to the
+    /// handler, just before calling it; an interrupt held while the line
+    /// is masked counts when it is delivered. 0 for a line or CPU that
+    /// does not exist.
+    ///
+    /// Context: any.
+    fn count(&self, irq: u32, cpu: usize) -> u64;
 }
 
 /// Softirq bits of the bottom-half word: a softirq is being served (Linux
@@ -129,13 +179,18 @@ pub fn per_cpu_bh_word(cpu: usize) -> &'static AtomicU32 {
     &BH[cpu % MAX_CPUS]
 }
 
-/// A device interrupt tests can make fire on demand (the testkernel: the
-/// 16550's transmit-holding-register-empty interrupt), for the harness.
+/// A device interrupt tests can make fire on demand (the testkernel: PIT
+/// channel 0 in one-shot mode on ISA line 0; the host port: a simulated
+/// line), for the harness.
 pub trait TestIrq: Send + Sync {
     /// Its line on the port's [`IrqChip`].
     fn line(&self) -> u32;
     /// Make the device raise the interrupt once (the interrupt arrives
-    /// asynchronously, on whatever CPU the line is routed to).
+    /// asynchronously, on whatever CPU the line is routed to). Each call
+    /// produces exactly one interrupt at the line: one run of an attached,
+    /// unmasked handler; while the line is masked it is held, and the fires
+    /// held meanwhile run the handler once at unmask (as Linux resends one
+    /// pending interrupt); with no handler attached it is lost.
     ///
     /// Context: any task context.
     fn fire(&self);
