@@ -3,7 +3,10 @@
 //! Every CPU's GS base points at its [`PerCpu`] in [`PERCPU`], whose first
 //! word points at itself, so `this_cpu()` is one `mov rax, gs:[0]`. The
 //! preemption count and the need-resched flag live here (Linux keeps them in
-//! `preempt_count` and `TIF_NEED_RESCHED`).
+//! `preempt_count` and `TIF_NEED_RESCHED`), and the two interrupt counters:
+//! `irq_depth` (in a hard interrupt handler: Linux's HARDIRQ bits) and
+//! `irq_frames` (interrupts in progress, their exit path included: see
+//! `arch::interrupts`).
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +28,11 @@ pub struct PerCpu {
     pub preempt_count: AtomicU32,
     /// Interrupt nesting depth (non-zero: in hard-IRQ context).
     pub irq_depth: AtomicU32,
+    /// Interrupts in progress on this CPU, from entry until the return path
+    /// is done with `irq_exit` (non-zero: an interrupt frame is on the
+    /// stack; no sleeping, no preemption). At least `irq_depth`; 2 while an
+    /// interrupt nests in another one's `irq_exit`.
+    pub irq_frames: AtomicU32,
     /// Set by the tick or a wake-up: the scheduler should run soon.
     pub need_resched: AtomicBool,
     /// The running context (a `*const sched::Task`), null before the scheduler starts.
@@ -45,6 +53,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(0),
             preempt_count: AtomicU32::new(0),
             irq_depth: AtomicU32::new(0),
+            irq_frames: AtomicU32::new(0),
             need_resched: AtomicBool::new(false),
             current: AtomicPtr::new(core::ptr::null_mut()),
             ticks: AtomicU64::new(0),
@@ -137,13 +146,14 @@ pub fn preempt_enable() {
     preempt_check_resched();
 }
 
-/// Reschedule now if preemption is allowed here and one is due.
+/// Reschedule now if preemption is allowed here and one is due: not in an
+/// interrupt, its exit path (`irq_exit`) included.
 #[inline(always)]
 pub fn preempt_check_resched() {
     let pc = this_cpu();
     if pc.need_resched.load(Ordering::Relaxed)
         && pc.preempt_count.load(Ordering::Relaxed) == 0
-        && pc.irq_depth.load(Ordering::Relaxed) == 0
+        && pc.irq_frames.load(Ordering::Relaxed) == 0
         && cpu::irqs_enabled()
     {
         crate::sched::preempt_point();
@@ -151,10 +161,10 @@ pub fn preempt_check_resched() {
 }
 
 /// Is this CPU in a context that must not sleep (preemption or interrupts
-/// disabled, or in an interrupt handler)?
+/// disabled, or in an interrupt handler or its exit path)?
 pub fn in_atomic() -> bool {
     let pc = this_cpu();
-    pc.preempt_count.load(Ordering::Relaxed) != 0 || pc.irq_depth.load(Ordering::Relaxed) != 0 || !cpu::irqs_enabled()
+    pc.preempt_count.load(Ordering::Relaxed) != 0 || pc.irq_frames.load(Ordering::Relaxed) != 0 || !cpu::irqs_enabled()
 }
 
 /// Is this CPU running an interrupt handler?
@@ -173,7 +183,7 @@ pub fn lock_enter() -> bool {
 }
 
 /// Leave a section entered with [`lock_enter`]: restore interrupts, then
-/// reschedule if due and allowed.
+/// reschedule if due and allowed (not in an interrupt or its exit path).
 #[inline]
 pub fn lock_exit(irqs_were_on: bool) {
     let pc = this_cpu();
@@ -182,7 +192,7 @@ pub fn lock_exit(irqs_were_on: bool) {
         cpu::sti();
         if pc.need_resched.load(Ordering::Relaxed)
             && pc.preempt_count.load(Ordering::Relaxed) == 0
-            && pc.irq_depth.load(Ordering::Relaxed) == 0
+            && pc.irq_frames.load(Ordering::Relaxed) == 0
         {
             crate::sched::preempt_point();
         }

@@ -8,10 +8,45 @@
 //!
 //! Vector map: 0..31 exceptions, [`VEC_TIMER`], [`VEC_RESCHED`],
 //! [`VEC_CALL`] and [`VEC_SPURIOUS`].
+//!
+//! # The return path
+//!
+//! Every gate is an interrupt gate, so a handler runs with interrupts off
+//! and hard interrupts never nest in each other. What runs after the
+//! handler may enable them, though: `kport::irq::irq_exit` runs pending
+//! softirqs, with interrupts on (Linux does). [`interrupt_dispatch`] does,
+//! in this order:
+//!
+//! 1. `irq_frames` += 1 (this CPU's interrupts in progress, exit paths
+//!    included); the interrupt is *outermost* if it was 0. Then
+//!    `irq_depth` += 1: `in_irq()` is true.
+//! 2. The handler; it sends the EOI (the timer and the IPIs first thing,
+//!    device lines after their handler).
+//! 3. `irq_depth` -= 1: `in_irq()` is false again.
+//! 4. Outermost only: `kport::irq::irq_exit()`, with interrupts off; it may
+//!    enable them and must disable them again (checked: a hook that
+//!    returns with them on is reported once, and they are turned off).
+//! 5. `irq_frames` -= 1.
+//! 6. Outermost only: the preemption point (Linux's
+//!    `preempt_schedule_irq`), if the interrupted code had interrupts on
+//!    and preemption enabled and a reschedule is due.
+//! 7. `iretq` (in `isr_common`).
+//!
+//! An interrupt that comes while an outer one is in step 4 finds
+//! `irq_frames` at 1: it is not outermost, so it neither calls `irq_exit`
+//! (softirqs it raises are run by the outer one's loop, or by
+//! `ksoftirqd`) nor preempts (the outer one, after its `irq_exit`, sees the
+//! reschedule it asked for). `irq_frames` also keeps the preemption points
+//! of `preempt_enable` and lock release quiet, and makes `schedule` a bug,
+//! while step 4 runs: it runs on the interrupted context's stack, on behalf
+//! of no context. Stack: such a nested interrupt never enables interrupts,
+//! so a kernel stack holds at most two interrupt frames (each about 700
+//! bytes with the saved SSE state) besides the softirq handlers' frames.
+//! Exceptions (vectors below 32) are fatal and skip all of this.
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use x86::bits64::segmentation::Descriptor64;
 use x86::dtables::{self, DescriptorTablePointer};
@@ -183,7 +218,27 @@ pub fn set_handler(vector: u8, h: Handler) {
     unsafe { (*HANDLERS.0.get())[vector as usize] = Some(h) };
 }
 
-/// Entry from `isr_common`.
+/// A test's probe, called on the return path right after `irq_exit` of
+/// an outermost interrupt (step 4 of the module documentation); 0 if none.
+static EXIT_PROBE: AtomicUsize = AtomicUsize::new(0);
+
+/// Install (or with `None`, remove) the return-path probe: the testkernel's
+/// `irq` cases use it to nest an interrupt in the `irq_exit` window.
+pub fn set_exit_probe(probe: Option<fn()>) {
+    EXIT_PROBE.store(probe.map_or(0, |f| f as usize), Ordering::Release);
+}
+
+/// Reports of an `irq_exit` that returned with interrupts enabled.
+static EXIT_IRQS_ON: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times `irq_exit` (or the probe) returned with interrupts
+/// enabled, a bug of the bottom-half layer's hook.
+pub fn exits_with_irqs_on() -> usize {
+    EXIT_IRQS_ON.load(Ordering::Relaxed)
+}
+
+/// Entry from `isr_common`; the order of the return path is in the module
+/// documentation.
 #[unsafe(no_mangle)]
 extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
     let v = frame.vector as u8;
@@ -192,6 +247,7 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         return;
     }
     let pc = percpu::this_cpu();
+    let outermost = pc.irq_frames.fetch_add(1, Ordering::Relaxed) == 0;
     pc.irq_depth.fetch_add(1, Ordering::Relaxed);
     // SAFETY: see HandlerTable.
     let h = unsafe { (*HANDLERS.0.get())[v as usize] };
@@ -207,11 +263,31 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         }
     }
     pc.irq_depth.fetch_sub(1, Ordering::Relaxed);
+    if outermost {
+        kport::irq::irq_exit();
+        let probe = EXIT_PROBE.load(Ordering::Acquire);
+        if probe != 0 {
+            // SAFETY: only `set_exit_probe` stores here, and it stores
+            // `fn()` pointers (never a dangling one: functions are static).
+            let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(probe) };
+            f();
+        }
+        if super::cpu::irqs_enabled() {
+            super::cpu::cli();
+            if EXIT_IRQS_ON.fetch_add(1, Ordering::Relaxed) == 0 {
+                crate::console::emergency_line(format_args!(
+                    "# WARNING: irq_exit returned with interrupts enabled on cpu {}",
+                    pc.cpu.load(Ordering::Relaxed)
+                ));
+            }
+        }
+    }
+    pc.irq_frames.fetch_sub(1, Ordering::Relaxed);
     // Preemption point on the way out of an interrupt (Linux's
     // `preempt_schedule_irq`): only when the interrupted code had interrupts on
     // and preemption enabled; the scheduler decides whether the model allows it.
-    if frame.rflags & super::cpu::RFLAGS_IF != 0
-        && pc.irq_depth.load(Ordering::Relaxed) == 0
+    if outermost
+        && frame.rflags & super::cpu::RFLAGS_IF != 0
         && pc.preempt_count.load(Ordering::Relaxed) == 0
         && pc.need_resched.load(Ordering::Relaxed)
     {

@@ -485,10 +485,14 @@ pub fn assert_may_sleep(what: &str) {
     let pc = percpu::this_cpu();
     let pcount = pc.preempt_count.load(Ordering::Relaxed);
     let irq = pc.irq_depth.load(Ordering::Relaxed);
-    if pcount != 0 || irq != 0 || !cpu::irqs_enabled() {
+    // An interrupt's exit path (irq_exit, softirqs) runs on the interrupted
+    // context's stack: blocking there would block that context.
+    let frames = pc.irq_frames.load(Ordering::Relaxed);
+    if pcount != 0 || frames != 0 || !cpu::irqs_enabled() {
         panic!(
-            "BUG: sleeping function called from invalid context: {what} with preempt_count={pcount}, in_irq={}, irqs_disabled={}",
+            "BUG: sleeping function called from invalid context: {what} with preempt_count={pcount}, in_irq={}, in_irq_exit={}, irqs_disabled={}",
             irq != 0,
+            frames != 0 && irq == 0,
             !cpu::irqs_enabled()
         );
     }
