@@ -3,7 +3,7 @@
 //!
 //! Boot path: PVH entry (`arch::boot`) -> [`kernel_main`] on the boot CPU:
 //! descriptor tables, serial console, boot info, clock, frame allocator,
-//! heap, ACPI, APIC, scheduler, the other CPUs (`arch::smp`), then the suite
+//! heap, ACPI, APIC, IOAPIC lines, scheduler, the other CPUs (`arch::smp`), then the suite
 //! runs in a kernel thread and the machine exits through `isa-debug-exit`.
 #![no_std]
 #![no_main]
@@ -17,6 +17,7 @@ mod console;
 mod exit;
 mod faults;
 mod harness;
+mod irq;
 mod mem;
 mod name;
 mod panic;
@@ -76,9 +77,11 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
             exit::exit_qemu(false);
         }
     };
-    apic::init_global(madt.lapic_addr, madt.ioapic_addr);
+    apic::init_global(madt.lapic_addr);
     apic::init_local();
     percpu::PERCPU[0].apic_id.store(apic::id(), Ordering::Relaxed);
+    // The IOAPIC's lines, routed to this CPU and masked until attached.
+    irq::init(&madt);
     percpu::set_present(madt.nr_cpus);
     time::calibrate_lapic();
     // NUMA nodes, if the machine has an SRAT; then this CPU's topology (each

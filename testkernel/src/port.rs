@@ -237,6 +237,11 @@ impl Port for TestkernelPort {
         percpu::in_irq()
     }
 
+    /// The IOAPIC's lines (`crate::irq`).
+    fn irq_chip(&self) -> Option<&'static dyn kport::irq::IrqChip> {
+        Some(&crate::irq::CHIP)
+    }
+
     fn now_ns(&self) -> u64 {
         time::now_ns()
     }
@@ -297,6 +302,11 @@ impl Harness for TestkernelPort {
         }
         sched::cpu_set_offline(cpu);
         Ok(())
+    }
+
+    /// PIT channel 0 on ISA line 0 (`crate::irq::PitTestIrq`).
+    fn test_irq(&self) -> Option<&'static dyn kport::irq::TestIrq> {
+        Some(&crate::irq::TEST_IRQ)
     }
 
     fn cpu_up(&self, cpu: usize) -> Result<()> {

@@ -1,5 +1,6 @@
-//! ACPI: find tables through the RSDP; read the CPU list and the IOAPIC from
-//! the MADT, and the CPUs' proximity domains (NUMA nodes) from the SRAT.
+//! ACPI: find tables through the RSDP; read the CPU list, the IOAPIC and the
+//! ISA interrupt source overrides from the MADT, and the CPUs' proximity
+//! domains (NUMA nodes) from the SRAT.
 
 use crate::mem::phys_to_virt;
 
@@ -21,6 +22,12 @@ pub struct Madt {
     pub ioapic_gsi_base: u32,
     /// ISA IRQ -> GSI overrides (index: ISA IRQ).
     pub isa_gsi: [u32; 16],
+    /// The MPS INTI flags of each ISA IRQ's override (polarity in bits 1:0,
+    /// trigger mode in bits 3:2; 0 = the ISA bus's default, active high and
+    /// edge-triggered, also for IRQs without an override).
+    pub isa_flags: [u16; 16],
+    /// Which ISA IRQs have an override (the others keep GSI = IRQ).
+    pub isa_overridden: [bool; 16],
 }
 
 /// Why the ACPI tables could not be used.
@@ -106,6 +113,8 @@ pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
         ioapic_addr: 0,
         ioapic_gsi_base: 0,
         isa_gsi: core::array::from_fn(|i| i as u32),
+        isa_flags: [0; 16],
+        isa_overridden: [false; 16],
     };
     let mut off = 44;
     while off + 2 <= m.len() {
@@ -126,10 +135,13 @@ pub fn read_madt(rsdp_pa: u64) -> Result<Madt, AcpiError> {
                 out.ioapic_addr = u32_at(e, 4) as u64;
                 out.ioapic_gsi_base = u32_at(e, 8);
             }
+            // Interrupt source override: bus 0 (ISA), source IRQ, GSI, flags.
             2 if len >= 10 => {
-                let (src, gsi) = (e[3] as usize, u32_at(e, 4));
+                let (src, gsi, flags) = (e[3] as usize, u32_at(e, 4), u16::from_le_bytes([e[8], e[9]]));
                 if src < 16 {
                     out.isa_gsi[src] = gsi;
+                    out.isa_flags[src] = flags;
+                    out.isa_overridden[src] = true;
                 }
             }
             5 if len >= 12 => out.lapic_addr = u64_at(e, 4),

@@ -1,9 +1,8 @@
-//! The local APIC (xAPIC, MMIO; QEMU's TCG has no x2APIC), the IOAPIC, and
-//! the legacy PIC (masked).
+//! The local APIC (xAPIC, MMIO; QEMU's TCG has no x2APIC) and the legacy
+//! PIC (masked); the IOAPIC is `arch::ioapic`.
 //!
 //! The `x86` crate's xAPIC driver enables the LAPIC, reads its id, signals
-//! EOI and sends IPIs (INIT, SIPI, fixed vectors); its IOAPIC driver masks
-//! every line. The registers the driver does not expose (spurious vector,
+//! EOI and sends IPIs (INIT, SIPI, fixed vectors). The registers the driver does not expose (spurious vector,
 //! task priority, LVT masks, error status, and the one-shot timer: the crate
 //! only offers TSC-deadline mode) are written here through the crate's
 //! register offsets, as is the fatal-error NMI, which must not wait on the
@@ -11,7 +10,6 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use x86::apic::ioapic::IoApic;
 use x86::apic::xapic::{self, XAPIC};
 use x86::apic::{
     ApicControl, ApicId, DeliveryMode, DeliveryStatus, DestinationMode, DestinationShorthand, Icr, Level, TriggerMode,
@@ -63,9 +61,9 @@ fn write(reg: u32, v: u32) {
     unsafe { ((LAPIC_VA.load(Ordering::Relaxed) + reg as u64) as *mut u32).write_volatile(v) }
 }
 
-/// Record where the LAPIC and IOAPIC are (boot CPU, once) and mask the PIC
-/// and every IOAPIC line (no device interrupt is routed yet).
-pub fn init_global(lapic_pa: u64, ioapic_pa: u64) {
+/// Record where the LAPIC is (boot CPU, once) and mask the PIC (device
+/// interrupts go through the IOAPIC, `arch::ioapic`).
+pub fn init_global(lapic_pa: u64) {
     LAPIC_VA.store(phys_to_virt(lapic_pa), Ordering::Relaxed);
     // Remap the 8259s away from the exception vectors, then mask them all.
     for (port, v) in
@@ -75,12 +73,6 @@ pub fn init_global(lapic_pa: u64, ioapic_pa: u64) {
     }
     outb(0x21, 0xFF);
     outb(0xA1, 0xFF);
-    if ioapic_pa != 0 {
-        // SAFETY: the IOAPIC's register window (index at +0, data at +0x10)
-        // is in the uncached direct map; only the boot CPU touches it, here.
-        let mut ioapic = unsafe { IoApic::new(phys_to_virt(ioapic_pa) as usize) };
-        ioapic.disable_all();
-    }
 }
 
 /// Enable this CPU's LAPIC: spurious vector, accept all priorities, mask the

@@ -7,7 +7,8 @@
 //! and calls [`interrupt_dispatch`] with a pointer to the saved frame.
 //!
 //! Vector map: 0..31 exceptions, [`VEC_TIMER`], [`VEC_RESCHED`],
-//! [`VEC_CALL`] and [`VEC_SPURIOUS`].
+//! [`VEC_CALL`], the device lines from [`VEC_IRQ_BASE`] (`crate::irq`) and
+//! [`VEC_SPURIOUS`].
 //!
 //! # The return path
 //!
@@ -61,6 +62,10 @@ pub const VEC_TIMER: u8 = 32;
 pub const VEC_RESCHED: u8 = 33;
 /// Function-call IPI (`smp_call_function_single`).
 pub const VEC_CALL: u8 = 34;
+/// First device-line vector: line n is `VEC_IRQ_BASE + n` (`crate::irq`).
+/// Its priority class (3) is above the timer's and the IPIs' (2), as
+/// Linux puts device vectors above its legacy timer vector.
+pub const VEC_IRQ_BASE: u8 = 0x30;
 /// Spurious-interrupt vector of the LAPIC.
 pub const VEC_SPURIOUS: u8 = 0xFF;
 
