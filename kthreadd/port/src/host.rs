@@ -11,6 +11,20 @@
 //!   (the lowest of its affinity if none is online). `call_on_cpu` functions
 //!   run on a per-CPU helper thread, timer callbacks on one timer thread per
 //!   port; both are interrupt context and report their CPU.
+//! - Hard interrupts are simulated: a timer callback, a `call_on_cpu`
+//!   function on a helper thread, a simulated tick and a device interrupt
+//!   each run in interrupt context and then call [`crate::irq::irq_exit`]
+//!   on the same thread, with the interrupt depth undone, interrupts off
+//!   and the interrupt's CPU still reported, as a hard interrupt's exit.
+//! - Device interrupts: a simulated controller ([`HostIrqChip`], the
+//!   port's `irq_chip`) with [`IRQ_LINES`] lines by default
+//!   ([`HostPort::with_irq_lines`]). A fired line runs its handler on its
+//!   CPU's helper thread (CPU 0 unless [`HostIrqChip::set_cpu`] moved it).
+//!   A masked line holds its firings, as an asserted level line would, and
+//!   delivers them as one at unmask. The harness's test interrupt fires
+//!   line [`TEST_IRQ_LINE`].
+//! - The bottom-half word is per thread, as is everything else of a
+//!   context here (several contexts run on one virtual CPU at once).
 //! - Interrupt and preemption state are per-thread counters: they feed
 //!   `in_atomic`/`in_irq` and the `might_sleep` check of `schedule`, but the
 //!   OS still preempts every thread.
@@ -47,10 +61,11 @@ use std::thread::{self, ThreadId};
 use std::time::Instant;
 
 use crate::harness::{Harness, MemCounters};
+use crate::irq::{IrqChip, IrqHandler, TestIrq};
 use crate::sync::LockEnv;
 use crate::{
-    self as port, AtomicContext, CpuMask, CpuTopology, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer,
-    Priority, Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+    self as port, AtomicContext, CpuMask, CpuTopology, EBUSY, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask,
+    PortTimer, Priority, Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
 /// Period of the simulated scheduler tick: 4 ms, Linux's HZ=250 and the
@@ -125,6 +140,20 @@ fn as_irq_on(cpu: usize, f: impl FnOnce()) {
     TLS.with(|t| {
         t.irq.set(t.irq.get() - 1);
         t.irq_cpu.set(saved);
+    });
+}
+
+/// Run `f` as a hard interrupt of `cpu` on this thread: `f` in interrupt
+/// context (a panic out of it is fatal, `what` names it), then
+/// [`crate::irq::irq_exit`] with the interrupt depth undone, interrupts
+/// off and `cpu` still this thread's CPU.
+fn hard_irq_on(cpu: usize, what: &'static str, f: impl FnOnce()) {
+    as_irq_on(cpu, || run_or_abort(|| what.into(), f));
+    let saved = TLS.with(|t| (t.irq_cpu.replace(Some(cpu)), t.irqs_off.replace(true)));
+    run_or_abort(|| format!("irq_exit after {what}"), crate::irq::irq_exit);
+    TLS.with(|t| {
+        t.irq_cpu.set(saved.0);
+        t.irqs_off.set(saved.1);
     });
 }
 
@@ -458,7 +487,7 @@ fn tick_thread(inner: Arc<Inner>, hooks: &'static dyn SchedHooks) {
                 .collect()
         };
         for (cpu, data) in running {
-            as_irq_on(cpu, || run_or_abort(|| "the tick hook".into(), || hooks.tick(&data)));
+            hard_irq_on(cpu, "the tick hook", || hooks.tick(&data));
         }
     }
 }
@@ -479,12 +508,190 @@ fn timer_thread(inner: Arc<Inner>) {
                     s.cpu
                 };
                 drop(w);
-                as_irq_on(cpu, || run_or_abort(|| "a timer callback".into(), || (t.cb)()));
-                lock(&t.st).running = false;
-                t.done.notify_all();
+                hard_irq_on(cpu, "a timer callback", || {
+                    (t.cb)();
+                    lock(&t.st).running = false;
+                    t.done.notify_all();
+                });
                 w = lock(&inner.wheel);
             }
         }
+    }
+}
+
+/// Lines of the simulated interrupt controller unless
+/// [`HostPort::with_irq_lines`] says otherwise (the ISA bus's 16).
+pub const IRQ_LINES: u32 = 16;
+/// The line the harness's test interrupt fires.
+pub const TEST_IRQ_LINE: u32 = 0;
+
+/// One simulated line's state.
+struct IrqLineState {
+    handler: Option<&'static dyn IrqHandler>,
+    masked: bool,
+    /// Fired while masked (delivered once at unmask).
+    held: bool,
+    /// Helper threads running the handler now.
+    running: u32,
+    /// The CPU whose helper thread runs the handler.
+    cpu: usize,
+}
+
+struct IrqLine {
+    st: Mutex<IrqLineState>,
+    /// Signalled when a handler run ends (for `detach`).
+    idle: Condvar,
+    /// Handler runs per CPU.
+    counts: [AtomicU64; port::MAX_CPUS],
+    describe: &'static str,
+}
+
+/// The host port's simulated interrupt controller (the port's
+/// `irq_chip`): lines that fire when [`HostIrqChip::fire`] says so. A fired
+/// line's handler runs on its CPU's `call_on_cpu` helper thread, as a hard
+/// interrupt (interrupt context, then `irq_exit`). Fired while masked, a
+/// line holds the firing, as an asserted level line would; the firings held
+/// run the handler once at unmask. Fired without a handler, it is lost.
+pub struct HostIrqChip {
+    inner: Arc<Inner>,
+    /// Shared with the deliveries queued on helper threads.
+    lines: Arc<[IrqLine]>,
+}
+
+impl HostIrqChip {
+    fn new(inner: Arc<Inner>, nr: u32) -> &'static HostIrqChip {
+        let lines: Arc<[IrqLine]> = (0..nr)
+            .map(|irq| IrqLine {
+                st: Mutex::new(IrqLineState { handler: None, masked: false, held: false, running: 0, cpu: 0 }),
+                idle: Condvar::new(),
+                counts: [const { AtomicU64::new(0) }; port::MAX_CPUS],
+                describe: Box::leak(format!("host-sim {irq}-level").into_boxed_str()),
+            })
+            .collect();
+        Box::leak(Box::new(HostIrqChip { inner, lines }))
+    }
+
+    fn line(&self, irq: u32) -> Option<&IrqLine> {
+        self.lines.get(irq as usize)
+    }
+
+    /// Raise line `irq` once (the device side): its handler runs soon on
+    /// the line's CPU, or once at unmask if the line is masked meanwhile.
+    ///
+    /// Context: any.
+    pub fn fire(&self, irq: u32) {
+        let Some(l) = self.line(irq) else { return };
+        let mut st = lock(&l.st);
+        if st.handler.is_none() {
+            return;
+        }
+        if st.masked {
+            st.held = true;
+            return;
+        }
+        let cpu = st.cpu;
+        drop(st);
+        self.deliver(irq, cpu);
+    }
+
+    /// Deliver line `irq` to `cpu`'s helper thread.
+    fn deliver(&self, irq: u32, cpu: usize) {
+        let lines = self.lines.clone();
+        let job: Job = Box::new(move || Self::run(&lines[irq as usize], irq));
+        self.inner.ipi_queue(cpu).send(job).expect("kport host: a helper thread is gone");
+    }
+
+    /// On the helper thread, in interrupt context: run the handler, unless
+    /// the line was masked (held) or detached (lost) since it fired.
+    fn run(l: &IrqLine, irq: u32) {
+        let mut st = lock(&l.st);
+        let Some(h) = st.handler else { return };
+        if st.masked {
+            st.held = true;
+            return;
+        }
+        st.running += 1;
+        let cpu = st.cpu;
+        drop(st);
+        l.counts[cpu].fetch_add(1, Ordering::Relaxed);
+        h.handle(irq);
+        lock(&l.st).running -= 1;
+        l.idle.notify_all();
+    }
+
+    /// Deliver line `irq` to `cpu` from now on (default: CPU 0).
+    pub fn set_cpu(&self, irq: u32, cpu: usize) {
+        if let Some(l) = self.line(irq)
+            && cpu < self.inner.cpus
+        {
+            lock(&l.st).cpu = cpu;
+        }
+    }
+}
+
+impl IrqChip for HostIrqChip {
+    fn nr_irqs(&self) -> u32 {
+        self.lines.len() as u32
+    }
+
+    fn attach(&self, irq: u32, handler: &'static dyn IrqHandler) -> Result<()> {
+        let l = self.line(irq).ok_or(Error::new(EINVAL))?;
+        let mut st = lock(&l.st);
+        if st.handler.is_some() {
+            return Err(Error::new(EBUSY));
+        }
+        (st.handler, st.masked, st.held) = (Some(handler), false, false);
+        Ok(())
+    }
+
+    fn detach(&self, irq: u32) {
+        crate::might_sleep();
+        let Some(l) = self.line(irq) else { return };
+        let mut st = lock(&l.st);
+        (st.handler, st.masked, st.held) = (None, false, false);
+        while st.running != 0 {
+            st = wait(&l.idle, st);
+        }
+    }
+
+    fn mask(&self, irq: u32) {
+        if let Some(l) = self.line(irq) {
+            lock(&l.st).masked = true;
+        }
+    }
+
+    fn unmask(&self, irq: u32) {
+        let Some(l) = self.line(irq) else { return };
+        let mut st = lock(&l.st);
+        st.masked = false;
+        if core::mem::take(&mut st.held) && st.handler.is_some() {
+            let cpu = st.cpu;
+            drop(st);
+            self.deliver(irq, cpu);
+        }
+    }
+
+    fn describe(&self, irq: u32) -> &'static str {
+        self.line(irq).map_or("none", |l| l.describe)
+    }
+
+    fn count(&self, irq: u32, cpu: usize) -> u64 {
+        match self.line(irq) {
+            Some(l) if cpu < port::MAX_CPUS => l.counts[cpu].load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+}
+
+/// The harness's test interrupt on the host: fires [`TEST_IRQ_LINE`].
+struct HostTestIrq(&'static HostIrqChip);
+
+impl TestIrq for HostTestIrq {
+    fn line(&self) -> u32 {
+        TEST_IRQ_LINE
+    }
+    fn fire(&self) {
+        self.0.fire(TEST_IRQ_LINE);
     }
 }
 
@@ -542,7 +749,7 @@ impl Inner {
                 .name(format!("host-ipi/{cpu}"))
                 .spawn(move || {
                     for job in rx {
-                        as_irq_on(cpu, || run_or_abort(|| "a call_on_cpu function".into(), job));
+                        hard_irq_on(cpu, "a call_on_cpu function or device interrupt", job);
                     }
                 })
                 .expect("kport host: cannot create a call_on_cpu thread");
@@ -557,6 +764,11 @@ impl Inner {
 /// threads never end).
 pub struct HostPort {
     inner: Arc<Inner>,
+    /// The simulated interrupt controller (leaked: it lives as long as the
+    /// port's helper threads, which never end).
+    irqs: &'static HostIrqChip,
+    /// The harness's test interrupt (leaked with the controller).
+    test_irq: &'static HostTestIrq,
 }
 
 impl HostPort {
@@ -576,22 +788,40 @@ impl HostPort {
 
     fn build(cpus: usize, topology: Vec<CpuTopology>) -> Self {
         assert!((1..=port::MAX_CPUS).contains(&cpus), "kport host: {cpus} CPUs (1 to {} allowed)", port::MAX_CPUS);
-        HostPort {
-            inner: Arc::new(Inner {
-                epoch: Instant::now(),
-                cpus,
-                online: AtomicU64::new(CpuMask::first(cpus).0),
-                spawn_failures: AtomicUsize::new(0),
-                sched_hooks: OnceLock::new(),
-                workers: Mutex::new(Vec::new()),
-                topology,
-                hotplug: Mutex::new(Vec::new()),
-                hotplug_op: Mutex::new(()),
-                wheel: Mutex::new(Wheel { armed: BTreeMap::new(), armings: 0, thread: None }),
-                wheel_cv: Condvar::new(),
-                ipi: (0..cpus).map(|_| Mutex::new(None)).collect(),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            epoch: Instant::now(),
+            cpus,
+            online: AtomicU64::new(CpuMask::first(cpus).0),
+            spawn_failures: AtomicUsize::new(0),
+            sched_hooks: OnceLock::new(),
+            workers: Mutex::new(Vec::new()),
+            topology,
+            hotplug: Mutex::new(Vec::new()),
+            hotplug_op: Mutex::new(()),
+            wheel: Mutex::new(Wheel { armed: BTreeMap::new(), armings: 0, thread: None }),
+            wheel_cv: Condvar::new(),
+            ipi: (0..cpus).map(|_| Mutex::new(None)).collect(),
+        });
+        let (irqs, test_irq) = Self::irq_chip_of(&inner, IRQ_LINES);
+        HostPort { inner, irqs, test_irq }
+    }
+
+    fn irq_chip_of(inner: &Arc<Inner>, lines: u32) -> (&'static HostIrqChip, &'static HostTestIrq) {
+        let chip = HostIrqChip::new(inner.clone(), lines);
+        (chip, Box::leak(Box::new(HostTestIrq(chip))))
+    }
+
+    /// The same port with a simulated interrupt controller of `lines`
+    /// lines (1 or more; [`IRQ_LINES`] by default).
+    pub fn with_irq_lines(mut self, lines: u32) -> Self {
+        assert!(lines > TEST_IRQ_LINE, "kport host: {lines} interrupt lines (the test line is {TEST_IRQ_LINE})");
+        (self.irqs, self.test_irq) = Self::irq_chip_of(&self.inner, lines);
+        self
+    }
+
+    /// The simulated interrupt controller, to fire lines from host tests.
+    pub fn irqs(&self) -> &'static HostIrqChip {
+        self.irqs
     }
 
     fn cur(&self) -> Arc<Ctx> {
@@ -827,6 +1057,21 @@ impl Port for HostPort {
         })
     }
 
+    /// A word per OS thread (= per context here), leaked once per thread:
+    /// contexts sharing a virtual CPU run at once on the host.
+    fn bh_word(&self) -> &'static core::sync::atomic::AtomicU32 {
+        std::thread_local! {
+            static BH: &'static core::sync::atomic::AtomicU32 =
+                Box::leak(Box::new(core::sync::atomic::AtomicU32::new(0)));
+        }
+        BH.with(|w| *w)
+    }
+
+    /// The simulated controller ([`HostIrqChip`]).
+    fn irq_chip(&self) -> Option<&'static dyn IrqChip> {
+        Some(self.irqs)
+    }
+
     /// A word per OS thread (= per context here), leaked once per thread.
     fn lock_ranks(&self) -> Option<&'static core::sync::atomic::AtomicU32> {
         std::thread_local! {
@@ -915,6 +1160,11 @@ impl Harness for HostPort {
         }
         self.inner.online.fetch_and(!(1 << cpu), Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Line [`TEST_IRQ_LINE`] of the simulated controller.
+    fn test_irq(&self) -> Option<&'static dyn TestIrq> {
+        Some(self.test_irq)
     }
 
     fn cpu_up(&self, cpu: usize) -> Result<()> {

@@ -716,3 +716,153 @@ fn task_bookkeeping() {
     assert_eq!(t.cpu_time_ns(), ns, "a dead context's time does not grow");
     assert_eq!(p.mem_counters(), Default::default());
 }
+
+#[test]
+fn bh_word_is_per_thread() {
+    let p = host();
+    let mine = p.bh_word();
+    assert!(std::ptr::eq(mine, p.bh_word()), "one word per thread");
+    kport::irq::bh_add(kport::irq::SOFTIRQ_DISABLE_OFFSET);
+    let other = std::thread::spawn(move || {
+        let p = host();
+        (p.bh_word() as *const _ as usize, kport::irq::bh_count())
+    })
+    .join()
+    .unwrap();
+    assert_ne!(other.0, mine as *const _ as usize, "two threads share a word");
+    assert_eq!(other.1, 0, "another thread sees this thread's bottom-half word");
+    assert_eq!(kport::irq::bh_count(), kport::irq::SOFTIRQ_DISABLE_OFFSET);
+    kport::irq::bh_sub(kport::irq::SOFTIRQ_DISABLE_OFFSET);
+    assert_eq!(kport::irq::bh_count(), 0);
+}
+
+/// A handler for the simulated lines of a private port: records the
+/// context of each run, and can hold the helper thread until released.
+struct LineProbe {
+    port: &'static HostPort,
+    runs: AtomicUsize,
+    cpu: AtomicUsize,
+    in_irq: AtomicBool,
+    hold: AtomicBool,
+    held: AtomicBool,
+}
+
+impl LineProbe {
+    fn new(port: &'static HostPort) -> &'static LineProbe {
+        Box::leak(Box::new(LineProbe {
+            port,
+            runs: AtomicUsize::new(0),
+            cpu: AtomicUsize::new(usize::MAX),
+            in_irq: AtomicBool::new(false),
+            hold: AtomicBool::new(false),
+            held: AtomicBool::new(false),
+        }))
+    }
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+}
+
+impl kport::irq::IrqHandler for LineProbe {
+    fn handle(&self, _irq: u32) {
+        self.cpu.store(self.port.cpu_id(), Ordering::SeqCst);
+        self.in_irq.store(self.port.in_irq(), Ordering::SeqCst);
+        while self.hold.load(Ordering::SeqCst) {
+            self.held.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn simulated_irq_lines_run_handlers_on_their_cpu() {
+    host(); // irq_exit counts through the installed port
+    let p = private_port(4);
+    let chip = p.irq_chip().expect("the host port has a controller");
+    assert_eq!(chip.nr_irqs(), kport::host::IRQ_LINES);
+    let probe = LineProbe::new(p);
+    chip.attach(3, probe).unwrap();
+    assert_eq!(chip.attach(3, probe).unwrap_err().errno, kport::EBUSY);
+    assert_eq!(chip.attach(kport::host::IRQ_LINES, probe).unwrap_err().errno, EINVAL);
+    assert_eq!(chip.describe(3), "host-sim 3-level");
+    let misuses = kport::irq::exit_misuses();
+    for (i, cpu) in [0usize, 2, 3].into_iter().enumerate() {
+        p.irqs().set_cpu(3, cpu);
+        let exits = kport::irq::exits(cpu);
+        p.irqs().fire(3);
+        assert!(eventually(|| probe.runs() == i + 1));
+        assert_eq!(probe.cpu.load(Ordering::SeqCst), cpu, "the handler runs on the line's CPU");
+        assert!(probe.in_irq.load(Ordering::SeqCst), "the handler runs in interrupt context");
+        assert!(eventually(|| kport::irq::exits(cpu) > exits), "no irq_exit on cpu {cpu} after the handler");
+        assert_eq!(chip.count(3, cpu), 1);
+    }
+    assert_eq!(kport::irq::exit_misuses(), misuses);
+    // A line without a handler loses its firings.
+    p.irqs().fire(4);
+    chip.detach(3);
+    p.irqs().fire(3);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(probe.runs(), 3);
+    chip.attach(3, probe).unwrap();
+}
+
+#[test]
+fn simulated_irq_line_masks_and_detaches() {
+    let p = HostPort::new(2).with_irq_lines(4);
+    let p: &'static HostPort = Box::leak(Box::new(p));
+    let chip = p.irq_chip().unwrap();
+    assert_eq!(chip.nr_irqs(), 4);
+    assert_eq!(chip.attach(4, LineProbe::new(p)).unwrap_err().errno, EINVAL);
+    let probe = LineProbe::new(p);
+    chip.attach(1, probe).unwrap();
+    // Masked: held, then delivered once at unmask.
+    chip.mask(1);
+    p.irqs().fire(1);
+    p.irqs().fire(1);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(probe.runs(), 0);
+    chip.unmask(1);
+    assert!(eventually(|| probe.runs() == 1));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(probe.runs(), 1);
+    // The test interrupt fires line 0.
+    let t = p.test_irq().unwrap();
+    assert_eq!(t.line(), kport::host::TEST_IRQ_LINE);
+    let on_zero = LineProbe::new(p);
+    chip.attach(t.line(), on_zero).unwrap();
+    t.fire();
+    assert!(eventually(|| on_zero.runs() == 1));
+    // Detach waits for a running handler.
+    probe.hold.store(true, Ordering::SeqCst);
+    p.irqs().fire(1);
+    assert!(eventually(|| probe.held.load(Ordering::SeqCst)));
+    let detached = Arc::new(AtomicBool::new(false));
+    let d = detached.clone();
+    let h = std::thread::spawn(move || {
+        p.irq_chip().unwrap().detach(1);
+        d.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(!detached.load(Ordering::SeqCst), "detach returned while the handler ran");
+    probe.hold.store(false, Ordering::SeqCst);
+    h.join().unwrap();
+    assert_eq!(probe.runs(), 2);
+}
+
+#[test]
+fn timer_callbacks_and_ipis_end_with_irq_exit() {
+    let p = host();
+    let misuses = kport::irq::exit_misuses();
+    let exits = kport::irq::exits(2);
+    p.call_on_cpu(2, Box::new(|| {}), true).unwrap();
+    assert!(eventually(|| kport::irq::exits(2) > exits), "no irq_exit after a call_on_cpu function");
+    let fired = Arc::new(AtomicUsize::new(usize::MAX));
+    let f = fired.clone();
+    let t = p.timer(Arc::new(move || f.store(host().cpu_id(), Ordering::SeqCst)));
+    let exits = kport::irq::exits(1);
+    t.arm(p.now_ns() + 1_000_000, Some(1));
+    assert!(eventually(|| fired.load(Ordering::SeqCst) == 1));
+    assert!(eventually(|| kport::irq::exits(1) > exits), "no irq_exit after a timer callback");
+    assert_eq!(kport::irq::exit_misuses(), misuses);
+}
