@@ -330,3 +330,275 @@ ktest!(port::pods_partition_the_online_cpus => |ctx| {
     }
     Ok(())
 });
+
+// --- device interrupts (`kport::irq`) ---
+
+/// A test handler for a device interrupt line: counts its runs and what it
+/// saw in them, and can hold the CPU until released.
+struct IrqProbe {
+    runs: AtomicUsize,
+    /// Runs not in hard-IRQ context.
+    not_in_irq: AtomicUsize,
+    /// Runs on a CPU the port does not have.
+    bad_cpu: AtomicUsize,
+    /// CPU of the last run.
+    cpu: AtomicUsize,
+    /// `kport::irq::exits(cpu)` as the last run saw it.
+    exits_seen: AtomicU64,
+    /// Hold the CPU in the handler until `release` (bounded).
+    block: AtomicBool,
+    /// A blocking run has started.
+    entered: AtomicBool,
+    release: AtomicBool,
+}
+
+/// How long a blocking handler run holds its CPU at most, should the test
+/// fail to release it (the machine must go on).
+const IRQ_PROBE_BLOCK_MAX_NS: u64 = 10_000_000_000;
+
+impl IrqProbe {
+    const fn new() -> Self {
+        IrqProbe {
+            runs: AtomicUsize::new(0),
+            not_in_irq: AtomicUsize::new(0),
+            bad_cpu: AtomicUsize::new(0),
+            cpu: AtomicUsize::new(usize::MAX),
+            exits_seen: AtomicU64::new(0),
+            block: AtomicBool::new(false),
+            entered: AtomicBool::new(false),
+            release: AtomicBool::new(false),
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+}
+
+impl kport::irq::IrqHandler for IrqProbe {
+    fn handle(&self, _irq: u32) {
+        let p = port();
+        let cpu = p.cpu_id();
+        if !p.in_irq() {
+            self.not_in_irq.fetch_add(1, Ordering::SeqCst);
+        }
+        if cpu >= p.cpu_count() {
+            self.bad_cpu.fetch_add(1, Ordering::SeqCst);
+        }
+        self.cpu.store(cpu, Ordering::SeqCst);
+        self.exits_seen.store(kport::irq::exits(cpu), Ordering::SeqCst);
+        if self.block.load(Ordering::SeqCst) {
+            self.entered.store(true, Ordering::SeqCst);
+            let end = p.now_ns() + IRQ_PROBE_BLOCK_MAX_NS;
+            while !self.release.load(Ordering::SeqCst) && p.now_ns() < end {
+                core::hint::spin_loop();
+            }
+        }
+        self.runs.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The port's chip and test interrupt, or a skip.
+fn test_irq() -> Result<(&'static dyn kport::irq::IrqChip, &'static dyn kport::irq::TestIrq), crate::Failure> {
+    let Some(chip) = port().irq_chip() else { return crate::skip("the port has no device interrupt lines") };
+    let Some(t) = kport::harness::harness().test_irq() else { return crate::skip("the harness has no test interrupt") };
+    Ok((chip, t))
+}
+
+/// A line attached to a probe; detached when dropped (also when a check
+/// fails).
+struct Attached(&'static dyn kport::irq::IrqChip, u32);
+
+impl Attached {
+    fn new(
+        chip: &'static dyn kport::irq::IrqChip,
+        line: u32,
+        probe: &'static IrqProbe,
+    ) -> Result<Attached, crate::Failure> {
+        chip.attach(line, probe).map_err(|e| {
+            crate::Failure::Fail(format!("attach of the test line {line} ({}): {e:?}", chip.describe(line)))
+        })?;
+        Ok(Attached(chip, line))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.0.detach(self.1);
+    }
+}
+
+/// The line's handler runs on all CPUs so far.
+fn irq_count(chip: &dyn kport::irq::IrqChip, line: u32) -> u64 {
+    (0..port().cpu_count()).map(|cpu| chip.count(line, cpu)).sum()
+}
+
+ktest!(port::test_irq_runs_its_handler_once_per_fire => |ctx| {
+    static PROBE: IrqProbe = IrqProbe::new();
+    const FIRES: usize = 20;
+    let (chip, t) = test_irq()?;
+    let line = t.line();
+    crate::diag!("test interrupt: line {line} ({}) of {}", chip.describe(line), chip.nr_irqs());
+    let misuses = kport::irq::exit_misuses();
+    let counted = irq_count(chip, line);
+    let _a = Attached::new(chip, line, &PROBE)?;
+    let base = PROBE.runs();
+    for i in 1..=FIRES {
+        t.fire();
+        check!(wait_for(10_000, || PROBE.runs() >= base + i), "fire {i}: the handler did not run ({} runs)", PROBE.runs() - base);
+        check_eq!(PROBE.runs(), base + i, "fire {i}: the handler ran more than once");
+        // irq_exit comes after the handler, on its CPU.
+        let (cpu, seen) = (PROBE.cpu.load(Ordering::SeqCst), PROBE.exits_seen.load(Ordering::SeqCst));
+        check!(wait_for(10_000, || kport::irq::exits(cpu) > seen), "fire {i}: no irq_exit on cpu {cpu} after the handler");
+    }
+    msleep(30);
+    check_eq!(PROBE.runs(), base + FIRES, "the handler ran without a fire");
+    check_eq!(PROBE.not_in_irq.load(Ordering::SeqCst), 0, "the handler ran outside hard-IRQ context");
+    check_eq!(PROBE.bad_cpu.load(Ordering::SeqCst), 0, "the handler ran on a CPU the port does not have");
+    check_eq!(irq_count(chip, line) - counted, FIRES as u64, "the line's counter");
+    check_eq!(kport::irq::exit_misuses(), misuses, "irq_exit was called in hard-IRQ context or with interrupts on");
+    Ok(())
+});
+
+ktest!(port::masked_irq_line_delivers_once_at_unmask => |ctx| {
+    static PROBE: IrqProbe = IrqProbe::new();
+    let (chip, t) = test_irq()?;
+    let line = t.line();
+    let counted = irq_count(chip, line);
+    let _a = Attached::new(chip, line, &PROBE)?;
+    let base = PROBE.runs();
+    chip.mask(line);
+    t.fire();
+    t.fire();
+    msleep(30);
+    check_eq!(PROBE.runs(), base, "a masked line delivered");
+    chip.unmask(line);
+    check!(wait_for(10_000, || PROBE.runs() > base), "the interrupt held while masked did not come at unmask");
+    msleep(30);
+    check_eq!(PROBE.runs(), base + 1, "the fires held while masked delivered more than once");
+    t.fire();
+    check!(wait_for(10_000, || PROBE.runs() > base + 1), "the line does not deliver after unmask");
+    msleep(10);
+    check_eq!(PROBE.runs(), base + 2);
+    check_eq!(irq_count(chip, line) - counted, 2, "the line's counter");
+    check_eq!(PROBE.not_in_irq.load(Ordering::SeqCst), 0, "the handler ran outside hard-IRQ context");
+    Ok(())
+});
+
+ktest!(port::irq_detach_waits_for_a_running_handler [min_cpus = 2] => |ctx| {
+    static PROBE: IrqProbe = IrqProbe::new();
+    let (chip, t) = test_irq()?;
+    let line = t.line();
+    chip.attach(line, &PROBE).map_err(|e| crate::Failure::Fail(format!("attach: {e:?}")))?;
+    // Learn the line's CPU: the handler will hold it, so everything else
+    // runs on another one.
+    let base = PROBE.runs();
+    t.fire();
+    if !wait_for(10_000, || PROBE.runs() > base) {
+        chip.detach(line);
+        return crate::fail("the handler did not run");
+    }
+    let irq_cpu = PROBE.cpu.load(Ordering::SeqCst);
+    let other = (irq_cpu + 1) % port().cpu_count();
+    PROBE.entered.store(false, Ordering::SeqCst);
+    PROBE.release.store(false, Ordering::SeqCst);
+    PROBE.block.store(true, Ordering::SeqCst);
+    let verdict = Arc::new(kport::sync::SpinLock::<Option<alloc::string::String>>::new(None));
+    let done = Arc::new(Completion::new());
+    let (v, d) = (verdict.clone(), done.clone());
+    spawn_on("irq-control", CpuMask::one(other), move || {
+        let detached = Arc::new(AtomicBool::new(false));
+        let dd = detached.clone();
+        let result = (|| {
+            t.fire();
+            if !wait_for(10_000, || PROBE.entered.load(Ordering::SeqCst)) {
+                return Err(alloc::string::String::from("the blocking handler run did not start"));
+            }
+            spawn_on("irq-detach", CpuMask::one(other), move || {
+                chip.detach(line);
+                dd.store(true, Ordering::SeqCst);
+            })
+            .wake();
+            msleep(50);
+            if detached.load(Ordering::SeqCst) {
+                return Err(alloc::string::String::from("detach returned while the handler ran"));
+            }
+            Ok(())
+        })();
+        PROBE.release.store(true, Ordering::SeqCst);
+        let result = result.and_then(|()| {
+            if wait_for(10_000, || detached.load(Ordering::SeqCst)) {
+                Ok(())
+            } else {
+                Err(alloc::string::String::from("detach did not return after the handler did"))
+            }
+        });
+        if let Err(e) = result {
+            *v.lock() = Some(e);
+        }
+        d.complete_all();
+    })
+    .wake();
+    done.wait("test");
+    PROBE.block.store(false, Ordering::SeqCst);
+    if let Some(e) = verdict.lock().take() {
+        return crate::fail(e);
+    }
+    check_eq!(PROBE.runs(), base + 2, "handler runs");
+    // Detached: a fire is lost, and the line can be attached again.
+    t.fire();
+    msleep(20);
+    check_eq!(PROBE.runs(), base + 2, "a detached line delivered");
+    let _a = Attached::new(chip, line, &PROBE)?;
+    Ok(())
+});
+
+ktest!(port::irq_attach_busy_and_bad_lines => |ctx| {
+    static PROBE: IrqProbe = IrqProbe::new();
+    static OTHER: IrqProbe = IrqProbe::new();
+    let (chip, t) = test_irq()?;
+    let (line, nr) = (t.line(), chip.nr_irqs());
+    check!(line < nr, "the test line {line} is not among the {nr} lines");
+    let a = Attached::new(chip, line, &PROBE)?;
+    check_eq!(chip.attach(line, &OTHER).map_err(|e| e.errno), Err(kport::EBUSY), "a second attach");
+    for bad in [nr, nr + 7, u32::MAX] {
+        check_eq!(chip.attach(bad, &OTHER).map_err(|e| e.errno), Err(kport::EINVAL), "attach of line {bad}");
+        check_eq!(chip.count(bad, 0), 0, "the counter of line {bad}");
+    }
+    check_eq!(chip.count(line, kport::MAX_CPUS + 3), 0, "the counter of a CPU that does not exist");
+    check!(!chip.describe(line).is_empty(), "the test line has no description");
+    drop(a);
+    // Detached, it can be attached again.
+    let _a = Attached::new(chip, line, &OTHER)?;
+    Ok(())
+});
+
+ktest!(port::irq_exit_follows_timer_and_ipi_interrupts => |ctx| {
+    let p = port();
+    let misuses = kport::irq::exit_misuses();
+    // A timer callback runs in a hard interrupt (the tick on the testkernel,
+    // the timer thread on the host); irq_exit follows it on its CPU.
+    let seen = Arc::new(AtomicU64::new(u64::MAX));
+    let cpu_seen = Arc::new(AtomicUsize::new(usize::MAX));
+    let (s, c) = (seen.clone(), cpu_seen.clone());
+    let timer = p.timer(Arc::new(move || {
+        let cpu = port().cpu_id();
+        c.store(cpu, Ordering::SeqCst);
+        s.store(kport::irq::exits(cpu), Ordering::SeqCst);
+    }));
+    timer.arm(p.now_ns() + 2_000_000, None);
+    check!(wait_for(10_000, || seen.load(Ordering::SeqCst) != u64::MAX), "the timer did not fire");
+    let cpu = cpu_seen.load(Ordering::SeqCst);
+    check!(wait_for(10_000, || kport::irq::exits(cpu) > seen.load(Ordering::SeqCst)), "no irq_exit after the timer callback on cpu {cpu}");
+    // A call_on_cpu function on another CPU runs in its IPI.
+    let me = p.cpu_id();
+    for cpu in (0..p.cpu_count()).filter(|&c| c != me) {
+        let seen = Arc::new(AtomicU64::new(u64::MAX));
+        let s = seen.clone();
+        p.call_on_cpu(cpu, Box::new(move || s.store(kport::irq::exits(port().cpu_id()), Ordering::SeqCst)), true)
+            .map_err(|e| crate::Failure::Fail(format!("call_on_cpu({cpu}): {e:?}")))?;
+        check!(wait_for(10_000, || kport::irq::exits(cpu) > seen.load(Ordering::SeqCst)), "no irq_exit after the IPI on cpu {cpu}");
+    }
+    check_eq!(kport::irq::exit_misuses(), misuses, "irq_exit was called in hard-IRQ context or with interrupts on");
+    Ok(())
+});
