@@ -5,8 +5,14 @@ use std::path::PathBuf;
 
 /// Usage text printed by `ktest --help`.
 pub const USAGE: &str = "\
-usage: ktest run [options]     boot the testkernel once per configuration and report
-       ktest bench [options]   run the benchmarks (--smp 2 -m 512M bench=only), write bench.json
+usage: ktest run [options]            boot the testkernel once per configuration and report
+       ktest bench [options]          run the benchmarks (--smp 2 -m 512M bench=only), write bench.json
+       ktest bench-linux [options]    boot Debian's Linux with the kbench module in the same QEMU
+                                      configuration, write bench-linux.json (docs/benchmarks.md)
+       ktest bench-compare [options]  Linux and the testkernel alternately, --rounds N each; one
+                                      table (bench-compare.md/.json) and a chart (bench-compare.svg)
+       ktest bench-scale [options]    throughput per CPU count (--smp, default 1,2,4,8) and the
+                                      explicit scale suite, ours and Linux (bench-scale.md/.json/.svg)
 
 options:
   --smp LIST          comma list of CPU counts, one boot each (default 4; bench: 2)
@@ -29,6 +35,20 @@ options:
   --quiet             echo only failures and the summary
   -h, --help          show this text
 
+Linux, comparison and scale options:
+  --linux-kernel PATH Linux bzImage (default target/bench-linux/vmlinuz, from scripts/bench-linux.sh)
+  --module PATH       the kbench module (default target/bench-linux/kbench.ko)
+  --busybox PATH      static busybox for the initramfs (default /bin/busybox)
+  --set SET           kbench's set: main, scale or tput (default main)
+  --only LIST         kbench: only these benchmarks (comma list of names)
+  --linux-append \"k=v ...\"  extra words for Linux's command line (repeatable)
+  --rounds N          bench-compare: alternating rounds (default 3)
+  --side NAME=CMD     bench-compare: one more column; each round runs CMD (sh -c) with
+                      KTEST_SIDE_OUT=<dir> in its environment, and CMD writes <dir>/bench.json
+                      (e.g. redox='make redox-bench REDOX_KERNEL=... OUT=$KTEST_SIDE_OUT')
+  --no-linux          bench-scale: the testkernel only
+  --scale-mem MIB     bench-scale: guest memory for the scale suite (default 2048)
+
 exit status: 0 all passed, 1 a test or boot failed, 2 usage or environment error";
 
 /// What the runner was asked to do.
@@ -38,6 +58,19 @@ pub enum Mode {
     Run,
     /// `ktest bench`
     Bench,
+    /// `ktest bench-linux`
+    BenchLinux,
+    /// `ktest bench-compare`
+    BenchCompare,
+    /// `ktest bench-scale`
+    BenchScale,
+}
+
+impl Mode {
+    /// Does this mode boot Linux or compare (the options of those modes apply)?
+    pub fn is_linux(self) -> bool {
+        matches!(self, Mode::BenchLinux | Mode::BenchCompare | Mode::BenchScale)
+    }
 }
 
 /// Parsed options of `run` and `bench`.
@@ -79,15 +112,40 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// Echo only failures and the summary.
     pub quiet: bool,
+    /// Linux bzImage; `None` means `target/bench-linux/vmlinuz`.
+    pub linux_kernel: Option<PathBuf>,
+    /// The kbench module; `None` means `target/bench-linux/kbench.ko`.
+    pub module: Option<PathBuf>,
+    /// Static busybox for Linux's initramfs.
+    pub busybox: PathBuf,
+    /// kbench's set (`main`, `scale`, `tput`).
+    pub set: String,
+    /// kbench: only these benchmarks (empty: the whole set).
+    pub only: String,
+    /// Extra words for Linux's command line.
+    pub linux_append: Vec<String>,
+    /// bench-compare: alternating rounds.
+    pub rounds: u32,
+    /// bench-compare: further columns, (name, shell command).
+    pub sides: Vec<(String, String)>,
+    /// bench-scale: leave Linux out.
+    pub no_linux: bool,
+    /// bench-scale: memory of the scale suite's boots, MiB.
+    pub scale_mem_mib: u64,
 }
 
 impl Options {
     /// Defaults of a subcommand.
     pub fn new(mode: Mode) -> Self {
-        let bench = mode == Mode::Bench;
+        let bench = mode != Mode::Run;
+        let smp = match mode {
+            Mode::Run => vec![4],
+            Mode::BenchScale => vec![1, 2, 4, 8],
+            _ => vec![2],
+        };
         Options {
             mode,
-            smp: vec![if bench { 2 } else { 4 }],
+            smp,
             preempt: vec!["full".into()],
             tests: "all".into(),
             seed: None,
@@ -104,6 +162,16 @@ impl Options {
             qemu: PathBuf::from(QEMU),
             out: None,
             quiet: false,
+            linux_kernel: None,
+            module: None,
+            busybox: PathBuf::from("/bin/busybox"),
+            set: "main".into(),
+            only: String::new(),
+            linux_append: Vec::new(),
+            rounds: 3,
+            sides: Vec::new(),
+            no_linux: false,
+            scale_mem_mib: 2048,
         }
     }
 
@@ -111,7 +179,7 @@ impl Options {
     pub fn bench_mode(&self) -> &'static str {
         match self.mode {
             Mode::Run => "skip",
-            Mode::Bench => "only",
+            _ => "only",
         }
     }
 }
@@ -131,11 +199,14 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mode = match args.next().as_deref() {
         Some("run") => Mode::Run,
         Some("bench") => Mode::Bench,
+        Some("bench-linux") => Mode::BenchLinux,
+        Some("bench-compare") => Mode::BenchCompare,
+        Some("bench-scale") => Mode::BenchScale,
         Some("-h" | "--help" | "help") => return Ok(Cli::Help),
         Some(other) => {
-            return Err(format!("unknown command '{other}' (expected 'run' or 'bench')"));
+            return Err(format!("unknown command '{other}' (expected {COMMANDS})"));
         }
-        None => return Err("missing command (expected 'run' or 'bench')".into()),
+        None => return Err(format!("missing command (expected {COMMANDS})")),
     };
     let mut o = Options::new(mode);
     while let Some(arg) = args.next() {
@@ -182,11 +253,67 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "--qemu" => o.qemu = PathBuf::from(value()?),
             "--out" => o.out = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => o.quiet = true,
+            "--linux-kernel" | "--module" | "--busybox" | "--set" | "--only" | "--linux-append" | "--rounds"
+            | "--side" | "--no-linux" | "--scale-mem"
+                if !o.mode.is_linux() =>
+            {
+                return Err(format!("{flag} applies to bench-linux, bench-compare and bench-scale only"));
+            }
+            "--linux-kernel" => o.linux_kernel = Some(PathBuf::from(value()?)),
+            "--module" => o.module = Some(PathBuf::from(value()?)),
+            "--busybox" => o.busybox = PathBuf::from(value()?),
+            "--set" => {
+                let v = value()?;
+                if !matches!(v.as_str(), "main" | "scale" | "tput") {
+                    return Err(format!("invalid --set value '{v}': expected main, scale or tput"));
+                }
+                o.set = v;
+            }
+            "--only" => {
+                let v = value()?;
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b',') {
+                    return Err(format!("invalid --only value '{v}': expected a comma list of benchmark names"));
+                }
+                o.only = v;
+            }
+            "--linux-append" => o.linux_append.extend(value()?.split_whitespace().map(String::from)),
+            "--rounds" => {
+                o.rounds = parse_num(&flag, &value()?)? as u32;
+                if o.rounds == 0 {
+                    return Err("--rounds must be at least 1".into());
+                }
+            }
+            "--side" => {
+                let v = value()?;
+                let (name, cmd) =
+                    v.split_once('=').ok_or_else(|| format!("invalid --side value '{v}': expected NAME=COMMAND"))?;
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err(format!("invalid --side name '{name}': letters, digits, '-' and '_'"));
+                }
+                if matches!(name, "ours" | "linux") || o.sides.iter().any(|(n, _)| n == name) {
+                    return Err(format!("--side name '{name}' is taken"));
+                }
+                if cmd.trim().is_empty() {
+                    return Err(format!("--side {name} has no command"));
+                }
+                o.sides.push((name.to_string(), cmd.to_string()));
+            }
+            "--no-linux" => o.no_linux = true,
+            "--scale-mem" => o.scale_mem_mib = parse_num(&flag, &value()?)?,
             _ => return Err(format!("unknown option '{arg}'")),
         }
-        if inline.is_some() && matches!(flag.as_str(), "--no-build" | "--kvm" | "--quiet") {
+        if inline.is_some() && matches!(flag.as_str(), "--no-build" | "--kvm" | "--quiet" | "--no-linux") {
             return Err(format!("{flag} takes no value"));
         }
+    }
+    if matches!(o.mode, Mode::BenchLinux | Mode::BenchCompare) && o.smp.len() != 1 {
+        return Err(format!("{} boots one configuration: give --smp a single CPU count", command_name(o.mode)));
+    }
+    if o.mode == Mode::BenchScale && (o.set != "main" || !o.only.is_empty()) {
+        return Err("bench-scale chooses kbench's sets itself: drop --set and --only".into());
+    }
+    if !o.sides.is_empty() && o.mode != Mode::BenchCompare {
+        return Err("--side applies to bench-compare only".into());
     }
     if let Some(t) = o.topology
         && let Some(&n) = o.smp.iter().find(|&&n| n > t.max_cpus())
@@ -202,6 +329,20 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
         ));
     }
     Ok(Cli::Run(Box::new(o)))
+}
+
+/// The commands, for error messages.
+const COMMANDS: &str = "'run', 'bench', 'bench-linux', 'bench-compare' or 'bench-scale'";
+
+/// The command's name as typed.
+pub fn command_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Run => "run",
+        Mode::Bench => "bench",
+        Mode::BenchLinux => "bench-linux",
+        Mode::BenchCompare => "bench-compare",
+        Mode::BenchScale => "bench-scale",
+    }
 }
 
 /// Most NUMA nodes `--numa` makes.

@@ -7,15 +7,22 @@
 //! The pieces are separate modules so they can be tested on their own:
 //! [`ktap`] (parser), [`symbolize`] (ELF symbol lookup), [`qemu`] (process
 //! handling), [`report`] (verdicts, JSON, summary) and [`run`] (orchestration).
+//! The Linux side of the benchmarks: [`initramfs`] (the newc archive),
+//! [`linux`] (`bench-linux`), [`compare`] (tables and charts) and [`rounds`]
+//! (`bench-compare`, `bench-scale`).
 //! The guest side of the contract is described in `docs/guest-protocol.md`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod compare;
+pub mod initramfs;
 pub mod ktap;
+pub mod linux;
 pub mod qemu;
 pub mod report;
+pub mod rounds;
 pub mod run;
 pub mod symbolize;
 

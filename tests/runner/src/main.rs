@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use ktest_runner::cli::{self, Cli};
+use ktest_runner::cli::{self, Cli, Mode};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -16,7 +16,13 @@ fn main() -> ExitCode {
             let stdout = std::io::stdout();
             let tty = stdout.is_terminal();
             let mut lock = stdout.lock();
-            match ktest_runner::run::run(&opts, &mut lock, tty) {
+            let result = match opts.mode {
+                Mode::Run | Mode::Bench => ktest_runner::run::run(&opts, &mut lock, tty),
+                Mode::BenchLinux => ktest_runner::linux::run(&opts, &mut lock, tty),
+                Mode::BenchCompare => ktest_runner::rounds::run_compare(&opts, &mut lock, tty),
+                Mode::BenchScale => ktest_runner::rounds::run_scale(&opts, &mut lock, tty),
+            };
+            match result {
                 Ok(code) => ExitCode::from(code as u8),
                 Err(e) => {
                     eprintln!("{e}");
