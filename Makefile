@@ -50,6 +50,31 @@ guest-test:
 bench: deps
 	$(RUNNER) bench $(KVM_FLAG)
 
+# The benchmarks beside Linux (docs/benchmarks.md): Debian's own kernel (linux-image-amd64) in
+# the same QEMU configuration, running the kbench module of tests/bench-linux. The script
+# installs the packages (root or sudo) and builds the module; none of this is part of make test.
+#   make bench-linux                    Linux's figures in target/ktest/bench-linux.json
+#   make bench-compare [N=3]            N alternating rounds of Linux and make bench, one table
+#                                       (target/ktest/bench-compare.{md,json,svg}); with
+#                                       REDOX_KERNEL=<checkout> a Redox column (make redox-bench)
+#   make bench-scale [NO_LINUX=1]       throughput at 1, 2, 4 and 8 CPUs and the scale suite
+N ?= 3
+REDOX_SIDE = $(if $(REDOX_KERNEL),--side 'redox=$(MAKE) --no-print-directory redox-bench REDOX_KERNEL="$(REDOX_KERNEL)" OUT="$$KTEST_SIDE_OUT"',)
+
+bench-linux: deps
+	scripts/bench-linux.sh
+	$(RUNNER) bench-linux $(KVM_FLAG)
+
+bench-compare: deps
+	scripts/bench-linux.sh
+	$(RUNNER) bench-compare --rounds $(N) $(KVM_FLAG) $(REDOX_SIDE)
+
+bench-scale: deps
+	$(if $(NO_LINUX),,scripts/bench-linux.sh)
+	$(RUNNER) bench-scale $(if $(NO_LINUX),--no-linux,) $(KVM_FLAG)
+
+.PHONY: bench-linux bench-compare bench-scale
+
 # Long stress runs: each torture case runs DURATION seconds (default 300),
 # with 2 and 4 CPUs under both preemption models.
 DURATION ?= 300

@@ -1,0 +1,89 @@
+#!/bin/sh
+# Prepare what `make bench-linux`, `make bench-compare` and `make bench-scale`
+# boot (docs/benchmarks.md, "Linux side by side"):
+#
+#   - Debian's own kernel and its headers (linux-image-amd64,
+#     linux-headers-amd64), a static busybox (busybox-static) and the module
+#     build tools (make, gcc), installed from the OS packages as root or
+#     through sudo when missing; otherwise it prints exactly what to install
+#     and fails;
+#   - the kbench module of tests/bench-linux, built against those headers in
+#     target/bench-linux/build;
+#   - target/bench-linux/vmlinuz and kbench.ko, which the runner boots (it
+#     writes the initramfs itself: busybox, tests/bench-linux/init, kbench.ko).
+#
+# Nothing here is part of `make test`. Usage: scripts/bench-linux.sh [--check]
+# (--check: report what is missing, install nothing).
+set -eu
+
+cd "$(dirname "$0")/.."
+out=target/bench-linux
+check_only=0
+[ "${1:-}" = "--check" ] && check_only=1
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else return 1
+    fi
+}
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "error: make bench-linux boots Debian's linux-image-amd64 and builds a module against" >&2
+    echo "  linux-headers-amd64; this machine has no dpkg. On Debian/Ubuntu:" >&2
+    echo "  apt-get install linux-image-amd64 linux-headers-amd64 busybox-static make gcc" >&2
+    exit 1
+fi
+
+packages="linux-image-amd64 linux-headers-amd64 busybox-static make gcc"
+missing=""
+for p in $packages; do
+    installed "$p" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    if [ "$check_only" -eq 1 ]; then
+        echo "missing:$missing (apt-get install --no-install-recommends$missing)" >&2
+        exit 1
+    fi
+    echo "bench-linux: installing the Debian packages$missing" >&2
+    if ! { as_root apt-get update -qq && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends $missing; } >/dev/null; then
+        echo "error: could not install$missing; run as root: apt-get install --no-install-recommends$missing" >&2
+        exit 1
+    fi
+fi
+
+# The kernel the metapackage points at, e.g. linux-image-6.1.0-57-amd64 (= 6.1.192-3).
+image=$(dpkg-query -W -f='${Depends}' linux-image-amd64 | sed -n 's/^\(linux-image-[^ ,]*\).*/\1/p')
+release=${image#linux-image-}
+headers=/usr/src/linux-headers-$release
+if [ -z "$release" ] || [ ! -r "/boot/vmlinuz-$release" ]; then
+    echo "error: cannot find the kernel of linux-image-amd64 (${image:-no dependency}): /boot/vmlinuz-$release missing or unreadable" >&2
+    exit 1
+fi
+if [ ! -d "$headers" ]; then
+    echo "error: $headers missing: install linux-headers-$release (apt-get install linux-headers-amd64)" >&2
+    exit 1
+fi
+[ "$check_only" -eq 1 ] && { echo "bench-linux: ready ($release)"; exit 0; }
+
+mkdir -p "$out/build"
+for f in kbench.c Kbuild; do
+    cmp -s "tests/bench-linux/$f" "$out/build/$f" || cp "tests/bench-linux/$f" "$out/build/$f"
+done
+if [ "$(cat "$out/build/release" 2>/dev/null)" != "$release" ]; then
+    make -s -C "$headers" M="$PWD/$out/build" clean >/dev/null 2>&1 || true
+    echo "$release" > "$out/build/release"
+fi
+if ! make -s -C "$headers" M="$PWD/$out/build" modules > "$out/build/make.log" 2>&1; then
+    cat "$out/build/make.log" >&2
+    echo "error: building tests/bench-linux/kbench.c against $headers failed (log: $out/build/make.log)" >&2
+    exit 1
+fi
+cp "$out/build/kbench.ko" "$out/kbench.ko"
+cmp -s "/boot/vmlinuz-$release" "$out/vmlinuz" || cp "/boot/vmlinuz-$release" "$out/vmlinuz"
+echo "$release" > "$out/release"
+echo "bench-linux: Linux $release and kbench.ko ready in $out" >&2
