@@ -187,6 +187,15 @@ pub fn build(sides: &[Side], baseline: &str) -> Table {
             }
         }
     }
+    // Rows in the baseline's order (kbench follows the documented list),
+    // then what only other sides have.
+    names.sort_by_key(|(n, _)| {
+        let first = |s: &Side| s.rounds.iter().find_map(|r| r.iter().position(|f| f.name == *n));
+        match sides.get(base).and_then(first) {
+            Some(i) => (0, i),
+            None => (1, 0),
+        }
+    });
     let rows = names
         .into_iter()
         .map(|(name, metric)| {
@@ -392,6 +401,20 @@ fn esc(s: &str) -> String {
 
 const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5"];
 
+/// A chart's title in lines of at most about 90 characters, broken after commas.
+fn title_lines(title: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    for part in title.split_inclusive(", ") {
+        let cur = lines.last_mut().expect("one line");
+        if !cur.is_empty() && cur.len() + part.len() > 90 {
+            lines.push(part.to_string());
+        } else {
+            cur.push_str(part);
+        }
+    }
+    lines.iter().map(|l| l.trim_end_matches([',', ' ']).to_string()).collect()
+}
+
 /// The ratios with their spreads as an SVG chart: one band per benchmark,
 /// a bar per non-baseline side from 1.0 to its ratio on a log scale
 /// (0.1 to 10), a whisker for the min–max of the per-round ratios.
@@ -400,7 +423,9 @@ pub fn svg(t: &Table, title: &str) -> String {
     let rows: Vec<&Row> = t.rows.iter().filter(|r| r.ratios.iter().any(Option::is_some)).collect();
     let (label_w, plot_w, right) = (300.0, 520.0, 70.0);
     let band = 10.0 + 12.0 * others.len() as f64;
-    let top = 70.0;
+    let lines = title_lines(title);
+    let extra = 18.0 * (lines.len() as f64 - 1.0);
+    let top = 70.0 + extra;
     let height = top + band * rows.len() as f64 + 50.0;
     let width = label_w + plot_w + right;
     let (lo, hi) = (0.1f64.log10(), 10f64.log10());
@@ -411,16 +436,35 @@ pub fn svg(t: &Table, title: &str) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
+    for (k, l) in lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{}" font-size="15" font-weight="bold">{}</text>"#,
+            20.0 + 18.0 * k as f64,
+            esc(l)
+        );
+    }
     let base = side_label(&t.sides[t.baseline]);
     let _ = writeln!(
         s,
-        r#"<text x="10" y="38">ratio to {base}, log scale; below 1.0 = better than {base} (throughputs inverted); whisker = min–max of the per-round ratios</text>"#
+        r#"<text x="10" y="{}">ratio to {base}, log scale; below 1.0 = better than {base} (throughputs inverted); whisker = min–max of the per-round ratios</text>"#,
+        38.0 + extra
     );
     for (j, &i) in others.iter().enumerate() {
         let lx = label_w + 160.0 * j as f64;
-        let _ = writeln!(s, r#"<rect x="{lx}" y="48" width="12" height="10" fill="{}"/>"#, COLORS[j % COLORS.len()]);
-        let _ = writeln!(s, r#"<text x="{}" y="57">{} ÷ {base}</text>"#, lx + 16.0, esc(&side_label(&t.sides[i])));
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="{}" width="12" height="10" fill="{}"/>"#,
+            48.0 + extra,
+            COLORS[j % COLORS.len()]
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{} ÷ {base}</text>"#,
+            lx + 16.0,
+            57.0 + extra,
+            esc(&side_label(&t.sides[i]))
+        );
     }
     let bottom = top + band * rows.len() as f64;
     for g in [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0] {

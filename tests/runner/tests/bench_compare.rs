@@ -222,7 +222,7 @@ fn medians_spreads_and_ratios_that_read_the_same_way() {
     let t = compare::build(&two_sides(), "linux");
     assert_eq!((t.sides.as_slice(), t.baseline, t.rounds), (&["ours".to_string(), "linux".to_string()][..], 1, 3));
     let names: Vec<&str> = t.rows.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["lat", "tput", "only_ours", "mem"]);
+    assert_eq!(names, ["lat", "tput", "mem", "only_ours"], "Linux's order, then the rest");
 
     let lat = &t.rows[0];
     let ours = lat.stats[0].as_ref().unwrap();
@@ -238,9 +238,9 @@ fn medians_spreads_and_ratios_that_read_the_same_way() {
     assert!((tp.median - 1_100_000.0 / 600_000.0).abs() < 1e-9);
     assert!((tp.min - 1_200_000.0 / 700_000.0).abs() < 1e-9 && (tp.max - 2.0).abs() < 1e-9);
 
-    assert!(t.rows[2].stats[1].is_none() && t.rows[2].ratios[0].is_none());
-    assert_eq!(t.rows[2].stats[0].as_ref().unwrap().rounds, [Some(4.0), None, None]);
-    assert_eq!(t.rows[3].metric, Metric::Bytes);
+    assert!(t.rows[3].stats[1].is_none() && t.rows[3].ratios[0].is_none());
+    assert_eq!(t.rows[3].stats[0].as_ref().unwrap().rounds, [Some(4.0), None, None]);
+    assert_eq!(t.rows[2].metric, Metric::Bytes);
 }
 
 #[test]
@@ -273,6 +273,11 @@ fn markdown_json_and_svg() {
     assert_eq!(v["date"], "d");
     assert!(v["legend"].as_str().unwrap().contains("ratio"));
 
+    let long =
+        "bench-compare: testkernel vs Linux 6.1.0-57-amd64, 3 alternating round(s), QEMU 7.2.22 TCG -smp 2 -m 512M";
+    let svg = compare::svg(&t, long);
+    assert!(svg.contains(">bench-compare: testkernel vs Linux 6.1.0-57-amd64, 3 alternating round(s)</text>"), "{svg}");
+    assert!(svg.contains(">QEMU 7.2.22 TCG -smp 2 -m 512M</text>"), "a long title takes two lines: {svg}");
     let svg = compare::svg(&t, "a <title> & more");
     assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("a &lt;title&gt; &amp; more"));
