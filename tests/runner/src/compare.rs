@@ -524,67 +524,119 @@ pub fn svg(t: &Table, title: &str) -> String {
     s
 }
 
-/// Items/s per CPU of the throughput benchmarks, per side and CPU count,
-/// for `bench-scale`: (benchmark, side, [(cpus, items/s per CPU)]).
+/// Lines for a chart: (benchmark or family, side, [(x, y)]), x ascending.
 pub type ScaleSeries = Vec<(String, String, Vec<(u32, f64)>)>;
 
-/// The series of `runs` (side, CPUs, figures of that boot).
+/// Keep one order: by benchmark, ours before Linux before the rest; points by x.
+fn sort_series(out: &mut ScaleSeries) {
+    let rank = |s: &str| match s {
+        "ours" => 0,
+        "linux" => 1,
+        _ => 2,
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(rank(&a.1).cmp(&rank(&b.1))).then(a.1.cmp(&b.1)));
+    for (_, _, pts) in out.iter_mut() {
+        pts.sort_by_key(|p| p.0);
+    }
+}
+
+fn push_point(out: &mut ScaleSeries, name: &str, side: &str, point: (u32, f64)) {
+    match out.iter_mut().find(|(b, s, _)| b == name && s == side) {
+        Some((_, _, pts)) => pts.push(point),
+        None => out.push((name.to_string(), side.to_string(), vec![point])),
+    }
+}
+
+/// Items/s per CPU of the throughput benchmarks of `runs` (side, CPUs,
+/// figures of that boot), per benchmark and side.
 pub fn scale_series(runs: &[(String, u32, Vec<Figure>)]) -> ScaleSeries {
     let mut out: ScaleSeries = Vec::new();
     for (side, cpus, figs) in runs {
         for f in figs {
-            let Some(v) = f.fields.get("items_per_s") else { continue };
-            let point = (*cpus, v / f64::from((*cpus).max(1)));
-            match out.iter_mut().find(|(b, s, _)| *b == f.name && s == side) {
-                Some((_, _, pts)) => pts.push(point),
-                None => out.push((f.name.clone(), side.clone(), vec![point])),
+            if let Some(v) = f.fields.get("items_per_s") {
+                push_point(&mut out, &f.name, side, (*cpus, v / f64::from((*cpus).max(1))));
             }
         }
     }
-    for (_, _, pts) in &mut out {
-        pts.sort_by_key(|p| p.0);
-    }
+    sort_series(&mut out);
     out
 }
 
-/// The throughput-per-CPU table as Markdown: a row per CPU count, a column
-/// per (benchmark, side).
-pub fn scale_markdown(series: &ScaleSeries) -> String {
-    let mut cpus: Vec<u32> = series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.0)).collect();
-    cpus.sort_unstable();
-    cpus.dedup();
+/// How latencies grow with the load: for each family of benchmarks named
+/// `FAMILY_N` (`kthread_create_run_alive_10`, `_1000`, …) with a median, the
+/// median at load N divided by the median at the family's smallest load, per
+/// side (1.0 throughout means the cost does not grow).
+pub fn growth_series(sides: &[(String, Vec<Figure>)]) -> ScaleSeries {
+    let mut out: ScaleSeries = Vec::new();
+    for (side, figs) in sides {
+        for f in figs {
+            let (Some((family, n)), Some(v)) = (f.name.rsplit_once('_'), f.fields.get("median_ns")) else { continue };
+            if let Ok(n) = n.parse::<u32>() {
+                push_point(&mut out, family, side, (n, *v));
+            }
+        }
+    }
+    out.retain(|(_, _, pts)| pts.len() > 1);
+    sort_series(&mut out);
+    for (_, _, pts) in &mut out {
+        let base = pts[0].1;
+        for p in pts.iter_mut() {
+            p.1 = if base > 0.0 { p.1 / base } else { f64::NAN };
+        }
+    }
+    out.retain(|(_, _, pts)| pts.iter().all(|p| p.1.is_finite()));
+    out
+}
+
+fn value_text(v: f64) -> String {
+    if v.abs() < 100.0 { format!("{v:.2}") } else { thousands(v.round() as u64) }
+}
+
+/// A series table as Markdown: a row per x (headed `x_head`), a column per
+/// (benchmark, side).
+pub fn scale_markdown(series: &ScaleSeries, x_head: &str) -> String {
+    let mut xs: Vec<u32> = series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.0)).collect();
+    xs.sort_unstable();
+    xs.dedup();
     let mut out = String::new();
     let head: Vec<String> = series.iter().map(|(b, s, _)| format!("`{b}` {}", side_label(s))).collect();
-    let _ = writeln!(out, "| CPUs | {} |", head.join(" | "));
+    let _ = writeln!(out, "| {x_head} | {} |", head.join(" | "));
     let _ = writeln!(out, "|---|{}", "---|".repeat(head.len()));
-    for c in cpus {
+    for c in xs {
         let cells: Vec<String> = series
             .iter()
-            .map(|(_, _, p)| p.iter().find(|x| x.0 == c).map_or("—".into(), |x| thousands(x.1.round() as u64)))
+            .map(|(_, _, p)| p.iter().find(|x| x.0 == c).map_or("—".into(), |x| value_text(x.1)))
             .collect();
-        let _ = writeln!(out, "| {c} | {} |", cells.join(" | "));
+        let _ = writeln!(out, "| {} | {} |", thousands(u64::from(c)), cells.join(" | "));
     }
     out
 }
 
-/// The throughput-per-CPU series as an SVG line chart (CPUs on a log₂ axis).
-pub fn scale_svg(series: &ScaleSeries, title: &str) -> String {
+/// The smallest 1, 2 or 5 times a power of ten at or above `v`.
+fn nice_ceiling(v: f64) -> f64 {
+    if v <= 0.0 || !v.is_finite() {
+        return 1.0;
+    }
+    let p = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|&c| c >= v).unwrap_or(10.0 * p)
+}
+
+/// Series as an SVG line chart: x on a log₂ axis, y linear from 0; a colour
+/// per benchmark, Linux dashed.
+pub fn line_svg(series: &ScaleSeries, title: &str, subtitle: &str) -> String {
     let (left, top, w, h) = (80.0, 50.0, 560.0, 300.0);
-    let width = left + w + 260.0;
+    let width = left + w + 300.0;
     let height = top + h + 50.0;
-    let cpus: Vec<u32> = {
-        let mut c: Vec<u32> = series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.0)).collect();
-        c.sort_unstable();
-        c.dedup();
-        c
-    };
-    let ymax = series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.1)).fold(0.0f64, f64::max).max(1.0) * 1.1;
-    let (c0, c1) = (
-        f64::from(*cpus.first().unwrap_or(&1)).log2(),
-        f64::from(*cpus.last().unwrap_or(&1)).log2().max(f64::from(*cpus.first().unwrap_or(&1)).log2() + 1.0),
-    );
-    let x = |c: u32| left + (f64::from(c).log2() - c0) / (c1 - c0) * w;
-    let y = |v: f64| top + h - v / ymax * h;
+    let mut xs: Vec<u32> = series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.0)).collect();
+    xs.sort_unstable();
+    xs.dedup();
+    let ymax = nice_ceiling(series.iter().flat_map(|(_, _, p)| p.iter().map(|x| x.1)).fold(0.0f64, f64::max));
+    let lo = f64::from(*xs.first().unwrap_or(&1)).log2();
+    let hi = f64::from(*xs.last().unwrap_or(&1)).log2().max(lo + 1.0);
+    let x = |c: u32| left + (f64::from(c).log2() - lo) / (hi - lo) * w;
+    let y = |v: f64| top + h - v.min(ymax) / ymax * h;
+    let mut names: Vec<&str> = series.iter().map(|(b, _, _)| b.as_str()).collect();
+    names.dedup();
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -592,24 +644,25 @@ pub fn scale_svg(series: &ScaleSeries, title: &str) -> String {
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(s, r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#, esc(title));
-    let _ = writeln!(s, r#"<text x="10" y="38">items/s per CPU against the CPU count (log₂)</text>"#);
+    let _ = writeln!(s, r#"<text x="10" y="38">{}</text>"#, esc(subtitle));
     for k in 0..=4 {
         let v = ymax * f64::from(k) / 4.0;
         let _ =
             writeln!(s, r##"<line x1="{left}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#ddd"/>"##, y(v), left + w, y(v));
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, left - 6.0, y(v) + 4.0, value_text(v));
+    }
+    for &c in &xs {
         let _ = writeln!(
             s,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
-            left - 6.0,
-            y(v) + 4.0,
-            thousands(v.round() as u64)
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            x(c),
+            top + h + 18.0,
+            thousands(u64::from(c))
         );
     }
-    for &c in &cpus {
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" text-anchor="middle">{c}</text>"#, x(c), top + h + 18.0);
-    }
     for (k, (b, side, pts)) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
+        let color = COLORS[names.iter().position(|n| n == b).unwrap_or(0) % COLORS.len()];
         let dash = if side == "linux" { r#" stroke-dasharray="6 4""# } else { "" };
         let path: Vec<String> = pts.iter().map(|p| format!("{:.1},{:.1}", x(p.0), y(p.1))).collect();
         let _ = writeln!(

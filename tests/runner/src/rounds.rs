@@ -282,22 +282,27 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         failures.push(format!("ours, scale suite: {f}"));
     }
     let series = compare::scale_series(&runs);
+    let mut growth_in = vec![("ours".to_string(), ours_scale.clone())];
     let mut sides = vec![Side { name: "ours".into(), rounds: vec![ours_scale] }];
     if inputs.is_some() {
+        growth_in.push(("linux".to_string(), linux_scale.first().cloned().unwrap_or_default()));
         sides.push(Side { name: "linux".into(), rounds: linux_scale });
     }
+    let growth = compare::growth_series(&growth_in);
     let table = compare::build(&sides, if inputs.is_some() { "linux" } else { "ours" });
     let when = utc_now();
     let cpus: Vec<String> = opts.smp.iter().map(u32::to_string).collect();
     let mut md = format!(
         "# bench-scale, {when}\n\nThroughput (items/s per CPU; QEMU TCG, {} MiB; CPUs {}):\n\n{}\n\
-         The scale suite (one boot each, -smp 2, {} MiB):\n\n{}\n{}\n",
+         The scale suite (one boot each, -smp 2, {} MiB). {}\n\n{}\n\
+         Growth with the load (the median at load N ÷ the median at the smallest load; 1.0 = flat):\n\n{}",
         opts.mem_mib,
         cpus.join(", "),
-        compare::scale_markdown(&series),
+        compare::scale_markdown(&series, "CPUs"),
         opts.scale_mem_mib,
         compare::legend(&table),
-        compare::markdown(&table)
+        compare::markdown(&table),
+        compare::scale_markdown(&growth, "load N")
     );
     if !failures.is_empty() {
         md.push_str("\nFailures:\n\n");
@@ -314,13 +319,36 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
             serde_json::json!({"name": b, "side": s, "points": pts})
         })
         .collect();
+    let growth_json: Vec<Value> = growth
+        .iter()
+        .map(|(b, s, p)| {
+            let pts: Vec<Value> = p.iter().map(|(n, v)| serde_json::json!({"load": n, "relative": v})).collect();
+            serde_json::json!({"family": b, "side": s, "points": pts})
+        })
+        .collect();
     let extra = [
         ("date", Value::from(when)),
         ("throughput_per_cpu", Value::from(series_json)),
+        ("growth", Value::from(growth_json)),
         ("failures", Value::from(failures.clone())),
     ];
     write(&out_dir.join("bench-scale.json"), &compare::json(&table, &extra))?;
-    write(&out_dir.join("bench-scale.svg"), &compare::scale_svg(&series, "bench-scale: workqueue throughput per CPU"))?;
+    write(
+        &out_dir.join("bench-scale.svg"),
+        &compare::line_svg(
+            &series,
+            "bench-scale: workqueue throughput per CPU",
+            "items/s per CPU against the CPU count (log₂); Linux dashed",
+        ),
+    )?;
+    write(
+        &out_dir.join("bench-scale-growth.svg"),
+        &compare::line_svg(
+            &growth,
+            "bench-scale: cost against the load",
+            "median at load N ÷ median at the smallest load, N on a log₂ axis; 1.0 = flat; Linux dashed",
+        ),
+    )?;
     if inputs.is_some() {
         write(
             &out_dir.join("bench-scale-ratios.svg"),

@@ -324,12 +324,39 @@ fn scale_series_table_and_chart() {
     ];
     let s = compare::scale_series(&runs);
     assert_eq!(s.len(), 2);
+    assert_eq!((s[0].1.as_str(), s[1].1.as_str()), ("ours", "linux"), "ours first");
     assert_eq!(s[0].2, [(1, 800_000.0), (2, 600_000.0)], "per CPU");
     assert_eq!(s[1].2, [(1, 1_000_000.0), (2, 1_000_000.0)], "sorted by CPUs");
-    let md = compare::scale_markdown(&s);
+    let md = compare::scale_markdown(&s, "CPUs");
+    assert!(md.starts_with("| CPUs | `wq_throughput_bound` ours | `wq_throughput_bound` Linux |"), "{md}");
     assert!(md.contains("| 2 | 600 000 | 1 000 000 |"), "{md}");
-    let svg = compare::scale_svg(&s, "t");
+    let svg = compare::line_svg(&s, "t", "sub");
     assert_eq!(svg.matches("<polyline").count(), 2);
+    assert!(svg.contains(">1 000 000</text>"), "a round top of the y axis: {svg}");
+}
+
+#[test]
+fn growth_against_the_load() {
+    let ours = vec![
+        fig("kthread_create_run_alive_10", &[("median_ns", 10_000.0)]),
+        fig("kthread_create_run_alive_1000", &[("median_ns", 12_000.0)]),
+        fig("kthread_create_run_alive_10000", &[("median_ns", 40_000.0)]),
+        fig("wq_queue_depth_10", &[("median_ns", 400.0)]),
+        fig("wq_drain_depth_10", &[("items_per_s", 5.0)]),
+        fig("mem_kthread", &[("bytes", 1.0)]),
+        fig("lonely_7", &[("median_ns", 1.0)]),
+    ];
+    let linux = vec![
+        fig("kthread_create_run_alive_10", &[("median_ns", 300_000.0)]),
+        fig("kthread_create_run_alive_10000", &[("median_ns", 330_000.0)]),
+    ];
+    let g = compare::growth_series(&[("ours".into(), ours), ("linux".into(), linux)]);
+    assert_eq!(g.len(), 2, "families of one point are left out: {g:?}");
+    assert_eq!((g[0].0.as_str(), g[0].1.as_str()), ("kthread_create_run_alive", "ours"));
+    assert_eq!(g[0].2, [(10, 1.0), (1000, 1.2), (10000, 4.0)]);
+    assert!((g[1].2[1].1 - 1.1).abs() < 1e-9);
+    let md = compare::scale_markdown(&g, "load N");
+    assert!(md.contains("| 10 000 | 4.00 | 1.10 |"), "{md}");
 }
 
 #[test]
