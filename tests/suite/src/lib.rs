@@ -16,6 +16,7 @@ extern crate alloc;
 
 pub mod args;
 pub mod bench;
+pub mod bench_scale;
 pub mod harness;
 pub mod kthread;
 pub mod kthread_worker;

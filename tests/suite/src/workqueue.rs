@@ -770,7 +770,7 @@ ktest!(workqueue::bench_wq_delayed_zero [bench = true] => |ctx| {
     Ok(())
 });
 
-fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failure> {
+pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failure> {
     const TOTAL: usize = 100_000;
     let p = port();
     let n = p.cpu_count();
