@@ -47,6 +47,7 @@
 #include <linux/timekeeping.h>
 #include <linux/utsname.h>
 #include <linux/string.h>
+#include <linux/sizes.h>
 #include <asm/div64.h>
 
 MODULE_LICENSE("GPL");
@@ -217,21 +218,22 @@ static u64 free_now(void)
 	return (u64)si.freeram * si.mem_unit;
 }
 
-/* Free memory once freed memory has come back (RCU-deferred frees of exited
- * threads and their stacks): two readings 100 ms apart that agree, or the
- * last of 50. */
+/* Free memory once memory freed earlier has come back (exited threads'
+ * task_structs after RCU, their stacks through deferred vfree): four
+ * 250 ms windows in a row in which it moved by at most 64 KiB, or the last
+ * reading of 60. */
 static u64 free_bytes(void)
 {
 	u64 last, now;
-	int i;
+	int i, quiet = 0;
 
 	rcu_barrier();
 	last = free_now();
-	for (i = 0; i < 50; i++) {
-		msleep(100);
+	for (i = 0; i < 60 && quiet < 4; i++) {
+		msleep(250);
+		rcu_barrier();
 		now = free_now();
-		if (now == last)
-			break;
+		quiet = (now > last ? now - last : last - now) <= SZ_64K ? quiet + 1 : 0;
 		last = now;
 	}
 	return last;
@@ -1214,6 +1216,7 @@ static int b_mem_idle_worker(void)
 	kfree(it);
 	if (!ok)
 		return -ETIMEDOUT;
+	line("    # free before=%llu after=%llu, workers before=%d after=%d", before, after, before_w, after_w);
 	if (after_w > before_w)
 		report_bytes("mem_idle_worker", before > after ? (before - after) / (after_w - before_w) : 0,
 			     after_w - before_w);
