@@ -459,9 +459,16 @@ pub fn preempt_from_irq() {
 }
 
 /// Let other contexts run if the scheduler asked for it (Linux
-/// `cond_resched`).
+/// `cond_resched`). Like Linux's, it does nothing in atomic context
+/// (preemption disabled, an interrupt or its exit path, interrupts off):
+/// there the caller may not give up the CPU.
 pub fn cond_resched() {
-    if percpu::this_cpu().need_resched.load(Ordering::Acquire) {
+    let pc = percpu::this_cpu();
+    if pc.need_resched.load(Ordering::Acquire)
+        && pc.preempt_count.load(Ordering::Relaxed) == 0
+        && pc.irq_frames.load(Ordering::Relaxed) == 0
+        && cpu::irqs_enabled()
+    {
         schedule_inner(true);
     }
 }
