@@ -56,7 +56,9 @@ use alloc::sync::Arc;
 use core::any::Any;
 use core::fmt;
 
-pub use syscall::error::{EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, ENOENT, ENOMEM, ENOSYS, EPERM, ESRCH, Error};
+pub use syscall::error::{
+    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSYS, EPERM, EROFS, ESRCH, Error,
+};
 
 /// Result type of fallible port and subsystem calls (`syscall::Error`, as
 /// Redox's kernel uses).
@@ -409,6 +411,13 @@ pub trait Port: Send + Sync {
     /// Context: any.
     fn bh_word(&self) -> &'static core::sync::atomic::AtomicU32 {
         irq::per_cpu_bh_word(self.cpu_id())
+    }
+    /// May softirq handlers run with interrupts enabled (Linux runs them
+    /// so)? A port whose interrupt entry cannot nest on the interrupted
+    /// context's stack (Redox) answers false, and softirqs then run with
+    /// interrupts disabled.
+    fn softirqs_with_irqs_enabled(&self) -> bool {
+        true
     }
     /// The machine's device interrupt lines, if the host kernel lets the
     /// subsystem attach handlers to them (default: none).

@@ -1,0 +1,410 @@
+//! Softirq vectors (Linux `kernel/softirq.c`): raising, running at
+//! interrupt exit with a restart budget, `ksoftirqd/N`, and bottom-half
+//! disabling.
+//!
+//! * Ten vectors in Linux's order ([`Vector`]); [`open_softirq`] gives one
+//!   its handler. [`raise_softirq`] marks it pending on the calling CPU.
+//! * Pending softirqs run on that CPU when its outermost interrupt returns
+//!   ([`kport::irq::irq_exit`]), when bottom halves are enabled again
+//!   ([`local_bh_enable`]), or in `ksoftirqd/N`: a raise outside interrupt
+//!   and bottom-half context wakes it (Linux `raise_softirq_irqoff`), and so
+//!   does a run that used up its budget.
+//! * A run ([`run_pending`], Linux `__do_softirq`) takes the pending mask,
+//!   runs the handlers in vector order with interrupts enabled (unless the
+//!   port says its interrupts cannot nest), and restarts while new ones were
+//!   raised, at most [`MAX_SOFTIRQ_RESTART`] times and for at most
+//!   [`MAX_SOFTIRQ_TIME_NS`]; what is left goes to `ksoftirqd`, so a storm
+//!   of softirqs cannot starve the CPU's threads.
+//! * Context: a softirq handler runs with the bottom-half word raised
+//!   (`in_serving_softirq`), preemption disabled, never sleeping
+//!   (`might_sleep` reports it).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use kport::irq::{SOFTIRQ_DISABLE_OFFSET, SOFTIRQ_OFFSET, bh_add, bh_count, bh_sub};
+use kport::{MAX_CPUS, port};
+use kthreadd::smpboot::{self, PercpuThread, Registration};
+
+/// A softirq vector, in Linux's order (which is also the order they run in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Vector {
+    /// High-priority tasklets and BH work (`HI_SOFTIRQ`).
+    Hi = 0,
+    /// Timers (`TIMER_SOFTIRQ`): softirq timers and, through them, delayed
+    /// work.
+    Timer = 1,
+    /// Network transmit (`NET_TX_SOFTIRQ`), unused here.
+    NetTx = 2,
+    /// Network receive (`NET_RX_SOFTIRQ`), unused here.
+    NetRx = 3,
+    /// Block request completion (`BLOCK_SOFTIRQ`).
+    Block = 4,
+    /// Interrupt polling (`IRQ_POLL_SOFTIRQ`), unused here.
+    IrqPoll = 5,
+    /// Tasklets and BH work (`TASKLET_SOFTIRQ`).
+    Tasklet = 6,
+    /// Scheduler load balancing (`SCHED_SOFTIRQ`), unused here.
+    Sched = 7,
+    /// High-resolution timers (`HRTIMER_SOFTIRQ`), unused here.
+    Hrtimer = 8,
+    /// RCU callbacks (`RCU_SOFTIRQ`), unused here.
+    Rcu = 9,
+}
+
+/// Number of vectors (Linux `NR_SOFTIRQS`).
+pub const NR_SOFTIRQS: usize = 10;
+
+impl Vector {
+    /// Every vector, in order.
+    pub const ALL: [Vector; NR_SOFTIRQS] = [
+        Vector::Hi,
+        Vector::Timer,
+        Vector::NetTx,
+        Vector::NetRx,
+        Vector::Block,
+        Vector::IrqPoll,
+        Vector::Tasklet,
+        Vector::Sched,
+        Vector::Hrtimer,
+        Vector::Rcu,
+    ];
+
+    /// Linux's name (`softirq_to_name`), as `/proc/softirqs` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vector::Hi => "HI",
+            Vector::Timer => "TIMER",
+            Vector::NetTx => "NET_TX",
+            Vector::NetRx => "NET_RX",
+            Vector::Block => "BLOCK",
+            Vector::IrqPoll => "IRQ_POLL",
+            Vector::Tasklet => "TASKLET",
+            Vector::Sched => "SCHED",
+            Vector::Hrtimer => "HRTIMER",
+            Vector::Rcu => "RCU",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << self as u32
+    }
+}
+
+/// Restarts of one run while softirqs keep being raised (Linux
+/// `MAX_SOFTIRQ_RESTART`, 10): enough to finish a burst raised by the
+/// handlers themselves, few enough that a storm goes to `ksoftirqd`.
+/// Settable with [`set_budget`].
+pub const MAX_SOFTIRQ_RESTART: u32 = 10;
+/// Longest one run keeps restarting (Linux `MAX_SOFTIRQ_TIME`, 2 ms): the
+/// interrupted context waits at most about this long. Settable with
+/// [`set_budget`].
+pub const MAX_SOFTIRQ_TIME_NS: u64 = 2_000_000;
+
+static RESTARTS: AtomicU32 = AtomicU32::new(MAX_SOFTIRQ_RESTART);
+static TIME_NS: AtomicU64 = AtomicU64::new(MAX_SOFTIRQ_TIME_NS);
+
+/// Change the restart budget (tests make it small to see `ksoftirqd` take
+/// over).
+pub fn set_budget(restarts: u32, time_ns: u64) {
+    RESTARTS.store(restarts, Ordering::Relaxed);
+    TIME_NS.store(time_ns, Ordering::Relaxed);
+}
+
+/// The restart budget: (restarts, time in ns).
+pub fn budget() -> (u32, u64) {
+    (RESTARTS.load(Ordering::Relaxed), TIME_NS.load(Ordering::Relaxed))
+}
+
+/// Pending vectors, per CPU (Linux `local_softirq_pending`).
+static PENDING: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Handler runs, per CPU and vector (`/proc/softirqs`).
+static COUNTS: [[AtomicU64; NR_SOFTIRQS]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; NR_SOFTIRQS] }; MAX_CPUS];
+/// Passes over the pending vectors (one per `irq_exit`, `local_bh_enable`
+/// or `ksoftirqd` round that found work), per CPU.
+static PASSES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Runs that handed the rest to `ksoftirqd`, per CPU.
+static DEFERRED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Handlers of the vectors.
+static HANDLERS: [spin::Once<fn()>; NR_SOFTIRQS] = [const { spin::Once::new() }; NR_SOFTIRQS];
+/// The `ksoftirqd/N` threads.
+static KSOFTIRQD: spin::Once<Registration> = spin::Once::new();
+/// Their contexts by CPU, to wake them from any context without a lock
+/// (a raise can come under any lock; smpboot's own list takes one).
+static KSOFTIRQD_TASKS: spin::Once<Vec<kport::TaskRef>> = spin::Once::new();
+
+/// Give vector `v` its handler (Linux `open_softirq`). A vector is opened
+/// once; a second open is refused with a warning.
+///
+/// Context: boot (any).
+pub fn open_softirq(v: Vector, handler: fn()) {
+    let mut first = false;
+    HANDLERS[v as usize].call_once(|| {
+        first = true;
+        handler
+    });
+    if !first && *HANDLERS[v as usize].get().expect("set above") as usize != handler as usize {
+        port().console_line(&format!("# WARNING: softirq: {} opened twice; keeping the first handler", v.name()));
+    }
+}
+
+/// Mark `v` pending on the calling CPU (Linux `raise_softirq`): it runs at
+/// the CPU's next interrupt exit or bottom-half enable, or in `ksoftirqd`,
+/// which is woken when the caller is not in interrupt or bottom-half
+/// context.
+///
+/// Context: any.
+pub fn raise_softirq(v: Vector) {
+    let p = port();
+    let was = p.irq_save();
+    raise_softirq_irqoff(v);
+    p.irq_restore(was);
+}
+
+/// [`raise_softirq`] with interrupts already disabled (Linux
+/// `raise_softirq_irqoff`).
+///
+/// Context: interrupts disabled.
+pub fn raise_softirq_irqoff(v: Vector) {
+    let p = port();
+    let cpu = p.cpu_id();
+    PENDING[cpu].fetch_or(v.bit(), Ordering::Relaxed);
+    // In an interrupt or with bottom halves disabled, the run comes at the
+    // interrupt's exit or the enable; otherwise nothing would run it soon.
+    if !in_interrupt() {
+        wakeup_ksoftirqd(cpu);
+    }
+}
+
+/// Mark `v` pending on the calling CPU without waking anyone (Linux
+/// `__raise_softirq_irqoff`): for callers about to run softirqs anyway.
+///
+/// Context: interrupts disabled.
+pub fn raise_softirq_nowake(v: Vector) {
+    PENDING[port().cpu_id()].fetch_or(v.bit(), Ordering::Relaxed);
+}
+
+/// Vectors pending on `cpu`.
+pub fn pending_on(cpu: usize) -> u32 {
+    PENDING[cpu].load(Ordering::Relaxed)
+}
+
+fn wakeup_ksoftirqd(cpu: usize) {
+    if let Some(t) = KSOFTIRQD_TASKS.get().and_then(|v| v.get(cpu)) {
+        t.wake();
+    }
+}
+
+/// Is the caller in a hard interrupt handler (Linux `in_hardirq`)?
+pub fn in_hardirq() -> bool {
+    port().in_irq()
+}
+
+/// Is the caller serving a softirq or running with bottom halves disabled
+/// (Linux `in_softirq`)?
+pub fn in_softirq() -> bool {
+    bh_count() != 0
+}
+
+/// Is the caller running a softirq handler (Linux `in_serving_softirq`)?
+pub fn in_serving_softirq() -> bool {
+    bh_count() & SOFTIRQ_OFFSET != 0
+}
+
+/// Is the caller in interrupt context, hard or soft, or with bottom halves
+/// disabled (Linux `in_interrupt`)?
+pub fn in_interrupt() -> bool {
+    in_hardirq() || in_softirq()
+}
+
+/// Run the calling CPU's pending softirqs (Linux `__do_softirq`); the
+/// caller has interrupts disabled and is not in interrupt context. Returns
+/// with interrupts disabled.
+fn run_pending() {
+    let p = port();
+    let cpu = p.cpu_id();
+    let (max_restart, max_ns) = budget();
+    let end = p.now_ns().saturating_add(max_ns);
+    let irqs_on = p.softirqs_with_irqs_enabled();
+    p.preempt_disable();
+    bh_add(SOFTIRQ_OFFSET);
+    PASSES[cpu].fetch_add(1, Ordering::Relaxed);
+    let mut restarts = max_restart;
+    let mut pending = PENDING[cpu].swap(0, Ordering::Relaxed);
+    loop {
+        if irqs_on {
+            p.irq_restore(true);
+        }
+        for v in Vector::ALL {
+            if pending & v.bit() != 0 {
+                COUNTS[cpu][v as usize].fetch_add(1, Ordering::Relaxed);
+                if let Some(h) = HANDLERS[v as usize].get() {
+                    h();
+                }
+            }
+        }
+        if irqs_on {
+            let _ = p.irq_save();
+        }
+        pending = PENDING[cpu].swap(0, Ordering::Relaxed);
+        if pending == 0 {
+            break;
+        }
+        restarts = restarts.saturating_sub(1);
+        if restarts == 0 || p.now_ns() >= end {
+            // Out of budget: give them back and let ksoftirqd run them as
+            // a thread, so the interrupted context is not starved.
+            PENDING[cpu].fetch_or(pending, Ordering::Relaxed);
+            DEFERRED[cpu].fetch_add(1, Ordering::Relaxed);
+            wakeup_ksoftirqd(cpu);
+            break;
+        }
+    }
+    bh_sub(SOFTIRQ_OFFSET);
+    // Interrupts are off: the enable cannot switch here; the caller's
+    // return path does.
+    p.preempt_enable();
+}
+
+/// Run pending softirqs now if the caller may (Linux `do_softirq`): not in
+/// interrupt context, bottom halves enabled.
+///
+/// Context: any task context.
+pub fn do_softirq() {
+    if in_interrupt() {
+        return;
+    }
+    let p = port();
+    let was = p.irq_save();
+    if PENDING[p.cpu_id()].load(Ordering::Relaxed) != 0 {
+        run_pending();
+    }
+    p.irq_restore(was);
+}
+
+/// Bottom halves stay disabled on this CPU while it lives (Linux
+/// `local_bh_disable` / `local_bh_enable`): softirqs raised meanwhile wait
+/// and run when the last guard drops. Preemption is disabled too, so the
+/// holder stays on its CPU; it must not sleep.
+#[must_use = "bottom halves are enabled again when the guard drops"]
+pub struct BhGuard {
+    _private: (),
+}
+
+/// Disable bottom halves on this CPU (Linux `local_bh_disable`).
+///
+/// Context: task or softirq context (not a hard interrupt).
+pub fn local_bh_disable() -> BhGuard {
+    port().preempt_disable();
+    bh_add(SOFTIRQ_DISABLE_OFFSET);
+    BhGuard { _private: () }
+}
+
+impl Drop for BhGuard {
+    /// Linux `local_bh_enable`: at the last enable, run what is pending.
+    fn drop(&mut self) {
+        bh_sub(SOFTIRQ_DISABLE_OFFSET);
+        let p = port();
+        if !in_interrupt() && PENDING[p.cpu_id()].load(Ordering::Relaxed) != 0 {
+            do_softirq();
+        }
+        p.preempt_enable();
+    }
+}
+
+/// The interrupt-exit hook (Linux `invoke_softirq` from `irq_exit`).
+struct Hooks;
+
+impl kport::irq::IrqHooks for Hooks {
+    fn irq_exit(&self) {
+        if in_interrupt() {
+            return;
+        }
+        if PENDING[port().cpu_id()].load(Ordering::Relaxed) != 0 {
+            run_pending();
+        }
+    }
+}
+
+static HOOKS: Hooks = Hooks;
+
+/// `ksoftirqd/N` (Linux `run_ksoftirqd`).
+struct Ksoftirqd;
+
+impl PercpuThread for Ksoftirqd {
+    fn name(&self, cpu: usize) -> String {
+        format!("ksoftirqd/{cpu}")
+    }
+    fn should_run(&self, cpu: usize) -> bool {
+        PENDING[cpu].load(Ordering::Relaxed) != 0
+    }
+    fn run(&self, cpu: usize) {
+        let p = port();
+        let was = p.irq_save();
+        if PENDING[cpu].load(Ordering::Relaxed) != 0 {
+            run_pending();
+        }
+        p.irq_restore(was);
+        p.cond_resched();
+    }
+}
+
+/// Register the interrupt-exit hook and start `ksoftirqd/N`.
+///
+/// Context: may sleep; boot, after kthreadd.
+pub(crate) fn init() -> kport::Result<()> {
+    kport::irq::set_hooks(&HOOKS);
+    if KSOFTIRQD.get().is_none() {
+        let r = smpboot::register(Arc::new(Ksoftirqd))?;
+        let tasks = (0..port().cpu_count()).filter_map(|c| r.thread(c).map(|k| k.task().clone())).collect();
+        KSOFTIRQD_TASKS.call_once(|| tasks);
+        KSOFTIRQD.call_once(|| r);
+    }
+    Ok(())
+}
+
+/// The `ksoftirqd` thread of `cpu`.
+pub fn ksoftirqd(cpu: usize) -> Option<kthreadd::Kthread> {
+    KSOFTIRQD.get()?.thread(cpu)
+}
+
+/// How often vector `v` ran on `cpu`.
+pub fn count(cpu: usize, v: Vector) -> u64 {
+    COUNTS[cpu][v as usize].load(Ordering::Relaxed)
+}
+
+/// Passes over the pending vectors on `cpu` so far; a handler reading it
+/// gets the number of the pass it runs in (passes do not nest on a CPU).
+pub fn passes(cpu: usize) -> u64 {
+    PASSES[cpu % MAX_CPUS].load(Ordering::Relaxed)
+}
+
+/// Passes that ran out of budget and handed the rest to `ksoftirqd`, on
+/// `cpu`.
+pub fn deferred(cpu: usize) -> u64 {
+    DEFERRED[cpu].load(Ordering::Relaxed)
+}
+
+/// The counters as Linux's `/proc/softirqs` prints them: a header of CPUs,
+/// then one line per vector.
+pub fn softirqs_text() -> String {
+    let n = port().cpu_count();
+    let mut s = String::from("                ");
+    for c in 0..n {
+        let _ = write!(s, "{:>11}", format!("CPU{c}"));
+    }
+    s.push('\n');
+    for v in Vector::ALL {
+        let _ = write!(s, "{:>12}:", v.name());
+        for c in 0..n {
+            let _ = write!(s, " {:>10}", count(c, v));
+        }
+        s.push('\n');
+    }
+    s
+}
