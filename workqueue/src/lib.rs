@@ -104,6 +104,11 @@ bitflags! {
     /// Workqueue flags (Linux `WQ_*`, same bit values).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub struct WqFlags: u32 {
+        /// Items run in softirq context on the CPU that queued them (Linux
+        /// 6.9+ BH workqueues, the successor of tasklets): no threads, no
+        /// sleeping. Only `HIGHPRI` may come with it, and `max_active` must
+        /// be 0.
+        const BH = 1 << 0;
         /// Items run in unbound pools (any CPU of the attributes' mask).
         const UNBOUND = 1 << 1;
         /// Items are held while the system is frozen.
@@ -217,6 +222,8 @@ pub fn idle_timeout_ns() -> u64 {
 #[track_caller]
 pub fn init() -> kport::Result<()> {
     kport::might_sleep();
+    // The bottom halves first: BH queues and delayed work stand on them.
+    softirq::init()?;
     pool::init()?;
     kthreadd::registry::set_name_hook(wq::worker_comm);
     watchdog::start();
@@ -242,11 +249,17 @@ pub enum SystemWq {
     /// `events_freezable_power_efficient` (Linux
     /// `system_freezable_power_efficient_wq`).
     FreezablePowerEfficient,
+    /// `events_bh`: items run in the `TASKLET` softirq (Linux
+    /// `system_bh_wq`).
+    Bh,
+    /// `events_bh_highpri`: items run in the `HI` softirq (Linux
+    /// `system_bh_highpri_wq`).
+    BhHighpri,
 }
 
 impl SystemWq {
     /// Every system queue, in creation order.
-    pub const ALL: [SystemWq; 7] = [
+    pub const ALL: [SystemWq; 9] = [
         SystemWq::Events,
         SystemWq::Highpri,
         SystemWq::Long,
@@ -254,6 +267,8 @@ impl SystemWq {
         SystemWq::Freezable,
         SystemWq::PowerEfficient,
         SystemWq::FreezablePowerEfficient,
+        SystemWq::Bh,
+        SystemWq::BhHighpri,
     ];
 
     /// The queue's name (Linux's).
@@ -266,6 +281,8 @@ impl SystemWq {
             SystemWq::Freezable => "events_freezable",
             SystemWq::PowerEfficient => "events_power_efficient",
             SystemWq::FreezablePowerEfficient => "events_freezable_power_efficient",
+            SystemWq::Bh => "events_bh",
+            SystemWq::BhHighpri => "events_bh_highpri",
         }
     }
 
@@ -278,6 +295,8 @@ impl SystemWq {
             SystemWq::Freezable => (WqFlags::FREEZABLE, 0),
             SystemWq::PowerEfficient => (WqFlags::POWER_EFFICIENT, 0),
             SystemWq::FreezablePowerEfficient => (WqFlags::FREEZABLE | WqFlags::POWER_EFFICIENT, 0),
+            SystemWq::Bh => (WqFlags::BH, 0),
+            SystemWq::BhHighpri => (WqFlags::BH | WqFlags::HIGHPRI, 0),
         }
     }
 }
@@ -318,6 +337,14 @@ pub mod system {
     /// `system_freezable_power_efficient_wq`).
     pub fn freezable_power_efficient() -> &'static Workqueue {
         get(SystemWq::FreezablePowerEfficient)
+    }
+    /// `events_bh` (Linux `system_bh_wq`).
+    pub fn bh() -> &'static Workqueue {
+        get(SystemWq::Bh)
+    }
+    /// `events_bh_highpri` (Linux `system_bh_highpri_wq`).
+    pub fn bh_highpri() -> &'static Workqueue {
+        get(SystemWq::BhHighpri)
     }
 }
 

@@ -184,6 +184,12 @@ pub(crate) struct Pool {
     /// I: the CPUs whose items it serves (a bound pool: its CPU; an unbound
     /// pool: its affinity pod, see `WqAttrs`).
     pub(crate) pod: CpuMask,
+    /// O: a BH pool's one pseudo-worker (a BH pool has no threads; its
+    /// items run in the `TASKLET` or, high priority, `HI` softirq of its
+    /// CPU, through `bh_worker`, on whatever context the softirq
+    /// interrupted). Set once, right after the pool is made; the pool and
+    /// it refer to each other for good (pools are never destroyed).
+    pub(crate) bh: spin::Once<Arc<Worker>>,
     /// The pool lock (rank [`crate::RANK_POOL`]) and what it protects.
     pub(crate) st: SpinLock<PoolState>,
     /// A: workers on a CPU and counted (concurrency management); changed by
@@ -221,7 +227,7 @@ pub(crate) fn model_reset() {
 /// A bound pool without workers (loom models only).
 #[cfg(feature = "loom")]
 pub(crate) fn model_add_pool(cpu: usize, highpri: bool, mask: CpuMask) {
-    let p = new_pool(Some(cpu), highpri, mask, mask);
+    let p = new_pool(Some(cpu), highpri, mask, mask, false);
     POOLS.lock().push(p);
 }
 
@@ -245,13 +251,13 @@ pub(crate) fn unbound_pool(highpri: bool, mask: CpuMask, pod: CpuMask) -> Result
     {
         return Ok(p.clone());
     }
-    let p = new_pool(None, highpri, mask, pod);
+    let p = new_pool(None, highpri, mask, pod, false);
     create_worker(&p)?;
     POOLS.lock().push(p.clone());
     Ok(p)
 }
 
-fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask) -> Arc<Pool> {
+fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: bool) -> Arc<Pool> {
     let id = POOLS.lock().len();
     let pool = Arc::new(Pool {
         id,
@@ -259,6 +265,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask) -> A
         highpri,
         mask,
         pod,
+        bh: spin::Once::new(),
         st: SpinLock::ranked(
             "pool",
             crate::RANK_POOL,
@@ -293,6 +300,10 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask) -> A
             }
         }))
     });
+    if bh {
+        let name = format!("bh/{}{}", cpu.unwrap_or(0), if highpri { "H" } else { "" });
+        pool.bh.call_once(|| Worker::new(name, wf::PREP, Some(pool.clone())));
+    }
     pool
 }
 
@@ -323,6 +334,14 @@ impl Pool {
     /// Wake an idle worker if the pool needs one (`kick_pool`); true if one
     /// was woken.
     pub(crate) fn kick(&self, st: &PoolState) -> bool {
+        if self.bh.get().is_some() {
+            // A BH pool has no workers to wake: raise its softirq on its CPU.
+            if st.worklist.is_empty() {
+                return false;
+            }
+            raise_bh(self);
+            return true;
+        }
         if !self.need_more_worker(st) {
             return false;
         }
@@ -359,7 +378,11 @@ impl Pool {
     /// A short label: `cpus=N` or `unbound mask=...`.
     pub(crate) fn label(&self) -> String {
         match self.cpu {
-            Some(c) => format!("cpus={c}{}", if self.highpri { " highpri" } else { "" }),
+            Some(c) => format!(
+                "cpus={c}{}{}",
+                if self.bh.get().is_some() { " bh" } else { "" },
+                if self.highpri { " highpri" } else { "" }
+            ),
             None if self.pod == self.mask => {
                 format!("unbound mask={:#x}{}", self.mask.0, if self.highpri { " highpri" } else { "" })
             }
@@ -598,7 +621,12 @@ pub(crate) fn process_one_work<'a>(
     let cpu1 = task.map_or(0, |t| t.cpu_time_ns());
     pwq.stats.inc(PwqStat::Completed);
     pwq.stats.add(PwqStat::CpuTime, cpu1.saturating_sub(cpu0));
-    p.cond_resched();
+    // A kworker offers the CPU between items (Linux's `cond_resched` in
+    // `process_one_work`); a BH pool's items run in softirq context, where
+    // giving up the CPU would switch away from an interrupt's exit path.
+    if pool.bh.get().is_none() {
+        p.cond_resched();
+    }
 
     let mut st = pool.st.lock();
     w.current_at.store(0, Ordering::Release);
@@ -808,12 +836,69 @@ pub(crate) fn init() -> Result<()> {
     }
     for cpu in 0..p.cpu_count() {
         for highpri in [false, true] {
-            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu));
+            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu), false);
             POOLS.lock().push(pool.clone());
             create_worker(&pool)?;
         }
     }
+    // The BH pools after the bound ones (ids 2 * cpus + 2 * cpu + highpri).
+    for cpu in 0..p.cpu_count() {
+        for highpri in [false, true] {
+            let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu), true);
+            POOLS.lock().push(pool);
+        }
+    }
+    softirq::tasklet::set_bh_runner(bh_worker);
     Ok(())
+}
+
+/// The BH pool of `cpu`.
+pub(crate) fn bh_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
+    let n = port().cpu_count();
+    pool_by_id(2 * n + 2 * cpu + usize::from(highpri)).filter(|p| p.bh.get().is_some())
+}
+
+/// Items a BH pool runs in one softirq run before it gives the CPU back
+/// (Linux `BH_WORKER_RESTARTS`, 10) ...
+pub const BH_WORKER_RESTARTS: usize = 10;
+/// ... or for this long (Linux `BH_WORKER_JIFFIES`, 2 ms): the rest runs
+/// at the next softirq run, which the pool raises again.
+pub const BH_WORKER_NS: u64 = 2_000_000;
+
+/// Raise the softirq of a BH pool on the pool's CPU (Linux `kick_bh_pool`):
+/// on another CPU, through an IPI, whose exit runs it there.
+fn raise_bh(pool: &Pool) {
+    let v = if pool.highpri { softirq::Vector::Hi } else { softirq::Vector::Tasklet };
+    let p = port();
+    let cpu = pool.cpu.unwrap_or(0);
+    if cpu == p.cpu_id() {
+        softirq::raise_softirq(v);
+    } else {
+        let _ = p.call_on_cpu(cpu, alloc::boxed::Box::new(move || softirq::raise_softirq(v)), false);
+    }
+}
+
+/// Run this CPU's BH pool (Linux `bh_worker`), from the `TASKLET` (or
+/// `HI`) softirq, before its tasklets: a budget of items and time, then the
+/// softirq is raised again for the rest.
+fn bh_worker(highpri: bool) {
+    let Some(pool) = bh_pool(port().cpu_id(), highpri) else { return };
+    let w = pool.bh.get().cloned().expect("a BH pool has its worker");
+    let end = port().now_ns().saturating_add(BH_WORKER_NS);
+    let mut left = BH_WORKER_RESTARTS;
+    let mut st = pool.st.lock();
+    loop {
+        st = process_scheduled(&pool, &w, st, false);
+        let Some(e) = st.worklist.pop_front() else { break };
+        st = process_one_work(&pool, &w, st, e, false);
+        left -= 1;
+        if left == 0 || port().now_ns() >= end {
+            break;
+        }
+    }
+    if !st.worklist.is_empty() {
+        raise_bh(&pool);
+    }
 }
 
 // ---------------------------------------------------------------- reports
@@ -852,6 +937,8 @@ pub struct PoolInfo {
     pub mask: CpuMask,
     /// CPUs whose items it serves (its affinity pod).
     pub pod: CpuMask,
+    /// A BH pool (items run in softirq context, no threads)?
+    pub bh: bool,
     /// Entries waiting on the worklist.
     pub pending: usize,
     /// Counted running workers.
@@ -872,6 +959,7 @@ pub fn pools() -> Vec<PoolInfo> {
                 highpri: p.highpri,
                 mask: p.mask,
                 pod: p.pod,
+                bh: p.bh.get().is_some(),
                 pending: st.worklist.len(),
                 nr_running: p.nr_running.load(Ordering::Relaxed),
                 workers: st

@@ -16,7 +16,6 @@ use core::fmt;
 use kport::sync::{SpinLock, WaitQueue};
 // The protocol atomics: loom's under the `loom` feature.
 use kport::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use kport::{PortTimer, port};
 
 use crate::wq::WqInner;
 
@@ -149,8 +148,9 @@ impl RunState {
 
 /// The timer part of a delayed item.
 pub(crate) struct Delayed {
-    /// I: the timer.
-    pub(crate) timer: Box<dyn PortTimer>,
+    /// I: the timer; it expires in the `TIMER` softirq, as Linux's
+    /// `delayed_work` timer does.
+    pub(crate) timer: softirq::SoftTimer,
     /// Own lock (a leaf): queue and CPU the timer will queue the item on.
     pub(crate) target: SpinLock<Option<(Weak<WqInner>, Option<usize>)>>,
 }
@@ -297,7 +297,7 @@ impl DelayedWork {
     pub fn named(name: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
         let inner = Arc::new_cyclic(|me: &Weak<WorkInner>| {
             let me = me.clone();
-            let timer = port().timer(alloc::sync::Arc::new(move || {
+            let timer = softirq::SoftTimer::new(alloc::sync::Arc::new(move || {
                 if let Some(w) = me.upgrade() {
                     crate::wq::delayed_timer_fired(&w);
                 }

@@ -802,7 +802,16 @@ impl Workqueue {
     pub fn with_mask(name: &str, mut flags: WqFlags, max_active: usize, mask: CpuMask) -> Result<Workqueue> {
         might_sleep();
         let p = port();
+        if flags.contains(WqFlags::BH) && (!(WqFlags::BH | WqFlags::HIGHPRI).contains(flags) || max_active != 0) {
+            warn(&format!(
+                "'{name}': a BH queue takes no flag but HIGHPRI and max_active 0 (got {flags:?}, {max_active})"
+            ));
+            return Err(Error::new(EINVAL));
+        }
         let mut max_active = clamp_max_active(name, max_active);
+        if flags.contains(WqFlags::BH) {
+            max_active = WQ_MAX_ACTIVE;
+        }
         if flags.contains(WqFlags::ORDERED) {
             flags |= WqFlags::UNBOUND;
             max_active = 1;
@@ -815,8 +824,12 @@ impl Workqueue {
         let attrs = WqAttrs::default_for(flags, mask);
         let layout = if flags.contains(WqFlags::UNBOUND) { Some(unbound_layout(&attrs, flags)?) } else { None };
         let bound_pools: Vec<Arc<Pool>> = if layout.is_none() {
+            let bh = flags.contains(WqFlags::BH);
             (0..p.cpu_count())
-                .map(|c| pool::percpu_pool(c, highpri).ok_or(Error::new(ENOMEM)))
+                .map(|c| {
+                    let pool = if bh { pool::bh_pool(c, highpri) } else { pool::percpu_pool(c, highpri) };
+                    pool.ok_or(Error::new(ENOMEM))
+                })
                 .collect::<Result<_>>()?
         } else {
             Vec::new()

@@ -180,7 +180,7 @@ ktest!(workqueue::system_freezable_power_efficient_queue_exists => |ctx| {
     let q = system::freezable_power_efficient();
     check_eq!(q.name(), "events_freezable_power_efficient");
     check!(q.flags().contains(WqFlags::FREEZABLE | WqFlags::POWER_EFFICIENT));
-    check_eq!(SystemWq::ALL.len(), 7);
+    check_eq!(SystemWq::ALL.len(), 9);
     let (runs, w) = counter();
     check!(q.queue(&w));
     q.flush().map_err(err("flush"))?;
