@@ -45,7 +45,7 @@ pub fn all_cases() -> &'static [TestCase] {
 /// Suites that come first, in this order (the foundations before what
 /// stands on them); other suites follow alphabetically. Only display order:
 /// every registered suite runs.
-const FIRST_SUITES: [&str; 5] = ["boot", "sched", "kthread", "kthread_worker", "workqueue"];
+const FIRST_SUITES: [&str; 7] = ["boot", "sched", "kthread", "kthread_worker", "softirq", "tasklet", "workqueue"];
 
 /// Cases selected by `args`, grouped by suite in display order.
 pub fn plan(args: &Args) -> Result<Vec<(&'static str, Vec<&'static TestCase>)>, String> {

@@ -432,15 +432,32 @@ ktest!(workqueue::cpu_intensive_items_are_not_concurrency_managed => |ctx| {
     let q = wq("wq-intensive", WqFlags::CPU_INTENSIVE, 0)?;
     let a_done = Arc::new(AtomicBool::new(false));
     let b_early = Arc::new(AtomicBool::new(false));
-    let ad = a_done.clone();
-    let a = Work::new(move || { spin_ms(60); ad.store(true, Ordering::SeqCst); });
-    let (ad2, be) = (a_done.clone(), b_early.clone());
-    let b = Work::new(move || { be.store(!ad2.load(Ordering::SeqCst), Ordering::SeqCst); });
+    let b_ran = Arc::new(AtomicBool::new(false));
+    // Where the second item can overtake (host threads, full preemption),
+    // the first spins until it did or 2 s passed, so a loaded machine that
+    // is slow to start a second worker does not fail the case; elsewhere
+    // it spins 60 ms, as the second item cannot run before it ends anyway.
+    let overtakes = port().name() == "host" || ctx.args.preempt_full;
+    let limit_ms = if overtakes { 2_000 } else { 60 };
+    let (ad, br) = (a_done.clone(), b_ran.clone());
+    let a = Work::new(move || {
+        let p = port();
+        let end = p.now_ns() + limit_ms * 1_000_000;
+        while p.now_ns() < end && !br.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        ad.store(true, Ordering::SeqCst);
+    });
+    let (ad2, be, br2) = (a_done.clone(), b_early.clone(), b_ran.clone());
+    let b = Work::new(move || {
+        be.store(!ad2.load(Ordering::SeqCst), Ordering::SeqCst);
+        br2.store(true, Ordering::SeqCst);
+    });
     check!(q.queue_on(cpu, &a));
     msleep(5);
     check!(q.queue_on(cpu, &b));
     q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
-    if port().name() != "host" && !ctx.args.preempt_full {
+    if !overtakes {
         // Without preemption the second worker cannot take the CPU from the
         // spinning item; it runs after. Only the count is checked then.
         check!(q.stats().cpu_intensive >= 2);

@@ -10,7 +10,17 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 5] = ["port", "kthread", "kthread_worker", "workqueue", "might_sleep"];
+const SUITES: [&str; 9] = [
+    "port",
+    "kthread",
+    "kthread_worker",
+    "workqueue",
+    "might_sleep",
+    "softirq",
+    "tasklet",
+    "bh_workqueue",
+    "threaded_irq",
+];
 
 fn args() -> Args {
     Args { tests: SUITES.iter().map(|s| (*s).into()).collect(), ..Default::default() }
