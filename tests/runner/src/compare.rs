@@ -589,7 +589,13 @@ pub fn growth_series(sides: &[(String, Vec<Figure>)]) -> ScaleSeries {
 }
 
 fn value_text(v: f64) -> String {
-    if v.abs() < 100.0 { format!("{v:.2}") } else { thousands(v.round() as u64) }
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() < 100.0 {
+        format!("{v:.2}")
+    } else {
+        thousands(v.round() as u64)
+    }
 }
 
 /// A series table as Markdown: a row per x (headed `x_head`), a column per
@@ -612,13 +618,18 @@ pub fn scale_markdown(series: &ScaleSeries, x_head: &str) -> String {
     out
 }
 
-/// The smallest 1, 2 or 5 times a power of ten at or above `v`.
+/// The smallest round figure (1, 1.2, 1.6, 2, 2.4, 3, 4, 5, 6 or 8 times a
+/// power of ten: each divides into round quarters) at or above `v`.
 fn nice_ceiling(v: f64) -> f64 {
     if v <= 0.0 || !v.is_finite() {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * p).find(|&c| c >= v).unwrap_or(10.0 * p)
+    [1.0, 1.2, 1.6, 2.0, 2.4, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&c| c >= v * (1.0 - 1e-12))
+        .unwrap_or(10.0 * p)
 }
 
 /// Series as an SVG line chart: x on a log₂ axis, y linear from 0; a colour

@@ -333,6 +333,10 @@ fn scale_series_table_and_chart() {
     let svg = compare::line_svg(&s, "t", "sub");
     assert_eq!(svg.matches("<polyline").count(), 2);
     assert!(svg.contains(">1 000 000</text>"), "a round top of the y axis: {svg}");
+    assert!(svg.contains(">250 000</text>") && svg.contains(">0</text>"), "round quarters: {svg}");
+    let s2 = compare::scale_series(&[("ours".to_string(), 1, vec![fig("t", &[("items_per_s", 1_050_000.0)])])]);
+    let svg = compare::line_svg(&s2, "t", "sub");
+    assert!(svg.contains(">1 200 000</text>") && svg.contains(">300 000</text>"), "{svg}");
 }
 
 #[test]
