@@ -228,7 +228,7 @@ fn device_interrupt(frame: &mut InterruptFrame) {
     l.arrivals.fetch_add(1, Ordering::Relaxed);
     let me = percpu::cpu_id();
     let mut st = l.state.lock();
-    let h = match st.handler {
+    let mut h = match st.handler {
         Some(h) if !st.masked && l.running.load(Ordering::Relaxed) == 0 => h,
         _ => {
             // Nobody may run it now: keep it for later (unmask, or the CPU
@@ -242,7 +242,6 @@ fn device_interrupt(frame: &mut InterruptFrame) {
         }
     };
     l.running.fetch_add(1, Ordering::Relaxed);
-    let mut h = h;
     loop {
         st.pending = false;
         drop(st);
