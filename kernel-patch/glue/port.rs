@@ -709,9 +709,23 @@ impl Port for RedoxPort {
         // The data may hold this context's own handle: drop it now (port contract).
         let data = task.data.lock().take();
         drop(data);
-        drop(task);
         assert_may_schedule("exit");
-        with_token(|token| crate::syscall::process::exit_this_context(None, token))
+        // `exit_this_context` does not return, so nothing on this stack may hold the record
+        // across it: `with_token` would (its frame keeps the record to put the token back), and
+        // the record would keep the context's memory (its `Weak`) for good. The thread's own
+        // token is taken out of the record first.
+        let own = core::mem::replace(&mut *task.token.lock(), Own::Out);
+        drop(task);
+        match own {
+            Own::Here(mut token) => crate::syscall::process::exit_this_context(None, &mut token),
+            // A context the port did not spawn: it has no token of its own to take out.
+            other => {
+                let (_, task) = current_task();
+                *task.token.lock() = other;
+                drop(task);
+                with_token(|token| crate::syscall::process::exit_this_context(None, token))
+            }
+        }
     }
 
     fn cpu_id(&self) -> usize {
