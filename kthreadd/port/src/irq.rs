@@ -76,6 +76,20 @@ pub fn irq_exit() {
     }
 }
 
+/// Run pending softirqs at a point of task context where a port lets
+/// interrupts into kernel code (Redox: a kernel thread's yield points,
+/// which open a short interrupt window): the bottom-half layer's hook runs
+/// what the window's interrupts left pending, as [`irq_exit`] would have,
+/// without counting an interrupt exit. Does nothing in interrupt context
+/// or with bottom halves disabled.
+///
+/// Context: task context, interrupts disabled (the port's `irq_save`).
+pub fn softirq_point() {
+    if let Some(h) = HOOKS.get() {
+        h.irq_exit();
+    }
+}
+
 /// How many times [`irq_exit`] ran on `cpu` so far. Interrupts on one CPU
 /// end one after the other, so a count that moved past the value read in a
 /// handler shows an exit after that handler on its CPU.

@@ -327,7 +327,7 @@ ktest!(kthread::create_stop_1000_cycles_on_all_cpus_leave_no_trace [timeout_s = 
     // Let the last contexts be reaped (the registry forgets them lazily).
     let settled = wait_for(5_000, || {
         registry::prune();
-        kport::harness::harness().mem_counters() == before
+        kport::harness::harness().mem_counters().in_use() == before.in_use()
     });
     check!(settled, "counters did not come back: before {:?} after {:?}", before, kport::harness::harness().mem_counters());
     Ok(())
