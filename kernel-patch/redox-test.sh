@@ -74,8 +74,8 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep}" ;;
-bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue}" ;;
+test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh}" ;;
+bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue,softirq,tasklet,bh_workqueue,threaded_irq}" ;;
 *) usage_error "MODE must be test or bench, not '$MODE'" ;;
 esac
 [ -n "$REDOX_KERNEL" ] || usage_error "give REDOX_KERNEL=<path to a redox-os/kernel checkout>"

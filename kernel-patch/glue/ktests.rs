@@ -65,7 +65,10 @@ pub fn run(workqueues: Result<()>) -> ! {
     }
     let line = command_line();
     // The testkernel's own machine checks: the topology is checked here by the shared suite.
-    let args = match Args::parse(&line, &["expect_topology", "expect_numa_nodes"]) {
+    let args = match Args::parse(
+        &line,
+        &["expect_topology", "expect_numa_nodes", "irq_softirq"],
+    ) {
         Ok(a) => a,
         Err(e) => fail_early(&e),
     };
@@ -205,4 +208,97 @@ ktest!(redox_user::user_space [explicit = true, timeout_s = USER_SPACE_TIMEOUT_S
         USER_PASSED => Ok(()),
         _ => Err(Failure::Fail(String::from("the user program reported failures (its results above)"))),
     }
+});
+
+// --------------------------------------------------------------- Redox's bottom halves
+
+/// Fire the test line and wait until the `irq:` scheme has had one more delivery of it.
+fn fire_and_wait_delivery(line: u32) -> core::result::Result<(), Failure> {
+    let before = super::irq::scheme_deliveries(line);
+    kport::irq::TestIrq::fire(&super::irq::TEST_IRQ);
+    check!(
+        ::ktests::port_api::wait_for(5_000, || super::irq::scheme_deliveries(line) > before),
+        "the test line's irq: delivery never came"
+    );
+    Ok(())
+}
+
+// With the deferral on (the `irq_softirq=1` env word, here switched at run time), a line that
+// no kernel handler takes reaches the irq: scheme from a HI tasklet, in softirq context, and
+// nothing is delivered from the hard interrupt; switched off, delivery is immediate again.
+ktest!(redox_bh::irq_scheme_delivery_moves_to_a_softirq => |_ctx| {
+    let Some(line) = super::irq::test_line() else {
+        return ::ktests::skip("no free vector for the test line");
+    };
+    let was = super::irq::scheme_deferral();
+    super::irq::set_scheme_deferral(true);
+    let [direct0, deferred0, marked0] = super::irq::scheme_counters();
+    let outside0 = super::irq::deferred_outside_softirq();
+    let result = (|| {
+        for _ in 0..5 {
+            fire_and_wait_delivery(line)?;
+        }
+        let [direct1, deferred1, marked1] = super::irq::scheme_counters();
+        check!(deferred1.0 >= deferred0.0 + 5, "deferred deliveries {} -> {}", deferred0.0, deferred1.0);
+        check!(marked1.0 >= marked0.0 + 5, "marks in hard IRQ {} -> {}", marked0.0, marked1.0);
+        check_eq!(direct1.0, direct0.0, "deliveries made in hard IRQ while deferring");
+        check_eq!(super::irq::deferred_outside_softirq(), outside0, "deferred deliveries outside softirq context");
+        super::irq::set_scheme_deferral(false);
+        fire_and_wait_delivery(line)?;
+        let [direct2, deferred2, _] = super::irq::scheme_counters();
+        check!(direct2.0 > direct1.0, "no delivery in hard IRQ with the deferral off");
+        check_eq!(deferred2.0, deferred1.0, "a deferred delivery with the deferral off");
+        Ok(())
+    })();
+    super::irq::set_scheme_deferral(was);
+    result
+});
+
+// sys:softirqs and sys:interrupts print Linux's tables.
+ktest!(redox_bh::sys_softirqs_and_sys_interrupts_print_linux_tables => |_ctx| {
+    let (softirqs, interrupts) = with_token(|token| {
+        (super::sys_softirqs(token), super::sys_interrupts(token))
+    });
+    let softirqs = String::from_utf8(softirqs.map_err(|e| Failure::Fail(format!("sys:softirqs: {e:?}")))?)
+        .map_err(|_| Failure::Fail("sys:softirqs is not UTF-8".into()))?;
+    let interrupts = String::from_utf8(interrupts.map_err(|e| Failure::Fail(format!("sys:interrupts: {e:?}")))?)
+        .map_err(|_| Failure::Fail("sys:interrupts is not UTF-8".into()))?;
+    for cpu in 0..PORT.cpu_count() {
+        let col = format!("CPU{cpu}");
+        check!(softirqs.lines().next().is_some_and(|h| h.contains(&col)), "sys:softirqs header lacks {col}:\n{softirqs}");
+        check!(interrupts.lines().next().is_some_and(|h| h.contains(&col)), "sys:interrupts header lacks {col}:\n{interrupts}");
+    }
+    for v in ["HI:", "TIMER:", "NET_TX:", "NET_RX:", "BLOCK:", "IRQ_POLL:", "TASKLET:", "SCHED:", "HRTIMER:", "RCU:"] {
+        check!(softirqs.lines().any(|l| l.trim_start().starts_with(v)), "sys:softirqs has no {v} row:\n{softirqs}");
+    }
+    check!(interrupts.contains("irq-scheme delivery:"), "sys:interrupts lacks the delivery counters:\n{interrupts}");
+    Ok(())
+});
+
+// ksoftirqd/N for every CPU, and an irq/N-name thread while a threaded handler is requested,
+// show in the kernel-thread listing (sys:kthread, what kthread-ps reads).
+ktest!(redox_bh::ksoftirqd_and_irq_threads_are_listed => |_ctx| {
+    let ps = super::ps_text();
+    for cpu in 0..PORT.cpu_count() {
+        let name = format!("ksoftirqd/{cpu}");
+        check!(ps.lines().any(|l| l.contains(&name)), "sys:kthread lacks {name}:\n{ps}");
+    }
+    let Some(line) = super::irq::test_line() else {
+        return ::ktests::skip("no free vector for the test line");
+    };
+    let action = softirq::request_threaded_irq(
+        line,
+        None,
+        Some(alloc::boxed::Box::new(|_| softirq::IrqReturn::Handled)),
+        softirq::IrqFlags::ONESHOT,
+        "kt-listed",
+    )
+    .map_err(|e| Failure::Fail(format!("request_threaded_irq: {e:?}")))?;
+    let ps = super::ps_text();
+    let name = format!("irq/{line}-kt-listed");
+    let want: String = name.chars().take(15).collect();
+    let listed = ps.lines().any(|l| l.contains(&want));
+    softirq::free_irq(action).map_err(|(e, _)| Failure::Fail(format!("free_irq: {e:?}")))?;
+    check!(listed, "sys:kthread lacks {want}:\n{ps}");
+    Ok(())
 });

@@ -18,6 +18,11 @@
 //!   workqueue's worker-sleeping / worker-running callbacks, and moving a context whose affinity
 //!   no longer includes its CPU); [`tick`] (port timers, the workqueue's tick callback); [`ipi`]
 //!   (calls sent with `call_on_cpu`).
+//! * Interrupts end with the bottom-half layer's exit hook ([`interrupt_exit`] in every
+//!   `interrupt!` handler, [`irq_exit`] in `generic_irq` and the tick); `generic_irq` asks
+//!   [`irq_dispatch`] for kernel handlers before the `irq:` scheme, and Redox's deliveries to
+//!   that scheme go through [`irq_deliver`] (`irq.rs`).
+//! * `sys:softirqs` and `sys:interrupts` ([`sys_softirqs`], [`sys_interrupts`]).
 //! * Each CPU reads its topology with CPUID as it starts taking work (`topology.rs`).
 //! * `sys:kthread` lists the kernel threads ([`sys_resource`]).
 //! * Redox's kill path (the `proc:` scheme's stop, continue, interrupt and kill verbs on a context
@@ -58,6 +63,7 @@ use crate::{
 };
 
 mod clock;
+pub mod irq;
 #[cfg(feature = "ktests")]
 pub mod ktests;
 pub mod port;
@@ -65,6 +71,7 @@ mod timer;
 mod token;
 mod topology;
 
+pub use irq::{interrupt_exit, irq_deliver, irq_dispatch, irq_exit, sys_interrupts, sys_softirqs};
 pub use port::Task;
 pub use token::lend;
 
@@ -274,6 +281,9 @@ pub fn tick(token: &mut CleanLockToken) {
         timer::run_expired();
         tick_worker();
     });
+    // The timer interrupt's exit, before `tick()` decides to switch (Linux runs softirqs in
+    // `irq_exit` before `preempt_schedule_irq`): expired soft timers run here.
+    irq::irq_exit(token);
 }
 
 /// The scheduler tick's call into the workqueue (Linux `sched_tick` -> `wq_worker_tick`), for the
@@ -460,6 +470,8 @@ fn wait_for_cpus() {
 /// `[kthread-boot]`: the workqueues once every CPU is up, then (feature `ktests`) the suites.
 fn boot_main() {
     wait_for_cpus();
+    // Every CPU's IDT exists now: the device lines can reserve vectors on each.
+    irq::init();
     // Creating the pools' first workers goes through kthreadd and sleeps.
     let workqueues = workqueue::init();
     if let Err(ref e) = workqueues {

@@ -199,19 +199,46 @@ fn is_ident(s: &str) -> bool {
 fn defines_pub(file: &Path, name: &str) -> bool {
     let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let kinds = ["fn", "const fn", "unsafe fn", "struct", "enum", "static", "const", "type", "trait", "mod"];
+    if pub_uses(&text).iter().any(|n| n == name) {
+        return true;
+    }
     text.lines().map(str::trim).any(|l| {
         let Some(rest) = l.strip_prefix("pub ") else {
             return false;
         };
-        if let Some(path) = rest.strip_prefix("use ") {
-            return path.trim_end_matches(';').rsplit("::").next() == Some(name);
-        }
         kinds.iter().any(|k| {
             rest.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).is_some_and(|r| {
                 r.starts_with(name) && !r[name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
             })
         })
     })
+}
+
+/// The names a file re-exports with `pub use` (`pub use a::b;` and `pub use a::{b, c};`, on one
+/// line or several).
+fn pub_uses(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(l) = lines.next() {
+        let Some(rest) = l.strip_prefix("pub use ") else {
+            continue;
+        };
+        let mut stmt = rest.to_string();
+        while !stmt.contains(';') {
+            match lines.next() {
+                Some(more) => stmt.push_str(more),
+                None => break,
+            }
+        }
+        let stmt = stmt.trim_end_matches(';');
+        match (stmt.find('{'), stmt.rfind('}')) {
+            (Some(open), Some(close)) => names.extend(
+                stmt[open + 1..close].split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from),
+            ),
+            _ => names.extend(stmt.rsplit("::").next().map(String::from)),
+        }
+    }
+    names
 }
 
 /// The paths after `kthread::` (including `crate::kthread::`) in a Rust line, as segment lists.
