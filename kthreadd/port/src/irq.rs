@@ -27,10 +27,12 @@ use crate::{MAX_CPUS, Result, port};
 
 /// Calls the bottom-half layer registers with the port.
 pub trait IrqHooks: Send + Sync {
-    /// An interrupt is about to return (see [`irq_exit`]). Interrupts are
-    /// disabled; the hook may enable them while it runs softirqs and must
-    /// disable them again before it returns.
-    fn irq_exit(&self);
+    /// An interrupt is about to return on `cpu`, the calling CPU (see
+    /// [`irq_exit`]). Interrupts are disabled; the hook may enable them
+    /// while it runs softirqs and must disable them again before it
+    /// returns. Called on every interrupt: the nothing-pending case must
+    /// cost next to nothing.
+    fn irq_exit(&self, cpu: usize);
 }
 
 static HOOKS: spin::Once<&'static dyn IrqHooks> = spin::Once::new();
@@ -42,6 +44,12 @@ pub fn set_hooks(hooks: &'static dyn IrqHooks) {
     HOOKS.call_once(|| hooks);
 }
 
+/// Pending softirq vectors, per CPU (Linux `local_softirq_pending`). The
+/// bottom-half layer owns the bits (it raises and clears them); the word
+/// lives here so that [`irq_exit`] can skip that layer's hook, an indirect
+/// call, when nothing is pending, the case of nearly every interrupt.
+pub static SOFTIRQ_PENDING: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
 /// Calls of [`irq_exit`], per CPU (the CPU the port reported).
 static EXITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Calls of [`irq_exit`] in hard-IRQ context or with interrupts enabled.
@@ -50,29 +58,53 @@ static EXIT_MISUSES: AtomicU64 = AtomicU64::new(0);
 /// The last thing of a hard interrupt (Linux `irq_exit`): ports call it on
 /// the way out of every interrupt that did not interrupt another one, with
 /// interrupts disabled and the interrupt's own bookkeeping (its hard-IRQ
-/// depth) already undone. It counts the call ([`exits`]) and checks that
-/// context (a call in hard-IRQ context or with interrupts enabled counts in
+/// depth) already undone. It counts the call ([`exits`]), checks that
+/// context on a CPU's first call and every [`CHECK_EVERY`]-th after (a call
+/// in hard-IRQ context or with interrupts enabled counts in
 /// [`exit_misuses`] and the first one prints a warning), then calls the
-/// bottom-half layer's hook, if it registered.
+/// bottom-half layer's hook, if it registered and a softirq is pending
+/// ([`SOFTIRQ_PENDING`]).
 ///
 /// Context: interrupt exit, interrupts disabled.
 #[inline]
 pub fn irq_exit() {
-    if crate::installed() {
-        let p = port();
+    if !crate::installed() {
+        return;
+    }
+    let p = port();
+    let cpu = p.cpu_id();
+    // Only this CPU writes its counter, with interrupts off: no atomic
+    // read-modify-write needed.
+    let exits = &EXITS[cpu % MAX_CPUS];
+    let n = exits.load(Ordering::Relaxed).wrapping_add(1);
+    exits.store(n, Ordering::Relaxed);
+    // The context check costs more than the rest of an idle exit together,
+    // and every interrupt pays for it: it runs on each CPU's first exit and
+    // every CHECK_EVERY-th after, enough for a port that calls irq_exit
+    // from a wrong place to be caught by the suites' repeated interrupts.
+    if n % CHECK_EVERY == 1 {
         let ctx = p.atomic_context();
-        if (ctx.hardirq || !ctx.irqs_disabled) && EXIT_MISUSES.fetch_add(1, Ordering::Relaxed) == 0 {
-            p.console_line(&alloc::format!(
-                "# WARNING: kport::irq::irq_exit called with in_irq={} irqs_disabled={} on cpu {} (a port bug)",
-                ctx.hardirq,
-                ctx.irqs_disabled,
-                p.cpu_id()
-            ));
+        if ctx.hardirq || !ctx.irqs_disabled {
+            exit_misused(cpu, ctx.hardirq, ctx.irqs_disabled);
         }
-        EXITS[p.cpu_id() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
+    }
+    if SOFTIRQ_PENDING[cpu % MAX_CPUS].load(Ordering::Relaxed) == 0 {
+        return;
     }
     if let Some(h) = HOOKS.get() {
-        h.irq_exit();
+        h.irq_exit(cpu);
+    }
+}
+
+/// [`irq_exit`] checks its context on every this-many-th call on a CPU.
+pub const CHECK_EVERY: u64 = 16;
+
+#[cold]
+fn exit_misused(cpu: usize, in_irq: bool, irqs_disabled: bool) {
+    if EXIT_MISUSES.fetch_add(1, Ordering::Relaxed) == 0 {
+        port().console_line(&alloc::format!(
+            "# WARNING: kport::irq::irq_exit called with in_irq={in_irq} irqs_disabled={irqs_disabled} on cpu {cpu} (a port bug)"
+        ));
     }
 }
 
@@ -86,7 +118,7 @@ pub fn irq_exit() {
 /// Context: task context, interrupts disabled (the port's `irq_save`).
 pub fn softirq_point() {
     if let Some(h) = HOOKS.get() {
-        h.irq_exit();
+        h.irq_exit(port().cpu_id());
     }
 }
 

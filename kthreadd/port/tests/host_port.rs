@@ -786,6 +786,7 @@ fn simulated_irq_lines_run_handlers_on_their_cpu() {
     assert_eq!(chip.attach(3, probe).unwrap_err().errno, kport::EBUSY);
     assert_eq!(chip.attach(kport::host::IRQ_LINES, probe).unwrap_err().errno, EINVAL);
     assert_eq!(chip.describe(3), "host-sim 3-level");
+    let _serial = MISUSE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
     let misuses = kport::irq::exit_misuses();
     for (i, cpu) in [0usize, 2, 3].into_iter().enumerate() {
         p.irqs().set_cpu(3, cpu);
@@ -853,6 +854,7 @@ fn simulated_irq_line_masks_and_detaches() {
 #[test]
 fn timer_callbacks_and_ipis_end_with_irq_exit() {
     let p = host();
+    let _serial = MISUSE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
     let misuses = kport::irq::exit_misuses();
     let exits = kport::irq::exits(2);
     p.call_on_cpu(2, Box::new(|| {}), true).unwrap();
@@ -865,4 +867,31 @@ fn timer_callbacks_and_ipis_end_with_irq_exit() {
     assert!(eventually(|| fired.load(Ordering::SeqCst) == 1));
     assert!(eventually(|| kport::irq::exits(1) > exits), "no irq_exit after a timer callback");
     assert_eq!(kport::irq::exit_misuses(), misuses);
+}
+
+/// Held by the tests that read `exit_misuses`: one of them makes misuses on
+/// purpose, and the others must not see its count move.
+static MISUSE_COUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn irq_exit_from_task_context_is_counted_as_a_misuse() {
+    // A port bug: irq_exit with interrupts on, from a thread. The context
+    // check runs on a CPU's first exit and every CHECK_EVERY-th after, so
+    // that many calls on one CPU meet it at least once.
+    let p = host();
+    let _serial = MISUSE_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+    let before = kport::irq::exit_misuses();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let t = p
+        .spawn(spec("host-bad-exit", CpuMask::one(3), move || {
+            for _ in 0..kport::irq::CHECK_EVERY {
+                kport::irq::irq_exit();
+            }
+            d.store(true, Ordering::SeqCst);
+        }))
+        .unwrap();
+    t.wake();
+    assert!(eventually(|| done.load(Ordering::SeqCst)));
+    assert!(kport::irq::exit_misuses() > before, "no misuse counted");
 }

@@ -121,8 +121,9 @@ pub fn budget() -> (u32, u64) {
     (RESTARTS.load(Ordering::Relaxed), TIME_NS.load(Ordering::Relaxed))
 }
 
-/// Pending vectors, per CPU (Linux `local_softirq_pending`).
-static PENDING: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Pending vectors, per CPU (Linux `local_softirq_pending`): kport's word,
+/// which its `irq_exit` reads before it calls the hook.
+use kport::irq::SOFTIRQ_PENDING as PENDING;
 /// Handler runs, per CPU and vector (`/proc/softirqs`).
 static COUNTS: [[AtomicU64; NR_SOFTIRQS]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; NR_SOFTIRQS] }; MAX_CPUS];
 /// Passes over the pending vectors (one per `irq_exit`, `local_bh_enable`
@@ -321,13 +322,12 @@ impl Drop for BhGuard {
 struct Hooks;
 
 impl kport::irq::IrqHooks for Hooks {
-    fn irq_exit(&self) {
-        if in_interrupt() {
+    fn irq_exit(&self, cpu: usize) {
+        // Nothing pending is the common case: one load of this CPU's mask.
+        if PENDING[cpu % MAX_CPUS].load(Ordering::Relaxed) == 0 || in_interrupt() {
             return;
         }
-        if PENDING[port().cpu_id()].load(Ordering::Relaxed) != 0 {
-            run_pending();
-        }
+        run_pending();
     }
 }
 
