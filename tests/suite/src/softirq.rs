@@ -312,6 +312,50 @@ ktest!(softirq::bench_softirq_raise_run [bench = true] => |ctx| {
     Ok(())
 });
 
+/// One timer of 1 ms per iteration, armed from CPU 0 for CPU 0: cycles from
+/// the arm to the callback. `soft` runs the callback in the TIMER softirq
+/// (a [`softirq::SoftTimer`], what delayed work uses), otherwise in the
+/// port's hard-IRQ timer callback (what timed sleeps use); the difference of
+/// the medians is what going through the softirq adds to an expiry.
+fn timer_expiry(name: &str, soft: bool) {
+    const TIMER_ITERATIONS: usize = 300;
+    let p = port();
+    let _pin = Pinned::to(0);
+    let at = Arc::new(AtomicU64::new(0));
+    let a = at.clone();
+    let cb: Arc<dyn Fn() + Send + Sync> = Arc::new(move || a.store(port().cycles(), Ordering::SeqCst));
+    let soft_timer = softirq::SoftTimer::new(cb.clone());
+    let port_timer = p.timer(cb);
+    let mut samples = Vec::with_capacity(TIMER_ITERATIONS);
+    for i in 0..10 + TIMER_ITERATIONS {
+        at.store(0, Ordering::SeqCst);
+        let t0 = p.cycles();
+        let deadline = p.now_ns() + 1_000_000;
+        if soft {
+            soft_timer.arm(deadline, Some(0));
+        } else {
+            port_timer.arm(deadline, Some(0));
+        }
+        while at.load(Ordering::SeqCst) == 0 {
+            p.yield_now();
+        }
+        if i >= 10 {
+            samples.push(at.load(Ordering::SeqCst).saturating_sub(t0));
+        }
+    }
+    report_latency(name, &mut samples);
+}
+
+ktest!(softirq::bench_timer_1ms_softirq [bench = true] => |ctx| {
+    timer_expiry("timer_1ms_softirq", true);
+    Ok(())
+});
+
+ktest!(softirq::bench_timer_1ms_hardirq [bench = true] => |ctx| {
+    timer_expiry("timer_1ms_hardirq", false);
+    Ok(())
+});
+
 // ---------------------------------------------------------------- tasklet
 
 ktest!(tasklet::runs_on_the_cpu_that_scheduled_it => |ctx| {
