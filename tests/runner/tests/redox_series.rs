@@ -232,9 +232,8 @@ fn pub_uses(text: &str) -> Vec<String> {
         }
         let stmt = stmt.trim_end_matches(';');
         match (stmt.find('{'), stmt.rfind('}')) {
-            (Some(open), Some(close)) => names.extend(
-                stmt[open + 1..close].split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from),
-            ),
+            (Some(open), Some(close)) => names
+                .extend(stmt[open + 1..close].split(',').map(str::trim).filter(|n| !n.is_empty()).map(String::from)),
             _ => names.extend(stmt.rsplit("::").next().map(String::from)),
         }
     }
