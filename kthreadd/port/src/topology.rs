@@ -18,6 +18,8 @@ use alloc::vec::Vec;
 
 use crate::{CpuMask, port};
 
+pub mod cpuid;
+
 /// Where one CPU sits in the machine.
 ///
 /// Every field is an id to compare, not a count or an index: two CPUs are SMT
