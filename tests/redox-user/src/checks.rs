@@ -230,3 +230,107 @@ pub fn check_listings<'a>(
         ("kernel_threads_are_redox_contexts", with(&|r, _| listed_in_sys_context(r, sys_context))),
     ]
 }
+
+/// Linux's ten softirq vectors, as `sys:softirqs` names its rows.
+pub const SOFTIRQ_VECTORS: [&str; 10] =
+    ["HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED", "HRTIMER", "RCU"];
+
+/// The header of a `/proc`-style per-CPU table has exactly the columns `CPU0` to `CPU{cpus-1}`.
+fn cpu_header(file: &str, text: &str, cpus: usize) -> Result<(), String> {
+    let header: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+    let want: Vec<String> = (0..cpus).map(|c| format!("CPU{c}")).collect();
+    if header != want {
+        return Err(format!("{file} header is `{}`, expected {}", header.join(" "), want.join(" ")));
+    }
+    Ok(())
+}
+
+/// `sys:softirqs` is Linux's `/proc/softirqs`: a header of CPUs, then one row per vector, in
+/// Linux's order, with a count per CPU. TIMER has run somewhere (delayed work and the
+/// workqueues' timers go through it).
+pub fn softirqs_table(text: &str, cpus: usize) -> Result<(), String> {
+    cpu_header("sys:softirqs", text, cpus)?;
+    let rows: Vec<&str> = text.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    if rows.len() != SOFTIRQ_VECTORS.len() {
+        return Err(format!("sys:softirqs has {} rows, expected the {} vectors", rows.len(), SOFTIRQ_VECTORS.len()));
+    }
+    let mut timer_runs = 0u64;
+    for (row, want) in rows.iter().zip(SOFTIRQ_VECTORS) {
+        let (name, counts) =
+            row.split_once(':').ok_or_else(|| format!("sys:softirqs row `{}` has no `:`", row.trim()))?;
+        if name.trim() != want {
+            return Err(format!("sys:softirqs row `{}` where {want} was expected", name.trim()));
+        }
+        let counts: Vec<u64> = counts
+            .split_whitespace()
+            .map(|c| c.parse().map_err(|_| format!("sys:softirqs {want}: `{c}` is not a count")))
+            .collect::<Result<_, _>>()?;
+        if counts.len() != cpus {
+            return Err(format!("sys:softirqs {want} has {} counts for {cpus} CPUs", counts.len()));
+        }
+        if want == "TIMER" {
+            timer_runs = counts.iter().sum();
+        }
+    }
+    if timer_runs == 0 {
+        return Err(String::from("sys:softirqs: TIMER never ran"));
+    }
+    Ok(())
+}
+
+/// `sys:interrupts` is Linux's `/proc/interrupts` for the lines with kernel handlers and those
+/// delivered to the `irq:` scheme (`N: counts... chip name`), then the delivery counters.
+pub fn interrupts_table(text: &str, cpus: usize) -> Result<(), String> {
+    cpu_header("sys:interrupts", text, cpus)?;
+    for row in text.lines().skip(1).take_while(|l| !l.starts_with("irq-scheme delivery:")) {
+        let (line, rest) =
+            row.split_once(':').ok_or_else(|| format!("sys:interrupts row `{}` has no `:`", row.trim()))?;
+        line.trim().parse::<u32>().map_err(|_| format!("sys:interrupts row `{}`: no line number", row.trim()))?;
+        let counts = rest.split_whitespace().take(cpus).filter(|c| c.parse::<u64>().is_ok()).count();
+        if counts != cpus {
+            return Err(format!("sys:interrupts row `{}`: {counts} counts for {cpus} CPUs", row.trim()));
+        }
+    }
+    let delivery = text.lines().find(|l| l.starts_with("irq-scheme delivery:"));
+    let Some(delivery) = delivery else {
+        return Err(String::from("sys:interrupts has no `irq-scheme delivery:` counters"));
+    };
+    if !delivery.contains("hard-irq") && !delivery.contains("softirq") {
+        return Err(format!("sys:interrupts: `{delivery}` names no delivery mode"));
+    }
+    Ok(())
+}
+
+/// Every CPU has its `[ksoftirqd/N]`, alive and bound to that CPU alone.
+pub fn ksoftirqd_per_cpu(rows: &[Row<'_>], cpus: usize) -> Result<(), String> {
+    for cpu in 0..cpus.min(64) {
+        let name = format!("[ksoftirqd/{cpu}]");
+        match rows.iter().find(|r| r.name == name && r.state != 'Z') {
+            None => return Err(format!("no live {name}")),
+            Some(r) if r.affinity != 1u64 << cpu => {
+                return Err(format!("{name} has affinity {:#x}, expected CPU {cpu} alone", r.affinity));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The checks of the bottom-half files, by name, in the order the program reports them.
+pub fn check_bottom_halves(
+    sys_softirqs: &str,
+    sys_interrupts: &str,
+    sys_kthread: &str,
+    sys_cpu: &str,
+) -> Vec<(&'static str, Result<(), String>)> {
+    let cpus = cpu_count(sys_cpu);
+    let with = |f: &dyn Fn(usize) -> Result<(), String>| match &cpus {
+        Ok(n) => f(*n),
+        Err(e) => Err(format!("not checked: {e}")),
+    };
+    alloc::vec![
+        ("sys_softirqs_is_linux_table", with(&|n| softirqs_table(sys_softirqs, n))),
+        ("sys_interrupts_is_linux_table", with(&|n| interrupts_table(sys_interrupts, n))),
+        ("ksoftirqd_per_cpu", with(&|n| parse_sys_kthread(sys_kthread).and_then(|rows| ksoftirqd_per_cpu(&rows, n)))),
+    ]
+}

@@ -3,9 +3,10 @@
 //!
 //! It talks to the kernel through `redox_syscall` alone (no libc): the kernel gives the first
 //! program a capability for each of its schemes (`debug:`, `sys:`, `proc:`, ...), and the
-//! program reads `sys:kthread`, `sys:cpu` and `sys:context`, tries `proc:` with a kernel
-//! thread's id, prints KTAP through `debug:` (the serial port) and reports its verdict to the
-//! kernel through `sys:ktest` (a file of the `ktests` kernel only), which ends the run. The
+//! program reads `sys:kthread`, `sys:cpu`, `sys:context`, `sys:softirqs` and `sys:interrupts`,
+//! tries `proc:` with a kernel thread's id, prints KTAP through `debug:` (the serial port) and
+//! reports its verdict to the kernel through `sys:ktest` (a file of the `ktests` kernel only),
+//! which ends the run. The
 //! checks on the files' text are here, testable on the host; the Redox runtime (entry point,
 //! stack, heap, system calls) is `main.rs`, built only for `x86_64-unknown-redox`.
 #![no_std]

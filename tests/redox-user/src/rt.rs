@@ -272,6 +272,11 @@ extern "C" fn main() -> ! {
     let ids: Vec<u64> = checks::parse_sys_kthread(&kthread_text)
         .map(|rows| rows.iter().filter(|r| r.state != 'Z').map(|r| r.pid).collect())
         .unwrap_or_default();
+    let softirqs = read_sys(&roots, "softirqs");
+    let interrupts = read_sys(&roots, "interrupts");
+    results.push(("sys_softirqs_readable", softirqs.as_ref().map(|_| ()).map_err(Clone::clone)));
+    results.push(("sys_interrupts_readable", interrupts.as_ref().map(|_| ()).map_err(Clone::clone)));
+    results.extend(checks::check_bottom_halves(&text(&softirqs), &text(&interrupts), &kthread_text, &cpu_text));
     results.push(("proc_has_no_name_for_kernel_threads", proc_has_no_name_for_kernel_threads(&roots, &ids)));
     results.push(("sys_kthread_is_read_only", sys_kthread_is_read_only(&roots)));
 

@@ -233,3 +233,58 @@ fn the_programs_ktap_nests_under_the_kernels_case() {
     );
     assert_eq!(summary.counts(), (3, 1, 0));
 }
+
+/// The bottom-half files captured in the guest (4 CPUs, after the suites; the kernel prints
+/// them as `# sys:softirqs:` and `# sys:interrupts:` lines at the end of a run).
+fn bh_samples() -> (String, String, String, String) {
+    (sample("sys-softirqs.txt"), sample("sys-interrupts.txt"), sample("sys-kthread-bh.txt"), sample("sys-cpu.txt"))
+}
+
+#[test]
+fn the_guest_bottom_half_files_pass_every_check() {
+    let (softirqs, interrupts, kthread, cpu) = bh_samples();
+    let results = checks::check_bottom_halves(&softirqs, &interrupts, &kthread, &cpu);
+    assert_eq!(results.len(), 3);
+    for (name, r) in &results {
+        assert_eq!(r, &Ok(()), "{name}");
+    }
+}
+
+#[test]
+fn broken_bottom_half_files_are_reported() {
+    let (softirqs, interrupts, kthread, _) = bh_samples();
+    // A CPU column missing from the header.
+    let two = softirqs.replacen("CPU3", "", 1);
+    assert!(checks::softirqs_table(&two, 4).unwrap_err().contains("header"));
+    // A vector out of Linux's order.
+    let swapped = softirqs.replacen("NET_TX:", "NET_XX:", 1);
+    assert!(checks::softirqs_table(&swapped, 4).unwrap_err().contains("NET_TX was expected"));
+    // A count that is not a number.
+    let bad = softirqs.replacen("TIMER:          6", "TIMER:          x", 1);
+    assert!(checks::softirqs_table(&bad, 4).unwrap_err().contains("not a count"), "{bad}");
+    // TIMER never ran: delayed work could not have expired.
+    let mut no_timer = String::new();
+    for l in softirqs.lines() {
+        if l.trim_start().starts_with("TIMER:") {
+            no_timer.push_str("       TIMER:          0          0          0          0");
+        } else {
+            no_timer.push_str(l);
+        }
+        no_timer.push('\n');
+    }
+    assert!(checks::softirqs_table(&no_timer, 4).unwrap_err().contains("TIMER never ran"));
+    // sys:interrupts without its delivery counters, or with a short row.
+    let cut: String =
+        interrupts.lines().take_while(|l| !l.starts_with("irq-scheme")).map(|l| format!("{l}\n")).collect();
+    assert!(checks::interrupts_table(&cut, 4).unwrap_err().contains("irq-scheme delivery"));
+    let short =
+        interrupts.replacen("223:          0          0          0         20", "223:          0          0", 1);
+    assert!(checks::interrupts_table(&short, 4).unwrap_err().contains("counts for 4 CPUs"), "{short}");
+    // A ksoftirqd missing, or not bound to its CPU.
+    let rows = checks::parse_sys_kthread(&kthread).unwrap();
+    let without: Vec<_> = rows.iter().filter(|r| r.name != "[ksoftirqd/2]").cloned().collect();
+    assert_eq!(checks::ksoftirqd_per_cpu(&without, 4), Err("no live [ksoftirqd/2]".to_string()));
+    let mut unbound = rows.clone();
+    unbound.iter_mut().filter(|r| r.name == "[ksoftirqd/1]").for_each(|r| r.affinity = 0x3);
+    assert!(checks::ksoftirqd_per_cpu(&unbound, 4).unwrap_err().contains("affinity 0x3"));
+}
