@@ -282,7 +282,7 @@ pub fn irq_deliver(irq: u8, token: &mut CleanLockToken) {
 
 /// The workqueues (and with them the softirq layer) are up: a tasklet would run.
 fn softirq_ready() -> bool {
-    kport::installed() && softirq::softirq::ksoftirqd(0).is_some()
+    softirq::softirq::started()
 }
 
 /// Deferred deliveries made outside softirq context (0 unless the tasklet is misused).
@@ -479,7 +479,7 @@ pub fn sys_interrupts(token: &mut CleanLockToken) -> crate::syscall::error::Resu
     Ok(lend(token, interrupts_text).into_bytes())
 }
 
-fn interrupts_text() -> String {
+pub(super) fn interrupts_text() -> String {
     let mut s = softirq::irq::interrupts_text();
     let cpus = cpu_count();
     for (irq, l) in LINES

@@ -91,11 +91,17 @@ pub fn run(workqueues: Result<()>) -> ! {
     PORT.exit_machine(ok)
 }
 
-/// Print what `sys:kthread` reads now, one `# sys:kthread: ` diagnostic line per line. Runs in
-/// `[kthread-boot]`, whose port calls use its own lock token.
+/// Print what `sys:kthread`, `sys:softirqs` and `sys:interrupts` read now, one `# sys:NAME: `
+/// diagnostic line per line. Runs in `[kthread-boot]`, whose port calls use its own lock token.
 fn print_sys_kthread() {
     for line in super::ps_text().lines() {
         PORT.console_line(&format!("# sys:kthread: {line}"));
+    }
+    for line in softirq::softirq::softirqs_text().lines() {
+        PORT.console_line(&format!("# sys:softirqs: {line}"));
+    }
+    for line in super::irq::interrupts_text().lines() {
+        PORT.console_line(&format!("# sys:interrupts: {line}"));
     }
 }
 

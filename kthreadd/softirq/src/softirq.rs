@@ -368,6 +368,14 @@ pub(crate) fn init() -> kport::Result<()> {
     Ok(())
 }
 
+/// Are the `ksoftirqd` threads up (so a raise is sure to run)? One load: for
+/// callers in hard-IRQ context.
+///
+/// Context: any.
+pub fn started() -> bool {
+    KSOFTIRQD_TASKS.get().is_some()
+}
+
 /// The `ksoftirqd` thread of `cpu`.
 pub fn ksoftirqd(cpu: usize) -> Option<kthreadd::Kthread> {
     KSOFTIRQD.get()?.thread(cpu)
