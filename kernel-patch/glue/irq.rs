@@ -10,15 +10,18 @@
 //!   nested interrupt there is not an option (the one deviation from Linux, see
 //!   `docs/redox.md`). A kernel thread's yield points run them too ([`yield_point`]), after the
 //!   interrupt window they open.
-//! * **Lines** are Redox's IRQ numbers: 0..15 the legacy ISA lines, which stay with Redox's own
-//!   handlers and the `irq:` scheme (`attach` refuses them), and 16..223 the vectors 48..255 of
-//!   `generic_irq`, where MSI-style devices and the test line arrive. `attach` takes a vector
-//!   line that no one reserved and reserves it on every CPU, so the `irq:` scheme does not hand
-//!   it to a user driver; `generic_irq` asks [`irq_dispatch`] before it delivers to the `irq:`
-//!   scheme, so a line with a kernel handler never reaches user space.
-//! * **Masking** is lazy, as Linux's for edge lines: a masked line that fires is latched as
-//!   pending and sent again (an IPI of its vector) at unmask; several fires while
-//!   masked are one interrupt.
+//! * **Lines** are Redox's IRQ numbers: 0..15 the legacy ISA lines (the PIC, delivered to CPU 0)
+//!   and 16..223 the vectors 48..255 of `generic_irq`, where MSI-style devices and the test line
+//!   arrive. The legacy lines Redox handles itself (0 PIT, 1 keyboard, 2 cascade, 3 and 4 serial,
+//!   12 mouse) are refused (`EINVAL`); the others go to a kernel handler, when one is attached,
+//!   instead of the `irq:` scheme: `trigger()` and `generic_irq` ask [`irq_dispatch`] first. A
+//!   vector line is reserved on every CPU while attached, so the `irq:` scheme does not hand it to
+//!   a user driver.
+//! * **Masking.** A legacy line is masked at the PIC, whose request register keeps one edge for
+//!   the unmask. A vector line has no mask: masking is lazy, as Linux's for edge lines, and a fire
+//!   while masked is latched and sent again (an IPI of its vector) at unmask; several fires while
+//!   masked are one interrupt. An interrupt already on its way when a legacy line is masked is
+//!   latched too and, at unmask, handed to the handler from there (Linux's software resend).
 //! * **The test line** is the highest vector free on every CPU when the workqueues start,
 //!   reserved for good. [`TEST_IRQ`] fires it with a fixed IPI to the last CPU (not CPU 0, whose PIT
 //!   interrupt is every CPU's clock); it waits for the previous fire to arrive first, since the local APIC
@@ -136,6 +139,23 @@ fn reserve(vector: u32, on: bool) {
     for c in 0..cpu_count() {
         crate::arch::interrupt::set_reserved(LogicalCpuId::new(c as u32), vector as u8, on);
     }
+}
+
+/// The legacy lines Redox's own handlers keep: the PIT, the keyboard, the cascade, the two
+/// serial ports, the mouse.
+const REDOX_LEGACY_LINES: [u32; 6] = [0, 1, 2, 3, 4, 12];
+
+/// Mask legacy line `irq` at the PIC.
+fn pic_mask(irq: u32) {
+    // SAFETY: a line below 16 that Redox's own handlers do not use; the PIC is initialised at
+    // boot, and Redox's `trigger()` masks lines the same way from interrupt context.
+    unsafe { crate::arch::interrupt::irq::mask(irq as usize) }
+}
+
+/// Unmask legacy line `irq` at the PIC.
+fn pic_unmask(irq: u32) {
+    // SAFETY: as `pic_mask`; this is what the `irq:` scheme does when a driver acknowledges.
+    unsafe { crate::arch::interrupt::irq::acknowledge(irq as usize) }
 }
 
 /// Where the test line's interrupts (and resends at unmask) go: the last CPU. Not CPU 0, which
@@ -326,8 +346,7 @@ impl IrqChip for RedoxIrqChip {
     }
 
     fn attach(&self, irq: u32, handler: &'static dyn IrqHandler) -> Result<()> {
-        if irq < LEGACY_LINES {
-            // Redox's own handlers and the irq: scheme keep the legacy lines.
+        if REDOX_LEGACY_LINES.contains(&irq) {
             return Err(Error::new(EINVAL));
         }
         let l = line(irq).ok_or(Error::new(EINVAL))?;
@@ -335,6 +354,14 @@ impl IrqChip for RedoxIrqChip {
         let mut st = l.state.lock();
         if st.handler.is_some() {
             return Err(Error::new(EBUSY));
+        }
+        if irq < LEGACY_LINES {
+            st.handler = Some(handler);
+            st.masked = false;
+            st.pending = false;
+            // The irq: scheme may have left it masked for a driver's acknowledgement.
+            pic_unmask(irq);
+            return Ok(());
         }
         if !test {
             let vector = irq + VECTOR_BASE;
@@ -367,14 +394,21 @@ impl IrqChip for RedoxIrqChip {
         while l.running.load(Ordering::Acquire) != 0 {
             PORT.yield_now();
         }
-        if TEST_LINE.get() != Some(&irq) {
+        if irq < LEGACY_LINES {
+            // Back to the irq: scheme, unmasked as its flow expects.
+            pic_unmask(irq);
+        } else if TEST_LINE.get() != Some(&irq) {
             reserve(irq + VECTOR_BASE, false);
         }
     }
 
     fn mask(&self, irq: u32) {
         if let Some(l) = line(irq) {
-            l.state.lock().masked = true;
+            let mut st = l.state.lock();
+            st.masked = true;
+            if irq < LEGACY_LINES && st.handler.is_some() {
+                pic_mask(irq);
+            }
         }
     }
 
@@ -382,6 +416,30 @@ impl IrqChip for RedoxIrqChip {
         let Some(l) = line(irq) else {
             return;
         };
+        if irq < LEGACY_LINES {
+            let resend = {
+                let mut st = l.state.lock();
+                st.masked = false;
+                let pending = core::mem::take(&mut st.pending);
+                if st.handler.is_some() {
+                    pic_unmask(irq);
+                }
+                pending.then_some(st.handler).flatten()
+            };
+            if let Some(h) = resend {
+                // An interrupt taken while the line was being masked: hand it over now, as in
+                // an interrupt (Linux's software resend; the PIC kept no edge for it).
+                l.running.fetch_add(1, Ordering::AcqRel);
+                if let Some(c) = l.handled.get(crate::cpu_id().get() as usize) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                let was = PORT.irq_save();
+                super::port::as_irq(|| h.handle(irq));
+                PORT.irq_restore(was);
+                l.running.fetch_sub(1, Ordering::AcqRel);
+            }
+            return;
+        }
         let test = TEST_LINE.get() == Some(&irq);
         let resend = {
             let mut st = l.state.lock();
@@ -408,7 +466,7 @@ impl IrqChip for RedoxIrqChip {
         if TEST_LINE.get() == Some(&irq) {
             "APIC-vector test"
         } else if irq < LEGACY_LINES {
-            "XT-PIC-legacy"
+            "XT-PIC"
         } else {
             "APIC-vector"
         }

@@ -308,3 +308,111 @@ ktest!(redox_bh::ksoftirqd_and_irq_threads_are_listed => |_ctx| {
     check!(listed, "sys:kthread lacks {want}:\n{ps}");
     Ok(())
 });
+
+/// The RTC (CMOS ports 0x70/0x71) as a device a test can make interrupt on legacy line 8: its
+/// periodic interrupt. The index/data pair is shared by the handler (CPU 0) and the test thread
+/// (any CPU): one lock with interrupts off around each access.
+static RTC: kport::sync::SpinLock<()> = kport::sync::SpinLock::new(());
+/// Runs of the test's RTC handlers.
+static RTC_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The RTC's legacy line.
+const RTC_LINE: u32 = 8;
+
+fn cmos_read(reg: u8) -> u8 {
+    use crate::syscall::io::{Io, Pio};
+    let _g = RTC.lock();
+    Pio::<u8>::new(0x70).write(reg);
+    Pio::<u8>::new(0x71).read()
+}
+
+fn cmos_write(reg: u8, value: u8) {
+    use crate::syscall::io::{Io, Pio};
+    let _g = RTC.lock();
+    Pio::<u8>::new(0x70).write(reg);
+    Pio::<u8>::new(0x71).write(value);
+}
+
+/// Turn the RTC's periodic interrupt on (64 Hz) or off; returns register A as it was.
+fn rtc_periodic(on: bool, old_a: Option<u8>) -> u8 {
+    let a = cmos_read(0x0A);
+    let b = cmos_read(0x0B);
+    if on {
+        cmos_write(0x0A, (a & 0xF0) | 10);
+        cmos_write(0x0B, b | 0x40);
+    } else {
+        cmos_write(0x0B, b & !0x40);
+        if let Some(old) = old_a {
+            cmos_write(0x0A, old);
+        }
+    }
+    // Register C clears the flags the RTC may have raised meanwhile.
+    let _ = cmos_read(0x0C);
+    a
+}
+
+fn rtc_handled() -> u64 {
+    (0..PORT.cpu_count())
+        .map(|c| softirq::irq::irq_count(RTC_LINE, c))
+        .sum()
+}
+
+// A legacy line with a kernel handler: the RTC's periodic interrupt on line 8 reaches the
+// handler from Redox's `rtc` handler, never the irq: scheme, with the line unmasked between
+// interrupts; then as a threaded ONESHOT action, the line masked at the PIC while the thread
+// runs and unmasked after. The lines Redox's own handlers keep are refused.
+ktest!(redox_bh::a_legacy_line_goes_to_a_kernel_handler => |_ctx| {
+    for line in [0, 1, 2, 3, 4, 12] {
+        let r = softirq::request_irq(line, alloc::boxed::Box::new(|_| softirq::IrqReturn::Handled), softirq::IrqFlags::empty(), "kt-refused");
+        check_eq!(r.map(|_| ()).map_err(|e| e.errno), Err(EINVAL), "request_irq of Redox's own line {line}");
+    }
+    let scheme_before = super::irq::scheme_deliveries(RTC_LINE);
+    let counted_before = rtc_handled();
+    let action = softirq::request_irq(
+        RTC_LINE,
+        alloc::boxed::Box::new(|_| {
+            let _ = cmos_read(0x0C);
+            RTC_RUNS.fetch_add(1, Ordering::SeqCst);
+            softirq::IrqReturn::Handled
+        }),
+        softirq::IrqFlags::empty(),
+        "kt-rtc",
+    )
+    .map_err(|e| Failure::Fail(format!("request_irq(8): {e:?}")))?;
+    let runs0 = RTC_RUNS.load(Ordering::SeqCst);
+    let old_a = rtc_periodic(true, None);
+    let got = ::ktests::port_api::wait_for(5_000, || RTC_RUNS.load(Ordering::SeqCst) >= runs0 + 5);
+    rtc_periodic(false, Some(old_a));
+    ::ktests::port_api::msleep(50);
+    let runs = RTC_RUNS.load(Ordering::SeqCst) - runs0;
+    let freed = softirq::free_irq(action).map_err(|(e, _)| Failure::Fail(format!("free_irq: {e:?}")));
+    check!(got, "the RTC's periodic interrupt reached the kernel handler {runs} times in 5 s");
+    freed?;
+    check_eq!(rtc_handled() - counted_before, runs, "line 8's counters against the handler's runs");
+    check_eq!(super::irq::scheme_deliveries(RTC_LINE), scheme_before, "line 8 reached the irq: scheme while a kernel handler had it");
+
+    // ONESHOT: the thread function runs with the line masked; the interrupts keep coming.
+    let runs0 = RTC_RUNS.load(Ordering::SeqCst);
+    let action = softirq::request_threaded_irq(
+        RTC_LINE,
+        Some(alloc::boxed::Box::new(|_| {
+            let _ = cmos_read(0x0C);
+            softirq::IrqReturn::WakeThread
+        })),
+        Some(alloc::boxed::Box::new(|_| {
+            RTC_RUNS.fetch_add(1, Ordering::SeqCst);
+            softirq::IrqReturn::Handled
+        })),
+        softirq::IrqFlags::ONESHOT,
+        "kt-rtc-thread",
+    )
+    .map_err(|e| Failure::Fail(format!("request_threaded_irq(8): {e:?}")))?;
+    let old_a = rtc_periodic(true, None);
+    let got = ::ktests::port_api::wait_for(5_000, || RTC_RUNS.load(Ordering::SeqCst) >= runs0 + 5);
+    rtc_periodic(false, Some(old_a));
+    let thread_runs = RTC_RUNS.load(Ordering::SeqCst) - runs0;
+    let freed = softirq::free_irq(action).map_err(|(e, _)| Failure::Fail(format!("free_irq: {e:?}")));
+    check!(got, "the threaded handler ran {thread_runs} times in 5 s: the ONESHOT mask was not lifted");
+    freed?;
+    check_eq!(super::irq::scheme_deliveries(RTC_LINE), scheme_before, "line 8 reached the irq: scheme while a kernel handler had it");
+    Ok(())
+});
