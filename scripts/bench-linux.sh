@@ -3,14 +3,20 @@
 # boot (docs/benchmarks.md, "Linux side by side"):
 #
 #   - Debian's own kernel and its headers (linux-image-amd64,
-#     linux-headers-amd64), a static busybox (busybox-static) and the module
-#     build tools (make, gcc), installed from the OS packages as root or
-#     through sudo when missing; otherwise it prints exactly what to install
-#     and fails;
+#     linux-headers-amd64), a static busybox (busybox-static), the module
+#     build tools (make, gcc) and the static C library (libc6-dev), installed
+#     from the OS packages as root or through sudo when missing; otherwise it
+#     prints exactly what to install and fails;
 #   - the kbench module of tests/bench-linux, built against those headers in
 #     target/bench-linux/build;
+#   - blkbench, the block benchmarks' user-space program
+#     (tests/bench-linux/blkbench.c, static);
+#   - Linux's virtio-blk modules of that kernel (virtio_ring, virtio,
+#     virtio_pci_modern_dev, virtio_pci_legacy_dev, virtio_pci, virtio_blk),
+#     copied to target/bench-linux/modules/;
 #   - target/bench-linux/vmlinuz and kbench.ko, which the runner boots (it
-#     writes the initramfs itself: busybox, tests/bench-linux/init, kbench.ko).
+#     writes the initramfs itself: busybox, tests/bench-linux/init, kbench.ko,
+#     blkbench and the modules, which it takes from beside kbench.ko).
 #
 # Nothing here is part of `make test`. Usage: scripts/bench-linux.sh [--check]
 # (--check: report what is missing, install nothing).
@@ -35,11 +41,11 @@ installed() {
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "error: make bench-linux boots Debian's linux-image-amd64 and builds a module against" >&2
     echo "  linux-headers-amd64; this machine has no dpkg. On Debian/Ubuntu:" >&2
-    echo "  apt-get install linux-image-amd64 linux-headers-amd64 busybox-static make gcc" >&2
+    echo "  apt-get install linux-image-amd64 linux-headers-amd64 busybox-static make gcc libc6-dev" >&2
     exit 1
 fi
 
-packages="linux-image-amd64 linux-headers-amd64 busybox-static make gcc"
+packages="linux-image-amd64 linux-headers-amd64 busybox-static make gcc libc6-dev"
 missing=""
 for p in $packages; do
     installed "$p" || missing="$missing $p"
@@ -84,6 +90,44 @@ if ! make -s -C "$headers" M="$PWD/$out/build" modules > "$out/build/make.log" 2
     exit 1
 fi
 cp "$out/build/kbench.ko" "$out/kbench.ko"
+
+# blkbench: static, so the initramfs needs no C library.
+if ! gcc -static -O2 -pthread -Wall -Wextra -o "$out/blkbench.new" tests/bench-linux/blkbench.c 2> "$out/build/blkbench.log"; then
+    cat "$out/build/blkbench.log" >&2
+    echo "error: building tests/bench-linux/blkbench.c (gcc -static) failed (log: $out/build/blkbench.log)" >&2
+    exit 1
+fi
+mv "$out/blkbench.new" "$out/blkbench"
+
+# Linux's virtio-blk modules of this kernel, in the order the init script
+# loads them; each may only depend on those before it.
+kmods=/lib/modules/$release/kernel/drivers
+order="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+mkdir -p "$out/modules"
+loaded=""
+for m in $order; do
+    case $m in
+        virtio_blk) src=$kmods/block/$m.ko ;;
+        *) src=$kmods/virtio/$m.ko ;;
+    esac
+    if [ -r "$src" ]; then
+        cmp -s "$src" "$out/modules/$m.ko" || cp "$src" "$out/modules/$m.ko"
+    elif [ -r "$src.xz" ] && command -v xz >/dev/null 2>&1; then
+        xz -dc "$src.xz" > "$out/modules/$m.ko"
+    else
+        echo "error: $src missing (part of linux-image-$release)" >&2
+        exit 1
+    fi
+    if command -v modinfo >/dev/null 2>&1; then
+        for dep in $(modinfo -F depends "$out/modules/$m.ko" | tr ',' ' '); do
+            case " $loaded " in
+                *" $dep "*) ;;
+                *) echo "error: $m.ko needs $dep, which the init script loads after it" >&2; exit 1 ;;
+            esac
+        done
+    fi
+    loaded="$loaded $m"
+done
 cmp -s "/boot/vmlinuz-$release" "$out/vmlinuz" || cp "/boot/vmlinuz-$release" "$out/vmlinuz"
 echo "$release" > "$out/release"
-echo "bench-linux: Linux $release and kbench.ko ready in $out" >&2
+echo "bench-linux: Linux $release, kbench.ko, blkbench and the virtio-blk modules ready in $out" >&2

@@ -61,6 +61,11 @@ struct LineState {
     handler: Option<&'static dyn IrqHandler>,
     masked: bool,
     pending: bool,
+    /// The line's vector is reserved because this glue reserved it: Redox's
+    /// `set_reserved(.., false)` ORs the bit in and so never releases a
+    /// vector, and a later `attach` of the same line must not take the
+    /// glue's own reservation for a user driver's.
+    reserved_by_glue: bool,
 }
 
 /// One line. L: its lock; A: atomic.
@@ -84,6 +89,7 @@ impl Line {
                 handler: None,
                 masked: false,
                 pending: false,
+                reserved_by_glue: false,
             }),
             running: AtomicU32::new(0),
             arrivals: AtomicU64::new(0),
@@ -368,11 +374,12 @@ impl IrqChip for RedoxIrqChip {
             let taken = (0..cpu_count()).any(|c| {
                 crate::arch::interrupt::is_reserved(LogicalCpuId::new(c as u32), vector as u8)
             });
-            if taken {
+            if taken && !st.reserved_by_glue {
                 // A user driver (or Redox) has the vector.
                 return Err(Error::new(EBUSY));
             }
             reserve(vector, true);
+            st.reserved_by_glue = true;
         }
         st.handler = Some(handler);
         st.masked = false;
@@ -398,7 +405,13 @@ impl IrqChip for RedoxIrqChip {
             // Back to the irq: scheme, unmasked as its flow expects.
             pic_unmask(irq);
         } else if TEST_LINE.get() != Some(&irq) {
-            reserve(irq + VECTOR_BASE, false);
+            let vector = irq + VECTOR_BASE;
+            reserve(vector, false);
+            // Still reserved where Redox cannot release a vector: remember
+            // that the reservation is the glue's own.
+            l.state.lock().reserved_by_glue = (0..cpu_count()).any(|c| {
+                crate::arch::interrupt::is_reserved(LogicalCpuId::new(c as u32), vector as u8)
+            });
         }
     }
 

@@ -416,3 +416,24 @@ ktest!(redox_bh::a_legacy_line_goes_to_a_kernel_handler => |_ctx| {
     check_eq!(super::irq::scheme_deliveries(RTC_LINE), scheme_before, "line 8 reached the irq: scheme while a kernel handler had it");
     Ok(())
 });
+
+// A vector line's reservation survives a detach (Redox's `set_reserved(.., false)` releases
+// nothing), and attaching the same line again must still work: the glue knows the reservation
+// is its own. A line no one reserved is taken, released and taken again.
+ktest!(redox_bh::a_vector_line_can_be_attached_again => |_ctx| {
+    let test = super::irq::test_line();
+    let line = (16..224u32)
+        .rev()
+        .filter(|l| Some(*l) != test)
+        .find(|l| {
+            let v = *l as u8 + 32;
+            (0..PORT.cpu_count()).all(|c| !interrupt::is_reserved(crate::cpu_set::LogicalCpuId::new(c as u32), v))
+        })
+        .ok_or_else(|| Failure::Fail("no free vector line".into()))?;
+    for round in 0..3 {
+        let action = softirq::request_irq(line, alloc::boxed::Box::new(|_| softirq::IrqReturn::Handled), softirq::IrqFlags::empty(), "kt-again")
+            .map_err(|e| Failure::Fail(format!("round {round}: request_irq({line}): {e:?}")))?;
+        softirq::free_irq(action).map_err(|(e, _)| Failure::Fail(format!("round {round}: free_irq: {e:?}")))?;
+    }
+    Ok(())
+});

@@ -10,6 +10,10 @@
 //!   Lines from 16 on are the remaining pins' GSIs (PCI: level, active low).
 //!   Line n has IDT vector [`VEC_IRQ_BASE`] + n; at boot every usable line
 //!   is programmed with its vector, trigger mode, polarity and CPU, masked.
+//! * **Message-signalled lines** ([`MSI_LINES`] of them) follow the
+//!   IOAPIC's: `msi_alloc` hands one out, aimed at a CPU's local APIC,
+//!   with the message a device writes (MSI-X); then it is attached like
+//!   any line. They are edge lines with no pin, so masking is lazy.
 //! * **Refused lines** (`EINVAL` from `attach`): a line without a pin (ISA
 //!   IRQ 2, whose GSI 2 serves IRQ 0; a GSI that an override took), and
 //!   line 4, COM1's, which is the kernel's console (it writes with
@@ -67,8 +71,13 @@ pub const PIT_LINE: u32 = 0;
 /// The CPU every line is delivered to.
 pub const IRQ_CPU: usize = 0;
 
+/// Message-signalled lines after the IOAPIC's ([`IrqChip::msi_alloc`]).
+pub const MSI_LINES: u32 = 32;
+
 /// What a line's lock protects.
 struct LineState {
+    /// A message-signalled line handed out by `msi_alloc`.
+    allocated: bool,
     /// The attached handler.
     handler: Option<&'static dyn IrqHandler>,
     /// `mask` was called (and `unmask` not yet).
@@ -84,6 +93,11 @@ struct LineState {
 struct Line {
     /// I: the line's IOAPIC pin, if it has one.
     pin: Option<u32>,
+    /// I: a message-signalled line (no pin; edge).
+    msi: bool,
+    /// A: the CPU its interrupts go to (a message-signalled line's is set
+    /// by `msi_alloc`; the others' is [`IRQ_CPU`]).
+    cpu: core::sync::atomic::AtomicUsize,
     /// I: level-triggered (else edge).
     level: bool,
     /// I: active low.
@@ -194,13 +208,33 @@ pub fn init(madt: &Madt) {
         };
         v.push(Line {
             pin,
+            msi: false,
+            cpu: core::sync::atomic::AtomicUsize::new(IRQ_CPU),
             level,
             active_low: low,
             refused,
             describe,
             state: IrqSpinLock::named(
                 "irq line",
-                LineState { handler: None, masked: false, pending: false, pin_masked: true },
+                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
+            ),
+            running: AtomicU32::new(0),
+            arrivals: AtomicU64::new(0),
+            counts: [const { AtomicU64::new(0) }; MAX_CPUS],
+        });
+    }
+    for _ in 0..MSI_LINES {
+        v.push(Line {
+            pin: None,
+            msi: true,
+            cpu: core::sync::atomic::AtomicUsize::new(IRQ_CPU),
+            level: false,
+            active_low: false,
+            refused: None,
+            describe: "PCI-MSI-X-edge",
+            state: IrqSpinLock::named(
+                "irq line",
+                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
             ),
             running: AtomicU32::new(0),
             arrivals: AtomicU64::new(0),
@@ -302,6 +336,20 @@ impl IrqChip for IoApicChip {
     /// open it. Forgets an interrupt latched while no handler was attached.
     fn attach(&self, irq: u32, handler: &'static dyn IrqHandler) -> Result<()> {
         let l = line(irq).ok_or(Error::new(EINVAL))?;
+        if l.msi {
+            // A message-signalled line: only once allocated; the device's
+            // message is its routing.
+            let mut st = l.state.lock();
+            if !st.allocated {
+                return Err(Error::new(EINVAL));
+            }
+            if st.handler.is_some() {
+                return Err(Error::new(EBUSY));
+            }
+            *st =
+                LineState { allocated: true, handler: Some(handler), masked: false, pending: false, pin_masked: true };
+            return Ok(());
+        }
         let pin = match (l.pin, l.refused) {
             (Some(pin), None) => pin,
             _ => return Err(Error::new(EINVAL)),
@@ -310,7 +358,7 @@ impl IrqChip for IoApicChip {
         if st.handler.is_some() {
             return Err(Error::new(EBUSY));
         }
-        *st = LineState { handler: Some(handler), masked: false, pending: false, pin_masked: false };
+        *st = LineState { allocated: false, handler: Some(handler), masked: false, pending: false, pin_masked: false };
         ioapic::route(pin, l.route(irq), false);
         Ok(())
     }
@@ -323,7 +371,13 @@ impl IrqChip for IoApicChip {
         {
             let mut st = l.state.lock();
             mask_pin(l, &mut st);
-            *st = LineState { handler: None, masked: false, pending: false, pin_masked: st.pin_masked };
+            *st = LineState {
+                allocated: st.allocated,
+                handler: None,
+                masked: false,
+                pending: false,
+                pin_masked: st.pin_masked,
+            };
         }
         while l.running.load(Ordering::Acquire) != 0 {
             crate::sched::timer::sleep_until(time::now_ns() + 1_000_000);
@@ -353,7 +407,8 @@ impl IrqChip for IoApicChip {
         }
         unmask_pin(l, &mut st);
         if core::mem::take(&mut st.pending) && !l.level {
-            apic::send_ipi(PERCPU[IRQ_CPU].apic_id.load(Ordering::Relaxed), VEC_IRQ_BASE + irq as u8);
+            let cpu = l.cpu.load(Ordering::Relaxed);
+            apic::send_ipi(PERCPU[cpu].apic_id.load(Ordering::Relaxed), VEC_IRQ_BASE + irq as u8);
         }
     }
 
@@ -366,6 +421,45 @@ impl IrqChip for IoApicChip {
             (Some(l), true) => l.counts[cpu].load(Ordering::Relaxed),
             _ => 0,
         }
+    }
+
+    /// A free message-signalled line, aimed at `cpu`'s local APIC: the
+    /// message is the xAPIC's (address `0xFEE0_0000 | APIC ID << 12`,
+    /// physical destination; data the line's vector, fixed delivery, edge).
+    fn msi_alloc(&self, cpu: usize) -> Result<kport::irq::MsiLine> {
+        if cpu >= percpu::cpus_up() {
+            return Err(Error::new(EINVAL));
+        }
+        let apic_id = PERCPU[cpu].apic_id.load(Ordering::Relaxed);
+        if apic_id > 255 {
+            return Err(Error::new(EINVAL));
+        }
+        for (irq, l) in lines().iter().enumerate().filter(|(_, l)| l.msi) {
+            let mut st = l.state.lock();
+            if st.allocated {
+                continue;
+            }
+            st.allocated = true;
+            st.pending = false;
+            l.cpu.store(cpu, Ordering::Relaxed);
+            return Ok(kport::irq::MsiLine {
+                irq: irq as u32,
+                address: 0xfee0_0000 | (u64::from(apic_id) << 12),
+                data: u32::from(VEC_IRQ_BASE) + irq as u32,
+            });
+        }
+        Err(Error::new(EBUSY))
+    }
+
+    /// Free the line if no handler is attached (else warn and keep it).
+    fn msi_free(&self, irq: u32) {
+        let Some(l) = line(irq).filter(|l| l.msi) else { return };
+        let mut st = l.state.lock();
+        if st.handler.is_some() {
+            crate::kprintln!("# WARNING: msi_free of line {irq} with a handler attached: kept");
+            return;
+        }
+        st.allocated = false;
     }
 }
 

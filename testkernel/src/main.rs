@@ -13,6 +13,7 @@ extern crate alloc;
 
 mod arch;
 mod bootinfo;
+mod bus;
 mod console;
 mod exit;
 mod faults;
@@ -103,6 +104,9 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
         kprintln!("# ktest: error: cannot start kthreadd: {e:?}");
         exit::exit_qemu(false);
     }
+    // PCI: BARs sized and devices enabled while this is the only CPU
+    // (`drivers::pci::boot_scan` says why).
+    drivers::pci::boot_scan(&bus::BUS);
     arch::smp::start_aps(&madt);
     mem::paging::drop_identity_map();
     sched::timer::start_tick();

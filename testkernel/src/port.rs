@@ -242,6 +242,12 @@ impl Port for TestkernelPort {
         Some(&crate::irq::CHIP)
     }
 
+    /// PCI through ports 0xCF8/0xCFC, DMA from the buddy allocator
+    /// (`crate::bus`).
+    fn device_bus(&self) -> Option<&'static dyn kport::bus::DeviceBus> {
+        Some(&crate::bus::BUS)
+    }
+
     fn now_ns(&self) -> u64 {
         time::now_ns()
     }

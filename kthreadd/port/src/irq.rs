@@ -183,6 +183,40 @@ pub trait IrqChip: Send + Sync {
     ///
     /// Context: any.
     fn count(&self, irq: u32, cpu: usize) -> u64;
+    /// Allocate a message-signalled line delivered to `cpu` (Linux
+    /// `pci_alloc_irq_vectors` with `PCI_IRQ_MSIX`, one vector): its line
+    /// number, to attach a handler to as to any line, and the message a
+    /// device writes to raise it. Edge-triggered; masking is lazy (an
+    /// interrupt while masked is latched and sent again at unmask).
+    ///
+    /// Return: `ENOSYS` where the port has no message-signalled lines (the
+    /// default: drivers then use the legacy line), `EINVAL` for a CPU that
+    /// does not exist, `EBUSY` when none is free.
+    ///
+    /// Context: any task context.
+    fn msi_alloc(&self, cpu: usize) -> Result<MsiLine> {
+        let _ = cpu;
+        Err(crate::Error::new(crate::ENOSYS))
+    }
+    /// Give back a line from [`IrqChip::msi_alloc`]; its handler must have
+    /// been detached.
+    ///
+    /// Context: any task context.
+    fn msi_free(&self, irq: u32) {
+        let _ = irq;
+    }
+}
+
+/// A message-signalled line ([`IrqChip::msi_alloc`]): the device raises
+/// it by writing `data` (32 bits) to bus address `address`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiLine {
+    /// The line, for `attach`.
+    pub irq: u32,
+    /// Message address.
+    pub address: u64,
+    /// Message data.
+    pub data: u32,
 }
 
 /// Softirq bits of the bottom-half word: a softirq is being served (Linux

@@ -37,6 +37,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod bus;
 pub mod context;
 pub mod harness;
 #[cfg(feature = "host")]
@@ -57,7 +58,7 @@ use core::any::Any;
 use core::fmt;
 
 pub use syscall::error::{
-    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSYS, EPERM, EROFS, ESRCH, Error,
+    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSYS, EOPNOTSUPP, EPERM, EROFS, ESRCH, Error,
 };
 
 /// Result type of fallible port and subsystem calls (`syscall::Error`, as
@@ -422,6 +423,12 @@ pub trait Port: Send + Sync {
     /// The machine's device interrupt lines, if the host kernel lets the
     /// subsystem attach handlers to them (default: none).
     fn irq_chip(&self) -> Option<&'static dyn irq::IrqChip> {
+        None
+    }
+    /// The machine's devices (PCI configuration space, register windows,
+    /// DMA memory), if the host kernel lets the subsystem's drivers reach
+    /// them (default: none).
+    fn device_bus(&self) -> Option<&'static dyn bus::DeviceBus> {
         None
     }
 

@@ -12,7 +12,7 @@ use x86::bits64::rflags::{self, RFlags};
 #[inline]
 pub fn outb(port: u16, val: u8) {
     // SAFETY: the kernel runs at CPL 0, so port I/O cannot fault; the ports it
-    // writes (COM1, PIT, PIC, debug-exit) are its own devices, and port I/O
+    // writes (COM1, PIT, PIC, debug-exit, PCI configuration) are its own devices, and port I/O
     // has no effect on memory Rust knows about.
     unsafe { x86::io::outb(port, val) }
 }
@@ -29,6 +29,14 @@ pub fn inb(port: u16) -> u8 {
 pub fn outl(port: u16, val: u32) {
     // SAFETY: as for `outb`.
     unsafe { x86::io::outl(port, val) }
+}
+
+/// Read a 32-bit value from an I/O port.
+#[inline]
+pub fn inl(port: u16) -> u32 {
+    // SAFETY: as for `outb`; reads of the PCI configuration data port have
+    // no effect on memory.
+    unsafe { x86::io::inl(port) }
 }
 
 /// Write a model-specific register.

@@ -4,7 +4,7 @@
 //! console's device node is an archive entry, not a `mknod`).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What one archive entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,18 +84,41 @@ pub fn archive(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// The `make bench-linux` initramfs: a static busybox, the init script and
-/// the benchmark module, and the directories and console node they need.
-pub fn bench_linux(busybox: &Path, init: &Path, module: &Path) -> io::Result<Vec<u8>> {
+/// Where [`bench_linux`] puts the kernel modules (`lib/modules/<name>.ko`),
+/// as the init script loads them.
+pub const MODULES_DIR: &str = "lib/modules";
+
+/// The `make bench-linux` initramfs: a static busybox, the init script, the
+/// benchmark module, the static `blkbench` program (`bin/blkbench`), Linux's
+/// own `modules` (in [`MODULES_DIR`], under their file names), and the
+/// directories and console node they need.
+pub fn bench_linux(
+    busybox: &Path,
+    init: &Path,
+    module: &Path,
+    blkbench: &Path,
+    modules: &[PathBuf],
+) -> io::Result<Vec<u8>> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
-    Ok(archive(&[
+    let mut entries = vec![
         Entry::dir("bin"),
         Entry::dir("dev"),
         Entry::char_dev("dev/console", 5, 1),
         Entry::dir("proc"),
         Entry::dir("sys"),
+        Entry::dir("lib"),
+        Entry::dir(MODULES_DIR),
         Entry::file("bin/busybox", read(busybox)?, 0o755),
+        Entry::file("bin/blkbench", read(blkbench)?, 0o755),
         Entry::file("init", read(init)?, 0o755),
         Entry::file("kbench.ko", read(module)?, 0o644),
-    ]))
+    ];
+    for m in modules {
+        let Some(name) = m.file_name().and_then(|n| n.to_str()) else {
+            let msg = format!("{}: not a module file name", m.display());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        };
+        entries.push(Entry::file(&format!("{MODULES_DIR}/{name}"), read(m)?, 0o644));
+    }
+    Ok(archive(&entries))
 }

@@ -6,7 +6,8 @@
 //!
 //! The pieces are separate modules so they can be tested on their own:
 //! [`ktap`] (parser), [`symbolize`] (ELF symbol lookup), [`qemu`] (process
-//! handling), [`report`] (verdicts, JSON, summary) and [`run`] (orchestration).
+//! handling), [`report`] (verdicts, JSON, summary), [`run`] (orchestration)
+//! and [`disks`] (the `block` suite's virtio-blk images and their check).
 //! The Linux side of the benchmarks: [`initramfs`] (the newc archive),
 //! [`linux`] (`bench-linux`), [`compare`] (tables and charts) and [`rounds`]
 //! (`bench-compare`, `bench-scale`).
@@ -17,6 +18,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod disks;
 pub mod initramfs;
 pub mod ktap;
 pub mod linux;

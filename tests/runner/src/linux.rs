@@ -1,15 +1,23 @@
 //! `ktest bench-linux`: Debian's own Linux kernel in the same QEMU
 //! configuration as `ktest bench`, with an initramfs (static busybox, an init
-//! script, the `kbench` module of `tests/bench-linux`) that runs the Linux
-//! counterparts of the benchmarks and ends the machine through
-//! isa-debug-exit as the testkernel does. The module prints KTAP, so the
-//! output goes through the same parser, verdict and `bench.json` objects.
+//! script, the `kbench` module of `tests/bench-linux`, the static `blkbench`
+//! program and Linux's virtio-blk modules) that runs the Linux counterparts
+//! of the benchmarks and ends the machine through isa-debug-exit as the
+//! testkernel does. Both print KTAP, so the output goes through the same
+//! parser, verdict and `bench.json` objects.
+//!
+//! The boots of the `main` set get the same four virtio-blk disks as
+//! `ktest bench`'s boots ([`crate::disks`]), so that the block benchmarks run
+//! on identical QEMU devices on both sides.
 //!
 //! `scripts/bench-linux.sh` installs the packages, builds the module and
-//! copies the kernel to `target/bench-linux/` (the defaults here).
+//! `blkbench`, copies the modules (into `modules/`) and the kernel to
+//! `target/bench-linux/` (the defaults here). `blkbench` and `modules/` are
+//! taken from beside the kbench module, wherever `--module` puts it.
 
 use crate::Error;
 use crate::cli::Options;
+use crate::disks::BootDisks;
 use crate::qemu::{self, QEMU, QEMU_MISSING, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
 use crate::run::{self, Console};
@@ -20,6 +28,36 @@ use std::time::Duration;
 
 /// What `scripts/bench-linux.sh` prepares, relative to the repository.
 pub const PREPARED: &str = "target/bench-linux";
+
+/// Linux's virtio-blk modules, in the order `tests/bench-linux/init` loads
+/// them (each after those it depends on); `<name>.ko` files in
+/// [`MODULES_SUBDIR`] beside the kbench module.
+pub const VIRTIO_MODULES: [&str; 6] =
+    ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk"];
+
+/// The directory beside the kbench module that holds [`VIRTIO_MODULES`].
+pub const MODULES_SUBDIR: &str = "modules";
+
+/// The block benchmarks' program, beside the kbench module.
+pub const BLKBENCH: &str = "blkbench";
+
+/// Does a Linux boot of kbench's `set` get the virtio-blk disks? The `main`
+/// set is `ktest bench`'s counterpart (its `tests=all` boot gets them, see
+/// [`crate::disks::block_selected`]); `scale` and `tput` stand beside
+/// bench-scale's boots of the `scale` and `scale_tput` suites, which do not.
+pub fn wants_disks(set: &str) -> bool {
+    set == "main"
+}
+
+/// The tag of a Linux boot's disk images (`disk-<serial>-<tag>.img`).
+pub fn disk_tag(smp: u32, set: &str) -> String {
+    format!("linux-smp{smp}-{set}")
+}
+
+/// QEMU's extra arguments for a Linux boot: the disks' first, then `--qemu-arg`s.
+pub fn extra_args(disks: Option<&BootDisks>, qemu_args: &[String]) -> Vec<String> {
+    disks.into_iter().flat_map(BootDisks::qemu_args).chain(qemu_args.iter().cloned()).collect()
+}
 
 /// The guest command line: the serial console, only notices and worse on
 /// it (kbench prints at KERN_NOTICE, the kernel's boot chatter is
@@ -81,18 +119,36 @@ pub struct Inputs {
     pub module: PathBuf,
     /// The init script.
     pub init: PathBuf,
+    /// The static `blkbench` program.
+    pub blkbench: PathBuf,
+    /// Linux's virtio-blk modules, in [`VIRTIO_MODULES`] order.
+    pub modules: Vec<PathBuf>,
+}
+
+/// `blkbench` and the virtio-blk modules that go with the kbench module at `module`.
+pub fn beside_module(module: &Path) -> (PathBuf, Vec<PathBuf>) {
+    let dir = module.parent().unwrap_or(Path::new("."));
+    let modules = VIRTIO_MODULES.iter().map(|m| dir.join(MODULES_SUBDIR).join(format!("{m}.ko"))).collect();
+    (dir.join(BLKBENCH), modules)
 }
 
 /// The inputs, checked to exist (with the command that makes them).
 pub fn inputs(opts: &Options) -> Result<Inputs, Error> {
     let repo = run::repo_root()?;
     let prepared = repo.join(PREPARED);
+    let module = opts.module.clone().unwrap_or_else(|| prepared.join("kbench.ko"));
+    let (blkbench, modules) = beside_module(&module);
     let i = Inputs {
         kernel: opts.linux_kernel.clone().unwrap_or_else(|| prepared.join("vmlinuz")),
-        module: opts.module.clone().unwrap_or_else(|| prepared.join("kbench.ko")),
+        module,
         init: repo.join("tests/bench-linux/init"),
+        blkbench,
+        modules,
     };
-    for (what, p) in [("Linux kernel", &i.kernel), ("kbench module", &i.module), ("init script", &i.init)] {
+    let named = [("Linux kernel", &i.kernel), ("kbench module", &i.module), ("init script", &i.init)];
+    let beside =
+        std::iter::once(("blkbench program", &i.blkbench)).chain(i.modules.iter().map(|m| ("Linux module", m)));
+    for (what, p) in named.into_iter().chain(beside) {
         if !p.is_file() {
             return Err(Error::env(format!(
                 "ktest: {what} not found at {} (run scripts/bench-linux.sh, or make bench-linux, first)",
@@ -141,11 +197,21 @@ pub fn boot(
     })?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
-    let image = crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module)
-        .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
+    let image =
+        crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module, &inputs.blkbench, &inputs.modules)
+            .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
     let initrd = out_dir.join("initramfs-linux.cpio");
     std::fs::write(&initrd, image).map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", initrd.display())))?;
     let cmdline = cmdline(set, only, &opts.linux_append);
+    let tag = disk_tag(smp, set);
+    let disks = if wants_disks(set) {
+        let d = BootDisks::create(out_dir, &tag)
+            .map_err(|e| Error::env(format!("ktest: cannot write disk images in {}: {e}", out_dir.display())))?;
+        Some(d)
+    } else {
+        None
+    };
+    let extra = extra_args(disks.as_ref(), &opts.qemu_args);
     let cmd = qemu::qemu_command(&QemuConfig {
         qemu: &qemu_path,
         kernel: &inputs.kernel,
@@ -156,15 +222,21 @@ pub fn boot(
         mem_mib,
         accel: opts.accel,
         initrd: Some(&initrd),
-        extra: &opts.qemu_args,
+        extra: &extra,
     });
     let label = format!("linux smp={smp} set={set}");
     if !opts.quiet {
         console.line(&format!("ktest: {label}: booting {} with \"{cmdline}\"", inputs.kernel.display()));
     }
     let timeout = Duration::from_secs(opts.timeout_secs);
-    let b = run::run_boot(cmd, timeout, None, console, &label)
-        .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
+    let b = run::run_boot(cmd, timeout, None, console, &label);
+    // Linux's side checks nothing in the images: they go whatever the verdict.
+    if let Some(d) = &disks
+        && let Err(e) = d.remove()
+    {
+        console.line(&format!("ktest: warning: cannot remove the disk images of {tag}: {e}"));
+    }
+    let b = b.map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
     let log = format!("ktap-linux-smp{smp}-{set}.txt");
     std::fs::write(out_dir.join(&log), &b.raw).map_err(|e| Error::env(format!("ktest: cannot write {log}: {e}")))?;
     let (preempt, kernel) = kernel_facts(&b.raw);

@@ -2,6 +2,7 @@
 
 use crate::Error;
 use crate::cli::Options;
+use crate::disks::{self, BootDisks};
 use crate::ktap::{Line, Parser, Summary};
 use crate::qemu::{self, Event, Exit, QEMU, QEMU_MISSING, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
@@ -312,6 +313,16 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             .chain(opts.append.iter().cloned())
             .collect();
         let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
+        let tag = format!("smp{smp}-{preempt}");
+        let disks = if disks::block_selected(&cmdline) {
+            let d = BootDisks::create(&out_dir, &tag)
+                .map_err(|e| Error::env(format!("ktest: cannot write disk images in {}: {e}", out_dir.display())))?;
+            Some(d)
+        } else {
+            None
+        };
+        let extra: Vec<String> =
+            disks.iter().flat_map(BootDisks::qemu_args).chain(opts.qemu_args.iter().cloned()).collect();
         let cmd = qemu::qemu_command(&QemuConfig {
             qemu: &qemu_path,
             kernel: &kernel,
@@ -322,7 +333,7 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             mem_mib: opts.mem_mib,
             accel: opts.accel,
             initrd: opts.initrd.as_deref(),
-            extra: &opts.qemu_args,
+            extra: &extra,
         });
         if !opts.quiet {
             let kernel = kernel.display();
@@ -331,13 +342,18 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         let timeout = Duration::from_secs(opts.timeout_secs);
         let boot = run_boot(cmd, timeout, sym.as_ref(), &mut console, &label)
             .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
-        let log = format!("ktap-smp{smp}-{preempt}.txt");
+        let log = format!("ktap-{tag}.txt");
         write_file(&out_dir.join(&log), &boot.raw)?;
-        let failures = report::judge(boot.exit, &boot.ktap, opts.timeout_secs);
+        let mut failures = report::judge(boot.exit, &boot.ktap, opts.timeout_secs);
+        let images = disks::check_images(&boot.raw, disks.as_ref());
+        failures.extend(images.failures);
         for line in boot.stderr.lines().filter(|l| !l.trim().is_empty()) {
             if !opts.quiet || !failures.is_empty() {
                 console.line(&format!("qemu: {line}"));
             }
+        }
+        if images.checked > 0 && (!opts.quiet || !failures.is_empty()) {
+            console.line(&format!("ktest: block-image: {} ranges checked", images.checked));
         }
         let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
         if !opts.quiet || !failures.is_empty() {
@@ -346,6 +362,17 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         }
         for f in &failures {
             console.line(&format!("ktest: {label}: {f}"));
+        }
+        // Images stay for a look after a failed boot; a passing one leaves none.
+        if let Some(d) = &disks {
+            if failures.is_empty() {
+                if let Err(e) = d.remove() {
+                    console.line(&format!("ktest: warning: cannot remove the disk images of {tag}: {e}"));
+                }
+            } else {
+                let dir = out_dir.display();
+                console.line(&format!("ktest: {label}: disk images kept in {dir} (disk-*-{tag}.img)"));
+            }
         }
         boots.push(BootResult {
             smp,

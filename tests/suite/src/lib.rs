@@ -18,6 +18,7 @@ pub mod args;
 pub mod bench;
 pub mod bench_scale;
 pub mod bh_workqueue;
+pub mod block;
 pub mod harness;
 pub mod kthread;
 pub mod kthread_worker;
