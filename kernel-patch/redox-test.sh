@@ -74,8 +74,8 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh}" ;;
-bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue,softirq,tasklet,bh_workqueue,threaded_irq}" ;;
+test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh,block}" ;;
+bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue,softirq,tasklet,bh_workqueue,threaded_irq,block}" ;;
 *) usage_error "MODE must be test or bench, not '$MODE'" ;;
 esac
 [ -n "$REDOX_KERNEL" ] || usage_error "give REDOX_KERNEL=<path to a redox-os/kernel checkout>"
@@ -429,6 +429,10 @@ if [ "$MODE" = test ] && [ "$USERSPACE" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------- 8. boot and run
+
+# The block suite drives the runner's virtio-blk disks with the in-kernel driver, which Redox's
+# env word kblk=virtio turns on (kernel-patch/glue/bus.rs).
+case ",$tests," in *,block,*) runner_args+=(--append kblk=virtio) ;; esac
 
 say "building the shim and the runner (this working tree)"
 (cd "$repo/kernel-patch/shim" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS cargo build --release -q) ||

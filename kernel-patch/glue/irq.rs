@@ -66,6 +66,8 @@ struct LineState {
     /// vector, and a later `attach` of the same line must not take the
     /// glue's own reservation for a user driver's.
     reserved_by_glue: bool,
+    /// Handed out by `msi_alloc` for a device's MSI-X message aimed at this CPU.
+    msi_cpu: Option<usize>,
 }
 
 /// One line. L: its lock; A: atomic.
@@ -90,6 +92,7 @@ impl Line {
                 masked: false,
                 pending: false,
                 reserved_by_glue: false,
+                msi_cpu: None,
             }),
             running: AtomicU32::new(0),
             arrivals: AtomicU64::new(0),
@@ -134,7 +137,8 @@ pub fn init() {
     }
 }
 
-fn env_word(word: &str) -> bool {
+/// Is `word` a line of Redox's env?
+pub(super) fn env_word(word: &str) -> bool {
     core::str::from_utf8(crate::startup::init_env())
         .unwrap_or("")
         .lines()
@@ -454,9 +458,13 @@ impl IrqChip for RedoxIrqChip {
             return;
         }
         let test = TEST_LINE.get() == Some(&irq);
+        let mut to = target_cpu();
         let resend = {
             let mut st = l.state.lock();
             st.masked = false;
+            if let Some(cpu) = st.msi_cpu {
+                to = cpu;
+            }
             let pending = core::mem::take(&mut st.pending) && st.handler.is_some();
             // A test fire still on its way arrives unmasked and is handled: no resend, or the
             // local APIC would merge the two (and the fires' count would never catch up).
@@ -471,7 +479,7 @@ impl IrqChip for RedoxIrqChip {
             }
         };
         if resend {
-            send_vector(target_cpu(), irq + VECTOR_BASE);
+            send_vector(to, irq + VECTOR_BASE);
         }
     }
 
@@ -480,6 +488,8 @@ impl IrqChip for RedoxIrqChip {
             "APIC-vector test"
         } else if irq < LEGACY_LINES {
             "XT-PIC"
+        } else if line(irq).is_some_and(|l| l.state.lock().msi_cpu.is_some()) {
+            "PCI-MSI-X"
         } else {
             "APIC-vector"
         }
@@ -489,6 +499,64 @@ impl IrqChip for RedoxIrqChip {
         line(irq)
             .and_then(|l| l.handled.get(cpu))
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// A vector line free on every CPU (taken from the top, below the test line), reserved on
+    /// every CPU as `attach` does, with the xAPIC message that raises it on `cpu`: address
+    /// `0xFEE0_0000 | APIC ID << 12` (physical destination), data the vector (fixed, edge).
+    /// Redox's x2APIC mode accepts the same message for APIC IDs below 256.
+    fn msi_alloc(&self, cpu: usize) -> Result<kport::irq::MsiLine> {
+        if cpu >= cpu_count() {
+            return Err(Error::new(EINVAL));
+        }
+        let apic_id = percpu_of(cpu)
+            .misc_arch_info
+            .apic_id_opt
+            .get()
+            .map(|a| a.get())
+            .filter(|a| *a < 256)
+            .ok_or(Error::new(EINVAL))?;
+        for irq in (LEGACY_LINES..NR_LINES).rev() {
+            if TEST_LINE.get() == Some(&irq) {
+                continue;
+            }
+            let Some(l) = line(irq) else { continue };
+            let vector = irq + VECTOR_BASE;
+            let mut st = l.state.lock();
+            if st.handler.is_some() || st.msi_cpu.is_some() {
+                continue;
+            }
+            let taken = (0..cpu_count()).any(|c| {
+                crate::arch::interrupt::is_reserved(LogicalCpuId::new(c as u32), vector as u8)
+            });
+            if taken && !st.reserved_by_glue {
+                continue;
+            }
+            reserve(vector, true);
+            st.reserved_by_glue = true;
+            st.msi_cpu = Some(cpu);
+            return Ok(kport::irq::MsiLine {
+                irq,
+                address: 0xfee0_0000 | (u64::from(apic_id) << 12),
+                data: vector,
+            });
+        }
+        Err(Error::new(EBUSY))
+    }
+
+    /// Forget the message's CPU and release the vector (as far as Redox releases one).
+    fn msi_free(&self, irq: u32) {
+        let Some(l) = line(irq) else { return };
+        let mut st = l.state.lock();
+        if st.msi_cpu.is_none() || st.handler.is_some() {
+            return;
+        }
+        st.msi_cpu = None;
+        let vector = irq + VECTOR_BASE;
+        reserve(vector, false);
+        st.reserved_by_glue = (0..cpu_count()).any(|c| {
+            crate::arch::interrupt::is_reserved(LogicalCpuId::new(c as u32), vector as u8)
+        });
     }
 }
 

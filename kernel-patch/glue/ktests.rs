@@ -67,7 +67,12 @@ pub fn run(workqueues: Result<()>) -> ! {
     // The testkernel's own machine checks: the topology is checked here by the shared suite.
     let args = match Args::parse(
         &line,
-        &["expect_topology", "expect_numa_nodes", "irq_softirq"],
+        &[
+            "expect_topology",
+            "expect_numa_nodes",
+            "irq_softirq",
+            "kblk",
+        ],
     ) {
         Ok(a) => a,
         Err(e) => fail_early(&e),

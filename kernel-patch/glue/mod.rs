@@ -62,6 +62,7 @@ use crate::{
     sync::CleanLockToken,
 };
 
+pub mod bus;
 mod clock;
 pub mod irq;
 #[cfg(feature = "ktests")]
@@ -488,6 +489,11 @@ pub fn init(token: &mut CleanLockToken) {
     record_idle_context();
     record_topology();
     port::set_online(crate::cpu_id().get() as usize, true);
+    // With `kblk=virtio`: the PCI scan (BARs sized, devices enabled) as early as possible, before
+    // user space and before the CPUs run kernel threads (`bus.rs`, `drivers::pci::boot_scan`).
+    if bus::enabled() {
+        drivers::pci::boot_scan(&bus::BUS);
+    }
     lend(token, || {
         install(&port::PORT);
         #[cfg(feature = "ktests")]

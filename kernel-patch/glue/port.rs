@@ -813,6 +813,11 @@ impl Port for RedoxPort {
         Some(&super::irq::CHIP)
     }
 
+    /// PCI and DMA for the in-kernel virtio-blk driver, only with `kblk=virtio` (`bus.rs`).
+    fn device_bus(&self) -> Option<&'static dyn kport::bus::DeviceBus> {
+        super::bus::enabled().then_some(&super::bus::BUS as &dyn kport::bus::DeviceBus)
+    }
+
     fn now_ns(&self) -> u64 {
         clock::now_ns()
     }
