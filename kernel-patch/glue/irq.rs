@@ -437,23 +437,18 @@ impl IrqChip for RedoxIrqChip {
             let resend = {
                 let mut st = l.state.lock();
                 st.masked = false;
-                let pending = core::mem::take(&mut st.pending);
+                let pending = core::mem::take(&mut st.pending) && st.handler.is_some();
                 if st.handler.is_some() {
                     pic_unmask(irq);
                 }
-                pending.then_some(st.handler).flatten()
+                pending
             };
-            if let Some(h) = resend {
-                // An interrupt taken while the line was being masked: hand it over now, as in
-                // an interrupt (Linux's software resend; the PIC kept no edge for it).
-                l.running.fetch_add(1, Ordering::AcqRel);
-                if let Some(c) = l.handled.get(crate::cpu_id().get() as usize) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                let was = PORT.irq_save();
-                super::port::as_irq(|| h.handle(irq));
-                PORT.irq_restore(was);
-                l.running.fetch_sub(1, Ordering::AcqRel);
+            if resend {
+                // An interrupt taken while the line was masked: raise it again as the PIC would,
+                // with an IPI of the line's vector to the boot CPU, where Redox's handler for the
+                // line runs `trigger()` and the dispatch (Linux's software resend). Never from
+                // here: the caller may hold the line's action lock (a one-shot release).
+                send_vector(0, irq + VECTOR_BASE);
             }
             return;
         }
@@ -666,5 +661,20 @@ pub(super) fn interrupts_text() -> String {
 pub fn scheme_deliveries(irq: u32) -> u64 {
     line(irq).map_or(0, |l| {
         l.scheme.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    })
+}
+
+/// Line `irq`'s state, for a test's failure message: masked, pending, a handler attached, CPUs
+/// running the handler, arrivals.
+pub fn line_state(irq: u32) -> Option<(bool, bool, bool, u32, u64)> {
+    line(irq).map(|l| {
+        let st = l.state.lock();
+        (
+            st.masked,
+            st.pending,
+            st.handler.is_some(),
+            l.running.load(Ordering::Relaxed),
+            l.arrivals.load(Ordering::Relaxed),
+        )
     })
 }

@@ -65,6 +65,7 @@ use crate::{
 pub mod bus;
 mod clock;
 pub mod irq;
+pub mod kblk;
 #[cfg(feature = "ktests")]
 pub mod ktests;
 pub mod port;

@@ -169,7 +169,10 @@ pub trait IrqChip: Send + Sync {
     ///
     /// Context: any.
     fn mask(&self, irq: u32);
-    /// Unmask the line.
+    /// Unmask the line. An interrupt latched while it was masked is raised
+    /// again through the machine (an IPI of its vector, a queued delivery),
+    /// never by calling the handler from here: the caller may hold the
+    /// line's action lock (a one-shot release does).
     ///
     /// Context: any.
     fn unmask(&self, irq: u32);

@@ -106,7 +106,6 @@ impl IrqHandler for Desc {
         self.counts[p.cpu_id() % MAX_CPUS].fetch_add(1, Ordering::Relaxed);
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         let mut handled = false;
-        let mut hold = false;
         {
             let actions = self.actions.lock();
             for a in actions.iter() {
@@ -121,8 +120,17 @@ impl IrqHandler for Desc {
                         handled = true;
                         if a.thread.get().is_some() {
                             if a.flags.contains(IrqFlags::ONESHOT) && !a.oneshot_held.swap(true, Ordering::AcqRel) {
-                                self.oneshot_holds.fetch_add(1, Ordering::AcqRel);
-                                hold = true;
+                                // Masked before the thread can run: a thread on
+                                // another CPU that finished first would unmask
+                                // and this mask would then stick for good (as
+                                // Linux masks a one-shot line in the flow
+                                // handler, before the actions). Under the
+                                // actions lock, as the release's unmask.
+                                if self.oneshot_holds.fetch_add(1, Ordering::AcqRel) == 0
+                                    && let Some(chip) = p.irq_chip()
+                                {
+                                    chip.mask(irq);
+                                }
                             }
                             a.thread_pending.store(true, Ordering::Release);
                             a.wq.wake_all();
@@ -130,9 +138,6 @@ impl IrqHandler for Desc {
                     }
                 }
             }
-        }
-        if hold && let Some(chip) = p.irq_chip() {
-            chip.mask(irq);
         }
         if !handled {
             self.unhandled.fetch_add(1, Ordering::Relaxed);
@@ -214,8 +219,13 @@ fn irq_thread(a: Arc<Action>, desc: &'static Desc) -> i32 {
 /// go, and unmask the line when no action holds it any more (Linux
 /// `irq_finalize_oneshot`).
 fn release_oneshot(a: &Action, desc: &Desc) {
-    if a.oneshot_held.swap(false, Ordering::AcqRel)
-        && desc.oneshot_holds.fetch_sub(1, Ordering::AcqRel) == 1
+    if !a.oneshot_held.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    // Under the actions lock, so a hard handler's mask for a new hold and
+    // this unmask for the last release cannot cross.
+    let _serial = desc.actions.lock();
+    if desc.oneshot_holds.fetch_sub(1, Ordering::AcqRel) == 1
         && let Some(chip) = port().irq_chip()
     {
         chip.unmask(desc.irq);

@@ -334,3 +334,19 @@ pub fn check_bottom_halves(
         ("ksoftirqd_per_cpu", with(&|n| parse_sys_kthread(sys_kthread).and_then(|rows| ksoftirqd_per_cpu(&rows, n)))),
     ]
 }
+
+/// The runner's disk-image pattern (`tests/runner/src/disks.rs`): byte `i` of 512-byte sector
+/// `s` is byte `i` of `s` little-endian for `i < 8`, else `(31·s + i) mod 256`.
+pub fn image_byte(sector: u64, i: usize) -> u8 {
+    if i < 8 { sector.to_le_bytes()[i] } else { (sector.wrapping_mul(31).wrapping_add(i as u64) & 0xff) as u8 }
+}
+
+/// `len` bytes of the pattern from byte offset `pos`.
+pub fn image_bytes(pos: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|k| image_byte((pos + k) / 512, ((pos + k) % 512) as usize)).collect()
+}
+
+/// FNV-1a, 64 bits (the runner's `block-image` hash).
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}

@@ -536,7 +536,11 @@ fn the_kernels_lock_file_holds_no_model_checking_crate() {
             }
         }
     }
-    assert_eq!(deps.lines().count(), 5, "the series adds kport, kthreadd, softirq, workqueue and ktests: {deps}");
+    assert_eq!(
+        deps.lines().count(),
+        6,
+        "the series adds kport, kthreadd, softirq, workqueue, drivers and ktests: {deps}"
+    );
     assert!(!features.is_empty(), "the series adds the ktests feature");
     write(
         &d.join("Cargo.toml"),

@@ -288,3 +288,16 @@ fn broken_bottom_half_files_are_reported() {
     unbound.iter_mut().filter(|r| r.name == "[ksoftirqd/1]").for_each(|r| r.affinity = 0x3);
     assert!(checks::ksoftirqd_per_cpu(&unbound, 4).unwrap_err().contains("affinity 0x3"));
 }
+
+#[test]
+fn the_user_programs_disk_pattern_and_hash_are_the_runners() {
+    use ktest_runner::disks;
+    for sector in [0u64, 1, 8, 255, 256, 26625, 32767] {
+        for i in [0usize, 7, 8, 100, 511] {
+            assert_eq!(checks::image_byte(sector, i), disks::pattern_byte(sector, i), "sector {sector} byte {i}");
+        }
+    }
+    let bytes = checks::image_bytes((13 << 20) + 777, 1000);
+    assert_eq!(bytes[0], disks::pattern_byte(((13 << 20) + 777) / 512, 777 % 512));
+    assert_eq!(checks::fnv1a64(&bytes), disks::fnv1a64(disks::FNV_OFFSET_BASIS, &bytes));
+}
