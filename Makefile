@@ -38,14 +38,18 @@ loom:
 	$(CARGO) test -p kthreadd --features loom --test loom_kthread --release --target-dir target/loom
 	$(CARGO) test -p workqueue --features loom --test loom_workqueue --release --target-dir target/loom
 
-# The whole suite with each CPU count and preemption model, then the port
-# suite once more on a machine with SMT siblings and two NUMA nodes (1 socket
-# x 2 cores x 2 threads), where the testkernel checks that it finds them (its
-# reports go to target/ktest/smt).
+# The whole suite with each CPU count and preemption model (QEMU's pc machine:
+# PCI through ports 0xCF8/0xCFC), then the port suite once more on a machine
+# with SMT siblings and two NUMA nodes (1 socket x 2 cores x 2 threads), where
+# the testkernel checks that it finds them (reports in target/ktest/smt), and
+# the port and block suites on QEMU's q35, whose MCFG gives PCI's ECAM window
+# (reports in target/ktest/q35).
 guest-test:
-	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --quiet $(KVM_FLAG)
+	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --append expect_pci=ports --quiet $(KVM_FLAG)
 	$(RUNNER) run --smp 4 --preempt none --tests port --topology sockets=1,cores=2,threads=2 --numa 2 \
 		--no-build --out target/ktest/smt --quiet $(KVM_FLAG)
+	$(RUNNER) run --smp 2 --preempt full,none --tests port,block --append expect_pci=ecam \
+		--qemu-arg=-machine --qemu-arg=q35 --no-build --out target/ktest/q35 --quiet $(KVM_FLAG)
 
 bench: deps
 	$(RUNNER) bench $(KVM_FLAG)

@@ -5,6 +5,8 @@
 //! Two words are the testkernel's own, for its machine checks: the runner's
 //! `--topology` passes `expect_topology=sockets=S,dies=D,cores=C,threads=T`
 //! (QEMU's `-smp` topology) and its `--numa N` passes `expect_numa_nodes=N`.
+//! `expect_pci=ecam` or `expect_pci=ports` says how PCI configuration space
+//! should be reached (the MCFG's ECAM window, or ports 0xCF8/0xCFC).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -51,8 +53,18 @@ pub fn expected_numa_nodes() -> Option<usize> {
     MACHINE.get().and_then(|m| m.1)
 }
 
+/// How the runner said PCI configuration space is reached (`expect_pci=ecam`
+/// for a machine with an MCFG such as `q35`, `expect_pci=ports` for `pc`).
+static EXPECT_PCI: spin::Once<Option<bool>> = spin::Once::new();
+
+/// True: the runner expects ECAM; false: the legacy ports; `None`: it did
+/// not say.
+pub fn expected_pci_ecam() -> Option<bool> {
+    EXPECT_PCI.get().copied().flatten()
+}
+
 /// The testkernel's own words (see the module documentation).
-const OWN_KEYS: [&str; 2] = ["expect_topology", "expect_numa_nodes"];
+const OWN_KEYS: [&str; 3] = ["expect_topology", "expect_numa_nodes", "expect_pci"];
 
 fn positive(key: &str, v: &str) -> Result<usize, String> {
     v.parse().ok().filter(|&n| n > 0).ok_or_else(|| format!("bad number for {key}: '{v}'"))
@@ -82,6 +94,14 @@ fn parse_machine(cmdline: &str) -> Result<(Option<MachineShape>, Option<usize>),
                 shape = Some(s);
             }
             "expect_numa_nodes" => nodes = Some(positive(k, v)?),
+            "expect_pci" => {
+                let ecam = match v {
+                    "ecam" => true,
+                    "ports" => false,
+                    _ => return Err(format!("bad expect_pci '{v}' (ecam or ports)")),
+                };
+                EXPECT_PCI.call_once(|| Some(ecam));
+            }
             _ => {}
         }
     }

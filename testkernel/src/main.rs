@@ -104,9 +104,18 @@ pub extern "C" fn kernel_main(start_info_pa: u64) -> ! {
         kprintln!("# ktest: error: cannot start kthreadd: {e:?}");
         exit::exit_qemu(false);
     }
-    // PCI: BARs sized and devices enabled while this is the only CPU
-    // (`drivers::pci::boot_scan` says why).
-    drivers::pci::boot_scan(&bus::BUS);
+    // PCI: through the MCFG's ECAM window if there is one; BARs sized and
+    // devices enabled while this is the only CPU (`drivers::pci::boot_scan`
+    // says why).
+    bus::init(acpi::read_mcfg(bi.rsdp).unwrap_or_else(|e| {
+        kprintln!("# WARNING: cannot read the ACPI MCFG ({e}): PCI through 0xCF8/0xCFC");
+        None
+    }));
+    let functions = drivers::pci::boot_scan(&bus::BUS);
+    kprintln!(
+        "# ktest: pci: {functions} functions through {}",
+        if bus::uses_ecam() { "ECAM" } else { "ports 0xCF8/0xCFC" }
+    );
     arch::smp::start_aps(&madt);
     mem::paging::drop_identity_map();
     sched::timer::start_tick();

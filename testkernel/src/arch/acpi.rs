@@ -197,3 +197,37 @@ pub fn read_srat(rsdp_pa: u64) -> Result<Option<Srat>, AcpiError> {
     }
     Ok(Some(out))
 }
+
+/// The MCFG's ECAM window for PCI segment 0: where the extended configuration
+/// space of buses `start_bus..=end_bus` is memory-mapped (bus `b`, device
+/// `d`, function `f` at `base + ((b - start_bus) << 20 | d << 15 | f << 12)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ecam {
+    /// Physical base address (of `start_bus`).
+    pub base: u64,
+    /// First bus the window decodes.
+    pub start_bus: u8,
+    /// Last bus the window decodes.
+    pub end_bus: u8,
+}
+
+/// Read the MCFG (PCI Express memory-mapped configuration) starting from the
+/// RSDP at `rsdp_pa`: segment 0's first window, or `None` without an MCFG
+/// (QEMU's `pc` machine has none; `q35` has one).
+pub fn read_mcfg(rsdp_pa: u64) -> Result<Option<Ecam>, AcpiError> {
+    let Some(t) = find_table(rsdp_pa, b"MCFG")? else { return Ok(None) };
+    // Header (36 bytes), 8 reserved, then 16-byte entries: base (8), segment
+    // group (2), start bus, end bus, 4 reserved.
+    let mut off = 44;
+    while off + 16 <= t.len() {
+        let segment = u16::from_le_bytes([t[off + 8], t[off + 9]]);
+        if segment == 0 {
+            let (start_bus, end_bus) = (t[off + 10], t[off + 11]);
+            if end_bus >= start_bus {
+                return Ok(Some(Ecam { base: u64_at(t, off), start_bus, end_bus }));
+            }
+        }
+        off += 16;
+    }
+    Ok(None)
+}

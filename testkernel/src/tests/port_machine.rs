@@ -2,7 +2,8 @@
 //! the CPU topology it reads from CPUID and the SRAT, against the topology
 //! the runner gave QEMU (`--topology`, `--numa`: `expect_topology=` and
 //! `expect_numa_nodes=` on the command line), and the timer tick's calls of
-//! the workqueue's tick hook, counted per context by the scheduler.
+//! the workqueue's tick hook, counted per context by the scheduler; and how
+//! PCI configuration space is reached (`expect_pci=`).
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -129,5 +130,27 @@ ktest!(port::tick_hook_for_running_workers_only => |ctx| {
     check_eq!(sleeper.hook_ticks(), asleep, "a sleeping worker was ticked");
     go.complete_all();
     sched::join(&sleeper);
+    Ok(())
+});
+
+// PCI configuration space goes through the MCFG's ECAM window where the
+// machine has one (q35) and through ports 0xCF8/0xCFC where not (pc); with
+// ECAM, every function's header reads the same both ways.
+ktest!(port::pci_configuration_space_is_reached_as_the_machine_offers => |_ctx| {
+    let Some(want_ecam) = harness::expected_pci_ecam() else {
+        return ktests::skip("no expect_pci= on the command line");
+    };
+    check_eq!(crate::bus::uses_ecam(), want_ecam, "configuration space through ECAM");
+    let functions = drivers::pci::enumerate(&crate::bus::BUS);
+    check!(!functions.is_empty(), "no PCI function found");
+    check!(functions.iter().any(|f| f.addr.bus == 0 && f.addr.device == 0), "no host bridge at 00:00.0");
+    for f in &functions {
+        for off in (0..64u16).step_by(4) {
+            let direct = kport::bus::DeviceBus::config_read(&crate::bus::BUS, f.addr, off);
+            let ports = crate::bus::legacy_read(f.addr, off);
+            check_eq!(direct, ports, "{} offset {off:#x}: the bus's read against the ports'", f.addr);
+        }
+    }
+    diag!("pci: {} functions, ECAM {}", functions.len(), crate::bus::uses_ecam());
     Ok(())
 });

@@ -198,17 +198,19 @@ impl BootDisks {
                     json!({ "driver": "raw", "node-name": disk.serial, "read-only": true, "file": file })
                 }
                 // blkdebug's rules fire on the events the raw driver above it
-                // raises (read_aio, write_aio); `iotype` keeps a read rule off
-                // writes and the other way round. `immediately` fails the
-                // request at the event: QEMU 7.2 dies with SIGSEGV when a
-                // guest read meets a deferred error with `iotype` set.
+                // raises (read_aio, write_aio, and flush_to_disk when a flush
+                // comes down); `iotype` keeps a read rule off writes and the
+                // other way round. `immediately` fails the request at the
+                // event, not the next one.
                 Backend::Faulty => {
                     let rule = |event: &str, iotype: &str, sector: u64| json!({ "event": event, "iotype": iotype, "errno": ERR_ERRNO, "sector": sector, "once": false, "immediately": true });
+                    let flush = json!({ "event": "flush_to_disk", "iotype": "flush", "errno": ERR_ERRNO, "once": false, "immediately": true });
                     let debug = json!({
                         "driver": "blkdebug",
                         "inject-error": [
                             rule("read_aio", "read", ERR_READ_SECTOR),
                             rule("write_aio", "write", ERR_WRITE_SECTOR),
+                            flush,
                         ],
                         "image": file,
                     });

@@ -312,11 +312,13 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             .chain(opts.numa_nodes.map(|n| format!("expect_numa_nodes={n}")))
             .chain(opts.append.iter().cloned())
             .collect();
-        let cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
+        let mut cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
         let tag = format!("smp{smp}-{preempt}");
         let disks = if disks::block_selected(&cmdline) {
             let d = BootDisks::create(&out_dir, &tag)
                 .map_err(|e| Error::env(format!("ktest: cannot write disk images in {}: {e}", out_dir.display())))?;
+            // The guest's block suite then fails, not skips, when it cannot find them.
+            cmdline.push_str(" expect_disks=1");
             Some(d)
         } else {
             None

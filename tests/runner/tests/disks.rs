@@ -119,7 +119,8 @@ fn qemu_argument_list() {
         concat!(
             r#"{"driver":"raw","file":{"driver":"blkdebug","image":{"driver":"file","filename":"/o/disk-kblk-err-t.img"},"#,
             r#""inject-error":[{"errno":5,"event":"read_aio","immediately":true,"iotype":"read","once":false,"sector":8},"#,
-            r#"{"errno":5,"event":"write_aio","immediately":true,"iotype":"write","once":false,"sector":16}]},"node-name":"kblk-err"}"#
+            r#"{"errno":5,"event":"write_aio","immediately":true,"iotype":"write","once":false,"sector":16},"#,
+            r#"{"errno":5,"event":"flush_to_disk","immediately":true,"iotype":"flush","once":false}]},"node-name":"kblk-err"}"#
         ),
         "-device",
         "virtio-blk-pci,drive=kblk-err,id=kblk-err-dev,serial=kblk-err,disable-legacy=on",

@@ -1,5 +1,5 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
-//! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_mem_mib=`,
+//! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
 //! `redox_env_check=`.
 
 use alloc::format;
@@ -34,6 +34,9 @@ pub struct Args {
     pub fault: Option<String>,
     /// CPUs the runner told QEMU to start, if it says.
     pub expect_cpus: Option<usize>,
+    /// `expect_disks=1`: the runner attached the block suite's disks, so a
+    /// missing one is a failure, not a skip.
+    pub expect_disks: bool,
     /// Seconds each torture case runs (suite `torture`).
     pub torture_s: Option<u64>,
     /// Memory (MiB) the runner told QEMU to give the guest, if it says.
@@ -53,6 +56,7 @@ impl Default for Args {
             timeout_s: DEFAULT_TIMEOUT_S,
             fault: None,
             expect_cpus: None,
+            expect_disks: false,
             expect_mem_mib: None,
             redox_env_check: None,
             torture_s: None,
@@ -116,6 +120,7 @@ impl Args {
                     a.fault = Some(v.to_string());
                 }
                 "expect_cpus" => a.expect_cpus = Some(number(k, v)?),
+                "expect_disks" => a.expect_disks = number::<u8>(k, v)? != 0,
                 "torture_s" => a.torture_s = Some(number(k, v)?),
                 "expect_mem_mib" => a.expect_mem_mib = Some(number(k, v)?),
                 "redox_env_check" => a.redox_env_check = Some(v.to_string()),
