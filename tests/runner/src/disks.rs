@@ -81,6 +81,9 @@ pub struct Disk {
     pub modern: bool,
     /// Number of virtqueues, if not QEMU's default.
     pub queues: Option<u32>,
+    /// Without MSI-X (`vectors=0`): the guest's driver takes the legacy
+    /// INTx line.
+    pub intx: bool,
     /// How the image is reached.
     pub backend: Backend,
 }
@@ -98,10 +101,10 @@ const MIB: u64 = 1024 * 1024;
 
 /// The disks of a boot that runs the `block` suite, in device order.
 pub const DISKS: [Disk; 4] = [
-    Disk { serial: "kblk-main", size: 16 * MIB, modern: true, queues: Some(2), backend: Backend::Plain },
-    Disk { serial: "kblk-ro", size: MIB, modern: false, queues: Some(1), backend: Backend::ReadOnly },
-    Disk { serial: "kblk-err", size: MIB, modern: true, queues: None, backend: Backend::Faulty },
-    Disk { serial: "kblk-slow", size: MIB, modern: true, queues: None, backend: Backend::Throttled },
+    Disk { serial: "kblk-main", size: 16 * MIB, modern: true, queues: Some(2), intx: false, backend: Backend::Plain },
+    Disk { serial: "kblk-ro", size: MIB, modern: false, queues: Some(1), intx: false, backend: Backend::ReadOnly },
+    Disk { serial: "kblk-err", size: MIB, modern: true, queues: None, intx: false, backend: Backend::Faulty },
+    Disk { serial: "kblk-slow", size: MIB, modern: true, queues: Some(1), intx: true, backend: Backend::Throttled },
 ];
 
 /// Byte `i` (0 to 511) of sector `sector` of a fresh image (see the module doc).
@@ -232,6 +235,9 @@ impl BootDisks {
             }
             if let Some(n) = disk.queues {
                 device.push_str(&format!(",num-queues={n}"));
+            }
+            if disk.intx {
+                device.push_str(",vectors=0");
             }
             args.push("-device".to_string());
             args.push(device);

@@ -132,7 +132,7 @@ fn qemu_argument_list() {
             r#""node-name":"kblk-slow","throttle-group":"kblk-slow-tg"}"#
         ),
         "-device",
-        "virtio-blk-pci,drive=kblk-slow,id=kblk-slow-dev,serial=kblk-slow,disable-legacy=on",
+        "virtio-blk-pci,drive=kblk-slow,id=kblk-slow-dev,serial=kblk-slow,disable-legacy=on,num-queues=1,vectors=0",
     ];
     assert_eq!(args, expected);
 }
@@ -358,7 +358,7 @@ fn binary_fails_a_boot_whose_image_differs() {
     assert!(stdout.ends_with("\n1 passed, 1 failed\n"), "{stdout}");
     // The user's arguments come after the disks'; the images stay for a look.
     let log = std::fs::read_to_string(dir.join("out/ktap-smp2-none.txt")).unwrap();
-    assert!(log.contains("serial=kblk-slow,disable-legacy=on -foo\n"), "{log}");
+    assert!(log.contains("serial=kblk-slow,disable-legacy=on,num-queues=1,vectors=0 -foo\n"), "{log}");
     assert!(image.is_file());
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("out/results.json")).unwrap()).unwrap();
