@@ -46,14 +46,6 @@ pub fn enabled() -> bool {
     *ENABLED.call_once(|| super::irq::env_word("kblk=virtio"))
 }
 
-fn address(addr: PciAddress, offset: u16) -> u32 {
-    0x8000_0000
-        | (u32::from(addr.bus) << 16)
-        | (u32::from(addr.device & 31) << 11)
-        | (u32::from(addr.function & 7) << 8)
-        | u32::from(offset & 0xfc)
-}
-
 /// Pages of `len` bytes from `phys` up: the block's order for `allocate_p2frame`.
 fn order_of(len: usize) -> u32 {
     len.div_ceil(PAGE_SIZE).next_power_of_two().trailing_zeros()
@@ -65,7 +57,7 @@ impl DeviceBus for RedoxBus {
             return u32::MAX;
         }
         let _g = self.config.lock();
-        Pio::<u32>::new(0xcf8).write(address(addr, offset));
+        Pio::<u32>::new(0xcf8).write(addr.cf8_word(offset));
         Pio::<u32>::new(0xcfc).read()
     }
 
@@ -74,7 +66,7 @@ impl DeviceBus for RedoxBus {
             return;
         }
         let _g = self.config.lock();
-        Pio::<u32>::new(0xcf8).write(address(addr, offset));
+        Pio::<u32>::new(0xcf8).write(addr.cf8_word(offset));
         Pio::<u32>::new(0xcfc).write(value);
     }
 

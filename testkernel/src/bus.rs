@@ -70,21 +70,13 @@ fn ecam_addr(addr: PciAddress, offset: u16) -> Option<u64> {
 /// compares the two mechanisms).
 pub fn legacy_read(addr: PciAddress, offset: u16) -> u32 {
     let _g = BUS.config.lock();
-    cpu::outl(CONFIG_ADDRESS, address(addr, offset));
+    cpu::outl(CONFIG_ADDRESS, addr.cf8_word(offset));
     cpu::inl(CONFIG_DATA)
 }
 
 /// Is configuration space reached through ECAM?
 pub fn uses_ecam() -> bool {
     matches!(ECAM.get(), Some(Some(_)))
-}
-
-fn address(addr: PciAddress, offset: u16) -> u32 {
-    0x8000_0000
-        | (u32::from(addr.bus) << 16)
-        | (u32::from(addr.device & 31) << 11)
-        | (u32::from(addr.function & 7) << 8)
-        | u32::from(offset & 0xfc)
 }
 
 impl DeviceBus for TestkernelBus {
@@ -98,7 +90,7 @@ impl DeviceBus for TestkernelBus {
             return u32::MAX;
         }
         let _g = self.config.lock();
-        cpu::outl(CONFIG_ADDRESS, address(addr, offset));
+        cpu::outl(CONFIG_ADDRESS, addr.cf8_word(offset));
         cpu::inl(CONFIG_DATA)
     }
 
@@ -113,7 +105,7 @@ impl DeviceBus for TestkernelBus {
             return;
         }
         let _g = self.config.lock();
-        cpu::outl(CONFIG_ADDRESS, address(addr, offset));
+        cpu::outl(CONFIG_ADDRESS, addr.cf8_word(offset));
         cpu::outl(CONFIG_DATA, value);
     }
 

@@ -20,6 +20,18 @@ pub struct PciAddress {
     pub function: u8,
 }
 
+impl PciAddress {
+    /// The word configuration mechanism #1 writes to port 0xCF8 to reach
+    /// the aligned dword at `offset` (below 256) of this function.
+    pub fn cf8_word(&self, offset: u16) -> u32 {
+        0x8000_0000
+            | (u32::from(self.bus) << 16)
+            | (u32::from(self.device & 31) << 11)
+            | (u32::from(self.function & 7) << 8)
+            | u32::from(offset & 0xfc)
+    }
+}
+
 impl core::fmt::Display for PciAddress {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "{:02x}:{:02x}.{}", self.bus, self.device, self.function)
@@ -89,5 +101,19 @@ pub trait DeviceBus: Send + Sync {
             0xff => None,
             line => Some(line),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PciAddress;
+    use alloc::string::ToString;
+
+    #[test]
+    fn the_cf8_word_places_bus_device_function_and_dword() {
+        let a = PciAddress { bus: 0x12, device: 0x1f, function: 7 };
+        assert_eq!(a.cf8_word(0x3e), 0x8012_ff3c);
+        assert_eq!(PciAddress { bus: 0, device: 3, function: 0 }.cf8_word(4), 0x8000_1804);
+        assert_eq!(a.to_string(), "12:1f.7");
     }
 }
