@@ -11,7 +11,8 @@
 //! through a bounce buffer of the sectors that cover it, and an unaligned write reads those
 //! sectors first (read-modify-write). A request is at most the disk's largest transfer; longer
 //! ones are split. Reads and writes past the end stop at it (0 bytes at the end), as for a file.
-//! User memory is copied in the caller's own system call, never from a kernel thread.
+//! User memory is copied in the caller's own system call, never from a kernel thread; the call
+//! blocks while its requests are in flight, with its token lent by `lend_blocking`.
 
 use alloc::{format, string::String, sync::Arc, vec::Vec};
 
@@ -29,7 +30,7 @@ use crate::{
     },
 };
 
-use super::lend;
+use super::{lend, token::lend_blocking};
 
 /// Open disks: the handle id is the index (a freed slot is reused).
 static OPEN: Mutex<Vec<Option<Arc<BlockDevice>>>> = Mutex::new(Vec::new());
@@ -144,7 +145,7 @@ pub fn sync(d: &Arc<BlockDevice>) -> Result<()> {
 
 /// Open `kblk/NAME`'s disk; the id goes into the `sys:` handle.
 pub fn open(name: &str, token: &mut CleanLockToken) -> Result<usize> {
-    let d = lend(token, || find(name))?;
+    let d = lend_blocking(token, || find(name))?;
     let mut open = OPEN.lock();
     if let Some(i) = open.iter().position(Option::is_none) {
         open[i] = Some(d);
@@ -169,7 +170,7 @@ pub fn kreadoff(
     token: &mut CleanLockToken,
 ) -> Result<usize> {
     let d = disk_of(id)?;
-    lend(token, || {
+    lend_blocking(token, || {
         read_with(&d, pos, buf.len(), |done, bytes| {
             let to = buf.advance(done).ok_or(Error::new(EINVAL))?;
             to.limit(bytes.len())
@@ -187,7 +188,7 @@ pub fn kwriteoff(
     token: &mut CleanLockToken,
 ) -> Result<usize> {
     let d = disk_of(id)?;
-    lend(token, || {
+    lend_blocking(token, || {
         write_with(&d, pos, buf.len(), |done, bytes| {
             let from = buf.advance(done).ok_or(Error::new(EINVAL))?;
             from.limit(bytes.len())
@@ -205,7 +206,7 @@ pub fn fsize(id: usize) -> Result<u64> {
 /// `fsync`: the device's volatile cache flushed.
 pub fn fsync(id: usize, token: &mut CleanLockToken) -> Result<()> {
     let d = disk_of(id)?;
-    lend(token, || sync(&d))
+    lend_blocking(token, || sync(&d))
 }
 
 /// `fstat`: a file of the disk's size, read-only when the disk is.

@@ -663,6 +663,22 @@ impl Port for RedoxPort {
         assert_may_schedule("schedule");
         yield_point();
         let (ctx, task) = current_task();
+        if let Some(mut loan) = token::take_blocking_loan() {
+            // A system call's own token (`lend_blocking`): it goes with the context.
+            // SAFETY: the token lives in this context's own frame, which outlives the switch;
+            // the loan is off the CPU, so nothing else reaches it meanwhile.
+            let token = unsafe { loan.as_mut() };
+            {
+                let mut guard = ctx.write(token.token());
+                if task.state.load(Ordering::SeqCst) != RUNNING {
+                    guard.block(*task.wchan.lock());
+                }
+            }
+            context::switch(token);
+            token::restore_blocking_loan(loan);
+            task.switches.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         with_token(|token| {
             {
                 let mut guard = ctx.write(token.token());
@@ -696,6 +712,12 @@ impl Port for RedoxPort {
     fn yield_now(&self) {
         assert_may_schedule("yield");
         yield_point();
+        if let Some(mut loan) = token::take_blocking_loan() {
+            // SAFETY: as in `schedule`.
+            context::switch(unsafe { loan.as_mut() });
+            token::restore_blocking_loan(loan);
+            return;
+        }
         with_token(context::switch);
     }
 

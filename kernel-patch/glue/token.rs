@@ -47,6 +47,12 @@ pub enum Slot {
     Lent(NonNull<CleanLockToken>),
     /// The lent token is borrowed by a port call right now.
     InUse,
+    /// A context's own token (a system call's, whose frame moves with the context) lent with
+    /// [`lend_blocking`] for calls that may block: `schedule` takes the loan off this CPU for
+    /// the switch and puts it back on the CPU the context resumes on.
+    LentBlocking(NonNull<CleanLockToken>),
+    /// The blocking loan's token is borrowed by a port call right now.
+    InUseBlocking,
 }
 
 /// The state of a kernel thread's own token in its port record.
@@ -64,9 +70,42 @@ fn slot() -> &'static Cell<Slot> {
     &PercpuBlock::current().kthread.lent
 }
 
-/// Is a token lent on this CPU (the caller is inside a Redox hook's call into the subsystem)?
+/// Is a token lent on this CPU by a caller that must not switch away (a Redox hook's call into
+/// the subsystem)? A blocking loan ([`lend_blocking`]) does not count: its caller may block.
 pub fn lent_here() -> bool {
-    !matches!(slot().get(), Slot::Empty)
+    matches!(slot().get(), Slot::Lent(_) | Slot::InUse)
+}
+
+/// Lend the calling context's own `token` (a system call's) to the port calls `f` makes, which
+/// may block: the context may switch away inside `f` and resume on another CPU, and its
+/// token's frame goes with it. Only from a context whose token lives in its own frame, with this
+/// CPU's slot empty.
+pub fn lend_blocking<R>(token: &mut CleanLockToken, f: impl FnOnce() -> R) -> R {
+    let before = slot().replace(Slot::LentBlocking(NonNull::from(token)));
+    assert!(
+        matches!(before, Slot::Empty),
+        "kthread: lend_blocking inside another loan"
+    );
+    let r = f();
+    // Perhaps another CPU than at the start: this one's slot holds the loan now.
+    slot().set(Slot::Empty);
+    r
+}
+
+/// For `schedule`: take this CPU's blocking loan, if it has one, off the CPU for the switch.
+pub fn take_blocking_loan() -> Option<NonNull<CleanLockToken>> {
+    match slot().get() {
+        Slot::LentBlocking(ptr) => {
+            slot().set(Slot::Empty);
+            Some(ptr)
+        }
+        _ => None,
+    }
+}
+
+/// For `schedule`: the context resumed (on this CPU); its loan is this CPU's again.
+pub fn restore_blocking_loan(ptr: NonNull<CleanLockToken>) {
+    slot().set(Slot::LentBlocking(ptr));
 }
 
 /// Lend `token` to the port calls that `f` makes on this CPU. `f` must not switch away (see the
@@ -95,7 +134,16 @@ pub fn with_token<R>(f: impl FnOnce(&mut CleanLockToken) -> R) -> R {
             cell.set(Slot::Lent(ptr));
             r
         }
-        Slot::InUse => {
+        Slot::LentBlocking(mut ptr) => {
+            cell.set(Slot::InUseBlocking);
+            // SAFETY: as for `Lent`: the token lives in the frame of the context running here,
+            // which `f` (a port call that does not switch; `schedule` takes the loan off first)
+            // cannot leave.
+            let r = f(unsafe { ptr.as_mut() });
+            cell.set(Slot::LentBlocking(ptr));
+            r
+        }
+        Slot::InUse | Slot::InUseBlocking => {
             panic!("kthread: port call re-entered while this CPU's lent lock token is in use")
         }
         Slot::Empty => {
