@@ -84,6 +84,8 @@ struct HwQueue {
     slots: DmaRegion,
     /// Q: the request at each head.
     inflight: Vec<Option<Request>>,
+    /// Q: chains the device was not told about (a plug's).
+    unkicked: bool,
 }
 
 /// A virtio-blk device.
@@ -111,8 +113,9 @@ impl VirtioBlk {
         f(&mut self.queues[i].lock())
     }
 
-    /// Put `rq` on its queue. The caller holds no lock.
-    fn start(&self, rq: Request) -> core::result::Result<(), (Error, Request)> {
+    /// Put `rq` on its queue, and tell the device unless more follow
+    /// (`last` false). The caller holds no lock.
+    fn start(&self, rq: Request, last: bool) -> core::result::Result<(), (Error, Request)> {
         let (ty, writes) = match rq.op {
             Op::Read => (T_IN, true),
             Op::Write => (T_OUT, false),
@@ -146,14 +149,19 @@ impl VirtioBlk {
         slot.write8(16, 0xff);
         let slot_phys = g.slots.phys + usize::from(head) as u64 * SLOT as u64;
         bufs[0].phys = slot_phys;
-        let last = bufs.len() - 1;
-        bufs[last].phys = slot_phys + 16;
+        let status = bufs.len() - 1;
+        bufs[status].phys = slot_phys + 16;
         let got = match g.vq.add(&bufs) {
             Ok(h) => h,
             Err(e) => return Err((e, rq)),
         };
         debug_assert_eq!(got, head);
         g.inflight[usize::from(head)] = Some(rq);
+        if !last {
+            g.unkicked = true;
+            return Ok(());
+        }
+        g.unkicked = false;
         let quiet = g.vq.notify_suppressed();
         let notifier = g.notifier;
         drop(g);
@@ -161,6 +169,21 @@ impl VirtioBlk {
             notifier.notify();
         }
         Ok(())
+    }
+
+    /// Tell the device about queue `q`'s held-back chains.
+    fn kick(&self, q: usize) {
+        let Some(queue) = self.queues.get(q) else { return };
+        let mut g = queue.lock();
+        if !core::mem::take(&mut g.unkicked) {
+            return;
+        }
+        let quiet = g.vq.notify_suppressed();
+        let notifier = g.notifier;
+        drop(g);
+        if !quiet {
+            notifier.notify();
+        }
     }
 
     /// The INTx hard handler: was it this device (the ISR, read to clear)?
@@ -267,8 +290,12 @@ impl HwQueue {
 }
 
 impl BlockDriver for VirtioBlk {
-    fn queue_rq(&self, rq: Request) -> core::result::Result<(), (Error, Request)> {
-        self.start(rq)
+    fn queue_rq(&self, rq: Request, last: bool) -> core::result::Result<(), (Error, Request)> {
+        self.start(rq, last)
+    }
+
+    fn commit(&self, hwq: usize) {
+        self.kick(hwq.min(self.queues.len() - 1));
     }
 }
 
@@ -437,7 +464,11 @@ pub fn probe(bus: &'static dyn DeviceBus, func: PciFunction, name: &str) -> Resu
             }
         };
         let inflight = (0..size).map(|_| None).collect();
-        queues.push(SpinLock::ranked("virtqueue", RANK_VIRTQUEUE, HwQueue { vq, notifier, slots, inflight }));
+        queues.push(SpinLock::ranked(
+            "virtqueue",
+            RANK_VIRTQUEUE,
+            HwQueue { vq, notifier, slots, inflight, unkicked: false },
+        ));
     }
     dev.driver_ok();
     let max_bytes = size_max.saturating_mul(seg_max).min(1 << 20);

@@ -197,10 +197,19 @@ pub trait BlockDriver: Send + Sync {
     /// Start `rq` on hardware queue `rq.hwq()`. On `EAGAIN` (queue full)
     /// the request comes back and the layer retries once the driver calls
     /// [`BlockDevice::queue_space`]; any other error finishes the request
-    /// with it.
+    /// with it. With `last` false more requests follow at once (a plug):
+    /// the driver may wait for them, or for [`BlockDriver::commit`], before
+    /// it tells the device (Linux `bd->last`).
     ///
     /// Context: any (the driver takes its queue's spinlock).
-    fn queue_rq(&self, rq: Request) -> core::result::Result<(), (Error, Request)>;
+    fn queue_rq(&self, rq: Request, last: bool) -> core::result::Result<(), (Error, Request)>;
+    /// Tell the device about requests queued on `hwq` with `last` false
+    /// (Linux `commit_rqs`).
+    ///
+    /// Context: any.
+    fn commit(&self, hwq: usize) {
+        let _ = hwq;
+    }
 }
 
 /// `iostat`-like counters of one device.
@@ -360,7 +369,15 @@ impl BlockDevice {
         done: DoneFn,
     ) -> core::result::Result<(), (Error, Option<BlockBuf>)> {
         kport::might_sleep();
-        self.submit_inner(op, sector, buf, done, true)
+        self.submit_inner(op, sector, buf, done, true, None)
+    }
+
+    /// Start a batch of submissions (Linux `blk_start_plug`): requests
+    /// submitted through the [`Plug`] reach the device together when it is
+    /// dropped (one notification per hardware queue instead of one per
+    /// request), or earlier where a queue fills.
+    pub fn plug(self: &Arc<Self>) -> Plug {
+        Plug { dev: self.clone(), touched: 0 }
     }
 
     /// As [`BlockDevice::submit`], but from any context: `EAGAIN` (buffer
@@ -374,7 +391,7 @@ impl BlockDevice {
         buf: Option<BlockBuf>,
         done: DoneFn,
     ) -> core::result::Result<(), (Error, Option<BlockBuf>)> {
-        self.submit_inner(op, sector, buf, done, false)
+        self.submit_inner(op, sector, buf, done, false, None)
     }
 
     fn submit_inner(
@@ -384,6 +401,7 @@ impl BlockDevice {
         buf: Option<BlockBuf>,
         done: DoneFn,
         may_wait: bool,
+        mut plug: Option<&mut u64>,
     ) -> core::result::Result<(), (Error, Option<BlockBuf>)> {
         if let Err(e) = self.check(op, sector, buf.as_ref()) {
             return Err((e, buf));
@@ -400,10 +418,21 @@ impl BlockDevice {
         self.count_start(rq.start_ns);
         loop {
             let seq = self.space_seq.load(Ordering::Acquire);
-            match self.driver.queue_rq(rq) {
-                Ok(()) => return Ok(()),
+            let hwq = rq.hwq;
+            match self.driver.queue_rq(rq, plug.is_none()) {
+                Ok(()) => {
+                    if let Some(touched) = plug.as_deref_mut() {
+                        *touched |= 1 << (hwq % 64);
+                    }
+                    return Ok(());
+                }
                 Err((e, back)) if e.errno == EAGAIN => {
                     rq = back;
+                    // A full queue: what the plug holds back goes to the
+                    // device now, or nothing would free a slot.
+                    if let Some(touched) = plug.as_deref_mut() {
+                        self.commit(core::mem::take(touched));
+                    }
                     if !may_wait {
                         self.count_abandon(port().now_ns());
                         return Err((e, rq.buf.take()));
@@ -434,6 +463,16 @@ impl BlockDevice {
             hwq: cpu % self.info.nr_hw_queues.max(1),
             start_ns: port().now_ns(),
             result: Ok(()),
+        }
+    }
+
+    /// Tell the device about the requests on the hardware queues in the
+    /// bit mask `touched`.
+    fn commit(&self, touched: u64) {
+        for hwq in 0..self.info.nr_hw_queues.min(64) {
+            if touched & (1 << hwq) != 0 {
+                self.driver.commit(hwq);
+            }
         }
     }
 
@@ -514,6 +553,39 @@ impl BlockDevice {
     /// Context: may sleep.
     pub fn flush(self: &Arc<Self>) -> Result<()> {
         self.submit_wait(Op::Flush, 0, None).0
+    }
+}
+
+/// A batch of submissions ([`BlockDevice::plug`]); dropping it tells the
+/// device about them.
+pub struct Plug {
+    dev: Arc<BlockDevice>,
+    /// Bit mask of the hardware queues holding requests the device was not
+    /// told about.
+    touched: u64,
+}
+
+impl Plug {
+    /// As [`BlockDevice::submit`], held back until the plug is dropped.
+    ///
+    /// Context: may sleep.
+    #[track_caller]
+    pub fn submit(
+        &mut self,
+        op: Op,
+        sector: u64,
+        buf: Option<BlockBuf>,
+        done: DoneFn,
+    ) -> core::result::Result<(), (Error, Option<BlockBuf>)> {
+        kport::might_sleep();
+        let dev = self.dev.clone();
+        dev.submit_inner(op, sector, buf, done, true, Some(&mut self.touched))
+    }
+}
+
+impl Drop for Plug {
+    fn drop(&mut self) {
+        self.dev.commit(core::mem::take(&mut self.touched));
     }
 }
 
