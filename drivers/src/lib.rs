@@ -8,6 +8,7 @@
 //! | [`virtio`] | `drivers/virtio/virtio_pci_modern.c`, `virtio_ring.c` (split rings) |
 //! | [`blk`] | `drivers/block/virtio_blk.c` |
 //! | [`block`] | `block/blk-mq.c`: requests, `blk_mq_complete_request`'s rule, `diskstats` |
+//! | [`pagecache`] | `mm/filemap.c`, `lib/errseq.c`: cached pages, dirtying, `fsync`/`sync`, LRU second chance |
 //!
 //! The crate is `no_std` + `alloc` and reaches the machine through the
 //! port's [`kport::bus::DeviceBus`] (configuration space, register
@@ -25,5 +26,6 @@ extern crate std;
 pub mod blk;
 pub mod block;
 pub mod mmio;
+pub mod pagecache;
 pub mod pci;
 pub mod virtio;

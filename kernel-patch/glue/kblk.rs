@@ -7,16 +7,17 @@
 //! its own would need changes outside the kernel; the disks are a kind of handle of the `sys:`
 //! scheme instead (patch 0006 routes `kblk/...` paths and those handles here).
 //!
-//! Any offset and length work: the block layer takes whole sectors, so an unaligned read goes
-//! through a bounce buffer of the sectors that cover it, and an unaligned write reads those
-//! sectors first (read-modify-write). A request is at most the disk's largest transfer; longer
-//! ones are split. Reads and writes past the end stop at it (0 bytes at the end), as for a file.
+//! Reads and writes go through the disk's page cache (`drivers::pagecache`): any offset and
+//! length, a write dirties pages, `fsync` writes them back and FLUSHes, and a writeback error is
+//! reported once to each handle open before it (errseq). Reads and writes past the end stop at
+//! it (0 bytes at the end), as for a file.
 //! User memory is copied in the caller's own system call, never from a kernel thread; the call
 //! blocks while its requests are in flight, with its token lent by `lend_blocking`.
 
 use alloc::{format, string::String, sync::Arc, vec::Vec};
 
-use drivers::block::{BlockBuf, BlockDevice, Op, SECTOR_SIZE};
+use drivers::block::{BlockDevice, SECTOR_SIZE};
+use drivers::pagecache::{PageCache, WbCursor};
 use kport::{Error, Result, EINVAL, ENOENT};
 use spin::Mutex;
 
@@ -32,13 +33,23 @@ use crate::{
 
 use super::{lend, token::lend_blocking};
 
+/// An open disk: its cache and the handle's writeback-error cursor (sampled at open, as Linux's
+/// `f_wb_err`).
+struct Open {
+    disk: Arc<BlockDevice>,
+    cursor: WbCursor,
+}
+
 /// Open disks: the handle id is the index (a freed slot is reused).
-static OPEN: Mutex<Vec<Option<Arc<BlockDevice>>>> = Mutex::new(Vec::new());
+static OPEN: Mutex<Vec<Option<Open>>> = Mutex::new(Vec::new());
+
+/// Each disk's page cache.
+static CACHES: Mutex<Vec<Arc<PageCache>>> = Mutex::new(Vec::new());
 
 fn disk_of(id: usize) -> Result<Arc<BlockDevice>> {
     OPEN.lock()
         .get(id)
-        .and_then(Clone::clone)
+        .and_then(|o| o.as_ref().map(|o| o.disk.clone()))
         .ok_or(Error::new(EBADF))
 }
 
@@ -59,99 +70,52 @@ pub fn size(d: &BlockDevice) -> u64 {
     d.info().capacity * SECTOR_SIZE as u64
 }
 
-/// Bytes from `pos` that a transfer of `len` may touch (stops at the end).
-fn clamp(d: &BlockDevice, pos: u64, len: usize) -> usize {
-    size(d).saturating_sub(pos).min(len as u64) as usize
+/// The page cache of disk `d` (one per disk, made on first use).
+pub fn cache_of(d: &Arc<BlockDevice>) -> Arc<PageCache> {
+    let mut caches = CACHES.lock();
+    if let Some(c) = caches.iter().find(|c| Arc::ptr_eq(c.device(), d)) {
+        return c.clone();
+    }
+    let c = PageCache::new(d.clone());
+    caches.push(c.clone());
+    c
 }
 
-/// The sectors covering `pos..pos + len`, at most the disk's largest transfer from `pos`'s
-/// sector: (first sector, bytes of whole sectors, offset of `pos` in them, bytes of the request
-/// they cover).
-fn span(d: &BlockDevice, pos: u64, len: usize) -> (u64, usize, usize, usize) {
-    let bs = (d.info().block_size as usize).max(SECTOR_SIZE);
-    let start = pos / bs as u64 * bs as u64;
-    let skip = (pos - start) as usize;
-    let max = d.info().max_bytes / bs * bs;
-    let bytes = (skip + len).next_multiple_of(bs).min(max.max(bs));
-    let take = (bytes - skip).min(len);
-    (start / SECTOR_SIZE as u64, bytes, skip, take)
-}
-
-/// Read `buf.len()` bytes at `pos` (fewer at the end). Context: may sleep.
+/// Read `buf.len()` bytes at `pos` through the cache (fewer at the end). Context: may sleep.
 pub fn read_at(d: &Arc<BlockDevice>, pos: u64, buf: &mut [u8]) -> Result<usize> {
-    read_with(d, pos, buf.len(), |done, bytes| {
-        buf[done..done + bytes.len()].copy_from_slice(bytes);
-        Ok(())
-    })
+    cache_of(d).read(pos, buf)
 }
 
-/// Write `buf` at `pos` (fewer bytes at the end). Context: may sleep.
+/// Write `buf` at `pos` into the cache (fewer bytes at the end); `EROFS` on a read-only disk.
+/// Context: may sleep.
 pub fn write_at(d: &Arc<BlockDevice>, pos: u64, buf: &[u8]) -> Result<usize> {
-    write_with(d, pos, buf.len(), |done, bytes| {
-        bytes.copy_from_slice(&buf[done..done + bytes.len()]);
-        Ok(())
-    })
+    cache_of(d).write(pos, buf)
 }
 
-/// Read `len` bytes at `pos` in chunks, handing each chunk's bytes and its offset in the request
-/// to `put`.
-fn read_with(
-    d: &Arc<BlockDevice>,
-    pos: u64,
-    len: usize,
-    mut put: impl FnMut(usize, &[u8]) -> Result<()>,
-) -> Result<usize> {
-    let len = clamp(d, pos, len);
-    let mut done = 0;
-    while done < len {
-        let (sector, bytes, skip, take) = span(d, pos + done as u64, len - done);
-        let buf = d.read(sector, bytes)?;
-        put(done, &buf.as_slice()[skip..skip + take])?;
-        done += take;
-    }
-    Ok(len)
-}
-
-/// Write `len` bytes at `pos` in chunks; `get` fills each chunk's bytes from the request.
-fn write_with(
-    d: &Arc<BlockDevice>,
-    pos: u64,
-    len: usize,
-    mut get: impl FnMut(usize, &mut [u8]) -> Result<()>,
-) -> Result<usize> {
-    let len = clamp(d, pos, len);
-    let mut done = 0;
-    while done < len {
-        let (sector, bytes, skip, take) = span(d, pos + done as u64, len - done);
-        let mut buf = if skip == 0 && take == bytes {
-            BlockBuf::new(bytes)?
-        } else {
-            // Partial sectors: keep what the write does not cover.
-            d.read(sector, bytes)?
-        };
-        get(done, &mut buf.as_mut_slice()[skip..skip + take])?;
-        d.write(sector, buf).map_err(|(e, _)| e)?;
-        done += take;
-    }
-    Ok(len)
-}
-
-/// Make completed writes durable. Context: may sleep.
+/// Write the disk's dirty pages back and FLUSH; the errors of this writeback. Context: may
+/// sleep.
 pub fn sync(d: &Arc<BlockDevice>) -> Result<()> {
-    d.flush()
+    let c = cache_of(d);
+    let mut cursor = c.cursor();
+    c.sync(&mut cursor)
 }
+
+/// Bytes a system call moves through a kernel buffer at a time.
+const CHUNK: usize = 64 << 10;
 
 // ---- the sys: handles (patch 0006 calls these from src/scheme/sys/mod.rs) ----
 
 /// Open `kblk/NAME`'s disk; the id goes into the `sys:` handle.
 pub fn open(name: &str, token: &mut CleanLockToken) -> Result<usize> {
-    let d = lend_blocking(token, || find(name))?;
+    let disk = lend_blocking(token, || find(name))?;
+    let cursor = cache_of(&disk).cursor();
+    let entry = Some(Open { disk, cursor });
     let mut open = OPEN.lock();
     if let Some(i) = open.iter().position(Option::is_none) {
-        open[i] = Some(d);
+        open[i] = entry;
         return Ok(i);
     }
-    open.push(Some(d));
+    open.push(entry);
     Ok(open.len() - 1)
 }
 
@@ -162,7 +126,7 @@ pub fn close(id: usize) {
     }
 }
 
-/// `pread`: through a kernel buffer, copied out in this system call.
+/// `pread`: through the page cache and a kernel buffer, copied out in this system call.
 pub fn kreadoff(
     id: usize,
     buf: UserSliceWo,
@@ -170,17 +134,25 @@ pub fn kreadoff(
     token: &mut CleanLockToken,
 ) -> Result<usize> {
     let d = disk_of(id)?;
+    let c = cache_of(&d);
+    let len = size(&d).saturating_sub(pos).min(buf.len() as u64) as usize;
     lend_blocking(token, || {
-        read_with(&d, pos, buf.len(), |done, bytes| {
-            let to = buf.advance(done).ok_or(Error::new(EINVAL))?;
-            to.limit(bytes.len())
+        let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            c.read(pos + done as u64, &mut kbuf[..n])?;
+            buf.advance(done)
+                .and_then(|b| b.limit(n))
                 .ok_or(Error::new(EINVAL))?
-                .copy_from_slice(bytes)
-        })
+                .copy_from_slice(&kbuf[..n])?;
+            done += n;
+        }
+        Ok(len)
     })
 }
 
-/// `pwrite`: copied in from the caller in this system call.
+/// `pwrite`: copied in from the caller in this system call, into the page cache.
 pub fn kwriteoff(
     id: usize,
     buf: UserSliceRo,
@@ -188,13 +160,21 @@ pub fn kwriteoff(
     token: &mut CleanLockToken,
 ) -> Result<usize> {
     let d = disk_of(id)?;
+    let c = cache_of(&d);
+    let len = size(&d).saturating_sub(pos).min(buf.len() as u64) as usize;
     lend_blocking(token, || {
-        write_with(&d, pos, buf.len(), |done, bytes| {
-            let from = buf.advance(done).ok_or(Error::new(EINVAL))?;
-            from.limit(bytes.len())
+        let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            buf.advance(done)
+                .and_then(|b| b.limit(n))
                 .ok_or(Error::new(EINVAL))?
-                .copy_to_slice(bytes)
-        })
+                .copy_to_slice(&mut kbuf[..n])?;
+            c.write(pos + done as u64, &kbuf[..n])?;
+            done += n;
+        }
+        Ok(len)
     })
 }
 
@@ -203,10 +183,21 @@ pub fn fsize(id: usize) -> Result<u64> {
     disk_of(id).map(|d| size(&d))
 }
 
-/// `fsync`: the device's volatile cache flushed.
+/// `fsync`: the dirty pages written back and the device's volatile cache flushed; the
+/// writeback errors since this handle last heard of one, once.
 pub fn fsync(id: usize, token: &mut CleanLockToken) -> Result<()> {
     let d = disk_of(id)?;
-    lend_blocking(token, || sync(&d))
+    let c = cache_of(&d);
+    let mut cursor = OPEN
+        .lock()
+        .get(id)
+        .and_then(|o| o.as_ref().map(|o| o.cursor))
+        .ok_or(Error::new(EBADF))?;
+    let r = lend_blocking(token, || c.sync(&mut cursor));
+    if let Some(Some(o)) = OPEN.lock().get_mut(id) {
+        o.cursor = cursor;
+    }
+    r
 }
 
 /// `fstat`: a file of the disk's size, read-only when the disk is.

@@ -58,7 +58,8 @@ use core::any::Any;
 use core::fmt;
 
 pub use syscall::error::{
-    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSYS, EOPNOTSUPP, EPERM, EROFS, ESRCH, Error,
+    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, EROFS, ESRCH,
+    Error,
 };
 
 /// Result type of fallible port and subsystem calls (`syscall::Error`, as

@@ -46,6 +46,9 @@ pub const SECTOR_SIZE: u64 = 512;
 /// The suite whose boots get the disks.
 pub const SUITE: &str = "block";
 
+/// Every suite that runs on the disks: the block layer's and the page cache's.
+pub const SUITES: [&str; 2] = [SUITE, "pagecache"];
+
 /// FNV-1a 64-bit offset basis (the hash of no bytes).
 pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -153,7 +156,7 @@ pub fn block_selected(cmdline: &str) -> bool {
     if tests == "all" || suites.peek().is_none() {
         return !fault;
     }
-    suites.any(|s| s == SUITE)
+    suites.any(|s| SUITES.contains(&s))
 }
 
 /// The images of one boot.

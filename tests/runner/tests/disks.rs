@@ -151,6 +151,8 @@ fn which_boots_get_disks() {
     assert!(block_selected("seed=1"));
     assert!(block_selected("tests=boot,block seed=1"));
     assert!(block_selected("tests=block"));
+    assert!(block_selected("tests=pagecache"));
+    assert!(block_selected("tests=port,pagecache seed=2"));
     assert!(block_selected("tests= seed=1"));
     assert!(block_selected("tests=,"));
     assert!(!block_selected("tests=boot seed=1"));

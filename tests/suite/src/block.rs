@@ -40,7 +40,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// Ask the runner to compare a range of the image with what was written.
-fn image_check(serial: &str, sector: u64, bytes: &[u8]) {
+pub(crate) fn image_check(serial: &str, sector: u64, bytes: &[u8]) {
     crate::harness::diag_line(&format!(
         "block-image: serial={serial} sector={sector} count={} fnv1a64={:016x}",
         bytes.len() / SECTOR_SIZE,
@@ -51,7 +51,7 @@ fn image_check(serial: &str, sector: u64, bytes: &[u8]) {
 /// The disk with `serial`. Skipped where there is none, unless the runner
 /// said it attached the disks (`expect_disks=1`): then a missing disk (or
 /// device bus) is a failure.
-fn disk(ctx: &crate::Ctx, serial: &str) -> Result<Arc<BlockDevice>, Failure> {
+pub(crate) fn disk(ctx: &crate::Ctx, serial: &str) -> Result<Arc<BlockDevice>, Failure> {
     let missing = |why: String| if ctx.args.expect_disks { Err(Failure::Fail(why)) } else { skip(why) };
     if port().device_bus().is_none() {
         return missing("this port has no device bus (inside Redox: the env word kblk=virtio)".into());
@@ -68,7 +68,7 @@ fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
 }
 
 /// Check that `buf` holds the runner's pattern for the sectors from `sector`.
-fn holds_pattern(buf: &[u8], sector: u64) -> Result<(), Failure> {
+pub(crate) fn holds_pattern(buf: &[u8], sector: u64) -> Result<(), Failure> {
     for (n, chunk) in buf.chunks(SECTOR_SIZE).enumerate() {
         let s = sector + n as u64;
         if let Some(i) = (0..SECTOR_SIZE).find(|&i| chunk[i] != pattern_byte(s, i)) {

@@ -23,6 +23,7 @@ pub mod harness;
 pub mod kthread;
 pub mod kthread_worker;
 pub mod might_sleep;
+pub mod pagecache;
 pub mod port_api;
 pub mod rng;
 pub mod softirq;
