@@ -235,6 +235,9 @@ type Landing = (usize, usize, bool, bool, bool);
 /// `PER_CPU` 4 KiB requests from a thread bound to each CPU, all in flight
 /// at once as far as the queues allow; returns where each finished and
 /// the device's counters before and after.
+/// Sectors of the window each storm's requests stay in (1 MiB).
+const STORM_WINDOW: usize = 2048;
+
 fn storm(
     main: &Arc<BlockDevice>,
     cpus: usize,
@@ -263,7 +266,9 @@ fn storm(
                     note(sub, false, false, false);
                     continue;
                 };
-                let sector = area + ((cpu * PER_CPU + n) * 8) as u64;
+                // Within a 1 MiB window whatever the CPU count (the
+                // requests of many CPUs wrap and share sectors).
+                let sector = area + ((cpu * PER_CPU + n) * 8 % STORM_WINDOW) as u64;
                 let op = if writes && n % 2 == 1 { Op::Write } else { Op::Read };
                 let note2 = note.clone();
                 let r = main.submit(
