@@ -177,24 +177,38 @@ impl PageCache {
         Ok(f(st.pages.get_mut(&index).expect("present")))
     }
 
-    /// Read `buf.len()` bytes at `pos` through the cache (fewer at the end).
-    ///
-    /// Context: may sleep.
-    pub fn read(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
-        kport::might_sleep();
-        let len = (self.size().saturating_sub(pos)).min(buf.len() as u64) as usize;
+    /// Walk the pages under `want` bytes at `pos` (fewer at the end) with the
+    /// pages' lock held: `step(pages, page index, offset in the page, offset
+    /// in the request, bytes)` for each. Returns the bytes walked.
+    fn each_page(
+        &self,
+        pos: u64,
+        want: usize,
+        mut step: impl FnMut(&mut Pages, u64, usize, usize, usize) -> Result<()>,
+    ) -> Result<usize> {
+        let len = (self.size().saturating_sub(pos)).min(want as u64) as usize;
         let mut st = self.pages.lock();
         let mut done = 0;
         while done < len {
             let at = pos + done as u64;
             let (index, off) = (at / PAGE_SIZE as u64, (at % PAGE_SIZE as u64) as usize);
             let n = (PAGE_SIZE - off).min(len - done);
-            self.with_page(&mut st, index, true, |p| {
-                buf[done..done + n].copy_from_slice(&p.buf.as_ref().expect("present").as_slice()[off..off + n])
-            })?;
+            step(&mut st, index, off, done, n)?;
             done += n;
         }
         Ok(len)
+    }
+
+    /// Read `buf.len()` bytes at `pos` through the cache (fewer at the end).
+    ///
+    /// Context: may sleep.
+    pub fn read(&self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        kport::might_sleep();
+        self.each_page(pos, buf.len(), |st, index, off, done, n| {
+            self.with_page(st, index, true, |p| {
+                buf[done..done + n].copy_from_slice(&p.buf.as_ref().expect("present").as_slice()[off..off + n])
+            })
+        })
     }
 
     /// Write `data` at `pos` into the cache (fewer bytes at the end); the
@@ -208,25 +222,17 @@ impl PageCache {
         if self.dev.info().read_only {
             return Err(Error::new(EROFS));
         }
-        let len = (self.size().saturating_sub(pos)).min(data.len() as u64) as usize;
         let now = port().now_ns();
-        let mut st = self.pages.lock();
-        let mut done = 0;
-        while done < len {
-            let at = pos + done as u64;
-            let (index, off) = (at / PAGE_SIZE as u64, (at % PAGE_SIZE as u64) as usize);
-            let n = (PAGE_SIZE - off).min(len - done);
+        self.each_page(pos, data.len(), |st, index, off, done, n| {
             let whole = off == 0 && (n == PAGE_SIZE || index * PAGE_SIZE as u64 + n as u64 == self.size());
-            self.with_page(&mut st, index, !whole, |p| {
+            self.with_page(st, index, !whole, |p| {
                 p.buf.as_mut().expect("present").as_mut_slice()[off..off + n].copy_from_slice(&data[done..done + n]);
                 if p.state == PageState::Clean {
                     p.dirtied_when = now;
                 }
                 p.state = PageState::Dirty;
-            })?;
-            done += n;
-        }
-        Ok(len)
+            })
+        })
     }
 
     /// Write back the dirty pages of `[start, end)` (bytes), then FLUSH the

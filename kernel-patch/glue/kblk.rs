@@ -126,6 +126,31 @@ pub fn close(id: usize) {
     }
 }
 
+/// Move `len` bytes at `pos` of handle `id`'s disk through a kernel buffer, `CHUNK` bytes at a
+/// time: `step(cache, disk position, offset in the request, buffer)` moves one chunk. In the
+/// caller's system call, which may block (its token lent by `lend_blocking`).
+fn chunked(
+    id: usize,
+    pos: u64,
+    want: usize,
+    token: &mut CleanLockToken,
+    mut step: impl FnMut(&PageCache, u64, usize, &mut [u8]) -> Result<()>,
+) -> Result<usize> {
+    let d = disk_of(id)?;
+    let c = cache_of(&d);
+    let len = size(&d).saturating_sub(pos).min(want as u64) as usize;
+    lend_blocking(token, || {
+        let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            step(&c, pos + done as u64, done, &mut kbuf[..n])?;
+            done += n;
+        }
+        Ok(len)
+    })
+}
+
 /// `pread`: through the page cache and a kernel buffer, copied out in this system call.
 pub fn kreadoff(
     id: usize,
@@ -133,22 +158,12 @@ pub fn kreadoff(
     pos: u64,
     token: &mut CleanLockToken,
 ) -> Result<usize> {
-    let d = disk_of(id)?;
-    let c = cache_of(&d);
-    let len = size(&d).saturating_sub(pos).min(buf.len() as u64) as usize;
-    lend_blocking(token, || {
-        let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
-        let mut done = 0;
-        while done < len {
-            let n = CHUNK.min(len - done);
-            c.read(pos + done as u64, &mut kbuf[..n])?;
-            buf.advance(done)
-                .and_then(|b| b.limit(n))
-                .ok_or(Error::new(EINVAL))?
-                .copy_from_slice(&kbuf[..n])?;
-            done += n;
-        }
-        Ok(len)
+    chunked(id, pos, buf.len(), token, |c, at, done, kbuf| {
+        c.read(at, kbuf)?;
+        buf.advance(done)
+            .and_then(|b| b.limit(kbuf.len()))
+            .ok_or(Error::new(EINVAL))?
+            .copy_from_slice(kbuf)
     })
 }
 
@@ -159,22 +174,12 @@ pub fn kwriteoff(
     pos: u64,
     token: &mut CleanLockToken,
 ) -> Result<usize> {
-    let d = disk_of(id)?;
-    let c = cache_of(&d);
-    let len = size(&d).saturating_sub(pos).min(buf.len() as u64) as usize;
-    lend_blocking(token, || {
-        let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
-        let mut done = 0;
-        while done < len {
-            let n = CHUNK.min(len - done);
-            buf.advance(done)
-                .and_then(|b| b.limit(n))
-                .ok_or(Error::new(EINVAL))?
-                .copy_to_slice(&mut kbuf[..n])?;
-            c.write(pos + done as u64, &kbuf[..n])?;
-            done += n;
-        }
-        Ok(len)
+    chunked(id, pos, buf.len(), token, |c, at, done, kbuf| {
+        buf.advance(done)
+            .and_then(|b| b.limit(kbuf.len()))
+            .ok_or(Error::new(EINVAL))?
+            .copy_to_slice(kbuf)?;
+        c.write(at, kbuf).map(|_| ())
     })
 }
 

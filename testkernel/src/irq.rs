@@ -118,6 +118,27 @@ struct Line {
 }
 
 impl Line {
+    /// A line on `pin` (or none), edge, active high, accepted, masked, with
+    /// no handler and no message; callers set what differs.
+    fn new(pin: Option<u32>) -> Self {
+        Line {
+            pin,
+            msi: false,
+            cpu: core::sync::atomic::AtomicUsize::new(IRQ_CPU),
+            level: false,
+            active_low: false,
+            refused: None,
+            describe: "none",
+            state: IrqSpinLock::named(
+                "irq line",
+                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
+            ),
+            running: AtomicU32::new(0),
+            arrivals: AtomicU64::new(0),
+            counts: [const { AtomicU64::new(0) }; MAX_CPUS],
+        }
+    }
+
     fn route(&self, line: u32) -> ioapic::Route {
         ioapic::Route {
             vector: VEC_IRQ_BASE + line as u8,
@@ -206,40 +227,10 @@ pub fn init(madt: &Madt) {
             (None, Some(o)) => Box::leak(format!("none (GSI {gsi} is IRQ {o}'s)").into_boxed_str()),
             (None, None) => "none",
         };
-        v.push(Line {
-            pin,
-            msi: false,
-            cpu: core::sync::atomic::AtomicUsize::new(IRQ_CPU),
-            level,
-            active_low: low,
-            refused,
-            describe,
-            state: IrqSpinLock::named(
-                "irq line",
-                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
-            ),
-            running: AtomicU32::new(0),
-            arrivals: AtomicU64::new(0),
-            counts: [const { AtomicU64::new(0) }; MAX_CPUS],
-        });
+        v.push(Line { level, active_low: low, refused, describe, ..Line::new(pin) });
     }
     for _ in 0..MSI_LINES {
-        v.push(Line {
-            pin: None,
-            msi: true,
-            cpu: core::sync::atomic::AtomicUsize::new(IRQ_CPU),
-            level: false,
-            active_low: false,
-            refused: None,
-            describe: "PCI-MSI-X-edge",
-            state: IrqSpinLock::named(
-                "irq line",
-                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
-            ),
-            running: AtomicU32::new(0),
-            arrivals: AtomicU64::new(0),
-            counts: [const { AtomicU64::new(0) }; MAX_CPUS],
-        });
+        v.push(Line { msi: true, describe: "PCI-MSI-X-edge", ..Line::new(None) });
     }
     let v = LINES.call_once(|| v);
     for (irq, l) in v.iter().enumerate() {

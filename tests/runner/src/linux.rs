@@ -18,7 +18,7 @@
 use crate::Error;
 use crate::cli::Options;
 use crate::disks::BootDisks;
-use crate::qemu::{self, QEMU, QEMU_MISSING, QemuConfig};
+use crate::qemu::{self, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
 use crate::run::{self, Console};
 use serde_json::Value;
@@ -188,13 +188,7 @@ pub fn boot(
     out_dir: &Path,
     console: &mut Console<'_>,
 ) -> Result<LinuxBoot, Error> {
-    let qemu_path = qemu::find_executable(&opts.qemu).ok_or_else(|| {
-        if opts.qemu == Path::new(QEMU) {
-            Error::env(QEMU_MISSING)
-        } else {
-            Error::env(format!("ktest: emulator {} not found", opts.qemu.display()))
-        }
-    })?;
+    let qemu_path = qemu::find_emulator(&opts.qemu)?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
     let image =

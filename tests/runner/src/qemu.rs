@@ -191,6 +191,18 @@ pub fn qemu_command(c: &QemuConfig<'_>) -> Command {
     cmd
 }
 
+/// The emulator `qemu` names (a path or a name in `PATH`), or the runner's error: how to
+/// install QEMU when it is the default one, else that the named one is not there.
+pub fn find_emulator(qemu: &Path) -> Result<PathBuf, crate::Error> {
+    find_executable(qemu).ok_or_else(|| {
+        if qemu == Path::new(QEMU) {
+            crate::Error::env(QEMU_MISSING)
+        } else {
+            crate::Error::env(format!("ktest: emulator {} not found", qemu.display()))
+        }
+    })
+}
+
 /// Find an executable: a path with a slash is taken as is, a bare name is searched in `PATH`.
 pub fn find_executable(name: &Path) -> Option<PathBuf> {
     if name.components().count() > 1 {

@@ -4,7 +4,7 @@ use crate::Error;
 use crate::cli::Options;
 use crate::disks::{self, BootDisks};
 use crate::ktap::{Line, Parser, Summary};
-use crate::qemu::{self, Event, Exit, QEMU, QEMU_MISSING, QemuConfig};
+use crate::qemu::{self, Event, Exit, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
 use crate::symbolize::Symbolizer;
 use std::io::Write;
@@ -252,13 +252,7 @@ fn write_file(path: &Path, contents: &str) -> Result<(), Error> {
 
 /// Run every configuration of `opts`; returns the exit status (0 pass, 1 fail).
 pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
-    let qemu_path = qemu::find_executable(&opts.qemu).ok_or_else(|| {
-        if opts.qemu == Path::new(QEMU) {
-            Error::env(QEMU_MISSING)
-        } else {
-            Error::env(format!("ktest: emulator {} not found", opts.qemu.display()))
-        }
-    })?;
+    let qemu_path = qemu::find_emulator(&opts.qemu)?;
     let kernel = match &opts.kernel {
         Some(k) => k.clone(),
         None => {
