@@ -895,3 +895,15 @@ fn irq_exit_from_task_context_is_counted_as_a_misuse() {
     assert!(eventually(|| done.load(Ordering::SeqCst)));
     assert!(kport::irq::exit_misuses() > before, "no misuse counted");
 }
+
+#[test]
+fn a_failed_try_lock_leaves_the_holder_holding() {
+    host();
+    let m = kport::sync::Mutex::new(5);
+    let held = m.try_lock().expect("a free mutex");
+    assert!(m.try_lock().is_none(), "a held mutex was taken twice");
+    // The failed attempt must not have released it.
+    assert!(m.try_lock().is_none(), "a failed try_lock released the holder's mutex");
+    drop(held);
+    assert_eq!(m.try_lock().map(|g| *g), Some(5), "a released mutex is not free");
+}

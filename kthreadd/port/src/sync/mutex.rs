@@ -56,7 +56,9 @@ impl<T: ?Sized> Mutex<T> {
     ///
     /// Context: any task context; never sleeps.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.try_acquire().then_some(MutexGuard { m: self })
+        // Lazily: a guard built for a failed attempt would unlock the
+        // holder's mutex when dropped.
+        self.try_acquire().then(|| MutexGuard { m: self })
     }
 }
 
