@@ -150,7 +150,10 @@ impl DeviceBus for TestkernelBus {
         }
         let pages = (len as u64).div_ceil(PAGE_SIZE);
         let order = pages.next_power_of_two().trailing_zeros() as usize;
-        let phys = frames::alloc(order).ok_or(Error::new(ENOMEM))?;
+        // A caller that may sleep: above `low`, else wake kswapd and go down
+        // to `min`, else reclaim directly (then the out-of-memory report
+        // and ENOMEM).
+        let phys = kport::mm::alloc_slowpath(1 << order, |gfp| frames::alloc_gfp(order, gfp))?;
         let bytes = (PAGE_SIZE << order) as usize;
         let virt = mem::phys_to_virt(phys) as usize;
         // SAFETY: the block was just allocated to us and is direct-mapped.

@@ -45,6 +45,7 @@ pub mod host;
 pub mod irq;
 #[cfg(feature = "loom")]
 pub mod loom_port;
+pub mod mm;
 pub mod sync;
 pub mod topology;
 

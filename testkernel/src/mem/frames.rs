@@ -14,6 +14,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use kport::mm::{self, Gfp};
+
 use super::{PAGE_SIZE, phys_to_virt};
 use crate::sync::IrqSpinLock;
 
@@ -219,17 +221,39 @@ pub fn init(ram: &[Range], holes: &[Range]) {
     }
     TOTAL.store(total, Ordering::Relaxed);
     RESERVED.store(total - b.free, Ordering::Relaxed);
+    let managed = b.free;
     *BUDDY.lock() = Some(b);
+    // The watermarks of the one zone: everything the allocator manages.
+    mm::init(managed, managed);
 }
 
-/// Allocate a block of `2^order` frames; returns its physical address.
-/// Linux: `alloc_pages`.
+/// Allocate a block of `2^order` frames for a caller that cannot sleep
+/// (the heap's growth, page tables, stacks): it may use part of the reserve
+/// below the `min` watermark ([`Gfp::Atomic`]). Returns its physical
+/// address. Linux: `alloc_pages(GFP_ATOMIC)`.
 pub fn alloc(order: usize) -> Option<u64> {
+    alloc_gfp(order, Gfp::Atomic)
+}
+
+/// Allocate a block of `2^order` frames if the watermarks allow it for
+/// `gfp` (`kport::mm::watermark_ok`); falling below `low` asks for kswapd
+/// (a flag; the tick wakes it). No reclaim here: a caller that may sleep
+/// goes through `kport::mm::alloc_slowpath`.
+pub fn alloc_gfp(order: usize, gfp: Gfp) -> Option<u64> {
     if order > MAX_ORDER {
         return None;
     }
-    let mut g = BUDDY.lock();
-    g.as_mut()?.alloc(order).map(|pfn| pfn * PAGE_SIZE)
+    let (pa, free) = {
+        let mut g = BUDDY.lock();
+        let b = g.as_mut()?;
+        if !mm::watermark_ok(b.free, 1 << order, gfp) {
+            return None;
+        }
+        let pa = b.alloc(order).map(|pfn| pfn * PAGE_SIZE);
+        (pa, b.free)
+    };
+    mm::note_free(free);
+    pa
 }
 
 /// Allocate one zeroed frame.
@@ -252,6 +276,9 @@ pub fn free(pa: u64, order: usize) {
     assert!(b.state[b.idx(pfn)] == NOT_FREE, "double free of frame block {pa:#x} order {order}");
     b.used -= 1 << order;
     b.release(pfn, order);
+    let free = b.free;
+    drop(g);
+    mm::note_free(free);
 }
 
 /// The counters right now.

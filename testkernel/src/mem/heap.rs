@@ -35,12 +35,22 @@ static HEAP: LockedHeap = LockedHeap(IrqSpinLock::named("heap", None));
 
 static GROW_FAILURES: AtomicU64 = AtomicU64::new(0);
 
+/// Map `bytes` more at `from`; all or nothing (a partial growth is undone,
+/// so the next attempt finds the range unmapped).
 fn map_more(from: u64, bytes: u64) -> bool {
     let mut off = 0;
     while off < bytes {
-        let Some(pa) = frames::alloc(0) else { return false };
-        if paging::map(from + off, pa, paging::W | paging::NX).is_err() {
-            frames::free(pa, 0);
+        let mapped = frames::alloc(0)
+            .and_then(|pa| paging::map(from + off, pa, paging::W | paging::NX).map_err(|_| frames::free(pa, 0)).ok());
+        if mapped.is_none() {
+            // Nothing reached these pages yet (the heap did not extend over
+            // them): unmap and free what was mapped.
+            while off > 0 {
+                off -= PAGE_SIZE;
+                if let Some(pa) = paging::unmap(from + off) {
+                    frames::free(pa, 0);
+                }
+            }
             return false;
         }
         off += PAGE_SIZE;

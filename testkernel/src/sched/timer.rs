@@ -236,6 +236,9 @@ pub fn timer_interrupt(_f: &mut interrupts::InterruptFrame) {
     pc.ticks.fetch_add(1, Ordering::Relaxed);
     crate::mem::stack::tlb_catch_up();
     run_expired(me);
+    // An allocation that fell below the low watermark left a flag: wake
+    // kswapd from here, never from inside the allocator.
+    kport::mm::tick();
     let now = time::now_ns();
     let last = LAST_TICK[me].load(Ordering::Relaxed);
     if now >= last + TICK_NS {
