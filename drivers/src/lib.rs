@@ -29,3 +29,5 @@ pub mod mmio;
 pub mod pagecache;
 pub mod pci;
 pub mod virtio;
+pub mod vmscan;
+pub mod writeback;

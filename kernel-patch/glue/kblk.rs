@@ -44,7 +44,7 @@ struct Open {
 static OPEN: Mutex<Vec<Option<Open>>> = Mutex::new(Vec::new());
 
 /// Each disk's page cache.
-static CACHES: Mutex<Vec<Arc<PageCache>>> = Mutex::new(Vec::new());
+static CACHES: kport::sync::Mutex<Vec<Arc<PageCache>>> = kport::sync::Mutex::new(Vec::new());
 
 fn disk_of(id: usize) -> Result<Arc<BlockDevice>> {
     OPEN.lock()
@@ -70,32 +70,33 @@ pub fn size(d: &BlockDevice) -> u64 {
     d.info().capacity * SECTOR_SIZE as u64
 }
 
-/// The page cache of disk `d` (one per disk, made on first use).
-pub fn cache_of(d: &Arc<BlockDevice>) -> Arc<PageCache> {
+/// The page cache of disk `d` (one per disk, made on first use, with the disk's flusher).
+/// Context: may sleep.
+pub fn cache_of(d: &Arc<BlockDevice>) -> Result<Arc<PageCache>> {
     let mut caches = CACHES.lock();
     if let Some(c) = caches.iter().find(|c| Arc::ptr_eq(c.device(), d)) {
-        return c.clone();
+        return Ok(c.clone());
     }
-    let c = PageCache::new(d.clone());
+    let c = PageCache::new(d.clone())?;
     caches.push(c.clone());
-    c
+    Ok(c)
 }
 
 /// Read `buf.len()` bytes at `pos` through the cache (fewer at the end). Context: may sleep.
 pub fn read_at(d: &Arc<BlockDevice>, pos: u64, buf: &mut [u8]) -> Result<usize> {
-    cache_of(d).read(pos, buf)
+    cache_of(d)?.read(pos, buf)
 }
 
 /// Write `buf` at `pos` into the cache (fewer bytes at the end); `EROFS` on a read-only disk.
 /// Context: may sleep.
 pub fn write_at(d: &Arc<BlockDevice>, pos: u64, buf: &[u8]) -> Result<usize> {
-    cache_of(d).write(pos, buf)
+    cache_of(d)?.write(pos, buf)
 }
 
 /// Write the disk's dirty pages back and FLUSH; the errors of this writeback. Context: may
 /// sleep.
 pub fn sync(d: &Arc<BlockDevice>) -> Result<()> {
-    let c = cache_of(d);
+    let c = cache_of(d)?;
     let mut cursor = c.cursor();
     c.sync(&mut cursor)
 }
@@ -107,8 +108,11 @@ const CHUNK: usize = 64 << 10;
 
 /// Open `kblk/NAME`'s disk; the id goes into the `sys:` handle.
 pub fn open(name: &str, token: &mut CleanLockToken) -> Result<usize> {
-    let disk = lend_blocking(token, || find(name))?;
-    let cursor = cache_of(&disk).cursor();
+    let (disk, cursor) = lend_blocking(token, || {
+        let disk = find(name)?;
+        let cursor = cache_of(&disk)?.cursor();
+        Ok((disk, cursor))
+    })?;
     let entry = Some(Open { disk, cursor });
     let mut open = OPEN.lock();
     if let Some(i) = open.iter().position(Option::is_none) {
@@ -137,9 +141,9 @@ fn chunked(
     mut step: impl FnMut(&PageCache, u64, usize, &mut [u8]) -> Result<()>,
 ) -> Result<usize> {
     let d = disk_of(id)?;
-    let c = cache_of(&d);
     let len = size(&d).saturating_sub(pos).min(want as u64) as usize;
     lend_blocking(token, || {
+        let c = cache_of(&d)?;
         let mut kbuf = alloc::vec![0u8; CHUNK.min(len)];
         let mut done = 0;
         while done < len {
@@ -192,13 +196,12 @@ pub fn fsize(id: usize) -> Result<u64> {
 /// writeback errors since this handle last heard of one, once.
 pub fn fsync(id: usize, token: &mut CleanLockToken) -> Result<()> {
     let d = disk_of(id)?;
-    let c = cache_of(&d);
     let mut cursor = OPEN
         .lock()
         .get(id)
         .and_then(|o| o.as_ref().map(|o| o.cursor))
         .ok_or(Error::new(EBADF))?;
-    let r = lend_blocking(token, || c.sync(&mut cursor));
+    let r = lend_blocking(token, || cache_of(&d)?.sync(&mut cursor));
     if let Some(Some(o)) = OPEN.lock().get_mut(id) {
         o.cursor = cursor;
     }

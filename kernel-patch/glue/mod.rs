@@ -478,6 +478,8 @@ fn boot_main() {
     let workqueues = workqueue::init();
     if let Err(ref e) = workqueues {
         warn!("workqueue: cannot start: {e:?}");
+    } else if let Err(e) = drivers::vmscan::init() {
+        warn!("kswapd: cannot start: {e:?}");
     }
     #[cfg(feature = "ktests")]
     ktests::run(workqueues);

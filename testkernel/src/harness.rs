@@ -144,6 +144,12 @@ pub fn start(cmdline: &str, bi: &BootInfo) {
                     kprintln!("# ktest: error: cannot start the workqueues: {e:?}");
                     exit::exit_qemu(false);
                 }
+                // kswapd0, and the memory users the out-of-memory report names.
+                if let Err(e) = drivers::vmscan::init() {
+                    kprintln!("# ktest: error: cannot start kswapd: {e:?}");
+                    exit::exit_qemu(false);
+                }
+                kport::mm::register_user("kernel heap", || mem::heap::usage().1 / mem::PAGE_SIZE);
                 let ok = ktests::harness::run(&args);
                 exit::exit_qemu(ok);
             }),

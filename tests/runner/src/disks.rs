@@ -46,8 +46,9 @@ pub const SECTOR_SIZE: u64 = 512;
 /// The suite whose boots get the disks.
 pub const SUITE: &str = "block";
 
-/// Every suite that runs on the disks: the block layer's and the page cache's.
-pub const SUITES: [&str; 2] = [SUITE, "pagecache"];
+/// Every suite that runs on the disks: the block layer's, the page
+/// cache's, the flusher's and reclaim's.
+pub const SUITES: [&str; 4] = [SUITE, "pagecache", "writeback", "kswapd"];
 
 /// FNV-1a 64-bit offset basis (the hash of no bytes).
 pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;

@@ -20,6 +20,7 @@ pub mod bench_scale;
 pub mod bh_workqueue;
 pub mod block;
 pub mod harness;
+pub mod kswapd;
 pub mod kthread;
 pub mod kthread_worker;
 pub mod might_sleep;
@@ -32,6 +33,7 @@ pub mod torture;
 pub mod workqueue;
 pub mod wq_api;
 pub mod wq_conformance;
+pub mod writeback;
 
 use alloc::string::String;
 

@@ -23,7 +23,7 @@ const AREA: u64 = 11 << 20;
 
 ktest!(pagecache::written_data_reaches_the_disk_at_sync_not_before => |ctx| {
     let main = disk(ctx, "kblk-main")?;
-    let cache = PageCache::new(main.clone());
+    let cache = PageCache::new(main.clone()).map_err(err("page cache"))?;
     let mut cursor = cache.cursor();
     let at = AREA + 1000;
     let data: Vec<u8> = (0..20_000).map(|_| ctx.rng.next_u64() as u8).collect();
@@ -50,7 +50,7 @@ ktest!(pagecache::written_data_reaches_the_disk_at_sync_not_before => |ctx| {
 
 ktest!(pagecache::fsync_of_a_range_writes_only_that_range => |ctx| {
     let main = disk(ctx, "kblk-main")?;
-    let cache = PageCache::new(main.clone());
+    let cache = PageCache::new(main.clone()).map_err(err("page cache"))?;
     let mut cursor = cache.cursor();
     let (a, b) = (AREA + (256 << 10), AREA + (512 << 10));
     check_eq!(cache.write(a, &[0xa5; PAGE_SIZE]), Ok(PAGE_SIZE), "write page a");
@@ -68,7 +68,7 @@ ktest!(pagecache::fsync_of_a_range_writes_only_that_range => |ctx| {
 
 ktest!(pagecache::a_second_read_hits_the_cache_and_activates_the_page => |ctx| {
     let main = disk(ctx, "kblk-main")?;
-    let cache = PageCache::new(main.clone());
+    let cache = PageCache::new(main.clone()).map_err(err("page cache"))?;
     let at = 3 << 20;
     let mut buf = alloc::vec![0u8; 2 * PAGE_SIZE];
     check_eq!(cache.read(at, &mut buf), Ok(buf.len()), "first read");
@@ -87,7 +87,7 @@ ktest!(pagecache::a_second_read_hits_the_cache_and_activates_the_page => |ctx| {
 
 ktest!(pagecache::a_writeback_error_reaches_fsync_and_the_page_stays_dirty => |ctx| {
     let err_disk = disk(ctx, "kblk-err")?;
-    let cache = PageCache::new(err_disk);
+    let cache = PageCache::new(err_disk).map_err(err("page cache"))?;
     let mut a = cache.cursor();
     let mut b = cache.cursor();
     // Page 2 holds sector 16, whose writes fail.
@@ -98,5 +98,7 @@ ktest!(pagecache::a_writeback_error_reaches_fsync_and_the_page_stays_dirty => |c
     // Another caller that could see the error gets it too.
     check_eq!(cache.check(&mut b).map_err(|e| e.errno), Err(EIO), "a second cursor sampled before the error");
     check_eq!(cache.check(&mut b), Ok(()), "the same error reported twice to one cursor");
+    // The page can never be written: give it up, as a truncate would.
+    check_eq!(cache.discard_range(0, 3 * PAGE_SIZE as u64), 1, "dirty pages discarded");
     Ok(())
 });
