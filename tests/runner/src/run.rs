@@ -6,6 +6,7 @@ use crate::disks::{self, BootDisks};
 use crate::ktap::{Line, Parser, Summary};
 use crate::qemu::{self, Event, Exit, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
+use crate::restart::{self, Phase};
 use crate::symbolize::Symbolizer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -332,6 +333,7 @@ struct BootPlan<'a> {
     disks: Option<&'a BootDisks>,
     /// File name of the serial log in the output directory.
     log: String,
+    phase: Option<String>,
 }
 
 /// Make the boot `plan`: run QEMU, echo and log its output, then judge it:
@@ -396,6 +398,7 @@ fn boot(
         ktap: outcome.ktap,
         failures,
         log: plan.log,
+        phase: plan.phase,
     })
 }
 
@@ -451,12 +454,50 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
             None
         };
         let log = format!("ktap-{tag}.txt");
-        let plan = BootPlan { label: &label, smp, preempt, cmdline, disks: disks.as_ref(), log };
+        let plan = BootPlan { label: &label, smp, preempt, cmdline, disks: disks.as_ref(), log, phase: None };
         let b = boot(&s, opts, &mut console, plan, |_, _| Vec::new())?;
         if let Some(d) = &disks {
             dispose_disks(&s, &mut console, d, b.passed(), &label, &tag);
         }
         boots.push(b);
+    }
+    finish(&s, opts, &mut console, &boots)
+}
+
+/// `ktest restart`: for each configuration, fresh disk images, then two
+/// boots on them: `restart=write` (the `restart` suite writes a pattern
+/// seeded with the run's seed through the page cache and syncs it), then,
+/// if that boot passed, `restart=verify` (it reads the pattern back). Each
+/// boot is judged as in [`run`], its images checked, and its phase's case
+/// must have passed ([`restart::failures`]). Returns the exit status.
+pub fn restart(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
+    let mut console = Console::new(out, tty, opts.quiet);
+    let s = start(opts, &mut console)?;
+    let configs = configs(opts);
+    let mut boots: Vec<BootResult> = Vec::new();
+    for (i, &(smp, preempt)) in configs.iter().enumerate() {
+        let tag = format!("smp{smp}-{preempt}");
+        let disks = create_disks(&s, &tag)?;
+        let mut all_passed = true;
+        for (n, phase) in Phase::ALL.into_iter().enumerate() {
+            let label = format!("[{}/{}] smp={smp} preempt={preempt} boot {}/2 ({phase})", i + 1, configs.len(), n + 1);
+            if !all_passed {
+                console.line(&format!("ktest: {label}: not booted: the boot before it failed"));
+                break;
+            }
+            let mut words = machine_words(opts, smp);
+            words.extend(phase.guest_words(s.seed));
+            let mut cmdline = build_cmdline(&opts.tests, s.seed, preempt, opts.bench_mode(), &words);
+            cmdline.push_str(" expect_disks=1");
+            let log = format!("ktap-{tag}-{}.txt", phase.name());
+            let phase_name = Some(phase.name().to_string());
+            let plan = BootPlan { label: &label, smp, preempt, cmdline, disks: Some(&disks), log, phase: phase_name };
+            let b = boot(&s, opts, &mut console, plan, |o, images| restart::failures(phase, &o.ktap, images))?;
+            all_passed = b.passed();
+            boots.push(b);
+        }
+        let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
+        dispose_disks(&s, &mut console, &disks, all_passed, &label, &tag);
     }
     finish(&s, opts, &mut console, &boots)
 }
