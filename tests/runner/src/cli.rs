@@ -7,8 +7,8 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: ktest run [options]            boot the testkernel once per configuration and report
        ktest restart [options]        per configuration two boots on the same disk images: the
-                                      restart suite writes and syncs a seeded pattern (--seed),
-                                      the second boot reads it back; both images are checked
+                                      first writes a seeded pattern (--seed) through the page cache
+                                      and syncs, the second reads it back; images checked after each
        ktest bench [options]          run the benchmarks (--smp 2 -m 512M bench=only), write bench.json
        ktest bench-linux [options]    boot Debian's Linux with the kbench module in the same QEMU
                                       configuration, write bench-linux.json (docs/benchmarks.md)
@@ -20,7 +20,7 @@ usage: ktest run [options]            boot the testkernel once per configuration
 options:
   --smp LIST          comma list of CPU counts, one boot each (default 4; bench: 2)
   --preempt LIST      comma list of full,none (default full)
-  --tests LIST        comma list of suites, passed as tests= (default all; not restart)
+  --tests LIST        comma list of suites, passed as tests= (default all; restart: its own suite)
   --seed N            seed of randomized tests and of restart's pattern (default: random, printed)
   --timeout SECS      whole-run time-out per boot (default 900)
   --mem MIB           guest memory in MiB (default 256; bench: 512)
