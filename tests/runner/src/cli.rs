@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Usage text printed by `ktest --help`.
 pub const USAGE: &str = "\
 usage: ktest run [options]            boot the testkernel once per configuration and report
+       ktest restart [options]        per configuration two boots on the same disk images: the
+                                      first writes a seeded pattern (--seed) through the page cache
+                                      and syncs, the second reads it back; images checked after each
        ktest bench [options]          run the benchmarks (--smp 2 -m 512M bench=only), write bench.json
        ktest bench-linux [options]    boot Debian's Linux with the kbench module in the same QEMU
                                       configuration, write bench-linux.json (docs/benchmarks.md)
@@ -17,8 +20,8 @@ usage: ktest run [options]            boot the testkernel once per configuration
 options:
   --smp LIST          comma list of CPU counts, one boot each (default 4; bench: 2)
   --preempt LIST      comma list of full,none (default full)
-  --tests LIST        comma list of suites, passed as tests= (default all)
-  --seed N            seed of randomized tests (default: random, printed)
+  --tests LIST        comma list of suites, passed as tests= (default all; restart: its own suite)
+  --seed N            seed of randomized tests and of restart's pattern (default: random, printed)
   --timeout SECS      whole-run time-out per boot (default 900)
   --mem MIB           guest memory in MiB (default 256; bench: 512)
   --topology T        CPU topology appended to -smp: sockets=S,cores=C,threads=T[,dies=D]
@@ -56,6 +59,8 @@ exit status: 0 all passed, 1 a test or boot failed, 2 usage or environment error
 pub enum Mode {
     /// `ktest run`
     Run,
+    /// `ktest restart`: two boots per configuration on the same disk images.
+    Restart,
     /// `ktest bench`
     Bench,
     /// `ktest bench-linux`
@@ -137,9 +142,9 @@ pub struct Options {
 impl Options {
     /// Defaults of a subcommand.
     pub fn new(mode: Mode) -> Self {
-        let bench = mode != Mode::Run;
+        let bench = !matches!(mode, Mode::Run | Mode::Restart);
         let smp = match mode {
-            Mode::Run => vec![4],
+            Mode::Run | Mode::Restart => vec![4],
             Mode::BenchScale => vec![1, 2, 4, 8],
             _ => vec![2],
         };
@@ -147,7 +152,7 @@ impl Options {
             mode,
             smp,
             preempt: vec!["full".into()],
-            tests: "all".into(),
+            tests: if mode == Mode::Restart { RESTART_SUITE.into() } else { "all".into() },
             seed: None,
             timeout_secs: 900,
             mem_mib: if bench { 512 } else { 256 },
@@ -178,7 +183,7 @@ impl Options {
     /// Value of `bench=` for this mode.
     pub fn bench_mode(&self) -> &'static str {
         match self.mode {
-            Mode::Run => "skip",
+            Mode::Run | Mode::Restart => "skip",
             _ => "only",
         }
     }
@@ -198,6 +203,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     let mut args = args.into_iter();
     let mode = match args.next().as_deref() {
         Some("run") => Mode::Run,
+        Some("restart") => Mode::Restart,
         Some("bench") => Mode::Bench,
         Some("bench-linux") => Mode::BenchLinux,
         Some("bench-compare") => Mode::BenchCompare,
@@ -221,6 +227,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "-h" | "--help" => return Ok(Cli::Help),
             "--smp" => o.smp = parse_list(&flag, &value()?, parse_cpus)?,
             "--preempt" => o.preempt = parse_list(&flag, &value()?, parse_preempt)?,
+            "--tests" if o.mode == Mode::Restart => {
+                return Err(format!("restart runs the {RESTART_SUITE} suite only: drop --tests"));
+            }
             "--tests" => {
                 let v = value()?;
                 if v.is_empty() || v.contains(char::is_whitespace) {
@@ -312,6 +321,11 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
     if o.mode == Mode::BenchScale && (o.set != "main" || !o.only.is_empty()) {
         return Err("bench-scale chooses kbench's sets itself: drop --set and --only".into());
     }
+    if o.mode == Mode::Restart
+        && let Some(w) = o.append.iter().find(|w| RESTART_OWN_KEYS.contains(&w.split('=').next().unwrap_or_default()))
+    {
+        return Err(format!("--append {w}: restart sets {} itself", RESTART_OWN_KEYS.join("=, ") + "="));
+    }
     if !o.sides.is_empty() && o.mode != Mode::BenchCompare {
         return Err("--side applies to bench-compare only".into());
     }
@@ -332,12 +346,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
 }
 
 /// The commands, for error messages.
-const COMMANDS: &str = "'run', 'bench', 'bench-linux', 'bench-compare' or 'bench-scale'";
+const COMMANDS: &str = "'run', 'restart', 'bench', 'bench-linux', 'bench-compare' or 'bench-scale'";
+
+/// The guest suite `ktest restart` runs.
+pub const RESTART_SUITE: &str = "restart";
+
+/// Guest command-line keys `ktest restart` decides: `--append` may not set them.
+pub const RESTART_OWN_KEYS: [&str; 4] = ["tests", "bench", "restart", "restart_seed"];
 
 /// The command's name as typed.
 pub fn command_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Run => "run",
+        Mode::Restart => "restart",
         Mode::Bench => "bench",
         Mode::BenchLinux => "bench-linux",
         Mode::BenchCompare => "bench-compare",

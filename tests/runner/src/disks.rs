@@ -1,8 +1,9 @@
 //! Virtio-blk disks for the guest's `block` suite, and the check of what the
 //! guest reports about them.
 //!
-//! Every boot whose `tests=` selects the `block` suite (or all suites, see
-//! [`block_selected`]) gets four fresh raw images in the output directory,
+//! Every boot whose `tests=` selects the `block`, `pagecache` or `restart`
+//! suite (or all suites, see [`block_selected`]) gets four fresh raw images in
+//! the output directory (`ktest restart` makes both its boots on one set),
 //! `disk-<serial>-<tag>.img` with the boot's tag (`smp2-none`), each behind a
 //! `virtio-blk-pci` device whose serial number (what the guest reads with the
 //! virtio-blk `GET_ID` request) names it:
@@ -47,8 +48,8 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const SUITE: &str = "block";
 
 /// Every suite that runs on the disks: the block layer's, the page
-/// cache's, the flusher's and reclaim's.
-pub const SUITES: [&str; 4] = [SUITE, "pagecache", "writeback", "kswapd"];
+/// cache's, the flusher's, reclaim's and the restart test's.
+pub const SUITES: [&str; 5] = [SUITE, "pagecache", "writeback", "kswapd", "restart"];
 
 /// FNV-1a 64-bit offset basis (the hash of no bytes).
 pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;

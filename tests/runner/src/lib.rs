@@ -7,7 +7,8 @@
 //! The pieces are separate modules so they can be tested on their own:
 //! [`ktap`] (parser), [`symbolize`] (ELF symbol lookup), [`qemu`] (process
 //! handling), [`report`] (verdicts, JSON, summary), [`run`] (orchestration)
-//! and [`disks`] (the `block` suite's virtio-blk images and their check).
+//! and [`disks`] (the `block` suite's virtio-blk images and their check);
+//! [`restart`] judges the two boots of `ktest restart` on the same images.
 //! The Linux side of the benchmarks: [`initramfs`] (the newc archive),
 //! [`linux`] (`bench-linux`), [`compare`] (tables and charts) and [`rounds`]
 //! (`bench-compare`, `bench-scale`).
@@ -24,6 +25,7 @@ pub mod ktap;
 pub mod linux;
 pub mod qemu;
 pub mod report;
+pub mod restart;
 pub mod rounds;
 pub mod run;
 pub mod symbolize;

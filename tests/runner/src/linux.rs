@@ -266,6 +266,7 @@ pub fn boot(
         ktap: b.ktap,
         failures,
         log,
+        phase: None,
     };
     let objs = bench_objects(&info, std::slice::from_ref(&boot), kernel.as_deref());
     let text = serde_json::to_string_pretty(&objs).expect("serializable") + "\n";

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
             let mut lock = stdout.lock();
             let result = match opts.mode {
                 Mode::Run | Mode::Bench => ktest_runner::run::run(&opts, &mut lock, tty),
+                Mode::Restart => ktest_runner::run::restart(&opts, &mut lock, tty),
                 Mode::BenchLinux => ktest_runner::linux::run(&opts, &mut lock, tty),
                 Mode::BenchCompare => ktest_runner::rounds::run_compare(&opts, &mut lock, tty),
                 Mode::BenchScale => ktest_runner::rounds::run_scale(&opts, &mut lock, tty),

@@ -26,6 +26,9 @@ pub struct BootResult {
     pub failures: Vec<String>,
     /// File name of the raw serial log inside the output directory.
     pub log: String,
+    /// Which boot of `ktest restart` this was (`write` or `verify`); `None`
+    /// for every other boot.
+    pub phase: Option<String>,
 }
 
 impl BootResult {
@@ -93,6 +96,8 @@ pub struct RunInfo {
 struct ConfigJson<'a> {
     smp: u32,
     preempt: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<&'a str>,
     cmdline: &'a str,
     exit: String,
     passed: bool,
@@ -125,6 +130,7 @@ pub fn results_json(info: &RunInfo, boots: &[BootResult]) -> String {
         .map(|b| ConfigJson {
             smp: b.smp,
             preempt: &b.preempt,
+            phase: b.phase.as_deref(),
             cmdline: &b.cmdline,
             exit: b.exit.to_string(),
             passed: b.passed(),
@@ -177,9 +183,10 @@ pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> st
     writeln!(out, "==== ktest summary (seed {seed}) ====")?;
     for b in boots {
         let (p, f, s) = b.counts();
+        let phase = b.phase.as_deref().map(|p| format!(" restart={p}")).unwrap_or_default();
         writeln!(
             out,
-            "smp={} preempt={}: {} ({}, {:.1} s): {p} passed, {f} failed, {s} skipped",
+            "smp={} preempt={}{phase}: {} ({}, {:.1} s): {p} passed, {f} failed, {s} skipped",
             b.smp,
             b.preempt,
             if b.passed() { "PASS" } else { "FAIL" },

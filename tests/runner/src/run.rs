@@ -6,6 +6,7 @@ use crate::disks::{self, BootDisks};
 use crate::ktap::{Line, Parser, Summary};
 use crate::qemu::{self, Event, Exit, QemuConfig};
 use crate::report::{self, BootResult, RunInfo};
+use crate::restart::{self, Phase};
 use crate::symbolize::Symbolizer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -250,8 +251,19 @@ fn write_file(path: &Path, contents: &str) -> Result<(), Error> {
     std::fs::write(path, contents).map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", path.display())))
 }
 
-/// Run every configuration of `opts`; returns the exit status (0 pass, 1 fail).
-pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
+/// What every boot of one invocation shares.
+struct Session {
+    qemu_path: PathBuf,
+    kernel: PathBuf,
+    out_dir: PathBuf,
+    seed: u64,
+    sym: Option<Symbolizer>,
+    info: RunInfo,
+}
+
+/// Find the emulator, build (or find) the kernel, make the output directory,
+/// pick the seed and load the kernel's symbols.
+fn start(opts: &Options, console: &mut Console<'_>) -> Result<Session, Error> {
     let qemu_path = qemu::find_emulator(&opts.qemu)?;
     let kernel = match &opts.kernel {
         Some(k) => k.clone(),
@@ -275,7 +287,6 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
     std::fs::create_dir_all(&out_dir)
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
 
-    let mut console = Console::new(out, tty, opts.quiet);
     let seed = opts.seed.unwrap_or_else(random_seed);
     if !opts.quiet {
         console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
@@ -293,104 +304,200 @@ pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error>
         qemu_version: qemu::qemu_version(&qemu_path),
         kernel: kernel.display().to_string(),
     };
+    Ok(Session { qemu_path, kernel, out_dir, seed, sym, info })
+}
 
-    let configs: Vec<(u32, &str)> =
-        opts.smp.iter().flat_map(|&n| opts.preempt.iter().map(move |p| (n, p.as_str()))).collect();
+/// The configurations of `opts`: every CPU count with every preemption model.
+fn configs(opts: &Options) -> Vec<(u32, &str)> {
+    opts.smp.iter().flat_map(|&n| opts.preempt.iter().map(move |p| (n, p.as_str()))).collect()
+}
+
+/// The words the runner adds to the guest command line of a boot with
+/// `smp` CPUs, the user's `--append` words last. The guest checks that it
+/// started as many CPUs as QEMU was told, and in the topology it was told.
+fn machine_words(opts: &Options, smp: u32) -> Vec<String> {
+    std::iter::once(format!("expect_cpus={smp}"))
+        .chain(opts.topology.map(|t| t.guest_word()))
+        .chain(opts.numa_nodes.map(|n| format!("expect_numa_nodes={n}")))
+        .chain(opts.append.iter().cloned())
+        .collect()
+}
+
+/// One boot to make.
+struct BootPlan<'a> {
+    /// Prefix of the boot's console lines (`[1/2] smp=2 preempt=full`).
+    label: &'a str,
+    smp: u32,
+    preempt: &'a str,
+    cmdline: String,
+    disks: Option<&'a BootDisks>,
+    /// File name of the serial log in the output directory.
+    log: String,
+    phase: Option<String>,
+}
+
+/// Make the boot `plan`: run QEMU, echo and log its output, then judge it:
+/// QEMU's exit and the KTAP output, the `block-image` lines against the
+/// images, and whatever `more` finds in the outcome.
+fn boot(
+    s: &Session,
+    opts: &Options,
+    console: &mut Console<'_>,
+    plan: BootPlan<'_>,
+    more: impl FnOnce(&BootOutcome, &disks::ImageCheck) -> Vec<String>,
+) -> Result<BootResult, Error> {
+    let label = plan.label;
+    let extra: Vec<String> =
+        plan.disks.iter().flat_map(|d| d.qemu_args()).chain(opts.qemu_args.iter().cloned()).collect();
+    let cmd = qemu::qemu_command(&QemuConfig {
+        qemu: &s.qemu_path,
+        kernel: &s.kernel,
+        cmdline: &plan.cmdline,
+        smp: plan.smp,
+        topology: opts.topology,
+        numa_nodes: opts.numa_nodes,
+        mem_mib: opts.mem_mib,
+        accel: opts.accel,
+        initrd: opts.initrd.as_deref(),
+        extra: &extra,
+    });
+    if !opts.quiet {
+        let kernel = s.kernel.display();
+        console.line(&format!("ktest: {label}: booting {kernel} with \"{}\"", plan.cmdline));
+    }
+    let timeout = Duration::from_secs(opts.timeout_secs);
+    let outcome = run_boot(cmd, timeout, s.sym.as_ref(), console, label)
+        .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", s.qemu_path.display())))?;
+    write_file(&s.out_dir.join(&plan.log), &outcome.raw)?;
+    let mut failures = report::judge(outcome.exit, &outcome.ktap, opts.timeout_secs);
+    let images = disks::check_images(&outcome.raw, plan.disks);
+    failures.extend(images.failures.iter().cloned());
+    failures.extend(more(&outcome, &images));
+    for line in outcome.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        if !opts.quiet || !failures.is_empty() {
+            console.line(&format!("qemu: {line}"));
+        }
+    }
+    if images.checked > 0 && (!opts.quiet || !failures.is_empty()) {
+        console.line(&format!("ktest: block-image: {} ranges checked", images.checked));
+    }
+    let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
+    if !opts.quiet || !failures.is_empty() {
+        let secs = outcome.elapsed.as_secs_f64();
+        console.line(&format!("ktest: {label}: {verdict} ({}, {secs:.1} s)", outcome.exit));
+    }
+    for f in &failures {
+        console.line(&format!("ktest: {label}: {f}"));
+    }
+    Ok(BootResult {
+        smp: plan.smp,
+        preempt: plan.preempt.to_string(),
+        cmdline: plan.cmdline,
+        exit: outcome.exit,
+        elapsed: outcome.elapsed,
+        ktap: outcome.ktap,
+        failures,
+        log: plan.log,
+        phase: plan.phase,
+    })
+}
+
+/// Fresh disk images for the boots tagged `tag`.
+fn create_disks(s: &Session, tag: &str) -> Result<BootDisks, Error> {
+    BootDisks::create(&s.out_dir, tag)
+        .map_err(|e| Error::env(format!("ktest: cannot write disk images in {}: {e}", s.out_dir.display())))
+}
+
+/// Images stay for a look after a failed boot; a passing one leaves none.
+fn dispose_disks(s: &Session, console: &mut Console<'_>, disks: &BootDisks, passed: bool, label: &str, tag: &str) {
+    if passed {
+        if let Err(e) = disks.remove() {
+            console.line(&format!("ktest: warning: cannot remove the disk images of {tag}: {e}"));
+        }
+    } else {
+        let dir = s.out_dir.display();
+        console.line(&format!("ktest: {label}: disk images kept in {dir} (disk-*-{tag}.img)"));
+    }
+}
+
+/// Write the reports, print the summary; the exit status (0 pass, 1 fail).
+fn finish(s: &Session, opts: &Options, console: &mut Console<'_>, boots: &[BootResult]) -> Result<i32, Error> {
+    write_file(&s.out_dir.join("results.json"), &report::results_json(&s.info, boots))?;
+    let benches = report::bench_objects(&s.info, boots);
+    if opts.mode == crate::cli::Mode::Bench || !benches.is_empty() {
+        let text = serde_json::to_string_pretty(&benches).expect("serializable") + "\n";
+        write_file(&s.out_dir.join("bench.json"), &text)?;
+    }
+    if !opts.quiet {
+        console.line(&format!("ktest: reports in {}", s.out_dir.display()));
+    }
+    let _ = report::print_summary(console.writer(), s.seed, boots);
+    Ok(if boots.iter().all(BootResult::passed) { 0 } else { 1 })
+}
+
+/// Run every configuration of `opts`; returns the exit status (0 pass, 1 fail).
+pub fn run(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
+    let mut console = Console::new(out, tty, opts.quiet);
+    let s = start(opts, &mut console)?;
+    let configs = configs(opts);
     let mut boots = Vec::new();
     for (i, &(smp, preempt)) in configs.iter().enumerate() {
         let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
-        // The guest checks that it started as many CPUs as QEMU was told, and
-        // in the topology it was told.
-        let append: Vec<String> = std::iter::once(format!("expect_cpus={smp}"))
-            .chain(opts.topology.map(|t| t.guest_word()))
-            .chain(opts.numa_nodes.map(|n| format!("expect_numa_nodes={n}")))
-            .chain(opts.append.iter().cloned())
-            .collect();
-        let mut cmdline = build_cmdline(&opts.tests, seed, preempt, opts.bench_mode(), &append);
+        let mut cmdline = build_cmdline(&opts.tests, s.seed, preempt, opts.bench_mode(), &machine_words(opts, smp));
         let tag = format!("smp{smp}-{preempt}");
         let disks = if disks::block_selected(&cmdline) {
-            let d = BootDisks::create(&out_dir, &tag)
-                .map_err(|e| Error::env(format!("ktest: cannot write disk images in {}: {e}", out_dir.display())))?;
+            let d = create_disks(&s, &tag)?;
             // The guest's block suite then fails, not skips, when it cannot find them.
             cmdline.push_str(" expect_disks=1");
             Some(d)
         } else {
             None
         };
-        let extra: Vec<String> =
-            disks.iter().flat_map(BootDisks::qemu_args).chain(opts.qemu_args.iter().cloned()).collect();
-        let cmd = qemu::qemu_command(&QemuConfig {
-            qemu: &qemu_path,
-            kernel: &kernel,
-            cmdline: &cmdline,
-            smp,
-            topology: opts.topology,
-            numa_nodes: opts.numa_nodes,
-            mem_mib: opts.mem_mib,
-            accel: opts.accel,
-            initrd: opts.initrd.as_deref(),
-            extra: &extra,
-        });
-        if !opts.quiet {
-            let kernel = kernel.display();
-            console.line(&format!("ktest: {label}: booting {kernel} with \"{cmdline}\""));
-        }
-        let timeout = Duration::from_secs(opts.timeout_secs);
-        let boot = run_boot(cmd, timeout, sym.as_ref(), &mut console, &label)
-            .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", qemu_path.display())))?;
         let log = format!("ktap-{tag}.txt");
-        write_file(&out_dir.join(&log), &boot.raw)?;
-        let mut failures = report::judge(boot.exit, &boot.ktap, opts.timeout_secs);
-        let images = disks::check_images(&boot.raw, disks.as_ref());
-        failures.extend(images.failures);
-        for line in boot.stderr.lines().filter(|l| !l.trim().is_empty()) {
-            if !opts.quiet || !failures.is_empty() {
-                console.line(&format!("qemu: {line}"));
-            }
-        }
-        if images.checked > 0 && (!opts.quiet || !failures.is_empty()) {
-            console.line(&format!("ktest: block-image: {} ranges checked", images.checked));
-        }
-        let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
-        if !opts.quiet || !failures.is_empty() {
-            let secs = boot.elapsed.as_secs_f64();
-            console.line(&format!("ktest: {label}: {verdict} ({}, {secs:.1} s)", boot.exit));
-        }
-        for f in &failures {
-            console.line(&format!("ktest: {label}: {f}"));
-        }
-        // Images stay for a look after a failed boot; a passing one leaves none.
+        let plan = BootPlan { label: &label, smp, preempt, cmdline, disks: disks.as_ref(), log, phase: None };
+        let b = boot(&s, opts, &mut console, plan, |_, _| Vec::new())?;
         if let Some(d) = &disks {
-            if failures.is_empty() {
-                if let Err(e) = d.remove() {
-                    console.line(&format!("ktest: warning: cannot remove the disk images of {tag}: {e}"));
-                }
-            } else {
-                let dir = out_dir.display();
-                console.line(&format!("ktest: {label}: disk images kept in {dir} (disk-*-{tag}.img)"));
-            }
+            dispose_disks(&s, &mut console, d, b.passed(), &label, &tag);
         }
-        boots.push(BootResult {
-            smp,
-            preempt: preempt.to_string(),
-            cmdline,
-            exit: boot.exit,
-            elapsed: boot.elapsed,
-            ktap: boot.ktap,
-            failures,
-            log,
-        });
+        boots.push(b);
     }
+    finish(&s, opts, &mut console, &boots)
+}
 
-    write_file(&out_dir.join("results.json"), &report::results_json(&info, &boots))?;
-    let benches = report::bench_objects(&info, &boots);
-    if opts.mode == crate::cli::Mode::Bench || !benches.is_empty() {
-        let text = serde_json::to_string_pretty(&benches).expect("serializable") + "\n";
-        write_file(&out_dir.join("bench.json"), &text)?;
+/// `ktest restart`: for each configuration, fresh disk images, then two
+/// boots on them: `restart=write` (the `restart` suite writes a pattern
+/// seeded with the run's seed through the page cache and syncs it), then,
+/// if that boot passed, `restart=verify` (it reads the pattern back). Each
+/// boot is judged as in [`run`], its images checked, and its phase's case
+/// must have passed ([`restart::failures`]). Returns the exit status.
+pub fn restart(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, Error> {
+    let mut console = Console::new(out, tty, opts.quiet);
+    let s = start(opts, &mut console)?;
+    let configs = configs(opts);
+    let mut boots: Vec<BootResult> = Vec::new();
+    for (i, &(smp, preempt)) in configs.iter().enumerate() {
+        let tag = format!("smp{smp}-{preempt}");
+        let disks = create_disks(&s, &tag)?;
+        let mut all_passed = true;
+        for (n, phase) in Phase::ALL.into_iter().enumerate() {
+            let label = format!("[{}/{}] smp={smp} preempt={preempt} boot {}/2 ({phase})", i + 1, configs.len(), n + 1);
+            if !all_passed {
+                console.line(&format!("ktest: {label}: not booted: the boot before it failed"));
+                break;
+            }
+            let mut words = machine_words(opts, smp);
+            words.extend(phase.guest_words(s.seed));
+            let mut cmdline = build_cmdline(&opts.tests, s.seed, preempt, opts.bench_mode(), &words);
+            cmdline.push_str(" expect_disks=1");
+            let log = format!("ktap-{tag}-{}.txt", phase.name());
+            let phase_name = Some(phase.name().to_string());
+            let plan = BootPlan { label: &label, smp, preempt, cmdline, disks: Some(&disks), log, phase: phase_name };
+            let b = boot(&s, opts, &mut console, plan, |o, images| restart::failures(phase, &o.ktap, images))?;
+            all_passed = b.passed();
+            boots.push(b);
+        }
+        let label = format!("[{}/{}] smp={smp} preempt={preempt}", i + 1, configs.len());
+        dispose_disks(&s, &mut console, &disks, all_passed, &label, &tag);
     }
-    if !opts.quiet {
-        console.line(&format!("ktest: reports in {}", out_dir.display()));
-    }
-    let _ = report::print_summary(console.writer(), seed, &boots);
-    Ok(if boots.iter().all(BootResult::passed) { 0 } else { 1 })
+    finish(&s, opts, &mut console, &boots)
 }

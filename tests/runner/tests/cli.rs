@@ -204,3 +204,63 @@ fn qemu_command_with_topology_and_numa() {
         ]
     );
 }
+
+#[test]
+fn restart_defaults_and_options() {
+    let o = opts(&["restart"]).unwrap();
+    assert_eq!(o.mode, Mode::Restart);
+    assert_eq!((o.tests.as_str(), o.bench_mode(), o.mem_mib, o.seed), ("restart", "skip", 256, None));
+    assert_eq!(o.smp, [4]);
+    let o = opts(&[
+        "restart",
+        "--smp",
+        "2",
+        "--preempt",
+        "full,none",
+        "--seed=77",
+        "--quiet",
+        "--no-build",
+        "--out",
+        "/o/restart",
+        "--kvm",
+        "--timeout",
+        "60",
+        "--append",
+        "expect_pci=ports",
+    ])
+    .unwrap();
+    assert_eq!((o.smp.as_slice(), o.preempt.as_slice()), (&[2][..], &["full".to_string(), "none".to_string()][..]));
+    assert_eq!(o.seed, Some(77));
+    assert!(o.quiet && o.no_build);
+    assert_eq!(o.out, Some(PathBuf::from("/o/restart")));
+    assert_eq!((o.accel, o.timeout_secs), (Accel::Kvm, 60));
+    assert_eq!(o.append, ["expect_pci=ports"]);
+    assert_eq!(o.tests, "restart", "--append does not change the suite");
+}
+
+#[test]
+fn restart_refuses_what_would_change_its_boots() {
+    for (args, msg) in [
+        (&["restart", "--tests", "block"][..], "restart runs the restart suite only: drop --tests"),
+        (&["restart", "--tests=restart"][..], "restart runs the restart suite only: drop --tests"),
+        (
+            &["restart", "--append", "x=1 restart=verify"][..],
+            "--append restart=verify: restart sets tests=, bench=, restart=, restart_seed= itself",
+        ),
+        (&["restart", "--append", "restart_seed=5"][..], "--append restart_seed=5: restart sets"),
+        (&["restart", "--append", "tests=all"][..], "--append tests=all: restart sets"),
+        (&["restart", "--append", "bench=only"][..], "--append bench=only: restart sets"),
+        (&["restart", "--rounds", "2"][..], "--rounds applies to bench-linux"),
+        (&["restart", "--seed", "x"][..], "invalid --seed value 'x'"),
+    ] {
+        let err = opts(args).unwrap_err();
+        assert!(err.starts_with(msg), "{args:?}: {err}");
+    }
+    // The words are the guest's keys, not prefixes of them.
+    assert!(opts(&["restart", "--append", "restarts=1 testsx=2"]).is_ok());
+    // `run` keeps its --tests and takes the words as any others.
+    let o = opts(&["run", "--tests", "restart", "--append", "restart=write restart_seed=5"]).unwrap();
+    assert_eq!((o.tests.as_str(), o.append.len()), ("restart", 2));
+    let err = opts(&["bogus"]).unwrap_err();
+    assert!(err.contains("'restart'"), "{err}");
+}

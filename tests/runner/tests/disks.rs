@@ -153,6 +153,7 @@ fn which_boots_get_disks() {
     assert!(block_selected("tests=block"));
     assert!(block_selected("tests=pagecache"));
     assert!(block_selected("tests=port,pagecache seed=2"));
+    assert!(block_selected("tests=restart restart=write"));
     assert!(block_selected("tests= seed=1"));
     assert!(block_selected("tests=,"));
     assert!(!block_selected("tests=boot seed=1"));

@@ -1,6 +1,6 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
 //! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
-//! `redox_env_check=`.
+//! `redox_env_check=`, `restart=`, `restart_seed=`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -15,6 +15,26 @@ pub enum BenchMode {
     Only,
     /// Both.
     Also,
+}
+
+/// Which half of the two-boot restart test this boot is (`restart=`,
+/// suite `restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPhase {
+    /// `restart=write`: the first boot writes the pattern and syncs it.
+    Write,
+    /// `restart=verify`: the second boot, on the same images, reads it back.
+    Verify,
+}
+
+impl RestartPhase {
+    /// The value as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPhase::Write => "write",
+            RestartPhase::Verify => "verify",
+        }
+    }
 }
 
 /// The parsed command line.
@@ -44,6 +64,11 @@ pub struct Args {
     /// A token the runner passes through a boot loader's environment, for the
     /// guest to check that it arrived intact (`redox_boot` suite).
     pub redox_env_check: Option<String>,
+    /// The phase of the restart test this boot runs, if any.
+    pub restart: Option<RestartPhase>,
+    /// Seed of the restart test's pattern (`restart_seed=`); both boots
+    /// must be given the same one.
+    pub restart_seed: Option<u64>,
 }
 
 impl Default for Args {
@@ -60,6 +85,8 @@ impl Default for Args {
             expect_mem_mib: None,
             redox_env_check: None,
             torture_s: None,
+            restart: None,
+            restart_seed: None,
         }
     }
 }
@@ -124,6 +151,14 @@ impl Args {
                 "torture_s" => a.torture_s = Some(number(k, v)?),
                 "expect_mem_mib" => a.expect_mem_mib = Some(number(k, v)?),
                 "redox_env_check" => a.redox_env_check = Some(v.to_string()),
+                "restart" => {
+                    a.restart = Some(match v {
+                        "write" => RestartPhase::Write,
+                        "verify" => RestartPhase::Verify,
+                        _ => return Err(format!("bad value for restart: '{v}' (write or verify)")),
+                    })
+                }
+                "restart_seed" => a.restart_seed = Some(number(k, v)?),
                 _ if ignore.contains(&k) => {}
                 _ => return Err(format!("unknown command-line key '{k}'")),
             }

@@ -26,6 +26,7 @@ pub mod kthread_worker;
 pub mod might_sleep;
 pub mod pagecache;
 pub mod port_api;
+pub mod restart;
 pub mod rng;
 pub mod softirq;
 pub mod threaded_irq;
