@@ -43,15 +43,19 @@ loom:
 # with SMT siblings and two NUMA nodes (1 socket x 2 cores x 2 threads), where
 # the testkernel checks that it finds them (reports in target/ktest/smt), and
 # the port and block suites on QEMU's q35, whose MCFG gives PCI's ECAM window
-# (reports in target/ktest/q35). Last, the restart test: for each preemption
-# model two boots on the same disk images, the second reading back what the
-# first wrote through the page cache and synced (reports in target/ktest/restart).
+# (reports in target/ktest/q35). Then the pagecache, writeback and kswapd suites
+# again in a 64 MiB guest, where reclaim has little room (target/ktest/mem64).
+# Last, the restart test: for each preemption model two boots on the same disk
+# images, the second reading back what the first wrote through the page cache
+# and synced (reports in target/ktest/restart).
 guest-test:
 	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --append expect_pci=ports --quiet $(KVM_FLAG)
 	$(RUNNER) run --smp 4 --preempt none --tests port --topology sockets=1,cores=2,threads=2 --numa 2 \
 		--no-build --out target/ktest/smt --quiet $(KVM_FLAG)
 	$(RUNNER) run --smp 2 --preempt full,none --tests port,block --append expect_pci=ecam \
 		--qemu-arg=-machine --qemu-arg=q35 --no-build --out target/ktest/q35 --quiet $(KVM_FLAG)
+	$(RUNNER) run --smp $(SMP) --preempt $(PREEMPT) --mem 64 --tests pagecache,writeback,kswapd \
+		--no-build --out target/ktest/mem64 --quiet $(KVM_FLAG)
 	$(RUNNER) restart --smp 2 --preempt full,none --no-build --out target/ktest/restart --quiet $(KVM_FLAG)
 
 bench: deps
