@@ -74,7 +74,7 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh,block,redox_blk,pagecache}" ;;
+test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh,block,redox_blk,pagecache,writeback,kswapd}" ;;
 bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue,softirq,tasklet,bh_workqueue,threaded_irq,block}" ;;
 *) usage_error "MODE must be test or bench, not '$MODE'" ;;
 esac
@@ -432,7 +432,7 @@ fi
 
 # The block suite drives the runner's virtio-blk disks with the in-kernel driver, which Redox's
 # env word kblk=virtio turns on (kernel-patch/glue/bus.rs).
-case ",$tests," in *,block,* | *,redox_blk,* | *,pagecache,*) runner_args+=(--append kblk=virtio) ;; esac
+case ",$tests," in *,block,* | *,redox_blk,* | *,pagecache,* | *,writeback,* | *,kswapd,*) runner_args+=(--append kblk=virtio) ;; esac
 
 say "building the shim and the runner (this working tree)"
 (cd "$repo/kernel-patch/shim" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS cargo build --release -q) ||
@@ -452,5 +452,17 @@ bench)
     ;;
 esac
 cd "$repo"
+# With the page cache in the run: first the restart test (two boots on the same disk images, the
+# second reading back what the first synced through the page cache; reports in restart/).
+if [ "$MODE" = test ]; then
+    case ",$tests," in
+    *,pagecache,*)
+        say "the restart test: two boots on the same disk images (-smp 2)"
+        cargo run -q -p ktest-runner --release -- restart --smp 2 --preempt none --timeout "$TIMEOUT" \
+            --kernel "$shim" --initrd "$build/kernel" --no-build --out "$out_dir/restart" \
+            "${runner_args[@]}" || die "the restart test failed (reports in $out_dir/restart)"
+        ;;
+    esac
+fi
 exec cargo run -q -p ktest-runner --release -- "$@" --kernel "$shim" --initrd "$build/kernel" --no-build \
     --out "$out_dir" "${runner_args[@]}"

@@ -101,7 +101,15 @@ impl DeviceBus for RedoxBus {
             return Err(Error::new(EINVAL));
         }
         let order = order_of(len);
-        let frame = allocate_p2frame(order).ok_or(Error::new(ENOMEM))?;
+        // A sleeping allocation: above `low`, else kswapd and down to `min`, else direct reclaim
+        // of the page cache, else the out-of-memory report and ENOMEM (`kport::mm`).
+        let frame = kport::mm::alloc_slowpath(1 << order, |gfp| {
+            if super::mm::allowed(1 << order, gfp) {
+                allocate_p2frame(order)
+            } else {
+                None
+            }
+        })?;
         let phys = frame.base();
         Ok(DmaRegion {
             // The allocator hands out zeroed frames, seen at the physical offset.

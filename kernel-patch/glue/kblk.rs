@@ -111,7 +111,7 @@ pub fn open(name: &str, token: &mut CleanLockToken) -> Result<usize> {
     let (disk, cursor) = lend_blocking(token, || {
         let disk = find(name)?;
         let cursor = cache_of(&disk)?.cursor();
-        Ok((disk, cursor))
+        Ok::<_, Error>((disk, cursor))
     })?;
     let entry = Some(Open { disk, cursor });
     let mut open = OPEN.lock();

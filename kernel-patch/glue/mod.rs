@@ -68,6 +68,7 @@ pub mod irq;
 pub mod kblk;
 #[cfg(feature = "ktests")]
 pub mod ktests;
+pub mod mm;
 pub mod port;
 mod timer;
 mod token;
@@ -282,6 +283,8 @@ pub fn tick(token: &mut CleanLockToken) {
     lend(token, || {
         timer::run_expired();
         tick_worker();
+        // An allocation that fell below the low watermark left a flag: wake kswapd here.
+        kport::mm::tick();
     });
     // The timer interrupt's exit, before `tick()` decides to switch (Linux runs softirqs in
     // `irq_exit` before `preempt_schedule_irq`): expired soft timers run here.
@@ -481,6 +484,10 @@ fn boot_main() {
     } else if let Err(e) = drivers::vmscan::init() {
         warn!("kswapd: cannot start: {e:?}");
     }
+    // The out-of-memory report names the kernel heap beside the page caches.
+    kport::mm::register_user("kernel heap", || {
+        (crate::allocator::heap_stats().0 / crate::memory::PAGE_SIZE) as u64
+    });
     #[cfg(feature = "ktests")]
     ktests::run(workqueues);
 }
@@ -488,6 +495,7 @@ fn boot_main() {
 /// Start the subsystem: called once by `kmain` on the boot CPU, before user space, with its
 /// token (lent to the port calls made here).
 pub fn init(token: &mut CleanLockToken) {
+    mm::init();
     clock::calibrate();
     record_idle_context();
     record_topology();
