@@ -600,13 +600,13 @@ impl PageCache {
 
     /// Reclaim: look at up to `nr_to_scan` inactive pages, oldest first
     /// (after moving active pages back while the inactive list is the
-    /// shorter), free the clean unreferenced ones, give referenced ones a
-    /// second round, and count the dirty ones (the caller asks the flusher
-    /// for them). Direct reclaim calls it from inside an allocation: safe,
+    /// shorter), free the clean unreferenced ones until `nr_to_free` are
+    /// freed, give referenced ones a second round, and count the dirty ones
+    /// (the caller asks the flusher for them). Direct reclaim calls it from inside an allocation: safe,
     /// since no path allocates a frame with a cache's mutex held.
     ///
     /// Context: may sleep.
-    pub fn shrink(&self, nr_to_scan: u64) -> ShrinkResult {
+    pub fn shrink(&self, nr_to_scan: u64, nr_to_free: u64) -> ShrinkResult {
         let mut r = ShrinkResult::default();
         let mut freed: Vec<BlockBuf> = Vec::new();
         {
@@ -622,7 +622,7 @@ impl PageCache {
                 r.deactivated += 1;
             }
             let mut budget = nr_to_scan.min(st.inactive.len() as u64);
-            while budget > 0 {
+            while budget > 0 && r.freed < nr_to_free {
                 budget -= 1;
                 let Some(index) = st.inactive.pop_front() else { break };
                 r.scanned += 1;

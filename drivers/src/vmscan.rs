@@ -142,8 +142,8 @@ pub fn stats() -> VmStats {
 }
 
 /// One reclaim pass: free about `nr_to_reclaim` pages from the page caches
-/// and the shrinkers. `direct`: in an allocating thread (counted apart,
-/// and busy caches are skipped). Returns the pages freed.
+/// and the shrinkers. `direct`: in an allocating thread (counted apart).
+/// Returns the pages freed.
 ///
 /// Context: may sleep.
 pub fn shrink(nr_to_reclaim: u64, direct: bool) -> u64 {
@@ -154,7 +154,7 @@ pub fn shrink(nr_to_reclaim: u64, direct: bool) -> u64 {
     'prio: for prio in (0..=6u32).rev() {
         for c in &caches {
             let scan = (c.nr_pages() >> prio).max(SWAP_CLUSTER_MAX);
-            let r = c.shrink(scan);
+            let r = c.shrink(scan, want - freed);
             scanned += r.scanned;
             freed += r.freed;
             dirty += r.dirty;

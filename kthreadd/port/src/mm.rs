@@ -368,8 +368,9 @@ pub fn alloc_slowpath<T>(pages: u64, mut try_alloc: impl FnMut(Gfp) -> Option<T>
     };
     ALLOCSTALL.fetch_add(1, Ordering::Relaxed);
     for _ in 0..MAX_RECLAIM_RETRIES {
-        let want = pages + WMARK_HIGH.load(Ordering::Relaxed).saturating_sub(free_pages());
-        let got = r.direct_reclaim(want.max(pages));
+        // What this allocation needs (the reclaimer adds its batch, Linux's
+        // SWAP_CLUSTER_MAX): balancing to `high` is kswapd's work.
+        let got = r.direct_reclaim(pages);
         if let Some(x) = try_alloc(Gfp::KernelMin) {
             return Ok(x);
         }

@@ -102,3 +102,64 @@ ktest!(pagecache::a_writeback_error_reaches_fsync_and_the_page_stays_dirty => |c
     check_eq!(cache.discard_range(0, 3 * PAGE_SIZE as u64), 1, "dirty pages discarded");
     Ok(())
 });
+
+// ---- benchmarks (docs/benchmarks.md, "Page cache and reclaim") ----
+
+ktest!(pagecache::bench_cache_read_hit_4k [bench = true, timeout_s = 300] => |ctx| {
+    let main = disk(ctx, "kblk-main")?;
+    let _pin = crate::bench::Pinned::to(0);
+    let cache = PageCache::new(main).map_err(err("page cache"))?;
+    // 256 pages of the read-only pattern area, all cached before timing.
+    const PAGES: u64 = 256;
+    let mut buf = alloc::vec![0u8; PAGE_SIZE];
+    for i in 0..PAGES {
+        cache.read(i * PAGE_SIZE as u64, &mut buf).map_err(err("warm read"))?;
+    }
+    let p = kport::port();
+    let misses = cache.stats().misses;
+    let mut samples = Vec::with_capacity(crate::bench::ITERATIONS);
+    for k in 0..crate::bench::ITERATIONS + crate::bench::WARMUP {
+        let at = (ctx.rng.next_u64() % PAGES) * PAGE_SIZE as u64;
+        let t0 = p.cycles();
+        let r = cache.read(at, &mut buf);
+        let t1 = p.cycles();
+        check_eq!(r, Ok(PAGE_SIZE), "read {}", k);
+        if k >= crate::bench::WARMUP {
+            samples.push(t1 - t0);
+        }
+    }
+    check_eq!(cache.stats().misses, misses, "misses while reading cached pages");
+    crate::bench::report_latency("cache_read_hit_4k", &mut samples);
+    Ok(())
+});
+
+ktest!(pagecache::bench_cache_write_seq_mib_s [bench = true, timeout_s = 300] => |ctx| {
+    let main = disk(ctx, "kblk-main")?;
+    let _pin = crate::bench::Pinned::to(0);
+    // 2 MiB at 14 MiB (the block write benchmark's area; nothing reads it back).
+    const AT: u64 = 14 << 20;
+    const MIB: usize = 1 << 20;
+    let data: Vec<u8> = (0..MIB).map(|_| ctx.rng.next_u64() as u8).collect();
+    let p = kport::port();
+    let cache = PageCache::new(main).map_err(err("page cache"))?;
+    let mut cursor = cache.cursor();
+    // One round to warm up (the pages get their buffers), then timed rounds:
+    // 2 MiB through the cache, then sync (data on the device).
+    let mut rounds = 0u64;
+    let mut ns = 0u64;
+    for round in 0..9 {
+        let t0 = p.cycles();
+        for m in 0..2u64 {
+            check_eq!(cache.write(AT + m * MIB as u64, &data), Ok(MIB), "write");
+        }
+        check_eq!(cache.sync(&mut cursor), Ok(()), "sync");
+        let t1 = p.cycles();
+        if round > 0 {
+            rounds += 1;
+            ns += p.cycles_to_ns(t1 - t0);
+        }
+    }
+    let mib = rounds * 2;
+    crate::harness::diag_line(&format!("bench: cache_write_seq_mib_s items_per_s={} n={mib}", mib * 1_000_000_000 / ns.max(1)));
+    Ok(())
+});

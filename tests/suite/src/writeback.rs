@@ -276,3 +276,33 @@ ktest!(writeback::a_writeback_error_of_the_flusher_reaches_the_next_fsync => |ct
     check_eq!(cache.discard_range(0, 3 * PAGE_SIZE as u64), 1, "dirty pages discarded");
     Ok(())
 });
+
+// ---- benchmarks (docs/benchmarks.md, "Page cache and reclaim") ----
+
+ktest!(writeback::bench_writeback_expire_latency [bench = true, timeout_s = 300] => |ctx| {
+    let main = disk(ctx, "kblk-main")?;
+    let _pin = crate::bench::Pinned::to(0);
+    quiet_dirty(0)?;
+    // Expiry 100 ms, a pass every 10 ms: a page dirtied with no sync is on
+    // the device after about 100-110 ms plus the write.
+    let _s = Settings::set(&[("dirty_expire_centisecs", 10), ("dirty_writeback_centisecs", 1)])?;
+    let cache = PageCache::new(main).map_err(err("page cache"))?;
+    let p = port();
+    const SAMPLES: usize = 30;
+    let mut samples = Vec::with_capacity(SAMPLES);
+    let page = [0x3cu8; PAGE_SIZE];
+    for k in 0..SAMPLES + 2 {
+        // 14 MiB + 2 MiB - 64 KiB: the block write benchmark's area.
+        let at = (16 << 20) - (64 << 10) + (k as u64 % 16) * PAGE_SIZE as u64;
+        let t0 = p.cycles();
+        check_eq!(cache.write(at, &page), Ok(PAGE_SIZE), "write");
+        let index = at / PAGE_SIZE as u64;
+        check!(wait_for(10_000, || cache.page_state(index).is_some_and(|s| s.0 == PageState::Clean)), "page {} not written back in 10 s", index);
+        let t1 = p.cycles();
+        if k >= 2 {
+            samples.push(t1 - t0);
+        }
+    }
+    crate::bench::report_latency("writeback_expire_latency", &mut samples);
+    Ok(())
+});
