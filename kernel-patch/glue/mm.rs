@@ -11,9 +11,17 @@
 //! own callers cannot sleep there, so none of them reclaims; the glue's DMA memory (the page
 //! cache's pages, the block layer's buffers) is the sleeping kind.
 
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use kport::mm::{self, Gfp};
+use kport::{
+    mm::{self, Gfp},
+    Result,
+};
+
+use crate::sync::CleanLockToken;
+
+use super::token::lend_blocking;
 
 /// Free frames, kept by the choke point (the free lists' own counts need every list's lock).
 static FREE: AtomicUsize = AtomicUsize::new(0);
@@ -60,4 +68,15 @@ pub fn returned(pages: usize) {
 pub fn allowed(pages: usize, gfp: Gfp) -> bool {
     !STARTED.load(Ordering::Acquire)
         || mm::watermark_ok(FREE.load(Ordering::Relaxed) as u64, pages as u64, gfp)
+}
+
+/// `sys:vmstat`: Linux's `/proc/vmstat` lines (`drivers::vmscan::vmstat`). Reading it takes the
+/// page caches' sleeping locks, so the caller's token is lent for blocking.
+pub fn sys_vmstat(token: &mut CleanLockToken) -> Result<Vec<u8>> {
+    Ok(lend_blocking(token, drivers::vmscan::vmstat).into_bytes())
+}
+
+/// `sys:meminfo`: Linux's `/proc/meminfo` totals (`drivers::vmscan::meminfo`).
+pub fn sys_meminfo(token: &mut CleanLockToken) -> Result<Vec<u8>> {
+    Ok(lend_blocking(token, drivers::vmscan::meminfo).into_bytes())
 }

@@ -350,3 +350,59 @@ pub fn image_bytes(pos: u64, len: usize) -> Vec<u8> {
 pub fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
 }
+
+/// Names `sys:vmstat` must have (Linux's `/proc/vmstat` names for the page cache and reclaim).
+pub const VMSTAT_NAMES: [&str; 10] = [
+    "nr_free_pages",
+    "nr_file_pages",
+    "nr_dirty",
+    "nr_writeback",
+    "pgscan_kswapd",
+    "pgsteal_kswapd",
+    "pgscan_direct",
+    "pgsteal_direct",
+    "pageoutrun",
+    "allocstall",
+];
+
+/// `sys:vmstat` is `name value` lines with at least [`VMSTAT_NAMES`]; `sys:meminfo` is
+/// `Name: N kB` lines with `MemTotal`, `MemFree` (not above the total) and `Cached`; and the two
+/// agree on free memory (`nr_free_pages` pages against `MemFree` kB, read a moment apart: within
+/// 1 MiB).
+pub fn memory_tables(sys_vmstat: &str, sys_meminfo: &str) -> Result<(), String> {
+    let mut vm = Vec::new();
+    for (n, line) in sys_vmstat.lines().enumerate() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(value), None) = (f.next(), f.next(), f.next()) else {
+            return Err(format!("sys:vmstat line {}: `{line}` is not `name value`", n + 1));
+        };
+        let value: u64 = value.parse().map_err(|_| format!("sys:vmstat line {}: `{value}` is not a number", n + 1))?;
+        vm.push((name, value));
+    }
+    let get = |name: &str| vm.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    if let Some(missing) = VMSTAT_NAMES.iter().find(|n| get(n).is_none()) {
+        return Err(format!("sys:vmstat has no {missing}"));
+    }
+    let mut mi = Vec::new();
+    for (n, line) in sys_meminfo.lines().enumerate() {
+        let parsed = line.split_once(':').and_then(|(name, rest)| {
+            let rest = rest.trim();
+            let kb = rest.strip_suffix(" kB")?.trim().parse::<u64>().ok()?;
+            Some((name.trim(), kb))
+        });
+        mi.push(parsed.ok_or_else(|| format!("sys:meminfo line {}: `{line}` is not `Name: N kB`", n + 1))?);
+    }
+    let kb = |name: &str| {
+        mi.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).ok_or_else(|| format!("sys:meminfo has no {name}"))
+    };
+    let (total, free) = (kb("MemTotal")?, kb("MemFree")?);
+    kb("Cached")?;
+    if total == 0 || free > total {
+        return Err(format!("sys:meminfo: MemFree {free} kB against MemTotal {total} kB"));
+    }
+    let vm_free_kb = get("nr_free_pages").unwrap_or(0) * 4;
+    if vm_free_kb.abs_diff(free) > 1024 {
+        return Err(format!("sys:vmstat nr_free_pages is {vm_free_kb} kB, sys:meminfo MemFree {free} kB"));
+    }
+    Ok(())
+}

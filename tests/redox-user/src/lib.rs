@@ -3,7 +3,8 @@
 //!
 //! It talks to the kernel through `redox_syscall` alone (no libc): the kernel gives the first
 //! program a capability for each of its schemes (`debug:`, `sys:`, `proc:`, ...), and the
-//! program reads `sys:kthread`, `sys:cpu`, `sys:context`, `sys:softirqs` and `sys:interrupts`,
+//! program reads `sys:kthread`, `sys:cpu`, `sys:context`, `sys:softirqs`, `sys:interrupts`, `sys:vmstat`
+//! and `sys:meminfo`,
 //! tries `proc:` with a kernel thread's id, prints KTAP through `debug:` (the serial port) and
 //! reports its verdict to the kernel through `sys:ktest` (a file of the `ktests` kernel only),
 //! which ends the run. The

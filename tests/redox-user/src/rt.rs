@@ -331,6 +331,16 @@ extern "C" fn main() -> ! {
     results.push(("sys_softirqs_readable", softirqs.as_ref().map(|_| ()).map_err(Clone::clone)));
     results.push(("sys_interrupts_readable", interrupts.as_ref().map(|_| ()).map_err(Clone::clone)));
     results.extend(checks::check_bottom_halves(&text(&softirqs), &text(&interrupts), &kthread_text, &cpu_text));
+    let vmstat = read_sys(&roots, "vmstat");
+    let meminfo = read_sys(&roots, "meminfo");
+    results.push((
+        "sys_vmstat_and_meminfo",
+        vmstat
+            .as_ref()
+            .and_then(|v| meminfo.as_ref().map(|m| (v, m)))
+            .map_err(Clone::clone)
+            .and_then(|(v, m)| checks::memory_tables(v, m)),
+    ));
     let env = read_sys(&roots, "env").unwrap_or_default();
     let notes = core::cell::RefCell::new(Vec::<String>::new());
     let kblk = sys_kblk_is_a_disk_file(&roots, &env, &|l: &str| notes.borrow_mut().push(String::from(l)));

@@ -301,3 +301,31 @@ fn the_user_programs_disk_pattern_and_hash_are_the_runners() {
     assert_eq!(bytes[0], disks::pattern_byte(((13 << 20) + 777) / 512, 777 % 512));
     assert_eq!(checks::fnv1a64(&bytes), disks::fnv1a64(disks::FNV_OFFSET_BASIS, &bytes));
 }
+
+#[test]
+fn the_memory_tables_pass_as_captured_and_fail_when_broken() {
+    let (vmstat, meminfo) = (sample("sys-vmstat.txt"), sample("sys-meminfo.txt"));
+    assert_eq!(checks::memory_tables(&vmstat, &meminfo), Ok(()));
+    // A missing Linux name.
+    let no_pageoutrun: String =
+        vmstat.lines().filter(|l| !l.starts_with("pageoutrun ")).map(|l| format!("{l}\n")).collect();
+    let e = checks::memory_tables(&no_pageoutrun, &meminfo).unwrap_err();
+    assert!(e.contains("pageoutrun"), "{e}");
+    // A value that is not a number.
+    let bad = vmstat.replacen("nr_dirty 0", "nr_dirty zero", 1);
+    assert!(checks::memory_tables(&bad, &meminfo).unwrap_err().contains("not a number"));
+    // meminfo without its unit, or free above total, or disagreeing with vmstat.
+    let no_unit = meminfo.replacen(" kB", "", 1);
+    assert!(checks::memory_tables(&vmstat, &no_unit).unwrap_err().contains("Name: N kB"));
+    let total: u64 = meminfo.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let over = meminfo
+        .lines()
+        .map(|l| if l.starts_with("MemFree:") { format!("MemFree: {} kB\n", total + 1) } else { format!("{l}\n") })
+        .collect::<String>();
+    assert!(checks::memory_tables(&vmstat, &over).unwrap_err().contains("MemFree"));
+    let far = vmstat
+        .lines()
+        .map(|l| if l.starts_with("nr_free_pages ") { String::from("nr_free_pages 1\n") } else { format!("{l}\n") })
+        .collect::<String>();
+    assert!(checks::memory_tables(&far, &meminfo).unwrap_err().contains("nr_free_pages"));
+}

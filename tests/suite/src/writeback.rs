@@ -205,7 +205,18 @@ ktest!(writeback::a_writer_past_the_hard_threshold_is_throttled_a_reader_is_not 
     });
     writer.wake();
     reader.wake();
-    check!(wait_for(60_000, || writer_done.load(Ordering::Acquire) != 0 && reader_done.load(Ordering::Acquire) != 0), "writer or reader did not finish in 60 s");
+    // Meanwhile the flusher's worker is listed after the device, as
+    // Linux's `kworker/u8:1+flush-8:0`.
+    let mut flusher_listed = alloc::string::String::new();
+    check!(wait_for(60_000, || {
+        if flusher_listed.is_empty()
+            && let Some(r) = kthreadd::registry::rows().into_iter().find(|r| r.name.ends_with("+flush-kblk-slow]"))
+        {
+            flusher_listed = r.name;
+        }
+        writer_done.load(Ordering::Acquire) != 0 && reader_done.load(Ordering::Acquire) != 0
+    }), "writer or reader did not finish in 60 s");
+    check!(flusher_listed.starts_with("[kworker/u"), "no unbound worker was listed as +flush-kblk-slow while it wrote back (saw {flusher_listed:?})");
     let (w, r) = (writer_done.load(Ordering::Acquire) - start, reader_done.load(Ordering::Acquire) - start);
     check_eq!(reads.load(Ordering::Relaxed), 256, "reads that succeeded");
     check!(writeback::stats().throttled > throttled_before, "the writer was never throttled");
