@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)]
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("disks-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -282,22 +285,9 @@ fn fake_qemu(dir: &Path, body: &str) -> PathBuf {
 }
 
 fn ktest(dir: &Path, qemu: &Path, args: &[&str]) -> (i32, String) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ktest"))
-        .arg("run")
-        .arg("--qemu")
-        .arg(qemu)
-        .arg("--kernel")
-        .arg(&exe)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args(["--seed", "3"])
-        .args(args)
-        .output()
-        .expect("run ktest");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}\n---- stderr ----\n{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), stdout)
+    let mut all = vec!["--seed", "3"];
+    all.extend_from_slice(args);
+    common::ktest_with_fake_qemu("run", dir, qemu, &all)
 }
 
 const KTAP_PASS: &str =

@@ -12,6 +12,7 @@ use ktest_runner::run::{build_kernel, default_kernel_path, repo_root};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+#[allow(dead_code)]
 mod common;
 use common::Run;
 

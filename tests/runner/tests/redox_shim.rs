@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+#[allow(dead_code)]
 mod common;
 use common::{ONE_AT_A_TIME, Run};
 use std::time::Duration;

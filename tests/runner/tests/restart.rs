@@ -7,8 +7,10 @@ use ktest_runner::ktap::{Parser, Summary};
 use ktest_runner::restart::{Phase, VERIFY_CASE, WRITE_CASE, failures};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+mod common;
 
 fn parse(lines: &[&str]) -> Summary {
     let mut p = Parser::new();
@@ -120,22 +122,9 @@ fn fake_qemu(dir: &Path, write: &str, verify: &str) -> PathBuf {
 
 /// `ktest restart` with the fake QEMU, output in `dir/out`.
 fn ktest(dir: &Path, qemu: &Path, args: &[&str]) -> (i32, String) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ktest"))
-        .arg("restart")
-        .arg("--qemu")
-        .arg(qemu)
-        .arg("--kernel")
-        .arg(&exe)
-        .arg("--out")
-        .arg(dir.join("out"))
-        .args(["--smp", "1"])
-        .args(args)
-        .output()
-        .expect("run ktest");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{stdout}\n---- stderr ----\n{}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), stdout)
+    let mut all = vec!["--smp", "1"];
+    all.extend_from_slice(args);
+    common::ktest_with_fake_qemu("restart", dir, qemu, &all)
 }
 
 fn image(dir: &Path) -> PathBuf {

@@ -128,6 +128,13 @@ impl Hog {
     }
 }
 
+impl Hog {
+    /// `n` pages more; the first failure, described, if any.
+    fn take_n(&mut self, n: u64) -> Option<String> {
+        (0..n).find_map(|k| self.take().err().map(|e| format!("allocation {k} of {n}: {e:?}")))
+    }
+}
+
 impl Drop for Hog {
     fn drop(&mut self) {
         mm::unregister_user(self.user);
@@ -205,13 +212,7 @@ ktest!(kswapd::direct_reclaim_serves_an_allocation_while_kswapd_is_parked [timeo
     // heap's growth (1 MiB at a time) and page tables meanwhile.
     let want = mm::free_pages().saturating_sub(w.min) + in_cache / 4;
     let mut hog = Hog::new("ktest direct", want);
-    let mut failed = None;
-    for k in 0..want {
-        if let Err(e) = hog.take() {
-            failed = Some(format!("allocation {k} of {want}: {e:?}"));
-            break;
-        }
-    }
+    let failed = hog.take_n(want);
     let (m1, v1) = (mm::stats(), vmscan::stats());
     kswapd.unpark();
     check!(failed.is_none(), "{}", failed.unwrap_or_default());
@@ -262,13 +263,7 @@ ktest!(kswapd::a_registered_shrinker_gives_memory_back_under_pressure [timeout_s
     vmscan::drop_caches();
     let want = mm::free_pages().saturating_sub(w.min) + 256;
     let mut hog = Hog::new("ktest hog", want);
-    let mut failed = None;
-    for k in 0..want {
-        if let Err(e) = hog.take() {
-            failed = Some(format!("allocation {k} of {want}: {e:?}"));
-            break;
-        }
-    }
+    let failed = hog.take_n(want);
     vmscan::unregister_shrinker(id);
     check!(failed.is_none(), "{}", failed.unwrap_or_default());
     check!(s.asked.load(Ordering::Relaxed) > 0, "the shrinker was never asked");

@@ -36,3 +36,24 @@ pub fn ktest(name: &str, kernel: &Path, initrd: Option<&Path>, args: &[&str]) ->
     println!("---- ktest {args:?} ----\n{stdout}\n---- stderr ----\n{stderr}");
     Run { code: output.status.code().unwrap_or(-1), stdout, out_dir }
 }
+
+/// `ktest <mode> --qemu <qemu> --kernel <this test binary> --out <dir>/out <args>`, with a fake
+/// emulator script standing in for QEMU (the kernel is never run); returns the exit status and
+/// the standard output, echoed with the standard error for a failing test's log.
+pub fn ktest_with_fake_qemu(mode: &str, dir: &Path, qemu: &Path, args: &[&str]) -> (i32, String) {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ktest"))
+        .arg(mode)
+        .arg("--qemu")
+        .arg(qemu)
+        .arg("--kernel")
+        .arg(&exe)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(args)
+        .output()
+        .expect("run ktest");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}\n---- stderr ----\n{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), stdout)
+}
