@@ -5,9 +5,15 @@
 //!
 //! Only with the `runtime` feature, which only the freestanding binaries turn
 //! on: on the host these `#[no_mangle]` symbols would clash with libc's.
-//! Written with `rep movsb`/`rep stosb` and index loops over volatile reads,
-//! so that the compiler cannot turn them back into calls to themselves (the
+//! Written with string instructions and index loops over volatile reads, so
+//! that the compiler cannot turn them back into calls to themselves (the
 //! `x86` crate has no string instructions: this asm stays hand-written).
+//!
+//! `memcpy` and `memset` move eight bytes per iteration (`rep movsq`/`rep
+//! stosq`, then the tail byte by byte), as Linux does on CPUs without fast
+//! byte strings (`ERMS`; QEMU's default CPU model has none): QEMU's TCG runs
+//! a `rep` instruction one iteration at a time, so a byte per iteration made
+//! a 4 KiB copy cost 4 096 emulated steps.
 
 use core::arch::asm;
 
@@ -18,10 +24,13 @@ use core::arch::asm;
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: the caller guarantees both ranges are valid and disjoint; `rep
-    // movsb` copies forwards with the direction flag clear (the ABI
-    // guarantees DF = 0).
+    // movsq` copies the `n / 8` quadwords and `rep movsb` the `n % 8` bytes
+    // after them, forwards with the direction flag clear (the ABI guarantees
+    // DF = 0).
     unsafe {
-        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _,
+        asm!("rep movsq", "mov rcx, {tail}", "rep movsb",
+             tail = in(reg) n % 8,
+             inout("rcx") n / 8 => _, inout("rdi") dst => _, inout("rsi") src => _,
              options(nostack, preserves_flags));
     }
     dst
@@ -55,9 +64,14 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 /// `dst` must be valid for `n` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller guarantees the range is valid; DF = 0 (ABI).
+    let word = u64::from(c as u8) * 0x0101_0101_0101_0101;
+    // SAFETY: the caller guarantees the range is valid; `rep stosq` stores the
+    // `n / 8` quadwords and `rep stosb` the `n % 8` bytes after them; DF = 0
+    // (ABI).
     unsafe {
-        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8,
+        asm!("rep stosq", "mov rcx, {tail}", "rep stosb",
+             tail = in(reg) n % 8,
+             inout("rcx") n / 8 => _, inout("rdi") dst => _, in("rax") word,
              options(nostack, preserves_flags));
     }
     dst
