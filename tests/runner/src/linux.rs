@@ -191,9 +191,9 @@ pub fn boot(
     let qemu_path = qemu::find_emulator(&opts.qemu)?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
-    let image =
-        crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module, &inputs.blkbench, &inputs.modules)
-            .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
+    let programs = [inputs.blkbench.as_path()];
+    let image = crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module, &programs, &inputs.modules)
+        .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
     let initrd = out_dir.join("initramfs-linux.cpio");
     std::fs::write(&initrd, image).map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", initrd.display())))?;
     let cmdline = cmdline(set, only, &opts.linux_append);

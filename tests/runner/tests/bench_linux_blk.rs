@@ -76,7 +76,7 @@ fn the_initramfs_carries_blkbench_and_the_virtio_modules_in_order() {
     std::fs::write(d.join("busybox"), b"BB").unwrap();
     let (blk, mods) = linux::beside_module(&module);
     let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/init");
-    let e = entries(&initramfs::bench_linux(&d.join("busybox"), &init, &module, &blk, &mods).unwrap());
+    let e = entries(&initramfs::bench_linux(&d.join("busybox"), &init, &module, &[&blk], &mods).unwrap());
     let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
     let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing: {names:?}"));
     let (mode, data) = (e[at("bin/blkbench")].1, &e[at("bin/blkbench")].2);
@@ -92,7 +92,7 @@ fn the_initramfs_carries_blkbench_and_the_virtio_modules_in_order() {
     // A missing module is an error that names it.
     let gone = d.join(MODULES_SUBDIR).join("virtio_blk.ko");
     std::fs::remove_file(&gone).unwrap();
-    let err = initramfs::bench_linux(&d.join("busybox"), &init, &module, &blk, &mods).unwrap_err();
+    let err = initramfs::bench_linux(&d.join("busybox"), &init, &module, &[&blk], &mods).unwrap_err();
     assert!(err.to_string().contains("virtio_blk.ko"), "{err}");
 }
 
