@@ -89,8 +89,8 @@ pub fn archive(entries: &[Entry]) -> Vec<u8> {
 pub const MODULES_DIR: &str = "lib/modules";
 
 /// The `make bench-linux` initramfs: a static busybox, the init script, the
-/// benchmark module, the static user-space `programs` (`bin/<file name>`,
-/// e.g. `blkbench`), Linux's own `modules` (in [`MODULES_DIR`],
+/// benchmark module, the static user-space `programs` (`bin/<file name>`:
+/// `blkbench` and `mmbench`), Linux's own `modules` (in [`MODULES_DIR`],
 /// under their file names), and the directories and console node they need.
 pub fn bench_linux(
     busybox: &Path,

@@ -411,7 +411,7 @@ fn ktest(args: &[&str]) -> (i32, String) {
 fn bench_linux_and_bench_compare_with_a_fake_emulator() {
     let d = tmp("fake-compare");
     fake_qemu(&d);
-    for f in ["vmlinuz", "kbench.ko", "busybox", "kernel.elf", "blkbench"] {
+    for f in ["vmlinuz", "kbench.ko", "busybox", "kernel.elf", "blkbench", "mmbench"] {
         std::fs::write(d.join(f), b"x").unwrap();
     }
     std::fs::create_dir_all(d.join(linux::MODULES_SUBDIR)).unwrap();
