@@ -33,8 +33,8 @@
  *
  * Clock: "lfence; rdtsc" around the operation, converted to ns with a factor
  * calibrated once against CLOCK_MONOTONIC over 20 ms, as kbench.ko does
- * against ktime (under TCG Linux finds the TSC unstable and its
- * CLOCK_MONOTONIC is a system call on another clock source). Every benchmark
+ * against ktime (under TCG this Linux keeps its clock on the HPET, which the
+ * vDSO cannot read: CLOCK_MONOTONIC is a system call there). Every benchmark
  * runs pinned to CPU 0. Latencies: sorted, median = element n/2, p99 =
  * element n*99/100, as the suite reports them.
  *
