@@ -10,13 +10,14 @@
 #   - the kbench module of tests/bench-linux, built against those headers in
 #     target/bench-linux/build;
 #   - blkbench, the block benchmarks' user-space program
-#     (tests/bench-linux/blkbench.c, static);
+#     (tests/bench-linux/blkbench.c, static), and mmbench, the page-cache
+#     and reclaim benchmarks' (tests/bench-linux/mmbench.c, static);
 #   - Linux's virtio-blk modules of that kernel (virtio_ring, virtio,
 #     virtio_pci_modern_dev, virtio_pci_legacy_dev, virtio_pci, virtio_blk),
 #     copied to target/bench-linux/modules/;
 #   - target/bench-linux/vmlinuz and kbench.ko, which the runner boots (it
 #     writes the initramfs itself: busybox, tests/bench-linux/init, kbench.ko,
-#     blkbench and the modules, which it takes from beside kbench.ko).
+#     blkbench, mmbench and the modules, which it takes from beside kbench.ko).
 #
 # Nothing here is part of `make test`. Usage: scripts/bench-linux.sh [--check]
 # (--check: report what is missing, install nothing).
@@ -91,13 +92,15 @@ if ! make -s -C "$headers" M="$PWD/$out/build" modules > "$out/build/make.log" 2
 fi
 cp "$out/build/kbench.ko" "$out/kbench.ko"
 
-# blkbench: static, so the initramfs needs no C library.
-if ! gcc -static -O2 -pthread -Wall -Wextra -o "$out/blkbench.new" tests/bench-linux/blkbench.c 2> "$out/build/blkbench.log"; then
-    cat "$out/build/blkbench.log" >&2
-    echo "error: building tests/bench-linux/blkbench.c (gcc -static) failed (log: $out/build/blkbench.log)" >&2
-    exit 1
-fi
-mv "$out/blkbench.new" "$out/blkbench"
+# blkbench and mmbench: static, so the initramfs needs no C library.
+for prog in blkbench mmbench; do
+    if ! gcc -static -O2 -pthread -Wall -Wextra -o "$out/$prog.new" "tests/bench-linux/$prog.c" 2> "$out/build/$prog.log"; then
+        cat "$out/build/$prog.log" >&2
+        echo "error: building tests/bench-linux/$prog.c (gcc -static) failed (log: $out/build/$prog.log)" >&2
+        exit 1
+    fi
+    mv "$out/$prog.new" "$out/$prog"
+done
 
 # Linux's virtio-blk modules of this kernel, in the order the init script
 # loads them; each may only depend on those before it.
@@ -130,4 +133,4 @@ for m in $order; do
 done
 cmp -s "/boot/vmlinuz-$release" "$out/vmlinuz" || cp "/boot/vmlinuz-$release" "$out/vmlinuz"
 echo "$release" > "$out/release"
-echo "bench-linux: Linux $release, kbench.ko, blkbench and the virtio-blk modules ready in $out" >&2
+echo "bench-linux: Linux $release, kbench.ko, blkbench, mmbench and the virtio-blk modules ready in $out" >&2

@@ -89,17 +89,23 @@ pub fn archive(entries: &[Entry]) -> Vec<u8> {
 pub const MODULES_DIR: &str = "lib/modules";
 
 /// The `make bench-linux` initramfs: a static busybox, the init script, the
-/// benchmark module, the static `blkbench` program (`bin/blkbench`), Linux's
-/// own `modules` (in [`MODULES_DIR`], under their file names), and the
-/// directories and console node they need.
+/// benchmark module, the static user-space `programs` (`bin/<file name>`:
+/// `blkbench` and `mmbench`), Linux's own `modules` (in [`MODULES_DIR`],
+/// under their file names), and the directories and console node they need.
 pub fn bench_linux(
     busybox: &Path,
     init: &Path,
     module: &Path,
-    blkbench: &Path,
+    programs: &[&Path],
     modules: &[PathBuf],
 ) -> io::Result<Vec<u8>> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())));
+    let name_of = |p: &Path| {
+        p.file_name().and_then(|n| n.to_str()).map(str::to_string).ok_or_else(|| {
+            let msg = format!("{}: not a file name", p.display());
+            io::Error::new(io::ErrorKind::InvalidInput, msg)
+        })
+    };
     let mut entries = vec![
         Entry::dir("bin"),
         Entry::dir("dev"),
@@ -109,16 +115,14 @@ pub fn bench_linux(
         Entry::dir("lib"),
         Entry::dir(MODULES_DIR),
         Entry::file("bin/busybox", read(busybox)?, 0o755),
-        Entry::file("bin/blkbench", read(blkbench)?, 0o755),
-        Entry::file("init", read(init)?, 0o755),
-        Entry::file("kbench.ko", read(module)?, 0o644),
     ];
+    for p in programs {
+        entries.push(Entry::file(&format!("bin/{}", name_of(p)?), read(p)?, 0o755));
+    }
+    entries.push(Entry::file("init", read(init)?, 0o755));
+    entries.push(Entry::file("kbench.ko", read(module)?, 0o644));
     for m in modules {
-        let Some(name) = m.file_name().and_then(|n| n.to_str()) else {
-            let msg = format!("{}: not a module file name", m.display());
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
-        };
-        entries.push(Entry::file(&format!("{MODULES_DIR}/{name}"), read(m)?, 0o644));
+        entries.push(Entry::file(&format!("{MODULES_DIR}/{}", name_of(m)?), read(m)?, 0o644));
     }
     Ok(archive(&entries))
 }

@@ -1,7 +1,7 @@
 //! `ktest bench-linux`: Debian's own Linux kernel in the same QEMU
 //! configuration as `ktest bench`, with an initramfs (static busybox, an init
 //! script, the `kbench` module of `tests/bench-linux`, the static `blkbench`
-//! program and Linux's virtio-blk modules) that runs the Linux counterparts
+//! and `mmbench` programs and Linux's virtio-blk modules) that runs the Linux counterparts
 //! of the benchmarks and ends the machine through isa-debug-exit as the
 //! testkernel does. Both print KTAP, so the output goes through the same
 //! parser, verdict and `bench.json` objects.
@@ -10,10 +10,11 @@
 //! `ktest bench`'s boots ([`crate::disks`]), so that the block benchmarks run
 //! on identical QEMU devices on both sides.
 //!
-//! `scripts/bench-linux.sh` installs the packages, builds the module and
-//! `blkbench`, copies the modules (into `modules/`) and the kernel to
-//! `target/bench-linux/` (the defaults here). `blkbench` and `modules/` are
-//! taken from beside the kbench module, wherever `--module` puts it.
+//! `scripts/bench-linux.sh` installs the packages, builds the module,
+//! `blkbench` and `mmbench`, copies the modules (into `modules/`) and the
+//! kernel to `target/bench-linux/` (the defaults here). `blkbench`, `mmbench`
+//! and `modules/` are taken from beside the kbench module, wherever
+//! `--module` puts it.
 
 use crate::Error;
 use crate::cli::Options;
@@ -40,6 +41,9 @@ pub const MODULES_SUBDIR: &str = "modules";
 
 /// The block benchmarks' program, beside the kbench module.
 pub const BLKBENCH: &str = "blkbench";
+
+/// The page-cache and reclaim benchmarks' program, beside the kbench module.
+pub const MMBENCH: &str = "mmbench";
 
 /// Does a Linux boot of kbench's `set` get the virtio-blk disks? The `main`
 /// set is `ktest bench`'s counterpart (its `tests=all` boot gets them, see
@@ -121,6 +125,8 @@ pub struct Inputs {
     pub init: PathBuf,
     /// The static `blkbench` program.
     pub blkbench: PathBuf,
+    /// The static `mmbench` program.
+    pub mmbench: PathBuf,
     /// Linux's virtio-blk modules, in [`VIRTIO_MODULES`] order.
     pub modules: Vec<PathBuf>,
 }
@@ -132,22 +138,30 @@ pub fn beside_module(module: &Path) -> (PathBuf, Vec<PathBuf>) {
     (dir.join(BLKBENCH), modules)
 }
 
+/// `mmbench` beside the kbench module at `module`.
+pub fn mmbench_beside_module(module: &Path) -> PathBuf {
+    module.parent().unwrap_or(Path::new(".")).join(MMBENCH)
+}
+
 /// The inputs, checked to exist (with the command that makes them).
 pub fn inputs(opts: &Options) -> Result<Inputs, Error> {
     let repo = run::repo_root()?;
     let prepared = repo.join(PREPARED);
     let module = opts.module.clone().unwrap_or_else(|| prepared.join("kbench.ko"));
     let (blkbench, modules) = beside_module(&module);
+    let mmbench = mmbench_beside_module(&module);
     let i = Inputs {
         kernel: opts.linux_kernel.clone().unwrap_or_else(|| prepared.join("vmlinuz")),
         module,
         init: repo.join("tests/bench-linux/init"),
         blkbench,
+        mmbench,
         modules,
     };
     let named = [("Linux kernel", &i.kernel), ("kbench module", &i.module), ("init script", &i.init)];
-    let beside =
-        std::iter::once(("blkbench program", &i.blkbench)).chain(i.modules.iter().map(|m| ("Linux module", m)));
+    let beside = [("blkbench program", &i.blkbench), ("mmbench program", &i.mmbench)]
+        .into_iter()
+        .chain(i.modules.iter().map(|m| ("Linux module", m)));
     for (what, p) in named.into_iter().chain(beside) {
         if !p.is_file() {
             return Err(Error::env(format!(
@@ -191,9 +205,9 @@ pub fn boot(
     let qemu_path = qemu::find_emulator(&opts.qemu)?;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| Error::env(format!("ktest: cannot create {}: {e}", out_dir.display())))?;
-    let image =
-        crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module, &inputs.blkbench, &inputs.modules)
-            .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
+    let programs = [inputs.blkbench.as_path(), inputs.mmbench.as_path()];
+    let image = crate::initramfs::bench_linux(&opts.busybox, &inputs.init, &inputs.module, &programs, &inputs.modules)
+        .map_err(|e| Error::env(format!("ktest: cannot build the initramfs: {e}")))?;
     let initrd = out_dir.join("initramfs-linux.cpio");
     std::fs::write(&initrd, image).map_err(|e| Error::env(format!("ktest: cannot write {}: {e}", initrd.display())))?;
     let cmdline = cmdline(set, only, &opts.linux_append);

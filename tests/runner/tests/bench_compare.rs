@@ -155,14 +155,14 @@ fn the_bench_linux_initramfs_has_init_module_and_console() {
     std::fs::write(&module, b"KO").unwrap();
     std::fs::write(&blk, b"BLK").unwrap();
     let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/init");
-    let e = unpack(&ktest_runner::initramfs::bench_linux(&bb, &init, &module, &blk, &[]).unwrap());
+    let e = unpack(&ktest_runner::initramfs::bench_linux(&bb, &init, &module, &[&blk], &[]).unwrap());
     let get = |n: &str| e.iter().find(|x| x.0 == n).unwrap_or_else(|| panic!("{n} missing"));
     assert_eq!(get("bin/busybox").3, b"BB");
     assert_eq!(get("kbench.ko").3, b"KO");
     assert_eq!(get("init").1 & 0o111, 0o111, "init is executable");
     assert!(String::from_utf8_lossy(&get("init").3).contains("insmod /kbench.ko"));
     assert_eq!(get("dev/console").2, (5, 1));
-    assert!(ktest_runner::initramfs::bench_linux(&d.join("nope"), &init, &module, &blk, &[]).is_err());
+    assert!(ktest_runner::initramfs::bench_linux(&d.join("nope"), &init, &module, &[&blk], &[]).is_err());
 }
 
 // ------------------------------------------------------------------ kbench's output
@@ -411,7 +411,7 @@ fn ktest(args: &[&str]) -> (i32, String) {
 fn bench_linux_and_bench_compare_with_a_fake_emulator() {
     let d = tmp("fake-compare");
     fake_qemu(&d);
-    for f in ["vmlinuz", "kbench.ko", "busybox", "kernel.elf", "blkbench"] {
+    for f in ["vmlinuz", "kbench.ko", "busybox", "kernel.elf", "blkbench", "mmbench"] {
         std::fs::write(d.join(f), b"x").unwrap();
     }
     std::fs::create_dir_all(d.join(linux::MODULES_SUBDIR)).unwrap();

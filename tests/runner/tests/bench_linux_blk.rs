@@ -51,6 +51,7 @@ fn entries(a: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
 fn prepared(d: &Path) -> PathBuf {
     std::fs::write(d.join("kbench.ko"), b"KO").unwrap();
     std::fs::write(d.join("blkbench"), b"BLK").unwrap();
+    std::fs::write(d.join("mmbench"), b"MM").unwrap();
     std::fs::create_dir_all(d.join(MODULES_SUBDIR)).unwrap();
     for m in VIRTIO_MODULES {
         std::fs::write(d.join(MODULES_SUBDIR).join(format!("{m}.ko")), m.as_bytes()).unwrap();
@@ -64,23 +65,28 @@ fn prepared(d: &Path) -> PathBuf {
 fn blkbench_and_the_modules_are_found_beside_the_kbench_module() {
     let (blk, mods) = linux::beside_module(Path::new("/x/y/kbench.ko"));
     assert_eq!(blk, Path::new("/x/y/blkbench"));
+    assert_eq!(linux::mmbench_beside_module(Path::new("/x/y/kbench.ko")), Path::new("/x/y/mmbench"));
     let want: Vec<PathBuf> =
         VIRTIO_MODULES.iter().map(|m| PathBuf::from(format!("/x/y/{MODULES_SUBDIR}/{m}.ko"))).collect();
     assert_eq!(mods, want);
 }
 
 #[test]
-fn the_initramfs_carries_blkbench_and_the_virtio_modules_in_order() {
+fn the_initramfs_carries_blkbench_mmbench_and_the_virtio_modules_in_order() {
     let d = scratch("initramfs");
     let module = prepared(&d);
     std::fs::write(d.join("busybox"), b"BB").unwrap();
     let (blk, mods) = linux::beside_module(&module);
+    let mm = linux::mmbench_beside_module(&module);
+    let programs = [blk.as_path(), mm.as_path()];
     let init = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/init");
-    let e = entries(&initramfs::bench_linux(&d.join("busybox"), &init, &module, &blk, &mods).unwrap());
+    let e = entries(&initramfs::bench_linux(&d.join("busybox"), &init, &module, &programs, &mods).unwrap());
     let names: Vec<&str> = e.iter().map(|x| x.0.as_str()).collect();
     let at = |n: &str| names.iter().position(|x| *x == n).unwrap_or_else(|| panic!("{n} missing: {names:?}"));
     let (mode, data) = (e[at("bin/blkbench")].1, &e[at("bin/blkbench")].2);
     assert_eq!((mode, data.as_slice()), (0o100_755, &b"BLK"[..]));
+    let (mode, data) = (e[at("bin/mmbench")].1, &e[at("bin/mmbench")].2);
+    assert_eq!((mode, data.as_slice()), (0o100_755, &b"MM"[..]));
     assert!(at("lib") < at(MODULES_DIR), "lib before lib/modules");
     let mut last = at(MODULES_DIR);
     for m in VIRTIO_MODULES {
@@ -92,7 +98,7 @@ fn the_initramfs_carries_blkbench_and_the_virtio_modules_in_order() {
     // A missing module is an error that names it.
     let gone = d.join(MODULES_SUBDIR).join("virtio_blk.ko");
     std::fs::remove_file(&gone).unwrap();
-    let err = initramfs::bench_linux(&d.join("busybox"), &init, &module, &blk, &mods).unwrap_err();
+    let err = initramfs::bench_linux(&d.join("busybox"), &init, &module, &programs, &mods).unwrap_err();
     assert!(err.to_string().contains("virtio_blk.ko"), "{err}");
 }
 
@@ -104,7 +110,8 @@ fn init_and_the_script_load_the_modules_in_the_runners_order() {
     assert_eq!(line.trim().trim_start_matches("for m in ").trim_end_matches("; do"), want);
     assert!(init.contains("insmod /lib/modules/$m.ko"), "init loads from {MODULES_DIR}");
     assert!(init.contains("/bin/blkbench --select"));
-    assert!(init.contains("ktap_num=2"));
+    assert!(init.contains("/bin/mmbench --select"));
+    assert!(init.contains("ktap_num=$((blk + mm + 1))"));
     let script = repo_file("scripts/bench-linux.sh");
     assert!(script.contains(&format!("order=\"{want}\"")), "bench-linux.sh copies the modules in another order");
     assert!(script.contains("gcc -static -O2 -pthread"));
@@ -229,6 +236,12 @@ fn a_missing_blkbench_or_module_is_named() {
     let (code, text) = ktest(&args);
     assert_ne!(code, 0);
     assert!(text.contains("blkbench program not found"), "{text}");
+    std::fs::write(d.join("blkbench"), b"BLK").unwrap();
+    std::fs::write(d.join(MODULES_SUBDIR).join("virtio_pci.ko"), b"x").unwrap();
+    std::fs::remove_file(d.join("mmbench")).unwrap();
+    let (code, text) = ktest(&args);
+    assert_ne!(code, 0);
+    assert!(text.contains("mmbench program not found"), "{text}");
 }
 
 // ------------------------------------------------------------------ output
@@ -307,4 +320,62 @@ fn blkbench_selects_by_set_and_only_as_kbench_does() {
     let s = p.finish();
     assert!(s.problems.is_empty(), "{:?}\n{text}", s.problems);
     assert_eq!(s.results.last().map(|r| (r.name.as_str(), r.status)), Some(("block", Status::NotOk)));
+}
+
+// ------------------------------------------------------------------ mmbench
+
+/// mmbench built for the host (dynamically: only its selection runs here).
+fn host_mmbench() -> Option<PathBuf> {
+    let d = scratch("gcc-mm");
+    let exe = d.join("mmbench");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/mmbench.c");
+    match Command::new("gcc")
+        .args(["-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+    {
+        Ok(s) if s.success() => Some(exe),
+        Ok(s) => panic!("gcc failed on mmbench.c: {s}"),
+        Err(e) => {
+            eprintln!("skipped: no gcc on this host ({e})");
+            None
+        }
+    }
+}
+
+#[test]
+fn mmbench_selects_its_names_and_passes_the_rest_on() {
+    let Some(exe) = host_mmbench() else { return };
+    let run = |args: &[&str]| {
+        let o = Command::new(&exe).args(args).output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim_end_matches('\n').to_string())
+    };
+    for (args, want) in [
+        (&["--select"][..], "1 "),
+        (&["--select", "--only", "cache_read_hit_4k"][..], "1 "),
+        (&["--select", "--only", "bench_direct_reclaim_latency,blk_read_4k_qd1"][..], "1 blk_read_4k_qd1"),
+        (
+            &["--select", "--only", "ipi_roundtrip,kswapd_reclaim_mib_s,blk_read_4k_qd1"][..],
+            "1 ipi_roundtrip,blk_read_4k_qd1",
+        ),
+        (&["--select", "--only", "ipi_roundtrip"][..], "0 ipi_roundtrip"),
+        (&["--select", "--set", "scale"][..], "0 "),
+        (&["--select", "--set", "tput", "--only", "cache_read_hit_4k"][..], "0 "),
+    ] {
+        assert_eq!(run(args), (0, want.to_string()), "{args:?}");
+    }
+    assert_eq!(run(&["--frobnicate"]).0, 2);
+    assert_eq!(run(&["--plan", "1", "--num", "2"]).0, 2, "a result number past the plan");
+    // Nothing of its own selected: a valid KTAP document that fails.
+    let (code, text) = run(&["--only", "nothing_here", "--plan", "1"]);
+    assert_eq!(code, 1);
+    let mut p = Parser::new();
+    for l in text.lines() {
+        p.feed(l);
+    }
+    let s = p.finish();
+    assert!(s.problems.is_empty(), "{:?}\n{text}", s.problems);
+    assert_eq!(s.top_plan, Some(1));
+    assert_eq!(s.results.last().map(|r| (r.name.as_str(), r.status)), Some(("mm", Status::NotOk)));
 }
