@@ -27,9 +27,15 @@ use super::token::lend_blocking;
 static FREE: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicBool = AtomicBool::new(false);
 
-/// Start the watermarks from Redox's counts (boot CPU, before other CPUs allocate).
+/// Start the watermarks from Redox's counts (boot CPU, before other CPUs allocate). The free
+/// count is the frames on the free lists (`listed_free_frames`, patch 0007): Redox's
+/// `free_frames()` is total minus used and also counts frames that never reach the lists (about
+/// 5 MiB of a 512 MiB guest), which would leave the watermarks that much too low.
 pub fn init() {
-    let (total, free) = (crate::memory::total_frames(), crate::memory::free_frames());
+    let (total, free) = (
+        crate::memory::total_frames(),
+        crate::memory::listed_free_frames(),
+    );
     FREE.store(free, Ordering::Relaxed);
     STARTED.store(true, Ordering::Release);
     mm::init(total as u64, free as u64);

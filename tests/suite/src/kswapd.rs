@@ -391,7 +391,7 @@ ktest!(kswapd::bench_direct_reclaim_latency [bench = true, timeout_s = 600] => |
     let mut failed = None;
     while mm::free_pages() > w.min + 1 {
         if let Err(e) = hog.take() {
-            failed = Some(e);
+            failed = Some(format!("on the way to min: {e:?} (cache {} pages)", cache.nr_pages()));
             break;
         }
     }
@@ -402,7 +402,7 @@ ktest!(kswapd::bench_direct_reclaim_latency [bench = true, timeout_s = 600] => |
         let r = hog.take();
         let t1 = p.cycles();
         if let Err(e) = r {
-            failed = Some(e);
+            failed = Some(format!("after {} samples: {e:?} (cache {} of {in_cache} pages)", samples.len(), cache.nr_pages()));
             break;
         }
         if mm::stats().allocstall != stalls {
@@ -412,7 +412,7 @@ ktest!(kswapd::bench_direct_reclaim_latency [bench = true, timeout_s = 600] => |
     kswapd.unpark();
     drop(hog);
     drop(cache);
-    check!(failed.is_none(), "an allocation failed: {:?}", failed);
+    check!(failed.is_none(), "an allocation failed {}", failed.unwrap_or_default());
     check!(samples.len() >= 10, "only {} allocations reclaimed directly", samples.len());
     crate::bench::report_latency("direct_reclaim_latency", &mut samples);
     no_leak(&base)

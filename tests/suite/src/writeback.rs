@@ -108,7 +108,8 @@ ktest!(writeback::the_flusher_writes_expired_pages_without_sync_and_not_before =
     check_eq!(cache.write(at, &data), Ok(data.len()), "write");
     let first = at / PAGE_SIZE as u64;
     let dirtied: Vec<u64> = (first..first + 4).map(|i| cache.page_state(i).map(|s| s.1).unwrap_or(0)).collect();
-    check!(cache.bdi().is_armed(), "dirtying an idle device did not arm its flusher");
+    // Armed, or running a pass (the settings' kick) that re-arms it at its end.
+    check!(wait_for(2_000, || cache.bdi().is_armed()), "dirtying an idle device did not arm its flusher");
     // Watch the pages: dirty while younger than the expiry, clean within
     // expiry + interval (+ slack for a loaded host).
     let expire_ns = 600_000_000;
