@@ -166,6 +166,24 @@ ktest!(kswapd::watermarks_follow_min_free_kbytes_and_the_scale_factor => |_ctx| 
     Ok(())
 });
 
+ktest!(kswapd::atomic_allocations_may_use_the_reserve_sleeping_ones_may_not => |_ctx| {
+    need_mm()?;
+    let w = mm::watermarks();
+    let floor = w.min / 2 - w.min / 8;
+    // The allocator's check, at the edges (free pages before taking one).
+    check!(mm::watermark_ok(w.low + 1, 1, mm::Gfp::Kernel), "a sleeping allocation's first try above low");
+    check!(!mm::watermark_ok(w.low, 1, mm::Gfp::Kernel), "a sleeping allocation's first try would go below low");
+    check!(mm::watermark_ok(w.min + 1, 1, mm::Gfp::KernelMin), "a sleeping allocation down to min");
+    check!(!mm::watermark_ok(w.min, 1, mm::Gfp::KernelMin), "a sleeping allocation below min");
+    let reserve0 = mm::stats().atomic_reserve;
+    check!(mm::watermark_ok(w.min, 1, mm::Gfp::Atomic), "an atomic allocation just below min");
+    check!(mm::watermark_ok(floor + 1, 1, mm::Gfp::Atomic), "an atomic allocation down to 3/8 min");
+    check!(!mm::watermark_ok(floor, 1, mm::Gfp::Atomic), "an atomic allocation below 3/8 min");
+    check!(mm::stats().atomic_reserve >= reserve0 + 2, "atomic allocations served from the reserve were not counted");
+    check!(mm::watermark_ok(1, 1, mm::Gfp::NoWatermark) && !mm::watermark_ok(0, 1, mm::Gfp::NoWatermark), "no watermark: any page that exists");
+    Ok(())
+});
+
 ktest!(kswapd::kswapd_reclaims_the_cache_under_an_allocation_storm [timeout_s = 300] => |ctx| {
     need_mm()?;
     let base = baseline();
