@@ -11,7 +11,8 @@
 #     target/bench-linux/build;
 #   - blkbench, the block benchmarks' user-space program
 #     (tests/bench-linux/blkbench.c, static), and mmbench, the page-cache
-#     and reclaim benchmarks' (tests/bench-linux/mmbench.c, static);
+#     and reclaim benchmarks' (tests/bench-linux/mmbench.c, static), both
+#     with what they share in tests/bench-linux/benchcommon.h;
 #   - Linux's virtio-blk modules of that kernel (virtio_ring, virtio,
 #     virtio_pci_modern_dev, virtio_pci_legacy_dev, virtio_pci, virtio_blk),
 #     copied to target/bench-linux/modules/;
@@ -92,7 +93,8 @@ if ! make -s -C "$headers" M="$PWD/$out/build" modules > "$out/build/make.log" 2
 fi
 cp "$out/build/kbench.ko" "$out/kbench.ko"
 
-# blkbench and mmbench: static, so the initramfs needs no C library.
+# blkbench and mmbench: static, so the initramfs needs no C library. Both
+# include tests/bench-linux/benchcommon.h from beside them.
 for prog in blkbench mmbench; do
     if ! gcc -static -O2 -pthread -Wall -Wextra -o "$out/$prog.new" "tests/bench-linux/$prog.c" 2> "$out/build/$prog.log"; then
         cat "$out/build/$prog.log" >&2

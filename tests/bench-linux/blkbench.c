@@ -41,32 +41,17 @@
  * SET and LIST are kbench.ko's set= and only= (names with or without the
  * bench_ prefix); the block benchmarks belong to the set "main".
  *
- * Built static by scripts/bench-linux.sh: gcc -static -O2 -pthread.
+ * What it shares with mmbench.c (KTAP, selection, disks, reporting) is in
+ * benchcommon.h. Built static by scripts/bench-linux.sh: gcc -static -O2
+ * -pthread.
  */
 
 #define _GNU_SOURCE
-#include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
+#define BENCH_RNG_SEED 0x9e3779b97f4a7c15ULL
+#include "benchcommon.h"
 #include <linux/aio_abi.h>
-#include <linux/fs.h>
-#include <sched.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
 #include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
-#define KIB 1024ULL
-#define MIB (1024ULL * KIB)
 #define BLOCK (4 * KIB)
 #define WARMUP 100
 #define SAMPLES 2000
@@ -74,30 +59,11 @@
 #define QD_WARMUP 256
 #define QD_COUNTED 8192
 #define SEQ_PASSES 2
-#define DISK_WAIT_MS 10000
 #define MAX_CPUS 1024
 
-#define SERIAL_MAIN "kblk-main"
 #define SERIAL_RO "kblk-ro"
 
-static const char *opt_set = "main";
-static const char *opt_only = "";
-
-/* Why the running benchmark failed or was skipped (its KTAP directive). */
-static char why[256];
-
-static __attribute__((format(printf, 1, 2))) int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-#define SKIPPED 1
-
+/* Only the block benchmarks skip (benchcommon.h's SKIPPED). */
 static __attribute__((format(printf, 1, 2))) int skip(const char *fmt, ...)
 {
 	va_list ap;
@@ -108,41 +74,7 @@ static __attribute__((format(printf, 1, 2))) int skip(const char *fmt, ...)
 	return SKIPPED;
 }
 
-/* A diagnostic inside the subtest. */
-static __attribute__((format(printf, 1, 2))) void diag(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("    # ", stdout);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
-
-/* ------------------------------------------------------------ clock, rng */
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-/* xorshift64*: the offsets only need to be spread, not strong. */
-static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t rng_next(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
+/* ------------------------------------------------------------------ rng */
 
 /* A random BLOCK-aligned byte offset in [first, first + span). */
 static uint64_t random_block(uint64_t first, uint64_t span)
@@ -151,39 +83,6 @@ static uint64_t random_block(uint64_t first, uint64_t span)
 }
 
 /* ------------------------------------------------------------------ CPUs */
-
-static int online_cpus(void)
-{
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	return n < 1 ? 1 : (int)n;
-}
-
-/* Bind the calling thread to @cpu and check that it runs there. */
-static int pin(int cpu)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	if (sched_setaffinity(0, sizeof(set), &set))
-		return fail("sched_setaffinity(CPU %d): %s", cpu, strerror(errno));
-	for (int i = 0; i < 1000 && sched_getcpu() != cpu; i++)
-		sched_yield();
-	if (sched_getcpu() != cpu)
-		return fail("pinned to CPU %d but running on CPU %d", cpu, sched_getcpu());
-	return 0;
-}
-
-static void unpin(void)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	for (int c = 0; c < online_cpus() && c < CPU_SETSIZE; c++)
-		CPU_SET(c, &set);
-	sched_setaffinity(0, sizeof(set), &set);
-}
 
 /* Parse a CPU list ("0", "0-1", "0,2-3") into @cpus; false if malformed. */
 static bool parse_cpulist(const char *s, bool *cpus, int max)
@@ -215,101 +114,6 @@ static bool parse_cpulist(const char *s, bool *cpus, int max)
 }
 
 /* ------------------------------------------------------------ sysfs, proc */
-
-/* The first line of @path without trailing blanks, or false. */
-static bool read_line(const char *path, char *buf, size_t len)
-{
-	FILE *f = fopen(path, "re");
-	bool ok;
-	size_t n;
-
-	if (!f)
-		return false;
-	ok = fgets(buf, (int)len, f) != NULL;
-	fclose(f);
-	if (!ok)
-		return false;
-	n = strlen(buf);
-	while (n > 0 && isspace((unsigned char)buf[n - 1]))
-		buf[--n] = '\0';
-	return true;
-}
-
-struct disk {
-	char name[32];   /* vdX */
-	char virtio[64]; /* virtioN, the virtio device under the disk */
-	uint64_t size;   /* bytes */
-	int fd;
-};
-
-/* Look for the disk whose serial is @serial among /sys/block/vd*. */
-static bool lookup_disk(const char *serial, struct disk *d)
-{
-	DIR *dir = opendir("/sys/block");
-	struct dirent *e;
-	bool found = false;
-
-	if (!dir)
-		return false;
-	while (!found && (e = readdir(dir))) {
-		char path[PATH_MAX], buf[128], link[PATH_MAX];
-		ssize_t n;
-		const char *base;
-
-		if (strncmp(e->d_name, "vd", 2) || strlen(e->d_name) >= sizeof(d->name))
-			continue;
-		snprintf(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
-		if (!read_line(path, buf, sizeof(buf)) || strcmp(buf, serial))
-			continue;
-		snprintf(d->name, sizeof(d->name), "%s", e->d_name);
-		snprintf(path, sizeof(path), "/sys/block/%s/device", e->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		link[n < 0 ? 0 : n] = '\0';
-		base = strrchr(link, '/');
-		snprintf(d->virtio, sizeof(d->virtio), "%.63s", base ? base + 1 : link);
-		snprintf(path, sizeof(path), "/sys/block/%s/size", e->d_name);
-		d->size = read_line(path, buf, sizeof(buf)) ? strtoull(buf, NULL, 10) * 512 : 0;
-		found = true;
-	}
-	closedir(dir);
-	return found;
-}
-
-/* Until when a disk may still appear: DISK_WAIT_MS after the start. */
-static uint64_t disk_deadline;
-
-/* Find the disk @serial (waiting until disk_deadline for it to appear) and
- * open its device node with O_DIRECT. */
-static int open_disk(const char *serial, int flags, struct disk *d)
-{
-	uint64_t end = disk_deadline;
-	char dev[64];
-	uint64_t bytes;
-
-	memset(d, 0, sizeof(*d));
-	d->fd = -1;
-	while (!lookup_disk(serial, d)) {
-		if (now_ns() > end)
-			return fail("no virtio-blk disk with serial %s in /sys/block", serial);
-		usleep(10000);
-	}
-	snprintf(dev, sizeof(dev), "/dev/%s", d->name);
-	while ((d->fd = open(dev, flags | O_DIRECT | O_CLOEXEC)) < 0) {
-		if (errno != ENOENT || now_ns() > end)
-			return fail("open %s (%s): %s", dev, serial, strerror(errno));
-		usleep(10000);
-	}
-	if (ioctl(d->fd, BLKGETSIZE64, &bytes) == 0)
-		d->size = bytes;
-	return 0;
-}
-
-static void close_disk(struct disk *d)
-{
-	if (d->fd >= 0)
-		close(d->fd);
-	d->fd = -1;
-}
 
 static void *aligned(size_t len)
 {
@@ -380,32 +184,6 @@ static bool irq_counts(int irq, uint64_t *counts, int ncpus)
 	return found;
 }
 
-/* ------------------------------------------------------------- reporting */
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static void report_latency(const char *name, uint64_t *s, int n)
-{
-	int p = n * 99 / 100;
-
-	qsort(s, (size_t)n, sizeof(*s), cmp_u64);
-	if (p > n - 1)
-		p = n - 1;
-	printf("    # bench: %s median_ns=%" PRIu64 " p99_ns=%" PRIu64 " n=%d\n", name, s[n / 2], s[p], n);
-}
-
-static void report_rate(const char *name, uint64_t items, uint64_t ns)
-{
-	uint64_t rate = ns ? (uint64_t)((unsigned __int128)items * 1000000000ULL / ns) : 0;
-
-	printf("    # bench: %s items_per_s=%" PRIu64 " n=%" PRIu64 "\n", name, rate, items);
-}
-
 /* ------------------------------------------------------------ benchmarks */
 
 /* Latencies of SAMPLES one-at-a-time BLOCK requests at random offsets in
@@ -424,9 +202,9 @@ static int qd1(const struct disk *d, bool write, uint64_t first, uint64_t span, 
 		uint64_t off = random_block(first, span), t0, t1;
 		ssize_t r;
 
-		t0 = now_ns();
+		t0 = mono_ns();
 		r = write ? pwrite(d->fd, buf, BLOCK, (off_t)off) : pread(d->fd, buf, BLOCK, (off_t)off);
-		t1 = now_ns();
+		t1 = mono_ns();
 		if (r != (ssize_t)BLOCK) {
 			int e = errno;
 
@@ -447,7 +225,7 @@ static int latency_case(const char *name, const char *serial, int cpu, bool writ
 	struct disk d;
 	int err;
 
-	err = open_disk(serial, write ? O_RDWR : O_RDONLY, &d);
+	err = open_disk(serial, (write ? O_RDWR : O_RDONLY) | O_DIRECT, &d);
 	if (!err)
 		err = pin(cpu);
 	if (!err)
@@ -455,7 +233,7 @@ static int latency_case(const char *name, const char *serial, int cpu, bool writ
 	unpin();
 	close_disk(&d);
 	if (!err)
-		report_latency(name, samples, SAMPLES);
+		report_latency(name, samples, SAMPLES, NULL);
 	return err;
 }
 
@@ -570,11 +348,11 @@ static int qd32(const struct disk *d, uint64_t *elapsed)
 			}
 		}
 		if (done == QD_WARMUP && !t0)
-			t0 = now_ns();
+			t0 = mono_ns();
 		if (again)
 			err = submit_all(ctx, ptrs, again);
 	}
-	*elapsed = now_ns() - t0;
+	*elapsed = mono_ns() - t0;
 	sys_io_destroy(ctx);
 	free(bufs);
 	if (!err && failed)
@@ -588,7 +366,7 @@ static int b_read_4k_qd32(void)
 	uint64_t ns = 0;
 	int err;
 
-	err = open_disk(SERIAL_MAIN, O_RDONLY, &d);
+	err = open_disk(SERIAL_MAIN, O_RDONLY | O_DIRECT, &d);
 	if (!err && d.size < 8 * MIB)
 		err = fail("%s has %" PRIu64 " bytes, 8 MiB needed", d.name, d.size);
 	if (!err)
@@ -609,7 +387,7 @@ static int b_read_seq_mib_s(void)
 	uint64_t n = 0, t0, ns;
 	int err;
 
-	err = open_disk(SERIAL_MAIN, O_RDONLY, &d);
+	err = open_disk(SERIAL_MAIN, O_RDONLY | O_DIRECT, &d);
 	if (!err && (d.size < MIB || d.size % MIB))
 		err = fail("%s has %" PRIu64 " bytes, not a multiple of 1 MiB", d.name, d.size);
 	if (!err && !(buf = aligned(MIB)))
@@ -618,7 +396,7 @@ static int b_read_seq_mib_s(void)
 		err = pin(0);
 	if (!err && pread(d.fd, buf, MIB, 0) != (ssize_t)MIB)
 		err = fail("warm-up pread of 1 MiB: %s", strerror(errno));
-	t0 = now_ns();
+	t0 = mono_ns();
 	for (int pass = 0; !err && pass < SEQ_PASSES; pass++) {
 		for (uint64_t off = 0; !err && off < d.size; off += MIB) {
 			ssize_t r = pread(d.fd, buf, MIB, (off_t)off);
@@ -629,7 +407,7 @@ static int b_read_seq_mib_s(void)
 			n++;
 		}
 	}
-	ns = now_ns() - t0;
+	ns = mono_ns() - t0;
 	unpin();
 	close_disk(&d);
 	free(buf);
@@ -657,19 +435,19 @@ static int steer_irq(const struct disk *d, bool *eff, int *irq)
 	snprintf(path, sizeof(path), "/proc/irq/%d/smp_affinity", *irq);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0 || write(fd, "1\n", 2) != 2)
-		diag("kbench: blk_complete_cross_cpu irq=%d name=%s smp_affinity write of 1 (CPU 0) failed: %s", *irq,
+		diag("blk_complete_cross_cpu irq=%d name=%s smp_affinity write of 1 (CPU 0) failed: %s", *irq,
 		     name, strerror(errno));
 	else
-		diag("kbench: blk_complete_cross_cpu irq=%d name=%s smp_affinity set to 1 (CPU 0)", *irq, name);
+		diag("blk_complete_cross_cpu irq=%d name=%s smp_affinity set to 1 (CPU 0)", *irq, name);
 	if (fd >= 0)
 		close(fd);
 	snprintf(path, sizeof(path), "/proc/irq/%d/smp_affinity_list", *irq);
 	if (read_line(path, list, sizeof(list)))
-		diag("kbench: blk_complete_cross_cpu irq=%d affinity_cpus=%s", *irq, list);
+		diag("blk_complete_cross_cpu irq=%d affinity_cpus=%s", *irq, list);
 	snprintf(path, sizeof(path), "/proc/irq/%d/effective_affinity_list", *irq);
 	if (!read_line(path, list, sizeof(list)) || !parse_cpulist(list, eff, MAX_CPUS))
 		return fail("cannot read %s", path);
-	diag("kbench: blk_complete_cross_cpu irq=%d effective_cpus=%s", *irq, list);
+	diag("blk_complete_cross_cpu irq=%d effective_cpus=%s", *irq, list);
 	return 0;
 }
 
@@ -686,7 +464,7 @@ static int b_complete_cross_cpu(void)
 		return skip("needs 2 CPUs");
 	if (ncpus > MAX_CPUS)
 		return fail("more than %d CPUs", MAX_CPUS);
-	err = open_disk(SERIAL_RO, O_RDONLY, &d);
+	err = open_disk(SERIAL_RO, O_RDONLY | O_DIRECT, &d);
 	if (!err)
 		err = steer_irq(&d, eff, &irq);
 	/* The submitter: the highest CPU the interrupt does not go to (the
@@ -713,19 +491,14 @@ static int b_complete_cross_cpu(void)
 		for (int c = 0; c < ncpus && len < sizeof(text) - 24; c++)
 			len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%" PRIu64, c ? "," : "",
 						after[c] - before[c]);
-		diag("kbench: blk_complete_cross_cpu irq=%d interrupts_per_cpu=%s submitter_cpu=%d", irq, text,
+		diag("blk_complete_cross_cpu irq=%d interrupts_per_cpu=%s submitter_cpu=%d", irq, text,
 		     last);
 	}
-	report_latency("blk_complete_cross_cpu", samples, SAMPLES);
+	report_latency("blk_complete_cross_cpu", samples, SAMPLES, NULL);
 	return 0;
 }
 
 /* ----------------------------------------------------------------- table */
-
-struct bench {
-	const char *name; /* case name, as the suite's: bench_<benchmark> */
-	int (*fn)(void);
-};
 
 static const struct bench benches[] = {
 	{ "bench_blk_read_4k_qd1", b_read_4k_qd1 },
@@ -735,113 +508,22 @@ static const struct bench benches[] = {
 	{ "bench_blk_complete_cross_cpu", b_complete_cross_cpu },
 };
 
-#define NBENCH ((int)(sizeof(benches) / sizeof(benches[0])))
-
-/* Does the word @w (length @len) of an only= list name the case @name,
- * with or without its bench_ prefix? */
-static bool names(const char *w, size_t len, const char *name)
+static void banner(void)
 {
-	const char *bare = name + strlen("bench_");
-
-	return (len == strlen(name) && !strncmp(w, name, len)) || (len == strlen(bare) && !strncmp(w, bare, len));
+	diag("blkbench cpus=%d clock=CLOCK_MONOTONIC io=O_DIRECT qd32=linux-aio", online_cpus());
 }
 
-static bool selected(const struct bench *b)
-{
-	const char *p = opt_only;
-
-	if (strcmp(opt_set, "main"))
-		return false;
-	if (!*p)
-		return true;
-	while (*p) {
-		size_t len = strcspn(p, ",");
-
-		if (names(p, len, b->name))
-			return true;
-		p += len + (p[len] == ',');
-	}
-	return false;
-}
-
-/* Does the only= list name anything that is not a block benchmark (or
- * nothing at all), so that kbench.ko has work? */
-static bool others_selected(void)
-{
-	const char *p = opt_only;
-
-	if (!*p)
-		return true;
-	while (*p) {
-		size_t len = strcspn(p, ",");
-		bool ours = false;
-
-		for (int i = 0; i < NBENCH; i++)
-			ours |= names(p, len, benches[i].name);
-		if (len && !ours)
-			return true;
-		p += len + (p[len] == ',');
-	}
-	return false;
-}
-
-static int usage(void)
-{
-	fprintf(stderr, "usage: blkbench [--select] [--set SET] [--only LIST] [--plan N]\n");
-	return 2;
-}
+static const struct program blkbench = {
+	.name = "blkbench",
+	.subtest = "block",
+	.benches = benches,
+	.nbench = (int)(sizeof(benches) / sizeof(benches[0])),
+	.takes_num = false,
+	.select = SELECT_OTHERS_FLAG,
+	.banner = banner,
+};
 
 int main(int argc, char **argv)
 {
-	bool select_only = false;
-	int plan = 1, n = 0, k = 0, failed = 0;
-
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (!strcmp(a, "--select"))
-			select_only = true;
-		else if (!strcmp(a, "--set") && i + 1 < argc)
-			opt_set = argv[++i];
-		else if (!strcmp(a, "--only") && i + 1 < argc)
-			opt_only = argv[++i];
-		else if (!strcmp(a, "--plan") && i + 1 < argc)
-			plan = atoi(argv[++i]);
-		else
-			return usage();
-	}
-	for (int i = 0; i < NBENCH; i++)
-		n += selected(&benches[i]);
-	if (select_only) {
-		printf("%d %d\n", n > 0, others_selected());
-		return 0;
-	}
-	if (plan < 1)
-		return usage();
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	disk_deadline = now_ns() + DISK_WAIT_MS * 1000000ULL;
-	printf("KTAP version 1\n1..%d\n", plan);
-	printf("    KTAP version 1\n    # Subtest: block\n    1..%d\n", n);
-	diag("kbench: blkbench cpus=%d clock=CLOCK_MONOTONIC io=O_DIRECT qd32=linux-aio", online_cpus());
-	for (int i = 0; i < NBENCH; i++) {
-		const struct bench *b = &benches[i];
-		int r;
-
-		if (!selected(b))
-			continue;
-		k++;
-		why[0] = '\0';
-		r = b->fn();
-		if (r == SKIPPED) {
-			printf("    ok %d %s # SKIP %s\n", k, b->name, why);
-		} else if (r) {
-			printf("    not ok %d %s # %s\n", k, b->name, why);
-			failed++;
-		} else {
-			printf("    ok %d %s\n", k, b->name);
-		}
-	}
-	printf("%s 1 block\n", failed || !n ? "not ok" : "ok");
-	fflush(stdout);
-	return failed || !n ? 1 : 0;
+	return bench_main(&blkbench, argc, argv);
 }

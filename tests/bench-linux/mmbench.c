@@ -51,32 +51,18 @@
  * SET and LIST are kbench.ko's set= and only= (names with or without the
  * bench_ prefix); these benchmarks belong to the set "main".
  *
- * Built static by scripts/bench-linux.sh: gcc -static -O2 -pthread.
+ * What it shares with blkbench.c (KTAP, selection, disks, reporting) is in
+ * benchcommon.h. Built static by scripts/bench-linux.sh: gcc -static -O2
+ * -pthread.
  */
 
 #define _GNU_SOURCE
-#include <ctype.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
+#define BENCH_RNG_SEED 0x2545f4914f6cdd1dULL
+#include "benchcommon.h"
 #include <linux/perf_event.h>
-#include <sched.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
-#define KIB 1024ULL
-#define MIB (1024ULL * KIB)
 #define PAGE 4096ULL
 #define WARMUP 100
 #define SAMPLES 10000
@@ -92,47 +78,8 @@
 #define WAKE_SLACK 256
 #define DIRECT_MIN_SAMPLES 10
 #define MAX_ZONES 8
-#define DISK_WAIT_MS 10000
-
-#define SERIAL_MAIN "kblk-main"
-
-static const char *opt_set = "main";
-static const char *opt_only = "";
-
-/* Why the running benchmark failed (its KTAP directive). */
-static char why[256];
-
-static __attribute__((format(printf, 1, 2))) int fail(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-/* A diagnostic line inside the subtest. */
-static __attribute__((format(printf, 1, 2))) void diag(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("    # kbench: ", stdout);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-}
 
 /* ----------------------------------------------------------------- clock */
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 static inline uint64_t cycles(void)
 {
@@ -168,48 +115,6 @@ static void sleep_ms(unsigned ms)
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
-}
-
-/* xorshift64*: the page choices only need to be spread. */
-static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
-
-static uint64_t rng_next(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	rng_state = x;
-	return x * 0x2545f4914f6cdd1dULL;
-}
-
-/* ------------------------------------------------------------------ CPUs */
-
-static int pin_cpu0(void)
-{
-	cpu_set_t set;
-
-	CPU_ZERO(&set);
-	CPU_SET(0, &set);
-	if (sched_setaffinity(0, sizeof(set), &set))
-		return fail("sched_setaffinity(CPU 0): %s", strerror(errno));
-	for (int i = 0; i < 1000 && sched_getcpu() != 0; i++)
-		sched_yield();
-	if (sched_getcpu() != 0)
-		return fail("pinned to CPU 0 but running on CPU %d", sched_getcpu());
-	return 0;
-}
-
-static void unpin(void)
-{
-	cpu_set_t set;
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
-
-	CPU_ZERO(&set);
-	for (long c = 0; c < n && c < CPU_SETSIZE; c++)
-		CPU_SET(c, &set);
-	sched_setaffinity(0, sizeof(set), &set);
 }
 
 /* ------------------------------------------------------- files, settings */
@@ -493,70 +398,15 @@ static bool some_zone_high(const struct zones *zs)
 
 /* ------------------------------------------------------------------ disk */
 
-struct disk {
-	char name[32]; /* vdX */
-	uint64_t size;
-	int fd;
-	char *map; /* the device mapped shared, for mincore */
-};
-
-static uint64_t disk_deadline;
-
-/* Find kblk-main by its serial among /sys/block/vd* (waiting until
- * disk_deadline) and open its node for buffered I/O. */
-static int open_disk(int flags, struct disk *d)
+/* Open kblk-main for buffered I/O (benchcommon.h's open_disk, without
+ * O_DIRECT); the benchmarks need its first 16 MiB. */
+static int open_main(int flags, struct disk *d)
 {
-	memset(d, 0, sizeof(*d));
-	d->fd = -1;
-	for (;;) {
-		DIR *dir = opendir("/sys/block");
-		struct dirent *e;
+	int err = open_disk(SERIAL_MAIN, flags, d);
 
-		while (dir && !d->name[0] && (e = readdir(dir))) {
-			char path[PATH_MAX], serial[128];
-
-			if (strncmp(e->d_name, "vd", 2) || strlen(e->d_name) >= sizeof(d->name))
-				continue;
-			snprintf(path, sizeof(path), "/sys/block/%s/serial", e->d_name);
-			if (slurp(path, serial, sizeof(serial)) <= 0)
-				continue;
-			serial[strcspn(serial, " \n")] = '\0';
-			if (!strcmp(serial, SERIAL_MAIN))
-				snprintf(d->name, sizeof(d->name), "%s", e->d_name);
-		}
-		if (dir)
-			closedir(dir);
-		if (d->name[0])
-			break;
-		if (mono_ns() > disk_deadline)
-			return fail("no virtio-blk disk with serial %s in /sys/block", SERIAL_MAIN);
-		sleep_ms(10);
-	}
-	for (;;) {
-		char dev[64];
-
-		snprintf(dev, sizeof(dev), "/dev/%s", d->name);
-		d->fd = open(dev, flags | O_CLOEXEC);
-		if (d->fd >= 0)
-			break;
-		if (errno != ENOENT || mono_ns() > disk_deadline)
-			return fail("open %s (%s): %s", dev, SERIAL_MAIN, strerror(errno));
-		sleep_ms(10);
-	}
-	d->size = (uint64_t)lseek(d->fd, 0, SEEK_END);
-	if (d->size < 16 * MIB)
+	if (!err && d->size < 16 * MIB)
 		return fail("%s has %" PRIu64 " bytes, 16 MiB needed", d->name, d->size);
-	return 0;
-}
-
-static void close_disk(struct disk *d)
-{
-	if (d->map)
-		munmap(d->map, d->size);
-	if (d->fd >= 0)
-		close(d->fd);
-	d->map = NULL;
-	d->fd = -1;
+	return err;
 }
 
 /* Field @field (0-based) of /sys/block/<disk>/stat: 0 reads completed,
@@ -674,34 +524,6 @@ static int hog_down_to(struct hog *h, struct zones *zs, bool low, long long slac
 	}
 }
 
-/* ------------------------------------------------------------- reporting */
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/* @s holds cycle counts. */
-static void report_latency(const char *name, uint64_t *s, int n)
-{
-	int p = n * 99 / 100;
-
-	qsort(s, (size_t)n, sizeof(*s), cmp_u64);
-	if (p > n - 1)
-		p = n - 1;
-	printf("    # bench: %s median_ns=%" PRIu64 " p99_ns=%" PRIu64 " n=%d\n", name, cycles_to_ns(s[n / 2]),
-	       cycles_to_ns(s[p]), n);
-}
-
-static void report_rate(const char *name, uint64_t items, uint64_t ns)
-{
-	uint64_t rate = ns ? (uint64_t)((unsigned __int128)items * 1000000000ULL / ns) : 0;
-
-	printf("    # bench: %s items_per_s=%" PRIu64 " n=%" PRIu64 "\n", name, rate, items);
-}
-
 /* ------------------------------------------------------------ benchmarks */
 
 static uint64_t samples[SAMPLES + WARMUP];
@@ -711,10 +533,10 @@ static int b_cache_read_hit_4k(void)
 	static char buf[PAGE];
 	struct disk d;
 	long long reads0, reads1;
-	int err = open_disk(O_RDONLY, &d);
+	int err = open_main(O_RDONLY, &d);
 
 	if (!err)
-		err = pin_cpu0();
+		err = pin(0);
 	/* No readahead: the warm reads bring in exactly these pages, and no
 	 * page is left marked for an asynchronous readahead that a timed hit
 	 * would start (ours has no readahead). */
@@ -743,7 +565,7 @@ static int b_cache_read_hit_4k(void)
 	unpin();
 	close_disk(&d);
 	if (!err)
-		report_latency("cache_read_hit_4k", samples, SAMPLES);
+		report_latency("cache_read_hit_4k", samples, SAMPLES, cycles_to_ns);
 	return err;
 }
 
@@ -753,7 +575,7 @@ static int b_cache_write_seq_mib_s(void)
 	struct disk d;
 	uint64_t ns = 0, mib = 0;
 	long long flush0 = -1, writes0 = -1;
-	int err = open_disk(O_RDWR, &d);
+	int err = open_main(O_RDWR, &d);
 
 	for (size_t i = 0; i < sizeof(data); i += 8) {
 		uint64_t x = rng_next();
@@ -761,7 +583,7 @@ static int b_cache_write_seq_mib_s(void)
 		memcpy(data + i, &x, 8);
 	}
 	if (!err)
-		err = pin_cpu0();
+		err = pin(0);
 	/* A warm-up round (the pages come into the cache), then timed ones:
 	 * 2 MiB written through the cache, then fsync (the dirty pages, then
 	 * a FLUSH of the device's cache). */
@@ -800,11 +622,11 @@ static int b_writeback_expire_latency(void)
 	struct knob expire = { VM "dirty_expire_centisecs", 0, false };
 	struct knob period = { VM "dirty_writeback_centisecs", 0, false };
 	struct disk d;
-	int n = 0, err = open_disk(O_RDWR, &d);
+	int n = 0, err = open_main(O_RDWR, &d);
 
 	memset(page, 0x3c, sizeof(page));
 	if (!err)
-		err = pin_cpu0();
+		err = pin(0);
 	/* Nothing dirty from before (the suite waits for the dirty count to
 	 * drain; fsync and sync write it out). */
 	if (!err && fsync(d.fd))
@@ -848,7 +670,7 @@ static int b_writeback_expire_latency(void)
 	unpin();
 	close_disk(&d);
 	if (!err)
-		report_latency("writeback_expire_latency", samples, n);
+		report_latency("writeback_expire_latency", samples, n, cycles_to_ns);
 	return err;
 }
 
@@ -920,10 +742,10 @@ static int b_kswapd_reclaim_mib_s(void)
 	struct disk d;
 	struct zones zs;
 	uint64_t stolen = 0, ns = 0;
-	int wake = -1, err = open_disk(O_RDONLY, &d);
+	int wake = -1, err = open_main(O_RDONLY, &d);
 
 	if (!err)
-		err = pin_cpu0();
+		err = pin(0);
 	if (!err)
 		err = knob_set(&boost, 0);
 	if (!err && (wake = tracepoint_counter("mm_vmscan_wakeup_kswapd")) < 0)
@@ -1105,10 +927,10 @@ static int b_direct_reclaim_latency(void)
 	struct held ks = { 0 };
 	long long in_cache = 0, left = 0, free_total, stall0 = 0, dsteal0 = 0, ksteal0 = 0;
 	uint64_t touches = 0, reclaims = 0;
-	int n = 0, fd = -1, err = open_disk(O_RDONLY, &d);
+	int n = 0, fd = -1, err = open_main(O_RDONLY, &d);
 
 	if (!err)
-		err = pin_cpu0();
+		err = pin(0);
 	if (!err)
 		err = knob_set(&boost, 0);
 	if (!err)
@@ -1179,16 +1001,11 @@ static int b_direct_reclaim_latency(void)
 		return err;
 	if (n < DIRECT_MIN_SAMPLES)
 		return fail("only %d of %" PRIu64 " touches entered direct reclaim", n, touches);
-	report_latency("direct_reclaim_latency", samples, n);
+	report_latency("direct_reclaim_latency", samples, n, cycles_to_ns);
 	return 0;
 }
 
 /* ----------------------------------------------------------------- table */
-
-struct bench {
-	const char *name; /* case name, as the suite's: bench_<benchmark> */
-	int (*fn)(void);
-};
 
 static const struct bench benches[] = {
 	{ "bench_cache_read_hit_4k", b_cache_read_hit_4k },
@@ -1198,125 +1015,35 @@ static const struct bench benches[] = {
 	{ "bench_direct_reclaim_latency", b_direct_reclaim_latency },
 };
 
-#define NBENCH ((int)(sizeof(benches) / sizeof(benches[0])))
+static char clocksource[64] = "?";
 
-/* Does the word @w (length @len) name the case @name, with or without its
- * bench_ prefix? */
-static bool names(const char *w, size_t len, const char *name)
+/* The TSC's calibration, before the KTAP header as it always was. */
+static void prepare(void)
 {
-	const char *bare = name + strlen("bench_");
-
-	return (len == strlen(name) && !strncmp(w, name, len)) || (len == strlen(bare) && !strncmp(w, bare, len));
+	calibrate();
+	if (slurp("/sys/devices/system/clocksource/clocksource0/current_clocksource", clocksource,
+		  sizeof(clocksource)) > 0)
+		clocksource[strcspn(clocksource, "\n")] = '\0';
 }
 
-static bool ours(const char *w, size_t len)
+static void banner(void)
 {
-	for (int i = 0; i < NBENCH; i++)
-		if (names(w, len, benches[i].name))
-			return true;
-	return false;
+	diag("mmbench cpus=%d clock=rdtsc tsc_hz=%" PRIu64 " clocksource=%s io=buffered", online_cpus(), tsc_hz,
+	     clocksource);
 }
 
-static bool selected(const struct bench *b)
-{
-	const char *p = opt_only;
-
-	if (strcmp(opt_set, "main"))
-		return false;
-	if (!*p)
-		return true;
-	while (*p) {
-		size_t len = strcspn(p, ",");
-
-		if (names(p, len, b->name))
-			return true;
-		p += len + (p[len] == ',');
-	}
-	return false;
-}
-
-/* Print the only= list without our names (comma-separated, maybe empty). */
-static void print_rest(void)
-{
-	const char *p = opt_only;
-	bool first = true;
-
-	while (*p) {
-		size_t len = strcspn(p, ",");
-
-		if (len && !ours(p, len)) {
-			printf("%s%.*s", first ? "" : ",", (int)len, p);
-			first = false;
-		}
-		p += len + (p[len] == ',');
-	}
-}
-
-static int usage(void)
-{
-	fprintf(stderr, "usage: mmbench [--select] [--set SET] [--only LIST] [--plan N] [--num K]\n");
-	return 2;
-}
+static const struct program mmbench = {
+	.name = "mmbench",
+	.subtest = "mm",
+	.benches = benches,
+	.nbench = (int)(sizeof(benches) / sizeof(benches[0])),
+	.takes_num = true,
+	.select = SELECT_REST_LIST,
+	.prepare = prepare,
+	.banner = banner,
+};
 
 int main(int argc, char **argv)
 {
-	bool select_only = false;
-	int plan = 1, num = 1, n = 0, k = 0, failed = 0;
-	char src[64] = "?";
-
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-
-		if (!strcmp(a, "--select"))
-			select_only = true;
-		else if (!strcmp(a, "--set") && i + 1 < argc)
-			opt_set = argv[++i];
-		else if (!strcmp(a, "--only") && i + 1 < argc)
-			opt_only = argv[++i];
-		else if (!strcmp(a, "--plan") && i + 1 < argc)
-			plan = atoi(argv[++i]);
-		else if (!strcmp(a, "--num") && i + 1 < argc)
-			num = atoi(argv[++i]);
-		else
-			return usage();
-	}
-	for (int i = 0; i < NBENCH; i++)
-		n += selected(&benches[i]);
-	if (select_only) {
-		printf("%d ", n > 0);
-		print_rest();
-		putchar('\n');
-		return 0;
-	}
-	if (plan < 1 || num < 1 || num > plan)
-		return usage();
-	setvbuf(stdout, NULL, _IOLBF, 0);
-	disk_deadline = mono_ns() + DISK_WAIT_MS * 1000000ULL;
-	calibrate();
-	if (slurp("/sys/devices/system/clocksource/clocksource0/current_clocksource", src, sizeof(src)) > 0)
-		src[strcspn(src, "\n")] = '\0';
-	if (num == 1)
-		printf("KTAP version 1\n1..%d\n", plan);
-	printf("    KTAP version 1\n    # Subtest: mm\n    1..%d\n", n);
-	diag("mmbench cpus=%ld clock=rdtsc tsc_hz=%" PRIu64 " clocksource=%s io=buffered", sysconf(_SC_NPROCESSORS_ONLN),
-	     tsc_hz, src);
-	for (int i = 0; i < NBENCH; i++) {
-		const struct bench *b = &benches[i];
-		int r;
-
-		if (!selected(b))
-			continue;
-		k++;
-		why[0] = '\0';
-		r = b->fn();
-		if (r) {
-			printf("    not ok %d %s # %s\n", k, b->name, why);
-			failed++;
-		} else {
-			printf("    ok %d %s\n", k, b->name);
-		}
-	}
-	printf("%s %d mm\n", failed || !n ? "not ok" : "ok", num);
-	fflush(stdout);
-	return failed || !n ? 1 : 0;
+	return bench_main(&mmbench, argc, argv);
 }
