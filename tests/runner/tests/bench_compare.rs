@@ -10,10 +10,11 @@ use ktest_runner::ktap::Parser;
 use ktest_runner::linux;
 use ktest_runner::rounds;
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
+
+#[allow(dead_code)]
+mod common;
 
 const SERIAL: &str = include_str!("fixtures/kbench-serial.txt");
 
@@ -396,15 +397,12 @@ exit 33
         serial = serial.display(),
         dir = dir.display()
     );
-    std::fs::write(&script, text).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_executable(&script, &text);
     script
 }
 
 fn ktest(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ktest")).args(args).output().expect("ktest runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    common::ktest_text(args)
 }
 
 #[test]

@@ -10,9 +10,11 @@ use ktest_runner::disks::{BootDisks, DISKS};
 use ktest_runner::initramfs::{self, MODULES_DIR};
 use ktest_runner::ktap::{Parser, Status};
 use ktest_runner::linux::{self, MODULES_SUBDIR, VIRTIO_MODULES};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+#[allow(dead_code)]
+mod common;
 
 const SERIAL: &str = include_str!("fixtures/blkbench-serial.txt");
 
@@ -152,15 +154,12 @@ exit 33
         out = out.display(),
         serial = serial.display()
     );
-    std::fs::write(&script, text).unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_executable(&script, &text);
     script
 }
 
 fn ktest(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ktest")).args(args).output().expect("ktest runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    common::ktest_text(args)
 }
 
 #[test]
@@ -271,11 +270,12 @@ fn blkbench_then_kbench_parse_as_one_ktap_document() {
 
 // ------------------------------------------------------------------ blkbench
 
-/// blkbench built for the host (dynamically: only its selection runs here).
-fn host_blkbench() -> Option<PathBuf> {
-    let d = scratch("gcc");
-    let exe = d.join("blkbench");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/blkbench.c");
+/// `tests/bench-linux/<name>.c` built for the host (dynamically: only its
+/// selection runs here); `None` (the test skips) where the host has no gcc.
+fn host_build(name: &str) -> Option<PathBuf> {
+    let d = scratch(&format!("gcc-{name}"));
+    let exe = d.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../bench-linux/{name}.c"));
     match Command::new("gcc")
         .args(["-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
         .arg(&exe)
@@ -283,7 +283,7 @@ fn host_blkbench() -> Option<PathBuf> {
         .status()
     {
         Ok(s) if s.success() => Some(exe),
-        Ok(s) => panic!("gcc failed on blkbench.c: {s}"),
+        Ok(s) => panic!("gcc failed on {name}.c: {s}"),
         Err(e) => {
             eprintln!("skipped: no gcc on this host ({e})");
             None
@@ -293,7 +293,7 @@ fn host_blkbench() -> Option<PathBuf> {
 
 #[test]
 fn blkbench_selects_by_set_and_only_as_kbench_does() {
-    let Some(exe) = host_blkbench() else { return };
+    let Some(exe) = host_build("blkbench") else { return };
     let run = |args: &[&str]| {
         let o = Command::new(&exe).args(args).output().unwrap();
         (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -324,29 +324,9 @@ fn blkbench_selects_by_set_and_only_as_kbench_does() {
 
 // ------------------------------------------------------------------ mmbench
 
-/// mmbench built for the host (dynamically: only its selection runs here).
-fn host_mmbench() -> Option<PathBuf> {
-    let d = scratch("gcc-mm");
-    let exe = d.join("mmbench");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-linux/mmbench.c");
-    match Command::new("gcc")
-        .args(["-O2", "-pthread", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-    {
-        Ok(s) if s.success() => Some(exe),
-        Ok(s) => panic!("gcc failed on mmbench.c: {s}"),
-        Err(e) => {
-            eprintln!("skipped: no gcc on this host ({e})");
-            None
-        }
-    }
-}
-
 #[test]
 fn mmbench_selects_its_names_and_passes_the_rest_on() {
-    let Some(exe) = host_mmbench() else { return };
+    let Some(exe) = host_build("mmbench") else { return };
     let run = |args: &[&str]| {
         let o = Command::new(&exe).args(args).output().unwrap();
         (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim_end_matches('\n').to_string())

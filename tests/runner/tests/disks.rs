@@ -13,7 +13,6 @@ use ktest_runner::disks::{
 };
 use ktest_runner::qemu::{QEMU, find_executable};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,8 +278,7 @@ fn fake_qemu(dir: &Path, body: &str) -> PathBuf {
     let script = format!(
         "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'QEMU emulator version 7.2.0 (fake)'; exit 0; fi\nprintf '# args: %s\\n' \"$*\"\n{body}\n"
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_executable(&path, &script);
     path
 }
 

@@ -5,7 +5,6 @@
 use ktest_runner::disks::{FNV_OFFSET_BASIS, ImageCheck, fnv1a64};
 use ktest_runner::ktap::{Parser, Summary};
 use ktest_runner::restart::{Phase, VERIFY_CASE, WRITE_CASE, failures};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -115,8 +114,7 @@ fn fake_qemu(dir: &Path, write: &str, verify: &str) -> PathBuf {
          case \"$*\" in\n*restart=write*) {write} ;;\n*restart=verify*) {verify} ;;\n*) exit 99 ;;\nesac\n",
         boots.display()
     );
-    std::fs::write(&path, script).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    common::write_executable(&path, &script);
     path
 }
 

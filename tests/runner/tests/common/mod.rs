@@ -57,3 +57,18 @@ pub fn ktest_with_fake_qemu(mode: &str, dir: &Path, qemu: &Path, args: &[&str]) 
     println!("{stdout}\n---- stderr ----\n{}", String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), stdout)
 }
+
+/// Write `text` to `path` as an executable script (a fake emulator).
+pub fn write_executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// `ktest <args>`: its exit status and its standard output followed by its
+/// standard error.
+pub fn ktest_text(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ktest")).args(args).output().expect("ktest runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
