@@ -291,6 +291,7 @@ fn kswapd_main() -> i32 {
 /// Context: may sleep.
 pub fn init() -> Result<Kthread> {
     kport::might_sleep();
+    crate::writeback::register_sysctls();
     let mut t = KSWAPD.thread.lock();
     if let Some(k) = t.as_ref() {
         return Ok(k.clone());

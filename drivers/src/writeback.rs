@@ -137,6 +137,33 @@ pub fn set(name: &str, value: u64) -> Result<()> {
     Ok(())
 }
 
+fn sysctl_get(key: usize) -> i64 {
+    i64::try_from(get_idx(key)).unwrap_or(i64::MAX)
+}
+
+fn sysctl_set(key: usize, v: i64) -> Result<()> {
+    set(TUNABLES[key].name, u64::try_from(v).map_err(|_| Error::new(EINVAL))?)
+}
+
+const fn dirty_sysctl(name: &'static str, key: usize) -> kport::sysctl::Sysctl {
+    kport::sysctl::Sysctl { name, kind: kport::sysctl::Kind::Fn { key, get: sysctl_get, set: sysctl_set } }
+}
+
+static SYSCTLS: [kport::sysctl::Sysctl; 6] = [
+    dirty_sysctl("vm.dirty_background_ratio", BG_RATIO),
+    dirty_sysctl("vm.dirty_background_bytes", BG_BYTES),
+    dirty_sysctl("vm.dirty_ratio", RATIO),
+    dirty_sysctl("vm.dirty_bytes", BYTES),
+    dirty_sysctl("vm.dirty_expire_centisecs", EXPIRE),
+    dirty_sysctl("vm.dirty_writeback_centisecs", INTERVAL),
+];
+
+/// Put the six `vm.dirty_*` settings in the [`kport::sysctl`] table
+/// (`drivers::vmscan::init` does it).
+pub fn register_sysctls() {
+    kport::sysctl::register(&SYSCTLS);
+}
+
 /// Put every setting back to Linux's default.
 pub fn reset_defaults() {
     for t in &TUNABLES {

@@ -11,6 +11,9 @@
 //! | [`smpboot`] | `kernel/smpboot.c`: per-CPU threads and CPU hot-plug |
 //! | [`freezer`] | `kernel/freezer.c`: freezable kernel threads, freeze and thaw |
 //! | [`registry`] | the `ps` view of kernel threads |
+//! | [`hung_task`] | `kernel/hung_task.c`: `khungtaskd` |
+//! | [`watchdog`] | `kernel/watchdog.c`: the soft-lockup detector |
+//! | [`sysrq`] | stack dumps, SysRq `t`/`w`/`l` |
 //!
 //! Where the crate differs from Linux, `docs/kthreadd.md` says so beside
 //! Linux's behaviour.
@@ -40,11 +43,14 @@
 extern crate alloc;
 
 pub mod freezer;
+pub mod hung_task;
 pub mod kthread;
 pub mod kthread_worker;
 pub mod registry;
 pub mod smpboot;
 pub mod state;
+pub mod sysrq;
+pub mod watchdog;
 
 pub use kthread::{Builder, Kthread};
 

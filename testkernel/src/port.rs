@@ -86,6 +86,9 @@ impl PortTask for TaskHandle {
     fn wait_channel(&self) -> &'static str {
         self.0.wchan()
     }
+    fn stack_trace(&self, out: &mut [usize]) -> usize {
+        self.0.stack_trace(out)
+    }
     fn data(&self) -> Option<TaskData> {
         self.0.data()
     }
@@ -277,7 +280,7 @@ impl Port for TestkernelPort {
     }
 
     fn dump_stack(&self) {
-        crate::panic::backtrace(arch::cpu::frame_pointer(), arch::cpu::frame_pointer());
+        crate::panic::backtrace(arch::cpu::instruction_pointer(), arch::cpu::frame_pointer());
     }
 }
 

@@ -77,7 +77,7 @@ impl LockEnv for TestkernelLockEnv {
         crate::console::emergency_line(line);
     }
     fn dump_stack(&self) {
-        crate::panic::backtrace(cpu::frame_pointer(), cpu::frame_pointer());
+        crate::panic::backtrace(cpu::instruction_pointer(), cpu::frame_pointer());
     }
 }
 

@@ -47,6 +47,7 @@ pub mod irq;
 pub mod loom_port;
 pub mod mm;
 pub mod sync;
+pub mod sysctl;
 pub mod topology;
 
 pub use context::{AtomicContext, might_sleep};
@@ -248,6 +249,13 @@ pub trait PortTask: Send + Sync {
     fn nr_switches(&self) -> u64;
     /// What it waits on while blocked ("" if nothing recorded).
     fn wait_channel(&self) -> &'static str;
+    /// Return addresses on its stack, innermost first, into `out`, while
+    /// it is switched out (a stack dump of a sleeping context, Linux
+    /// `sched_show_task`); the count written. 0 when it is running, when
+    /// the port cannot walk stacks, or when the walk raced with a switch.
+    fn stack_trace(&self, _out: &mut [usize]) -> usize {
+        0
+    }
     /// The data given at spawn (`None` once the context has exited).
     fn data(&self) -> Option<TaskData>;
 }

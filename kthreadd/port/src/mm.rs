@@ -180,7 +180,29 @@ pub fn init(total: u64, free: u64) {
     MIN_FREE_KBYTES.store(default_min_free_kbytes(total * PAGE_SIZE / 1024), Ordering::Relaxed);
     recompute();
     INITED.store(true, Ordering::Release);
+    crate::sysctl::register(&SYSCTLS);
 }
+
+fn sysctl_get(key: usize) -> i64 {
+    (if key == 0 { min_free_kbytes() } else { watermark_scale_factor() }) as i64
+}
+
+fn sysctl_set(key: usize, v: i64) -> Result<()> {
+    let v = u64::try_from(v).map_err(|_| Error::new(crate::EINVAL))?;
+    if key == 0 { set_min_free_kbytes(v) } else { set_watermark_scale_factor(v) }
+}
+
+/// `vm.min_free_kbytes` and `vm.watermark_scale_factor` in the [`crate::sysctl`] table.
+static SYSCTLS: [crate::sysctl::Sysctl; 2] = [
+    crate::sysctl::Sysctl {
+        name: "vm.min_free_kbytes",
+        kind: crate::sysctl::Kind::Fn { key: 0, get: sysctl_get, set: sysctl_set },
+    },
+    crate::sysctl::Sysctl {
+        name: "vm.watermark_scale_factor",
+        kind: crate::sysctl::Kind::Fn { key: 1, get: sysctl_get, set: sysctl_set },
+    },
+];
 
 /// Has the port started the watermarks?
 pub fn active() -> bool {

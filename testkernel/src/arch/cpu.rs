@@ -148,3 +148,13 @@ pub fn halt_forever() -> ! {
 pub fn frame_pointer() -> u64 {
     x86::bits64::registers::rbp()
 }
+
+/// The address of the instruction after this one (the first line of a
+/// backtrace of the code running now).
+#[inline(always)]
+pub fn instruction_pointer() -> u64 {
+    let rip: u64;
+    // SAFETY: reads RIP into a register; no memory, stack or flags touched.
+    unsafe { core::arch::asm!("lea {}, [rip]", out(reg) rip, options(nomem, nostack, preserves_flags)) };
+    rip
+}

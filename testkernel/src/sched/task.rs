@@ -223,6 +223,56 @@ impl Task {
         self.nr_switches.load(Ordering::Relaxed)
     }
 
+    /// Return addresses on the stack of a context that is switched out,
+    /// innermost first (see `kport::PortTask::stack_trace`): the frame
+    /// `sched_switch` left (six callee-saved registers, `rbp` the last
+    /// pushed before them, then the return address), then the frame-pointer
+    /// chain, every word checked to lie inside the context's own stack.
+    pub fn stack_trace(&self, out: &mut [usize]) -> usize {
+        if out.is_empty() || self.on_cpu.load(Ordering::Acquire) || !self.started.load(Ordering::Acquire) {
+            return 0;
+        }
+        let stack = self.stack.lock();
+        let Some(st) = stack.as_ref() else {
+            return 0;
+        };
+        let (bottom, top) = (st.bottom(), st.top());
+        let inside = |a: u64| a >= bottom && a.checked_add(16).is_some_and(|end| end <= top) && a & 7 == 0;
+        // SAFETY: a plain aligned 8-byte read of the saved stack pointer:
+        // the CPU switching the context in may write it concurrently (the
+        // read is then stale, not torn, on x86-64), which the on_cpu check
+        // after the walk detects.
+        let rsp = unsafe { core::ptr::read_volatile(&raw const (*self.saved.get()).rsp) };
+        if !inside(rsp) || !inside(rsp + 40) {
+            return 0;
+        }
+        // SAFETY: both words lie inside this context's stack, which the
+        // stack lock keeps allocated; its contents may change under us if
+        // the context starts running, which only makes the dump wrong, and
+        // the on_cpu check below throws such a dump away.
+        let (mut rbp, ret) =
+            unsafe { (((rsp + 40) as *const u64).read_volatile(), ((rsp + 48) as *const u64).read_volatile()) };
+        let mut n = 0;
+        out[n] = ret as usize;
+        n += 1;
+        while n < out.len() && inside(rbp) {
+            // SAFETY: as above: `rbp` and `rbp + 8` are inside the stack.
+            let (next, ret) =
+                unsafe { ((rbp as *const u64).read_volatile(), ((rbp + 8) as *const u64).read_volatile()) };
+            if ret == 0 {
+                break;
+            }
+            out[n] = ret as usize;
+            n += 1;
+            if next <= rbp {
+                break;
+            }
+            rbp = next;
+        }
+        drop(stack);
+        if self.on_cpu.load(Ordering::Acquire) { 0 } else { n }
+    }
+
     /// What it waits on, when blocked.
     pub fn wchan(&self) -> &'static str {
         *self.wchan.lock()

@@ -1,6 +1,6 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
 //! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
-//! `redox_env_check=`, `restart=`, `restart_seed=`.
+//! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -69,6 +69,12 @@ pub struct Args {
     /// Seed of the restart test's pattern (`restart_seed=`); both boots
     /// must be given the same one.
     pub restart_seed: Option<u64>,
+    /// Linux's `sysctl.NAME=VALUE` words, applied in order when the
+    /// harness starts (`kport::sysctl::apply_boot_word`).
+    pub sysctl: Vec<String>,
+    /// SysRq keys to act on after the suites (`sysrq=tw`; see
+    /// `kthreadd::sysrq`).
+    pub sysrq: String,
 }
 
 impl Default for Args {
@@ -87,6 +93,8 @@ impl Default for Args {
             torture_s: None,
             restart: None,
             restart_seed: None,
+            sysctl: Vec::new(),
+            sysrq: String::new(),
         }
     }
 }
@@ -159,6 +167,8 @@ impl Args {
                     })
                 }
                 "restart_seed" => a.restart_seed = Some(number(k, v)?),
+                "sysrq" => a.sysrq = v.to_string(),
+                _ if k.starts_with("sysctl.") && k.len() > "sysctl.".len() => a.sysctl.push(word.to_string()),
                 _ if ignore.contains(&k) => {}
                 _ => return Err(format!("unknown command-line key '{k}'")),
             }

@@ -152,6 +152,7 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
     watchdog.arm(p.now_ns() + timeout as u64 * 1_000_000_000, Some(0));
 
     let reports_before = kport::context::reports();
+    let detectors_before = detector_reports();
     let result: Arc<SpinLock<Option<Result<(), Failure>>>> = Arc::new(SpinLock::new(None));
     let done = Arc::new(Completion::new());
     let (r2, d2) = (result.clone(), done.clone());
@@ -189,6 +190,15 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
     };
     watchdog.cancel_sync();
     CURRENT.store(core::ptr::null_mut(), Ordering::Release);
+    // A hung task or a soft lockup during a case is a bug of the case or of
+    // what it exercises, unless the case causes it on purpose.
+    let (hung, soft) = detector_reports();
+    let (hung, soft) = (hung - detectors_before.0, soft - detectors_before.1);
+    if r.is_ok() && (hung > 0 || soft > 0) && !case.may_report {
+        return Err(Failure::Fail(format!(
+            "{hung} hung-task and {soft} soft-lockup report(s) during the case (see the console above)"
+        )));
+    }
     // A sleeping call from atomic context is a bug even when it did not
     // block this time: fail the case that made it.
     let reports = kport::context::reports() - reports_before;
@@ -215,6 +225,7 @@ pub fn run(args: &Args) -> bool {
             return false;
         }
     };
+    start_detectors(args);
     line(&format!("1..{}", plan.len()));
     for (si, (suite, cases)) in plan.iter().enumerate() {
         line("    KTAP version 1");
@@ -241,7 +252,41 @@ pub fn run(args: &Args) -> bool {
         }
         line(&format!("{} {} {suite}", if suite_ok { "ok" } else { "not ok" }, si + 1));
     }
+    for key in args.sysrq.chars() {
+        if kthreadd::sysrq::handle(key).is_err() {
+            line(&format!("# ktest: warning: sysrq={}: no key '{key}'", args.sysrq));
+        }
+    }
+    line(&format!(
+        "# ktest: watchdogs hung_task={} soft_lockup={} wq_lockup={}",
+        kthreadd::hung_task::reports(),
+        kthreadd::watchdog::reports(),
+        workqueue::lockup_reports()
+    ));
     summary_line();
     let _ = p;
     FAILED.load(Ordering::Relaxed) == 0
+}
+
+/// Start the hung-task and soft-lockup detectors (the host kernel may have
+/// started them already; starting is idempotent), then apply the command
+/// line's `sysctl.NAME=VALUE` words. A word that fails is a one-line
+/// warning and the run goes on, as Linux boots on.
+fn start_detectors(args: &Args) {
+    if let Err(e) = kthreadd::hung_task::init() {
+        line(&format!("# ktest: warning: cannot start khungtaskd: {e:?}"));
+    }
+    if let Err(e) = kthreadd::watchdog::init() {
+        line(&format!("# ktest: warning: cannot start the soft-lockup watchdog: {e:?}"));
+    }
+    for w in &args.sysctl {
+        if let Some(Err(msg)) = kport::sysctl::apply_boot_word(w) {
+            line(&format!("# ktest: warning: {msg}"));
+        }
+    }
+}
+
+/// Hung-task and soft-lockup reports so far.
+fn detector_reports() -> (u64, u64) {
+    (kthreadd::hung_task::reports(), kthreadd::watchdog::reports())
 }

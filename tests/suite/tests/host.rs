@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 9] = [
+const SUITES: [&str; 10] = [
     "port",
     "kthread",
     "kthread_worker",
@@ -20,6 +20,7 @@ const SUITES: [&str; 9] = [
     "tasklet",
     "bh_workqueue",
     "threaded_irq",
+    "observe",
 ];
 
 fn args() -> Args {
