@@ -41,7 +41,7 @@
 use alloc::{boxed::Box, collections::VecDeque, sync::Arc, vec::Vec};
 use core::{
     cell::{Cell, RefCell},
-    sync::atomic::{fence, Ordering},
+    sync::atomic::{fence, AtomicUsize, Ordering},
 };
 
 // The subsystem's API (the only lines to adapt when its crates change).
@@ -375,12 +375,20 @@ pub fn switch_enter(token: &mut CleanLockToken) {
     }
 }
 
+/// The `debug_id` of each CPU's running context, for [`Port::cpu_current_id`] (a report about
+/// another CPU cannot read that CPU's `PercpuBlock`).
+pub(crate) static CPU_CURRENT_ID: [AtomicUsize; crate::cpu_set::MAX_CPU_COUNT as usize] =
+    [const { AtomicUsize::new(0) }; crate::cpu_set::MAX_CPU_COUNT as usize];
+
 /// Hook in `context::switch` where `next` becomes this CPU's context (under its guard, next to
 /// Redox's own `set_current_context`): remember its port record, so that port calls find the
 /// running thread's token and record without taking its lock. The value replaced is the
 /// previous context's record, which that context (alive: `switch()` holds its guard) still
 /// holds, so nothing is freed here.
 pub fn switching_to(next: &Context) {
+    if let Some(slot) = CPU_CURRENT_ID.get(crate::cpu_id().get() as usize) {
+        slot.store(next.debug_id as usize, Ordering::Relaxed);
+    }
     let previous = PercpuBlock::current()
         .kthread
         .current
@@ -484,6 +492,13 @@ fn boot_main() {
     } else if let Err(e) = drivers::vmscan::init() {
         warn!("kswapd: cannot start: {e:?}");
     }
+    // The hung-task and soft-lockup detectors (`kernel.hung_task_*`, `kernel.watchdog_thresh`).
+    if let Err(e) = kthreadd::hung_task::init() {
+        warn!("khungtaskd: cannot start: {e:?}");
+    }
+    if let Err(e) = kthreadd::watchdog::init() {
+        warn!("watchdog: cannot start: {e:?}");
+    }
     // The out-of-memory report names the kernel heap beside the page caches.
     kport::mm::register_user("kernel heap", || {
         (crate::allocator::heap_stats().0 / crate::memory::PAGE_SIZE) as u64
@@ -557,6 +572,41 @@ fn first_switch_here(token: &mut CleanLockToken) {
 /// listing makes (each thread's state, CPU, name, CPU time).
 pub fn sys_resource(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
     Ok(lend(token, ps_text).into_bytes())
+}
+
+/// `sys:sysctl` read: every setting as `name = value` lines (`sysctl -a`).
+pub fn sys_sysctl(_token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
+    Ok(kport::sysctl::list().into_bytes())
+}
+
+/// `sys:sysctl` write (root): `name=value` lines, as `sysctl -p` reads them. A bad line fails
+/// the write with its error (`ENOENT` for an unknown name, `EINVAL` for a refused value); the
+/// lines before it are applied.
+pub fn sys_sysctl_write(
+    buf: &[u8],
+    token: &mut CleanLockToken,
+) -> crate::syscall::error::Result<usize> {
+    let text = core::str::from_utf8(buf).map_err(|_| crate::syscall::error::Error::new(EINVAL))?;
+    // A setting's side effect may wake a thread or re-arm a timer: port calls.
+    lend(token, || kport::sysctl::write(text)).map_err(|(e, line)| {
+        warn!("sysctl: '{line}': {e:?}");
+        e
+    })?;
+    Ok(buf.len())
+}
+
+/// `sys:sysrq` write (root): each character is a SysRq key (`t`, `w`, `l`, `h`); output goes
+/// to the kernel log. An unknown key fails the write with `EINVAL` after the help line.
+pub fn sys_sysrq(buf: &[u8], token: &mut CleanLockToken) -> crate::syscall::error::Result<usize> {
+    // Key `l` waits for every CPU's answer.
+    token::lend_blocking(token, || {
+        for &b in buf {
+            if !b.is_ascii_whitespace() {
+                kthreadd::sysrq::handle(b as char)?;
+            }
+        }
+        Ok(buf.len())
+    })
 }
 
 /// Redox's context verbs (`syscall::flag::ContextVerb`) as the Linux signals they stand for:

@@ -469,6 +469,54 @@ impl PortTask for Handle {
         *self.task.wchan.lock()
     }
 
+    fn stack_trace(&self, out: &mut [usize]) -> usize {
+        let ctx = &self.ctx;
+        with_token(|token| {
+            // The read lock keeps the context off every CPU (switching to it takes its lock for
+            // writing) and its kernel stack allocated for the walk.
+            let c = ctx.read(token.token());
+            if c.running || out.is_empty() {
+                return 0;
+            }
+            let Some(ks) = c.kstack.as_ref() else {
+                return 0;
+            };
+            let top = ks.initial_top() as usize;
+            let bottom = top - ks.len();
+            let inside =
+                |a: usize| a >= bottom && a.checked_add(16).is_some_and(|e| e <= top) && a % 8 == 0;
+            // `switch_to_inner` saved rsp pointing at its return address, and the caller's rbp.
+            let rsp = c.arch.rsp;
+            let mut rbp = c.arch.frame_pointer();
+            if !inside(rsp) {
+                return 0;
+            }
+            // SAFETY: `rsp` is an aligned address inside the context's own kernel stack, which
+            // the lock keeps allocated and unchanging (the context cannot run).
+            out[0] = unsafe { (rsp as *const usize).read() };
+            let mut n = 1;
+            while n < out.len() && inside(rbp) {
+                // SAFETY: as above; `rbp` and `rbp + 8` are inside the stack.
+                let (next, ret) = unsafe {
+                    (
+                        (rbp as *const usize).read(),
+                        (rbp as *const usize).add(1).read(),
+                    )
+                };
+                if ret == 0 {
+                    break;
+                }
+                out[n] = ret;
+                n += 1;
+                if next <= rbp {
+                    break;
+                }
+                rbp = next;
+            }
+            n
+        })
+    }
+
     fn data(&self) -> Option<TaskData> {
         self.task.data()
     }
@@ -870,6 +918,11 @@ impl Port for RedoxPort {
 
     fn dump_stack(&self) {
         super::dump_stack();
+    }
+
+    fn cpu_current_id(&self, cpu: usize) -> Option<usize> {
+        let id = super::CPU_CURRENT_ID.get(cpu)?.load(Ordering::Relaxed);
+        (id != 0).then_some(id)
     }
 }
 

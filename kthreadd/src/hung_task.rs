@@ -12,8 +12,8 @@
 //! The rules are Linux's:
 //! * a thread counts as blocked from the first check that sees its switch
 //!   count unchanged; any switch restarts its clock;
-//! * a thread that never ran (switch count 0) is not checked, nor a frozen
-//!   one, nor one in `I` (idle) or `S`;
+//! * a thread created and never woken is not checked (Linux skips a task
+//!   that never switched), nor a frozen one, nor one in `I` (idle) or `S`;
 //! * each report uses one of `hung_task_warnings` (10; -1 means no limit);
 //!   at 0 the detector still checks but prints nothing. A thread still
 //!   blocked at the next check is reported again;
@@ -181,10 +181,9 @@ fn check(seen: &mut BTreeMap<usize, (u64, u64)>, now: u64) {
             seen.remove(&k.id());
             continue;
         }
+        // A thread created and never woken is `New`, not `D`: Linux's rule
+        // of skipping a task that never switched is the state test above.
         let switches = t.nr_switches();
-        if switches == 0 {
-            continue;
-        }
         let entry = seen.entry(k.id()).or_insert((u64::MAX, now));
         if entry.0 != switches {
             *entry = (switches, now);

@@ -20,8 +20,17 @@
 //! only a CPU that cannot schedule (preemption or interrupts off, or
 //! `preempt=none` code that never calls `cond_resched`) is reported.
 //!
+//! Every third period each timer also looks at the next active CPU's count
+//! of timer interrupts: unchanged since the last look, that CPU runs with
+//! interrupts off, and the timer prints `Watchdog detected hard LOCKUP on
+//! cpu N` with what that CPU runs ([`kport::Port::cpu_current_id`]), once
+//! per episode: Linux's buddy hard-lockup detector. Inside Redox, whose
+//! kernel code runs with interrupts off between yield points, this is the
+//! report a spinning kernel thread gets.
+//!
 //! Settings ([`kport::sysctl`]): `kernel.watchdog_thresh` (10, 0..=60; 0
-//! turns the detector off), `kernel.soft_watchdog` (1), `kernel.softlockup_panic` (0).
+//! turns the detector off), `kernel.soft_watchdog` (1), `kernel.nmi_watchdog`
+//! (1: the buddy check), `kernel.softlockup_panic` (0).
 //! Code that legitimately keeps a CPU busy calls
 //! [`touch_softlockup_watchdog`]. A CPU going offline parks its thread and
 //! stops its timer; coming back restarts both.
@@ -46,8 +55,11 @@ pub static THRESH: Bounded = Bounded::new(10, 0, 60);
 pub static SOFT_WATCHDOG: Bounded = Bounded::new(1, 0, 1);
 /// `kernel.softlockup_panic` (1: panic after the report).
 pub static PANIC: Bounded = Bounded::new(0, 0, 1);
+/// `kernel.nmi_watchdog` (1: the buddy hard-lockup check runs).
+pub static HARD_WATCHDOG: Bounded = Bounded::new(1, 0, 1);
 
-static SYSCTLS: [Sysctl; 3] = [
+static SYSCTLS: [Sysctl; 4] = [
+    Sysctl { name: "kernel.nmi_watchdog", kind: Kind::Bounded(&HARD_WATCHDOG, None) },
     Sysctl { name: "kernel.watchdog_thresh", kind: Kind::Bounded(&THRESH, Some(rearm_all)) },
     Sysctl { name: "kernel.soft_watchdog", kind: Kind::Bounded(&SOFT_WATCHDOG, Some(rearm_all)) },
     Sysctl { name: "kernel.softlockup_panic", kind: Kind::Bounded(&PANIC, None) },
@@ -56,11 +68,14 @@ static SYSCTLS: [Sysctl; 3] = [
 /// Reports kept for [`reports_since`].
 const KEPT: usize = 16;
 
-/// One soft-lockup report.
+/// One lockup report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Sequence number (1 for the first since boot).
     pub seq: u64,
+    /// A hard lockup (the CPU took no timer interrupt; reported by its
+    /// buddy), or a soft one (it took them but did not schedule).
+    pub hard: bool,
     /// The CPU that did not schedule.
     pub cpu: usize,
     /// Whole seconds since it last did, as printed.
@@ -84,6 +99,14 @@ struct Cpu {
     timer: spin::Once<Box<dyn PortTimer>>,
     /// `watchdog/N`, set by the thread itself on its first run.
     thread: spin::Once<Kthread>,
+    /// Timer interrupts taken (Linux `hrtimer_interrupts`).
+    interrupts: AtomicU64,
+    /// The buddy's last look at `interrupts` (Linux `hrtimer_interrupts_saved`).
+    interrupts_saved: AtomicU64,
+    /// A hard lockup of this CPU was reported and it has not recovered.
+    hard_warned: AtomicBool,
+    /// When the timer last ran (ns).
+    last_timer_ns: AtomicU64,
 }
 
 struct State {
@@ -173,6 +196,8 @@ impl PercpuThread for Desc {
 fn start_cpu(cpu: usize) {
     let c = &STATE.get().expect("watchdog state").cpus[cpu];
     let now = port().now_ns();
+    c.hard_warned.store(false, Ordering::Relaxed);
+    c.last_timer_ns.store(now, Ordering::Relaxed);
     c.touch_ts.store(now, Ordering::Relaxed);
     c.report_ts.store(now, Ordering::Relaxed);
     c.active.store(true, Ordering::Release);
@@ -197,6 +222,7 @@ fn rearm_all() {
     let now = port().now_ns();
     for (cpu, c) in st.cpus.iter().enumerate() {
         c.report_ts.store(now, Ordering::Relaxed);
+        c.last_timer_ns.store(now, Ordering::Relaxed);
         if let Some(t) = c.timer.get() {
             t.cancel();
         }
@@ -215,6 +241,11 @@ fn timer_fn(cpu: usize) {
     }
     let p = port();
     let now = p.now_ns();
+    let count = c.interrupts.fetch_add(1, Ordering::Relaxed) + 1;
+    // Every third interrupt, look at the next CPU (Linux's buddy detector).
+    if count % 3 == 0 {
+        buddy_check(st, cpu);
+    }
     // Ask the thread to stamp the CPU (unless it still has not run since
     // the last request: Linux queues the stopper work only once).
     if let Some(k) = c.thread.get()
@@ -223,6 +254,14 @@ fn timer_fn(cpu: usize) {
         k.wake();
     }
     let thresh = softlockup_thresh_ns();
+    // A timer that fires a whole threshold late found interrupts off on
+    // this CPU until now (a hard lockup, which the buddy reports): the
+    // thread could not be asked to run, so its stamp says nothing. Start
+    // a fresh period instead of blaming whatever runs now.
+    let last = c.last_timer_ns.swap(now, Ordering::Relaxed);
+    if now.saturating_sub(last) >= thresh {
+        c.report_ts.store(now, Ordering::Relaxed);
+    }
     let period = c.report_ts.load(Ordering::Relaxed);
     if now >= period.saturating_add(thresh) {
         c.report_ts.store(now, Ordering::Relaxed);
@@ -231,20 +270,58 @@ fn timer_fn(cpu: usize) {
         let (name, id) = (cur.name(), cur.id());
         p.console_line(&format!("BUG: soft lockup - CPU#{cpu} stuck for {secs}s! [{name}:{id}]"));
         p.dump_stack();
-        let seq = REPORTS.fetch_add(1, Ordering::Relaxed) + 1;
-        // Interrupt context: keep the log if its lock is free, as a report
-        // must never wait.
-        if let Some(mut log) = LOG.try_lock() {
-            if log.len() == KEPT {
-                log.remove(0);
-            }
-            log.push(Report { seq, cpu, secs, name, id });
-        }
+        log(Report { seq: 0, hard: false, cpu, secs, name, id });
         if PANIC.get() == 1 {
             panic!("softlockup: hung tasks");
         }
     }
     arm(cpu, now);
+}
+
+fn log(mut r: Report) {
+    r.seq = REPORTS.fetch_add(1, Ordering::Relaxed) + 1;
+    // Interrupt context: keep the report if the log's lock is free, as a
+    // report must never wait.
+    if let Some(mut log) = LOG.try_lock() {
+        if log.len() == KEPT {
+            log.remove(0);
+        }
+        log.push(r);
+    }
+}
+
+/// The next active CPU after `cpu` took no timer interrupt since this CPU
+/// last looked (three of this CPU's periods ago): it runs with interrupts
+/// off. Linux's buddy hard-lockup detector; reported once per episode.
+/// This is how a lockup is seen on a host kernel whose kernel code runs
+/// with interrupts off between its yield points (Redox).
+fn buddy_check(st: &State, cpu: usize) {
+    if HARD_WATCHDOG.get() != 1 {
+        return;
+    }
+    let n = st.cpus.len();
+    let Some(next) = (1..n).map(|d| (cpu + d) % n).find(|&c| st.cpus[c].active.load(Ordering::Acquire)) else {
+        return;
+    };
+    let b = &st.cpus[next];
+    let now_count = b.interrupts.load(Ordering::Relaxed);
+    let saved = b.interrupts_saved.swap(now_count, Ordering::Relaxed);
+    if now_count != saved {
+        b.hard_warned.store(false, Ordering::Relaxed);
+        return;
+    }
+    if b.hard_warned.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let p = port();
+    let secs = p.now_ns().saturating_sub(b.touch_ts.load(Ordering::Relaxed)) / 1_000_000_000;
+    let id = p.cpu_current_id(next).unwrap_or(0);
+    let name = crate::registry::find(id).map_or_else(|| String::from("?"), |k| String::from(k.comm()));
+    p.console_line(&format!("Watchdog detected hard LOCKUP on cpu {next} [{name}:{id}] (seen from cpu {cpu})"));
+    log(Report { seq: 0, hard: true, cpu: next, secs, name, id });
+    if PANIC.get() == 1 {
+        panic!("hardlockup: cpu {next}");
+    }
 }
 
 /// Register the settings and start `watchdog/N` on every CPU (once).
@@ -266,6 +343,10 @@ pub fn init() -> Result<()> {
                 active: AtomicBool::new(false),
                 timer: spin::Once::new(),
                 thread: spin::Once::new(),
+                interrupts: AtomicU64::new(0),
+                interrupts_saved: AtomicU64::new(0),
+                hard_warned: AtomicBool::new(false),
+                last_timer_ns: AtomicU64::new(0),
             })
             .collect(),
         reg: spin::Once::new(),

@@ -282,6 +282,10 @@ impl Port for TestkernelPort {
     fn dump_stack(&self) {
         crate::panic::backtrace(arch::cpu::instruction_pointer(), arch::cpu::frame_pointer());
     }
+
+    fn cpu_current_id(&self, cpu: usize) -> Option<usize> {
+        Some(sched::cpu_current_id(cpu)).filter(|&id| id != 0)
+    }
 }
 
 impl Harness for TestkernelPort {

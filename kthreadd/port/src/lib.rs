@@ -468,6 +468,12 @@ pub trait Port: Send + Sync {
     fn console_line(&self, line: &str);
     /// Print a backtrace of the calling context (for warnings).
     fn dump_stack(&self);
+    /// The id of the context running on `cpu` now, as far as the port can
+    /// tell without stopping it (the soft-lockup watchdog names what a
+    /// stuck CPU runs); `None` when it cannot.
+    fn cpu_current_id(&self, _cpu: usize) -> Option<usize> {
+        None
+    }
 }
 
 static PORT: spin::Once<&'static dyn Port> = spin::Once::new();

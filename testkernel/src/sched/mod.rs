@@ -89,6 +89,8 @@ struct CpuSched {
     migrate_prev: AtomicBool,
     /// Context switches on this CPU.
     switches: AtomicU64,
+    /// Id of the running context (0 before the scheduler starts).
+    curr_id: AtomicUsize,
 }
 
 static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::named("runqueue", RunQueue::new()) }; MAX_CPUS];
@@ -99,6 +101,7 @@ static CPU: [CpuSched; MAX_CPUS] = [const {
         online: AtomicBool::new(false),
         migrate_prev: AtomicBool::new(false),
         switches: AtomicU64::new(0),
+        curr_id: AtomicUsize::new(0),
     }
 }; MAX_CPUS];
 
@@ -125,6 +128,11 @@ pub fn set_preempt_full(full: bool) {
 /// Is `preempt=full` in effect?
 pub fn preempt_full() -> bool {
     PREEMPT_FULL.load(Ordering::Relaxed)
+}
+
+/// Id of the context running on `cpu` (0 before its scheduler starts).
+pub fn cpu_current_id(cpu: usize) -> usize {
+    CPU.get(cpu).map_or(0, |c| c.curr_id.load(Ordering::Relaxed))
 }
 
 /// Install the workqueue's scheduler callbacks.
@@ -241,6 +249,7 @@ pub fn init_cpu(cpu: usize) {
     timer::reserve(cpu);
     call::reserve(cpu);
     CPU[cpu].online.store(true, Ordering::Release);
+    CPU[cpu].curr_id.store(t.id, Ordering::Relaxed);
     percpu::this_cpu().current.store(Arc::into_raw(t) as *mut u8, Ordering::Release);
 }
 
@@ -595,6 +604,7 @@ fn schedule_inner(preempt: bool) {
     next.slice_left_ns.store(TIMESLICE_NS, Ordering::Relaxed);
     CPU[me].curr_prio.store(if next.is_idle() { u8::MAX } else { next.prio() as u8 }, Ordering::Relaxed);
     CPU[me].switches.fetch_add(1, Ordering::Relaxed);
+    CPU[me].curr_id.store(next.id, Ordering::Relaxed);
     let next_ptr = Arc::into_raw(next);
     pc.current.store(next_ptr as *mut u8, Ordering::Release);
     crate::mem::stack::tlb_catch_up();

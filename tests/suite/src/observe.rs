@@ -182,35 +182,64 @@ ktest!(observe::hung_task_repeats_without_limit_and_spares_short_sleeps [may_rep
     Ok(())
 });
 
-/// Spin on the calling CPU for `ms` with preemption disabled (or not).
-fn spin_ms(ms: u64, preempt_off: bool) {
+/// How a spinning thread keeps its CPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Spin {
+    /// Preemption on (a preempt=full kernel takes the CPU away).
+    Plain,
+    /// Preemption off: the CPU takes interrupts but cannot schedule.
+    PreemptOff,
+    /// Interrupts off: the CPU takes no timer interrupt either.
+    IrqsOff,
+}
+
+/// Spin on the calling CPU for `ms`.
+fn spin_ms(ms: u64, how: Spin) {
     let p = port();
-    if preempt_off {
-        p.preempt_disable();
-    }
+    let irqs = match how {
+        Spin::Plain => None,
+        Spin::PreemptOff => {
+            p.preempt_disable();
+            None
+        }
+        Spin::IrqsOff => Some(p.irq_save()),
+    };
     let end = p.now_ns() + ms * 1_000_000;
     while p.now_ns() < end {
         core::hint::spin_loop();
     }
-    if preempt_off {
-        p.preempt_enable();
+    match irqs {
+        Some(was) => p.irq_restore(was),
+        None if how == Spin::PreemptOff => p.preempt_enable(),
+        None => {}
     }
+}
+
+/// Does the host kernel run kernel threads with interrupts off between
+/// their yield points (Redox), so a busy CPU is a hard lockup, never a
+/// soft one?
+fn kernel_runs_irqs_off() -> bool {
+    port().name() == "redox"
 }
 
 /// Run a thread bound to CPU 1 that spins for `ms`; the soft-lockup
 /// reports made meanwhile.
-fn spin_on_cpu1(name: &str, ms: u64, preempt_off: bool) -> Result<(Kthread, Vec<watchdog::Report>), Failure> {
+fn spin_on_cpu1(name: &str, ms: u64, how: Spin) -> Result<(Kthread, Vec<watchdog::Report>), Failure> {
     let seq0 = watchdog::reports();
     let k = Builder::new(format_args!("{name}"), move || {
-        spin_ms(ms, preempt_off);
-        0
+        let cpu = port().cpu_id();
+        spin_ms(ms, how);
+        // Where it spun (the reports are checked against CPU 1).
+        cpu as i32
     })
     .affinity(CpuMask::one(1))
     .create()
     .map_err(err("create"))?;
     k.wake();
     check!(wait_for(ms + 30_000, || k.has_exited()), "{name} did not finish");
-    Ok((k, watchdog::reports_since(seq0)))
+    let reports = watchdog::reports_since(seq0);
+    check_eq!(k.stop().map_err(err("exit code"))?, 1, "the CPU {name} spun on");
+    Ok((k, reports))
 }
 
 ktest!(observe::soft_lockup_reports_cpu_spinning_with_preemption_off [min_cpus = 2, may_report = true, timeout_s = 120] => |ctx| {
@@ -221,13 +250,17 @@ ktest!(observe::soft_lockup_reports_cpu_spinning_with_preemption_off [min_cpus =
     let _restore = Restore::save(&["kernel.watchdog_thresh"])?;
     set("kernel.watchdog_thresh", 1)?;
     // Threshold 2 s: a 3.5 s spin is reported once (a second report would
-    // need another 2 s).
-    let (k, reports) = spin_on_cpu1("observe_spin", 3_500, true)?;
-    check!(!reports.is_empty(), "no soft-lockup report for a 3.5 s spin with preemption off");
+    // need another 2 s). Inside Redox the spinning thread also keeps
+    // interrupts off: its buddy reports a hard lockup instead.
+    let (k, reports) = spin_on_cpu1("observe_spin", 3_500, Spin::PreemptOff)?;
+    let hard = kernel_runs_irqs_off();
+    check!(!reports.is_empty(), "no lockup report for a 3.5 s spin with preemption off");
     check!(reports.iter().all(|r| r.cpu == 1), "{reports:?}");
     check!(reports.iter().all(|r| r.name == "observe_spin" && r.id == k.id()), "{reports:?}");
-    check!(reports.iter().all(|r| r.secs >= 2), "{reports:?}");
-    check_eq!(reports.len(), 1, "{reports:?}");
+    check_eq!(reports.iter().filter(|r| r.hard == hard).count(), 1, "{reports:?}");
+    if !hard {
+        check!(reports.iter().all(|r| !r.hard && r.secs >= 2), "{reports:?}");
+    }
     // The CPU schedules again: no report during a quiet second.
     let seq = watchdog::reports();
     msleep(2_500);
@@ -246,16 +279,40 @@ ktest!(observe::soft_lockup_follows_the_preemption_model [min_cpus = 2, may_repo
     // Preemption on: under preempt=full the watchdog thread preempts the
     // spinner and nothing is reported; under preempt=none the CPU cannot
     // schedule and the lockup is reported, as on Linux.
-    let (_, reports) = spin_on_cpu1("observe_spin_on", 3_500, false)?;
-    if ctx.args.preempt_full {
+    let (_, reports) = spin_on_cpu1("observe_spin_on", 3_500, Spin::Plain)?;
+    if kernel_runs_irqs_off() {
+        check!(reports.iter().any(|r| r.cpu == 1 && r.hard && r.name == "observe_spin_on"), "{reports:?}");
+    } else if ctx.args.preempt_full {
         check_eq!(reports, Vec::new(), "preempt=full");
     } else {
         check!(reports.iter().any(|r| r.cpu == 1 && r.name == "observe_spin_on"), "preempt=none: {reports:?}");
     }
     // Turned off (threshold 0): nothing, even with preemption off.
     set("kernel.watchdog_thresh", 0)?;
-    let (_, reports) = spin_on_cpu1("observe_spin_off", 3_000, true)?;
+    let (_, reports) = spin_on_cpu1("observe_spin_off", 3_000, Spin::PreemptOff)?;
     check_eq!(reports, Vec::new(), "watchdog_thresh=0");
+    Ok(())
+});
+
+ktest!(observe::hard_lockup_seen_by_the_buddy_cpu [min_cpus = 2, may_report = true, timeout_s = 120] => |ctx| {
+    if !preemption_is_real() {
+        return crate::skip("host port: interrupts off on one thread stop no simulated CPU");
+    }
+    watchdog::init().map_err(err("watchdog"))?;
+    let _restore = Restore::save(&["kernel.watchdog_thresh", "kernel.nmi_watchdog"])?;
+    set("kernel.watchdog_thresh", 1)?;
+    // Interrupts off for 3.5 s: CPU 1's own timer cannot fire; the next
+    // CPU sees its count stand still (every 3 periods of 0.4 s) and reports
+    // a hard lockup, once, naming the thread.
+    let (k, reports) = spin_on_cpu1("observe_irqoff", 3_500, Spin::IrqsOff)?;
+    let hard: Vec<_> = reports.iter().filter(|r| r.hard).collect();
+    check_eq!(hard.len(), 1, "{reports:?}");
+    check_eq!((hard[0].cpu, hard[0].name.as_str(), hard[0].id), (1, "observe_irqoff", k.id()), "{reports:?}");
+    // Turned off: nothing from the buddy.
+    set("kernel.nmi_watchdog", 0)?;
+    let (_, reports) = spin_on_cpu1("observe_irqoff2", 3_000, Spin::IrqsOff)?;
+    check!(reports.iter().all(|r| !r.hard), "nmi_watchdog=0: {reports:?}");
+    let _ = ctx;
     Ok(())
 });
 
