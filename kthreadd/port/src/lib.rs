@@ -48,6 +48,7 @@ pub mod loom_port;
 pub mod mm;
 pub mod sync;
 pub mod topology;
+pub mod trace;
 
 pub use context::{AtomicContext, might_sleep};
 pub use topology::{AffinityScope, CpuTopology, pods};
