@@ -1,5 +1,5 @@
 //! The shared suites on the host port (`port`, `kthread`, `kthread_worker`,
-//! `workqueue`),
+//! `workqueue`, the bottom halves, `observe`'s tracing cases),
 //! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 9] = [
+const SUITES: [&str; 10] = [
     "port",
     "kthread",
     "kthread_worker",
@@ -20,6 +20,7 @@ const SUITES: [&str; 9] = [
     "tasklet",
     "bh_workqueue",
     "threaded_irq",
+    "observe",
 ];
 
 fn args() -> Args {
