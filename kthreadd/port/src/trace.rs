@@ -290,17 +290,32 @@ const F_SOFTIRQ: u64 = 4;
 #[cold]
 #[inline(never)]
 pub fn emit(e: Event, a: [u64; 5], s0: &'static str, s1: &'static str) {
-    let Some(rings) = RINGS.get() else { return };
+    if RINGS.get().is_none() {
+        return;
+    }
     let p = port();
-    let cpu = p.cpu_id();
-    let Some(ring) = rings.get(cpu) else { return };
-    let ts = p.now_ns();
     let ac = p.atomic_context();
     let flags = (ac.irqs_disabled as u64) * F_IRQS_OFF
         | (ac.hardirq as u64) * F_HARDIRQ
         | ((ac.softirq || crate::irq::bh_count() & crate::irq::SOFTIRQ_OFFSET != 0) as u64) * F_SOFTIRQ
         | (ac.preempt_count.min(15) as u64) << 4;
-    let pid = p.current_id() as u64;
+    emit_as(p.current_id() as u64, flags, e, a, s0, s1);
+}
+
+/// [`emit`] for a caller that knows the running context's id and its
+/// context flags (bit 0 interrupts off, 1 hard IRQ, 2 softirq, 4..8
+/// preemption depth) and must not ask the port: a scheduler in the middle
+/// of a switch.
+///
+/// Context: any.
+#[cold]
+#[inline(never)]
+pub fn emit_as(pid: u64, flags: u64, e: Event, a: [u64; 5], s0: &'static str, s1: &'static str) {
+    let Some(rings) = RINGS.get() else { return };
+    let p = port();
+    let cpu = p.cpu_id();
+    let Some(ring) = rings.get(cpu) else { return };
+    let ts = p.now_ns();
     let pos = ring.head.fetch_add(1, Ordering::Relaxed);
     let slot = &ring.slots[pos as usize & (ring.slots.len() - 1)];
     slot.seq.store(2 * (pos + 1) - 1, Ordering::Relaxed);
