@@ -295,10 +295,17 @@ pub fn emit(e: Event, a: [u64; 5], s0: &'static str, s1: &'static str) {
     }
     let p = port();
     let ac = p.atomic_context();
-    let flags = (ac.irqs_disabled as u64) * F_IRQS_OFF
-        | (ac.hardirq as u64) * F_HARDIRQ
-        | ((ac.softirq || crate::irq::bh_count() & crate::irq::SOFTIRQ_OFFSET != 0) as u64) * F_SOFTIRQ
-        | (ac.preempt_count.min(15) as u64) << 4;
+    let softirq = ac.softirq || crate::irq::bh_count() & crate::irq::SOFTIRQ_OFFSET != 0;
+    let mut flags = (ac.preempt_count.min(15) as u64) << 4;
+    if ac.irqs_disabled {
+        flags |= F_IRQS_OFF;
+    }
+    if ac.hardirq {
+        flags |= F_HARDIRQ;
+    }
+    if softirq {
+        flags |= F_SOFTIRQ;
+    }
     emit_as(p.current_id() as u64, flags, e, a, s0, s1);
 }
 

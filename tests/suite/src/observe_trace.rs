@@ -236,7 +236,7 @@ ktest!(observe::ring_wrap_counts_lost_records_and_never_returns_a_torn_one [time
             // Bursts of half a ring with a pause between them: a reader
             // slower than the writer (TCG) would otherwise find every slot
             // overwritten by the time it gets there and never read one.
-            if i % (n / 2).max(1) == 0 {
+            if i.is_multiple_of((n / 2).max(1)) {
                 w.store(i as usize, Ordering::SeqCst);
                 kthreadd::kthread::msleep(1);
             }

@@ -295,7 +295,7 @@ pub fn reset() {
 fn human(v: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
     for (d, u) in UNITS {
-        if v >= d && v % d == 0 {
+        if v >= d && v.is_multiple_of(d) {
             return format!("{}{u}", v / d);
         }
     }
