@@ -265,6 +265,8 @@ impl StatsState {
 pub struct BlockDevice {
     /// I: what the driver said.
     info: DiskInfo,
+    /// I: its name, made `'static` for trace records.
+    trace_name: &'static str,
     /// I: the driver.
     driver: Arc<dyn BlockDriver>,
     /// L: the counters.
@@ -282,6 +284,7 @@ impl BlockDevice {
     /// Wrap a driver's disk.
     pub fn new(info: DiskInfo, driver: Arc<dyn BlockDriver>) -> Arc<Self> {
         Arc::new(BlockDevice {
+            trace_name: kport::trace::intern(&info.name),
             info,
             driver,
             stats: SpinLock::ranked("block stats", RANK_BLOCK_STATS, StatsState::default()),
@@ -419,6 +422,9 @@ impl BlockDevice {
         loop {
             let seq = self.space_seq.load(Ordering::Acquire);
             let hwq = rq.hwq;
+            if kport::trace::on(kport::trace::Event::BlockRqIssue) {
+                trace_rq(kport::trace::Event::BlockRqIssue, &rq);
+            }
             match self.driver.queue_rq(rq, plug.is_none()) {
                 Ok(()) => {
                     if let Some(touched) = plug.as_deref_mut() {
@@ -689,8 +695,35 @@ pub fn complete(mut rq: Request, result: Result<()>) {
     finish(rq, how)
 }
 
+/// The `block_rq_issue` and `block_rq_complete` tracepoints (`rwbs`: `R`,
+/// `W` or `F`; the length in bytes and sectors; the error as a negative
+/// errno).
+#[cold]
+#[inline(never)]
+fn trace_rq(e: kport::trace::Event, rq: &Request) {
+    let rwbs = match rq.op {
+        Op::Read => b'R',
+        Op::Write => b'W',
+        Op::Flush => b'F',
+    };
+    let err = match &rq.result {
+        Ok(()) => 0i64,
+        Err(x) => -(x.errno as i64),
+    };
+    let bytes = rq.len() as u64;
+    kport::trace::emit(
+        e,
+        [rq.sector, bytes / SECTOR_SIZE as u64, bytes, rwbs as u64, err as u64],
+        rq.dev.trace_name,
+        "",
+    );
+}
+
 /// Count `rq` and hand its result and buffer to its submitter.
 fn finish(mut rq: Request, how: FinishedIn) {
+    if kport::trace::on(kport::trace::Event::BlockRqComplete) {
+        trace_rq(kport::trace::Event::BlockRqComplete, &rq);
+    }
     let now = port().now_ns();
     {
         let mut st = rq.dev.stats.lock();

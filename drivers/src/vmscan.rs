@@ -215,12 +215,22 @@ static KSWAPD: Kswapd = Kswapd { thread: Mutex::new(None), wq: WaitQueue::new(),
 
 impl mm::Reclaimer for Kswapd {
     fn wake_kswapd(&self) -> bool {
+        if kport::trace::on(kport::trace::Event::MmVmscanKswapdWake) {
+            kport::trace::emit(kport::trace::Event::MmVmscanKswapdWake, [0; 5], "", "");
+        }
         self.wanted.store(true, Ordering::Release);
         self.wq.wake_all() > 0
     }
 
     fn direct_reclaim(&self, pages: u64) -> u64 {
-        shrink(pages + SWAP_CLUSTER_MAX, true)
+        if kport::trace::on(kport::trace::Event::MmVmscanDirectReclaimBegin) {
+            kport::trace::emit(kport::trace::Event::MmVmscanDirectReclaimBegin, [0; 5], "", "");
+        }
+        let freed = shrink(pages + SWAP_CLUSTER_MAX, true);
+        if kport::trace::on(kport::trace::Event::MmVmscanDirectReclaimEnd) {
+            kport::trace::emit(kport::trace::Event::MmVmscanDirectReclaimEnd, [freed, 0, 0, 0, 0], "", "");
+        }
+        freed
     }
 
     fn pages_in_flight(&self) -> u64 {
@@ -275,6 +285,9 @@ fn kswapd_main() -> i32 {
             mm::wait_for_progress(port().now_ns() + KSWAPD_NAP_NS, || false);
         }
         mm::progress();
+        if kport::trace::on(kport::trace::Event::MmVmscanKswapdSleep) {
+            kport::trace::emit(kport::trace::Event::MmVmscanKswapdSleep, [0; 5], "", "");
+        }
         // Nap before sleeping for good, in case the pressure goes on.
         let deadline = port().now_ns() + KSWAPD_NAP_NS;
         KSWAPD.wq.wait_event_deadline("kswapd_nap", deadline, || {

@@ -242,6 +242,8 @@ pub fn stats() -> WbStats {
 /// One device's writeback state (Linux `bdi_writeback`).
 pub struct Bdi {
     name: String,
+    /// I: its name, made `'static` for trace records.
+    trace_name: &'static str,
     /// Its caches (Linux: the device's dirty inodes).
     caches: SpinLock<Vec<Weak<PageCache>>>,
     dwork: DelayedWork,
@@ -291,6 +293,7 @@ pub fn bdi_of(dev: &Arc<BlockDevice>) -> Result<Arc<Bdi>> {
     let bdi = Arc::new_cyclic(|me: &Weak<Bdi>| {
         let me = me.clone();
         Bdi {
+            trace_name: kport::trace::intern(&serial),
             name: serial.clone(),
             caches: SpinLock::new(Vec::new()),
             dwork: DelayedWork::named("wb_workfn", move || {
@@ -371,6 +374,17 @@ impl Bdi {
         self.queue(0, true);
     }
 
+    /// The `writeback_start`/`writeback_written` tracepoints of a
+    /// background pass (`background`) or a periodic one (Linux's
+    /// `for_kupdate`, reason `periodic`).
+    #[inline]
+    fn trace(&self, e: kport::trace::Event, pages: u64, background: bool) {
+        if kport::trace::on(e) {
+            let reason = if background { 0 } else { 3 };
+            kport::trace::emit(e, [pages, 0, !background as u64, background as u64, reason], self.trace_name, "");
+        }
+    }
+
     /// One pass of the flusher (Linux `wb_do_writeback`).
     fn work(&self) {
         workqueue::set_worker_desc(format_args!("flush-{}", self.name));
@@ -380,6 +394,8 @@ impl Bdi {
         let asked = self.want_background.swap(false, Ordering::AcqRel);
         if asked || over_background() {
             BACKGROUND.fetch_add(1, Ordering::Relaxed);
+            self.trace(kport::trace::Event::WritebackStart, 0, true);
+            let mut total = 0;
             let mut first = true;
             while first || over_background() {
                 first = false;
@@ -394,18 +410,24 @@ impl Bdi {
                     n += c.writeback(WbSelect::All, 0, u64::MAX, MAX_WRITEBACK_PAGES);
                 }
                 BACKGROUND_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+                total += n as u64;
                 if n == 0 {
                     break;
                 }
             }
+            self.trace(kport::trace::Event::WritebackWritten, total, true);
         }
         // 2. Periodic: what has been dirty for longer than the expiry.
         let expire = get_idx(EXPIRE) * 10_000_000;
         let cutoff = port().now_ns().saturating_sub(expire);
+        self.trace(kport::trace::Event::WritebackStart, 0, false);
+        let mut total = 0;
         for c in &caches {
             let n = c.writeback(WbSelect::DirtiedBefore(cutoff), 0, u64::MAX, usize::MAX);
             EXPIRED_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+            total += n as u64;
         }
+        self.trace(kport::trace::Event::WritebackWritten, total, false);
         // 3. Again later while anything is dirty.
         if caches.iter().any(|c| c.dirty_pages() > 0) {
             let interval = get_idx(INTERVAL) * 10_000_000;

@@ -393,7 +393,111 @@ pub fn switching_to(next: &Context) {
         .kthread
         .current
         .replace(next.kthread.clone());
+    if kport::trace::on(kport::trace::Event::SchedSwitch) {
+        trace_switch(previous.as_deref(), next);
+    }
     drop(previous);
+}
+
+/// Linux's `prio` of a normal task, which the trace events print for every Redox context (Redox
+/// has no priority levels the events could carry).
+const TRACE_PRIO: u64 = 120;
+
+/// The `sched_switch` tracepoint, from inside `context::switch`: it asks the port nothing (the
+/// switch holds context locks), records with interrupts off, and names `prev` by its port record
+/// (a context without one, user space or idle, is pid 0 as Linux's idle task is).
+#[cold]
+#[inline(never)]
+fn trace_switch(prev: Option<&port::Task>, next: &Context) {
+    let next_id = next.debug_id as u64;
+    kport::trace::save_comm(next_id, next.name.as_str());
+    let prev_id = prev.map_or(0, |t| t.trace_id() as u64);
+    let state = prev.map_or(b'R', port::Task::trace_state);
+    kport::trace::emit_as(
+        next_id,
+        1,
+        kport::trace::Event::SchedSwitch,
+        [prev_id, TRACE_PRIO, state as u64, next_id, TRACE_PRIO],
+        "",
+        "",
+    );
+}
+
+/// Apply the tracing words of Redox's env (`trace_event=`, `trace_buf_size=`, `latency_hist=`,
+/// the guest command line's keys): from boot, before the suites, so that boot's own events are
+/// in the rings. A bad value is a one-line warning and is ignored.
+fn trace_from_env() {
+    let env = core::str::from_utf8(crate::startup::init_env()).unwrap_or("");
+    for line in env.lines().map(str::trim) {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let r = match k {
+            "trace_buf_size" => kport::trace::parse_size(v).and_then(|b| {
+                kport::trace::set_buf_size(b).map_err(|_| "the rings exist already".into())
+            }),
+            "trace_event" => kport::trace::parse_events(v).map(kport::trace::enable),
+            "latency_hist" => kport::trace::hist::parse(v).map(kport::trace::hist::enable),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            port::PORT.console_line(&alloc::format!("# WARNING: kthread: {k}: {e}; ignored"));
+        }
+    }
+}
+
+/// `sys:trace`: the trace rings in Linux's text format (the `trace` file of tracefs).
+pub fn sys_trace(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
+    Ok(lend(token, || kport::trace::text(&kport::trace::snapshot())).into_bytes())
+}
+
+/// `sys:trace_json`: the trace rings as one JSON object (`recorded`, `lost`, `events`).
+pub fn sys_trace_json(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
+    Ok(lend(token, || kport::trace::json(&kport::trace::snapshot())).into_bytes())
+}
+
+/// `sys:hist`: the latency histograms as bpftrace prints `hist()` maps.
+pub fn sys_hist(token: &mut CleanLockToken) -> crate::syscall::error::Result<Vec<u8>> {
+    Ok(lend(token, || {
+        kport::trace::hist::text(&kport::trace::hist::snapshot())
+    })
+    .into_bytes())
+}
+
+/// `sys:trace_ctl` (write-only): one command per write, the boot keys' syntax:
+/// `trace_event=LIST` sets exactly those events (`trace_event=` turns them all off),
+/// `latency_hist=LIST` sets exactly those histograms, `clear` empties the rings, `hist_reset`
+/// zeroes the histograms. `EINVAL` for anything else or a bad list.
+pub fn sys_trace_ctl(
+    buf: &[u8],
+    token: &mut CleanLockToken,
+) -> crate::syscall::error::Result<usize> {
+    use crate::syscall::error::{Error, EINVAL};
+    let cmd = core::str::from_utf8(buf)
+        .map_err(|_| Error::new(EINVAL))?
+        .trim();
+    let r = lend(
+        token,
+        || -> core::result::Result<(), alloc::string::String> {
+            match cmd.split_once('=') {
+                Some(("trace_event", v)) => {
+                    let m = kport::trace::parse_events(v)?;
+                    kport::trace::disable(kport::trace::ALL_EVENTS);
+                    kport::trace::enable(m);
+                }
+                Some(("latency_hist", v)) => {
+                    let m = kport::trace::hist::parse(v)?;
+                    kport::trace::hist::disable(kport::trace::hist::HIST_ALL);
+                    kport::trace::hist::enable(m);
+                }
+                None if cmd == "clear" => kport::trace::clear(),
+                None if cmd == "hist_reset" => kport::trace::hist::reset(),
+                _ => return Err(alloc::format!("unknown command '{cmd}'")),
+            }
+            Ok(())
+        },
+    );
+    r.map(|()| buf.len()).map_err(|_| Error::new(EINVAL))
 }
 
 /// Hook where `context::switch` returns to its caller, with the caller's token: switched back to
@@ -522,6 +626,7 @@ pub fn init(token: &mut CleanLockToken) {
     }
     lend(token, || {
         install(&port::PORT);
+        trace_from_env();
         #[cfg(feature = "ktests")]
         harness::install(&port::PORT);
         if let Err(e) = kthread::init() {

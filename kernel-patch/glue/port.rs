@@ -114,6 +114,22 @@ impl core::fmt::Debug for Task {
 }
 
 impl Task {
+    /// Its id (`Context::debug_id`), as trace records name it.
+    pub(super) fn trace_id(&self) -> usize {
+        self.id
+    }
+
+    /// Its state letter for `sched_switch` (`R`, `S`, `D`, `P`; `X` once it has exited).
+    pub(super) fn trace_state(&self) -> u8 {
+        match self.state.load(Ordering::SeqCst) {
+            RUNNING => b'R',
+            INTERRUPTIBLE => b'S',
+            UNINTERRUPTIBLE | NEW => b'D',
+            PARKED => b'P',
+            _ => b'X',
+        }
+    }
+
     /// Calls the workqueue's scheduler hooks?
     pub(super) fn worker_hooks(&self) -> bool {
         self.worker_hooks

@@ -276,7 +276,11 @@ impl Builder {
         });
         create_through_kthreadd(&inner)?;
         registry::add(&inner);
-        Ok(Kthread(inner))
+        let k = Kthread(inner);
+        if kport::trace::on(kport::trace::Event::TaskNewtask) {
+            trace_newtask(&k);
+        }
+        Ok(k)
     }
 
     /// Create and wake it (Linux `kthread_run`).
@@ -431,11 +435,23 @@ impl Kthread {
         // A first wake-up starts it; it then sees should-stop and exits.
         self.0.ctl.claim_first_wake();
         self.0.task().wake();
+        if kport::trace::on(kport::trace::Event::SchedKthreadStop) {
+            kport::trace::save_comm(self.id() as u64, &self.0.comm);
+            kport::trace::emit(kport::trace::Event::SchedKthreadStop, [self.id() as u64, 0, 0, 0, 0], "", "");
+        }
         self.0.exited.wait("kthread_stop");
-        match (*self.0.exit.lock()).expect("exited without an exit value") {
+        let r = match (*self.0.exit.lock()).expect("exited without an exit value") {
             Exit::Value(v) => Ok(v),
             Exit::NeverRan => Err(Error::new(EINTR)),
+        };
+        if kport::trace::on(kport::trace::Event::SchedKthreadStopRet) {
+            let ret = match r {
+                Ok(v) => v as i64,
+                Err(e) => -(e.errno as i64),
+            };
+            kport::trace::emit(kport::trace::Event::SchedKthreadStopRet, [ret as u64, 0, 0, 0, 0], "", "");
         }
+        r
     }
 
     /// Ask it to park and wait until it has parked itself at its next
@@ -875,6 +891,20 @@ fn kthreadd_main() -> i32 {
     }
 }
 
+/// The `task_newtask` tracepoint for a kthread just created (its name goes
+/// to the trace's name table).
+#[cold]
+#[inline(never)]
+fn trace_newtask(k: &Kthread) {
+    kport::trace::save_comm(k.id() as u64, &k.0.comm);
+    kport::trace::emit(kport::trace::Event::TaskNewtask, [k.id() as u64, 0, 0, 0, 0], "", "");
+}
+
+/// Names a context for trace dumps from the registry.
+fn trace_comm(pid: u64) -> Option<String> {
+    registry::find(pid as usize).map(|k| String::from(k.0.comm.as_str()))
+}
+
 /// Start kthreadd (once, at boot, after the port is installed). Returns its
 /// handle; later calls return the same one.
 ///
@@ -882,6 +912,7 @@ fn kthreadd_main() -> i32 {
 #[track_caller]
 pub fn init() -> Result<Kthread> {
     kport::might_sleep();
+    kport::trace::set_comm_resolver(trace_comm);
     if let Some(k) = KTHREADD.me.get() {
         return Ok(Kthread(k.clone()));
     }

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use kport::sync::{LockedBy, SpinLock, SpinLockGuard};
+use kport::trace;
 use kport::{CpuMask, PortTimer, Priority, Result, SchedHooks, SleepState, TaskData, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
@@ -49,6 +50,9 @@ pub(crate) struct Entry {
     pub(crate) color: usize,
     /// I: instance number (see `WorkInner::start_instance`).
     pub(crate) seq: u64,
+    /// I: when it was queued ([`kport::Port::now_ns`]), for the
+    /// queue→start histogram; 0 while workqueue histograms are off.
+    pub(crate) queued_ns: u64,
 }
 
 impl Entry {
@@ -554,6 +558,37 @@ fn maybe_create_worker(pool: &Arc<Pool>) {
     }
 }
 
+/// The tracepoint and histograms at an item's start (out of line: only
+/// reached while one of them is on). Returns the start time for
+/// [`trace_end`], 0 when the run-time histogram is off.
+#[cold]
+#[inline(never)]
+fn trace_start(work: u64, name: &'static str, queued_ns: u64) -> u64 {
+    if trace::on(trace::Event::WorkqueueExecuteStart) {
+        trace::emit(trace::Event::WorkqueueExecuteStart, [work, 0, 0, 0, 0], name, "");
+    }
+    if !trace::any(trace::hist::HIST_WORKQUEUE) {
+        return 0;
+    }
+    let now = port().now_ns();
+    if queued_ns != 0 {
+        trace::hist::record(trace::hist::Kind::WorkQueueLatency, 0, name, now.saturating_sub(queued_ns));
+    }
+    now
+}
+
+/// The tracepoint and run-time histogram at an item's end.
+#[cold]
+#[inline(never)]
+fn trace_end(work: u64, name: &'static str, t0: u64) {
+    if t0 != 0 {
+        trace::hist::record(trace::hist::Kind::WorkRunTime, 0, name, port().now_ns().saturating_sub(t0));
+    }
+    if trace::on(trace::Event::WorkqueueExecuteEnd) {
+        trace::emit(trace::Event::WorkqueueExecuteEnd, [work, 0, 0, 0, 0], name, "");
+    }
+}
+
 /// Run one entry on `w` (Linux `process_one_work`). Takes the pool's lock
 /// guard and gives it back; the lock is dropped while the item runs.
 pub(crate) fn process_one_work<'a>(
@@ -563,12 +598,12 @@ pub(crate) fn process_one_work<'a>(
     e: Entry,
     rescued: bool,
 ) -> Guard<'a> {
-    let Entry { pwq, work, color, seq } = e;
+    let Entry { pwq, work, color, seq, queued_ns } = e;
     // Non-reentrancy inside the pool: hand it to the worker running it.
     if let Some((other, _)) = pool.find_busy(&st, &work)
         && !Arc::ptr_eq(&other, w)
     {
-        other.st.borrow_mut(st.held()).scheduled.push_back(Entry { pwq, work, color, seq });
+        other.st.borrow_mut(st.held()).scheduled.push_back(Entry { pwq, work, color, seq, queued_ns });
         return st;
     }
     // Anywhere else (another pool or queue)? Then this instance waits on
@@ -576,7 +611,7 @@ pub(crate) fn process_one_work<'a>(
     {
         let mut r = work.run.lock();
         if r.running.is_some() {
-            r.deferred.push_back(Entry { pwq, work: work.clone(), color, seq });
+            r.deferred.push_back(Entry { pwq, work: work.clone(), color, seq, queued_ns });
             return st;
         }
         r.running = Some(seq);
@@ -617,7 +652,17 @@ pub(crate) fn process_one_work<'a>(
     }
     let task = w.task.get().map(|t| t.task());
     let cpu0 = task.map_or(0, |t| t.cpu_time_ns());
+    let work_addr = Arc::as_ptr(&work) as *const u8 as u64;
+    let traced = trace::any(
+        trace::Event::WorkqueueExecuteStart.bit()
+            | trace::Event::WorkqueueExecuteEnd.bit()
+            | trace::hist::HIST_WORKQUEUE,
+    );
+    let t0 = if traced { trace_start(work_addr, work.name, queued_ns) } else { 0 };
     (work.func)();
+    if traced {
+        trace_end(work_addr, work.name, t0);
+    }
     let cpu1 = task.map_or(0, |t| t.cpu_time_ns());
     pwq.stats.inc(PwqStat::Completed);
     pwq.stats.add(PwqStat::CpuTime, cpu1.saturating_sub(cpu0));

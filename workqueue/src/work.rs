@@ -273,6 +273,11 @@ impl Work {
     pub fn name(&self) -> &'static str {
         self.0.name
     }
+
+    /// Its identity: the address trace events print as `work struct`.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
+    }
 }
 
 /// A delayed work item (Linux `struct delayed_work`): queued on its queue

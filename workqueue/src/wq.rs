@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kport::sync::atomic::spin_loop;
 use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
+use kport::trace;
 use kport::{AffinityScope, CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
@@ -148,6 +149,8 @@ impl Pwq {
 pub(crate) struct WqInner {
     /// I: its name.
     pub(crate) name: String,
+    /// I: its name, made `'static` for trace records.
+    pub(crate) trace_name: &'static str,
     /// I: its flags.
     pub(crate) flags: WqFlags,
     /// A: its `max_active` (changed by `set_max_active`, which then updates
@@ -294,12 +297,47 @@ fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
     while ps.may_activate() {
         let Some(e) = ps.inactive.pop_front() else { break };
         ps.nr_active += 1;
+        if trace::on(trace::Event::WorkqueueActivateWork) {
+            trace_activate(&e.work);
+        }
         pool.push_work(st, e);
         moved = true;
     }
     if moved {
         pool.kick(st);
     }
+}
+
+/// The `workqueue_queue_work` tracepoint: `req_cpu` is the CPU asked for
+/// ([`trace::WORK_CPU_UNBOUND`] for none), `cpu` the pool's.
+#[cold]
+#[inline(never)]
+fn trace_queue(wq: &WqInner, work: &Arc<WorkInner>, req_cpu: Option<usize>, cpu: Option<usize>) {
+    let unbound = trace::WORK_CPU_UNBOUND;
+    trace::emit(
+        trace::Event::WorkqueueQueueWork,
+        [
+            Arc::as_ptr(work) as *const u8 as u64,
+            req_cpu.map_or(unbound, |c| c as u64),
+            cpu.map_or(unbound, |c| c as u64),
+            0,
+            0,
+        ],
+        work.name,
+        wq.trace_name,
+    );
+}
+
+/// The `workqueue_activate_work` tracepoint.
+#[cold]
+#[inline(never)]
+fn trace_activate(work: &Arc<WorkInner>) {
+    trace::emit(
+        trace::Event::WorkqueueActivateWork,
+        [Arc::as_ptr(work) as *const u8 as u64, 0, 0, 0, 0],
+        work.name,
+        "",
+    );
 }
 
 /// Queue an item whose pending bit the caller holds (Linux `__queue_work`).
@@ -383,9 +421,16 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         let color = ps.work_color;
         ps.nr_in_flight[color] += 1;
         work.pool.store(pool.id, Ordering::Release);
-        let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq() };
+        let queued_ns = if trace::any(trace::hist::HIST_WORKQUEUE) { p.now_ns().max(1) } else { 0 };
+        let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq(), queued_ns };
+        if trace::on(trace::Event::WorkqueueQueueWork) {
+            trace_queue(wq, work, cpu, pool.cpu);
+        }
         if ps.may_activate() {
             ps.nr_active += 1;
+            if trace::on(trace::Event::WorkqueueActivateWork) {
+                trace_activate(work);
+            }
             drop(ps);
             pool.push_work(st, e);
             pool.kick(st);
@@ -847,6 +892,7 @@ impl Workqueue {
             };
             WqInner {
                 name: String::from(name),
+                trace_name: kport::trace::intern(name),
                 flags,
                 max_active: AtomicUsize::new(max_active),
                 bound: bound_pools

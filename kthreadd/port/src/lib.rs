@@ -49,6 +49,7 @@ pub mod mm;
 pub mod sync;
 pub mod sysctl;
 pub mod topology;
+pub mod trace;
 
 pub use context::{AtomicContext, might_sleep};
 pub use topology::{AffinityScope, CpuTopology, pods};

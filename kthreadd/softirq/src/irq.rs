@@ -29,6 +29,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use bitflags::bitflags;
 use kport::irq::{IrqChip, IrqHandler};
 use kport::sync::{SpinLock, WaitQueue};
+use kport::trace;
 use kport::{EBUSY, EINVAL, ENODEV, Error, MAX_CPUS, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
 
@@ -65,6 +66,8 @@ pub(crate) struct Action {
     irq: u32,
     /// I: its name (in the thread's name and listings).
     name: String,
+    /// I: its name, made `'static` for trace records and histograms.
+    trace_name: &'static str,
     /// I: its flags.
     flags: IrqFlags,
     /// I: the hard handler.
@@ -110,6 +113,7 @@ impl IrqHandler for Desc {
             let actions = self.actions.lock();
             for a in actions.iter() {
                 let r = match &a.hard {
+                    Some(h) if trace::any(IRQ_TRACE_BITS) => run_traced(irq, a, h),
                     Some(h) => h(irq),
                     None => IrqReturn::WakeThread,
                 };
@@ -144,6 +148,30 @@ impl IrqHandler for Desc {
         }
         self.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What makes a hard handler run go through [`run_traced`].
+const IRQ_TRACE_BITS: u64 =
+    trace::Event::IrqHandlerEntry.bit() | trace::Event::IrqHandlerExit.bit() | trace::hist::HIST_IRQ;
+
+/// Run action `a`'s hard handler `h` with its tracepoints and histogram.
+#[cold]
+#[inline(never)]
+fn run_traced(irq: u32, a: &Action, h: &HardHandler) -> IrqReturn {
+    if trace::on(trace::Event::IrqHandlerEntry) {
+        trace::emit(trace::Event::IrqHandlerEntry, [irq as u64, 0, 0, 0, 0], a.trace_name, "");
+    }
+    let hist = trace::any(trace::hist::HIST_IRQ);
+    let t0 = if hist { port().now_ns() } else { 0 };
+    let r = h(irq);
+    if hist {
+        trace::hist::record(trace::hist::Kind::IrqHandlerTime, irq, a.trace_name, port().now_ns().saturating_sub(t0));
+    }
+    if trace::on(trace::Event::IrqHandlerExit) {
+        let handled = !matches!(r, IrqReturn::None) as u64;
+        trace::emit(trace::Event::IrqHandlerExit, [irq as u64, handled, 0, 0, 0], "", "");
+    }
+    r
 }
 
 static DESCS: spin::Once<Vec<&'static Desc>> = spin::Once::new();
@@ -274,6 +302,7 @@ pub fn request_threaded_irq(
     let a = Arc::new(Action {
         irq,
         name: String::from(name),
+        trace_name: kport::trace::intern(name),
         flags,
         hard: handler,
         thread_fn,

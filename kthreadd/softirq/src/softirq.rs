@@ -27,6 +27,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kport::irq::{SOFTIRQ_DISABLE_OFFSET, SOFTIRQ_OFFSET, bh_add, bh_count, bh_sub};
+use kport::trace;
 use kport::{MAX_CPUS, port};
 use kthreadd::smpboot::{self, PercpuThread, Registration};
 
@@ -95,6 +96,10 @@ impl Vector {
         1 << self as u32
     }
 }
+
+/// What makes a handler run go through [`run_traced`].
+const SOFTIRQ_TRACE_BITS: u64 =
+    trace::Event::SoftirqEntry.bit() | trace::Event::SoftirqExit.bit() | trace::hist::HIST_SOFTIRQ;
 
 /// Restarts of one run while softirqs keep being raised (Linux
 /// `MAX_SOFTIRQ_RESTART`, 10): enough to finish a burst raised by the
@@ -174,7 +179,10 @@ pub fn raise_softirq(v: Vector) {
 pub fn raise_softirq_irqoff(v: Vector) {
     let p = port();
     let cpu = p.cpu_id();
-    PENDING[cpu].fetch_or(v.bit(), Ordering::Relaxed);
+    let was = PENDING[cpu].fetch_or(v.bit(), Ordering::Relaxed);
+    if trace::any(trace::Event::SoftirqRaise.bit() | trace::hist::HIST_SOFTIRQ) {
+        trace_raise(cpu, v, was);
+    }
     // In an interrupt or with bottom halves disabled, the run comes at the
     // interrupt's exit or the enable; otherwise nothing would run it soon.
     if !in_interrupt() {
@@ -187,7 +195,55 @@ pub fn raise_softirq_irqoff(v: Vector) {
 ///
 /// Context: interrupts disabled.
 pub fn raise_softirq_nowake(v: Vector) {
-    PENDING[port().cpu_id()].fetch_or(v.bit(), Ordering::Relaxed);
+    let cpu = port().cpu_id();
+    let was = PENDING[cpu].fetch_or(v.bit(), Ordering::Relaxed);
+    if trace::any(trace::Event::SoftirqRaise.bit() | trace::hist::HIST_SOFTIRQ) {
+        trace_raise(cpu, v, was);
+    }
+}
+
+/// When each vector was last raised while not pending, per CPU (ns; 0
+/// none), for the raise→entry histogram. Written only while softirq
+/// histograms are on.
+static RAISED_NS: [[AtomicU64; NR_SOFTIRQS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; NR_SOFTIRQS] }; MAX_CPUS];
+
+/// The `softirq_raise` tracepoint and the raise time of a vector that was
+/// not pending (`was`: the pending mask before).
+#[cold]
+#[inline(never)]
+fn trace_raise(cpu: usize, v: Vector, was: u32) {
+    if trace::on(trace::Event::SoftirqRaise) {
+        trace::emit(trace::Event::SoftirqRaise, [v as u64, 0, 0, 0, 0], "", "");
+    }
+    if was & v.bit() == 0 && trace::any(trace::hist::HIST_SOFTIRQ) {
+        RAISED_NS[cpu % MAX_CPUS][v as usize].store(port().now_ns().max(1), Ordering::Relaxed);
+    }
+}
+
+/// Run vector `v`'s handler `h` with its tracepoints and histograms
+/// (reached only while one of them is on).
+#[cold]
+#[inline(never)]
+fn run_traced(cpu: usize, v: Vector, h: fn()) {
+    let hist = trace::any(trace::hist::HIST_SOFTIRQ);
+    let t0 = if hist { port().now_ns() } else { 0 };
+    if hist {
+        let raised = RAISED_NS[cpu % MAX_CPUS][v as usize].swap(0, Ordering::Relaxed);
+        if raised != 0 {
+            trace::hist::record(trace::hist::Kind::SoftirqLatency, v as u32, v.name(), t0.saturating_sub(raised));
+        }
+    }
+    if trace::on(trace::Event::SoftirqEntry) {
+        trace::emit(trace::Event::SoftirqEntry, [v as u64, 0, 0, 0, 0], "", "");
+    }
+    h();
+    if hist {
+        trace::hist::record(trace::hist::Kind::SoftirqRunTime, v as u32, v.name(), port().now_ns().saturating_sub(t0));
+    }
+    if trace::on(trace::Event::SoftirqExit) {
+        trace::emit(trace::Event::SoftirqExit, [v as u64, 0, 0, 0, 0], "", "");
+    }
 }
 
 /// Vectors pending on `cpu`.
@@ -245,7 +301,11 @@ fn run_pending() {
             if pending & v.bit() != 0 {
                 COUNTS[cpu][v as usize].fetch_add(1, Ordering::Relaxed);
                 if let Some(h) = HANDLERS[v as usize].get() {
-                    h();
+                    if trace::any(SOFTIRQ_TRACE_BITS) {
+                        run_traced(cpu, v, *h);
+                    } else {
+                        h();
+                    }
                 }
             }
         }

@@ -440,9 +440,51 @@ pub fn wake(t: &Arc<Task>, mask: u8) -> bool {
         cpu::pause();
     }
     let c = select_cpu(t);
+    if kport::trace::on(kport::trace::Event::SchedWakeup) {
+        trace_wakeup(t, c);
+    }
     enqueue(c, t.clone());
     drop(g);
     true
+}
+
+/// Linux's `prio` of a priority level, as trace events print it: 100 for
+/// high (nice −20), 120 for normal, 139 for idle (nice 19).
+fn linux_prio(t: &Task) -> u64 {
+    match t.prio() {
+        task::Prio::High => 100,
+        task::Prio::Normal => 120,
+        task::Prio::Idle => 139,
+    }
+}
+
+/// The `sched_switch` tracepoint (the names go to the trace's name table).
+#[cold]
+#[inline(never)]
+fn trace_switch(prev: &Task, next: &Task) {
+    kport::trace::save_comm(prev.id as u64, prev.name().as_str());
+    kport::trace::save_comm(next.id as u64, next.name().as_str());
+    let state = match prev.state() {
+        State::Running => b'R',
+        State::Interruptible => b'S',
+        State::Uninterruptible | State::New => b'D',
+        State::Parked => b'P',
+        State::Dead => b'X',
+    };
+    kport::trace::emit(
+        kport::trace::Event::SchedSwitch,
+        [prev.id as u64, linux_prio(prev), state as u64, next.id as u64, linux_prio(next)],
+        "",
+        "",
+    );
+}
+
+/// The `sched_wakeup` tracepoint: `t` goes to `cpu`'s run queue.
+#[cold]
+#[inline(never)]
+fn trace_wakeup(t: &Task, cpu: usize) {
+    kport::trace::save_comm(t.id as u64, t.name().as_str());
+    kport::trace::emit(kport::trace::Event::SchedWakeup, [t.id as u64, linux_prio(t), cpu as u64, 0, 0], "", "");
 }
 
 /// Reschedule from the preemption points of `preempt_enable` and lock
@@ -605,6 +647,9 @@ fn schedule_inner(preempt: bool) {
     CPU[me].curr_prio.store(if next.is_idle() { u8::MAX } else { next.prio() as u8 }, Ordering::Relaxed);
     CPU[me].switches.fetch_add(1, Ordering::Relaxed);
     CPU[me].curr_id.store(next.id, Ordering::Relaxed);
+    if kport::trace::on(kport::trace::Event::SchedSwitch) {
+        trace_switch(prev, &next);
+    }
     let next_ptr = Arc::into_raw(next);
     pc.current.store(next_ptr as *mut u8, Ordering::Release);
     crate::mem::stack::tlb_catch_up();

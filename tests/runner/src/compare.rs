@@ -395,14 +395,14 @@ pub fn json(t: &Table, extra: &[(&str, Value)]) -> String {
     serde_json::to_string_pretty(&v).expect("serializable") + "\n"
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5"];
+pub(crate) const COLORS: [&str; 4] = ["#2b6cb0", "#dd6b20", "#2f855a", "#805ad5"];
 
 /// A chart's title in lines of at most about 90 characters, broken after commas.
-fn title_lines(title: &str) -> Vec<String> {
+pub(crate) fn title_lines(title: &str) -> Vec<String> {
     let mut lines = vec![String::new()];
     for part in title.split_inclusive(", ") {
         let cur = lines.last_mut().expect("one line");

@@ -29,6 +29,7 @@ pub mod restart;
 pub mod rounds;
 pub mod run;
 pub mod symbolize;
+pub mod trace;
 
 /// An error that ends the runner before or between boots, with its exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -281,6 +281,7 @@ pub fn boot(
         failures,
         log,
         phase: None,
+        trace: None,
     };
     let objs = bench_objects(&info, std::slice::from_ref(&boot), kernel.as_deref());
     let text = serde_json::to_string_pretty(&objs).expect("serializable") + "\n";

@@ -29,6 +29,8 @@ pub struct BootResult {
     /// Which boot of `ktest restart` this was (`write` or `verify`); `None`
     /// for every other boot.
     pub phase: Option<String>,
+    /// The trace and histogram dump the guest printed (`trace_dump=`).
+    pub trace: Option<crate::trace::Dump>,
 }
 
 impl BootResult {

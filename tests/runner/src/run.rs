@@ -159,7 +159,12 @@ pub fn run_boot(
                 _ => false,
             };
             let text = annotate(line, &kind, sym);
-            if console.quiet() {
+            // The JSON halves of a trace dump go to trace.json and hist.json,
+            // not the terminal (the text halves are echoed).
+            let dump_json = line.contains("# trace-json: ") || line.contains("# hist-json: ");
+            if dump_json {
+                // Not echoed.
+            } else if console.quiet() {
                 for l in quiet.filter(&kind, text, failed) {
                     console.line(&l);
                 }
@@ -373,6 +378,14 @@ fn boot(
     let images = disks::check_images(&outcome.raw, plan.disks);
     failures.extend(images.failures.iter().cloned());
     failures.extend(more(&outcome, &images));
+    let trace = match crate::trace::extract(&outcome.raw) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            failures.push(e);
+            None
+        }
+        None => None,
+    };
     for line in outcome.stderr.lines().filter(|l| !l.trim().is_empty()) {
         if !opts.quiet || !failures.is_empty() {
             console.line(&format!("qemu: {line}"));
@@ -399,6 +412,7 @@ fn boot(
         failures,
         log: plan.log,
         phase: plan.phase,
+        trace,
     })
 }
 
@@ -431,7 +445,16 @@ fn finish(s: &Session, opts: &Options, console: &mut Console<'_>, boots: &[BootR
     if !opts.quiet {
         console.line(&format!("ktest: reports in {}", s.out_dir.display()));
     }
+    let dumps: Vec<_> = boots
+        .iter()
+        .filter_map(|b| b.trace.as_ref().map(|d| (crate::trace::BootTag { smp: b.smp, preempt: &b.preempt }, d)))
+        .collect();
+    let trace_line = crate::trace::finish(&s.out_dir, &dumps)
+        .map_err(|e| Error::env(format!("ktest: cannot write the trace reports in {}: {e}", s.out_dir.display())))?;
     let _ = report::print_summary(console.writer(), s.seed, boots);
+    if let Some(l) = trace_line {
+        console.line(&l);
+    }
     Ok(if boots.iter().all(BootResult::passed) { 0 } else { 1 })
 }
 

@@ -1,6 +1,7 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
 //! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
-//! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`.
+//! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`, and the tracing
+//! keys `trace_event=`, `trace_buf_size=`, `latency_hist=`, `trace_dump=`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -75,6 +76,53 @@ pub struct Args {
     /// SysRq keys to act on after the suites (`sysrq=tw`; see
     /// `kthreadd::sysrq`).
     pub sysrq: String,
+    /// `trace_event=`: the events to record from the start (bits of
+    /// `kport::trace::MASK`; Linux's `set_event` syntax).
+    pub trace_event: u64,
+    /// `trace_buf_size=`: bytes of trace ring per CPU.
+    pub trace_buf_size: Option<usize>,
+    /// `latency_hist=`: the histograms to record (`kport::trace::hist` bits).
+    pub latency_hist: u64,
+    /// `trace_dump=`: what to print at the end of the run.
+    pub trace_dump: TraceDump,
+}
+
+/// What the harness prints of the trace and histograms at the end of a run
+/// (`trace_dump=`), between `# trace-dump: begin` and `# trace-dump: end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceDump {
+    /// The records in Linux's text format (`# trace-text:` lines).
+    pub text: bool,
+    /// The records as JSON (`# trace-json:` lines).
+    pub json: bool,
+    /// The histograms (`# hist-text:` and `# hist-json:` lines).
+    pub hist: bool,
+}
+
+impl TraceDump {
+    /// Nothing.
+    pub const NONE: TraceDump = TraceDump { text: false, json: false, hist: false };
+
+    /// Parse `none`, `all`, or a comma list of `text`, `json`, `hist`.
+    pub fn parse(v: &str) -> Result<TraceDump, String> {
+        let mut d = TraceDump::NONE;
+        for w in v.split(',').filter(|s| !s.is_empty()) {
+            match w {
+                "none" => {}
+                "all" => d = TraceDump { text: true, json: true, hist: true },
+                "text" => d.text = true,
+                "json" => d.json = true,
+                "hist" => d.hist = true,
+                _ => return Err(format!("bad value for trace_dump: '{w}' (none, all, text, json, hist)")),
+            }
+        }
+        Ok(d)
+    }
+
+    /// Does it print anything?
+    pub fn any(&self) -> bool {
+        self.text || self.json || self.hist
+    }
 }
 
 impl Default for Args {
@@ -95,6 +143,10 @@ impl Default for Args {
             restart_seed: None,
             sysctl: Vec::new(),
             sysrq: String::new(),
+            trace_event: 0,
+            trace_buf_size: None,
+            latency_hist: 0,
+            trace_dump: TraceDump::NONE,
         }
     }
 }
@@ -169,6 +221,10 @@ impl Args {
                 "restart_seed" => a.restart_seed = Some(number(k, v)?),
                 "sysrq" => a.sysrq = v.to_string(),
                 _ if k.starts_with("sysctl.") && k.len() > "sysctl.".len() => a.sysctl.push(word.to_string()),
+                "trace_event" => a.trace_event = kport::trace::parse_events(v)?,
+                "trace_buf_size" => a.trace_buf_size = Some(kport::trace::parse_size(v)?),
+                "latency_hist" => a.latency_hist = kport::trace::hist::parse(v)?,
+                "trace_dump" => a.trace_dump = TraceDump::parse(v)?,
                 _ if ignore.contains(&k) => {}
                 _ => return Err(format!("unknown command-line key '{k}'")),
             }

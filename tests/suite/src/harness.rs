@@ -215,6 +215,7 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
 /// The host kernel then stops the machine with the matching status.
 pub fn run(args: &Args) -> bool {
     let p = port();
+    start_tracing(args);
     line("KTAP version 1");
     line(&format!("# seed: {}", args.seed));
     let plan = match plan(args) {
@@ -264,6 +265,7 @@ pub fn run(args: &Args) -> bool {
         workqueue::lockup_reports()
     ));
     summary_line();
+    dump_trace(args.trace_dump);
     let _ = p;
     FAILED.load(Ordering::Relaxed) == 0
 }
@@ -289,4 +291,59 @@ fn start_detectors(args: &Args) {
 /// Hung-task and soft-lockup reports so far.
 fn detector_reports() -> (u64, u64) {
     (kthreadd::hung_task::reports(), kthreadd::watchdog::reports())
+}
+
+/// Apply the command line's tracing keys before the first case.
+fn start_tracing(args: &Args) {
+    if let Some(b) = args.trace_buf_size
+        && kport::trace::set_buf_size(b).is_err()
+    {
+        line("# WARNING: trace_buf_size: the trace rings exist already; size unchanged");
+    }
+    if args.trace_event != 0 {
+        kport::trace::enable(args.trace_event);
+        line(&format!("# trace: enabled {}", kport::trace::event_list(args.trace_event)));
+    }
+    if args.latency_hist != 0 {
+        kport::trace::hist::enable(args.latency_hist);
+    }
+}
+
+/// Print what `trace_dump=` asks for between the dump markers
+/// (`docs/observe.md`), then the one-line summary the runner reads.
+pub fn dump_trace(what: crate::args::TraceDump) {
+    if !what.any() {
+        return;
+    }
+    use kport::trace;
+    line("# trace-dump: begin");
+    let b = trace::snapshot();
+    if what.text {
+        for l in trace::text(&b).lines() {
+            line(&format!("# trace-text: {l}"));
+        }
+    }
+    if what.json {
+        for r in &b.records {
+            line(&format!("# trace-json: {}", r.json()));
+        }
+    }
+    let hs = trace::hist::snapshot();
+    if what.hist {
+        for h in &hs {
+            for l in trace::hist::text_one(h).lines() {
+                line(&format!("# hist-text: {l}"));
+            }
+            line(&format!("# hist-json: {}", trace::hist::json_one(h)));
+        }
+    }
+    line(&format!(
+        "# trace-summary: recorded={} in_buffer={} lost={} histograms={} hist_dropped={}",
+        trace::recorded(),
+        b.records.len(),
+        b.lost,
+        hs.len(),
+        trace::hist::dropped()
+    ));
+    line("# trace-dump: end");
 }

@@ -719,7 +719,7 @@ ktest!(workqueue::freezable_queue_holds_items_while_frozen => |ctx| {
 
 // ---------------------------------------------------------------- benchmarks
 
-fn queue_run_latency(name: &str, target: usize) -> Result<(), Failure> {
+pub(crate) fn queue_run_latency(name: &str, target: usize) -> Result<(), Failure> {
     if target >= port().cpu_count() {
         return skip("needs 2 CPUs");
     }

@@ -1,5 +1,5 @@
 //! The shared suites on the host port (`port`, `kthread`, `kthread_worker`,
-//! `workqueue`),
+//! `workqueue`, the bottom halves, `observe`'s tracing cases),
 //! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
