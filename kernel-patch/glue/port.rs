@@ -68,13 +68,18 @@ const UNINTERRUPTIBLE: u8 = 2;
 const PARKED: u8 = 3;
 const NEW: u8 = 4;
 const DEAD: u8 = 5;
+/// Linux `TASK_IDLE`: woken as `UNINTERRUPTIBLE` is, listed `I`.
+const IDLE: u8 = 6;
+/// The highest state value.
+const LAST_STATE: u8 = IDLE;
 
 /// What `PortTask::wake` wakes.
-const WAKE_NORMAL: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << NEW);
+const WAKE_NORMAL: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << IDLE) | (1 << NEW);
 /// What `PortTask::wake_parked` wakes.
 const WAKE_PARKED: u8 = 1 << PARKED;
 /// What a timed sleep's timer wakes.
-const WAKE_TIMEOUT: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << PARKED);
+const WAKE_TIMEOUT: u8 =
+    (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << IDLE) | (1 << PARKED);
 
 /// Redox `prio` (0..40, lower is more weight) of each port priority.
 const PRIO_HIGH: usize = 10;
@@ -268,7 +273,7 @@ fn wake_task(task: &Task, mask: u8) -> bool {
         let (last, allowed) = {
             let mut guard = ctx.write(token.token());
             let st = task.state.load(Ordering::SeqCst);
-            if st > DEAD || mask & (1 << st) == 0 {
+            if st > LAST_STATE || mask & (1 << st) == 0 {
                 return false;
             }
             task.state.store(RUNNING, Ordering::SeqCst);
@@ -397,6 +402,7 @@ impl PortTask for Handle {
             RUNNING => TaskState::Running,
             INTERRUPTIBLE => TaskState::Sleeping,
             UNINTERRUPTIBLE => TaskState::DiskSleep,
+            IDLE => TaskState::Idle,
             PARKED => TaskState::Parked,
             NEW => TaskState::New,
             // Dead once its last switch has taken it off its CPU for good; until then it still
@@ -650,6 +656,7 @@ impl Port for RedoxPort {
             SleepState::Interruptible => INTERRUPTIBLE,
             SleepState::Uninterruptible => UNINTERRUPTIBLE,
             SleepState::Parked => PARKED,
+            SleepState::Idle => IDLE,
         };
         task.state.store(st, Ordering::SeqCst);
     }
