@@ -379,12 +379,22 @@ pub fn switch_enter(token: &mut CleanLockToken) {
 /// Redox's own `set_current_context`): remember its port record, so that port calls find the
 /// running thread's token and record without taking its lock. The value replaced is the
 /// previous context's record, which that context (alive: `switch()` holds its guard) still
-/// holds, so nothing is freed here.
+/// holds, so nothing is freed here. Ends the previous context's slice of CPU time and begins
+/// the next one's (`port::Task::switched`).
 pub fn switching_to(next: &Context) {
     let previous = PercpuBlock::current()
         .kthread
         .current
         .replace(next.kthread.clone());
+    if previous.is_some() || next.kthread.is_some() {
+        let now = clock::now_ns();
+        if let Some(prev) = &previous {
+            prev.switched(true, now);
+        }
+        if let Some(next) = &next.kthread {
+            next.switched(false, now);
+        }
+    }
     drop(previous);
 }
 
