@@ -384,7 +384,8 @@ pub(crate) static CPU_CURRENT_ID: [AtomicUsize; crate::cpu_set::MAX_CPU_COUNT as
 /// Redox's own `set_current_context`): remember its port record, so that port calls find the
 /// running thread's token and record without taking its lock. The value replaced is the
 /// previous context's record, which that context (alive: `switch()` holds its guard) still
-/// holds, so nothing is freed here.
+/// holds, so nothing is freed here. Ends the previous context's slice of CPU time and begins
+/// the next one's (`port::Task::switched`).
 pub fn switching_to(next: &Context) {
     if let Some(slot) = CPU_CURRENT_ID.get(crate::cpu_id().get() as usize) {
         slot.store(next.debug_id as usize, Ordering::Relaxed);
@@ -395,6 +396,15 @@ pub fn switching_to(next: &Context) {
         .replace(next.kthread.clone());
     if kport::trace::on(kport::trace::Event::SchedSwitch) {
         trace_switch(previous.as_deref(), next);
+    }
+    if previous.is_some() || next.kthread.is_some() {
+        let now = clock::now_ns();
+        if let Some(prev) = &previous {
+            prev.switched(true, now);
+        }
+        if let Some(next) = &next.kthread {
+            next.switched(false, now);
+        }
     }
     drop(previous);
 }

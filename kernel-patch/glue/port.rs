@@ -68,13 +68,18 @@ const UNINTERRUPTIBLE: u8 = 2;
 const PARKED: u8 = 3;
 const NEW: u8 = 4;
 const DEAD: u8 = 5;
+/// Linux `TASK_IDLE`: woken as `UNINTERRUPTIBLE` is, listed `I`.
+const IDLE: u8 = 6;
+/// The highest state value.
+const LAST_STATE: u8 = IDLE;
 
 /// What `PortTask::wake` wakes.
-const WAKE_NORMAL: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << NEW);
+const WAKE_NORMAL: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << IDLE) | (1 << NEW);
 /// What `PortTask::wake_parked` wakes.
 const WAKE_PARKED: u8 = 1 << PARKED;
 /// What a timed sleep's timer wakes.
-const WAKE_TIMEOUT: u8 = (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << PARKED);
+const WAKE_TIMEOUT: u8 =
+    (1 << INTERRUPTIBLE) | (1 << UNINTERRUPTIBLE) | (1 << IDLE) | (1 << PARKED);
 
 /// Redox `prio` (0..40, lower is more weight) of each port priority.
 const PRIO_HIGH: usize = 10;
@@ -94,6 +99,10 @@ pub struct Task {
     /// The affinity asked for (the context's `sched_affinity` is this less offline CPUs).
     affinity: AtomicU64,
     switches: AtomicU64,
+    /// CPU time of its ended slices, in ns of `clock::now_ns` ([`Task::switched`]).
+    run_ns: AtomicU64,
+    /// When its current or last slice began.
+    slice_start: AtomicU64,
     /// Set while the context is blocked only to move to another CPU.
     pub(super) migrating: AtomicBool,
     /// Set by `switch_enter` when it gave the worker-sleeping callback; `switch_leave` owes the
@@ -126,6 +135,7 @@ impl Task {
             INTERRUPTIBLE => b'S',
             UNINTERRUPTIBLE | NEW => b'D',
             PARKED => b'P',
+            IDLE => b'I',
             _ => b'X',
         }
     }
@@ -133,6 +143,18 @@ impl Task {
     /// Calls the workqueue's scheduler hooks?
     pub(super) fn worker_hooks(&self) -> bool {
         self.worker_hooks
+    }
+
+    /// `switch()` makes this context leave its CPU (`out`) or take one, at `now`: ends or
+    /// begins a slice of its CPU time. Called from the switch hook only, so the two alternate.
+    pub(super) fn switched(&self, out: bool, now: u64) {
+        if out {
+            let start = self.slice_start.load(Ordering::Relaxed);
+            self.run_ns
+                .fetch_add(now.saturating_sub(start), Ordering::Relaxed);
+        } else {
+            self.slice_start.store(now, Ordering::Relaxed);
+        }
     }
 
     /// The data given at spawn.
@@ -242,6 +264,8 @@ fn foreign_task(ctx: &Arc<ContextLock>, guard: &Context) -> Arc<Task> {
         worker_hooks: false,
         affinity: AtomicU64::new(from_cpu_set(&guard.sched_affinity)),
         switches: AtomicU64::new(0),
+        run_ns: AtomicU64::new(0),
+        slice_start: AtomicU64::new(clock::now_ns()),
         migrating: AtomicBool::new(false),
         sleep_hooked: AtomicBool::new(false),
         token: Mutex::new(Own::None),
@@ -284,7 +308,7 @@ fn wake_task(task: &Task, mask: u8) -> bool {
         let (last, allowed) = {
             let mut guard = ctx.write(token.token());
             let st = task.state.load(Ordering::SeqCst);
-            if st > DEAD || mask & (1 << st) == 0 {
+            if st > LAST_STATE || mask & (1 << st) == 0 {
                 return false;
             }
             task.state.store(RUNNING, Ordering::SeqCst);
@@ -413,6 +437,7 @@ impl PortTask for Handle {
             RUNNING => TaskState::Running,
             INTERRUPTIBLE => TaskState::Sleeping,
             UNINTERRUPTIBLE => TaskState::DiskSleep,
+            IDLE => TaskState::Idle,
             PARKED => TaskState::Parked,
             NEW => TaskState::New,
             // Dead once its last switch has taken it off its CPU for good; until then it still
@@ -472,9 +497,19 @@ impl PortTask for Handle {
         with_token(|token| set_context_name(&mut self.ctx.write(token.token()).name, name));
     }
 
+    /// Counted by the port itself at each switch ([`Task::switched`]), plus the slice so far of
+    /// a context on a CPU now. Not Redox's `Context::cpu_time`: `switch()` marks a CPU idle
+    /// when it finds nothing else to run even though the calling context keeps running, and
+    /// then charges nothing for that context's slice when it does switch away, so a thread that
+    /// keeps its CPU (`cond_resched` with nothing else to run, under `preempt=none`) would show
+    /// almost no CPU time however long it ran.
     fn cpu_time_ns(&self) -> u64 {
-        let t = with_token(|token| self.ctx.read(token.token()).cpu_time);
-        u64::try_from(t).unwrap_or(u64::MAX)
+        let ran = self.task.run_ns.load(Ordering::Relaxed);
+        if !self.is_running() {
+            return ran;
+        }
+        let start = self.task.slice_start.load(Ordering::Relaxed);
+        ran + clock::now_ns().saturating_sub(start)
     }
 
     fn nr_switches(&self) -> u64 {
@@ -644,6 +679,8 @@ fn spawn_context(
             worker_hooks: spec.worker_hooks,
             affinity: AtomicU64::new(spec.affinity.0),
             switches: AtomicU64::new(0),
+            run_ns: AtomicU64::new(0),
+            slice_start: AtomicU64::new(clock::now_ns()),
             migrating: AtomicBool::new(false),
             sleep_hooked: AtomicBool::new(false),
             token: Mutex::new(Own::None),
@@ -714,6 +751,7 @@ impl Port for RedoxPort {
             SleepState::Interruptible => INTERRUPTIBLE,
             SleepState::Uninterruptible => UNINTERRUPTIBLE,
             SleepState::Parked => PARKED,
+            SleepState::Idle => IDLE,
         };
         task.state.store(st, Ordering::SeqCst);
     }

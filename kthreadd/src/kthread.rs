@@ -141,6 +141,9 @@ pub(crate) struct Inner {
     priority: Priority,
     /// I: call the workqueue's scheduler hooks for it.
     worker_hooks: bool,
+    /// Own lock (leaf): the CPU-time samples behind the listing's `%CPU`
+    /// ([`registry::CpuUsage`]), written by whoever reads the listing.
+    pub(crate) usage: SpinLock<registry::CpuUsage>,
 }
 
 impl Inner {
@@ -272,6 +275,7 @@ impl Builder {
             user_data: self.user_data,
             affinity,
             priority: self.priority,
+            usage: SpinLock::ranked("kthread cpu usage", crate::RANK_LEAF, registry::CpuUsage::since_now()),
             worker_hooks: self.worker_hooks,
         });
         create_through_kthreadd(&inner)?;
@@ -931,6 +935,7 @@ pub fn init() -> Result<Kthread> {
         user_data: None,
         affinity: CpuMask::ALL,
         priority: Priority::Normal,
+        usage: SpinLock::ranked("kthread cpu usage", crate::RANK_LEAF, registry::CpuUsage::since_now()),
         worker_hooks: false,
     });
     spawn_now(&inner)?;

@@ -48,6 +48,7 @@ impl PortTask for TaskHandle {
             State::Running => TaskState::Running,
             State::Interruptible => TaskState::Sleeping,
             State::Uninterruptible => TaskState::DiskSleep,
+            State::Idle => TaskState::Idle,
             State::Parked => TaskState::Parked,
             State::New => TaskState::New,
             // Dead once reaped (its stack freed); until its last switch away
@@ -148,6 +149,7 @@ impl Port for TestkernelPort {
             SleepState::Interruptible => State::Interruptible,
             SleepState::Uninterruptible => State::Uninterruptible,
             SleepState::Parked => State::Parked,
+            SleepState::Idle => State::Idle,
         };
         sched::set_current_state(st, wchan);
     }

@@ -777,9 +777,11 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
             set_flags(&pool, &w, wf::PREP);
         }
         // Sleep until kicked. The state is set before the lock is dropped:
-        // a kick in between makes schedule() return at once.
+        // a kick in between makes schedule() return at once. Idle ("I"),
+        // as Linux's `worker_thread` sleeps in `TASK_IDLE`: waiting for
+        // work is neither load nor a hung task.
         enter_idle(&pool, &mut st, &w);
-        p.set_current_state(SleepState::Interruptible, "worker_thread");
+        p.set_current_state(SleepState::Idle, "worker_thread");
         drop(st);
         if !kthread::should_stop() {
             p.schedule();

@@ -1402,7 +1402,9 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
     let task = p.current();
     loop {
         let Some(q) = wq.upgrade() else { return 0 };
-        kthread::wait_event_or_stop(&q.mayday_wq, "rescuer", || !q.maydays.lock().is_empty());
+        // Idle ("I") while no mayday comes, as Linux's `rescuer_thread`
+        // waits in `TASK_IDLE`: a rescuer may wait for the whole uptime.
+        q.mayday_wq.wait_event_idle("rescuer", || !q.maydays.lock().is_empty() || kthread::should_stop());
         if kthread::should_stop() && q.maydays.lock().is_empty() {
             return 0;
         }

@@ -68,7 +68,7 @@ pub const COMMANDS: &[Command] = &[
         name: "kthread",
         redox_file: "/scheme/sys/kthread",
         about: "kernel threads (sys:kthread), like ps",
-        sorts: &["pid", "time"],
+        sorts: &["pid", "cpu", "time"],
         takes: &["--state", "--tree"],
         render: render_kthreads,
     },
@@ -88,7 +88,12 @@ fn render_kthreads(text: &str, opts: &Options, sort: &str) -> Result<Rendered, L
     if let Some(states) = &opts.state {
         rows.retain(|r| states.contains(r.state));
     }
-    kthread::sort(&mut rows, if sort == "time" { kthread::Sort::Time } else { kthread::Sort::Pid });
+    let by = match sort {
+        "cpu" => kthread::Sort::Cpu,
+        "time" => kthread::Sort::Time,
+        _ => kthread::Sort::Pid,
+    };
+    kthread::sort(&mut rows, by);
     let text = if opts.json {
         kthread::to_json(&rows)
     } else if opts.tree {
@@ -127,8 +132,8 @@ pub fn usage() -> String {
     }
     s.push_str(
         "\n--file PATH      read PATH (`-`: standard input) instead of the sys: file (needed off Redox)\n\
-         --sort KEY       order of the rows (the first key is the default; time sorts most first)\n\
-         --state LETTERS  only threads in one of these states (R S D P Z)\n\
+         --sort KEY       order of the rows (the first key is the default; cpu and time sort most first)\n\
+         --state LETTERS  only threads in one of these states (R S D P I Z)\n\
          --tree           children under their parent, indented (kthreadd's children)\n\
          --json           a JSON array of objects instead of the table\n\
          --strict         a malformed line is an error (default: skipped, with a warning)\n",

@@ -7,8 +7,20 @@ pub trait Listing: Sized {
     /// The words of the header line, as `split_whitespace` gives them.
     const HEADER: &'static [&'static str];
 
+    /// Headers of earlier formats of the file that are still read; a file
+    /// that starts with `OLD_HEADERS[i]` has its lines parsed by
+    /// [`Listing::parse_old_row`] with `i`.
+    const OLD_HEADERS: &'static [&'static [&'static str]] = &[];
+
     /// Parse one data line (without its line ending).
     fn parse_row(line: &str) -> Result<Self, String>;
+
+    /// Parse one data line of the earlier format `OLD_HEADERS[format]`
+    /// (default: as a current one).
+    fn parse_old_row(line: &str, format: usize) -> Result<Self, String> {
+        let _ = format;
+        Self::parse_row(line)
+    }
 }
 
 /// A line that could not be used, with its 1-based number.
@@ -36,8 +48,9 @@ pub struct Parsed<T> {
 }
 
 /// Parse a whole listing. The first non-blank line must be the header
-/// (`#` comment lines may precede it, as in annotated samples); blank lines
-/// are ignored. With `strict`, the first bad line is the error;
+/// (`#` comment lines may precede it, as in annotated samples), the current
+/// one or one of [`Listing::OLD_HEADERS`], which says how the rows are
+/// read; blank lines are ignored. With `strict`, the first bad line is the error;
 /// otherwise bad lines are skipped and reported in [`Parsed::warnings`] (a
 /// missing header is reported too, and a first line that parses as a row is
 /// kept).
@@ -55,6 +68,12 @@ pub fn parse<T: Listing>(text: &str, strict: bool) -> Result<Parsed<T>, LineErro
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l)).filter(|(_, l)| !l.trim().is_empty()).peekable();
     // Annotations of a saved sample: `#` lines before the header.
     while lines.next_if(|(_, l)| l.starts_with('#')).is_some() {}
+    // `None`: the current format; `Some(i)`: `OLD_HEADERS[i]`.
+    let mut format = None;
+    let parse_row = |l: &str, format: Option<usize>| match format {
+        None => T::parse_row(l),
+        Some(i) => T::parse_old_row(l, i),
+    };
     match lines.next() {
         None => {
             let e = LineError { line: 1, msg: format!("empty file, expected the header line `{want}`") };
@@ -64,6 +83,9 @@ pub fn parse<T: Listing>(text: &str, strict: bool) -> Result<Parsed<T>, LineErro
             out.warnings.push(e);
         }
         Some((_, l)) if l.split_whitespace().eq(T::HEADER.iter().copied()) => {}
+        Some((_, l)) if T::OLD_HEADERS.iter().any(|h| l.split_whitespace().eq(h.iter().copied())) => {
+            format = T::OLD_HEADERS.iter().position(|h| l.split_whitespace().eq(h.iter().copied()));
+        }
         Some((n, l)) => {
             let e = LineError { line: n, msg: format!("expected the header line `{want}`") };
             match T::parse_row(l) {
@@ -77,7 +99,7 @@ pub fn parse<T: Listing>(text: &str, strict: bool) -> Result<Parsed<T>, LineErro
         }
     }
     for (n, l) in lines {
-        match T::parse_row(l) {
+        match parse_row(l, format) {
             Ok(row) => out.rows.push(row),
             Err(msg) => report(LineError { line: n, msg }, &mut out.warnings)?,
         }

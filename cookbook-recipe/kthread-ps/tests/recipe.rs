@@ -81,12 +81,12 @@ fn the_directory_alone_builds_as_the_cookbook_builds_it() {
         stage.to_str().unwrap(),
     ]);
     let out = Command::new(stage.join("bin/kthread-ps"))
-        .args(["--file", &common::sample("sample-sys-kthread.txt"), "--state", "Z"])
+        .args(["--file", &common::sample("sample-sys-kthread.txt"), "--state", "R"])
         .output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().nth(1),
-        Some("   23     5 Z   0 all      0:00.000239 -                [exiter]")
+        Some(" 1299     5 R   1 1         99.9 0:01.504843 -                [ps-spin]")
     );
     std::fs::remove_dir_all(&scratch).unwrap();
 }

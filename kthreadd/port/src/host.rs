@@ -257,7 +257,7 @@ impl Ctx {
         let entry = match (g.st, parked) {
             (St::New, false) => g.entry.take(),
             (St::Sleep(SleepState::Parked), true)
-            | (St::Sleep(SleepState::Interruptible | SleepState::Uninterruptible), false) => None,
+            | (St::Sleep(SleepState::Interruptible | SleepState::Uninterruptible | SleepState::Idle), false) => None,
             _ => return false,
         };
         g.st = St::Running;
@@ -314,9 +314,7 @@ impl PortTask for Ctx {
     fn state(&self) -> TaskState {
         match self.lock_state().st {
             St::Running => TaskState::Running,
-            St::Sleep(SleepState::Interruptible) => TaskState::Sleeping,
-            St::Sleep(SleepState::Uninterruptible) => TaskState::DiskSleep,
-            St::Sleep(SleepState::Parked) => TaskState::Parked,
+            St::Sleep(s) => s.task_state(),
             St::New => TaskState::New,
             St::Dead => TaskState::Dead,
         }

@@ -156,6 +156,23 @@ pub enum SleepState {
     Uninterruptible,
     /// `TASK_PARKED` ("P"): woken only by [`PortTask::wake_parked`].
     Parked,
+    /// `TASK_IDLE` ("I"): uninterruptible and not counted as load. Woken by
+    /// [`PortTask::wake`] like `Uninterruptible`, but a thread waiting for
+    /// work, not stuck: the hung-task detector skips it. Linux's workqueue
+    /// workers and rescuers wait for work in it.
+    Idle,
+}
+
+impl SleepState {
+    /// What a context that sleeps in this state shows as.
+    pub fn task_state(self) -> TaskState {
+        match self {
+            SleepState::Interruptible => TaskState::Sleeping,
+            SleepState::Uninterruptible => TaskState::DiskSleep,
+            SleepState::Parked => TaskState::Parked,
+            SleepState::Idle => TaskState::Idle,
+        }
+    }
 }
 
 /// What a context is doing, as a `ps` listing shows it.
@@ -169,6 +186,10 @@ pub enum TaskState {
     DiskSleep,
     /// Parked ("P").
     Parked,
+    /// Idle: waiting for work, uninterruptibly but not counted as load
+    /// ("I", Linux `TASK_IDLE`). Not [`TaskState::DiskSleep`]: the hung-task
+    /// detector reports only that one.
+    Idle,
     /// Created and not yet woken for the first time (shown as "D", as
     /// Linux shows a fresh kthread).
     New,
@@ -184,6 +205,7 @@ impl TaskState {
             TaskState::Sleeping => 'S',
             TaskState::DiskSleep | TaskState::New => 'D',
             TaskState::Parked => 'P',
+            TaskState::Idle => 'I',
             TaskState::Dead => 'Z',
         }
     }

@@ -93,9 +93,7 @@ impl PortTask for LoomTask {
     fn state(&self) -> TaskState {
         match self.st.lock().unwrap().0 {
             St::Running => TaskState::Running,
-            St::Sleep(SleepState::Interruptible) => TaskState::Sleeping,
-            St::Sleep(SleepState::Uninterruptible) => TaskState::DiskSleep,
-            St::Sleep(SleepState::Parked) => TaskState::Parked,
+            St::Sleep(s) => s.task_state(),
         }
     }
     fn cpu(&self) -> usize {

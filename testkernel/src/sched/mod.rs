@@ -469,6 +469,7 @@ fn trace_switch(prev: &Task, next: &Task) {
         State::Interruptible => b'S',
         State::Uninterruptible | State::New => b'D',
         State::Parked => b'P',
+        State::Idle => b'I',
         State::Dead => b'X',
     };
     kport::trace::emit(

@@ -27,6 +27,9 @@ pub enum State {
     New = 4,
     /// Exited ("Z" until reaped).
     Dead = 5,
+    /// Waiting for work: uninterruptible, woken by a normal wake-up, not
+    /// counted as load or as hung (`TASK_IDLE`, "I").
+    Idle = 6,
 }
 
 impl State {
@@ -37,6 +40,7 @@ impl State {
             2 => State::Uninterruptible,
             3 => State::Parked,
             4 => State::New,
+            6 => State::Idle,
             _ => State::Dead,
         }
     }
@@ -44,8 +48,8 @@ impl State {
 
 /// Wake-up masks (Linux `TASK_NORMAL`, `TASK_PARKED`, ...).
 pub mod wake_mask {
-    /// Interruptible and uninterruptible sleepers.
-    pub const NORMAL: u8 = (1 << 1) | (1 << 2);
+    /// Interruptible, uninterruptible and idle sleepers.
+    pub const NORMAL: u8 = (1 << 1) | (1 << 2) | (1 << 6);
     /// Parked contexts.
     pub const PARKED: u8 = 1 << 3;
     /// Never-started contexts.

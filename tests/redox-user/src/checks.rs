@@ -3,7 +3,7 @@
 //! program itself only reads the files and reports.
 //!
 //! `sys:kthread` is the text of `kthreadd::registry::ps()` (format in `kernel-patch/README.md`,
-//! "sys:kthread"): a header, then one line per kernel thread, seven whitespace-separated fields
+//! "sys:kthread"): a header, then one line per kernel thread, eight whitespace-separated fields
 //! and the name (which may contain spaces). `sys:cpu` starts with `CPUs: N`. `sys:context` is
 //! Redox's own listing of every context, one per line, the name last.
 
@@ -12,11 +12,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// The column names of `sys:kthread`'s header, in order.
-pub const HEADER: [&str; 8] = ["PID", "PPID", "S", "CPU", "AFFINITY", "TIME_US", "WCHAN", "NAME"];
+pub const HEADER: [&str; 9] = ["PID", "PPID", "S", "CPU", "AFFINITY", "%CPU", "TIME_US", "WCHAN", "NAME"];
 
 /// The states a kernel thread is listed in: running/runnable, sleeping, uninterruptible (or
-/// never woken), parked, exited.
-pub const STATES: &str = "RSDPZ";
+/// never woken), parked, idle (a workqueue worker waiting for work), exited.
+pub const STATES: &str = "RSDPIZ";
 
 /// One line of `sys:kthread`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct Row<'a> {
     pub cpu: u64,
     /// CPUs it may run on (bit n = CPU n).
     pub affinity: u64,
+    /// `%CPU` over the last interval, in tenths of a percent (`12.5` is 125).
+    pub pcpu_permille: u64,
     /// CPU time in microseconds.
     pub time_us: u64,
     /// What it waits on (`-` when running).
@@ -59,11 +61,11 @@ pub fn parse_sys_kthread(text: &str) -> Result<Vec<Row<'_>>, String> {
             continue;
         }
         let mut rest = line.trim_start();
-        let mut fields = [""; 7];
+        let mut fields = [""; 8];
         for f in &mut fields {
             let end = rest
                 .find(char::is_whitespace)
-                .ok_or_else(|| format!("sys:kthread line {n}: fewer than 8 columns in `{}`", line.trim()))?;
+                .ok_or_else(|| format!("sys:kthread line {n}: fewer than 9 columns in `{}`", line.trim()))?;
             *f = &rest[..end];
             rest = rest[end..].trim_start();
         }
@@ -79,14 +81,19 @@ pub fn parse_sys_kthread(text: &str) -> Result<Vec<Row<'_>>, String> {
             .strip_prefix("0x")
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .ok_or_else(|| format!("sys:kthread line {n}: affinity `{}` is not a 0x mask", fields[4]))?;
+        let pcpu_permille = match fields[5].split_once('.') {
+            Some((whole, tenth)) if tenth.len() == 1 => number(whole, "%CPU", n)? * 10 + number(tenth, "%CPU", n)?,
+            _ => return Err(format!("sys:kthread line {n}: %CPU `{}` is not a number with one decimal", fields[5])),
+        };
         rows.push(Row {
             pid: number(fields[0], "PID", n)?,
             ppid: number(fields[1], "PPID", n)?,
             state: s,
             cpu: number(fields[3], "CPU", n)?,
             affinity,
-            time_us: number(fields[5], "TIME_US", n)?,
-            wchan: fields[6],
+            pcpu_permille,
+            time_us: number(fields[6], "TIME_US", n)?,
+            wchan: fields[7],
             name,
         });
     }
@@ -120,11 +127,15 @@ pub fn kthreadd_parents_all(rows: &[Row<'_>]) -> Result<(), String> {
     }
 }
 
-/// Every row has a known state, a CPU below `cpus` and a non-empty affinity; ids are unique.
+/// Every row has a known state, a CPU below `cpus`, a non-empty affinity and a `%CPU` of at
+/// most one CPU; ids are unique.
 pub fn rows_are_consistent(rows: &[Row<'_>], cpus: usize) -> Result<(), String> {
     for (i, r) in rows.iter().enumerate() {
         if !STATES.contains(r.state) {
             return Err(format!("{} is in state `{}`, not one of {STATES}", r.name, r.state));
+        }
+        if r.pcpu_permille > 1000 {
+            return Err(format!("{} uses {}.{}% of one CPU", r.name, r.pcpu_permille / 10, r.pcpu_permille % 10));
         }
         if r.cpu >= cpus as u64 {
             return Err(format!("{} is on CPU {} of {cpus}", r.name, r.cpu));
@@ -152,8 +163,9 @@ pub fn per_cpu_workers_bound(rows: &[Row<'_>], cpus: usize) -> Result<(), String
     Ok(())
 }
 
-/// Idle kernel threads are listed asleep with what they wait on: kthreadd runs or sleeps, and
-/// at least one workqueue worker sleeps in `worker_thread`.
+/// Idle kernel threads are listed asleep with what they wait on: kthreadd runs or sleeps
+/// interruptibly (`S`, as on Linux), and at least one workqueue worker waits for work idle (`I`,
+/// Linux's `TASK_IDLE`) in `worker_thread`; no worker waits for work in `S` or `D`.
 pub fn idle_threads_sleep(rows: &[Row<'_>]) -> Result<(), String> {
     let kthreadd = rows.iter().find(|r| r.name == "[kthreadd]").ok_or("no [kthreadd] row")?;
     if !matches!(kthreadd.state, 'R' | 'S') {
@@ -162,8 +174,11 @@ pub fn idle_threads_sleep(rows: &[Row<'_>]) -> Result<(), String> {
     if kthreadd.state == 'S' && kthreadd.wchan == "-" {
         return Err(String::from("[kthreadd] sleeps on nothing (WCHAN `-`)"));
     }
-    if !rows.iter().any(|r| r.state == 'S' && r.wchan == "worker_thread") {
-        return Err(String::from("no worker sleeps in worker_thread (state S, WCHAN worker_thread)"));
+    if !rows.iter().any(|r| r.state == 'I' && r.wchan == "worker_thread") {
+        return Err(String::from("no worker waits idle in worker_thread (state I, WCHAN worker_thread)"));
+    }
+    if let Some(r) = rows.iter().find(|r| r.wchan == "worker_thread" && r.state != 'I') {
+        return Err(format!("{} waits for work in state {}, expected I", r.name, r.state));
     }
     Ok(())
 }

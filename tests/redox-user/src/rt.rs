@@ -359,6 +359,13 @@ extern "C" fn main() -> ! {
     for l in notes.borrow().iter() {
         ktap.diag(l);
     }
+    // What user space read, line by line, for a failed check's reader and as the source of the
+    // host tests' samples (`tests/redox-user/samples/`, `cookbook-recipe/kthread-ps/tests/`).
+    for (name, text) in [("sys:kthread", &kthread_text), ("sys:context", &context_text)] {
+        for l in text.lines() {
+            ktap.diag(&format!("user {name}: {l}"));
+        }
+    }
     for (name, r) in &results {
         ktap.result(name, r);
     }

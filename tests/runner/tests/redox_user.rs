@@ -47,55 +47,61 @@ fn the_guest_listings_pass_every_check() {
         assert_eq!(r, &Ok(()), "{name}");
     }
     let rows = checks::parse_sys_kthread(&kthread).unwrap();
-    assert_eq!(rows.len(), 33);
+    assert_eq!(rows.len(), 37);
     assert_eq!(
         rows[0],
         checks::Row {
             pid: 5,
             ppid: 0,
             state: 'S',
-            cpu: 2,
+            cpu: 1,
             affinity: u64::MAX,
-            time_us: 328125,
+            pcpu_permille: 0,
+            time_us: 424402,
             wchan: "kthreadd",
             name: "[kthreadd]"
         }
     );
-    let described = rows.iter().find(|r| r.pid == 9).unwrap();
-    assert_eq!((described.affinity, described.name), (0x2, "[kworker/1:0-wq-disable-sync]"));
+    let described = rows.iter().find(|r| r.pid == 1217).unwrap();
+    assert_eq!((described.affinity, described.name), (0x2, "[kworker/1:3-wq-destroy]"));
     assert_eq!(checks::cpu_count(&cpu), Ok(4));
 }
 
 #[test]
 fn broken_sys_kthread_is_reported_by_line() {
     let (kthread, _, _) = samples();
-    let cases: [(&str, String, &str); 6] = [
+    let cases: [(&str, String, &str); 7] = [
         ("", String::new(), "sys:kthread is empty (is the subsystem started?)"),
         (
             "header",
             kthread.replacen("TIME_US", "TIME", 1),
-            "sys:kthread header is `PID   PPID S CPU           AFFINITY      TIME WCHAN            NAME`, \
-             expected the columns PID PPID S CPU AFFINITY TIME_US WCHAN NAME",
+            "sys:kthread header is `PID   PPID S CPU           AFFINITY  %CPU      TIME WCHAN            NAME`, \
+             expected the columns PID PPID S CPU AFFINITY %CPU TIME_US WCHAN NAME",
         ),
         (
             "state",
-            edit_row(&kthread, "8", |l| Some(l.replacen(" S ", " SS ", 1))),
+            edit_row(&kthread, "7", |l| Some(l.replacen(" S ", " SS ", 1))),
             "sys:kthread line 3: state `SS` is not one letter",
         ),
         (
             "affinity",
-            edit_row(&kthread, "8", |l| Some(l.replacen("0x1 ", "1 ", 1))),
+            edit_row(&kthread, "7", |l| Some(l.replacen("0x1 ", "1 ", 1))),
             "sys:kthread line 3: affinity `1` is not a 0x mask",
         ),
         (
             "number",
-            edit_row(&kthread, "8", |l| Some(l.replacen("  101 ", " 10a1 ", 1))),
-            "sys:kthread line 3: TIME_US `10a1` is not a number",
+            edit_row(&kthread, "7", |l| Some(l.replacen(" 2654 ", " 26a4 ", 1))),
+            "sys:kthread line 3: TIME_US `26a4` is not a number",
+        ),
+        (
+            "%CPU",
+            edit_row(&kthread, "7", |l| Some(l.replacen(" 0.0 ", " 0,5 ", 1))),
+            "sys:kthread line 3: %CPU `0,5` is not a number with one decimal",
         ),
         (
             "columns",
-            edit_row(&kthread, "8", |_| Some(String::from("     8      5 S   0 0x1 101"))),
-            "sys:kthread line 3: fewer than 8 columns in `8      5 S   0 0x1 101`",
+            edit_row(&kthread, "7", |_| Some(String::from("     7      5 S   0 0x1 0.0 2654"))),
+            "sys:kthread line 3: fewer than 9 columns in `7      5 S   0 0x1 0.0 2654`",
         ),
     ];
     for (what, text, want) in cases {
@@ -107,46 +113,58 @@ fn broken_sys_kthread_is_reported_by_line() {
 fn each_check_names_what_is_wrong() {
     let (kthread, cpu, context) = samples();
     let rows_of = |t: &str| checks::parse_sys_kthread(t).map(|r| r.into_iter().map(|r| format!("{r:?}")).count());
-    assert_eq!(rows_of(&kthread), Ok(33));
+    assert_eq!(rows_of(&kthread), Ok(37));
 
-    let orphan = edit_row(&kthread, "1242", |l| Some(l.replacen("      5 S", "      7 S", 1)));
+    let orphan = edit_row(&kthread, "1248", |l| Some(l.replacen("      5 I", "      7 I", 1)));
     let rows = checks::parse_sys_kthread(&orphan).unwrap();
     assert_eq!(
         checks::kthreadd_parents_all(&rows),
-        Err("[kworker/u9:0] (PID 1242) has PPID 7, not kthreadd's 5".into())
+        Err("[kworker/u17:0] (PID 1248) has PPID 7, not kthreadd's 5".into())
     );
     let no_kthreadd = edit_row(&kthread, "5", |_| None);
     let rows = checks::parse_sys_kthread(&no_kthreadd).unwrap();
     assert_eq!(
         checks::kthreadd_parents_all(&rows),
-        Err("the first row is [kworker/0:0H] with PPID 5, expected [kthreadd] with PPID 0".into())
+        Err("the first row is [ksoftirqd/0] with PPID 5, expected [kthreadd] with PPID 0".into())
     );
     assert_eq!(checks::idle_threads_sleep(&rows), Err("no [kthreadd] row".into()));
 
     let rows = checks::parse_sys_kthread(&kthread).unwrap();
-    assert_eq!(checks::rows_are_consistent(&rows, 2), Err("[kthreadd] is on CPU 2 of 2".into()));
-    let unbound_cpu2 = edit_row(&kthread, "12", |_| None);
-    let unbound_cpu2 = edit_row(&unbound_cpu2, "1209", |_| None);
-    let unbound_cpu2 = edit_row(&unbound_cpu2, "1219", |_| None);
+    assert_eq!(checks::rows_are_consistent(&rows, 2), Err("[ksoftirqd/2] is on CPU 2 of 2".into()));
+    let over = edit_row(&kthread, "1236", |l| Some(l.replacen("   0.0 ", " 100.1 ", 1)));
+    let rows = checks::parse_sys_kthread(&over).unwrap();
+    assert_eq!(checks::rows_are_consistent(&rows, 4), Err("[kworker/3:10-wq-hog] uses 100.1% of one CPU".into()));
+    let unbound_cpu2 = edit_row(&kthread, "16", |_| None);
+    let unbound_cpu2 = edit_row(&unbound_cpu2, "1222", |_| None);
+    let unbound_cpu2 = edit_row(&unbound_cpu2, "1251", |_| None);
     let rows = checks::parse_sys_kthread(&unbound_cpu2).unwrap();
     assert_eq!(checks::per_cpu_workers_bound(&rows, 4), Err("no live [kworker/2:*] bound to CPU 2 alone".into()));
     let twice = edit_row(&kthread, "12", |l| Some(l.replacen("12", " 9", 1)));
     let rows = checks::parse_sys_kthread(&twice).unwrap();
     assert_eq!(checks::rows_are_consistent(&rows, 4), Err("PID 9 is listed twice".into()));
     let (header, body) = kthread.split_once('\n').unwrap();
-    let awake = format!("{header}\n{}", body.replace(" S ", " R ").replace("worker_thread", "-            "));
+    let awake = format!("{header}\n{}", body.replace(" I ", " R ").replace("worker_thread", "-            "));
     let rows = checks::parse_sys_kthread(&awake).unwrap();
     assert_eq!(
         checks::idle_threads_sleep(&rows),
-        Err("no worker sleeps in worker_thread (state S, WCHAN worker_thread)".into())
+        Err("no worker waits idle in worker_thread (state I, WCHAN worker_thread)".into())
     );
+    // A worker waiting for work in S (as before state I) or D (it would look hung).
+    for letter in ["S", "D"] {
+        let wrong = edit_row(&kthread, "1262", |l| Some(l.replacen(" I ", &format!(" {letter} "), 1)));
+        let rows = checks::parse_sys_kthread(&wrong).unwrap();
+        assert_eq!(
+            checks::idle_threads_sleep(&rows),
+            Err(format!("[kworker/0:15] waits for work in state {letter}, expected I"))
+        );
+    }
 
     let rows = checks::parse_sys_kthread(&kthread).unwrap();
     let missing: String =
         context.lines().filter(|l| !l.ends_with("[kworker/3:10]")).map(|l| format!("{l}\n")).collect();
     assert_eq!(
         checks::listed_in_sys_context(&rows, &missing),
-        Err("[kworker/3:10-wq-hog] (PID 1251) is not in sys:context".into())
+        Err("[kworker/3:10-wq-hog] (PID 1236) is not in sys:context".into())
     );
     assert_eq!(
         checks::cpu_count("Vendor: x\n"),
@@ -174,8 +192,8 @@ fn worker_descriptions_match_their_context() {
     assert!(!checks::same_thread("[kworker/1:0-events]", "[kworker/1:]"));
     let (_, _, context) = samples();
     let names = checks::kernel_context_names(&context);
-    assert_eq!(names.len(), 40, "every context of the sample has a bracketed name");
-    assert_eq!((names[0], names[39]), ("[kmain]", "[bootstrap]"));
+    assert_eq!(names.len(), 44, "every context of the sample has a bracketed name");
+    assert_eq!((names[0], names[43]), ("[kmain]", "[kworker/2:5]"));
 }
 
 /// What the kernel prints around the program's lines: the `redox_user` suite, its first case,
@@ -237,7 +255,7 @@ fn the_programs_ktap_nests_under_the_kernels_case() {
 /// The bottom-half files captured in the guest (4 CPUs, after the suites; the kernel prints
 /// them as `# sys:softirqs:` and `# sys:interrupts:` lines at the end of a run).
 fn bh_samples() -> (String, String, String, String) {
-    (sample("sys-softirqs.txt"), sample("sys-interrupts.txt"), sample("sys-kthread-bh.txt"), sample("sys-cpu.txt"))
+    (sample("sys-softirqs.txt"), sample("sys-interrupts.txt"), sample("sys-kthread.txt"), sample("sys-cpu.txt"))
 }
 
 #[test]

@@ -77,6 +77,17 @@ impl WaitQueue {
         self.wait_in(SleepState::Interruptible, wchan, cond);
     }
 
+    /// Like [`WaitQueue::wait_event`], sleeping idle ("I" rather than "D" in
+    /// listings, and not a hung task however long it waits): Linux
+    /// `wait_event_idle`, for a thread that waits for work.
+    ///
+    /// Context: may sleep.
+    #[track_caller]
+    pub fn wait_event_idle(&self, wchan: &'static str, cond: impl FnMut() -> bool) {
+        might_sleep();
+        self.wait_in(SleepState::Idle, wchan, cond);
+    }
+
     /// Sleep until `cond()` holds or `deadline_ns` passes; true if the
     /// condition held (Linux `wait_event_timeout`).
     ///
