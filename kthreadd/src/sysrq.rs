@@ -104,6 +104,16 @@ pub fn show_cpus() {
     }
 }
 
+static HANDLED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static LAST_KEY: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Keys acted on since boot, and the last one (`'\0'` before any).
+pub fn handled() -> (u64, char) {
+    use core::sync::atomic::Ordering;
+    let key = char::from_u32(LAST_KEY.load(Ordering::Relaxed)).unwrap_or('\0');
+    (HANDLED.load(Ordering::Relaxed), key)
+}
+
 /// Act on SysRq key `key`.
 ///
 /// Context: may sleep (key `l` waits for each CPU). Return: `EINVAL` for a
@@ -124,6 +134,8 @@ pub fn handle(key: char) -> Result<()> {
             return Err(Error::new(EINVAL));
         }
     }
+    LAST_KEY.store(key as u32, core::sync::atomic::Ordering::Relaxed);
+    HANDLED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 

@@ -61,3 +61,36 @@ pub fn emergency_line(args: fmt::Arguments<'_>) {
 macro_rules! kprintln {
     ($($arg:tt)*) => { $crate::console::line(format_args!($($arg)*)) };
 }
+
+/// A BREAK was received: the next byte is a SysRq key (Linux's serial
+/// SysRq: BREAK, then the key within a few seconds; QEMU sends a BREAK on
+/// its monitor's `Ctrl-A b`).
+static SYSRQ_ARMED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// How long after a BREAK a key still counts (Linux: 5 s).
+const SYSRQ_WINDOW_NS: u64 = 5_000_000_000;
+
+/// Take the console's receive interrupt (COM1's line; `crate::irq`).
+pub fn enable_input() {
+    CONSOLE.lock().enable_rx_interrupts();
+}
+
+/// COM1's interrupt: drain what the UART received. Returns the SysRq key
+/// it completed, if any; other input is dropped (the console is output).
+pub fn receive() -> Option<u8> {
+    use core::sync::atomic::Ordering;
+    let mut key = None;
+    let mut uart = CONSOLE.lock();
+    while let Some(ev) = uart.receive() {
+        let now = crate::time::now_ns();
+        match ev {
+            None => SYSRQ_ARMED.store(now, Ordering::Relaxed),
+            Some(b) => {
+                let armed = SYSRQ_ARMED.swap(0, Ordering::Relaxed);
+                if armed != 0 && now.saturating_sub(armed) < SYSRQ_WINDOW_NS && b.is_ascii_graphic() {
+                    key = Some(b);
+                }
+            }
+        }
+    }
+    key
+}

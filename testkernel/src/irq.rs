@@ -241,6 +241,41 @@ pub fn init(madt: &Madt) {
         }
         interrupts::set_handler(VEC_IRQ_BASE + irq as u8, device_interrupt);
     }
+    // The console's own line: its receive interrupt brings SysRq keys.
+    if let Some(pin) = v.get(CONSOLE_LINE as usize).and_then(|l| l.pin) {
+        interrupts::set_handler(VEC_IRQ_BASE + CONSOLE_LINE as u8, console_interrupt);
+        ioapic::route(pin, v[CONSOLE_LINE as usize].route(CONSOLE_LINE), false);
+        crate::console::enable_input();
+    }
+}
+
+/// The key of a SysRq request from the console, for the work item that
+/// acts on it (0: none).
+static SYSRQ_KEY: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+static SYSRQ_WORK: spin::Once<workqueue::Work> = spin::Once::new();
+
+/// COM1's interrupt: a BREAK then a key is a SysRq request, handled in a
+/// work item (the keys print stacks and may wait for other CPUs).
+fn console_interrupt(_frame: &mut InterruptFrame) {
+    let key = crate::console::receive();
+    apic::eoi();
+    let Some(key) = key else {
+        return;
+    };
+    SYSRQ_KEY.store(key, Ordering::Relaxed);
+    if !workqueue::system::started() {
+        return;
+    }
+    let w = SYSRQ_WORK.call_once(|| {
+        workqueue::Work::new(|| {
+            let k = SYSRQ_KEY.swap(0, Ordering::Relaxed);
+            if k != 0 {
+                crate::kprintln!("sysrq: key '{}' from the console", k as char);
+                let _ = kthreadd::sysrq::handle(k as char);
+            }
+        })
+    });
+    workqueue::system::wq().queue(w);
 }
 
 /// A device vector: the flow described in the module documentation.

@@ -305,6 +305,11 @@ impl SystemWq {
 pub mod system {
     use crate::{SystemWq, Workqueue};
 
+    /// Do the system queues exist yet (after [`crate::init`])?
+    pub fn started() -> bool {
+        crate::wq::started()
+    }
+
     /// The system queue `which`. Panics before [`crate::init`].
     pub fn get(which: SystemWq) -> &'static Workqueue {
         crate::wq::system(which)

@@ -210,6 +210,11 @@ pub(crate) fn all_wqs() -> Vec<Arc<WqInner>> {
     WQS.lock().iter().filter_map(|w| w.upgrade()).collect()
 }
 
+/// Do the system queues exist (after [`crate::init`])?
+pub fn started() -> bool {
+    SYSTEM.get().is_some()
+}
+
 pub(crate) fn system(which: SystemWq) -> &'static Workqueue {
     &SYSTEM.get().expect("workqueue::init not called")[which as usize]
 }

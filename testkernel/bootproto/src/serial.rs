@@ -8,6 +8,10 @@ pub const COM1: u16 = 0x3F8;
 
 /// Line status register: transmit holding register empty.
 const LSR_THRE: u8 = 0x20;
+/// Line status register: a received byte waits.
+const LSR_DR: u8 = 0x01;
+/// Line status register: a BREAK was received.
+const LSR_BI: u8 = 0x10;
 
 /// A 16550 UART at an I/O base; as a [`fmt::Write`], newlines go out as CR LF.
 #[derive(Debug)]
@@ -46,6 +50,28 @@ impl Uart16550 {
         self.outb(3, 0x03);
         self.outb(2, 0xC7);
         self.outb(4, 0x03);
+    }
+
+    /// Raise the UART's interrupt for received data and line status (a
+    /// BREAK), with OUT2 set so a PC routes it to its IRQ line.
+    pub fn enable_rx_interrupts(&mut self) {
+        self.outb(4, 0x0B);
+        self.outb(1, 0x05);
+    }
+
+    /// The next received event, if any: `Some(None)` for a BREAK, `Some(Some(b))`
+    /// for a byte. Reading it takes it off the UART.
+    pub fn receive(&mut self) -> Option<Option<u8>> {
+        let lsr = self.inb(5);
+        if lsr & LSR_BI != 0 {
+            // The break comes with a zero byte in the receive register.
+            let _ = self.inb(0);
+            return Some(None);
+        }
+        if lsr & LSR_DR != 0 {
+            return Some(Some(self.inb(0)));
+        }
+        None
     }
 
     /// Send one byte, once the transmit holding register is empty.

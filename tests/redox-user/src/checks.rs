@@ -421,3 +421,36 @@ pub fn memory_tables(sys_vmstat: &str, sys_meminfo: &str) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Settings `sys:sysctl` must list (the detectors' and the memory layers').
+pub const SYSCTL_NAMES: [&str; 8] = [
+    "kernel.hung_task_timeout_secs",
+    "kernel.hung_task_warnings",
+    "kernel.watchdog_thresh",
+    "kernel.nmi_watchdog",
+    "vm.dirty_ratio",
+    "vm.dirty_expire_centisecs",
+    "vm.min_free_kbytes",
+    "vm.watermark_scale_factor",
+];
+
+/// `sys:sysctl` as `name = value` lines (`sysctl -a`), sorted by name, every value an integer,
+/// with at least [`SYSCTL_NAMES`]. Returns the entries.
+pub fn sysctl_table(text: &str) -> Result<Vec<(&str, i64)>, String> {
+    let mut out: Vec<(&str, i64)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let Some((name, value)) = line.split_once(" = ") else {
+            return Err(format!("sys:sysctl line {}: `{line}` is not `name = value`", n + 1));
+        };
+        let value: i64 =
+            value.parse().map_err(|_| format!("sys:sysctl line {}: `{value}` is not an integer", n + 1))?;
+        if out.last().is_some_and(|(prev, _)| *prev >= name) {
+            return Err(format!("sys:sysctl line {}: `{name}` is out of order", n + 1));
+        }
+        out.push((name, value));
+    }
+    if let Some(missing) = SYSCTL_NAMES.iter().find(|n| !out.iter().any(|(name, _)| name == *n)) {
+        return Err(format!("sys:sysctl has no {missing}"));
+    }
+    Ok(out)
+}

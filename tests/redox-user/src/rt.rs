@@ -220,6 +220,60 @@ fn sys_kthread_is_read_only(roots: &Roots) -> Result<(), String> {
     }
 }
 
+/// Write `data` to `sys:NAME` in one write; the write's result.
+fn write_sys(roots: &Roots, name: &str, data: &[u8]) -> syscall::Result<usize> {
+    let fd = open(roots.sys, name, syscall::O_WRONLY)?;
+    let r = syscall::write(fd, data);
+    let _ = close(fd);
+    r
+}
+
+/// `sys:sysctl` lists the settings; a root write changes one (read back), an unknown name is
+/// `ENOENT`, an out-of-range value `EINVAL` and leaves the setting as it was.
+fn sys_sysctl_reads_and_writes(roots: &Roots) -> Result<(), String> {
+    const NAME: &str = "kernel.hung_task_warnings";
+    let value = |text: &str| -> Result<i64, String> {
+        let table = checks::sysctl_table(text)?;
+        table.iter().find(|(n, _)| *n == NAME).map(|(_, v)| *v).ok_or_else(|| format!("no {NAME}"))
+    };
+    let before = value(&read_sys(roots, "sysctl")?)?;
+    let want = if before == 7 { 8 } else { 7 };
+    write_sys(roots, "sysctl", format!("{NAME}={want}\n").as_bytes()).map_err(|e| format!("write {NAME}: {e}"))?;
+    let after = value(&read_sys(roots, "sysctl")?)?;
+    let unknown = write_sys(roots, "sysctl", b"kernel.no_such_setting=1\n");
+    let bad = write_sys(roots, "sysctl", b"kernel.watchdog_thresh=61\n");
+    let thresh = checks::sysctl_table(&read_sys(roots, "sysctl")?)?
+        .iter()
+        .find(|(n, _)| *n == "kernel.watchdog_thresh")
+        .map(|(_, v)| *v);
+    write_sys(roots, "sysctl", format!("{NAME}={before}\n").as_bytes()).map_err(|e| format!("restore: {e}"))?;
+    if after != want {
+        return Err(format!("{NAME}: wrote {want}, read back {after}"));
+    }
+    if unknown.map_err(|e| e.errno) != Err(ENOENT) {
+        return Err(format!("an unknown name gave {unknown:?}, not ENOENT"));
+    }
+    if bad.map_err(|e| e.errno) != Err(syscall::EINVAL) {
+        return Err(format!("watchdog_thresh=61 gave {bad:?}, not EINVAL"));
+    }
+    if thresh == Some(61) {
+        return Err(String::from("a refused value was stored"));
+    }
+    Ok(())
+}
+
+/// `sys:sysrq` takes the help key (the kernel prints its list) and refuses a key it has not.
+fn sys_sysrq_takes_keys(roots: &Roots) -> Result<(), String> {
+    match write_sys(roots, "sysrq", b"h") {
+        Ok(1) => {}
+        other => return Err(format!("sysrq h: {other:?}")),
+    }
+    match write_sys(roots, "sysrq", b"?") {
+        Err(e) if e.errno == syscall::EINVAL => Ok(()),
+        other => Err(format!("sysrq ?: {other:?}, not EINVAL")),
+    }
+}
+
 /// Tell the kernel the verdict (it then ends the run), and leave.
 fn report_and_exit(roots: &Roots, pass: bool) -> ! {
     let verdict: &[u8] = if pass { b"pass" } else { b"fail" };
@@ -349,6 +403,8 @@ extern "C" fn main() -> ! {
     }
     results.push(("proc_has_no_name_for_kernel_threads", proc_has_no_name_for_kernel_threads(&roots, &ids)));
     results.push(("sys_kthread_is_read_only", sys_kthread_is_read_only(&roots)));
+    results.push(("sys_sysctl_reads_and_writes", sys_sysctl_reads_and_writes(&roots)));
+    results.push(("sys_sysrq_takes_keys", sys_sysrq_takes_keys(&roots)));
 
     let mut ktap = Ktap::start(|l: &str| console.line(l), "user_space", results.len());
     ktap.diag(&format!(
@@ -361,7 +417,8 @@ extern "C" fn main() -> ! {
     }
     // What user space read, line by line, for a failed check's reader and as the source of the
     // host tests' samples (`tests/redox-user/samples/`, `cookbook-recipe/kthread-ps/tests/`).
-    for (name, text) in [("sys:kthread", &kthread_text), ("sys:context", &context_text)] {
+    let sysctl_text = read_sys(&roots, "sysctl").unwrap_or_default();
+    for (name, text) in [("sys:kthread", &kthread_text), ("sys:context", &context_text), ("sys:sysctl", &sysctl_text)] {
         for l in text.lines() {
             ktap.diag(&format!("user {name}: {l}"));
         }

@@ -33,6 +33,8 @@ options:
   --kvm               use -accel kvm instead of -accel tcg,thread=multi
   --initrd PATH       pass -initrd PATH to QEMU
   --qemu-arg ARG      extra QEMU argument (repeatable)
+  --sysrq KEYS[@SECS] type SysRq KEYS on the serial console (BREAK, then each key), SECS
+                      seconds after the guest's harness starts (QEMU gets -serial mon:stdio)
   --qemu PATH         emulator binary (default qemu-system-x86_64)
   --out DIR           output directory (default target/ktest)
   --quiet             echo only failures and the summary
@@ -111,6 +113,9 @@ pub struct Options {
     pub initrd: Option<PathBuf>,
     /// Extra QEMU arguments.
     pub qemu_args: Vec<String>,
+    /// `--sysrq KEYS[@SECS]`: type these SysRq keys on the serial console (BREAK, key) SECS
+    /// seconds after the guest's harness starts (its `# seed:` line).
+    pub sysrq: Option<crate::qemu::ConsoleInput>,
     /// Emulator binary.
     pub qemu: PathBuf,
     /// Output directory; `None` means `<repo>/target/ktest`.
@@ -164,6 +169,7 @@ impl Options {
             accel: Accel::Tcg,
             initrd: None,
             qemu_args: Vec::new(),
+            sysrq: None,
             qemu: PathBuf::from(QEMU),
             out: None,
             quiet: false,
@@ -259,6 +265,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "--kvm" => o.accel = Accel::Kvm,
             "--initrd" => o.initrd = Some(PathBuf::from(value()?)),
             "--qemu-arg" => o.qemu_args.push(value()?),
+            "--sysrq" => o.sysrq = Some(parse_sysrq(&value()?)?),
             "--qemu" => o.qemu = PathBuf::from(value()?),
             "--out" => o.out = Some(PathBuf::from(value()?)),
             "--quiet" | "-q" => o.quiet = true,
@@ -420,4 +427,20 @@ fn parse_list<T>(flag: &str, v: &str, item: fn(&str) -> Option<T>) -> Result<Vec
         Some(list) if !list.is_empty() => Ok(list),
         _ => Err(format!("invalid {flag} value '{v}': expected a comma list of {what}")),
     }
+}
+
+/// `KEYS[@SECS]` of `--sysrq`.
+fn parse_sysrq(v: &str) -> Result<crate::qemu::ConsoleInput, String> {
+    let (keys, secs) = match v.split_once('@') {
+        Some((k, s)) => (k, s.parse::<u64>().map_err(|_| format!("--sysrq {v}: `{s}` is not whole seconds"))?),
+        None => (v, 0),
+    };
+    if keys.is_empty() || !keys.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("--sysrq {v}: expected SysRq keys (letters such as t, w, l), then optionally @SECS"));
+    }
+    Ok(crate::qemu::ConsoleInput {
+        after_line: String::from("# seed:"),
+        delay: std::time::Duration::from_secs(secs),
+        keys: keys.to_string(),
+    })
 }

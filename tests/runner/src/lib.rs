@@ -30,6 +30,7 @@ pub mod rounds;
 pub mod run;
 pub mod symbolize;
 pub mod trace;
+pub mod watchdogs;
 
 /// An error that ends the runner before or between boots, with its exit status.
 #[derive(Debug, Clone, PartialEq, Eq)]

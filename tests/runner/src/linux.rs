@@ -231,6 +231,7 @@ pub fn boot(
         accel: opts.accel,
         initrd: Some(&initrd),
         extra: &extra,
+        serial_monitor: false,
     });
     let label = format!("linux smp={smp} set={set}");
     if !opts.quiet {

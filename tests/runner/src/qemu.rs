@@ -1,6 +1,6 @@
 //! Starting the emulator, streaming its serial output and enforcing the time-out.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -162,6 +162,22 @@ pub struct QemuConfig<'a> {
     pub initrd: Option<&'a Path>,
     /// Extra arguments appended last.
     pub extra: &'a [String],
+    /// Multiplex QEMU's monitor on the serial console (`-serial mon:stdio`), so that input
+    /// can send a BREAK (`Ctrl-A b`) for the guest's SysRq.
+    pub serial_monitor: bool,
+}
+
+/// Console input to type during a boot: once a line containing `after_line` arrives, wait
+/// `delay`, then send each of `keys` as a serial SysRq request (a BREAK through QEMU's monitor
+/// escape `Ctrl-A b`, then the key), one per second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleInput {
+    /// A line containing this starts the delay.
+    pub after_line: String,
+    /// How long after that line.
+    pub delay: Duration,
+    /// The SysRq keys.
+    pub keys: String,
 }
 
 /// Build the QEMU command for one boot (stdio is set up by [`run_emulator`]).
@@ -169,7 +185,8 @@ pub fn qemu_command(c: &QemuConfig<'_>) -> Command {
     let mut cmd = Command::new(c.qemu);
     cmd.arg("-kernel").arg(c.kernel);
     cmd.arg("-append").arg(c.cmdline);
-    cmd.args(["-display", "none", "-serial", "stdio", "-no-reboot"]);
+    let serial = if c.serial_monitor { "mon:stdio" } else { "stdio" };
+    cmd.args(["-display", "none", "-serial", serial, "-no-reboot"]);
     cmd.arg("-m").arg(format!("{}M", c.mem_mib));
     cmd.arg("-smp").arg(match c.topology {
         Some(t) => t.smp_arg(c.smp),
@@ -227,14 +244,30 @@ pub fn qemu_version(qemu: &Path) -> Option<String> {
 /// The command's stdin is closed (so QEMU leaves the terminal alone) and its
 /// stdout and stderr are piped. Any command works: tests pass a shell script.
 pub fn run_emulator(
+    cmd: Command,
+    timeout: Duration,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> std::io::Result<EmulatorRun> {
+    run_emulator_input(cmd, timeout, None, on_event)
+}
+
+/// [`run_emulator`], typing `input` on the emulator's stdin (piped, then) when its time comes.
+pub fn run_emulator_input(
     mut cmd: Command,
     timeout: Duration,
+    input: Option<&ConsoleInput>,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> std::io::Result<EmulatorRun> {
     let start = Instant::now();
     let deadline = start + timeout;
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take();
+    // When to type, once the trigger line arrived; the keys still to type.
+    let mut type_at: Option<Instant> = None;
+    let mut keys: Vec<u8> = input.map(|i| i.keys.bytes().collect()).unwrap_or_default();
+    keys.reverse();
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
 
@@ -275,8 +308,24 @@ pub fn run_emulator(
             let _ = child.kill();
             break;
         }
+        if let (Some(at), Some(pipe)) = (type_at, stdin.as_mut())
+            && now >= at
+            && let Some(k) = keys.pop()
+        {
+            // BREAK through the monitor escape, then the key.
+            let _ = pipe.write_all(&[0x01, b'b', k]).and_then(|()| pipe.flush());
+            type_at = Some(now + Duration::from_secs(1));
+        }
         match rx.recv_timeout(deadline.saturating_duration_since(now).min(tick)) {
-            Ok(line) => on_event(Event::Line(&line)),
+            Ok(line) => {
+                if let Some(i) = input
+                    && type_at.is_none()
+                    && line.contains(&i.after_line)
+                {
+                    type_at = Some(Instant::now() + i.delay);
+                }
+                on_event(Event::Line(&line))
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 on_event(Event::Tick);

@@ -145,6 +145,18 @@ pub fn run_boot(
     console: &mut Console<'_>,
     label: &str,
 ) -> std::io::Result<BootOutcome> {
+    run_boot_input(cmd, timeout, sym, console, label, None)
+}
+
+/// [`run_boot`], typing `input` on the serial console when its time comes.
+pub fn run_boot_input(
+    cmd: Command,
+    timeout: Duration,
+    sym: Option<&Symbolizer>,
+    console: &mut Console<'_>,
+    label: &str,
+    input: Option<&qemu::ConsoleInput>,
+) -> std::io::Result<BootOutcome> {
     let start = Instant::now();
     let mut parser = Parser::new();
     let mut raw = String::new();
@@ -181,7 +193,7 @@ pub fn run_boot(
         let secs = start.elapsed().as_secs();
         console.progress(format!("{label} {suites}{suite} {secs} s"));
     };
-    let run = qemu::run_emulator(cmd, timeout, &mut on_event)?;
+    let run = qemu::run_emulator_input(cmd, timeout, input, &mut on_event)?;
     console.clear_progress();
     Ok(BootOutcome { exit: run.exit, stderr: run.stderr, raw, ktap: parser.finish(), elapsed: run.elapsed })
 }
@@ -296,7 +308,14 @@ fn start(opts: &Options, console: &mut Console<'_>) -> Result<Session, Error> {
     if !opts.quiet {
         console.line(&format!("ktest: seed={seed} (rerun with --seed {seed})"));
     }
-    let sym = match Symbolizer::from_file(&kernel) {
+    // With an initrd that is itself a kernel ELF (a Redox kernel booted through the PVH shim),
+    // the frames a backtrace or a stack dump prints are that kernel's: symbolize from it. The
+    // shim only runs before it.
+    let sym_from = match &opts.initrd {
+        Some(initrd) if Symbolizer::from_file(initrd).is_ok() => initrd.clone(),
+        _ => kernel.clone(),
+    };
+    let sym = match Symbolizer::from_file(&sym_from) {
         Ok(s) => Some(s),
         Err(e) => {
             console.line(&format!("ktest: warning: backtraces stay unsymbolized: {e}"));
@@ -365,13 +384,14 @@ fn boot(
         accel: opts.accel,
         initrd: opts.initrd.as_deref(),
         extra: &extra,
+        serial_monitor: opts.sysrq.is_some(),
     });
     if !opts.quiet {
         let kernel = s.kernel.display();
         console.line(&format!("ktest: {label}: booting {kernel} with \"{}\"", plan.cmdline));
     }
     let timeout = Duration::from_secs(opts.timeout_secs);
-    let outcome = run_boot(cmd, timeout, s.sym.as_ref(), console, label)
+    let outcome = run_boot_input(cmd, timeout, s.sym.as_ref(), console, label, opts.sysrq.as_ref())
         .map_err(|e| Error::env(format!("ktest: cannot start {}: {e}", s.qemu_path.display())))?;
     write_file(&s.out_dir.join(&plan.log), &outcome.raw)?;
     let mut failures = report::judge(outcome.exit, &outcome.ktap, opts.timeout_secs);
@@ -451,8 +471,21 @@ fn finish(s: &Session, opts: &Options, console: &mut Console<'_>, boots: &[BootR
         .collect();
     let trace_line = crate::trace::finish(&s.out_dir, &dumps)
         .map_err(|e| Error::env(format!("ktest: cannot write the trace reports in {}: {e}", s.out_dir.display())))?;
+    let mut watchdogs = Vec::new();
+    let mut reports = Vec::new();
+    for b in boots.iter() {
+        let raw = std::fs::read_to_string(s.out_dir.join(&b.log)).unwrap_or_default();
+        let r = crate::watchdogs::scan(&raw);
+        watchdogs.push(crate::watchdogs::json(b.smp, &b.preempt, &r));
+        reports.push(r);
+    }
+    let text = serde_json::to_string_pretty(&watchdogs).expect("serializable") + "\n";
+    write_file(&s.out_dir.join("watchdogs.json"), &text)?;
     let _ = report::print_summary(console.writer(), s.seed, boots);
     if let Some(l) = trace_line {
+        console.line(&l);
+    }
+    if let Some(l) = crate::watchdogs::summary(&reports.iter().collect::<Vec<_>>()) {
         console.line(&l);
     }
     Ok(if boots.iter().all(BootResult::passed) { 0 } else { 1 })

@@ -159,6 +159,7 @@ fn qemu_command_with_topology_and_numa() {
             accel: Accel::Tcg,
             initrd: None,
             extra: &[],
+            serial_monitor: false,
         });
         cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
     };

@@ -114,3 +114,13 @@ fn locked_up_guest_is_killed_by_the_runner() {
     assert!(run.stdout.contains("TIMEOUT: whole run exceeded 20 s"), "no runner time-out reported");
     assert!(run.stdout.contains("(timed out,"), "exit not reported as a time-out");
 }
+
+#[test]
+fn sysrq_key_typed_on_the_serial_console_reaches_the_guest() {
+    // A BREAK (QEMU's monitor escape Ctrl-A b) and then `w`, a second after the harness starts;
+    // the explicit case waits for the key and checks it.
+    let run = ktest("sysrq", &["--smp", "2", "--tests", "sysrq_console", "--timeout", "300", "--sysrq", "w@1"]);
+    assert_eq!(run.code, 0, "the run must pass:\n{}", run.stdout);
+    assert!(run.stdout.contains("sysrq: key 'w' from the console"), "{}", run.stdout);
+    assert!(run.stdout.contains("sysrq: Show Blocked State"), "{}", run.stdout);
+}

@@ -99,6 +99,7 @@ fn boot_shim_with(initrd: Option<&Path>, cmdline: &str, extra: &[String]) -> (Ex
         accel: Accel::Tcg,
         initrd,
         extra,
+        serial_monitor: false,
     });
     let mut serial = String::new();
     let mut on_event = |ev: Event<'_>| {

@@ -347,3 +347,23 @@ fn the_memory_tables_pass_as_captured_and_fail_when_broken() {
         .collect::<String>();
     assert!(checks::memory_tables(&far, &meminfo).unwrap_err().contains("nr_free_pages"));
 }
+
+#[test]
+fn the_sysctl_table_passes_as_captured_and_fails_when_broken() {
+    let text = sample("sys-sysctl.txt");
+    let table = checks::sysctl_table(&text).expect("captured sys:sysctl");
+    assert!(table.contains(&("kernel.hung_task_timeout_secs", 120)), "{table:?}");
+    assert!(table.contains(&("kernel.watchdog_thresh", 10)), "{table:?}");
+    // A name the program needs, missing.
+    let no_thresh: String =
+        text.lines().filter(|l| !l.starts_with("kernel.watchdog_thresh ")).map(|l| format!("{l}\n")).collect();
+    assert!(checks::sysctl_table(&no_thresh).unwrap_err().contains("kernel.watchdog_thresh"));
+    // Not `name = value`, not an integer, out of order.
+    let bad = text.replacen(" = ", "=", 1);
+    assert!(checks::sysctl_table(&bad).unwrap_err().contains("name = value"));
+    let bad = text.replacen("= 120", "= lots", 1);
+    assert!(checks::sysctl_table(&bad).unwrap_err().contains("not an integer"));
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(0, 1);
+    assert!(checks::sysctl_table(&lines.join("\n")).unwrap_err().contains("out of order"));
+}

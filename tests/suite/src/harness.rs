@@ -145,6 +145,8 @@ fn run_case(case: &'static TestCase, index: usize, args: &Args, default_timeout:
             FAILED.fetch_add(1, Ordering::Relaxed);
             let p = port();
             p.console_line(&format!("    not ok {index} {} # TIMEOUT after {timeout} s", c.name));
+            // What the kernel threads wait on, with their stacks (SysRq w).
+            kthreadd::sysrq::show_state(true);
             summary_line();
             kport::harness::harness().exit_machine(false);
         }

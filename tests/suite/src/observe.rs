@@ -391,3 +391,12 @@ ktest!(observe::sysctl_table_names_bounds_and_boot_words => |ctx| {
     let _ = ctx;
     Ok(())
 });
+
+ktest!(sysrq_console::key_typed_on_the_serial_console_is_handled [explicit = true, timeout_s = 90] => |ctx| {
+    // The runner types the key (`ktest run --sysrq w@1`): a BREAK, then `w`.
+    let (before, _) = sysrq::handled();
+    check!(wait_for(60_000, || sysrq::handled().0 > before), "no SysRq key arrived from the console in 60 s");
+    check_eq!(sysrq::handled().1, 'w');
+    let _ = ctx;
+    Ok(())
+});
