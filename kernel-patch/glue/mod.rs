@@ -411,7 +411,7 @@ pub fn switching_to(next: &Context) {
 
 /// Linux's `prio` of a normal task, which the trace events print for every Redox context (Redox
 /// has no priority levels the events could carry).
-const TRACE_PRIO: u64 = 120;
+pub(crate) const TRACE_PRIO: u64 = 120;
 
 /// The `sched_switch` tracepoint, from inside `context::switch`: it asks the port nothing (the
 /// switch holds context locks), records with interrupts off, and names `prev` by its port record

@@ -312,6 +312,9 @@ fn wake_task(task: &Task, mask: u8) -> bool {
                 return false;
             }
             task.state.store(RUNNING, Ordering::SeqCst);
+            if kport::trace::on(kport::trace::Event::SchedWakeup) {
+                kport::trace::save_comm(task.id as u64, guard.name.as_str());
+            }
             if st == NEW {
                 guard.status = Status::Runnable;
             } else if !guard.unblock_no_ipi() {
@@ -328,6 +331,7 @@ fn wake_task(task: &Task, mask: u8) -> bool {
                 // Bound: nothing to choose, and `cpu_id` already names that CPU (set at spawn,
                 // by `set_affinity` and by every switch to it).
                 drop(guard);
+                trace_wakeup(task, only);
                 let cpu = LogicalCpuId::new(only as u32);
                 wakeup_context(&ctx, Some(cpu), &mut token.downgrade());
                 return true;
@@ -346,9 +350,30 @@ fn wake_task(task: &Task, mask: u8) -> bool {
             }
             guard.cpu_id = Some(cpu);
         }
+        trace_wakeup(task, cpu.get() as usize);
         wakeup_context(&ctx, Some(cpu), &mut token.downgrade());
         true
     })
+}
+
+/// The `sched_wakeup` tracepoint: `task` goes to `cpu`'s run queue. The waker is named from this
+/// CPU's record of its running context (the wake-up holds context locks: the port is not asked).
+fn trace_wakeup(task: &Task, cpu: usize) {
+    if !kport::trace::on(kport::trace::Event::SchedWakeup) {
+        return;
+    }
+    let me = crate::cpu_id().get() as usize;
+    let waker = super::CPU_CURRENT_ID
+        .get(me)
+        .map_or(0, |c| c.load(Ordering::Relaxed));
+    kport::trace::emit_as(
+        waker as u64,
+        1,
+        kport::trace::Event::SchedWakeup,
+        [task.id as u64, super::TRACE_PRIO, cpu as u64, 0, 0],
+        "",
+        "",
+    );
 }
 
 /// Open a short interrupt window at a kernel thread's yield point, so that the PIT tick and
