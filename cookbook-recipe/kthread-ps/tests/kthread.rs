@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cli, sample};
+use common::{cli, lines, sample};
 use kthread_ps::kthread::{Kthread, tree};
 use kthread_ps::listing::{LineError, Listing, parse};
 
@@ -37,10 +37,6 @@ const SPIN: &str = " 1299     5 R   1 1         99.9 0:01.504843 -              
 const HOG: &str = " 1236     5 I   3 3          3.6 0:01.775712 worker_thread    [kworker/3:10-wq-hog]";
 const CSYNC: &str = " 1261     5 I   0 0          1.3 0:00.053728 worker_thread    [kworker/0:14-wq-csync-handed]";
 const UNBOUND: &str = " 1192     5 I   3 0-3        0.3 0:00.148126 worker_thread    [kworker/u16:1-wq-scopes]";
-
-fn lines(v: &[&str]) -> String {
-    v.iter().map(|l| format!("{l}\n")).collect()
-}
 
 #[test]
 fn every_row_of_the_guest_sample_parses_kthreadd_first() {

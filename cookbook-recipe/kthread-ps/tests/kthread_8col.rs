@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cli, sample, temp_file};
+use common::{cli, lines, sample, temp_file};
 use kthread_ps::kthread::{Kthread, cpu_list, cpu_time, tree};
 use kthread_ps::listing::{LineError, Listing, parse};
 
@@ -28,10 +28,6 @@ const KW1: &str = "    8     5 S   1 1            - 0:00.000050 kthread_worker  
 const KW2: &str = "    9     5 S   2 2            - 0:00.000043 kthread_worker   [kworker/2:0]";
 const KW3: &str = "   10     5 S   3 3            - 0:00.000164 kthread_worker   [kworker/3:0]";
 const EXITER: &str = "   23     5 Z   0 all          - 0:00.000239 -                [exiter]";
-
-fn lines(v: &[&str]) -> String {
-    v.iter().map(|l| format!("{l}\n")).collect()
-}
 
 #[test]
 fn every_row_of_the_guest_sample_parses_kthreadd_first() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{cli, sample, temp_file};
+use common::{cli, lines, sample, temp_file};
 use kthread_ps::listing::{LineError, Listing, parse};
 use kthread_ps::wq::WqStat;
 
@@ -27,10 +27,6 @@ const CRUNCH: &str = "crunch                               8      0       224   
 const WRITEBACK: &str = "writeback                           12      0        96       0      0      0      0";
 const KBLOCKD: &str = "kblockd flush                        5      0         5       0      0      0      0";
 const LONGNAME: &str = "events_with_a_longer_name_2x         1      1         0       0      0      0      0";
-
-fn lines(v: &[&str]) -> String {
-    v.iter().map(|l| format!("{l}\n")).collect()
-}
 
 #[test]
 fn every_row_of_the_sample_parses() {

@@ -222,6 +222,19 @@ fn kernel_runs_irqs_off() -> bool {
     port().name() == "redox"
 }
 
+/// The start of a lockup case: skip on the host port, start the
+/// watchdog, and set a 1 s `watchdog_thresh` (lockups at 2 s) until the
+/// returned guard puts the settings back.
+fn lockup_case() -> Result<Restore, Failure> {
+    if !preemption_is_real() {
+        return crate::skip("host port: a CPU with preemption or interrupts off still runs other threads");
+    }
+    watchdog::init().map_err(err("watchdog"))?;
+    let restore = Restore::save(&["kernel.watchdog_thresh", "kernel.nmi_watchdog"])?;
+    set("kernel.watchdog_thresh", 1)?;
+    Ok(restore)
+}
+
 /// Run a thread bound to CPU 1 that spins for `ms`; the soft-lockup
 /// reports made meanwhile.
 fn spin_on_cpu1(name: &str, ms: u64, how: Spin) -> Result<(Kthread, Vec<watchdog::Report>), Failure> {
@@ -243,12 +256,7 @@ fn spin_on_cpu1(name: &str, ms: u64, how: Spin) -> Result<(Kthread, Vec<watchdog
 }
 
 ktest!(observe::soft_lockup_reports_cpu_spinning_with_preemption_off [min_cpus = 2, may_report = true, timeout_s = 120] => |ctx| {
-    if !preemption_is_real() {
-        return crate::skip("host port: a CPU with preemption off still runs other threads");
-    }
-    watchdog::init().map_err(err("watchdog"))?;
-    let _restore = Restore::save(&["kernel.watchdog_thresh"])?;
-    set("kernel.watchdog_thresh", 1)?;
+    let _restore = lockup_case()?;
     // Threshold 2 s: a 3.5 s spin is reported once (a second report would
     // need another 2 s). Inside Redox the spinning thread also keeps
     // interrupts off: its buddy reports a hard lockup instead.
@@ -270,12 +278,7 @@ ktest!(observe::soft_lockup_reports_cpu_spinning_with_preemption_off [min_cpus =
 });
 
 ktest!(observe::soft_lockup_follows_the_preemption_model [min_cpus = 2, may_report = true, timeout_s = 120] => |ctx| {
-    if !preemption_is_real() {
-        return crate::skip("host port: a CPU with preemption off still runs other threads");
-    }
-    watchdog::init().map_err(err("watchdog"))?;
-    let _restore = Restore::save(&["kernel.watchdog_thresh"])?;
-    set("kernel.watchdog_thresh", 1)?;
+    let _restore = lockup_case()?;
     // Preemption on: under preempt=full the watchdog thread preempts the
     // spinner and nothing is reported; under preempt=none the CPU cannot
     // schedule and the lockup is reported, as on Linux.
@@ -295,12 +298,7 @@ ktest!(observe::soft_lockup_follows_the_preemption_model [min_cpus = 2, may_repo
 });
 
 ktest!(observe::hard_lockup_seen_by_the_buddy_cpu [min_cpus = 2, may_report = true, timeout_s = 120] => |ctx| {
-    if !preemption_is_real() {
-        return crate::skip("host port: interrupts off on one thread stop no simulated CPU");
-    }
-    watchdog::init().map_err(err("watchdog"))?;
-    let _restore = Restore::save(&["kernel.watchdog_thresh", "kernel.nmi_watchdog"])?;
-    set("kernel.watchdog_thresh", 1)?;
+    let _restore = lockup_case()?;
     // Interrupts off for 3.5 s: CPU 1's own timer cannot fire; the next
     // CPU sees its count stand still (every 3 periods of 0.4 s) and reports
     // a hard lockup, once, naming the thread.

@@ -22,3 +22,8 @@ pub fn temp_file(tag: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The lines of `v`, each ended by a newline (a golden output).
+pub fn lines(v: &[&str]) -> String {
+    v.iter().map(|l| format!("{l}\n")).collect()
+}
