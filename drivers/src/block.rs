@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use kport::bus::DmaRegion;
 use kport::sync::{Completion, SpinLock, WaitQueue};
-use kport::{EAGAIN, EINVAL, ENODEV, EROFS, Error, Result, port};
+use kport::{EAGAIN, EINVAL, EIO, ENODEV, EROFS, Error, Result, port};
 use softirq::softirq::{Vector, open_softirq, raise_softirq_irqoff};
 
 /// Rank of a device's counters lock.
@@ -397,6 +397,7 @@ impl BlockDevice {
         self.submit_inner(op, sector, buf, done, false, None)
     }
 
+    #[track_caller]
     fn submit_inner(
         self: &Arc<Self>,
         op: Op,
@@ -414,6 +415,15 @@ impl BlockDevice {
             // empty preflush on a device without a write cache.
             self.count_start(port().now_ns());
             let rq = self.request(op, sector, None, done);
+            finish(rq, FinishedIn::IrqLocal);
+            return Ok(());
+        }
+        if kport::fault::FAIL_MAKE_REQUEST.should_fail(1, core::panic::Location::caller()) {
+            // Injected failure (`fail_make_request`): the request ends with
+            // EIO without reaching the device, as Linux ends the bio.
+            self.count_start(port().now_ns());
+            let mut rq = self.request(op, sector, buf, done);
+            rq.result = Err(Error::new(EIO));
             finish(rq, FinishedIn::IrqLocal);
             return Ok(());
         }
@@ -526,6 +536,7 @@ impl BlockDevice {
     /// Return: as [`BlockDevice::submit_wait`], `ENOMEM`.
     ///
     /// Context: may sleep.
+    #[track_caller]
     pub fn read(self: &Arc<Self>, sector: u64, len: usize) -> Result<BlockBuf> {
         let buf = BlockBuf::new(len)?;
         match self.submit_wait(Op::Read, sector, Some(buf)) {

@@ -250,6 +250,9 @@ impl Builder {
     #[track_caller]
     pub fn create(self) -> Result<Kthread> {
         kport::might_sleep();
+        if kport::fault::FAIL_KTHREAD_CREATE.should_fail(1, core::panic::Location::caller()) {
+            return Err(Error::new(kport::ENOMEM));
+        }
         let p = port();
         let (affinity, extra) = match self.per_cpu {
             Some(cpu) if cpu >= p.cpu_count() => return Err(Error::new(EINVAL)),

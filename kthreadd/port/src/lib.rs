@@ -39,6 +39,7 @@ extern crate std;
 
 pub mod bus;
 pub mod context;
+pub mod fault;
 pub mod harness;
 #[cfg(feature = "host")]
 pub mod host;

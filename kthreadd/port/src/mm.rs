@@ -181,6 +181,7 @@ pub fn init(total: u64, free: u64) {
     recompute();
     INITED.store(true, Ordering::Release);
     crate::sysctl::register(&SYSCTLS);
+    crate::fault::register_sysctls();
 }
 
 fn sysctl_get(key: usize) -> i64 {
@@ -377,6 +378,13 @@ fn reclaimer() -> Option<&'static dyn Reclaimer> {
 #[track_caller]
 pub fn alloc_slowpath<T>(pages: u64, mut try_alloc: impl FnMut(Gfp) -> Option<T>) -> Result<T> {
     crate::might_sleep();
+    // Injected failure (`fail_page_alloc` with `ignore_gfp_wait` 0): no
+    // attempt, no reclaim, as Linux's page allocator returns NULL at once.
+    if crate::fault::FAIL_PAGE_ALLOC_IGNORE_GFP_WAIT.get() == 0
+        && crate::fault::FAIL_PAGE_ALLOC.should_fail(pages, core::panic::Location::caller())
+    {
+        return Err(Error::new(ENOMEM));
+    }
     if let Some(x) = try_alloc(Gfp::Kernel) {
         return Ok(x);
     }

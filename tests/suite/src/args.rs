@@ -73,6 +73,10 @@ pub struct Args {
     /// Linux's `sysctl.NAME=VALUE` words, applied in order when the
     /// harness starts (`kport::sysctl::apply_boot_word`).
     pub sysctl: Vec<String>,
+    /// Linux's fault-injection boot words (`fail_page_alloc=`,
+    /// `fail_make_request=`, `fail_kthread_create=`: `<interval>,<probability>,<space>,<times>`),
+    /// applied when the harness starts (`kport::fault::apply_boot_word`).
+    pub fault_inject: Vec<String>,
     /// SysRq keys to act on after the suites (`sysrq=tw`; see
     /// `kthreadd::sysrq`).
     pub sysrq: String,
@@ -143,6 +147,7 @@ impl Default for Args {
             restart_seed: None,
             sysctl: Vec::new(),
             sysrq: String::new(),
+            fault_inject: Vec::new(),
             trace_event: 0,
             trace_buf_size: None,
             latency_hist: 0,
@@ -220,6 +225,9 @@ impl Args {
                 }
                 "restart_seed" => a.restart_seed = Some(number(k, v)?),
                 "sysrq" => a.sysrq = v.to_string(),
+                "fail_page_alloc" | "fail_make_request" | "fail_kthread_create" => {
+                    a.fault_inject.push(word.to_string())
+                }
                 _ if k.starts_with("sysctl.") && k.len() > "sysctl.".len() => a.sysctl.push(word.to_string()),
                 "trace_event" => a.trace_event = kport::trace::parse_events(v)?,
                 "trace_buf_size" => a.trace_buf_size = Some(kport::trace::parse_size(v)?),

@@ -288,6 +288,12 @@ fn start_detectors(args: &Args) {
             line(&format!("# ktest: warning: {msg}"));
         }
     }
+    kport::fault::register_sysctls();
+    for w in &args.fault_inject {
+        if let Some(Err(msg)) = kport::fault::apply_boot_word(w) {
+            line(&format!("# ktest: warning: {msg}"));
+        }
+    }
 }
 
 /// Hung-task and soft-lockup reports so far.

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod bench_scale;
 pub mod bh_workqueue;
 pub mod block;
+pub mod fault_inject;
 pub mod harness;
 pub mod kswapd;
 pub mod kthread;

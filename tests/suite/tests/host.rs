@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 10] = [
+const SUITES: [&str; 11] = [
     "port",
     "kthread",
     "kthread_worker",
@@ -21,6 +21,7 @@ const SUITES: [&str; 10] = [
     "bh_workqueue",
     "threaded_irq",
     "observe",
+    "fault_inject",
 ];
 
 fn args() -> Args {
