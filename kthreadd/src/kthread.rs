@@ -411,8 +411,8 @@ impl Kthread {
             return Err(Error::new(EINVAL));
         }
         if self.0.ctl.has(state::WOKEN) {
-            port().console_line(&alloc::format!(
-                "# WARNING: kthread_bind of [{}] (id {}) after its first wake-up: refused",
+            kport::warn::warn(&alloc::format!(
+                "kthread_bind of [{}] (id {}) after its first wake-up: refused",
                 self.0.comm,
                 self.id()
             ));
@@ -432,6 +432,13 @@ impl Kthread {
         kport::might_sleep();
         let p = port();
         if p.current_id() == self.id() {
+            // Linux's kthread_stop(current) waits for its own exit and never
+            // returns; a thread that wants to end returns or calls exit.
+            kport::warn::warn(&alloc::format!(
+                "kthread_stop of [{}] (id {}) from the thread itself: it would wait for its own exit; refused",
+                self.0.comm,
+                self.id()
+            ));
             return Err(Error::new(EINVAL));
         }
         self.0.ctl.set(state::SHOULD_STOP);
@@ -469,7 +476,10 @@ impl Kthread {
     pub fn park(&self) -> Result<()> {
         kport::might_sleep();
         if let Err(bits) = self.0.ctl.request_park() {
-            let e = if bits & state::EXITED != 0 { ENOSYS } else { EBUSY };
+            // Linux warns on both: parking an exiting thread (ENOSYS) and a
+            // second park while one is pending (EBUSY).
+            let (e, why) = if bits & state::EXITED != 0 { (ENOSYS, "it has exited") } else { (EBUSY, "a park is already pending") };
+            kport::warn::warn(&alloc::format!("kthread_park of [{}] (id {}): {why}; refused", self.0.comm, self.id()));
             return Err(Error::new(e));
         }
         let p = port();
@@ -560,8 +570,8 @@ impl Kthread {
         }
         let aff = self.0.task().affinity();
         if aff != CpuMask::one(cpu) {
-            port().console_line(&alloc::format!(
-                "# WARNING: kthread_set_per_cpu of [{}] (id {}) to CPU {cpu} while it may run on {aff:?}: it is bound there at its next unpark",
+            kport::warn::warn(&alloc::format!(
+                "kthread_set_per_cpu of [{}] (id {}) to CPU {cpu} while it may run on {aff:?}: it is bound there at its next unpark",
                 self.0.comm,
                 self.id()
             ));
