@@ -478,7 +478,11 @@ impl Kthread {
         if let Err(bits) = self.0.ctl.request_park() {
             // Linux warns on both: parking an exiting thread (ENOSYS) and a
             // second park while one is pending (EBUSY).
-            let (e, why) = if bits & state::EXITED != 0 { (ENOSYS, "it has exited") } else { (EBUSY, "a park is already pending") };
+            let (e, why) = if bits & state::EXITED != 0 {
+                (ENOSYS, "it has exited")
+            } else {
+                (EBUSY, "a park is already pending")
+            };
             kport::warn::warn(&alloc::format!("kthread_park of [{}] (id {}): {why}; refused", self.0.comm, self.id()));
             return Err(Error::new(e));
         }

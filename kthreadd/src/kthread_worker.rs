@@ -381,10 +381,7 @@ impl KthreadWorker {
         let mut st = self.0.state.lock();
         if st.dying {
             drop(st);
-            kport::warn::warn(&format!(
-                "kthread work queued on worker {} being destroyed: refused",
-                self.0.name
-            ));
+            kport::warn::warn(&format!("kthread work queued on worker {} being destroyed: refused", self.0.name));
             return false;
         }
         if contains(&st.pending, &work.0) || contains(&st.canceling, &work.0) {

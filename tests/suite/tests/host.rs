@@ -1,5 +1,5 @@
 //! The shared suites on the host port (`port`, `kthread`, `kthread_worker`,
-//! `workqueue`, the bottom halves, `observe`'s tracing cases),
+//! `workqueue`, the bottom halves, `misuse`, `observe`'s tracing cases),
 //! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
@@ -10,12 +10,13 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 10] = [
+const SUITES: [&str; 11] = [
     "port",
     "kthread",
     "kthread_worker",
     "workqueue",
     "might_sleep",
+    "misuse",
     "softirq",
     "tasklet",
     "bh_workqueue",
