@@ -424,7 +424,7 @@ impl Kthread {
     /// Stop it (Linux `kthread_stop`): set should-stop, unpark, wake, wait
     /// for it to exit, and return its exit value; `EINTR` if it was stopped
     /// before it ever ran. Must be called from a context that may sleep, not
-    /// from the thread itself (`EINVAL`, which would otherwise deadlock).
+    /// from the thread itself (`EINVAL` and a warning: it would wait for its own exit).
     ///
     /// Context: may sleep. Return: the exit value, `EINTR` if it never ran, `EINVAL` from the thread itself.
     #[track_caller]
@@ -468,7 +468,7 @@ impl Kthread {
     /// Ask it to park and wait until it has parked itself at its next
     /// [`parkme`] (Linux `kthread_park`). `ENOSYS` if it has exited (also when
     /// a concurrent stop made it exit instead of parking), `EBUSY` if a park
-    /// is already pending. Parking a thread that never ran starts
+    /// is already pending (both refusals at the call warn, as Linux's do). Parking a thread that never ran starts
     /// it: it parks before its function runs.
     ///
     /// Context: may sleep. Return: `ENOSYS` if it exited, `EBUSY` if a park is pending.
