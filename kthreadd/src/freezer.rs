@@ -105,8 +105,8 @@ fn current_inner() -> Option<alloc::sync::Arc<Inner>> {
 pub fn set_freezable() -> bool {
     kport::might_sleep();
     let Some(k) = current_inner() else {
-        port().console_line(&alloc::format!(
-            "# WARNING: set_freezable called outside a kernel thread (context {}): ignored",
+        kport::warn::warn(&alloc::format!(
+            "set_freezable called outside a kernel thread (context {}): ignored",
             port().current_id()
         ));
         return false;
@@ -212,8 +212,8 @@ pub fn freeze_kthreads_within(timeout_ms: u64) -> Result<()> {
                 let _ = write!(names, " [{}] (id {})", k.comm(), k.id());
             }
             let more = todo.len().saturating_sub(WARN_NAMES);
-            p.console_line(&alloc::format!(
-                "# WARNING: freezing of kernel threads failed after {} ms, {} refusing:{names}{}",
+            kport::warn::warn(&alloc::format!(
+                "freezing of kernel threads failed after {} ms, {} refusing:{names}{}",
                 (p.now_ns() - start) / 1_000_000,
                 todo.len(),
                 if more > 0 { alloc::format!(" and {more} more") } else { String::new() }

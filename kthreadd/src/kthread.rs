@@ -414,8 +414,8 @@ impl Kthread {
             return Err(Error::new(EINVAL));
         }
         if self.0.ctl.has(state::WOKEN) {
-            port().console_line(&alloc::format!(
-                "# WARNING: kthread_bind of [{}] (id {}) after its first wake-up: refused",
+            kport::warn::warn(&alloc::format!(
+                "kthread_bind of [{}] (id {}) after its first wake-up: refused",
                 self.0.comm,
                 self.id()
             ));
@@ -427,7 +427,7 @@ impl Kthread {
     /// Stop it (Linux `kthread_stop`): set should-stop, unpark, wake, wait
     /// for it to exit, and return its exit value; `EINTR` if it was stopped
     /// before it ever ran. Must be called from a context that may sleep, not
-    /// from the thread itself (`EINVAL`, which would otherwise deadlock).
+    /// from the thread itself (`EINVAL` and a warning: it would wait for its own exit).
     ///
     /// Context: may sleep. Return: the exit value, `EINTR` if it never ran, `EINVAL` from the thread itself.
     #[track_caller]
@@ -435,6 +435,13 @@ impl Kthread {
         kport::might_sleep();
         let p = port();
         if p.current_id() == self.id() {
+            // Linux's kthread_stop(current) waits for its own exit and never
+            // returns; a thread that wants to end returns or calls exit.
+            kport::warn::warn(&alloc::format!(
+                "kthread_stop of [{}] (id {}) from the thread itself: it would wait for its own exit; refused",
+                self.0.comm,
+                self.id()
+            ));
             return Err(Error::new(EINVAL));
         }
         self.0.ctl.set(state::SHOULD_STOP);
@@ -464,7 +471,7 @@ impl Kthread {
     /// Ask it to park and wait until it has parked itself at its next
     /// [`parkme`] (Linux `kthread_park`). `ENOSYS` if it has exited (also when
     /// a concurrent stop made it exit instead of parking), `EBUSY` if a park
-    /// is already pending. Parking a thread that never ran starts
+    /// is already pending (both refusals at the call warn, as Linux's do). Parking a thread that never ran starts
     /// it: it parks before its function runs.
     ///
     /// Context: may sleep. Return: `ENOSYS` if it exited, `EBUSY` if a park is pending.
@@ -472,7 +479,14 @@ impl Kthread {
     pub fn park(&self) -> Result<()> {
         kport::might_sleep();
         if let Err(bits) = self.0.ctl.request_park() {
-            let e = if bits & state::EXITED != 0 { ENOSYS } else { EBUSY };
+            // Linux warns on both: parking an exiting thread (ENOSYS) and a
+            // second park while one is pending (EBUSY).
+            let (e, why) = if bits & state::EXITED != 0 {
+                (ENOSYS, "it has exited")
+            } else {
+                (EBUSY, "a park is already pending")
+            };
+            kport::warn::warn(&alloc::format!("kthread_park of [{}] (id {}): {why}; refused", self.0.comm, self.id()));
             return Err(Error::new(e));
         }
         let p = port();
@@ -563,8 +577,8 @@ impl Kthread {
         }
         let aff = self.0.task().affinity();
         if aff != CpuMask::one(cpu) {
-            port().console_line(&alloc::format!(
-                "# WARNING: kthread_set_per_cpu of [{}] (id {}) to CPU {cpu} while it may run on {aff:?}: it is bound there at its next unpark",
+            kport::warn::warn(&alloc::format!(
+                "kthread_set_per_cpu of [{}] (id {}) to CPU {cpu} while it may run on {aff:?}: it is bound there at its next unpark",
                 self.0.comm,
                 self.id()
             ));

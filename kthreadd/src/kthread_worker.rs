@@ -216,8 +216,8 @@ impl WorkerShared {
         let mut on = w.on.lock();
         match on.as_ref().and_then(|x| x.upgrade()) {
             Some(other) if !Arc::ptr_eq(&other, self) => {
-                port().console_line(&format!(
-                    "# WARNING: kthread work queued on worker {} while attached to worker {}: refused",
+                kport::warn::warn(&format!(
+                    "kthread work queued on worker {} while attached to worker {}: refused",
                     self.name, other.name
                 ));
                 false
@@ -381,10 +381,7 @@ impl KthreadWorker {
         let mut st = self.0.state.lock();
         if st.dying {
             drop(st);
-            port().console_line(&format!(
-                "# WARNING: kthread work queued on worker {} being destroyed: refused",
-                self.0.name
-            ));
+            kport::warn::warn(&format!("kthread work queued on worker {} being destroyed: refused", self.0.name));
             return false;
         }
         if contains(&st.pending, &work.0) || contains(&st.canceling, &work.0) {
@@ -442,7 +439,7 @@ impl KthreadWorker {
     }
 
     fn refuse_dying(&self, what: &str) {
-        port().console_line(&format!("# WARNING: {what} on worker {} being destroyed: refused", self.0.name));
+        kport::warn::warn(&format!("{what} on worker {} being destroyed: refused", self.0.name));
     }
 
     /// Change the delay of `dwork` to `delay_ns` from now, queueing it if it
@@ -583,8 +580,8 @@ impl KthreadWorker {
             timer.cancel_sync();
         }
         if !armed.is_empty() {
-            port().console_line(&format!(
-                "# WARNING: kthread_destroy_worker {}: {} delayed item(s) with an armed timer cancelled",
+            kport::warn::warn(&format!(
+                "kthread_destroy_worker {}: {} delayed item(s) with an armed timer cancelled",
                 self.0.name,
                 armed.len()
             ));

@@ -191,8 +191,8 @@ pub(crate) fn cpu_hog(name: &'static str) {
         }
     };
     if n >= crate::CPU_INTENSIVE_REPORT_AFTER && n.is_power_of_two() {
-        kport::port().console_line(&format!(
-            "# WARNING: workqueue: {name} hogged CPU for >{}us {n} times, consider switching to WQ_UNBOUND",
+        kport::warn::warn(&format!(
+            "workqueue: {name} hogged CPU for >{}us {n} times, consider switching to WQ_UNBOUND",
             crate::cpu_intensive_thresh_us()
         ));
     }

@@ -235,7 +235,7 @@ pub(crate) fn init_system_queues() -> Result<()> {
 }
 
 fn warn(msg: &str) {
-    port().console_line(&format!("# WARNING: workqueue: {msg}"));
+    kport::warn::warn(&format!("workqueue: {msg}"));
 }
 
 /// The worker the caller is, if it is one (for chained queueing and
@@ -623,8 +623,8 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
 /// `flush_work`): true if it waited, false if the item was idle or that
 /// instance had already ended. A delayed item whose
 /// timer has not fired is not queued yet: false, as in Linux. A self-flush is
-/// reported, not waited.
-fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
+/// reported, not waited; `what` names the caller's API in that report.
+fn flush_work_inner(work: &Arc<WorkInner>, what: &str) -> bool {
     let (pending, seq) = work.pending_and_seq();
     let target = if pending {
         if work.delayed.as_ref().is_some_and(|d| d.target.lock().is_some()) {
@@ -643,7 +643,9 @@ fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
     if let Some(w) = current_worker()
         && w.current_work.load(Ordering::Acquire) == Arc::as_ptr(work) as *const u8 as usize
     {
-        warn(&format!("deadlock: {} flushes itself (flush_work from its own function); not waiting", work.name));
+        // Linux waits here for the instance that is running the wait, so never
+        // wakes; lockdep names it as recursive locking of the work's map.
+        warn(&format!("deadlock: {} waits for itself ({what} from its own function); not waiting", work.name));
         port().dump_stack();
         return false;
     }
@@ -661,10 +663,10 @@ fn flush_work_inner(work: &Arc<WorkInner>) -> bool {
 
 /// Cancel `work` and wait for a running instance (Linux
 /// `__cancel_work_sync`); true if it was pending.
-fn cancel_sync_inner(work: &Arc<WorkInner>) -> bool {
+fn cancel_sync_inner(work: &Arc<WorkInner>, what: &str) -> bool {
     work.disable.fetch_add(1, Ordering::AcqRel);
     let was = grab_pending(work);
-    flush_work_inner(work);
+    flush_work_inner(work, what);
     work.release();
     work.disable.fetch_sub(1, Ordering::AcqRel);
     was
@@ -690,7 +692,7 @@ fn disable_inner(work: &Arc<WorkInner>, sync: bool) -> bool {
     disable_count_up(work);
     let was = grab_pending(work);
     if sync {
-        flush_work_inner(work);
+        flush_work_inner(work, "disable_work_sync");
     }
     work.release();
     was
@@ -1254,7 +1256,7 @@ impl Work {
     #[track_caller]
     pub fn flush(&self) -> bool {
         might_sleep();
-        flush_work_inner(&self.0)
+        flush_work_inner(&self.0, "flush_work")
     }
 
     /// Cancel the pending instance without waiting for a running one
@@ -1276,7 +1278,7 @@ impl Work {
     #[track_caller]
     pub fn cancel_sync(&self) -> bool {
         might_sleep();
-        cancel_sync_inner(&self.0)
+        cancel_sync_inner(&self.0, "cancel_work_sync")
     }
 
     /// Disable it (Linux `disable_work`, 6.10+): raise its disable count,
@@ -1361,7 +1363,7 @@ impl DelayedWork {
                 w.release();
             }
         }
-        flush_work_inner(w)
+        flush_work_inner(w, "flush_delayed_work")
     }
 
     /// Cancel (timer or queue) and wait for a running instance (Linux
@@ -1371,7 +1373,7 @@ impl DelayedWork {
     #[track_caller]
     pub fn cancel_sync(&self) -> bool {
         might_sleep();
-        cancel_sync_inner(&self.work.0)
+        cancel_sync_inner(&self.work.0, "cancel_delayed_work_sync")
     }
 
     /// Cancel without waiting (Linux `cancel_delayed_work`); true if it was

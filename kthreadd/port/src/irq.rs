@@ -102,8 +102,8 @@ pub const CHECK_EVERY: u64 = 16;
 #[cold]
 fn exit_misused(cpu: usize, in_irq: bool, irqs_disabled: bool) {
     if EXIT_MISUSES.fetch_add(1, Ordering::Relaxed) == 0 {
-        port().console_line(&alloc::format!(
-            "# WARNING: kport::irq::irq_exit called with in_irq={in_irq} irqs_disabled={irqs_disabled} on cpu {cpu} (a port bug)"
+        crate::warn::warn(&alloc::format!(
+            "kport::irq::irq_exit called with in_irq={in_irq} irqs_disabled={irqs_disabled} on cpu {cpu} (a port bug)"
         ));
     }
 }

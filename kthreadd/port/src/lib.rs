@@ -51,6 +51,7 @@ pub mod sync;
 pub mod sysctl;
 pub mod topology;
 pub mod trace;
+pub mod warn;
 
 pub use context::{AtomicContext, might_sleep};
 pub use topology::{AffinityScope, CpuTopology, pods};

@@ -284,8 +284,8 @@ pub fn request_threaded_irq(
         return Err(Error::new(EINVAL));
     }
     if handler.is_none() && !flags.contains(IrqFlags::ONESHOT) {
-        port().console_line(&format!(
-            "# WARNING: irq {irq} ({name}): a threaded handler without a hard handler needs ONESHOT (the line would fire again before the thread runs): refused"
+        kport::warn::warn(&format!(
+            "irq {irq} ({name}): a threaded handler without a hard handler needs ONESHOT (the line would fire again before the thread runs): refused"
         ));
         return Err(Error::new(EINVAL));
     }
@@ -355,8 +355,8 @@ pub fn free_irq(action: IrqAction) -> core::result::Result<(), (Error, IrqAction
     let p = port();
     let own_thread = a.thread.get().is_some_and(|t| t.id() == p.current_id());
     if p.in_irq() || own_thread {
-        p.console_line(&format!(
-            "# WARNING: free_irq of irq {} ({}) from {}: it would wait for itself; refused",
+        kport::warn::warn(&format!(
+            "free_irq of irq {} ({}) from {}: it would wait for itself; refused",
             a.irq,
             a.name,
             if own_thread { "its own thread" } else { "interrupt context" }

@@ -155,7 +155,7 @@ pub fn open_softirq(v: Vector, handler: fn()) {
         handler
     });
     if !first && *HANDLERS[v as usize].get().expect("set above") as usize != handler as usize {
-        port().console_line(&format!("# WARNING: softirq: {} opened twice; keeping the first handler", v.name()));
+        kport::warn::warn(&format!("softirq: {} opened twice; keeping the first handler", v.name()));
     }
 }
 

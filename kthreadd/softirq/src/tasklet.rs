@@ -139,7 +139,7 @@ impl Tasklet {
         let before = self.0.count.fetch_sub(1, Ordering::AcqRel);
         if before == 0 {
             self.0.count.store(0, Ordering::Release);
-            port().console_line(&format!("# WARNING: tasklet {}: enable without disable; ignored", self.0.name));
+            kport::warn::warn(&format!("tasklet {}: enable without disable; ignored", self.0.name));
         }
     }
 
@@ -169,8 +169,8 @@ impl Tasklet {
     pub fn kill(&self) -> kport::Result<()> {
         might_sleep();
         if in_interrupt() {
-            port().console_line(&format!(
-                "# WARNING: tasklet_kill of {} from interrupt context (it may be the tasklet itself): refused",
+            kport::warn::warn(&format!(
+                "tasklet_kill of {} from interrupt context (it may be the tasklet itself): refused",
                 self.0.name
             ));
             return Err(kport::Error::new(kport::EINVAL));
@@ -217,7 +217,7 @@ fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
         if st & RUN == 0 {
             if t.count.load(Ordering::Acquire) == 0 {
                 if t.state.fetch_and(!SCHED, Ordering::AcqRel) & SCHED == 0 {
-                    port().console_line(&format!("# WARNING: tasklet {} on a list but not scheduled", t.name));
+                    kport::warn::warn(&format!("tasklet {} on a list but not scheduled", t.name));
                 }
                 (t.func)();
                 t.state.fetch_and(!RUN, Ordering::AcqRel);

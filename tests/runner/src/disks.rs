@@ -48,8 +48,9 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const SUITE: &str = "block";
 
 /// Every suite that runs on the disks: the block layer's, the page
-/// cache's, the flusher's, reclaim's and the restart test's.
-pub const SUITES: [&str; 5] = [SUITE, "pagecache", "writeback", "kswapd", "restart"];
+/// cache's, the flusher's, reclaim's, the restart test's and the misuse
+/// table's (its block rows).
+pub const SUITES: [&str; 6] = [SUITE, "pagecache", "writeback", "kswapd", "restart", "misuse"];
 
 /// FNV-1a 64-bit offset basis (the hash of no bytes).
 pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;

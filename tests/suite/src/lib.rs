@@ -25,6 +25,7 @@ pub mod kswapd;
 pub mod kthread;
 pub mod kthread_worker;
 pub mod might_sleep;
+pub mod misuse;
 pub mod observe;
 pub mod observe_ps;
 pub mod observe_trace;

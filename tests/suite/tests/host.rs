@@ -1,5 +1,5 @@
 //! The shared suites on the host port (`port`, `kthread`, `kthread_worker`,
-//! `workqueue`, the bottom halves, `observe`'s tracing cases),
+//! `workqueue`, the bottom halves, `misuse`, `observe`'s tracing cases),
 //! run by the KTAP harness exactly as in the guest.
 
 use ktests::Args;
@@ -16,6 +16,7 @@ const SUITES: [&str; 11] = [
     "kthread_worker",
     "workqueue",
     "might_sleep",
+    "misuse",
     "softirq",
     "tasklet",
     "bh_workqueue",

@@ -30,6 +30,9 @@ pub const WAITQUEUE: u8 = 31;
 /// Rank of the [`crate::might_sleep`] report log (a leaf taken by a report
 /// made under any lock).
 pub const REPORTS: u8 = 30;
+/// Rank of the [`crate::warn`] ring (a leaf taken by a warning made under
+/// any lock; never held together with the report log).
+pub const WARNINGS: u8 = 30;
 #[cfg(debug_assertions)]
 use core::sync::atomic::Ordering;
 
