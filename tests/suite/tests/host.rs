@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 11] = [
+const SUITES: [&str; 12] = [
     "port",
     "kthread",
     "kthread_worker",
