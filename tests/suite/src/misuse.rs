@@ -522,70 +522,68 @@ ktest!(misuse::tasklet_enable_without_disable_is_ignored_with_a_warning => |ctx|
     t.kill().map_err(err("tasklet_kill"))
 });
 
-ktest!(misuse::free_irq_from_its_own_hard_handler_is_einval_with_a_warning [may_report = true] => |ctx| {
-    let t = test_irq()?;
-    let slot: Arc<SpinLock<Option<softirq::IrqAction>>> = Arc::new(SpinLock::new(None));
-    let answer = Arc::new(SpinLock::new(None));
-    let (s, a) = (slot.clone(), answer.clone());
-    let action = request_irq(t.line(), Box::new(move |_| {
-        // Out of the slot before the call; the slot's lock is not held
-        // while the refused action is put back.
-        let mine = s.lock().take();
-        if let Some(me) = mine {
-            match free_irq(me) {
-                Ok(()) => *a.lock() = Some(Ok(())),
-                Err((e, me)) => {
-                    *a.lock() = Some(Err(e.errno));
-                    *s.lock() = Some(me);
-                }
+/// The action a handler frees itself through, and what `free_irq` said.
+type SelfFree = (Arc<SpinLock<Option<softirq::IrqAction>>>, Arc<SpinLock<Option<Result<(), i32>>>>);
+
+/// From inside a handler of the action in `sf.0`: `free_irq` it, note the
+/// answer, and put a refused action back. The action is taken out of its
+/// slot before the call, so the slot's lock is not held across it.
+fn free_self(sf: &SelfFree) {
+    let mine = sf.0.lock().take();
+    if let Some(me) = mine {
+        match free_irq(me) {
+            Ok(()) => *sf.1.lock() = Some(Ok(())),
+            Err((e, me)) => {
+                *sf.1.lock() = Some(Err(e.errno));
+                *sf.0.lock() = Some(me);
             }
         }
-        IrqReturn::Handled
-    }), IrqFlags::empty(), "mis-selffree").map_err(err("request_irq"))?;
-    *slot.lock() = Some(action);
+    }
+}
+
+/// Fire the test line once the action is in its slot, wait for the
+/// handler's answer, free the action from task context, and check the
+/// refusal (`EINVAL`) and its one warning.
+fn fire_and_check_self_free(
+    t: &'static dyn kport::irq::TestIrq,
+    sf: &SelfFree,
+    action: softirq::IrqAction,
+    from: &str,
+    warning: &str,
+) -> TestResult {
+    *sf.0.lock() = Some(action);
     let before = kport::warn::count();
     t.fire();
-    let ran = wait_for(5_000, || answer.lock().is_some());
-    let action = slot.lock().take();
+    let ran = wait_for(5_000, || sf.1.lock().is_some());
+    let action = sf.0.lock().take();
     if let Some(a) = action {
         free_irq(a).map_err(|(e, _)| Failure::Fail(format!("free_irq from task context: {e:?}")))?;
     }
     check!(ran, "the handler never ran");
-    check_eq!(*answer.lock(), Some(Err(EINVAL)), "free_irq from the action's own hard handler");
-    warned_once(before, &["(mis-selffree) from interrupt context: it would wait for itself; refused"])?;
-    Ok(())
+    check_eq!(*sf.1.lock(), Some(Err(EINVAL)), "free_irq from {from}");
+    warned_once(before, &[warning])
+}
+
+ktest!(misuse::free_irq_from_its_own_hard_handler_is_einval_with_a_warning [may_report = true] => |ctx| {
+    let t = test_irq()?;
+    let sf: SelfFree = (Arc::new(SpinLock::new(None)), Arc::new(SpinLock::new(None)));
+    let inner = sf.clone();
+    let action = request_irq(t.line(), Box::new(move |_| {
+        free_self(&inner);
+        IrqReturn::Handled
+    }), IrqFlags::empty(), "mis-selffree").map_err(err("request_irq"))?;
+    fire_and_check_self_free(t, &sf, action, "the action's own hard handler", "(mis-selffree) from interrupt context: it would wait for itself; refused")
 });
 
 ktest!(misuse::free_irq_from_its_own_thread_is_einval_with_a_warning => |ctx| {
     let t = test_irq()?;
-    let slot: Arc<Mutex<Option<softirq::IrqAction>>> = Arc::new(Mutex::new(None));
-    let answer = Arc::new(SpinLock::new(None));
-    let (s, a) = (slot.clone(), answer.clone());
+    let sf: SelfFree = (Arc::new(SpinLock::new(None)), Arc::new(SpinLock::new(None)));
+    let inner = sf.clone();
     let action = request_threaded_irq(t.line(), None, Some(Box::new(move |_| {
-        let mine = s.lock().take();
-        if let Some(me) = mine {
-            match free_irq(me) {
-                Ok(()) => *a.lock() = Some(Ok(())),
-                Err((e, me)) => {
-                    *a.lock() = Some(Err(e.errno));
-                    *s.lock() = Some(me);
-                }
-            }
-        }
+        free_self(&inner);
         IrqReturn::Handled
     })), IrqFlags::ONESHOT, "mis-threadfree").map_err(err("request_threaded_irq"))?;
-    *slot.lock() = Some(action);
-    let before = kport::warn::count();
-    t.fire();
-    let ran = wait_for(5_000, || answer.lock().is_some());
-    let action = slot.lock().take();
-    if let Some(a) = action {
-        free_irq(a).map_err(|(e, _)| Failure::Fail(format!("free_irq from task context: {e:?}")))?;
-    }
-    check!(ran, "the thread never ran");
-    check_eq!(*answer.lock(), Some(Err(EINVAL)), "free_irq from the action's own thread");
-    warned_once(before, &["(mis-threadfree) from its own thread: it would wait for itself; refused"])?;
-    Ok(())
+    fire_and_check_self_free(t, &sf, action, "the action's own thread", "(mis-threadfree) from its own thread: it would wait for itself; refused")
 });
 
 ktest!(misuse::request_irq_of_a_bad_line_or_a_thread_without_oneshot_is_einval => |ctx| {

@@ -94,6 +94,17 @@ impl Drop for Sleeper {
     }
 }
 
+/// The start of a hung-task case: `khungtaskd` running, and its settings
+/// put back when the returned guard goes.
+fn hung_task_case() -> Result<Restore, Failure> {
+    hung_task::init().map_err(err("khungtaskd"))?;
+    Restore::save(&[
+        "kernel.hung_task_timeout_secs",
+        "kernel.hung_task_check_interval_secs",
+        "kernel.hung_task_warnings",
+    ])
+}
+
 /// Can this port walk a sleeping thread's stack?
 fn walks_stacks() -> bool {
     port().name() != "host"
@@ -107,12 +118,7 @@ fn preemption_is_real() -> bool {
 }
 
 ktest!(observe::hung_task_reports_d_sleeper_once_with_stack [may_report = true, timeout_s = 120] => |ctx| {
-    hung_task::init().map_err(err("khungtaskd"))?;
-    let _restore = Restore::save(&[
-        "kernel.hung_task_timeout_secs",
-        "kernel.hung_task_check_interval_secs",
-        "kernel.hung_task_warnings",
-    ])?;
+    let _restore = hung_task_case()?;
     let seq0 = hung_task::reports();
     set("kernel.hung_task_warnings", 1)?;
     set("kernel.hung_task_check_interval_secs", 0)?;
@@ -150,12 +156,7 @@ ktest!(observe::hung_task_reports_d_sleeper_once_with_stack [may_report = true, 
 });
 
 ktest!(observe::hung_task_repeats_without_limit_and_spares_short_sleeps [may_report = true, timeout_s = 120] => |ctx| {
-    hung_task::init().map_err(err("khungtaskd"))?;
-    let _restore = Restore::save(&[
-        "kernel.hung_task_timeout_secs",
-        "kernel.hung_task_check_interval_secs",
-        "kernel.hung_task_warnings",
-    ])?;
+    let _restore = hung_task_case()?;
     set("kernel.hung_task_warnings", -1)?;
     set("kernel.hung_task_check_interval_secs", 1)?;
     set("kernel.hung_task_timeout_secs", 3)?;
