@@ -39,6 +39,39 @@ use crate::{EINVAL, Error, Result};
 /// Most bytes of a call-site filter.
 pub const FILTER_LEN: usize = 48;
 
+/// Text formatted on the stack (a hooked call may come from any context,
+/// `try_submit`, where allocating is not allowed); what does not fit is
+/// cut, keeping the start.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn new(args: core::fmt::Arguments<'_>) -> Self {
+        let mut t = StackText { buf: [0; N], len: 0 };
+        let _ = core::fmt::Write::write_fmt(&mut t, args);
+        t
+    }
+
+    fn as_str(&self) -> &str {
+        // A cut in the middle of a character keeps the whole ones before it.
+        match core::str::from_utf8(&self.buf[..self.len]) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+impl<const N: usize> core::fmt::Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(N - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
 /// One kind of injected failure (Linux `struct fault_attr`).
 #[derive(Debug)]
 pub struct FaultAttr {
@@ -137,9 +170,8 @@ impl FaultAttr {
             return true;
         }
         let want = core::str::from_utf8(&f.1[..f.0]).unwrap_or("");
-        let mut here = String::new();
-        let _ = core::fmt::Write::write_fmt(&mut here, format_args!("{}:{}", site.file(), site.line()));
-        here.contains(want)
+        let here = StackText::<160>::new(format_args!("{}:{}", site.file(), site.line()));
+        here.as_str().contains(want)
     }
 
     fn random_percent(&self) -> i64 {
@@ -191,12 +223,13 @@ impl FaultAttr {
         }
         self.injected.fetch_add(1, Ordering::Relaxed);
         if self.verbose.get() > 0 && crate::installed() {
-            crate::port().console_line(&format!(
+            let line = StackText::<240>::new(format_args!(
                 "FAULT_INJECTION: forcing a failure: {} at {}:{}",
                 self.name,
                 site.file(),
                 site.line()
             ));
+            crate::port().console_line(line.as_str());
         }
         true
     }

@@ -247,11 +247,7 @@ fn a_missing_blkbench_or_module_is_named() {
 
 #[test]
 fn blkbench_then_kbench_parse_as_one_ktap_document() {
-    let mut p = Parser::new();
-    for l in SERIAL.lines() {
-        p.feed(l);
-    }
-    let s = p.finish();
+    let s = parse(SERIAL);
     assert!(s.problems.is_empty(), "{:?}", s.problems);
     assert_eq!(s.top_plan, Some(2));
     assert_eq!(s.counts(), (29, 0, 1));
@@ -291,13 +287,26 @@ fn host_build(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Run a host-built program: its exit code and its output without the
+/// final newline.
+fn run_exe(exe: &Path, args: &[&str]) -> (i32, String) {
+    let o = Command::new(exe).args(args).output().unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim_end_matches('\n').to_string())
+}
+
+/// `text` through the runner's KTAP parser.
+fn parse(text: &str) -> ktest_runner::ktap::Summary {
+    let mut p = Parser::new();
+    for l in text.lines() {
+        p.feed(l);
+    }
+    p.finish()
+}
+
 #[test]
 fn blkbench_selects_by_set_and_only_as_kbench_does() {
     let Some(exe) = host_build("blkbench") else { return };
-    let run = |args: &[&str]| {
-        let o = Command::new(&exe).args(args).output().unwrap();
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let run = |args: &[&str]| run_exe(&exe, args);
     for (args, want) in [
         (&["--select"][..], "1 1"),
         (&["--select", "--set", "main", "--only", "blk_read_4k_qd1"][..], "1 0"),
@@ -313,11 +322,7 @@ fn blkbench_selects_by_set_and_only_as_kbench_does() {
     // Nothing of its own selected: a valid KTAP block that fails.
     let (code, text) = run(&["--only", "nothing_here", "--plan", "1"]);
     assert_eq!(code, 1);
-    let mut p = Parser::new();
-    for l in text.lines() {
-        p.feed(l);
-    }
-    let s = p.finish();
+    let s = parse(&text);
     assert!(s.problems.is_empty(), "{:?}\n{text}", s.problems);
     assert_eq!(s.results.last().map(|r| (r.name.as_str(), r.status)), Some(("block", Status::NotOk)));
 }
@@ -327,10 +332,7 @@ fn blkbench_selects_by_set_and_only_as_kbench_does() {
 #[test]
 fn mmbench_selects_its_names_and_passes_the_rest_on() {
     let Some(exe) = host_build("mmbench") else { return };
-    let run = |args: &[&str]| {
-        let o = Command::new(&exe).args(args).output().unwrap();
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).trim_end_matches('\n').to_string())
-    };
+    let run = |args: &[&str]| run_exe(&exe, args);
     for (args, want) in [
         (&["--select"][..], "1 "),
         (&["--select", "--only", "cache_read_hit_4k"][..], "1 "),
@@ -350,11 +352,7 @@ fn mmbench_selects_its_names_and_passes_the_rest_on() {
     // Nothing of its own selected: a valid KTAP document that fails.
     let (code, text) = run(&["--only", "nothing_here", "--plan", "1"]);
     assert_eq!(code, 1);
-    let mut p = Parser::new();
-    for l in text.lines() {
-        p.feed(l);
-    }
-    let s = p.finish();
+    let s = parse(&text);
     assert!(s.problems.is_empty(), "{:?}\n{text}", s.problems);
     assert_eq!(s.top_plan, Some(1));
     assert_eq!(s.results.last().map(|r| (r.name.as_str(), r.status)), Some(("mm", Status::NotOk)));

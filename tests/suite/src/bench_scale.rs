@@ -26,13 +26,9 @@ use workqueue::{DelayedWork, Work, Workqueue, WqFlags, system};
 
 use crate::bench::{ITERATIONS, Pinned, THREAD_ITERATIONS, WARMUP, report_latency, report_throughput};
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, check, ktest};
+use crate::{Failure, check, err, ktest};
 
 const PAGE: u64 = 4096;
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
 
 /// Print `# bench: NAME bytes=… n=…` (and any further pairs).
 fn report_bytes(name: &str, bytes: u64, n: u64, more: &str) {

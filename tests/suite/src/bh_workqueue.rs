@@ -2,7 +2,6 @@
 //! `system_bh_wq`, `system_bh_highpri_wq`): items run in softirq context on
 //! the CPU that queued them; flush and cancel work from task context.
 
-use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -14,11 +13,7 @@ use workqueue::{Work, Workqueue, WqFlags, system};
 
 use crate::bench::{ITERATIONS, Pinned, WARMUP, report_latency};
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, check, check_eq, err, ktest};
 
 /// Where a probe item ran: its CPU, and whether it was in softirq context.
 type Seen = Arc<SpinLock<Option<(usize, bool)>>>;

@@ -26,7 +26,7 @@ use kport::sync::{Completion, SpinLock};
 use kport::{CpuMask, EINVAL, EIO, EROFS, port};
 
 use crate::port_api::{msleep, spawn_on, wait_for};
-use crate::{Failure, check, check_eq, ktest, skip};
+use crate::{Failure, check, check_eq, err, ktest, skip};
 
 /// The runner's pattern: byte `i` of sector `s` (see the module doc of
 /// the runner's `disks`).
@@ -61,10 +61,6 @@ pub(crate) fn disk(ctx: &crate::Ctx, serial: &str) -> Result<Arc<BlockDevice>, F
         Some(d) => Ok(d),
         None => missing(format!("no virtio-blk disk {serial} (the runner gives them to the block suite)")),
     }
-}
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
 }
 
 /// Check that `buf` holds the runner's pattern for the sectors from `sector`.

@@ -15,11 +15,7 @@ use kport::{EIO, ENOMEM};
 use kthreadd::kthread::{Builder, Kthread};
 use kthreadd::registry;
 
-use crate::{Failure, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, check, check_eq, err, ktest};
 
 /// Inert attributes again when the case ends, however it ends.
 struct Inert;

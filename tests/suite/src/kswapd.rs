@@ -22,11 +22,7 @@ use kport::{EINVAL, ENOMEM, port};
 
 use crate::block::disk;
 use crate::port_api::wait_for;
-use crate::{Ctx, Failure, check, check_eq, ktest, skip};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Ctx, Failure, check, check_eq, err, ktest, skip};
 
 fn need_mm() -> Result<(), Failure> {
     if !mm::active() || port().device_bus().is_none() {

@@ -18,11 +18,7 @@ use kthreadd::{kthread_create, kthread_run};
 
 use crate::bench::{ITERATIONS, Pinned, THREAD_ITERATIONS, WARMUP, report_latency, wait_asleep};
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, check, check_eq, fail, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, check, check_eq, err, fail, ktest};
 
 /// Wake `t` and wait until its function started (so a stop returns the
 /// function's value rather than EINTR).

@@ -161,6 +161,12 @@ macro_rules! check_eq {
     }};
 }
 
+/// Turn an error into a failure naming what failed:
+/// `x.map_err(err("create"))?`.
+pub fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
+    move |e| Failure::Fail(alloc::format!("{what}: {e:?}"))
+}
+
 /// Skip the case with a reason.
 pub fn skip<T>(why: impl Into<String>) -> Result<T, Failure> {
     Err(Failure::Skip(why.into()))

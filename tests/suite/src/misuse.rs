@@ -22,11 +22,7 @@ use softirq::{IrqFlags, IrqReturn, Tasklet, free_irq, request_irq, request_threa
 use workqueue::{QueueError, WQ_DFL_ACTIVE, WQ_MAX_ACTIVE, Work, Workqueue, WqFlags};
 
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, TestResult, check, check_eq, fail, ktest, skip};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, TestResult, check, check_eq, err, fail, ktest, skip};
 
 /// Exactly one warning made since `before` (a [`kport::warn::count`])
 /// contains every word of `words`.

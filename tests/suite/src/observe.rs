@@ -14,11 +14,7 @@ use kthreadd::kthread::{Builder, Kthread};
 use kthreadd::{hung_task, sysrq, watchdog};
 
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, TestResult, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, TestResult, check, check_eq, err, ktest};
 
 /// Settings a case changes, put back when it ends (also on failure).
 struct Restore(Vec<(&'static str, i64)>);

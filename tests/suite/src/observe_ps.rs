@@ -18,7 +18,7 @@ use kthreadd::registry::{self, CPU_USAGE_INTERVAL_NS, Row};
 use workqueue::{Work, Workqueue, WqFlags, system};
 
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, check, check_eq, fail, ktest};
+use crate::{Failure, check, check_eq, err, fail, ktest};
 
 /// How long the spinning thread spins before the listing is read, in ms:
 /// more than one `%CPU` interval, so the figure is a measured share.
@@ -37,10 +37,6 @@ const MIN_SPIN_PERMILLE: u32 = 700;
 /// The most `%CPU` (tenths of a percent) a thread that has slept through
 /// the whole window may show.
 const MAX_SLEEP_PERMILLE: u32 = 20;
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
 
 /// The listing's row of context `id`.
 fn row_of(id: usize) -> Result<Row, Failure> {

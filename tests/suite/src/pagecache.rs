@@ -12,11 +12,7 @@ use drivers::pagecache::{PAGE_SIZE, PageCache, PageState};
 use kport::EIO;
 
 use crate::block::{disk, holds_pattern, image_check, pattern_byte};
-use crate::{Failure, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{check, check_eq, err, ktest};
 
 /// Where the cases write on kblk-main: 11 MiB, a megabyte no other suite uses.
 const AREA: u64 = 11 << 20;

@@ -17,17 +17,13 @@ use softirq::{IrqFlags, IrqReturn, free_irq, request_irq, request_threaded_irq};
 
 use crate::bench::{THREAD_ITERATIONS, WARMUP, report_latency};
 use crate::port_api::wait_for;
-use crate::{Failure, TestResult, check, check_eq, ktest, skip};
+use crate::{Failure, TestResult, check, check_eq, err, ktest, skip};
 
 fn test_irq() -> Result<&'static dyn TestIrq, Failure> {
     match kport::harness::installed().then(kport::harness::harness).and_then(|h| h.test_irq()) {
         Some(t) => Ok(t),
         None => skip("no test interrupt on this port"),
     }
-}
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
 }
 
 fn release(a: softirq::IrqAction) -> TestResult {

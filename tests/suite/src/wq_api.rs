@@ -3,7 +3,6 @@
 //! `current_is_workqueue_rescuer`, `work_on_cpu`, the freezable
 //! power-efficient system queue, automatic CPU-intensive detection).
 
-use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,11 +12,7 @@ use kport::{EINVAL, port};
 use workqueue::{DelayedWork, SystemWq, Work, Workqueue, WqFlags, system};
 
 use crate::port_api::{msleep, wait_for};
-use crate::{Failure, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, check, check_eq, err, ktest};
 
 fn counter() -> (Arc<AtomicUsize>, Work) {
     let n = Arc::new(AtomicUsize::new(0));

@@ -3,7 +3,6 @@
 //! instance handed to the worker that runs the item, `drain` with requeues
 //! hopping CPUs, cancellers waiting on each other).
 
-use alloc::format;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,11 +12,7 @@ use kthreadd::kthread::{Builder, Kthread};
 use workqueue::{DelayedWork, Work, Workqueue, WqFlags, pools};
 
 use crate::port_api::wait_for;
-use crate::{Failure, TestResult, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, TestResult, check, check_eq, err, ktest};
 
 /// Entries waiting on CPU 0's normal pool's worklist.
 fn pool0_waiting() -> usize {

@@ -18,11 +18,7 @@ use kport::{CpuMask, EINVAL, EIO, ENOENT, port};
 
 use crate::block::{disk, image_check};
 use crate::port_api::{spawn_on, wait_for};
-use crate::{Failure, check, check_eq, ktest};
-
-fn err<T: core::fmt::Debug>(what: &str) -> impl FnOnce(T) -> Failure + '_ {
-    move |e| Failure::Fail(format!("{what}: {e:?}"))
-}
+use crate::{Failure, check, check_eq, err, ktest};
 
 /// Where the cases write on kblk-main: 9.5 MiB, half a megabyte no other
 /// suite uses.
