@@ -148,15 +148,18 @@ fn khungtaskd() -> i32 {
     // Per thread: the switch count last seen and when it last changed.
     let mut seen: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
     let mut last_check = p.now_ns();
-    while !kthread::should_stop() {
+    loop {
+        // Sleeping state first, settings second: a sysctl write that wakes
+        // this thread after the state is set makes the sleep below return at
+        // once, so a new timeout cannot be missed until the old deadline.
+        p.set_current_state(SleepState::Interruptible, "khungtaskd");
+        if kthread::should_stop() {
+            p.set_current_running();
+            break;
+        }
         let interval = interval_ns();
         let deadline = if interval == 0 { u64::MAX } else { last_check.saturating_add(interval) };
         if p.now_ns() < deadline {
-            p.set_current_state(SleepState::Interruptible, "khungtaskd");
-            if kthread::should_stop() {
-                p.set_current_running();
-                break;
-            }
             if deadline == u64::MAX {
                 p.schedule();
             } else {
@@ -164,6 +167,7 @@ fn khungtaskd() -> i32 {
             }
             continue;
         }
+        p.set_current_running();
         last_check = p.now_ns();
         check(&mut seen, last_check);
     }
