@@ -74,7 +74,7 @@ for arg in "$@"; do
 done
 
 case "$MODE" in
-test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh,block,redox_blk,pagecache,writeback,kswapd,observe,fault_inject,misuse}" ;;
+test) : "${SMP:=1,2,4}" "${TESTS:=port,kthread,kthread_worker,workqueue,might_sleep,softirq,tasklet,bh_workqueue,threaded_irq,redox_bh,block,redox_blk,pagecache,writeback,kswapd,observe,fault_inject,misuse,hotplug}" ;;
 bench) : "${SMP:=2}" "${TESTS:=port,kthread,kthread_worker,workqueue,softirq,tasklet,bh_workqueue,threaded_irq,block}" ;;
 *) usage_error "MODE must be test or bench, not '$MODE'" ;;
 esac

@@ -330,6 +330,16 @@ pub struct Disk {
 /// configuration, each written into the device's table, MSI-X enabled
 /// with INTx off. On any failure everything is undone and `None` returned
 /// (the caller falls back to INTx).
+/// Write one MSI-X table entry, masked while it changes (PCI: the
+/// message of an unmasked entry must not be changed in place).
+fn write_msix_entry(table: &Regs, off: usize, address: u64, data: u32) {
+    table.write32(off + 12, 1);
+    table.write32(off, address as u32);
+    table.write32(off + 4, (address >> 32) as u32);
+    table.write32(off + 8, data);
+    table.write32(off + 12, 0);
+}
+
 fn setup_msix(bus: &dyn DeviceBus, dev: &VirtioPci, nq: u16) -> Option<(u32, Vec<u32>)> {
     let chip = port().irq_chip()?;
     let cap = MsixCapability::read(bus, &dev.func)?;
@@ -352,11 +362,18 @@ fn setup_msix(bus: &dyn DeviceBus, dev: &VirtioPci, nq: u16) -> Option<(u32, Vec
         match chip.msi_alloc(cpu) {
             Ok(m) => {
                 let off = 16 * usize::from(entry);
-                table.write32(off + 12, 1);
-                table.write32(off, m.address as u32);
-                table.write32(off + 4, (m.address >> 32) as u32);
-                table.write32(off + 8, m.data);
-                table.write32(off + 12, 0);
+                write_msix_entry(&table, off, m.address, m.data);
+                // The port may aim the line elsewhere while its CPU is
+                // offline: the entry is rewritten the same way.
+                chip.msi_set_writer(
+                    m.irq,
+                    Arc::new(move |address, data| {
+                        // SAFETY: the port mapped the MSI-X table for the
+                        // kernel's life (above); `off` is inside it.
+                        let table = unsafe { Regs::new(table_virt, table_len) };
+                        write_msix_entry(&table, off, address, data);
+                    }),
+                );
                 lines.push(m.irq);
             }
             Err(_) => {

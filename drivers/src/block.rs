@@ -629,8 +629,36 @@ pub fn init() {
     done_lists();
     if !SOFTIRQ_OPEN.swap(true, Ordering::AcqRel) {
         open_softirq(Vector::Block, block_softirq);
+        port().add_hotplug_hooks(&HOTPLUG);
     }
 }
+
+/// CPU hot-plug: a dead CPU's finished requests are finished by the CPU
+/// that took it down (Linux `blk_softirq_cpu_dead`).
+struct Hotplug;
+
+impl kport::HotplugHooks for Hotplug {
+    fn cpu_going_down(&self, _cpu: usize) {}
+
+    fn cpu_dead(&self, cpu: usize) {
+        let p = port();
+        let was = p.irq_save();
+        let here = p.cpu_id();
+        let lists = done_lists();
+        if here != cpu && cpu < lists.len() {
+            let moved: Vec<_> = lists[cpu].list.lock().drain(..).collect();
+            if !moved.is_empty() {
+                lists[here].list.lock().extend(moved);
+                raise_softirq_irqoff(Vector::Block);
+            }
+        }
+        p.irq_restore(was);
+    }
+
+    fn cpu_came_up(&self, _cpu: usize) {}
+}
+
+static HOTPLUG: Hotplug = Hotplug;
 
 /// The `BLOCK` softirq: finish this CPU's queued requests.
 fn block_softirq() {

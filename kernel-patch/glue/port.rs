@@ -1055,6 +1055,11 @@ impl Harness for RedoxPort {
         }
         set_online(cpu, false);
         reapply_all_affinities();
+        // A logical offline: the CPU keeps running Redox's contexts, but
+        // what the subsystem queued for it is taken over, as on Linux.
+        for h in hooks.iter().rev() {
+            h.cpu_dead(cpu);
+        }
         Ok(())
     }
 

@@ -87,6 +87,11 @@ struct LineState {
     pending: bool,
     /// The pin is masked at the IOAPIC.
     pin_masked: bool,
+    /// A message-signalled line's CPU from `msi_alloc` (it returns there
+    /// when that CPU comes back online).
+    home: usize,
+    /// How the driver rewrites the line's message in its device.
+    writer: Option<alloc::sync::Arc<dyn Fn(u64, u32) + Send + Sync>>,
 }
 
 /// One line. I: set at boot; L: the line's lock; A: atomic.
@@ -131,7 +136,15 @@ impl Line {
             describe: "none",
             state: IrqSpinLock::named(
                 "irq line",
-                LineState { allocated: false, handler: None, masked: false, pending: false, pin_masked: true },
+                LineState {
+                    allocated: false,
+                    handler: None,
+                    masked: false,
+                    pending: false,
+                    pin_masked: true,
+                    home: IRQ_CPU,
+                    writer: None,
+                },
             ),
             running: AtomicU32::new(0),
             arrivals: AtomicU64::new(0),
@@ -372,8 +385,10 @@ impl IrqChip for IoApicChip {
             if st.handler.is_some() {
                 return Err(Error::new(EBUSY));
             }
-            *st =
-                LineState { allocated: true, handler: Some(handler), masked: false, pending: false, pin_masked: true };
+            st.handler = Some(handler);
+            st.masked = false;
+            st.pending = false;
+            st.pin_masked = true;
             return Ok(());
         }
         let pin = match (l.pin, l.refused) {
@@ -384,7 +399,11 @@ impl IrqChip for IoApicChip {
         if st.handler.is_some() {
             return Err(Error::new(EBUSY));
         }
-        *st = LineState { allocated: false, handler: Some(handler), masked: false, pending: false, pin_masked: false };
+        st.allocated = false;
+        st.handler = Some(handler);
+        st.masked = false;
+        st.pending = false;
+        st.pin_masked = false;
         ioapic::route(pin, l.route(irq), false);
         Ok(())
     }
@@ -397,13 +416,9 @@ impl IrqChip for IoApicChip {
         {
             let mut st = l.state.lock();
             mask_pin(l, &mut st);
-            *st = LineState {
-                allocated: st.allocated,
-                handler: None,
-                masked: false,
-                pending: false,
-                pin_masked: st.pin_masked,
-            };
+            st.handler = None;
+            st.masked = false;
+            st.pending = false;
         }
         while l.running.load(Ordering::Acquire) != 0 {
             crate::sched::timer::sleep_until(time::now_ns() + 1_000_000);
@@ -467,6 +482,8 @@ impl IrqChip for IoApicChip {
             }
             st.allocated = true;
             st.pending = false;
+            st.home = cpu;
+            st.writer = None;
             l.cpu.store(cpu, Ordering::Relaxed);
             return Ok(kport::irq::MsiLine {
                 irq: irq as u32,
@@ -486,6 +503,50 @@ impl IrqChip for IoApicChip {
             return;
         }
         st.allocated = false;
+        st.writer = None;
+    }
+
+    fn msi_set_writer(&self, irq: u32, write: alloc::sync::Arc<dyn Fn(u64, u32) + Send + Sync>) {
+        let Some(l) = line(irq).filter(|l| l.msi) else { return };
+        l.state.lock().writer = Some(write);
+    }
+}
+
+/// Aim message-signalled line `irq` at `cpu` through its driver's writer;
+/// false if it has none.
+fn aim(irq: usize, l: &Line, cpu: usize) -> bool {
+    let writer = l.state.lock().writer.clone();
+    let Some(w) = writer else { return false };
+    let apic_id = PERCPU[cpu].apic_id.load(Ordering::Relaxed);
+    w(0xfee0_0000 | (u64::from(apic_id) << 12), u32::from(VEC_IRQ_BASE) + irq as u32);
+    l.cpu.store(cpu, Ordering::Release);
+    true
+}
+
+/// `cpu` is going offline: its message-signalled lines move to CPU
+/// [`IRQ_CPU`] (which never goes offline). A line whose driver gave no
+/// writer stays and warns: its interrupts wait until the CPU returns.
+pub fn move_lines_off(cpu: usize) {
+    for (irq, l) in lines().iter().enumerate().filter(|(_, l)| l.msi) {
+        if !l.state.lock().allocated || l.cpu.load(Ordering::Acquire) != cpu {
+            continue;
+        }
+        if !aim(irq, l, IRQ_CPU) {
+            crate::kprintln!("# WARNING: irq {irq} stays on offline cpu {cpu}: its driver cannot move it");
+        }
+    }
+}
+
+/// `cpu` is back: the message-signalled lines allocated for it return.
+pub fn move_lines_back(cpu: usize) {
+    for (irq, l) in lines().iter().enumerate().filter(|(_, l)| l.msi) {
+        let home = {
+            let st = l.state.lock();
+            st.allocated.then_some(st.home)
+        };
+        if home == Some(cpu) && l.cpu.load(Ordering::Acquire) != cpu {
+            aim(irq, l, cpu);
+        }
     }
 }
 

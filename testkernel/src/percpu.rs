@@ -39,6 +39,8 @@ pub struct PerCpu {
     pub current: AtomicPtr<u8>,
     /// Timer interrupts taken on this CPU.
     pub ticks: AtomicU64,
+    /// Interrupts of any vector (32 and up) taken on this CPU.
+    pub irqs: AtomicU64,
     /// Set once the CPU finished its bring-up.
     pub online: AtomicBool,
     /// TLB generation this CPU has flushed up to (see `mem::stack`).
@@ -57,6 +59,7 @@ impl PerCpu {
             need_resched: AtomicBool::new(false),
             current: AtomicPtr::new(core::ptr::null_mut()),
             ticks: AtomicU64::new(0),
+            irqs: AtomicU64::new(0),
             online: AtomicBool::new(false),
             tlb_gen_seen: AtomicU64::new(0),
         }

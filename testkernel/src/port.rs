@@ -8,8 +8,8 @@ use core::sync::atomic::Ordering;
 
 use kport::harness::{Harness, MemCounters};
 use kport::{
-    AtomicContext, CpuMask, CpuTopology, EINVAL, ENOMEM, Error, HotplugHooks, Port, PortTask, PortTimer, Priority,
-    Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
+    AtomicContext, CpuMask, CpuTopology, EBUSY, EINVAL, EIO, ENOMEM, ENXIO, Error, HotplugHooks, Port, PortTask,
+    PortTimer, Priority, Result, SchedHooks, SleepState, SpawnSpec, TaskData, TaskRef, TaskState,
 };
 
 use crate::sched::{self, Prio, State, Task, timer::Timer, wake_mask};
@@ -191,7 +191,10 @@ impl Port for TestkernelPort {
     }
 
     fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()> {
-        sched::call::call_on_cpu(cpu, f, wait).map_err(|_| Error::new(EINVAL))
+        sched::call::call_on_cpu(cpu, f, wait).map_err(|e| match e {
+            sched::call::CallError::NoCpu => Error::new(EINVAL),
+            sched::call::CallError::Offline => Error::new(ENXIO),
+        })
     }
 
     /// What the CPU read from CPUID (and the SRAT) as it came up
@@ -315,18 +318,59 @@ impl Harness for TestkernelPort {
         sched::inject_spawn_failures(n);
     }
 
+    /// Linux's order: the callbacks of the AP states (workqueue unbinding,
+    /// smpboot parking) while the CPU runs; its device interrupts move to
+    /// CPU 0; it stops taking work and, once only its idle context is left
+    /// there, hands its timers to an online CPU and halts with interrupts
+    /// off; then the "dead" callbacks take over its per-CPU lists. CPU 0,
+    /// which takes every IOAPIC line, stays: `EBUSY` (Linux on x86 cannot
+    /// offline it either).
     fn cpu_down(&self, cpu: usize) -> Result<()> {
         let _op = HOTPLUG_OP.lock();
         if cpu >= percpu::cpus_up() || !sched::cpu_online(cpu) || sched::online_mask().count_ones() < 2 {
             return Err(Error::new(EINVAL));
+        }
+        if cpu == 0 {
+            return Err(Error::new(EBUSY));
         }
         let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG.lock().clone();
         // Reverse registration order, as Linux parks smpboot threads.
         for h in hooks.iter().rev() {
             h.cpu_going_down(cpu);
         }
+        crate::irq::move_lines_off(cpu);
         sched::cpu_set_offline(cpu);
+        // A context that keeps the CPU without a switch (preempt=none)
+        // holds this up, as it holds up Linux's stopper thread.
+        let start = crate::time::now_ns();
+        let mut warned = false;
+        while !sched::cpu_dead(cpu) {
+            if !warned && crate::time::now_ns() - start > 10_000_000_000 {
+                warned = true;
+                crate::kprintln!(
+                    "# WARNING: cpu_down({cpu}): still waiting after 10 s for context {} to leave the CPU",
+                    sched::cpu_curr_id(cpu)
+                );
+            }
+            sched::timer::sleep_until(crate::time::now_ns() + 500_000);
+        }
+        for h in hooks.iter().rev() {
+            h.cpu_dead(cpu);
+        }
         Ok(())
+    }
+
+    fn cpu_activity(&self, cpu: usize) -> Option<kport::harness::CpuActivity> {
+        if cpu >= percpu::cpus_up() {
+            return None;
+        }
+        let (switches, deaths) = sched::cpu_switches(cpu);
+        Some(kport::harness::CpuActivity {
+            switches,
+            interrupts: percpu::PERCPU[cpu].irqs.load(core::sync::atomic::Ordering::Relaxed),
+            deaths,
+            dead: sched::cpu_dead(cpu),
+        })
     }
 
     /// PIT channel 0 on ISA line 0 (`crate::irq::PitTestIrq`).
@@ -339,7 +383,11 @@ impl Harness for TestkernelPort {
         if cpu >= percpu::cpus_up() || sched::cpu_online(cpu) {
             return Err(Error::new(EINVAL));
         }
-        sched::cpu_set_online(cpu);
+        if !sched::cpu_bring_up(cpu, 5_000_000_000) {
+            crate::kprintln!("# WARNING: cpu_up({cpu}): the CPU did not wake from its halt within 5 s");
+            return Err(Error::new(EIO));
+        }
+        crate::irq::move_lines_back(cpu);
         let hooks: Vec<&'static dyn HotplugHooks> = HOTPLUG.lock().clone();
         for h in hooks.iter() {
             h.cpu_came_up(cpu);

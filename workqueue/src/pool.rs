@@ -33,8 +33,12 @@ pub(crate) mod wf {
     pub const DIE: u32 = 1 << 4;
     /// A queue's rescuer: never counted.
     pub const RESCUER: u32 = 1 << 5;
+    /// Bound again after its CPU came back, not yet counted: the worker
+    /// clears it itself, with `PREP`, before its next item (Linux
+    /// `WORKER_REBOUND`), so `nr_running` only changes by its own hand.
+    pub const REBOUND: u32 = 1 << 6;
     /// Flags that keep a worker out of `nr_running`.
-    pub const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND | RESCUER;
+    pub const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND | RESCUER | REBOUND;
 }
 
 /// An instance of an item on a pool's worklist, a worker's scheduled list,
@@ -202,6 +206,15 @@ pub(crate) struct Pool {
     pub(crate) nr_running: AtomicUsize,
     /// A: last time the pool made progress (watchdog; a hint).
     pub(crate) watchdog_ts: AtomicU64,
+    /// A bound pool whose CPU is offline (Linux `POOL_DISASSOCIATED`): its
+    /// workers may run on any online CPU and are not counted; a BH pool's
+    /// items are run by the BH pools of the online CPUs. Written under the
+    /// pool lock and [`ATTACH`] by the hot-plug callbacks.
+    pub(crate) disassociated: AtomicBool,
+    /// A BH pool is being run (by its CPU, or by another CPU draining it
+    /// while its CPU is offline): one runner at a time, as a BH pool has a
+    /// single pseudo-worker.
+    bh_running: AtomicBool,
     /// I: reaps idle workers.
     idle_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
     /// I: calls the rescuers when workers cannot be made.
@@ -284,6 +297,8 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
         ),
         nr_running: AtomicUsize::new(0),
         watchdog_ts: AtomicU64::new(port().now_ns()),
+        disassociated: AtomicBool::new(false),
+        bh_running: AtomicBool::new(false),
         idle_timer: spin::Once::new(),
         mayday_timer: spin::Once::new(),
     });
@@ -438,6 +453,10 @@ fn leave_idle(st: &mut PoolState, w: &Arc<Worker>) {
 /// Make a worker for `pool`: its thread is created through kthreadd, put on
 /// the idle list and woken (Linux `create_worker`).
 pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
+    // Creation and joining the pool against a hot-plug of its CPU (Linux's
+    // `wq_pool_attach_mutex`): a worker made for a disassociated pool starts
+    // unbound.
+    let _attach = ATTACH.lock();
     let id = {
         let mut st = pool.st.lock();
         st.next_id += 1;
@@ -447,7 +466,8 @@ pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
         Some(c) => format!("kworker/{c}:{id}{}", if pool.highpri { "H" } else { "" }),
         None => format!("kworker/u{}:{id}", pool.id),
     };
-    let flags = wf::PREP | if pool.cpu.is_none() { wf::UNBOUND } else { 0 };
+    let detached = pool.disassociated.load(Ordering::Acquire);
+    let flags = wf::PREP | if pool.cpu.is_none() || detached { wf::UNBOUND } else { 0 };
     let w = Worker::new(name.clone(), flags, Some(pool.clone()));
     let wc = w.clone();
     let mut b = Builder::new(format_args!("{name}"), move || worker_thread(wc))
@@ -455,6 +475,7 @@ pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
         .worker_hooks(true)
         .data(Arc::new(Arc::downgrade(&w)));
     b = match pool.cpu {
+        Some(_) if detached => b.affinity(port().online_mask()),
         Some(c) => b.on_cpu(c),
         None => b.affinity(pool.mask),
     };
@@ -764,7 +785,7 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
                 st.manager = false;
                 continue;
             }
-            clr_flags(&pool, &w, wf::PREP);
+            clr_flags(&pool, &w, wf::PREP | wf::REBOUND);
             loop {
                 st = process_scheduled(&pool, &w, st, false);
                 let Some(e) = st.worklist.pop_front() else { break };
@@ -830,10 +851,14 @@ impl SchedHooks for Hooks {
         if !w.sleeping.load(Ordering::Acquire) {
             return;
         }
-        if !w.has(wf::NOT_RUNNING)
-            && let Some(pool) = w.pool.as_ref()
-        {
-            pool.nr_running.fetch_add(1, Ordering::AcqRel);
+        // Under the pool lock: a CPU going down zeroes `nr_running` and
+        // flags every worker unbound under it, from another CPU (Linux does
+        // it on the outgoing CPU, where this hook cannot interleave).
+        if let Some(pool) = w.pool.as_ref() {
+            let _st = pool.st.lock();
+            if !w.has(wf::NOT_RUNNING) {
+                pool.nr_running.fetch_add(1, Ordering::AcqRel);
+            }
         }
         // Its time without sleeping starts again (Linux resets
         // `current_at` here too).
@@ -874,6 +899,124 @@ impl SchedHooks for Hooks {
 
 static HOOKS: Hooks = Hooks;
 
+// ---------------------------------------------------------------- hot-plug
+
+/// Serializes joining a pool (worker creation) with the hot-plug callbacks
+/// (Linux `wq_pool_attach_mutex`).
+static ATTACH: kport::sync::Mutex<()> = kport::sync::Mutex::new(());
+
+/// BH pools of offline CPUs (a hint that makes the BH runners of the online
+/// CPUs look for them).
+static DEAD_BH_POOLS: AtomicUsize = AtomicUsize::new(0);
+
+/// The CPUs a worker of a disassociated pool may use.
+pub(crate) fn unbound_cpus() -> CpuMask {
+    port().online_mask()
+}
+
+/// The CPUs `pool`'s workers may use now: its own, or, while its CPU is
+/// offline, the online ones.
+pub(crate) fn current_mask(pool: &Pool) -> CpuMask {
+    if pool.disassociated.load(Ordering::Acquire) { unbound_cpus() } else { pool.mask }
+}
+
+/// `cpu` is going down (Linux `workqueue_offline_cpu` → `unbind_workers`):
+/// its two pools become disassociated. Every worker is flagged unbound and
+/// leaves concurrency management (`nr_running` is zeroed), the pools are
+/// kicked so their items keep running, and the workers may then run on
+/// any online CPU. Items queued to these pools meanwhile run there too.
+fn unbind_workers(cpu: usize) {
+    let _attach = ATTACH.lock();
+    let mask = CpuMask(unbound_cpus().0 & !CpuMask::one(cpu).0);
+    for highpri in [false, true] {
+        let Some(pool) = percpu_pool(cpu, highpri) else { continue };
+        let workers = {
+            let st = pool.st.lock();
+            pool.disassociated.store(true, Ordering::Release);
+            for w in &st.workers {
+                w.flags.fetch_or(wf::UNBOUND, Ordering::AcqRel);
+            }
+            pool.nr_running.store(0, Ordering::Release);
+            pool.kick(&st);
+            st.workers.clone()
+        };
+        for w in workers {
+            if let Some(t) = w.task.get() {
+                let _ = t.task().set_affinity(mask);
+            }
+        }
+    }
+}
+
+/// `cpu` is back (Linux `workqueue_online_cpu` → `rebind_workers`): each
+/// worker of its pools is bound to it again and its `UNBOUND` flag becomes
+/// `REBOUND`, which the worker clears itself before its next item, so the
+/// count of running workers is only ever changed by the workers. A worker
+/// running an item elsewhere finishes it there and moves before the next.
+fn rebind_workers(cpu: usize) {
+    let _attach = ATTACH.lock();
+    for highpri in [false, true] {
+        let Some(pool) = percpu_pool(cpu, highpri) else { continue };
+        let workers = pool.st.lock().workers.clone();
+        for w in &workers {
+            if let Some(t) = w.task.get() {
+                let _ = t.task().set_affinity(CpuMask::one(cpu));
+            }
+        }
+        let st = pool.st.lock();
+        for w in &st.workers {
+            let _ = w.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
+                (f & wf::UNBOUND != 0).then_some((f & !wf::UNBOUND) | wf::REBOUND)
+            });
+        }
+        pool.disassociated.store(false, Ordering::Release);
+        pool.kick(&st);
+    }
+}
+
+/// `cpu` is dead: its BH pools are run by the online CPUs until it comes
+/// back (Linux `workqueue_softirq_dead` drains them once; here also what is
+/// queued to them later, so nothing waits for a CPU that may never return).
+fn bh_pools_dead(cpu: usize) {
+    for highpri in [false, true] {
+        let Some(pool) = bh_pool(cpu, highpri) else { continue };
+        let st = pool.st.lock();
+        if !pool.disassociated.swap(true, Ordering::AcqRel) {
+            DEAD_BH_POOLS.fetch_add(1, Ordering::AcqRel);
+        }
+        pool.kick(&st);
+    }
+}
+
+/// `cpu` is back: its BH pools are its own again.
+fn bh_pools_back(cpu: usize) {
+    for highpri in [false, true] {
+        let Some(pool) = bh_pool(cpu, highpri) else { continue };
+        let st = pool.st.lock();
+        if pool.disassociated.swap(false, Ordering::AcqRel) {
+            DEAD_BH_POOLS.fetch_sub(1, Ordering::AcqRel);
+        }
+        pool.kick(&st);
+    }
+}
+
+struct Hotplug;
+
+impl kport::HotplugHooks for Hotplug {
+    fn cpu_going_down(&self, cpu: usize) {
+        unbind_workers(cpu);
+    }
+    fn cpu_dead(&self, cpu: usize) {
+        bh_pools_dead(cpu);
+    }
+    fn cpu_came_up(&self, cpu: usize) {
+        bh_pools_back(cpu);
+        rebind_workers(cpu);
+    }
+}
+
+static HOTPLUG: Hotplug = Hotplug;
+
 /// The per-CPU pools with one worker each, and the hooks.
 pub(crate) fn init() -> Result<()> {
     let p = port();
@@ -896,6 +1039,7 @@ pub(crate) fn init() -> Result<()> {
         }
     }
     softirq::tasklet::set_bh_runner(bh_worker);
+    p.add_hotplug_hooks(&HOTPLUG);
     Ok(())
 }
 
@@ -918,7 +1062,8 @@ fn raise_bh(pool: &Pool) {
     let v = if pool.highpri { softirq::Vector::Hi } else { softirq::Vector::Tasklet };
     let p = port();
     let cpu = pool.cpu.unwrap_or(0);
-    if cpu == p.cpu_id() {
+    // A dead CPU's pool is run by whichever CPU raises for it.
+    if cpu == p.cpu_id() || pool.disassociated.load(Ordering::Acquire) {
         softirq::raise_softirq(v);
     } else {
         let _ = p.call_on_cpu(cpu, alloc::boxed::Box::new(move || softirq::raise_softirq(v)), false);
@@ -929,22 +1074,45 @@ fn raise_bh(pool: &Pool) {
 /// `HI`) softirq, before its tasklets: a budget of items and time, then the
 /// softirq is raised again for the rest.
 fn bh_worker(highpri: bool) {
-    let Some(pool) = bh_pool(port().cpu_id(), highpri) else { return };
+    if let Some(pool) = bh_pool(port().cpu_id(), highpri) {
+        run_bh_pool(&pool);
+    }
+    if DEAD_BH_POOLS.load(Ordering::Acquire) != 0 {
+        let n = port().cpu_count();
+        for cpu in 0..n {
+            if let Some(pool) = bh_pool(cpu, highpri)
+                && pool.disassociated.load(Ordering::Acquire)
+            {
+                run_bh_pool(&pool);
+            }
+        }
+    }
+}
+
+/// Run a BH pool's items within the budget; the softirq is raised again
+/// for what is left. Another CPU already running the pool (a drain of a
+/// dead CPU's pool that overlaps its return) keeps it: it raises again for
+/// anything it leaves.
+fn run_bh_pool(pool: &Arc<Pool>) {
+    if pool.bh_running.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let w = pool.bh.get().cloned().expect("a BH pool has its worker");
     let end = port().now_ns().saturating_add(BH_WORKER_NS);
     let mut left = BH_WORKER_RESTARTS;
     let mut st = pool.st.lock();
     loop {
-        st = process_scheduled(&pool, &w, st, false);
+        st = process_scheduled(pool, &w, st, false);
         let Some(e) = st.worklist.pop_front() else { break };
-        st = process_one_work(&pool, &w, st, e, false);
+        st = process_one_work(pool, &w, st, e, false);
         left -= 1;
         if left == 0 || port().now_ns() >= end {
             break;
         }
     }
+    pool.bh_running.store(false, Ordering::Release);
     if !st.worklist.is_empty() {
-        raise_bh(&pool);
+        raise_bh(pool);
     }
 }
 
@@ -990,6 +1158,9 @@ pub struct PoolInfo {
     pub pending: usize,
     /// Counted running workers.
     pub nr_running: usize,
+    /// Its CPU is offline (Linux `POOL_DISASSOCIATED`): its items run on
+    /// the online CPUs.
+    pub disassociated: bool,
     /// Its workers.
     pub workers: Vec<WorkerInfo>,
 }
@@ -1009,6 +1180,7 @@ pub fn pools() -> Vec<PoolInfo> {
                 bh: p.bh.get().is_some(),
                 pending: st.worklist.len(),
                 nr_running: p.nr_running.load(Ordering::Relaxed),
+                disassociated: p.disassociated.load(Ordering::Relaxed),
                 workers: st
                     .workers
                     .iter()

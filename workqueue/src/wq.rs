@@ -1420,9 +1420,14 @@ fn rescuer_thread(wq: Weak<WqInner>, me: Arc<Worker>) -> i32 {
             let Some(pwq) = pwq else { break };
             pwq.mayday_queued.store(false, Ordering::Release);
             let pool = pwq.pool.clone();
-            // Join the pool's CPUs.
-            let _ = task.set_affinity(pool.mask);
-            while !pool.mask.contains(p.cpu_id()) {
+            // Join the pool's CPUs (the online ones while a bound pool's
+            // CPU is offline; it may go or come back meanwhile).
+            loop {
+                let mask = pool::current_mask(&pool);
+                if mask.contains(p.cpu_id()) {
+                    break;
+                }
+                let _ = task.set_affinity(mask);
                 p.yield_now();
             }
             let mut st = pool.st.lock();

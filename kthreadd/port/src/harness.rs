@@ -32,6 +32,19 @@ impl MemCounters {
     }
 }
 
+/// Counters of one CPU ([`Harness::cpu_activity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuActivity {
+    /// Context switches on it.
+    pub switches: u64,
+    /// Interrupts it took (any vector).
+    pub interrupts: u64,
+    /// Times it stopped (went dead) after going offline.
+    pub deaths: u64,
+    /// Stopped now: halted with interrupts off, running nothing.
+    pub dead: bool,
+}
+
 /// The test-only half of a port.
 pub trait Harness: Send + Sync {
     /// Stop the machine with a pass or fail status.
@@ -50,6 +63,13 @@ pub trait Harness: Send + Sync {
     ///
     /// Context: may sleep.
     fn cpu_up(&self, cpu: usize) -> Result<()>;
+    /// What `cpu` has done so far, for the hot-plug tests: `None` where
+    /// the port cannot tell, or where offline is only logical (the CPU
+    /// keeps running; the default).
+    fn cpu_activity(&self, cpu: usize) -> Option<CpuActivity> {
+        let _ = cpu;
+        None
+    }
     /// A device interrupt the tests can make fire on demand (default: none;
     /// cases that need a real interrupt skip without one).
     fn test_irq(&self) -> Option<&'static dyn crate::irq::TestIrq> {

@@ -1157,6 +1157,9 @@ impl Harness for HostPort {
             h.cpu_going_down(cpu);
         }
         self.inner.online.fetch_and(!(1 << cpu), Ordering::AcqRel);
+        for h in hooks.iter().rev() {
+            h.cpu_dead(cpu);
+        }
         Ok(())
     }
 

@@ -208,6 +208,16 @@ pub trait IrqChip: Send + Sync {
     fn msi_free(&self, irq: u32) {
         let _ = irq;
     }
+    /// Give the port a way to rewrite the message of line `irq` in the
+    /// device (`write(address, data)`, the driver's MSI-X table entry), so
+    /// the port can move the line to another CPU when its CPU goes offline
+    /// and back when it returns (Linux's `irq_migrate_all_off_this_cpu` with
+    /// `irq_chip_write_msi_msg`). Default: lines never move.
+    ///
+    /// Context: any task context.
+    fn msi_set_writer(&self, irq: u32, write: alloc::sync::Arc<dyn Fn(u64, u32) + Send + Sync>) {
+        let _ = (irq, write);
+    }
 }
 
 /// A message-signalled line ([`IrqChip::msi_alloc`]): the device raises

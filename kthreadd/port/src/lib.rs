@@ -63,8 +63,8 @@ use core::any::Any;
 use core::fmt;
 
 pub use syscall::error::{
-    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, EOPNOTSUPP, EPERM, EROFS, ESRCH,
-    Error,
+    EAGAIN, EBUSY, EEXIST, EINTR, EINVAL, EIO, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOSYS, ENXIO, EOPNOTSUPP, EPERM, EROFS,
+    ESRCH, Error,
 };
 
 /// Result type of fallible port and subsystem calls (`syscall::Error`, as
@@ -321,11 +321,23 @@ pub trait SchedHooks: Send + Sync {
     fn tick(&self, _data: &TaskData) {}
 }
 
-/// CPU hot-plug callbacks (Linux `cpuhp` states used by smpboot). Called
-/// in a context that may sleep.
+/// CPU hot-plug callbacks (Linux `cpuhp` states). Called in a context
+/// that may sleep, one hot-plug operation at a time.
+///
+/// Taking a CPU down calls every registered set's `cpu_going_down` in
+/// reverse registration order while the CPU still runs (Linux's AP
+/// teardown states: the workqueue unbinds its per-CPU pools, smpboot parks
+/// its threads), then stops the CPU, then calls `cpu_dead` in reverse
+/// order on another CPU (Linux's BP "dead" states: per-CPU lists of the
+/// dead CPU are taken over). Bringing it up calls `cpu_came_up` in
+/// registration order once it runs again.
 pub trait HotplugHooks: Send + Sync {
     /// `cpu` is about to stop taking work: park what is bound to it.
     fn cpu_going_down(&self, cpu: usize);
+    /// `cpu` runs nothing any more (its pending timers have moved): take
+    /// over what is still queued for it. Called on another CPU. Default:
+    /// nothing to take over.
+    fn cpu_dead(&self, _cpu: usize) {}
     /// `cpu` takes work again: unpark what is bound to it.
     fn cpu_came_up(&self, cpu: usize);
 }
@@ -377,6 +389,9 @@ pub trait Port: Send + Sync {
     /// CPUs currently taking work.
     fn online_mask(&self) -> CpuMask;
     /// Run `f` on `cpu` in interrupt context (an IPI); wait for it if `wait`.
+    /// `EINVAL` for a CPU that does not exist; `ENXIO` for one that is
+    /// hot-unplugged and runs nothing (Linux `smp_call_function_single`),
+    /// where a port can tell.
     fn call_on_cpu(&self, cpu: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<()>;
     /// Where `cpu` sits in the machine: package, core, SMT thread, last-level
     /// cache, NUMA node ([`CpuTopology`]; [`pods`] groups CPUs by it). Ports

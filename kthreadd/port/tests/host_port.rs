@@ -662,6 +662,9 @@ impl HotplugHooks for PlugLog {
     fn cpu_going_down(&self, cpu: usize) {
         self.0.lock().unwrap().push((false, cpu));
     }
+    fn cpu_dead(&self, cpu: usize) {
+        self.0.lock().unwrap().push((false, cpu + 100));
+    }
     fn cpu_came_up(&self, cpu: usize) {
         self.0.lock().unwrap().push((true, cpu));
     }
@@ -688,7 +691,7 @@ fn cpu_hotplug() {
     p.cpu_up(2).unwrap();
     assert_eq!(p.online_mask(), CpuMask(0b111));
     assert_eq!(unbound.cpu(), 0);
-    assert_eq!(*log.0.lock().unwrap(), vec![(false, 0), (false, 2), (true, 0), (true, 2)]);
+    assert_eq!(*log.0.lock().unwrap(), vec![(false, 0), (false, 100), (false, 2), (false, 102), (true, 0), (true, 2)]);
 }
 
 #[test]

@@ -59,5 +59,41 @@ pub fn init() -> kport::Result<()> {
     kport::might_sleep();
     tasklet::init();
     timer::init();
-    softirq::init()
+    softirq::init()?;
+    static INSTALLED: spin::Once<()> = spin::Once::new();
+    INSTALLED.call_once(|| kport::port().add_hotplug_hooks(&HOTPLUG));
+    Ok(())
 }
+
+/// CPU hot-plug: what a dead CPU left queued moves to the CPU that took it
+/// down (Linux `takeover_tasklets`, and `timers_dead_cpu` for the expired
+/// timer list): its tasklets, its expired timers, and its pending vectors,
+/// raised again here. `ksoftirqd/N` parks and unparks with the other
+/// smpboot threads.
+struct Hotplug;
+
+impl kport::HotplugHooks for Hotplug {
+    fn cpu_going_down(&self, _cpu: usize) {}
+
+    fn cpu_dead(&self, cpu: usize) {
+        let p = kport::port();
+        // Interrupts off: this CPU stays the one taking over.
+        let was = p.irq_save();
+        let here = p.cpu_id();
+        if here != cpu {
+            let mut pending = tasklet::take_over(cpu, here);
+            pending |= timer::take_over(cpu, here);
+            pending |= softirq::take_pending(cpu);
+            for v in Vector::ALL {
+                if pending & (1 << v as u32) != 0 {
+                    raise_softirq_irqoff(v);
+                }
+            }
+        }
+        p.irq_restore(was);
+    }
+
+    fn cpu_came_up(&self, _cpu: usize) {}
+}
+
+static HOTPLUG: Hotplug = Hotplug;

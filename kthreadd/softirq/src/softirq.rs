@@ -246,6 +246,11 @@ fn run_traced(cpu: usize, v: Vector, h: fn()) {
     }
 }
 
+/// Take `cpu`'s pending vectors (a dead CPU's, for the CPU taking over).
+pub(crate) fn take_pending(cpu: usize) -> u32 {
+    PENDING[cpu % MAX_CPUS].swap(0, Ordering::AcqRel)
+}
+
 /// Vectors pending on `cpu`.
 pub fn pending_on(cpu: usize) -> u32 {
     PENDING[cpu].load(Ordering::Relaxed)

@@ -207,6 +207,22 @@ fn take_off_lists(t: &Arc<Inner>) -> bool {
     false
 }
 
+/// Move a dead CPU's tasklets to the end of `to`'s lists (Linux
+/// `takeover_tasklets`); returns the vector bits to raise on `to`.
+///
+/// Context: interrupts off, on `to`.
+pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
+    let mut raise = 0;
+    for (lists, v) in [(&NORMAL, Vector::Tasklet), (&HIGH, Vector::Hi)] {
+        let moved = core::mem::take(&mut *lists[dead % MAX_CPUS].lock());
+        if !moved.is_empty() {
+            lists[to % MAX_CPUS].lock().extend(moved);
+            raise |= 1 << v as u32;
+        }
+    }
+    raise
+}
+
 /// Run the calling CPU's list (Linux `tasklet_action_common`).
 fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
     let p = port();

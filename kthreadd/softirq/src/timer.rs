@@ -146,6 +146,19 @@ fn expire(t: Arc<Inner>) {
     p.irq_restore(was);
 }
 
+/// Move a dead CPU's expired timers to `to`'s list; returns the vector
+/// bits to raise on `to`.
+///
+/// Context: interrupts off, on `to`.
+pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
+    let moved = core::mem::take(&mut *EXPIRED[dead % MAX_CPUS].lock());
+    if moved.is_empty() {
+        return 0;
+    }
+    EXPIRED[to % MAX_CPUS].lock().extend(moved);
+    1 << Vector::Timer as u32
+}
+
 /// The `TIMER` softirq: run this CPU's expired callbacks (Linux
 /// `run_timer_softirq`).
 fn timer_softirq() {

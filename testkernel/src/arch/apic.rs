@@ -129,6 +129,24 @@ pub fn send_ipi(dest: u32, vector: u8) {
     with_irqs_off(|l| unsafe { l.send_ipi(icr) });
 }
 
+/// Send an NMI to the CPU with APIC id `dest` (waking a CPU that halts
+/// with interrupts off: a hot-unplugged one).
+pub fn send_nmi(dest: u32) {
+    let icr = Icr::for_xapic(
+        0,
+        ApicId::XApic(dest as u8),
+        DestinationShorthand::NoShorthand,
+        DeliveryMode::NMI,
+        DestinationMode::Physical,
+        DeliveryStatus::Idle,
+        Level::Assert,
+        TriggerMode::Edge,
+    );
+    // SAFETY: an NMI to a CPU of the MADT, whose NMI handler returns when
+    // the CPU is offline (`sched::nmi_wakes_offline_cpu`).
+    with_irqs_off(|l| unsafe { l.send_ipi(icr) });
+}
+
 /// Send INIT to `dest` (AP start-up).
 pub fn send_init(dest: u32) {
     // SAFETY: `dest` is an AP of the MADT that is not running yet; INIT only

@@ -127,6 +127,14 @@ pub fn sti_hlt() {
     unsafe { asm!("sti", "hlt", options(nostack)) }
 }
 
+/// Halt until the next interrupt this CPU takes; with interrupts off, only
+/// an NMI (or INIT) ends it.
+#[inline(always)]
+pub fn hlt() {
+    // SAFETY: halting only stops this CPU until an interrupt or NMI.
+    unsafe { x86::halt() }
+}
+
 /// Spin-wait hint.
 #[inline(always)]
 pub fn pause() {

@@ -49,6 +49,10 @@ pub fn handle(frame: &mut InterruptFrame) {
         // Another CPU is reporting a fatal error and asked everyone to stop.
         cpu::halt_forever();
     }
+    if v == 2 && crate::sched::nmi_wakes_offline_cpu() {
+        // `cpu_up` waking this hot-unplugged CPU from its halt.
+        return;
+    }
     let cr2 = if v == 14 || v == 8 { cpu::cr2() } else { 0 };
     let headline = match crate::mem::stack::guard_owner(cr2) {
         Some(owner) if v == 14 || v == 8 => {

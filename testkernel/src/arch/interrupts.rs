@@ -252,6 +252,7 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) {
         return;
     }
     let pc = percpu::this_cpu();
+    pc.irqs.fetch_add(1, Ordering::Relaxed);
     let outermost = pc.irq_frames.fetch_add(1, Ordering::Relaxed) == 0;
     pc.irq_depth.fetch_add(1, Ordering::Relaxed);
     // SAFETY: see HandlerTable.

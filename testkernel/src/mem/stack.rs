@@ -77,6 +77,20 @@ pub fn tlb_catch_up() {
     }
 }
 
+/// This CPU stops (hot-unplug): it runs nothing until [`tlb_revive`], so
+/// freed stack slots need not wait for it to flush.
+pub fn tlb_park() {
+    percpu::this_cpu().tlb_gen_seen.store(u64::MAX, Ordering::Release);
+}
+
+/// This CPU runs again: it records the current generation first (so slots
+/// freed from now on wait for it), then flushes what it may still cache.
+pub fn tlb_revive() {
+    let g = TLB_GEN.load(Ordering::Acquire);
+    percpu::this_cpu().tlb_gen_seen.store(g, Ordering::Release);
+    cpu::flush_tlb_local();
+}
+
 fn oldest_generation_seen() -> u64 {
     (0..percpu::MAX_CPUS)
         .map(|c| &percpu::PERCPU[c])

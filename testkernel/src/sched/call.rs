@@ -15,8 +15,14 @@ struct Call {
     done: Option<Arc<AtomicBool>>,
 }
 
-static QUEUES: [IrqSpinLock<VecDeque<Call>>; MAX_CPUS] =
-    [const { IrqSpinLock::named("call queue", VecDeque::new()) }; MAX_CPUS];
+struct CallQueue {
+    calls: VecDeque<Call>,
+    /// The CPU is hot-unplugged: calls to it are refused.
+    closed: bool,
+}
+
+static QUEUES: [IrqSpinLock<CallQueue>; MAX_CPUS] =
+    [const { IrqSpinLock::named("call queue", CallQueue { calls: VecDeque::new(), closed: false }) }; MAX_CPUS];
 /// Calls queued per CPU, readable without the lock (the waiting caller polls
 /// its own count instead of taking its queue's lock on every spin).
 static QUEUED: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
@@ -26,7 +32,7 @@ fn run_queue(me: usize) {
         return;
     }
     loop {
-        let c = QUEUES[me].lock().pop_front();
+        let c = QUEUES[me].lock().calls.pop_front();
         let Some(c) = c else { break };
         QUEUED[me].fetch_sub(1, Ordering::AcqRel);
         (c.f)();
@@ -38,7 +44,29 @@ fn run_queue(me: usize) {
 
 /// Reserve room in `cpu`'s call queue (boot).
 pub fn reserve(cpu: usize) {
-    QUEUES[cpu].lock().reserve(16);
+    QUEUES[cpu].lock().calls.reserve(16);
+}
+
+/// This CPU stops (hot-unplug): refuse further calls and run the queued
+/// ones. Interrupts are off.
+pub fn close_here() {
+    let me = percpu::cpu_id();
+    QUEUES[me].lock().closed = true;
+    run_queue(me);
+}
+
+/// This CPU runs again: accept calls.
+pub fn open_here() {
+    QUEUES[percpu::cpu_id()].lock().closed = false;
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallError {
+    /// No such CPU.
+    NoCpu,
+    /// The CPU is offline (Linux's `-ENXIO`).
+    Offline,
 }
 
 /// The call-function IPI.
@@ -51,9 +79,9 @@ pub fn ipi_handler(_f: &mut interrupts::InterruptFrame) {
 /// On the calling CPU it runs at once with interrupts off. While waiting, the
 /// caller serves calls aimed at itself, so two CPUs calling each other with
 /// interrupts off cannot deadlock.
-pub fn call_on_cpu(target: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<(), ()> {
+pub fn call_on_cpu(target: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Result<(), CallError> {
     if target >= percpu::cpus_up() {
-        return Err(());
+        return Err(CallError::NoCpu);
     }
     let me = percpu::cpu_id();
     if target == me {
@@ -63,8 +91,14 @@ pub fn call_on_cpu(target: usize, f: Box<dyn FnOnce() + Send>, wait: bool) -> Re
         return Ok(());
     }
     let done = wait.then(|| Arc::new(AtomicBool::new(false)));
-    QUEUES[target].lock().push_back(Call { f, done: done.clone() });
-    QUEUED[target].fetch_add(1, Ordering::AcqRel);
+    {
+        let mut q = QUEUES[target].lock();
+        if q.closed {
+            return Err(CallError::Offline);
+        }
+        q.calls.push_back(Call { f, done: done.clone() });
+        QUEUED[target].fetch_add(1, Ordering::AcqRel);
+    }
     apic::send_ipi(PERCPU[target].apic_id.load(Ordering::Relaxed), interrupts::VEC_CALL);
     if let Some(d) = done {
         while !d.load(Ordering::Acquire) {

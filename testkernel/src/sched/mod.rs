@@ -91,6 +91,15 @@ struct CpuSched {
     switches: AtomicU64,
     /// Id of the running context (0 before the scheduler starts).
     curr_id: AtomicUsize,
+    /// Hot-unplugged and halted with interrupts off: runs nothing, takes
+    /// no interrupt. Set by the CPU itself under its run-queue lock with
+    /// the queue empty; cleared by it when it runs again.
+    dead: AtomicBool,
+    /// NMIs sent by `cpu_bring_up` and not yet taken: such an NMI only
+    /// wakes the CPU from its halt.
+    wake_nmis: AtomicUsize,
+    /// Times the CPU went dead.
+    deaths: AtomicU64,
 }
 
 static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::named("runqueue", RunQueue::new()) }; MAX_CPUS];
@@ -102,6 +111,9 @@ static CPU: [CpuSched; MAX_CPUS] = [const {
         migrate_prev: AtomicBool::new(false),
         switches: AtomicU64::new(0),
         curr_id: AtomicUsize::new(0),
+        dead: AtomicBool::new(false),
+        wake_nmis: AtomicUsize::new(0),
+        deaths: AtomicU64::new(0),
     }
 }; MAX_CPUS];
 
@@ -363,9 +375,13 @@ fn cpu_is_idle(c: usize) -> bool {
 /// Pick the CPU a woken context goes to.
 fn select_cpu(t: &Task) -> usize {
     let aff = t.affinity() & present_mask();
-    let online = aff & online_mask();
-    // Bound to offline CPUs only: it still runs there (per-CPU threads park).
-    let allowed = if online != 0 { online } else { aff };
+    let online_now = online_mask();
+    let online = aff & online_now;
+    // Bound to offline CPUs only: it runs on the online ones until one of
+    // its CPUs is back (its mask is kept; Linux's `select_fallback_rq`
+    // widens it for good). Per-CPU threads are parked before their CPU
+    // goes, so only threads bound by hand get here.
+    let allowed = if online != 0 { online } else { online_now };
     if allowed.count_ones() == 1 {
         return allowed.trailing_zeros() as usize;
     }
@@ -391,13 +407,20 @@ fn select_cpu(t: &Task) -> usize {
 
 /// Queue `t` (already marked on_rq) on `cpu` and poke that CPU if `t` should
 /// preempt what runs there.
-fn enqueue(cpu_num: usize, t: Arc<Task>) {
+fn enqueue(mut cpu_num: usize, t: Arc<Task>) {
     let prio = t.prio();
-    t.cpu.store(cpu_num, Ordering::Release);
-    {
+    loop {
+        t.cpu.store(cpu_num, Ordering::Release);
         let mut rq = RQ[cpu_num].lock();
+        if CPU[cpu_num].dead.load(Ordering::Relaxed) {
+            // Chosen before it went: choose again among the online CPUs.
+            drop(rq);
+            cpu_num = select_cpu(&t);
+            continue;
+        }
         rq.queues[prio as usize].push_back(t);
         CPU[cpu_num].nr_queued.store(rq.len(), Ordering::Relaxed);
+        break;
     }
     kick(cpu_num, prio);
 }
@@ -601,9 +624,7 @@ fn schedule_inner(preempt: bool) {
     let mut rq = RQ[me].lock();
     pc.need_resched.store(false, Ordering::Relaxed);
     if prev_runnable {
-        if prev.affinity() & (1 << me) != 0
-            && (CPU[me].online.load(Ordering::Relaxed) || prev.affinity().count_ones() == 1)
-        {
+        if prev.affinity() & (1 << me) != 0 && CPU[me].online.load(Ordering::Relaxed) {
             // SAFETY: prev_ptr came from Arc::into_raw and is alive; the queue
             // gets a reference of its own.
             let a = unsafe {
@@ -862,6 +883,10 @@ pub fn idle_loop() -> ! {
         cpu::cli();
         crate::mem::stack::tlb_catch_up();
         let pc = percpu::this_cpu();
+        if !CPU[me].online.load(Ordering::Acquire) {
+            offline_idle(me);
+            continue;
+        }
         if pc.need_resched.load(Ordering::Acquire) || CPU[me].nr_queued.load(Ordering::Relaxed) > 0 {
             schedule_inner(true);
             continue;
@@ -873,27 +898,116 @@ pub fn idle_loop() -> ! {
     }
 }
 
-/// Take `cpu` out of service: no new work is placed there and the contexts
-/// queued there that may run elsewhere move away. Contexts bound to it only
-/// stay (per-CPU threads are parked by their owners first).
-pub fn cpu_set_offline(c: usize) {
-    CPU[c].online.store(false, Ordering::Release);
-    let movable: Vec<Arc<Task>> = {
-        let mut rq = RQ[c].lock();
-        let mut out = Vec::new();
-        for q in rq.queues.iter_mut() {
-            let mut i = 0;
-            while i < q.len() {
-                if q[i].affinity() & online_mask() != 0 {
-                    out.push(q.remove(i).expect("index checked"));
-                } else {
-                    i += 1;
-                }
+/// Take the contexts queued on `c` that are not still switching out
+/// elsewhere; if none is left and `die` is set, mark the CPU dead under
+/// the same lock (so nothing is queued there after).
+fn take_queued(c: usize, die: bool) -> (Vec<Arc<Task>>, bool) {
+    let mut rq = RQ[c].lock();
+    let mut out = Vec::new();
+    for q in rq.queues.iter_mut() {
+        let mut i = 0;
+        while i < q.len() {
+            if q[i].on_cpu.load(Ordering::Acquire) {
+                i += 1;
+            } else {
+                out.push(q.remove(i).expect("index checked"));
             }
         }
-        CPU[c].nr_queued.store(rq.len(), Ordering::Relaxed);
-        out
-    };
+    }
+    CPU[c].nr_queued.store(rq.len(), Ordering::Relaxed);
+    let dead = die && out.is_empty() && rq.len() == 0;
+    if dead {
+        CPU[c].dead.store(true, Ordering::Release);
+    }
+    (out, dead)
+}
+
+/// The idle context of an offline CPU: send what is still queued here to
+/// the online CPUs; once nothing is, stop the CPU until [`cpu_bring_up`]
+/// (Linux's `cpuhp_report_idle_dead`, then `play_dead`). Interrupts are off.
+fn offline_idle(me: usize) {
+    percpu::this_cpu().need_resched.store(false, Ordering::Relaxed);
+    let (moved, dead) = take_queued(me, true);
+    for t in moved {
+        let n = select_cpu(&t);
+        enqueue(n, t);
+    }
+    if !dead {
+        cpu::pause();
+        return;
+    }
+    // Interrupts already on their way here (from before the lines moved)
+    // are taken now, while the CPU can still run their handlers.
+    cpu::sti();
+    cpu::pause();
+    cpu::cli();
+    timer::stop_here();
+    timer::migrate_to(online_mask().trailing_zeros() as usize);
+    call::close_here();
+    crate::mem::stack::tlb_park();
+    CPU[me].deaths.fetch_add(1, Ordering::Relaxed);
+    // Halted with interrupts off: no timer, no IPI, no device interrupt is
+    // taken; only `cpu_bring_up`'s NMI ends each halt.
+    while !CPU[me].online.load(Ordering::Acquire) {
+        cpu::hlt();
+    }
+    crate::mem::stack::tlb_revive();
+    call::open_here();
+    timer::restart_here();
+    CPU[me].dead.store(false, Ordering::Release);
+}
+
+/// Is this NMI `cpu_bring_up`'s wake-up of this CPU (then it only ends the
+/// halt)?
+pub fn nmi_wakes_offline_cpu() -> bool {
+    let c = &CPU[percpu::cpu_id()];
+    c.wake_nmis.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+}
+
+/// Has `c` stopped (hot-unplugged and halted)?
+pub fn cpu_dead(c: usize) -> bool {
+    c < MAX_CPUS && CPU[c].dead.load(Ordering::Acquire)
+}
+
+/// Context switches on `c` and the times it went dead (tests: a dead CPU
+/// switches no more).
+pub fn cpu_switches(c: usize) -> (u64, u64) {
+    if c >= MAX_CPUS {
+        return (0, 0);
+    }
+    (CPU[c].switches.load(Ordering::Relaxed), CPU[c].deaths.load(Ordering::Relaxed))
+}
+
+/// The id of the context running on `c` (0 before the scheduler starts).
+pub fn cpu_curr_id(c: usize) -> usize {
+    if c < MAX_CPUS { CPU[c].curr_id.load(Ordering::Relaxed) } else { 0 }
+}
+
+/// Put a dead CPU back in service: mark it online and wake it from its
+/// halt with NMIs until it runs. Context: may sleep. Returns false if it
+/// did not answer within `timeout_ns`.
+pub fn cpu_bring_up(c: usize, timeout_ns: u64) -> bool {
+    CPU[c].online.store(true, Ordering::Release);
+    let end = crate::time::now_ns().saturating_add(timeout_ns);
+    while CPU[c].dead.load(Ordering::Acquire) {
+        if crate::time::now_ns() >= end {
+            return false;
+        }
+        CPU[c].wake_nmis.fetch_add(1, Ordering::AcqRel);
+        apic::send_nmi(PERCPU[c].apic_id.load(Ordering::Relaxed));
+        timer::sleep_until(crate::time::now_ns() + 1_000_000);
+    }
+    true
+}
+
+/// Take `cpu` out of service: no new work is placed there, the contexts
+/// queued there move to the online CPUs, and the running one is asked to
+/// switch out (it moves at its next switch). The CPU then stops by itself
+/// once it runs its idle context ([`offline_idle`]). Per-CPU threads are
+/// parked by their owners first.
+pub fn cpu_set_offline(c: usize) {
+    CPU[c].online.store(false, Ordering::Release);
+    let (movable, _) = take_queued(c, false);
     for t in movable {
         let n = select_cpu(&t);
         enqueue(n, t);
@@ -904,11 +1018,6 @@ pub fn cpu_set_offline(c: usize) {
     if c != percpu::cpu_id() {
         apic::send_ipi(pc.apic_id.load(Ordering::Relaxed), interrupts::VEC_RESCHED);
     }
-}
-
-/// Put `cpu` back in service.
-pub fn cpu_set_online(c: usize) {
-    CPU[c].online.store(true, Ordering::Release);
 }
 
 /// Is `cpu` taking work?

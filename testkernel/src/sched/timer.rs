@@ -68,6 +68,9 @@ impl Ord for Entry {
 
 static WHEEL: [IrqSpinLock<BinaryHeap<Entry>>; MAX_CPUS] =
     [const { IrqSpinLock::named("timer heap", BinaryHeap::new()) }; MAX_CPUS];
+/// The CPU is hot-unplugged and its heap moved away: arming there goes to
+/// the arming CPU instead. Read and written under the CPU's heap lock.
+static CLOSED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static PROGRAMMED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static LAST_TICK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static TIMER_STARTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -101,11 +104,18 @@ impl Timer {
 
     /// Arm (or move) the timer to `deadline` ns on `cpu` (default: here).
     pub fn arm(&self, deadline: u64, cpu: Option<usize>) {
+        // On this CPU throughout, so that `here` stays true.
+        let was = crate::sync::irq_save();
         let here = percpu::cpu_id();
-        let c = match cpu {
+        let mut c = match cpu {
             Some(c) if c < percpu::cpus_up() => c,
             _ => here,
         };
+        // An offline CPU's timers go to the arming CPU (Linux `mod_timer`
+        // takes the local base; `add_timer_on` an offline CPU is a bug).
+        if c != here && !super::cpu_online(c) {
+            c = here;
+        }
         let (g, old) = {
             let mut st = self.inner.st.lock();
             let old = st.pending.then_some(st.cpu);
@@ -117,7 +127,28 @@ impl Timer {
         if let Some(oc) = old {
             unlink(oc, &self.inner);
         }
-        WHEEL[c].lock().push(Entry { deadline, gen_: g, t: self.inner.clone() });
+        let e = Entry { deadline, gen_: g, t: self.inner.clone() };
+        let e = {
+            let mut w = WHEEL[c].lock();
+            if CLOSED[c].load(Ordering::Relaxed) {
+                Some(e)
+            } else {
+                w.push(e);
+                None
+            }
+        };
+        if let Some(e) = e {
+            // The CPU died between the check and here: arm locally.
+            c = here;
+            {
+                let mut st = e.t.st.lock();
+                if e.t.gen_.load(Ordering::Acquire) == g {
+                    st.cpu = here;
+                }
+            }
+            WHEEL[here].lock().push(e);
+        }
+        crate::sync::irq_restore(was);
         if deadline < PROGRAMMED[c].load(Ordering::Relaxed) {
             if c == here {
                 reprogram();
@@ -167,6 +198,57 @@ impl Timer {
 /// Drop `t`'s entries from `cpu`'s heap.
 fn unlink(cpu: usize, t: &Arc<TimerInner>) {
     WHEEL[cpu].lock().retain(|e| !Arc::ptr_eq(&e.t, t));
+}
+
+/// This CPU stops (hot-unplug): no more ticks or timer interrupts.
+/// Interrupts are off.
+pub fn stop_here() {
+    let me = percpu::cpu_id();
+    TIMER_STARTED[me].store(false, Ordering::Release);
+    PROGRAMMED[me].store(u64::MAX, Ordering::Relaxed);
+    apic::timer_stop();
+}
+
+/// Hand this CPU's pending timers to CPU `to`, keeping their deadlines
+/// (Linux `timers_dead_cpu`, done here by the dying CPU itself, so that a
+/// context that armed a timer here just before, such as the one waiting
+/// for this CPU to stop, is still woken); arming on this CPU goes to the
+/// arming CPU until it runs again. Interrupts are off.
+pub fn migrate_to(to: usize) {
+    let me = percpu::cpu_id();
+    if to == me || to >= MAX_CPUS {
+        return;
+    }
+    let moved = {
+        let mut w = WHEEL[me].lock();
+        CLOSED[me].store(true, Ordering::Relaxed);
+        core::mem::take(&mut *w)
+    };
+    let mut first = u64::MAX;
+    for e in moved.into_vec() {
+        {
+            let mut st = e.t.st.lock();
+            if st.cpu == me {
+                st.cpu = to;
+            }
+        }
+        first = first.min(e.deadline);
+        WHEEL[to].lock().push(e);
+    }
+    if first < PROGRAMMED[to].load(Ordering::Relaxed) {
+        REPROGRAM[to].store(true, Ordering::Release);
+        apic::send_ipi(PERCPU[to].apic_id.load(Ordering::Relaxed), interrupts::VEC_RESCHED);
+    }
+}
+
+/// This CPU runs again after a hot-unplug: take timers and start the tick.
+pub fn restart_here() {
+    let me = percpu::cpu_id();
+    {
+        let _w = WHEEL[me].lock();
+        CLOSED[me].store(false, Ordering::Relaxed);
+    }
+    start_tick();
 }
 
 /// Reserve room in `cpu`'s timer heap (boot), so arming rarely allocates.

@@ -21,6 +21,7 @@ pub mod bh_workqueue;
 pub mod block;
 pub mod fault_inject;
 pub mod harness;
+pub mod hotplug;
 pub mod kswapd;
 pub mod kthread;
 pub mod kthread_worker;

@@ -10,7 +10,7 @@ const CPUS: usize = 4;
 
 /// The suites written against the port only (the guest-only ones need the
 /// testkernel's internals).
-const SUITES: [&str; 12] = [
+const SUITES: [&str; 13] = [
     "port",
     "kthread",
     "kthread_worker",
@@ -23,6 +23,7 @@ const SUITES: [&str; 12] = [
     "threaded_irq",
     "observe",
     "fault_inject",
+    "hotplug",
 ];
 
 fn args() -> Args {
