@@ -98,8 +98,14 @@ struct CpuSched {
     /// NMIs sent by `cpu_bring_up` and not yet taken: such an NMI only
     /// wakes the CPU from its halt.
     wake_nmis: AtomicUsize,
+    /// `cpu_bring_up` asks the dead CPU to run again. The CPU marks itself
+    /// online only once it runs, so no context is placed on it before.
+    revive: AtomicBool,
     /// Times the CPU went dead.
     deaths: AtomicU64,
+    /// Halted: everything it held is handed over (`cpu_down` waits for
+    /// this, not for `dead`).
+    halted: AtomicBool,
 }
 
 static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::named("runqueue", RunQueue::new()) }; MAX_CPUS];
@@ -113,7 +119,9 @@ static CPU: [CpuSched; MAX_CPUS] = [const {
         curr_id: AtomicUsize::new(0),
         dead: AtomicBool::new(false),
         wake_nmis: AtomicUsize::new(0),
+        revive: AtomicBool::new(false),
         deaths: AtomicU64::new(0),
+        halted: AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
@@ -636,7 +644,14 @@ fn schedule_inner(preempt: bool) {
             CPU[me].migrate_prev.store(true, Ordering::Relaxed);
         }
     }
-    let next = match (0..NR_PRIOS).find_map(|p| rq.queues[p].pop_front()) {
+    // An offline CPU runs only its idle context, which sends what is queued
+    // here to the online CPUs.
+    let queued = if CPU[me].online.load(Ordering::Relaxed) {
+        (0..NR_PRIOS).find_map(|p| rq.queues[p].pop_front())
+    } else {
+        None
+    };
+    let next = match queued {
         Some(n) => n,
         None => rq.idle.clone().expect("run queue without an idle context"),
     };
@@ -946,15 +961,19 @@ fn offline_idle(me: usize) {
     call::close_here();
     crate::mem::stack::tlb_park();
     CPU[me].deaths.fetch_add(1, Ordering::Relaxed);
+    CPU[me].halted.store(true, Ordering::Release);
     // Halted with interrupts off: no timer, no IPI, no device interrupt is
     // taken; only `cpu_bring_up`'s NMI ends each halt.
-    while !CPU[me].online.load(Ordering::Acquire) {
+    while !CPU[me].revive.load(Ordering::Acquire) {
         cpu::hlt();
     }
+    CPU[me].halted.store(false, Ordering::Release);
     crate::mem::stack::tlb_revive();
     call::open_here();
     timer::restart_here();
     CPU[me].dead.store(false, Ordering::Release);
+    CPU[me].online.store(true, Ordering::Release);
+    CPU[me].revive.store(false, Ordering::Release);
 }
 
 /// Is this NMI `cpu_bring_up`'s wake-up of this CPU (then it only ends the
@@ -964,9 +983,10 @@ pub fn nmi_wakes_offline_cpu() -> bool {
     c.wake_nmis.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
 }
 
-/// Has `c` stopped (hot-unplugged and halted)?
+/// Has `c` stopped (hot-unplugged, its timers and calls handed over, and
+/// halted)?
 pub fn cpu_dead(c: usize) -> bool {
-    c < MAX_CPUS && CPU[c].dead.load(Ordering::Acquire)
+    c < MAX_CPUS && CPU[c].halted.load(Ordering::Acquire)
 }
 
 /// Context switches on `c` and the times it went dead (tests: a dead CPU
@@ -987,9 +1007,14 @@ pub fn cpu_curr_id(c: usize) -> usize {
 /// halt with NMIs until it runs. Context: may sleep. Returns false if it
 /// did not answer within `timeout_ns`.
 pub fn cpu_bring_up(c: usize, timeout_ns: u64) -> bool {
-    CPU[c].online.store(true, Ordering::Release);
+    if !CPU[c].dead.load(Ordering::Acquire) {
+        // Never stopped (it cannot be mid-way: `cpu_down` waits for it).
+        CPU[c].online.store(true, Ordering::Release);
+        return true;
+    }
+    CPU[c].revive.store(true, Ordering::Release);
     let end = crate::time::now_ns().saturating_add(timeout_ns);
-    while CPU[c].dead.load(Ordering::Acquire) {
+    while !CPU[c].online.load(Ordering::Acquire) {
         if crate::time::now_ns() >= end {
             return false;
         }

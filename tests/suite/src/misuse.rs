@@ -59,7 +59,13 @@ fn sleeper(name: &str, ret: i32) -> Result<Kthread, Failure> {
         name
     )
     .map_err(err("kthread_run"))?;
-    check!(wait_for(10_000, || t.has_started()), "[{name}] never started");
+    // Asleep in its loop, not merely started: a thread between its start
+    // and its first sleep still passes the first-run park check, and
+    // would park on a park request.
+    check!(
+        wait_for(10_000, || t.has_started() && t.state() == kport::TaskState::Sleeping),
+        "[{name}] never slept in its loop"
+    );
     Ok(t)
 }
 
