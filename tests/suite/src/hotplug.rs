@@ -212,10 +212,15 @@ ktest!(hotplug::timer_armed_on_the_cpu_fires_after_it_stops [min_cpus = 2] => |c
     let deadline = p.now_ns() + 400_000_000;
     t.arm(deadline, Some(v));
     let d = Down::take(v)?;
+    let stopped_at = p.now_ns();
     check!(t.is_pending() || fired.load(Ordering::SeqCst) != 0, "cpu_down lost the timer");
     check!(wait_for(5_000, || fired.load(Ordering::SeqCst) != 0), "the timer of the offline CPU never fired");
-    check!(fired.load(Ordering::SeqCst) >= deadline, "fired early");
-    check!(on.load(Ordering::SeqCst) != v || harness().cpu_activity(v).is_none(), "fired on the stopped CPU");
+    let at = fired.load(Ordering::SeqCst);
+    check!(at >= deadline, "fired early");
+    // (A slow cpu_down may let it fire on its CPU before that stops.)
+    if at > stopped_at && harness().cpu_activity(v).is_some() {
+        check!(on.load(Ordering::SeqCst) != v, "fired on the stopped CPU");
+    }
     // Armed on the offline CPU: it fires on an online one.
     fired.store(0, Ordering::SeqCst);
     t.arm(p.now_ns() + 20_000_000, Some(v));
