@@ -326,10 +326,6 @@ pub struct Disk {
     pub actions: Vec<IrqAction>,
 }
 
-/// MSI-X set-up: a line per queue (aimed at CPU `i % cpus`) plus one for
-/// configuration, each written into the device's table, MSI-X enabled
-/// with INTx off. On any failure everything is undone and `None` returned
-/// (the caller falls back to INTx).
 /// Write one MSI-X table entry, masked while it changes (PCI: the
 /// message of an unmasked entry must not be changed in place).
 fn write_msix_entry(table: &Regs, off: usize, address: u64, data: u32) {
@@ -340,6 +336,10 @@ fn write_msix_entry(table: &Regs, off: usize, address: u64, data: u32) {
     table.write32(off + 12, 0);
 }
 
+/// MSI-X set-up: a line per queue (aimed at CPU `i % cpus`) plus one for
+/// configuration, each written into the device's table, MSI-X enabled
+/// with INTx off. On any failure everything is undone and `None` returned
+/// (the caller falls back to INTx).
 fn setup_msix(bus: &dyn DeviceBus, dev: &VirtioPci, nq: u16) -> Option<(u32, Vec<u32>)> {
     let chip = port().irq_chip()?;
     let cap = MsixCapability::read(bus, &dev.func)?;

@@ -388,3 +388,30 @@ ktest!(hotplug::repeated_down_up_keeps_every_item [min_cpus = 2] => |ctx| {
     let _ = ctx;
     Ok(())
 });
+
+ktest!(hotplug::msi_lines_move_off_the_cpu_and_back [min_cpus = 2] => |ctx| {
+    let v = victim();
+    let Some(chip) = port().irq_chip() else { return crate::skip("no interrupt chip") };
+    let m = match chip.msi_alloc(v) {
+        Ok(m) => m,
+        Err(e) => return crate::skip(format!("no message-signalled lines here: {e:?}")),
+    };
+    let written: Arc<SpinLock<Vec<(u64, u32)>>> = Arc::new(SpinLock::new(Vec::new()));
+    let w = written.clone();
+    chip.msi_set_writer(m.irq, Arc::new(move |a, d| w.lock().push((a, d))));
+    let result = (|| -> crate::TestResult {
+        let d = Down::take(v)?;
+        let moved = written.lock().clone();
+        check_eq!(moved.len(), 1, "messages written at cpu_down: {moved:x?}");
+        check!(moved[0].0 != m.address, "the line still points at the offline CPU: {:#x}", moved[0].0);
+        check_eq!(moved[0].1, m.data, "the vector changed");
+        drop(d);
+        let back = written.lock().clone();
+        check_eq!(back.len(), 2, "messages written at cpu_up: {back:x?}");
+        check_eq!(back[1], (m.address, m.data), "the line did not return to CPU {v}");
+        Ok(())
+    })();
+    chip.msi_free(m.irq);
+    let _ = ctx;
+    result
+});
