@@ -18,12 +18,12 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::sync::Arc;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use kport::sync::SpinLock;
 use kport::{MAX_CPUS, might_sleep, port};
 
-use crate::softirq::{Vector, in_interrupt, open_softirq, raise_softirq_irqoff};
+use crate::softirq::{Vector, in_interrupt, in_serving_softirq, open_softirq, raise_softirq_irqoff};
 
 /// Scheduled and not yet run (Linux `TASKLET_STATE_SCHED`).
 const SCHED: u32 = 1 << 0;
@@ -123,11 +123,21 @@ impl Tasklet {
     }
 
     /// Disable it and wait until it is not running (Linux
-    /// `tasklet_disable`, which spins: a tasklet's run is short).
+    /// `tasklet_disable`, which spins: a tasklet's run is short). From the
+    /// tasklet itself it would wait for itself (Linux hangs): it is
+    /// disabled without waiting, with a warning.
     ///
-    /// Context: any but the tasklet itself (it would wait for itself).
+    /// Context: any.
     pub fn disable(&self) {
         self.disable_nosync();
+        let me = RUNNING[port().cpu_id() % MAX_CPUS].load(Ordering::Relaxed);
+        if me == Arc::as_ptr(&self.0) as usize && in_serving_softirq() {
+            kport::warn::warn(&format!(
+                "tasklet_disable of {} from the tasklet itself: it would wait for itself; disabled without waiting",
+                self.0.name
+            ));
+            return;
+        }
         self.unlock_wait();
     }
 
@@ -223,6 +233,10 @@ pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
     raise
 }
 
+/// The tasklet each CPU runs now (its address; 0: none), so that a
+/// tasklet disabling itself is caught instead of waiting for itself.
+static RUNNING: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
 /// Run the calling CPU's list (Linux `tasklet_action_common`).
 fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
     let p = port();
@@ -235,7 +249,9 @@ fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
                 if t.state.fetch_and(!SCHED, Ordering::AcqRel) & SCHED == 0 {
                     kport::warn::warn(&format!("tasklet {} on a list but not scheduled", t.name));
                 }
+                RUNNING[cpu % MAX_CPUS].store(Arc::as_ptr(&t) as usize, Ordering::Relaxed);
                 (t.func)();
+                RUNNING[cpu % MAX_CPUS].store(0, Ordering::Relaxed);
                 t.state.fetch_and(!RUN, Ordering::AcqRel);
                 continue;
             }

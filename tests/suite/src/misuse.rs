@@ -511,6 +511,34 @@ ktest!(misuse::tasklet_kill_from_the_tasklet_itself_is_einval_with_a_warning [ma
     Ok(())
 });
 
+ktest!(misuse::tasklet_disable_from_the_tasklet_itself_does_not_wait_and_warns => |ctx| {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let me: Arc<spin::Once<Tasklet>> = Arc::new(spin::Once::new());
+    let (r, m) = (runs.clone(), me.clone());
+    let t = Tasklet::named("mis_self_disable", move || {
+        r.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = m.get() {
+            t.disable();
+        }
+    });
+    me.call_once(|| t.clone());
+    let before = kport::warn::count();
+    check!(t.schedule());
+    check!(wait_for(5_000, || runs.load(Ordering::SeqCst) == 1), "the tasklet never ran (or hung disabling itself)");
+    warned_once(before, &["tasklet_disable of mis_self_disable from the tasklet itself"])?;
+    check!(t.is_disabled(), "the disable did not take");
+    // Disabled: scheduled again, it does not run until enabled.
+    check!(t.schedule());
+    msleep(20);
+    check_eq!(runs.load(Ordering::SeqCst), 1, "ran while disabled");
+    t.enable();
+    check!(wait_for(5_000, || runs.load(Ordering::SeqCst) == 2), "did not run after the enable");
+    // It disabled itself again in that run: enable once more and kill it.
+    t.enable();
+    t.kill().map_err(err("tasklet_kill"))?;
+    Ok(())
+});
+
 ktest!(misuse::tasklet_enable_without_disable_is_ignored_with_a_warning => |ctx| {
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();
