@@ -222,6 +222,17 @@ pub(crate) fn all_pools() -> Vec<Arc<Pool>> {
     POOLS.lock().clone()
 }
 
+/// Idle and mayday timers of the pools that are armed now (see
+/// [`crate::pool_timers_armed`]).
+pub(crate) fn timers_armed() -> usize {
+    all_pools()
+        .iter()
+        .flat_map(|p| [p.idle_timer.get(), p.mayday_timer.get()])
+        .flatten()
+        .filter(|t| t.is_pending())
+        .count()
+}
+
 /// Forget every pool (loom models only: each iteration starts afresh).
 #[cfg(feature = "loom")]
 pub(crate) fn model_reset() {
@@ -290,7 +301,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
     let weak = Arc::downgrade(&pool);
     pool.idle_timer.call_once(|| {
         let w = weak.clone();
-        port().timer(Arc::new(move || {
+        kport::timers::new(Arc::new(move || {
             if let Some(p) = w.upgrade() {
                 idle_timer_fired(&p);
             }
@@ -298,7 +309,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
     });
     pool.mayday_timer.call_once(|| {
         let w = weak.clone();
-        port().timer(Arc::new(move || {
+        kport::timers::new(Arc::new(move || {
             if let Some(p) = w.upgrade() {
                 mayday_timer_fired(&p);
             }
