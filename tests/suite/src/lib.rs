@@ -24,6 +24,8 @@ pub mod harness;
 pub mod kswapd;
 pub mod kthread;
 pub mod kthread_worker;
+pub mod leak;
+pub mod leak_demo;
 pub mod might_sleep;
 pub mod misuse;
 pub mod observe;
