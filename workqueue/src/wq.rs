@@ -328,7 +328,10 @@ pub(crate) fn pwq_done(
 fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
     let mut moved = false;
     while ps.may_activate() {
-        let Some(e) = ps.inactive.pop_front() else { break };
+        let Some(e) = ps.inactive.pop_front() else {
+            pool::trim(&mut ps.inactive);
+            break;
+        };
         ps.nr_active += 1;
         if trace::on(trace::Event::WorkqueueActivateWork) {
             trace_activate(&e.work);
