@@ -253,7 +253,7 @@ pub fn run(args: &Args) -> bool {
             let case_base = each_case.then(crate::leak::baseline);
             let mut result = run_case(case, idx, args, args.timeout_s);
             if let Some(b) = case_base {
-                let outcome = crate::leak::check(&b);
+                let outcome = crate::leak::check(suite, &b);
                 drop(b);
                 if args.leak_check == LeakCheck::Verbose {
                     line(&format!("    # leak-check: case {}: {}", case.name, outcome.figures));
@@ -284,7 +284,7 @@ pub fn run(args: &Args) -> bool {
         }
         // What the suite left behind (`docs/leaks.md`): a leak fails the
         // suite, with what stayed as its reason.
-        let outcome = base.map(|b| crate::leak::check(&b));
+        let outcome = base.map(|b| crate::leak::check(suite, &b));
         if let Some(o) = &outcome
             && args.leak_check == LeakCheck::Verbose
         {

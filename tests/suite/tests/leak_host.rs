@@ -16,7 +16,7 @@ fn the_leak_check_is_quiet_when_nothing_leaks_and_names_what_leak_demo_leaves() 
     leak::warm_up();
 
     let base = leak::baseline();
-    let quiet = leak::check(&base);
+    let quiet = leak::check("leak_demo", &base);
     assert_eq!(quiet.leaked, None, "a leak reported when nothing ran ({})", quiet.figures);
 
     let args = Args { tests: vec!["leak_demo".into()], ..Default::default() };
@@ -28,7 +28,7 @@ fn the_leak_check_is_quiet_when_nothing_leaks_and_names_what_leak_demo_leaves() 
             panic!("leak_demo::{} failed: {e:?}", c.name);
         }
     }
-    let found = leak::check(&base);
+    let found = leak::check("leak_demo", &base);
     let what = found.leaked.unwrap_or_else(|| panic!("nothing reported after leak_demo ({})", found.figures));
     assert!(what.contains("kthreads +1 [leak-demo]"), "the thread is not named: {what}");
     assert!(what.contains("timers +1"), "the armed timer is not counted: {what}");
