@@ -302,10 +302,11 @@ impl Harness for TestkernelPort {
         // them, one per 2 MiB): left out of `used_frames`, as the Redox port
         // does, so a passing peak of heap use is not a frame leak. So are the
         // frames of the freed stacks kept mapped for reuse (a cache that
-        // fills as threads exit).
+        // fills as threads exit) and the page tables built for stacks beyond
+        // the boot's (kept, as the heap's).
         let heap_pages = heap_mapped / mem::PAGE_SIZE;
         let heap_frames = heap_pages + heap_pages.div_ceil(512);
-        let cached = mem::stack::cached_frames();
+        let cached = mem::stack::cached_frames() + mem::stack::late_table_frames();
         MemCounters {
             total_frames: f.total,
             free_frames: f.free,
