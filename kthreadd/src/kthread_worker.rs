@@ -136,6 +136,54 @@ impl fmt::Debug for KthreadWorker {
     }
 }
 
+/// A: items pending (queued or timer-armed) or running on every worker,
+/// for [`items_in_flight`].
+static IN_FLIGHT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Work items pending (queued, or waiting for their timer) or running on
+/// every `kthread_worker` (there is no such count in Linux): what a leak
+/// check compares before and after a test.
+///
+/// Context: any.
+pub fn items_in_flight() -> usize {
+    IN_FLIGHT.load(core::sync::atomic::Ordering::Acquire)
+}
+
+fn in_flight_add(n: isize) {
+    use core::sync::atomic::Ordering;
+    if n > 0 {
+        IN_FLIGHT.fetch_add(n as usize, Ordering::AcqRel);
+    } else if n < 0 {
+        IN_FLIGHT.fetch_sub(n.unsigned_abs(), Ordering::AcqRel);
+    }
+}
+
+impl WorkerLists {
+    /// `w` has a pending instance now (worker lock held).
+    fn add_pending(&mut self, w: &Arc<KthreadWorkInner>) {
+        self.pending.push(w.clone());
+        in_flight_add(1);
+    }
+
+    /// `w` has no pending instance any more (it starts, or was cancelled):
+    /// true if it had one.
+    fn drop_pending(&mut self, w: &Arc<KthreadWorkInner>) -> bool {
+        let was = remove(&mut self.pending, w);
+        if was {
+            in_flight_add(-1);
+        }
+        was
+    }
+
+    /// The item the worker runs now (None: between items), counted in
+    /// flight while it runs.
+    fn set_current(&mut self, w: Option<Arc<KthreadWorkInner>>) {
+        let delta = w.is_some() as isize - self.current.is_some() as isize;
+        self.current = w;
+        in_flight_add(delta);
+    }
+}
+
 fn contains(v: &[Arc<KthreadWorkInner>], w: &Arc<KthreadWorkInner>) -> bool {
     v.iter().any(|x| Arc::ptr_eq(x, w))
 }
@@ -178,7 +226,7 @@ impl KthreadDelayedWork {
         let target: Arc<SpinLock<Option<Weak<WorkerShared>>>> =
             Arc::new(SpinLock::ranked("kthread_delayed_work target", crate::RANK_LEAF, None));
         let (w, t) = (work.0.clone(), target.clone());
-        let timer = port().timer(Arc::new(move || {
+        let timer = kport::timers::new(Arc::new(move || {
             // Interrupt context: move the item to its worker's list.
             let worker = t.lock().as_ref().and_then(|w| w.upgrade());
             if let Some(worker) = worker {
@@ -252,12 +300,12 @@ fn worker_fn(w: Arc<WorkerShared>) -> i32 {
     loop {
         let next = {
             let mut st = w.state.lock();
-            st.current = None;
+            st.set_current(None);
             match st.list.pop_front() {
                 Some(q) => {
                     if q.marker.is_none() {
-                        remove(&mut st.pending, &q.work);
-                        st.current = Some(q.work.clone());
+                        st.drop_pending(&q.work);
+                        st.set_current(Some(q.work.clone()));
                     }
                     Some(q)
                 }
@@ -387,7 +435,7 @@ impl KthreadWorker {
         if contains(&st.pending, &work.0) || contains(&st.canceling, &work.0) {
             return false;
         }
-        st.pending.push(work.0.clone());
+        st.add_pending(&work.0);
         st.list.push_back(Queued { work: work.0.clone(), marker: None });
         drop(st);
         self.0.wake_thread();
@@ -411,7 +459,7 @@ impl KthreadWorker {
         if contains(&st.pending, &dwork.work.0) || contains(&st.canceling, &dwork.work.0) {
             return false;
         }
-        st.pending.push(dwork.work.0.clone());
+        st.add_pending(&dwork.work.0);
         self.start_delayed(st, dwork, delay_ns);
         true
     }
@@ -467,7 +515,7 @@ impl KthreadWorker {
             dwork.timer.cancel();
             st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, &dwork.work.0));
         } else {
-            st.pending.push(dwork.work.0.clone());
+            st.add_pending(&dwork.work.0);
         }
         self.start_delayed(st, dwork, delay_ns);
         was_pending
@@ -517,7 +565,7 @@ impl KthreadWorker {
         let pending = {
             let mut st = self.0.state.lock();
             st.canceling.push(work.clone());
-            let was = remove(&mut st.pending, work);
+            let was = st.drop_pending(work);
             remove_delayed(&mut st.delayed, work);
             st.list.retain(|q| q.marker.is_some() || !Arc::ptr_eq(&q.work, work));
             was
@@ -570,7 +618,7 @@ impl KthreadWorker {
             st.dying = true;
             let armed = core::mem::take(&mut st.delayed);
             for (w, _) in &armed {
-                remove(&mut st.pending, w);
+                st.drop_pending(w);
             }
             armed
         };
@@ -600,7 +648,7 @@ impl Drop for KthreadDelayedWork {
         if let Some(worker) = worker {
             let mut st = worker.state.lock();
             if remove_delayed(&mut st.delayed, &self.work.0) {
-                remove(&mut st.pending, &self.work.0);
+                st.drop_pending(&self.work.0);
             }
         }
         self.timer.cancel_sync();

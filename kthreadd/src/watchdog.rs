@@ -129,6 +129,24 @@ pub fn reports_since(seq: u64) -> Vec<Report> {
     LOG.lock().iter().filter(|r| r.seq > seq).cloned().collect()
 }
 
+/// CPUs whose `watchdog/N` thread has set itself up and watches them
+/// (started by [`init`], each by its own thread shortly after: a caller
+/// that needs the detector running everywhere waits for this to cover the
+/// online CPUs). Empty before [`init`].
+///
+/// Context: any.
+pub fn active_cpus() -> kport::CpuMask {
+    let mut m = kport::CpuMask::NONE;
+    if let Some(st) = STATE.get() {
+        for (cpu, c) in st.cpus.iter().enumerate().take(kport::MAX_CPUS) {
+            if c.active.load(Ordering::Acquire) {
+                m.0 |= 1 << cpu;
+            }
+        }
+    }
+    m
+}
+
 fn enabled() -> bool {
     THRESH.get() > 0 && SOFT_WATCHDOG.get() == 1
 }
@@ -209,7 +227,7 @@ fn arm(cpu: usize, now: u64) {
     if !c.active.load(Ordering::Acquire) || !enabled() {
         return;
     }
-    let t = c.timer.call_once(|| port().timer(Arc::new(move || timer_fn(cpu))));
+    let t = c.timer.call_once(|| kport::timers::new(Arc::new(move || timer_fn(cpu))));
     t.arm(now + sample_period_ns(), Some(cpu));
 }
 

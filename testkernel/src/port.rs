@@ -303,13 +303,17 @@ impl Harness for TestkernelPort {
         let (heap_used, heap_mapped) = mem::heap::usage();
         // The heap keeps the frames it grew by (and the page tables mapping
         // them, one per 2 MiB): left out of `used_frames`, as the Redox port
-        // does, so a passing peak of heap use is not a frame leak.
+        // does, so a passing peak of heap use is not a frame leak. So are the
+        // frames of the freed stacks kept mapped for reuse (a cache that
+        // fills as threads exit) and the page tables built for stacks beyond
+        // the boot's (kept, as the heap's).
         let heap_pages = heap_mapped / mem::PAGE_SIZE;
         let heap_frames = heap_pages + heap_pages.div_ceil(512);
+        let cached = mem::stack::cached_frames() + mem::stack::late_table_frames();
         MemCounters {
             total_frames: f.total,
             free_frames: f.free,
-            used_frames: f.used.saturating_sub(heap_frames),
+            used_frames: f.used.saturating_sub(heap_frames + cached),
             heap_used,
         }
     }

@@ -214,6 +214,52 @@ pub fn idle_timeout_ns() -> u64 {
     IDLE_TIMEOUT.load(core::sync::atomic::Ordering::Relaxed)
 }
 
+/// Work items in flight on every workqueue (there is no such count in
+/// Linux): what a leak check compares before and after a test. An item
+/// counts from the moment it is queued or its timer is armed until it has
+/// run or was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// Instances queued on a pool's worklist, waiting for `max_active`,
+    /// waiting for a run elsewhere to end, or running.
+    pub queued: usize,
+    /// Delayed items waiting for their timer (armed, or fired and not yet
+    /// queued).
+    pub delayed: usize,
+}
+
+impl InFlight {
+    /// Both together.
+    pub fn total(&self) -> usize {
+        self.queued + self.delayed
+    }
+}
+
+/// Work items in flight now, on every queue.
+///
+/// Context: any.
+pub fn in_flight() -> InFlight {
+    InFlight { queued: wq::queued_in_flight(), delayed: work::delayed_armed() }
+}
+
+/// The queues with items queued, deferred or running now, by name, with
+/// how many (delayed items waiting for their timer are not on a queue yet
+/// and are not listed).
+///
+/// Context: any.
+pub fn busy_queues() -> alloc::vec::Vec<(alloc::string::String, usize)> {
+    wq::busy_queues()
+}
+
+/// Pools' idle and mayday timers armed now. They belong to the pools (Linux
+/// `idle_timer`, `mayday_timer`), which live on as a cache of workers, so a
+/// leak check leaves them out of [`kport::timers::armed`].
+///
+/// Context: any task context.
+pub fn pool_timers_armed() -> usize {
+    pool::timers_armed()
+}
+
 /// Start the workqueue subsystem (once, at boot, after `kthreadd`): the
 /// per-CPU pools with one worker each, the scheduler hooks, the lockup
 /// watchdog and the system queues.

@@ -41,6 +41,22 @@ pub(crate) mod wf {
     pub const NOT_RUNNING: u32 = PREP | CPU_INTENSIVE | UNBOUND | RESCUER | REBOUND;
 }
 
+/// Capacity (entries) a pool's worklist or a pwq's inactive list keeps
+/// once it is empty again. Beyond it the list gives the memory of a burst
+/// back (a vector keeps what it grew to: 100 000 items queued at once on a
+/// pool left 2.6 MiB there for the rest of the boot); below it, a list that
+/// fills and empties again does not reallocate. Linux's lists are
+/// intrusive and hold nothing of their own.
+pub(crate) const LIST_KEEP: usize = 256;
+
+/// Give back the capacity an empty list holds beyond [`LIST_KEEP`] (its
+/// lock held).
+pub(crate) fn trim(list: &mut VecDeque<Entry>) {
+    if list.is_empty() && list.capacity() > LIST_KEEP {
+        list.shrink_to(LIST_KEEP);
+    }
+}
+
 /// An instance of an item on a pool's worklist, a worker's scheduled list,
 /// a pwq's inactive list or an item's deferred list.
 ///
@@ -235,6 +251,17 @@ pub(crate) fn all_pools() -> Vec<Arc<Pool>> {
     POOLS.lock().clone()
 }
 
+/// Idle and mayday timers of the pools that are armed now (see
+/// [`crate::pool_timers_armed`]).
+pub(crate) fn timers_armed() -> usize {
+    all_pools()
+        .iter()
+        .flat_map(|p| [p.idle_timer.get(), p.mayday_timer.get()])
+        .flatten()
+        .filter(|t| t.is_pending())
+        .count()
+}
+
 /// Forget every pool (loom models only: each iteration starts afresh).
 #[cfg(feature = "loom")]
 pub(crate) fn model_reset() {
@@ -305,7 +332,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
     let weak = Arc::downgrade(&pool);
     pool.idle_timer.call_once(|| {
         let w = weak.clone();
-        port().timer(Arc::new(move || {
+        kport::timers::new(Arc::new(move || {
             if let Some(p) = w.upgrade() {
                 idle_timer_fired(&p);
             }
@@ -313,7 +340,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
     });
     pool.mayday_timer.call_once(|| {
         let w = weak.clone();
-        port().timer(Arc::new(move || {
+        kport::timers::new(Arc::new(move || {
             if let Some(p) = w.upgrade() {
                 mayday_timer_fired(&p);
             }
@@ -797,6 +824,7 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
             }
             set_flags(&pool, &w, wf::PREP);
         }
+        trim(&mut st.worklist);
         // Sleep until kicked. The state is set before the lock is dropped:
         // a kick in between makes schedule() return at once. Idle ("I"),
         // as Linux's `worker_thread` sleeps in `TASK_IDLE`: waiting for
@@ -1113,6 +1141,8 @@ fn run_bh_pool(pool: &Arc<Pool>) {
     pool.bh_running.store(false, Ordering::Release);
     if !st.worklist.is_empty() {
         raise_bh(pool);
+    } else {
+        trim(&mut st.worklist);
     }
 }
 

@@ -86,7 +86,7 @@ fn check() {
 /// Start the periodic check.
 pub(crate) fn start() {
     let t = TIMER.call_once(|| {
-        port().timer(Arc::new(|| {
+        kport::timers::new(Arc::new(|| {
             check();
             if let Some(t) = TIMER.get() {
                 t.arm(port().now_ns() + check_interval(), Some(0));

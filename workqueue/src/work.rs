@@ -146,13 +146,52 @@ impl RunState {
     }
 }
 
+/// Where an armed delayed item will be queued: its queue and CPU.
+pub(crate) type Target = (Weak<WqInner>, Option<usize>);
+
 /// The timer part of a delayed item.
 pub(crate) struct Delayed {
     /// I: the timer; it expires in the `TIMER` softirq, as Linux's
     /// `delayed_work` timer does.
     pub(crate) timer: softirq::SoftTimer,
-    /// Own lock (a leaf): queue and CPU the timer will queue the item on.
-    pub(crate) target: SpinLock<Option<(Weak<WqInner>, Option<usize>)>>,
+    /// Own lock (a leaf): queue and CPU the timer will queue the item on;
+    /// set exactly while the instance waits for its timer (armed, or fired
+    /// and not yet queued). Written only through [`Delayed::set_target`]
+    /// and [`Delayed::take_target`], which keep [`DELAYED_ARMED`].
+    target: SpinLock<Option<Target>>,
+}
+
+/// A: delayed items whose instance waits for its timer (their target is
+/// set), for [`crate::in_flight`].
+static DELAYED_ARMED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Delayed items whose instance waits for its timer.
+pub(crate) fn delayed_armed() -> usize {
+    DELAYED_ARMED.load(core::sync::atomic::Ordering::Acquire)
+}
+
+impl Delayed {
+    /// Aim the instance about to be armed at `t`.
+    pub(crate) fn set_target(&self, t: Target) {
+        if self.target.lock().replace(t).is_none() {
+            DELAYED_ARMED.fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        }
+    }
+
+    /// Take the target back: the timer fired, or the instance was taken
+    /// off it.
+    pub(crate) fn take_target(&self) -> Option<Target> {
+        let t = self.target.lock().take();
+        if t.is_some() {
+            DELAYED_ARMED.fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+        }
+        t
+    }
+
+    /// Does an instance wait for the timer?
+    pub(crate) fn has_target(&self) -> bool {
+        self.target.lock().is_some()
+    }
 }
 
 impl WorkInner {
@@ -339,6 +378,7 @@ impl Drop for DelayedWork {
         if let Some(d) = &self.work.0.delayed
             && d.timer.cancel_sync()
         {
+            d.take_target();
             self.work.0.release();
         }
     }

@@ -143,6 +143,34 @@ impl Pwq {
     pub(crate) fn wq_flags(&self) -> WqFlags {
         self.flags
     }
+
+    /// An instance is about to be inserted through this pwq: count it in
+    /// its queue's and the global in-flight counts.
+    fn in_flight_inc(&self) {
+        self.wq_in_flight.fetch_add(1, Ordering::AcqRel);
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// An instance left this pwq (ran, or was cancelled).
+    fn in_flight_dec(&self) {
+        self.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A: instances in flight on every queue (the sum of the queues'
+/// `in_flight`), for [`crate::in_flight`].
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Instances queued, inactive, deferred or running, on every queue.
+pub(crate) fn queued_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Acquire)
+}
+
+/// Queues with instances in flight, by name, with how many (in creation
+/// order).
+pub(crate) fn busy_queues() -> Vec<(String, usize)> {
+    all_wqs().iter().map(|w| (w.name.clone(), w.in_flight.load(Ordering::Acquire))).filter(|(_, n)| *n > 0).collect()
 }
 
 /// A workqueue's shared state (Linux `struct workqueue_struct`).
@@ -275,7 +303,7 @@ pub(crate) fn pwq_done(
     color: usize,
     was_active: bool,
 ) -> Option<Arc<Pwq>> {
-    pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
+    pwq.in_flight_dec();
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
     if was_active {
@@ -300,7 +328,10 @@ pub(crate) fn pwq_done(
 fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
     let mut moved = false;
     while ps.may_activate() {
-        let Some(e) = ps.inactive.pop_front() else { break };
+        let Some(e) = ps.inactive.pop_front() else {
+            pool::trim(&mut ps.inactive);
+            break;
+        };
         ps.nr_active += 1;
         if trace::on(trace::Event::WorkqueueActivateWork) {
             trace_activate(&e.work);
@@ -403,7 +434,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
             redirected = true;
         }
     }
-    pwq.wq_in_flight.fetch_add(1, Ordering::AcqRel);
+    pwq.in_flight_inc();
     loop {
         let pool = pwq.pool.clone();
         let mut g = pool.st.lock();
@@ -450,7 +481,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
 
 /// The delayed item's timer fired: queue it where it was aimed.
 pub(crate) fn delayed_timer_fired(work: &Arc<WorkInner>) {
-    let target = work.delayed.as_ref().and_then(|d| d.target.lock().take());
+    let target = work.delayed.as_ref().and_then(|d| d.take_target());
     match target.and_then(|(wq, cpu)| wq.upgrade().map(|wq| (wq, cpu))) {
         Some((wq, cpu)) => {
             let _ = queue_claimed(&wq, cpu, work);
@@ -524,7 +555,7 @@ fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64
             let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
             drop(ps);
             drop(st);
-            pwq.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
+            pwq.in_flight_dec();
             if flushed
                 && let Some(wq) = pwq.wq.upgrade()
                 && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
@@ -580,7 +611,7 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
         if let Some(d) = &work.delayed
             && d.timer.cancel()
         {
-            d.target.lock().take();
+            d.take_target();
             work.instance_cancelled(g);
             break true;
         }
@@ -627,7 +658,7 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
 fn flush_work_inner(work: &Arc<WorkInner>, what: &str) -> bool {
     let (pending, seq) = work.pending_and_seq();
     let target = if pending {
-        if work.delayed.as_ref().is_some_and(|d| d.target.lock().is_some()) {
+        if work.delayed.as_ref().is_some_and(|d| d.has_target()) {
             return false;
         }
         seq
@@ -1116,7 +1147,7 @@ impl Workqueue {
             return;
         }
         let d = w.delayed.as_ref().expect("a DelayedWork has a timer");
-        *d.target.lock() = Some((Arc::downgrade(&self.0), cpu));
+        d.set_target((Arc::downgrade(&self.0), cpu));
         d.timer.arm(port().now_ns() + delay_ns, cpu);
         // A canceller waiting for the instance can take it off the timer now.
         w.notify_grabbers();
@@ -1353,7 +1384,7 @@ impl DelayedWork {
         // The target is taken out before queueing: its lock is a leaf and
         // must not be held while the pool lock is taken.
         let target = match &w.delayed {
-            Some(d) if d.timer.cancel() => d.target.lock().take(),
+            Some(d) if d.timer.cancel() => d.take_target(),
             _ => None,
         };
         if let Some((wq, cpu)) = target {

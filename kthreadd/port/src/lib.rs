@@ -49,6 +49,7 @@ pub mod loom_port;
 pub mod mm;
 pub mod sync;
 pub mod sysctl;
+pub mod timers;
 pub mod topology;
 pub mod trace;
 pub mod warn;
@@ -490,7 +491,9 @@ pub trait Port: Send + Sync {
     fn cycles(&self) -> u64;
     /// Convert a cycle delta to ns.
     fn cycles_to_ns(&self, cycles: u64) -> u64;
-    /// A one-shot timer calling `callback` in interrupt context.
+    /// A one-shot timer calling `callback` in interrupt context. The raw
+    /// primitive: subsystem code makes its timers with [`timers::new`],
+    /// which wraps this one and counts the armed ones.
     fn timer(&self, callback: Arc<dyn Fn() + Send + Sync>) -> Box<dyn PortTimer>;
 
     // --- hooks ---

@@ -48,7 +48,7 @@ impl SoftTimer {
         let inner = Arc::new(Inner { cb, hw: spin::Once::new(), state: AtomicU32::new(0) });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         inner.hw.call_once(|| {
-            port().timer(Arc::new(move || {
+            kport::timers::new(Arc::new(move || {
                 // Hard-IRQ context: hand the callback to the softirq.
                 if let Some(t) = weak.upgrade() {
                     expire(t);

@@ -180,6 +180,30 @@ impl Drop for KernelStack {
     }
 }
 
+/// Frames held by the cache of freed stacks (kept mapped for the next
+/// context): a cache, which the memory counters leave out of the frames in
+/// use, as they leave out the heap's.
+pub fn cached_frames() -> u64 {
+    let cached = CACHE.lock().iter().filter(|c| c.is_some()).count() as u64;
+    cached * (STACK_SIZE / PAGE_SIZE)
+}
+
+/// Frames of the page tables built for stack slots beyond the
+/// [`PREPOPULATED_SLOTS`] (more live stacks than that at once): the region's
+/// tables are kept once built, as the heap's are, so the memory counters
+/// leave them out of the frames in use. Every slot below the high-water
+/// mark was mapped once; slot `i`'s stack lies in the `i / 16`th 2 MiB of
+/// the region (one page table each) and the `i / 8192`th GiB (one page
+/// directory each); the region starts on a 512 GiB boundary.
+pub fn late_table_frames() -> u64 {
+    let tables = |slots: u64| {
+        let bytes = slots * SLOT_SIZE;
+        bytes.div_ceil(2 << 20) + bytes.div_ceil(1 << 30)
+    };
+    let next = SLOTS.lock().next;
+    tables(next.max(PREPOPULATED_SLOTS)) - tables(PREPOPULATED_SLOTS)
+}
+
 /// If `addr` lies in the unmapped guard area of a stack slot, the slot number.
 pub fn guard_owner(addr: u64) -> Option<u64> {
     if !(STACK_BASE..STACK_BASE + MAX_SLOTS * SLOT_SIZE).contains(&addr) {

@@ -59,9 +59,15 @@ pub fn judge(exit: Exit, ktap: &Summary, timeout_secs: u64) -> Vec<String> {
     if !failed.is_empty() {
         out.push(format!("{} test(s) failed", failed.len()));
     }
-    let suites_failed = ktap.results.iter().filter(|r| !r.leaf && r.status.is_failure()).count();
-    if failed.is_empty() && suites_failed > 0 {
-        out.push(format!("{suites_failed} suite(s) reported not ok"));
+    let suites_failed: Vec<&TestResult> = ktap.results.iter().filter(|r| !r.leaf && r.status.is_failure()).collect();
+    // A suite's own reason (the harness's leak check, docs/leaks.md) is
+    // named; a suite that only sums up failed cases is counted.
+    let unexplained = suites_failed.iter().filter(|r| r.reason.is_none()).count();
+    if failed.is_empty() && unexplained > 0 {
+        out.push(format!("{unexplained} suite(s) reported not ok"));
+    }
+    for r in suites_failed.iter().filter(|r| r.reason.is_some()) {
+        out.push(format!("suite {} not ok: {}", r.name, r.reason.as_deref().unwrap_or_default()));
     }
     match exit {
         Exit::TimedOut => out.push(format!("TIMEOUT: whole run exceeded {timeout_secs} s")),

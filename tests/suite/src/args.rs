@@ -1,7 +1,7 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
 //! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
-//! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`, and the tracing
-//! keys `trace_event=`, `trace_buf_size=`, `latency_hist=`, `trace_dump=`.
+//! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`, `leak_check=`, and
+//! the tracing keys `trace_event=`, `trace_buf_size=`, `latency_hist=`, `trace_dump=`.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -16,6 +16,18 @@ pub enum BenchMode {
     Only,
     /// Both.
     Also,
+}
+
+/// The leak check after every suite (`leak_check=`, `docs/leaks.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakCheck {
+    /// Check, and fail a suite that leaks (default).
+    On,
+    /// Check, and also print each suite's figures (`# leak-check:` lines),
+    /// leaking or not.
+    Verbose,
+    /// Do not check.
+    Off,
 }
 
 /// Which half of the two-boot restart test this boot is (`restart=`,
@@ -89,6 +101,8 @@ pub struct Args {
     pub latency_hist: u64,
     /// `trace_dump=`: what to print at the end of the run.
     pub trace_dump: TraceDump,
+    /// `leak_check=`: the leak check after every suite.
+    pub leak_check: LeakCheck,
 }
 
 /// What the harness prints of the trace and histograms at the end of a run
@@ -152,6 +166,7 @@ impl Default for Args {
             trace_buf_size: None,
             latency_hist: 0,
             trace_dump: TraceDump::NONE,
+            leak_check: LeakCheck::On,
         }
     }
 }
@@ -233,6 +248,14 @@ impl Args {
                 "trace_buf_size" => a.trace_buf_size = Some(kport::trace::parse_size(v)?),
                 "latency_hist" => a.latency_hist = kport::trace::hist::parse(v)?,
                 "trace_dump" => a.trace_dump = TraceDump::parse(v)?,
+                "leak_check" => {
+                    a.leak_check = match v {
+                        "on" => LeakCheck::On,
+                        "verbose" => LeakCheck::Verbose,
+                        "off" => LeakCheck::Off,
+                        _ => return Err(format!("bad value for leak_check: '{v}' (on, verbose or off)")),
+                    }
+                }
                 _ if ignore.contains(&k) => {}
                 _ => return Err(format!("unknown command-line key '{k}'")),
             }

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use kport::sync::{Completion, SpinLock};
 use kport::{CpuMask, Priority, SpawnSpec, port};
 
-use crate::args::BenchMode;
+use crate::args::{BenchMode, LeakCheck};
 use crate::{Args, Ctx, Failure, TestCase};
 
 unsafe extern "C" {
@@ -86,6 +86,13 @@ pub fn plan(args: &Args) -> Result<Vec<(&'static str, Vec<&'static TestCase>)>, 
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
 static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+/// Suites that left something behind (the leak check).
+static LEAKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Suites whose every case is also leak-checked on its own (a case that
+/// leaks fails with the leak as its reason): the torture cases run long and
+/// alone, and each should end where it started.
+const CHECK_EACH_CASE: [&str; 1] = ["torture"];
 /// The running case (for the watchdog and fatal reports).
 static CURRENT: AtomicPtr<TestCase> = AtomicPtr::new(core::ptr::null_mut());
 static CURRENT_INDEX: AtomicUsize = AtomicUsize::new(0);
@@ -229,15 +236,37 @@ pub fn run(args: &Args) -> bool {
         }
     };
     start_detectors(args);
+    let checking = args.leak_check != LeakCheck::Off;
+    if checking {
+        crate::leak::warm_up();
+    }
     line(&format!("1..{}", plan.len()));
     for (si, (suite, cases)) in plan.iter().enumerate() {
         line("    KTAP version 1");
         line(&format!("    # Subtest: {suite}"));
         line(&format!("    1..{}", cases.len()));
+        let base = checking.then(crate::leak::baseline);
+        let each_case = checking && CHECK_EACH_CASE.contains(suite);
         let mut suite_ok = true;
         for (ci, case) in cases.iter().enumerate() {
             let idx = ci + 1;
-            match run_case(case, idx, args, args.timeout_s) {
+            let case_base = each_case.then(crate::leak::baseline);
+            let mut result = run_case(case, idx, args, args.timeout_s);
+            if let Some(b) = case_base {
+                let outcome = crate::leak::check(suite, &b);
+                drop(b);
+                if args.leak_check == LeakCheck::Verbose {
+                    line(&format!("    # leak-check: case {}: {}", case.name, outcome.figures));
+                }
+                if let Some(what) = outcome.leaked {
+                    let what = one_line(&what);
+                    line(&format!("    # leak: suite {suite} case {}: {what}", case.name));
+                    if result.is_ok() {
+                        result = Err(Failure::Fail(format!("leak: {what}")));
+                    }
+                }
+            }
+            match result {
                 Ok(()) => {
                     PASSED.fetch_add(1, Ordering::Relaxed);
                     line(&format!("    ok {idx} {}", case.name));
@@ -253,7 +282,23 @@ pub fn run(args: &Args) -> bool {
                 }
             }
         }
-        line(&format!("{} {} {suite}", if suite_ok { "ok" } else { "not ok" }, si + 1));
+        // What the suite left behind (`docs/leaks.md`): a leak fails the
+        // suite, with what stayed as its reason.
+        let outcome = base.map(|b| crate::leak::check(suite, &b));
+        if let Some(o) = &outcome
+            && args.leak_check == LeakCheck::Verbose
+        {
+            line(&format!("    # leak-check: suite {suite}: {}", o.figures));
+        }
+        match outcome.and_then(|o| o.leaked) {
+            Some(what) => {
+                LEAKS.fetch_add(1, Ordering::Relaxed);
+                let what = one_line(&what);
+                line(&format!("    # leak: suite {suite}: {what}"));
+                line(&format!("not ok {} {suite} # leak: {what}", si + 1));
+            }
+            None => line(&format!("{} {} {suite}", if suite_ok { "ok" } else { "not ok" }, si + 1)),
+        }
     }
     for key in args.sysrq.chars() {
         if kthreadd::sysrq::handle(key).is_err() {
@@ -269,7 +314,7 @@ pub fn run(args: &Args) -> bool {
     summary_line();
     dump_trace(args.trace_dump);
     let _ = p;
-    FAILED.load(Ordering::Relaxed) == 0
+    FAILED.load(Ordering::Relaxed) == 0 && LEAKS.load(Ordering::Relaxed) == 0
 }
 
 /// Start the hung-task and soft-lockup detectors (the host kernel may have
@@ -282,6 +327,14 @@ fn start_detectors(args: &Args) {
     }
     if let Err(e) = kthreadd::watchdog::init() {
         line(&format!("# ktest: warning: cannot start the soft-lockup watchdog: {e:?}"));
+    } else {
+        // Each CPU's watchdog thread starts its timer itself, shortly after:
+        // wait for them, so the first suite's leak baseline has those timers.
+        let online = port().online_mask();
+        let started = crate::port_api::wait_for(10_000, || kthreadd::watchdog::active_cpus().0 & online.0 == online.0);
+        if !started {
+            line("# ktest: warning: the soft-lockup watchdog did not start on every CPU within 10 s");
+        }
     }
     for w in &args.sysctl {
         if let Some(Err(msg)) = kport::sysctl::apply_boot_word(w) {

@@ -25,6 +25,8 @@ pub mod hotplug;
 pub mod kswapd;
 pub mod kthread;
 pub mod kthread_worker;
+pub mod leak;
+pub mod leak_demo;
 pub mod might_sleep;
 pub mod misuse;
 pub mod observe;

@@ -48,8 +48,14 @@ fn not_warned(before: u64, word: &str) -> TestResult {
 /// A thread that sleeps until stopped, then returns `ret`; woken and
 /// started before it is returned.
 fn sleeper(name: &str, ret: i32) -> Result<Kthread, Failure> {
+    // Waited for until its function runs, not only until it has started: a
+    // thread that has started but not yet passed the park point of its
+    // first run (Linux's `kthread()` parks there too) would still park.
+    let running = Arc::new(AtomicBool::new(false));
+    let r = running.clone();
     let t = kthread_run!(
         move || {
+            r.store(true, Ordering::SeqCst);
             while !kthread::should_stop() {
                 kthread::sleep_ms_or_stop(5);
             }
@@ -59,13 +65,7 @@ fn sleeper(name: &str, ret: i32) -> Result<Kthread, Failure> {
         name
     )
     .map_err(err("kthread_run"))?;
-    // Asleep in its loop, not merely started: a thread between its start
-    // and its first sleep still passes the first-run park check, and
-    // would park on a park request.
-    check!(
-        wait_for(10_000, || t.has_started() && t.state() == kport::TaskState::Sleeping),
-        "[{name}] never slept in its loop"
-    );
+    check!(wait_for(10_000, || running.load(Ordering::SeqCst)), "[{name}] never ran its function");
     Ok(t)
 }
 

@@ -115,6 +115,15 @@ impl Entry {
 static TABLES: spin::Once<Box<[Box<[Entry]>]>> = spin::Once::new();
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 
+/// Heap bytes of the per-CPU tables (0 before the first [`enable`]); part
+/// of [`super::held_bytes`].
+pub(crate) fn held_bytes() -> u64 {
+    TABLES.get().map_or(0, |t| {
+        let entries: usize = t.iter().map(|c| c.len()).sum();
+        (t.len() * core::mem::size_of::<Box<[Entry]>>() + entries * core::mem::size_of::<Entry>()) as u64
+    })
+}
+
 /// Turn on the histograms in `bits` ([`HIST_WORKQUEUE`] ...), allocating
 /// the per-CPU tables first if needed.
 ///
