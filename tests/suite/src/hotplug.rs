@@ -391,6 +391,10 @@ ktest!(hotplug::repeated_down_up_keeps_every_item [min_cpus = 2] => |ctx| {
 
 ktest!(hotplug::msi_lines_move_off_the_cpu_and_back [min_cpus = 2] => |ctx| {
     let v = victim();
+    if harness().cpu_activity(v).is_none() {
+        // A logical offline (Redox, host): the CPU still takes its lines.
+        return crate::skip("this port's offline CPUs keep taking interrupts");
+    }
     let Some(chip) = port().irq_chip() else { return crate::skip("no interrupt chip") };
     let m = match chip.msi_alloc(v) {
         Ok(m) => m,
