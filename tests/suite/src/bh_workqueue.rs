@@ -59,13 +59,17 @@ ktest!(bh_workqueue::flush_and_cancel_from_task_context => |ctx| {
     w.flush();
     check_eq!(runs.load(Ordering::SeqCst), 1, "flush returned before the BH item ran");
     // Held back by disabled bottom halves, then cancelled: it never runs.
-    {
-        let _bh = local_bh_disable();
-        check!(system::bh().queue(&w));
-        check!(w.cancel(), "cancel of a pending BH item");
+    // Not on the host port, whose bottom-half word is per thread: an
+    // interrupt simulated for this CPU on another thread may run the item.
+    if port().name() != "host" {
+        {
+            let _bh = local_bh_disable();
+            check!(system::bh().queue(&w));
+            check!(w.cancel(), "cancel of a pending BH item");
+        }
+        msleep(20);
+        check_eq!(runs.load(Ordering::SeqCst), 1, "a cancelled BH item ran");
     }
-    msleep(20);
-    check_eq!(runs.load(Ordering::SeqCst), 1, "a cancelled BH item ran");
     // cancel_sync races the softirq: either it took the instance (which
     // then never runs) or the instance had run.
     check!(system::bh().queue(&w));
