@@ -384,12 +384,16 @@ fn cpu_is_idle(c: usize) -> bool {
 fn select_cpu(t: &Task) -> usize {
     let aff = t.affinity() & present_mask();
     let online_now = online_mask();
-    let online = aff & online_now;
-    // Bound to offline CPUs only: it runs on the online ones until one of
-    // its CPUs is back (its mask is kept; Linux's `select_fallback_rq`
-    // widens it for good). Per-CPU threads are parked before their CPU
-    // goes, so only threads bound by hand get here.
-    let allowed = if online != 0 { online } else { online_now };
+    let mut allowed = aff & online_now;
+    if allowed == 0 {
+        // Bound to offline CPUs only (Linux `select_fallback_rq`): its mask
+        // becomes every CPU, for good. Per-CPU threads are parked before
+        // their CPU goes (and put back on it when unparked), and the
+        // workqueue unbinds its workers itself, so only threads bound by
+        // hand get here.
+        t.affinity.store(present_mask(), Ordering::Release);
+        allowed = online_now;
+    }
     if allowed.count_ones() == 1 {
         return allowed.trailing_zeros() as usize;
     }
