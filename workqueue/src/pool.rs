@@ -142,6 +142,9 @@ pub(crate) struct Worker {
     /// A: woken by a kick since it last went idle (further kicks skip the
     /// wake-up; cleared under the pool lock when it goes idle again).
     pub(crate) kicked: AtomicBool,
+    /// A: its pool's CPU came back: it binds itself there again before its
+    /// next item, so that it never runs an item outside its mask.
+    pub(crate) rebind: AtomicBool,
     /// I: the pool (None for a rescuer, which visits pools).
     pub(crate) pool: Option<Arc<Pool>>,
 }
@@ -161,6 +164,7 @@ impl Worker {
             current_work: AtomicUsize::new(0),
             current_wq: AtomicUsize::new(0),
             kicked: AtomicBool::new(false),
+            rebind: AtomicBool::new(false),
             current_at: AtomicU64::new(0),
             desc: SpinLock::ranked("worker desc", crate::RANK_LEAF, String::new()),
             desc_wq: AtomicUsize::new(0),
@@ -502,7 +506,7 @@ pub(crate) fn create_worker(pool: &Arc<Pool>) -> Result<()> {
         .worker_hooks(true)
         .data(Arc::new(Arc::downgrade(&w)));
     b = match pool.cpu {
-        Some(_) if detached => b.affinity(port().online_mask()),
+        Some(_) if detached => b.affinity(unbound_cpus()),
         Some(c) => b.on_cpu(c),
         None => b.affinity(pool.mask),
     };
@@ -802,6 +806,11 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
         if w.has(wf::DIE) {
             return 0;
         }
+        if w.rebind.swap(false, Ordering::AcqRel) {
+            drop(st);
+            rebind_self(&pool);
+            st = pool.st.lock();
+        }
         if pool.need_more_worker(&st) {
             if st.idle.is_empty() && !st.manager {
                 // No idle spare: become the manager and make one first.
@@ -818,7 +827,7 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
                 let Some(e) = st.worklist.pop_front() else { break };
                 st = process_one_work(&pool, &w, st, e, false);
                 st = process_scheduled(&pool, &w, st, false);
-                if !pool.keep_working(&st) {
+                if !pool.keep_working(&st) || w.rebind.load(Ordering::Acquire) {
                     break;
                 }
             }
@@ -937,9 +946,12 @@ static ATTACH: kport::sync::Mutex<()> = kport::sync::Mutex::new(());
 /// CPUs look for them).
 static DEAD_BH_POOLS: AtomicUsize = AtomicUsize::new(0);
 
-/// The CPUs a worker of a disassociated pool may use.
+/// The CPUs a worker of a disassociated pool may use: every CPU (Linux's
+/// `wq_unbound_cpumask`), the outgoing one included, so a worker still in
+/// an item there is never outside its mask; the scheduler places nothing
+/// on an offline CPU.
 pub(crate) fn unbound_cpus() -> CpuMask {
-    port().online_mask()
+    CpuMask::first(port().cpu_count())
 }
 
 /// The CPUs `pool`'s workers may use now: its own, or, while its CPU is
@@ -955,7 +967,7 @@ pub(crate) fn current_mask(pool: &Pool) -> CpuMask {
 /// any online CPU. Items queued to these pools meanwhile run there too.
 fn unbind_workers(cpu: usize) {
     let _attach = ATTACH.lock();
-    let mask = CpuMask(unbound_cpus().0 & !CpuMask::one(cpu).0);
+    let mask = unbound_cpus();
     for highpri in [false, true] {
         let Some(pool) = percpu_pool(cpu, highpri) else { continue };
         let workers = {
@@ -979,26 +991,45 @@ fn unbind_workers(cpu: usize) {
 /// `cpu` is back (Linux `workqueue_online_cpu` → `rebind_workers`): each
 /// worker of its pools is bound to it again and its `UNBOUND` flag becomes
 /// `REBOUND`, which the worker clears itself before its next item, so the
-/// count of running workers is only ever changed by the workers. A worker
-/// running an item elsewhere finishes it there and moves before the next.
+/// count of running workers is only ever changed by the workers. Idle
+/// workers are bound here; a worker in an item elsewhere finishes it and
+/// binds itself before its next one (Linux's stopper moves it at once;
+/// here nothing may move a running context), so no item ever runs on a
+/// worker outside its mask.
 fn rebind_workers(cpu: usize) {
     let _attach = ATTACH.lock();
     for highpri in [false, true] {
         let Some(pool) = percpu_pool(cpu, highpri) else { continue };
-        let workers = pool.st.lock().workers.clone();
-        for w in &workers {
-            if let Some(t) = w.task.get() {
-                let _ = t.task().set_affinity(CpuMask::one(cpu));
-            }
-        }
         let st = pool.st.lock();
         for w in &st.workers {
             let _ = w.flags.fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {
                 (f & wf::UNBOUND != 0).then_some((f & !wf::UNBOUND) | wf::REBOUND)
             });
+            w.rebind.store(true, Ordering::Release);
         }
+        let idle = st.idle.clone();
         pool.disassociated.store(false, Ordering::Release);
         pool.kick(&st);
+        drop(st);
+        for w in idle {
+            if let Some(t) = w.task.get() {
+                let _ = t.task().set_affinity(CpuMask::one(cpu));
+            }
+        }
+    }
+}
+
+/// A worker of a bound pool whose CPU came back binds itself there (and
+/// moves) before it takes another item.
+fn rebind_self(pool: &Pool) {
+    let Some(cpu) = pool.cpu else { return };
+    let p = port();
+    if pool.disassociated.load(Ordering::Acquire) {
+        return;
+    }
+    let _ = p.current().set_affinity(CpuMask::one(cpu));
+    while p.cpu_id() != cpu && !pool.disassociated.load(Ordering::Acquire) {
+        p.yield_now();
     }
 }
 
