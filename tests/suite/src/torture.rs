@@ -1,7 +1,14 @@
 //! Suite `torture`: the stress cases run for a settable time (`torture_s=`
-//! on the command line, default [`DEFAULT_TORTURE_S`]), in rounds that each
-//! check their own invariants. Explicit: it runs only when named
-//! (`make torture DURATION=N`), never in `make test`.
+//! on the command line, default [`DEFAULT_TORTURE_S`]) and check their
+//! invariants as they go (`docs/torture.md`). The stress cases are
+//! explicit: they run only when the suite is named (`make torture
+//! DURATION=N SEED=S`, `FAULT=P` for the fault-injection mode), never in
+//! `make test`; the cases that show that the checks can fail are not, and
+//! run with every suite.
+//!
+//! Each stress case ends with one figures line,
+//! `# torture: CASE key=value ...`, whose last pair is `violations=N`
+//! (the runner collects them in its summary); the case fails when N > 0.
 
 use alloc::format;
 use alloc::sync::Arc;
@@ -13,6 +20,11 @@ use kthreadd::kthread;
 
 use crate::port_api::wait_for;
 use crate::{Failure, check, check_eq, ktest};
+
+mod everything;
+pub mod tracker;
+
+pub use everything::{BIO_AREA, Op};
 
 /// Seconds a torture case runs when `torture_s` is not given.
 pub const DEFAULT_TORTURE_S: u64 = 30;
@@ -32,7 +44,10 @@ ktest!(torture::workqueue_exactly_once_storm [explicit = true, timeout_s = 86_40
             })?;
         round += 1;
     }
-    crate::diag!("workqueue storm: {round} rounds");
+    crate::diag!(
+        "torture: workqueue_exactly_once_storm seconds={} rounds={round} violations=0",
+        ctx.args.torture_s.unwrap_or(DEFAULT_TORTURE_S)
+    );
     Ok(())
 });
 
@@ -102,7 +117,16 @@ ktest!(torture::kthread_churn_on_every_cpu [explicit = true, timeout_s = 86_400]
         t.wake();
     }
     check!(wait_for(u64::MAX / 2_000_000, || done.load(Ordering::SeqCst) == n), "churners did not finish");
-    crate::diag!("kthread churn: {} create/stop cycles", cycles.load(Ordering::SeqCst));
+    crate::diag!(
+        "torture: kthread_churn_on_every_cpu seconds={} cycles={} violations={}",
+        ctx.args.torture_s.unwrap_or(DEFAULT_TORTURE_S),
+        cycles.load(Ordering::SeqCst),
+        bad.load(Ordering::SeqCst)
+    );
     check_eq!(bad.load(Ordering::SeqCst), 0, "stops returned wrong values or creations failed");
     Ok(())
+});
+
+ktest!(torture::everything [explicit = true, timeout_s = 86_400] => |ctx| {
+    everything::run(ctx)
 });
