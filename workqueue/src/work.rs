@@ -311,7 +311,9 @@ impl DelayedWork {
     pub fn named(name: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
         let inner = Arc::new_cyclic(|me: &Weak<WorkInner>| {
             let me = me.clone();
-            let timer = softirq::SoftTimer::new(alloc::sync::Arc::new(move || {
+            // IRQ-safe (Linux's delayed-work timer is): from the timer to a
+            // worklist with interrupts off.
+            let timer = softirq::SoftTimer::new_irqsafe(alloc::sync::Arc::new(move || {
                 if let Some(w) = me.upgrade() {
                     crate::wq::delayed_timer_fired(&w);
                 }

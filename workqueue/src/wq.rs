@@ -449,10 +449,9 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
 }
 
 /// The delayed item's timer fired: queue it where it was aimed.
+///
+/// Context: softirq, with interrupts off (an IRQ-safe timer).
 pub(crate) fn delayed_timer_fired(work: &Arc<WorkInner>) {
-    // Linux's delayed-work timer is IRQ-safe: from the timer to the list
-    // with interrupts off (see IrqsOff).
-    let _off = IrqsOff::enter();
     let target = work.delayed.as_ref().and_then(|d| d.target.lock().take());
     match target.and_then(|(wq, cpu)| wq.upgrade().map(|wq| (wq, cpu))) {
         Some((wq, cpu)) => {
@@ -1425,22 +1424,33 @@ impl DelayedWork {
     pub fn flush(&self) -> bool {
         might_sleep();
         let w = &self.work.0;
-        {
+        let Some(d) = &w.delayed else { return flush_work_inner(w, "flush_delayed_work") };
+        loop {
             // Off the timer and onto a list with interrupts off (see IrqsOff).
-            let _off = IrqsOff::enter();
+            let off = IrqsOff::enter();
             // The target is taken out before queueing: its lock is a leaf and
             // must not be held while the pool lock is taken.
-            let target = match &w.delayed {
-                Some(d) if d.timer.cancel() => d.target.lock().take(),
-                _ => None,
-            };
+            let target = if d.timer.cancel() { d.target.lock().take() } else { None };
             if let Some((wq, cpu)) = target {
                 if let Some(wq) = wq.upgrade() {
                     let _ = queue_claimed(&wq, cpu, w);
                 } else {
                     w.release();
                 }
+                break;
             }
+            // Not on the timer, but still aimed: the expiry is on its way to
+            // a list (the timer's callback runs on another CPU, or another
+            // context holds it for a moment). Wait for it, as Linux's
+            // del_timer_sync waits for a running callback: else the flush
+            // would take the instance for one whose timer has not fired and
+            // return before it ran.
+            let in_flight = d.target.lock().is_some() && !d.timer.is_pending();
+            drop(off);
+            if !in_flight {
+                break;
+            }
+            port().yield_now();
         }
         flush_work_inner(w, "flush_delayed_work")
     }
