@@ -130,3 +130,73 @@ ktest!(torture::kthread_churn_on_every_cpu [explicit = true, timeout_s = 86_400]
 ktest!(torture::everything [explicit = true, timeout_s = 86_400] => |ctx| {
     everything::run(ctx)
 });
+
+ktest!(torture::the_tracker_catches_a_double_run_a_concurrent_run_and_a_lost_item => |ctx| {
+    // The checks of torture::everything, fed the faults they exist for:
+    // each must be counted, and a correct history must count nothing.
+    use tracker::{Tracker, Violation, Violations, check_cpu};
+    use kport::sync::Completion;
+    let v = Arc::new(Violations::new());
+    let t = Arc::new(Tracker::new(4));
+    // Correct: queued and ran; queued and cancelled; a refused queueing.
+    check!(t.queue_with(0, || true));
+    t.run(0, &v, || ());
+    check!(t.queue_with(0, || true));
+    t.cancelled(0, true, &v);
+    check!(!t.queue_with(0, || false));
+    t.cancelled(0, false, &v);
+    check!(t.is_settled(0));
+    t.check_settled(0, &v);
+    check_eq!(v.count(), 0, "a correct history counted violations: {:?}", v.describe(&|_| "op"));
+    // Ran twice for one queueing.
+    check!(t.queue_with(1, || true));
+    t.run(1, &v, || ());
+    t.run(1, &v, || ());
+    check_eq!(v.kept_of(Violation::RanTwice), 1, "a second run of one instance");
+    // Ran and was also reported cancelled.
+    check!(t.queue_with(3, || true));
+    t.run(3, &v, || ());
+    t.cancelled(3, true, &v);
+    check_eq!(v.kept_of(Violation::RanTwice), 2, "a run and a cancel of one instance");
+    // Concurrent with itself: a thread runs item 2 and holds inside it
+    // while this one runs it too (two instances, so only the overlap is wrong).
+    check!(t.queue_with(2, || true));
+    check!(t.queue_with(2, || true));
+    let inside = Arc::new(Completion::new());
+    let gate = Arc::new(Completion::new());
+    let (t2, v2, i2, g2) = (t.clone(), v.clone(), inside.clone(), gate.clone());
+    let k = kthread::Builder::new(format_args!("tt-selftest"), move || {
+        t2.run(2, &v2, || {
+            i2.complete_all();
+            g2.wait("tt-selftest gate");
+        });
+        0
+    })
+    .run()
+    .map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    inside.wait("tt-selftest inside");
+    t.run(2, &v, || ());
+    gate.complete_all();
+    check_eq!(k.stop().map_err(|e| e.errno), Ok(0));
+    check_eq!(v.kept_of(Violation::Concurrent), 1, "two runs at once");
+    // A flush that returned with an instance pending.
+    check!(t.queue_with(2, || true));
+    t.check_settled(2, &v);
+    check_eq!(v.kept_of(Violation::FlushEarly), 1, "an instance left after a flush");
+    // At the end: item 1 ran more often than queued, item 3 ran and was
+    // reported cancelled, item 2 has an instance that never ran; item 0
+    // balances.
+    let before = v.count();
+    check_eq!(t.check_all(&v), 3);
+    check_eq!(v.count(), before + 3);
+    check_eq!(v.kept_of(Violation::Unbalanced), 3);
+    // A CPU outside the affinity, and one inside.
+    check!(check_cpu(1, kport::CpuMask::one(1), 7, &v));
+    check!(!check_cpu(2, kport::CpuMask::one(1), 7, &v));
+    check_eq!(v.kept_of(Violation::Affinity), 1);
+    let lines = v.describe(&|_| "op");
+    check!(lines.iter().any(|l| l.contains("ran concurrently with itself")), "{lines:?}");
+    check!(lines.iter().any(|l| l.contains("outside its affinity")), "{lines:?}");
+    let _ = ctx;
+    Ok(())
+});

@@ -77,8 +77,8 @@ pub enum Violation {
     KswapdNotWoken,
     /// A thread the case created was still alive at the end (`a`: id).
     LeakedThread,
-    /// A tasklet ran more often than scheduled, or concurrently with
-    /// itself (`a`: tasklet).
+    /// A tasklet was running after `tasklet_disable` returned (`a`:
+    /// tasklet). Its runs are tracked as items, numbered from 1000.
     Tasklet,
     /// Teardown failed (`a`: which step, `b`: errno).
     Teardown,
@@ -213,7 +213,7 @@ impl Violations {
                     Violation::IrqNotMasked => "a one-shot hard handler ran while its thread function ran".into(),
                     Violation::KswapdNotWoken => format!("{a} rounds of memory pressure never woke kswapd"),
                     Violation::LeakedThread => format!("thread {a} made by the case is alive after it"),
-                    Violation::Tasklet => format!("tasklet {a}: ran more often than scheduled, or on two CPUs at once"),
+                    Violation::Tasklet => format!("tasklet {a} was running after tasklet_disable returned"),
                     Violation::Teardown => format!("teardown step {a} failed (errno {b}, {c})"),
                     Violation::TmpQueue => format!("an item queued {b} time(s) on a queue made for it ran {a} time(s)"),
                     Violation::Leak => {
