@@ -1464,16 +1464,16 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     let bio = match crate::block::disk(ctx, "kblk-main") {
         Ok(dev) => Some(Bio::new(dev, n)?),
         Err(Failure::Skip(why)) => {
-            crate::diag!("torture: no block I/O: {why}");
+            crate::diag!("torture-note: no block I/O: {why}");
             None
         }
         Err(f) => return Err(f),
     };
     if !pressure_possible() {
-        crate::diag!("torture: no memory pressure on this port (no watermarks, DMA memory or kswapd)");
+        crate::diag!("torture-note: no memory pressure on this port (no watermarks, DMA memory or kswapd)");
     }
     if irq.is_none() {
-        crate::diag!("torture: no test interrupt on this port: no threaded IRQs");
+        crate::diag!("torture-note: no test interrupt on this port: no threaded IRQs");
     }
     let s = build(Parts { actors: n, fault_pct, v: v.clone(), ops, queues, irq, bio, seed: ctx.seed });
     let injected0 = [FAIL_PAGE_ALLOC.injected(), FAIL_MAKE_REQUEST.injected(), FAIL_KTHREAD_CREATE.injected()];
@@ -1537,7 +1537,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     if !joined {
         crate::diag!("{}", figures(&s, secs, injected));
         for l in s.v.describe(&op_name) {
-            crate::diag!("torture: violation: {l}");
+            crate::diag!("torture-violation: {l}");
         }
         return Err(Failure::Fail(String::from("the actors did not finish (a hang: see the violations above)")));
     }
@@ -1578,7 +1578,7 @@ pub fn run(ctx: &mut Ctx) -> Result<(), Failure> {
     };
     crate::diag!("{line}");
     for l in v.describe(&op_name) {
-        crate::diag!("torture: violation: {l}");
+        crate::diag!("torture-violation: {l}");
     }
     if v.count() > 0 {
         return Err(Failure::Fail(format!("{} invariant violation(s) (listed above)", v.count())));
@@ -1597,7 +1597,7 @@ fn watch(s: &Shared) {
             let first = s.v.kept_of(Violation::Hang) == 0;
             s.v.record(Violation::Hang, i as u64, (op - 1) as u64, (now - since) / 1_000_000_000);
             crate::diag!(
-                "torture: actor {i} stuck in {} for {} s",
+                "torture-note: actor {i} stuck in {} for {} s",
                 op_name((op - 1) as u64),
                 (now - since) / 1_000_000_000
             );
