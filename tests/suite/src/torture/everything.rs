@@ -101,6 +101,8 @@ ops!(
     irq_fire: "test interrupts fired",
     irq_hard: "hard handler runs",
     irq_thread: "IRQ thread function runs",
+    irq_request: "free_irq and request_threaded_irq again of the test line",
+    irq_request_enomem: "request_threaded_irq that returned ENOMEM (fault injection)",
     bio_write: "writes through the page cache",
     bio_read: "reads through the page cache (each compared with what was written)",
     bio_fsync: "fsyncs",
@@ -244,6 +246,8 @@ struct IrqPart {
     line: &'static dyn TestIrq,
     action: SpinLock<Option<IrqAction>>,
     st: Arc<IrqState>,
+    /// An actor is freeing and requesting the line again.
+    cycling: AtomicBool,
 }
 
 impl IrqPart {
@@ -259,7 +263,15 @@ impl IrqPart {
             thread_running: AtomicBool::new(false),
             thread_id: AtomicUsize::new(0),
         });
+        let action = Self::request(line, &st).map_err(err("request_threaded_irq of the test line"))?;
+        Ok(Some(IrqPart { line, action: SpinLock::new(Some(action)), st, cycling: AtomicBool::new(false) }))
+    }
+
+    /// Request the line: a one-shot action whose hard handler wakes its
+    /// thread, both checking their context.
+    fn request(line: &'static dyn TestIrq, st: &Arc<IrqState>) -> kport::Result<IrqAction> {
         let (h, t) = (st.clone(), st.clone());
+        st.thread_id.store(0, Ordering::SeqCst);
         let action = request_threaded_irq(
             line.line(),
             Some(Box::new(move |_| {
@@ -290,23 +302,64 @@ impl IrqPart {
             })),
             IrqFlags::ONESHOT,
             "tt-irq",
-        )
-        .map_err(err("request_threaded_irq of the test line"))?;
+        )?;
         if let Some(k) = action.thread() {
             st.thread_id.store(k.id(), Ordering::SeqCst);
         }
-        Ok(Some(IrqPart { line, action: SpinLock::new(Some(action)), st }))
+        Ok(action)
+    }
+
+    /// Has the thread seen every hard-handler run, and is it idle?
+    fn caught_up(&self) -> bool {
+        let st = &self.st;
+        !st.thread_running.load(Ordering::SeqCst) && st.seen.load(Ordering::SeqCst) == st.hard.load(Ordering::SeqCst)
+    }
+
+    /// Free the line and request it again (under injection the request
+    /// may return ENOMEM: the line then stays free until the next try).
+    fn cycle(&self, v: &Violations, ops: &Counters) {
+        if self.cycling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        ops.inc(Op::irq_request);
+        let old = self.action.lock().take();
+        if let Some(a) = old {
+            if !crate::port_api::wait_for(10_000, || self.caught_up()) {
+                v.record(
+                    Violation::IrqLostWake,
+                    self.st.hard.load(Ordering::SeqCst),
+                    self.st.seen.load(Ordering::SeqCst),
+                    1,
+                );
+            }
+            match free_irq(a) {
+                Ok(()) => {}
+                Err((e, a)) => {
+                    v.record(Violation::Teardown, 1, e.errno as u64, 0);
+                    *self.action.lock() = Some(a);
+                    self.cycling.store(false, Ordering::SeqCst);
+                    return;
+                }
+            }
+            // A fire that came after the catch-up may have woken the
+            // thread that free_irq stopped: that wake-up goes with it (as
+            // in Linux).
+            let st = &self.st;
+            st.seen.store(st.hard.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        match Self::request(self.line, &self.st) {
+            Ok(a) => *self.action.lock() = Some(a),
+            Err(e) if e.errno == ENOMEM => ops.inc(Op::irq_request_enomem),
+            Err(e) => v.record(Violation::BadErrno, Op::irq_request as u64, e.errno as u64, 0),
+        }
+        self.cycling.store(false, Ordering::SeqCst);
     }
 
     /// Wait until the thread has seen every hard-handler run, check it,
     /// and free the line.
     fn finish(&self, v: &Violations) {
         let st = &self.st;
-        let caught_up = crate::port_api::wait_for(10_000, || {
-            !st.thread_running.load(Ordering::SeqCst)
-                && st.seen.load(Ordering::SeqCst) == st.hard.load(Ordering::SeqCst)
-        });
-        if !caught_up {
+        if !crate::port_api::wait_for(10_000, || self.caught_up()) {
             v.record(Violation::IrqLostWake, st.hard.load(Ordering::SeqCst), st.seen.load(Ordering::SeqCst), 0);
         }
         let fired = st.ops.get(Op::irq_fire);
@@ -362,6 +415,8 @@ struct Beat {
     op: AtomicUsize,
     since: AtomicU64,
     reported: AtomicBool,
+    /// The thread a stop under way waits for (0: none), for the report.
+    waits_on: AtomicUsize,
 }
 
 /// Everything the actors, items, tasklets and timers share.
@@ -390,6 +445,9 @@ struct Shared {
     beats: Vec<Beat>,
     actors_done: AtomicUsize,
     seq: AtomicU64,
+    /// Pressure rounds that took free memory below the low watermark (an
+    /// injected ENOMEM may end one before).
+    below_low: AtomicU64,
 }
 
 /// The context an operation on items is made from.
@@ -746,6 +804,7 @@ fn build(parts: Parts) -> Arc<Shared> {
             beats: (0..=actors).map(|_| Beat::default()).collect(),
             actors_done: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
+            below_low: AtomicU64::new(0),
         }
     })
 }
@@ -783,10 +842,13 @@ fn owned_body(w: Weak<Shared>, intended: CpuMask, want: i32) -> impl FnOnce() ->
 
 impl Shared {
     /// Stop a thread an actor made, checking what the stop returns.
-    fn stop_owned(&self, o: Owned) {
+    fn stop_owned(&self, a: usize, o: Owned) {
         self.ops.inc(Op::kthread_stop);
         let began = o.k.has_started();
-        match o.k.stop() {
+        self.beats[a].waits_on.store(o.k.id(), Ordering::SeqCst);
+        let r = o.k.stop();
+        self.beats[a].waits_on.store(0, Ordering::SeqCst);
+        match r {
             Ok(v) if v == o.want && o.started => {}
             Ok(v) => self.v.record(Violation::StopValue, o.k.id() as u64, v as u64, o.want as u64),
             Err(e) if e.errno == EINTR && !began => {}
@@ -874,7 +936,7 @@ impl Shared {
             8..=9 => {
                 self.begin(a, Op::kthread_stop);
                 let o = own.swap_remove(i);
-                self.stop_owned(o);
+                self.stop_owned(a, o);
                 self.end(a);
             }
             10 if rng.below(64) == 0 && own[i].woken => {
@@ -901,7 +963,7 @@ impl Shared {
                         if rng.below(2) == 0 {
                             kthread::msleep(1);
                         }
-                        self.stop_owned(Owned { k, started: true, woken: true, parked: false, want });
+                        self.stop_owned(a, Owned { k, started: true, woken: true, parked: false, want });
                     }
                     Err(e) if e.errno == ENOMEM => self.ops.inc(Op::kthread_create_enomem),
                     Err(e) => self.errno(Op::kthread_create, e, &[]),
@@ -1155,9 +1217,14 @@ fn actor(s: Arc<Shared>, a: usize, cpu: usize, seed: u64) -> i32 {
             64..=68 => s.tasklet_op(a, &mut rng),
             69..=71 => {
                 if let Some(irq) = &s.irq {
-                    s.begin(a, Op::irq_fire);
-                    irq.line.fire();
-                    s.ops.inc(Op::irq_fire);
+                    if rng.below(40) == 0 {
+                        s.begin(a, Op::irq_request);
+                        irq.cycle(&s.v, &s.ops);
+                    } else if !irq.cycling.load(Ordering::SeqCst) {
+                        s.begin(a, Op::irq_fire);
+                        irq.line.fire();
+                        s.ops.inc(Op::irq_fire);
+                    }
                     s.end(a);
                 }
             }
@@ -1177,7 +1244,7 @@ fn actor(s: Arc<Shared>, a: usize, cpu: usize, seed: u64) -> i32 {
     }
     timer.cancel_sync();
     for o in own.drain(..) {
-        s.stop_owned(o);
+        s.stop_owned(a, o);
     }
     s.actors_done.fetch_add(1, Ordering::SeqCst);
     0
@@ -1287,6 +1354,9 @@ impl Shared {
             Some(e) => self.errno(Op::pressure_rounds, e, &[]),
             None => {}
         }
+        if mm::free_pages() < w.low {
+            self.below_low.fetch_add(1, Ordering::Relaxed);
+        }
         kthread::msleep(20);
         hog.release_to(keep);
         self.ops.inc(Op::pressure_rounds);
@@ -1359,8 +1429,9 @@ fn controller(s: Arc<Shared>, c_idx: usize, seed: u64) -> i32 {
     drop(hog);
     let woke = mm::stats().kswapd_wakeups - wakeups0;
     s.ops.add(Op::kswapd_wakeups, woke);
-    if s.ops.get(Op::pressure_rounds) > 0 && woke == 0 {
-        s.v.record(Violation::KswapdNotWoken, s.ops.get(Op::pressure_rounds), 0, 0);
+    let below = s.below_low.load(Ordering::Relaxed);
+    if below > 0 && woke == 0 {
+        s.v.record(Violation::KswapdNotWoken, below, 0, 0);
     }
     s.actors_done.fetch_add(1, Ordering::SeqCst);
     0
@@ -1601,6 +1672,19 @@ fn watch(s: &Shared) {
                 op_name((op - 1) as u64),
                 (now - since) / 1_000_000_000
             );
+            let waits_on = b.waits_on.load(Ordering::SeqCst);
+            if let Some(k) = (waits_on != 0).then(|| kthreadd::registry::find(waits_on)).flatten() {
+                crate::diag!(
+                    "torture-note: actor {i} waits for thread {waits_on} [{}]: state {} wchan {} cpu {} started {} exited {} parked {}",
+                    k.comm(),
+                    k.state().letter(),
+                    k.task().wait_channel(),
+                    k.cpu(),
+                    k.has_started(),
+                    k.has_exited(),
+                    k.is_parked()
+                );
+            }
             if first {
                 kthreadd::sysrq::show_state(true);
             }

@@ -73,7 +73,8 @@ pub enum Violation {
     /// The hard handler of a one-shot interrupt ran while its thread
     /// function ran (the line was not masked).
     IrqNotMasked,
-    /// Memory pressure never woke kswapd (`a`: pressure rounds).
+    /// Memory pressure below the low watermark never woke kswapd (`a`:
+    /// such rounds).
     KswapdNotWoken,
     /// A thread the case created was still alive at the end (`a`: id).
     LeakedThread,
@@ -211,7 +212,9 @@ impl Violations {
                         format!("IRQ thread missed a wake-up: hard handler ran {a} times, the thread saw {b}")
                     }
                     Violation::IrqNotMasked => "a one-shot hard handler ran while its thread function ran".into(),
-                    Violation::KswapdNotWoken => format!("{a} rounds of memory pressure never woke kswapd"),
+                    Violation::KswapdNotWoken => {
+                        format!("{a} rounds of memory pressure below the low watermark never woke kswapd")
+                    }
                     Violation::LeakedThread => format!("thread {a} made by the case is alive after it"),
                     Violation::Tasklet => format!("tasklet {a} was running after tasklet_disable returned"),
                     Violation::Teardown => format!("teardown step {a} failed (errno {b}, {c})"),
