@@ -191,9 +191,6 @@ enum Handle {
 struct Item {
     class: Class,
     handle: Handle,
-    /// The queue (index in [`Queues::task`]) a private item was last
-    /// queued on.
-    last_queue: AtomicUsize,
 }
 
 struct Queues {
@@ -570,7 +567,7 @@ impl Shared {
                 }
                 2 => {
                     let id = self.random_shared_item(mix(r));
-                    self.cancel_item(id, mix(r ^ 3), false);
+                    self.cancel_item(id, false);
                 }
                 _ => {}
             }
@@ -590,7 +587,7 @@ impl Shared {
             }
             4 | 5 => {
                 let id = self.random_shared_item(mix(r));
-                self.cancel_item(id, mix(r ^ 5), false);
+                self.cancel_item(id, false);
             }
             _ => self.schedule_tasklet((mix(r) % TASKLETS as u64) as usize, r & 1 == 0),
         }
@@ -608,7 +605,8 @@ impl Shared {
     }
 
     /// Queue item `id` on a random queue of its class, in a random way.
-    /// Returns the index of the task queue used (for private items).
+    /// Returns the index in [`Queues::task`] of the queue used, for a task
+    /// item (a private item's queue flush needs it).
     fn queue_item(&self, id: usize, from: From, r: u64) -> Option<usize> {
         let item = &self.items[id];
         let cpus = self.cpus() as u64;
@@ -651,9 +649,6 @@ impl Shared {
             From::Softirq => self.ops.inc(Op::queued_from_softirq),
             From::Hardirq => self.ops.inc(Op::queued_from_hardirq),
         }
-        if let Some(i) = task_index {
-            item.last_queue.store(i, Ordering::SeqCst);
-        }
         task_index
     }
 
@@ -661,7 +656,7 @@ impl Shared {
     /// item is only ever cancelled without waiting: a `mod_delayed` racing
     /// a `cancel_delayed_work_sync` queues nothing and cannot say so (as in
     /// Linux), which would leave the counts unknown.
-    fn cancel_item(&self, id: usize, r: u64, sync: bool) {
+    fn cancel_item(&self, id: usize, sync: bool) {
         let item = &self.items[id];
         let was = match &item.handle {
             Handle::Plain(w) if sync => {
@@ -681,7 +676,6 @@ impl Shared {
                 d.cancel()
             }
         };
-        let _ = r;
         self.track.cancelled(id, was, &self.v);
     }
 
@@ -729,7 +723,8 @@ struct Owned {
     want: i32,
 }
 
-/// Build the shared state, its items and tasklets.
+/// What the case made before the shared state: the queues, the interrupt
+/// and the block I/O, and the run's settings.
 struct Parts {
     actors: usize,
     fault_pct: u8,
@@ -741,6 +736,7 @@ struct Parts {
     seed: u64,
 }
 
+/// Build the shared state, its items and tasklets.
 fn build(parts: Parts) -> Arc<Shared> {
     let Parts { actors, fault_pct, v, ops, queues, irq, bio, seed } = parts;
     Arc::new_cyclic(|me: &Weak<Shared>| {
@@ -759,7 +755,7 @@ fn build(parts: Parts) -> Arc<Shared> {
                 } else {
                     Handle::Plain(Work::named("torture_item", f))
                 };
-                items.push(Item { class, handle, last_queue: AtomicUsize::new(0) });
+                items.push(Item { class, handle });
             }
             start..start + n
         };
@@ -999,7 +995,7 @@ impl Shared {
                 self.track.check_settled(id, &self.v);
             }
             1 => {
-                self.cancel_item(id, 0, true);
+                self.cancel_item(id, true);
                 self.track.check_settled(id, &self.v);
             }
             2 if plain && made => {
@@ -1201,7 +1197,7 @@ fn actor(s: Arc<Shared>, a: usize, cpu: usize, seed: u64) -> i32 {
             30..=37 => {
                 let id = s.random_shared_item(rng.next_u64());
                 s.begin(a, Op::cancel);
-                s.cancel_item(id, rng.next_u64(), rng.below(2) == 0);
+                s.cancel_item(id, rng.below(2) == 0);
                 s.end(a);
             }
             38..=41 => {
