@@ -86,12 +86,18 @@ bench-scale: deps
 
 .PHONY: bench-linux bench-compare bench-scale
 
-# Long stress runs: each torture case runs DURATION seconds (default 300),
-# with 2 and 4 CPUs under both preemption models.
+# Long stress runs (docs/torture.md): each case of the explicit torture suite runs DURATION
+# seconds (default 300), with 2 and 4 CPUs (SMP= on the command line overrides) under both
+# preemption models. SEED=S replays a run (the runner prints the seed it picked); FAULT=P is the
+# fault-injection mode (torture_fault=P: the fault attributes switched on and off at random,
+# P percent of eligible calls failing while on). A 10-minute soak: make torture DURATION=600.
 DURATION ?= 300
+FAULT ?= 0
+TORTURE_SMP = $(if $(filter command line environment,$(origin SMP)),$(SMP),2,4)
 torture: deps
-	$(RUNNER) run --tests torture --smp 2,4 --preempt $(PREEMPT) --append "torture_s=$(DURATION)" \
-		--timeout $$(( $(DURATION) * 3 + 600 )) $(KVM_FLAG)
+	$(RUNNER) run --tests torture --smp $(TORTURE_SMP) --preempt $(PREEMPT) \
+		--append "torture_s=$(DURATION)$(if $(filter-out 0,$(FAULT)), torture_fault=$(FAULT),)" \
+		$(if $(SEED),--seed $(SEED),) --timeout $$(( $(DURATION) * 3 + 600 )) $(KVM_FLAG)
 
 check: fmt clippy redzone
 
@@ -126,9 +132,10 @@ redox-series:
 # subsys/kthreads, build the kernel with `ktests` the way Redox builds it, boot it through the
 # shim and run the suites (redox-bench: the benchmarks, -smp 2 -m 512M, bench.json).
 #   make redox-test REDOX_KERNEL=<checkout> [REDOX_SYSCALL=<dir>] [REDOX_FDT=<dir>] [SMP=] [TESTS=]
+#                   [APPEND="k=v ..."] (extra guest words, e.g. TESTS=torture APPEND=torture_s=60)
 # Only the variables given on the command line or in the environment are passed on: SMP and
 # PREEMPT above are the testkernel's defaults, the script has Redox's.
-REDOX_TEST_VARS = REDOX_SYSCALL REDOX_FDT SMP PREEMPT TESTS USERSPACE KERNEL_BUILD PROJECT_SOURCE \
+REDOX_TEST_VARS = REDOX_SYSCALL REDOX_FDT SMP PREEMPT TESTS APPEND USERSPACE KERNEL_BUILD PROJECT_SOURCE \
 	REDOX_WORK OUT TIMEOUT PREPARE_ONLY HOST_TOOLCHAIN
 redox_test_args = $(strip REDOX_KERNEL="$(REDOX_KERNEL)" $(foreach v,$(REDOX_TEST_VARS),\
 	$(if $(filter command line environment environment override,$(origin $(v))),$(v)="$($(v))")))

@@ -33,7 +33,7 @@ die() {
 usage_error() {
     printf '%s: %s\n' "$me" "$*" >&2
     printf '%s: usage: %s\n' "$me" "make redox-test REDOX_KERNEL=<redox-os/kernel checkout> [REDOX_SYSCALL=<dir>] \
-[REDOX_FDT=<dir>] [SMP=1,2,4] [TESTS=...] [PREEMPT=none] [USERSPACE=auto|0|1] [KERNEL_BUILD=auto|redox|host] \
+[REDOX_FDT=<dir>] [SMP=1,2,4] [TESTS=...] [APPEND=\"k=v ...\"] [PREEMPT=none] [USERSPACE=auto|0|1] [KERNEL_BUILD=auto|redox|host] \
 [PROJECT_SOURCE=head|worktree] [REDOX_WORK=<dir>] [OUT=<dir>] [TIMEOUT=<s>] [PREPARE_ONLY=1] (kernel-patch/README.md)" >&2
     exit 2
 }
@@ -55,6 +55,7 @@ REDOX_FDT=
 SMP=
 PREEMPT=none
 TESTS=
+APPEND=
 USERSPACE=auto
 KERNEL_BUILD=auto
 PROJECT_SOURCE=head
@@ -65,7 +66,7 @@ PREPARE_ONLY=0
 HOST_TOOLCHAIN=nightly
 for arg in "$@"; do
     case "$arg" in
-    MODE=* | REDOX_KERNEL=* | REDOX_SYSCALL=* | REDOX_FDT=* | SMP=* | PREEMPT=* | TESTS=* | USERSPACE=* | \
+    MODE=* | REDOX_KERNEL=* | REDOX_SYSCALL=* | REDOX_FDT=* | SMP=* | PREEMPT=* | TESTS=* | APPEND=* | USERSPACE=* | \
         KERNEL_BUILD=* | PROJECT_SOURCE=* | REDOX_WORK=* | OUT=* | TIMEOUT=* | PREPARE_ONLY=* | HOST_TOOLCHAIN=*)
         printf -v "${arg%%=*}" '%s' "${arg#*=}"
         ;;
@@ -82,6 +83,9 @@ esac
 [[ "$SMP" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage_error "SMP must be a comma list of CPU counts, not '$SMP'"
 [[ "$TESTS" =~ ^[a-z_0-9]+(,[a-z_0-9]+)*$ ]] || usage_error "TESTS must be a comma list of suites, not '$TESTS'"
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || usage_error "TIMEOUT must be a number of seconds, not '$TIMEOUT'"
+for word in $APPEND; do
+    [[ "$word" =~ ^[a-z_][a-z_0-9.]*=[^[:space:]]*$ ]] || usage_error "APPEND takes key=value words (the guest's command line), not '$word'"
+done
 case "$PREEMPT" in
 none) ;;
 *) usage_error "PREEMPT=$PREEMPT: Redox never preempts kernel code; only PREEMPT=none runs inside Redox" ;;
@@ -432,7 +436,10 @@ fi
 
 # The block suite drives the runner's virtio-blk disks with the in-kernel driver, which Redox's
 # env word kblk=virtio turns on (kernel-patch/glue/bus.rs).
-case ",$tests," in *,block,* | *,redox_blk,* | *,pagecache,* | *,writeback,* | *,kswapd,*) runner_args+=(--append kblk=virtio) ;; esac
+case ",$tests," in *,block,* | *,redox_blk,* | *,pagecache,* | *,writeback,* | *,kswapd,* | *,torture,*) runner_args+=(--append kblk=virtio) ;; esac
+# Extra guest words (APPEND="torture_s=60 torture_fault=10"): the runner appends them to the
+# command line, which the shim hands to Redox's kernel as its env.
+for word in $APPEND; do runner_args+=(--append "$word"); done
 
 say "building the shim and the runner (this working tree)"
 (cd "$repo/kernel-patch/shim" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS cargo build --release -q) ||

@@ -1,7 +1,16 @@
 //! Per-CPU data reached through the GS base.
 //!
 //! Every CPU's GS base points at its [`PerCpu`] in [`PERCPU`], whose first
-//! word points at itself, so `this_cpu()` is one `mov rax, gs:[0]`. The
+//! word points at itself, so `this_cpu()` is one `mov rax, gs:[0]`. That
+//! pointer is only good while the caller stays on this CPU: code that may
+//! be preempted and moved reads (or counts on) its CPU's running context,
+//! preemption count and interrupt counters with one GS-relative
+//! instruction each ([`current_raw`], [`preempt_disable`],
+//! [`preempt_count`], [`irq_depth`], [`irq_frames`], [`need_resched`]), as
+//! Linux's `this_cpu_read` and `__preempt_count_add` do: through the
+//! pointer, a preemption and migration between the two instructions would
+//! read or change the CPU left behind (the torture suite met a new context
+//! that took another one's entry that way). The
 //! preemption count and the need-resched flag live here (Linux keeps them in
 //! `preempt_count` and `TIF_NEED_RESCHED`), and the two interrupt counters:
 //! `irq_depth` (in a hard interrupt handler: Linux's HARDIRQ bits) and
@@ -64,6 +73,69 @@ impl PerCpu {
             tlb_gen_seen: AtomicU64::new(0),
         }
     }
+}
+
+/// Offsets of the fields read or changed in one GS-relative instruction.
+const CURRENT_OFF: usize = core::mem::offset_of!(PerCpu, current);
+const PREEMPT_COUNT_OFF: usize = core::mem::offset_of!(PerCpu, preempt_count);
+const IRQ_DEPTH_OFF: usize = core::mem::offset_of!(PerCpu, irq_depth);
+const IRQ_FRAMES_OFF: usize = core::mem::offset_of!(PerCpu, irq_frames);
+const NEED_RESCHED_OFF: usize = core::mem::offset_of!(PerCpu, need_resched);
+
+/// Read a 32-bit field of this CPU's [`PerCpu`] in one instruction.
+macro_rules! gs_read_u32 {
+    ($off:expr) => {{
+        let v: u32;
+        // SAFETY: GS base points at this CPU's PerCpu (set before any other
+        // code runs on the CPU); the offset is that of an aligned 32-bit
+        // atomic field, read whole by one `mov`.
+        unsafe {
+            asm!("mov {0:e}, dword ptr gs:[{off}]", out(reg) v, off = const $off, options(nostack, readonly, preserves_flags));
+        }
+        v
+    }};
+}
+
+/// The running context of the CPU the caller is on at this instruction (a
+/// `*const sched::Task`; null before the scheduler starts), read in one
+/// instruction.
+#[inline(always)]
+pub fn current_raw() -> *mut u8 {
+    let p: *mut u8;
+    // SAFETY: as in gs_read_u32, for the pointer-sized `current` field.
+    unsafe {
+        asm!("mov {}, qword ptr gs:[{off}]", out(reg) p, off = const CURRENT_OFF, options(nostack, readonly, preserves_flags));
+    }
+    p
+}
+
+/// This CPU's preemption count, read in one instruction.
+#[inline(always)]
+pub fn preempt_count() -> u32 {
+    gs_read_u32!(PREEMPT_COUNT_OFF)
+}
+
+/// This CPU's hard-interrupt depth, read in one instruction.
+#[inline(always)]
+pub fn irq_depth() -> u32 {
+    gs_read_u32!(IRQ_DEPTH_OFF)
+}
+
+/// This CPU's interrupts in progress, read in one instruction.
+#[inline(always)]
+pub fn irq_frames() -> u32 {
+    gs_read_u32!(IRQ_FRAMES_OFF)
+}
+
+/// This CPU's need-resched flag, read in one instruction.
+#[inline(always)]
+pub fn need_resched() -> bool {
+    let v: u8;
+    // SAFETY: as in gs_read_u32, for the one-byte `need_resched` field.
+    unsafe {
+        asm!("mov {0}, byte ptr gs:[{off}]", out(reg_byte) v, off = const NEED_RESCHED_OFF, options(nostack, readonly, preserves_flags));
+    }
+    v != 0
 }
 
 /// Every CPU's data, indexed by logical CPU number.
@@ -129,10 +201,16 @@ pub fn cpu_id() -> usize {
     cpu_id_raw() as usize
 }
 
-/// Disable preemption (nestable; Linux `preempt_disable`).
+/// Disable preemption (nestable; Linux `preempt_disable`). One instruction
+/// (Linux's `__preempt_count_add`): until it is done the caller may be
+/// moved, and the count it raises must be that of the CPU it then runs on.
 #[inline(always)]
 pub fn preempt_disable() {
-    this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: as in gs_read_u32; the count is changed only by its own CPU
+    // (one `add` is whole against this CPU's interrupts), others only read it.
+    unsafe {
+        asm!("add dword ptr gs:[{off}], 1", off = const PREEMPT_COUNT_OFF, options(nostack));
+    }
 }
 
 /// Re-enable preemption without rescheduling.
@@ -153,12 +231,7 @@ pub fn preempt_enable() {
 /// interrupt, its exit path (`irq_exit`) included.
 #[inline(always)]
 pub fn preempt_check_resched() {
-    let pc = this_cpu();
-    if pc.need_resched.load(Ordering::Relaxed)
-        && pc.preempt_count.load(Ordering::Relaxed) == 0
-        && pc.irq_frames.load(Ordering::Relaxed) == 0
-        && cpu::irqs_enabled()
-    {
+    if need_resched() && preempt_count() == 0 && irq_frames() == 0 && cpu::irqs_enabled() {
         crate::sched::preempt_point();
     }
 }
@@ -166,13 +239,15 @@ pub fn preempt_check_resched() {
 /// Is this CPU in a context that must not sleep (preemption or interrupts
 /// disabled, or in an interrupt handler or its exit path)?
 pub fn in_atomic() -> bool {
-    let pc = this_cpu();
-    pc.preempt_count.load(Ordering::Relaxed) != 0 || pc.irq_frames.load(Ordering::Relaxed) != 0 || !cpu::irqs_enabled()
+    // Field by field, each of the CPU the caller is on at that instruction:
+    // a caller that can be moved has a zero count and no interrupt frame on
+    // whichever CPU it runs.
+    preempt_count() != 0 || irq_frames() != 0 || !cpu::irqs_enabled()
 }
 
 /// Is this CPU running an interrupt handler?
 pub fn in_irq() -> bool {
-    this_cpu().irq_depth.load(Ordering::Relaxed) != 0
+    irq_depth() != 0
 }
 
 /// Enter a spinlock section: interrupts off, preemption count up; returns

@@ -4,7 +4,6 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 
 use kport::harness::{Harness, MemCounters};
 use kport::{
@@ -228,11 +227,10 @@ impl Port for TestkernelPort {
     }
 
     fn atomic_context(&self) -> AtomicContext {
-        let pc = percpu::this_cpu();
         AtomicContext {
-            preempt_count: pc.preempt_count.load(Ordering::Relaxed),
+            preempt_count: percpu::preempt_count(),
             irqs_disabled: !arch::cpu::irqs_enabled(),
-            hardirq: pc.irq_depth.load(Ordering::Relaxed) != 0,
+            hardirq: percpu::irq_depth() != 0,
             softirq: false,
         }
     }

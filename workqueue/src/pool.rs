@@ -743,20 +743,37 @@ pub(crate) fn process_one_work<'a>(
         st = pool.st.lock();
     }
     // Release the run claim and requeue what waited on it, at the head of
-    // its pool (it was queued before anything behind it there).
-    let (deferred, flushers) = {
+    // its pool (it was queued before anything behind it there). Instances
+    // for other pools stay on the deferred list, where a canceller finds
+    // them, until their pool's lock is taken: once this pool's lock is
+    // dropped an interrupt may come, and one that cancelled an instance
+    // held in our hands meanwhile would spin for ever on this CPU.
+    let (here, remote, flushers) = {
         let mut r = work.run.lock();
         r.running = None;
-        (core::mem::take(&mut r.deferred), r.end(seq))
+        let flushers = r.end(seq);
+        let mut here = Vec::new();
+        let mut remote: Vec<Arc<Pool>> = Vec::new();
+        let mut i = 0;
+        while i < r.deferred.len() {
+            let other = &r.deferred[i].pwq.pool;
+            if core::ptr::eq(&**other, pool) {
+                here.extend(r.deferred.remove(i));
+            } else {
+                if !remote.iter().any(|p| Arc::ptr_eq(p, other)) {
+                    remote.push(other.clone());
+                }
+                i += 1;
+            }
+        }
+        (here, remote, flushers)
     };
     for c in flushers {
         c.complete_all();
     }
-    if deferred.is_empty() {
+    if here.is_empty() && remote.is_empty() {
         return st;
     }
-    let (here, remote): (Vec<Entry>, Vec<Entry>) =
-        deferred.into_iter().partition(|e| core::ptr::eq(&*e.pwq.pool, pool));
     for e in here.into_iter().rev() {
         st.worklist.push_front(e);
     }
@@ -764,25 +781,39 @@ pub(crate) fn process_one_work<'a>(
     work.notify_grabbers();
     if !remote.is_empty() {
         drop(st);
-        requeue_front(remote);
+        requeue_deferred(&work, remote);
         st = pool.st.lock();
     }
     st
 }
 
-/// Put entries back at the head of their pools' worklists (one pool lock
-/// at a time), keeping their order.
-fn requeue_front(entries: Vec<Entry>) {
-    for e in entries.into_iter().rev() {
-        let pool = e.pwq.pool.clone();
-        let work = e.work.clone();
+/// Move `work`'s deferred instances for each of `pools` to the head of that
+/// pool's worklist, keeping their order, under the pool's lock and then the
+/// item's run lock (a canceller's order), so each is always on one list or
+/// the other.
+fn requeue_deferred(work: &Arc<crate::work::WorkInner>, pools: Vec<Arc<Pool>>) {
+    for pool in pools {
         {
             let mut st = pool.st.lock();
-            st.worklist.push_front(e);
+            let mine: Vec<Entry> = {
+                let mut r = work.run.lock();
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < r.deferred.len() {
+                    if Arc::ptr_eq(&r.deferred[i].pwq.pool, &pool) {
+                        out.extend(r.deferred.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                out
+            };
+            for e in mine.into_iter().rev() {
+                st.worklist.push_front(e);
+            }
             pool.kick(&st);
         }
-        // A canceller that found it nowhere while it was in our hands may
-        // look again.
+        // A canceller that found it nowhere may look again.
         work.notify_grabbers();
     }
 }

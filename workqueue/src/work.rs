@@ -45,6 +45,14 @@ pub(crate) struct WorkInner {
     /// A: cancellers at work; queueing is refused while it is not zero
     /// (Linux's disable count).
     pub(crate) disable: AtomicU32,
+    /// A: cancellers (`cancel_sync`, `disable_sync`) that hold the pending
+    /// bit while they wait for a running instance (Linux's
+    /// `WORK_OFFQ_CANCELING`): raised after the bit is taken and lowered
+    /// before it is released, both with interrupts off, so while it is not
+    /// zero the bit's holder is such a canceller and nothing is pending. A
+    /// canceller in atomic context then returns at once instead of
+    /// spinning until that wait ends.
+    pub(crate) canceling: AtomicU32,
     /// I: the timer part, for a delayed item.
     pub(crate) delayed: Option<Delayed>,
     /// A: cancellers sleeping in `grab_pending` until the pending instance
@@ -295,6 +303,7 @@ impl Work {
             state: AtomicU64::new(0),
             pool: AtomicUsize::new(NO_POOL),
             disable: AtomicU32::new(0),
+            canceling: AtomicU32::new(0),
             delayed: None,
             grab_waiters: AtomicU32::new(0),
             grab_events: AtomicU32::new(0),
@@ -341,7 +350,9 @@ impl DelayedWork {
     pub fn named(name: &'static str, f: impl Fn() + Send + Sync + 'static) -> Self {
         let inner = Arc::new_cyclic(|me: &Weak<WorkInner>| {
             let me = me.clone();
-            let timer = softirq::SoftTimer::new(alloc::sync::Arc::new(move || {
+            // IRQ-safe (Linux's delayed-work timer is): from the timer to a
+            // worklist with interrupts off.
+            let timer = softirq::SoftTimer::new_irqsafe(alloc::sync::Arc::new(move || {
                 if let Some(w) = me.upgrade() {
                     crate::wq::delayed_timer_fired(&w);
                 }
@@ -352,6 +363,7 @@ impl DelayedWork {
                 state: AtomicU64::new(0),
                 pool: AtomicUsize::new(NO_POOL),
                 disable: AtomicU32::new(0),
+                canceling: AtomicU32::new(0),
                 grab_waiters: AtomicU32::new(0),
                 grab_events: AtomicU32::new(0),
                 delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),

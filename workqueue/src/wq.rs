@@ -480,6 +480,8 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
 }
 
 /// The delayed item's timer fired: queue it where it was aimed.
+///
+/// Context: softirq, with interrupts off (an IRQ-safe timer).
 pub(crate) fn delayed_timer_fired(work: &Arc<WorkInner>) {
     let target = work.delayed.as_ref().and_then(|d| d.take_target());
     match target.and_then(|(wq, cpu)| wq.upgrade().map(|wq| (wq, cpu))) {
@@ -587,25 +589,65 @@ fn take_deferred(work: &Arc<WorkInner>) -> Option<u64> {
     Some(e.seq)
 }
 
+/// Interrupts and preemption off on the calling CPU for as long as it
+/// holds an item's pending bit without the item being where a canceller
+/// can find it (Linux's `local_irq_save` around `queue_work_on`'s claim and
+/// `__queue_work`, and around `try_to_grab_pending` and what follows it):
+/// an interrupt or a softirq on this CPU that cancelled the item meanwhile
+/// would otherwise spin for ever on a holder that cannot run.
+pub(crate) struct IrqsOff(bool);
+
+impl IrqsOff {
+    pub(crate) fn enter() -> IrqsOff {
+        IrqsOff(port().lock_enter())
+    }
+}
+
+impl Drop for IrqsOff {
+    fn drop(&mut self) {
+        port().lock_exit(self.0);
+    }
+}
+
+/// What [`grab_pending`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Grab {
+    /// An instance was pending and is taken off: the caller holds the bit.
+    Pending,
+    /// Nothing was pending: the caller holds the bit.
+    Idle,
+    /// (Atomic callers only.) A `cancel_sync` or `disable_sync` holds the
+    /// item while it waits for a running instance: nothing is pending, and
+    /// the caller does not hold the bit (Linux's `-ENOENT` for an item being
+    /// cancelled).
+    Canceling,
+}
+
 /// Take the pending instance of `work` off whatever holds it: its timer,
 /// a worklist, a worker's scheduled list, an inactive list, or the item's
-/// deferred list (Linux `try_to_grab_pending`). Returns whether it was
-/// pending; either way the caller then holds the pending bit. A removed
-/// instance counts as ended for its flushers.
+/// deferred list (Linux `try_to_grab_pending`). Returns what it found,
+/// with interrupts and preemption off ([`IrqsOff`]): the caller holds the
+/// pending bit (but for [`Grab::Canceling`]) until it releases it or queues
+/// the item, and drops the guard after that. A removed instance counts as
+/// ended for its flushers.
 ///
 /// The instance can be out of reach for a moment: between a queuer's claim
 /// and its insertion, between a run's end and the requeue of what waited
-/// on it, in a timer callback, or held by another canceller (for as long
-/// as that one waits for a running instance). A caller that may sleep then
+/// on it, in a timer callback, or held by another canceller. Every holder
+/// keeps interrupts off over such a moment, so it is never one that an
+/// atomic caller on the same CPU interrupted. A caller that may sleep
 /// sleeps until the instance shows up or its bit is released (Linux waits
-/// on the item the same way); only an atomic caller spins, and only over
-/// those short windows.
-fn grab_pending(work: &Arc<WorkInner>) -> bool {
+/// on the item the same way); an atomic caller spins over those short
+/// windows, and returns [`Grab::Canceling`] at once when the holder is a
+/// canceller waiting for a running instance (a wait of any length: had it
+/// to spin, an interrupt on the CPU of that run would never end).
+fn grab_pending(work: &Arc<WorkInner>) -> (Grab, IrqsOff) {
     let p = port();
     let mut waiting: Option<u32> = None;
     let found = loop {
+        let off = IrqsOff::enter();
         if work.claim_bit() {
-            break false;
+            break (Grab::Idle, off);
         }
         let g = work.pending_seq();
         if let Some(d) = &work.delayed
@@ -613,19 +655,23 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
         {
             d.take_target();
             work.instance_cancelled(g);
-            break true;
+            break (Grab::Pending, off);
         }
         if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire))
             && let Some(seq) = take_from_pool(&pool, work)
         {
             work.instance_cancelled(seq);
-            break true;
+            break (Grab::Pending, off);
         }
         if let Some(seq) = take_deferred(work) {
             work.instance_cancelled(seq);
-            break true;
+            break (Grab::Pending, off);
         }
+        drop(off);
         if p.in_atomic() {
+            if work.canceling.load(Ordering::SeqCst) > 0 {
+                break (Grab::Canceling, IrqsOff::enter());
+            }
             spin_loop();
             continue;
         }
@@ -648,6 +694,17 @@ fn grab_pending(work: &Arc<WorkInner>) -> bool {
         work.grab_waiters.fetch_sub(1, Ordering::SeqCst);
     }
     found
+}
+
+/// Hold the bit `grab_pending` took while waiting for a running instance:
+/// mark the item as being cancelled, then wait with interrupts on again.
+fn wait_holding(work: &Arc<WorkInner>, off: IrqsOff, what: &str) {
+    work.canceling.fetch_add(1, Ordering::SeqCst);
+    drop(off);
+    flush_work_inner(work, what);
+    let _off = IrqsOff::enter();
+    work.canceling.fetch_sub(1, Ordering::SeqCst);
+    work.release();
 }
 
 /// Wait for the instance of `work` queued or running now (Linux
@@ -696,11 +753,11 @@ fn flush_work_inner(work: &Arc<WorkInner>, what: &str) -> bool {
 /// `__cancel_work_sync`); true if it was pending.
 fn cancel_sync_inner(work: &Arc<WorkInner>, what: &str) -> bool {
     work.disable.fetch_add(1, Ordering::AcqRel);
-    let was = grab_pending(work);
-    flush_work_inner(work, what);
-    work.release();
+    // A caller that may sleep never gets Grab::Canceling.
+    let (g, off) = grab_pending(work);
+    wait_holding(work, off, what);
     work.disable.fetch_sub(1, Ordering::AcqRel);
-    was
+    g == Grab::Pending
 }
 
 /// Most times an item can be disabled at once (Linux's 16-bit disable
@@ -721,12 +778,13 @@ fn disable_count_up(work: &WorkInner) -> bool {
 /// if `sync` (Linux `disable_work` / `disable_work_sync`).
 fn disable_inner(work: &Arc<WorkInner>, sync: bool) -> bool {
     disable_count_up(work);
-    let was = grab_pending(work);
-    if sync {
-        flush_work_inner(work, "disable_work_sync");
+    let (g, off) = grab_pending(work);
+    match g {
+        Grab::Canceling => {}
+        _ if sync => wait_holding(work, off, "disable_work_sync"),
+        _ => work.release(),
     }
-    work.release();
-    was
+    g == Grab::Pending
 }
 
 /// Lower `work`'s disable count (Linux `enable_work`): true if it reached
@@ -1109,6 +1167,7 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {c}", work.0.name, self.0.name));
             return Err(QueueError::BadCpu);
         }
+        let _off = IrqsOff::enter();
         if !work.0.claim_new() {
             return Ok(false);
         }
@@ -1132,6 +1191,7 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {:?}", dwork.work.0.name, self.0.name, cpu));
             return false;
         }
+        let _off = IrqsOff::enter();
         if dwork.work.0.disable.load(Ordering::Acquire) > 0 || !dwork.work.0.claim_bit() {
             return false;
         }
@@ -1163,7 +1223,10 @@ impl Workqueue {
 
     /// [`Workqueue::mod_delayed`] on `cpu` (Linux `mod_delayed_work_on`).
     ///
-    /// Context: any (it may wait for a concurrent queueing of the same item to finish). Return: true if it was pending.
+    /// Context: any (in atomic context it may spin while another CPU queues
+    /// or cancels the same item, a few instructions with that CPU's
+    /// interrupts off; while a `cancel_sync` of the item waits for a running
+    /// instance it queues nothing and returns false). Return: true if it was pending.
     pub fn mod_delayed_on(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) -> bool {
         let w = &dwork.work.0;
         if w.disable.load(Ordering::Acquire) > 0 {
@@ -1173,9 +1236,14 @@ impl Workqueue {
             // instance but the one a canceller holds for a moment.
             return w.state.load(Ordering::Acquire) & crate::work::PENDING != 0;
         }
-        let was = grab_pending(w);
+        let (g, _off) = grab_pending(w);
+        if g == Grab::Canceling {
+            // Being cancelled (from atomic context): queue nothing, as for
+            // a disabled item.
+            return false;
+        }
         self.arm_claimed(cpu, dwork, delay_ns);
-        was
+        g == Grab::Pending
     }
 
     /// Wait until every item queued before the call has run (Linux
@@ -1294,11 +1362,17 @@ impl Work {
     /// (Linux `cancel_work`); true if it was pending.
     ///
     /// Context: any; it may wait for a concurrent queueing of the same item
-    /// to finish. Return: true if it was pending.
+    /// to finish (in atomic context it spins, over a few instructions that
+    /// another CPU runs with its interrupts off). While a `cancel_sync` or
+    /// `disable_sync` of the item waits for a running instance, a cancel
+    /// from atomic context returns false at once, as Linux's `cancel_work`
+    /// does for an item being cancelled. Return: true if it was pending.
     pub fn cancel(&self) -> bool {
-        let was = grab_pending(&self.0);
-        self.0.release();
-        was
+        let (g, _off) = grab_pending(&self.0);
+        if g != Grab::Canceling {
+            self.0.release();
+        }
+        g == Grab::Pending
     }
 
     /// Cancel the pending instance and wait for a running one (Linux
@@ -1381,18 +1455,33 @@ impl DelayedWork {
     pub fn flush(&self) -> bool {
         might_sleep();
         let w = &self.work.0;
-        // The target is taken out before queueing: its lock is a leaf and
-        // must not be held while the pool lock is taken.
-        let target = match &w.delayed {
-            Some(d) if d.timer.cancel() => d.take_target(),
-            _ => None,
-        };
-        if let Some((wq, cpu)) = target {
-            if let Some(wq) = wq.upgrade() {
-                let _ = queue_claimed(&wq, cpu, w);
-            } else {
-                w.release();
+        let Some(d) = &w.delayed else { return flush_work_inner(w, "flush_delayed_work") };
+        loop {
+            // Off the timer and onto a list with interrupts off (see IrqsOff).
+            let off = IrqsOff::enter();
+            // The target is taken out before queueing: its lock is a leaf and
+            // must not be held while the pool lock is taken.
+            let target = if d.timer.cancel() { d.take_target() } else { None };
+            if let Some((wq, cpu)) = target {
+                if let Some(wq) = wq.upgrade() {
+                    let _ = queue_claimed(&wq, cpu, w);
+                } else {
+                    w.release();
+                }
+                break;
             }
+            // Not on the timer, but still aimed: the expiry is on its way to
+            // a list (the timer's callback runs on another CPU, or another
+            // context holds it for a moment). Wait for it, as Linux's
+            // del_timer_sync waits for a running callback: else the flush
+            // would take the instance for one whose timer has not fired and
+            // return before it ran.
+            let in_flight = d.has_target() && !d.timer.is_pending();
+            drop(off);
+            if !in_flight {
+                break;
+            }
+            port().yield_now();
         }
         flush_work_inner(w, "flush_delayed_work")
     }

@@ -5,7 +5,9 @@
 //! on its CPU's expired list and raises `TIMER`; the callback runs when the
 //! CPU next runs softirqs (at that interrupt's exit), with interrupts
 //! enabled and bottom halves counted, as Linux runs `timer_list`
-//! callbacks. Delayed work expires through these.
+//! callbacks. Delayed work expires through these, on IRQ-safe timers
+//! ([`SoftTimer::new_irqsafe`], Linux `TIMER_IRQSAFE`): their callbacks
+//! run with interrupts off, from the moment the softirq takes them.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -29,6 +31,8 @@ struct Inner {
     hw: spin::Once<Box<dyn PortTimer>>,
     /// A: `QUEUED`, `RUNNING`.
     state: AtomicU32,
+    /// I: run the callback with interrupts off (Linux `TIMER_IRQSAFE`).
+    irqsafe: bool,
 }
 
 type Expired = SpinLock<VecDeque<Arc<Inner>>>;
@@ -45,7 +49,21 @@ pub struct SoftTimer(Arc<Inner>);
 impl SoftTimer {
     /// A timer calling `cb` in softirq context when it expires.
     pub fn new(cb: Arc<dyn Fn() + Send + Sync>) -> SoftTimer {
-        let inner = Arc::new(Inner { cb, hw: spin::Once::new(), state: AtomicU32::new(0) });
+        Self::with(cb, false)
+    }
+
+    /// A timer whose callback runs with interrupts off, from the moment the
+    /// softirq takes the expiry to the callback's end (Linux
+    /// `TIMER_IRQSAFE`): an interrupt on that CPU never finds the callback
+    /// half done. Delayed work needs it: an instance on its way from the
+    /// timer to a worklist must not be stopped there by an interrupt that
+    /// then waits for it (a cancel spinning in `try_to_grab_pending`).
+    pub fn new_irqsafe(cb: Arc<dyn Fn() + Send + Sync>) -> SoftTimer {
+        Self::with(cb, true)
+    }
+
+    fn with(cb: Arc<dyn Fn() + Send + Sync>, irqsafe: bool) -> SoftTimer {
+        let inner = Arc::new(Inner { cb, hw: spin::Once::new(), state: AtomicU32::new(0), irqsafe });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         inner.hw.call_once(|| {
             kport::timers::new(Arc::new(move || {
@@ -162,17 +180,22 @@ pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
 /// The `TIMER` softirq: run this CPU's expired callbacks (Linux
 /// `run_timer_softirq`).
 fn timer_softirq() {
-    let cpu = port().cpu_id();
+    let p = port();
+    let cpu = p.cpu_id();
     let expired = core::mem::take(&mut *EXPIRED[cpu].lock());
     for t in expired {
+        // An IRQ-safe timer's expiry is taken and run with interrupts off.
+        let was = t.irqsafe.then(|| p.irq_save());
         // Cancelled or re-armed since it expired: pass over.
         let prev = t.state.fetch_and(!QUEUED, Ordering::AcqRel);
-        if prev & QUEUED == 0 {
-            continue;
+        if prev & QUEUED != 0 {
+            t.state.fetch_or(RUNNING, Ordering::AcqRel);
+            (t.cb)();
+            t.state.fetch_and(!RUNNING, Ordering::AcqRel);
         }
-        t.state.fetch_or(RUNNING, Ordering::AcqRel);
-        (t.cb)();
-        t.state.fetch_and(!RUNNING, Ordering::AcqRel);
+        if let Some(was) = was {
+            p.irq_restore(was);
+        }
     }
 }
 

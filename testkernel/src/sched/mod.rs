@@ -206,7 +206,9 @@ unsafe extern "C" {
 
 /// The running context of this CPU (borrowed: it lives while it runs).
 fn current_ptr() -> *const Task {
-    percpu::this_cpu().current.load(Ordering::Relaxed) as *const Task
+    // One instruction: a caller preempted and moved to another CPU between
+    // reading the GS base and the field would get that CPU's context.
+    percpu::current_raw() as *const Task
 }
 
 /// The running context.
@@ -526,7 +528,7 @@ fn trace_wakeup(t: &Task, cpu: usize) {
 /// Reschedule from the preemption points of `preempt_enable` and lock
 /// release (only under `preempt=full`).
 pub fn preempt_point() {
-    if preempt_full() && !percpu::this_cpu().current.load(Ordering::Relaxed).is_null() {
+    if preempt_full() && !percpu::current_raw().is_null() {
         schedule_inner(true);
     }
 }
@@ -550,12 +552,7 @@ pub fn preempt_from_irq() {
 /// (preemption disabled, an interrupt or its exit path, interrupts off):
 /// there the caller may not give up the CPU.
 pub fn cond_resched() {
-    let pc = percpu::this_cpu();
-    if pc.need_resched.load(Ordering::Acquire)
-        && pc.preempt_count.load(Ordering::Relaxed) == 0
-        && pc.irq_frames.load(Ordering::Relaxed) == 0
-        && cpu::irqs_enabled()
-    {
+    if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_frames() == 0 && cpu::irqs_enabled() {
         schedule_inner(true);
     }
 }
@@ -576,12 +573,11 @@ pub fn schedule() {
 /// `might_sleep`: "sleeping function called from invalid context").
 #[track_caller]
 pub fn assert_may_sleep(what: &str) {
-    let pc = percpu::this_cpu();
-    let pcount = pc.preempt_count.load(Ordering::Relaxed);
-    let irq = pc.irq_depth.load(Ordering::Relaxed);
+    let pcount = percpu::preempt_count();
+    let irq = percpu::irq_depth();
     // An interrupt's exit path (irq_exit, softirqs) runs on the interrupted
     // context's stack: blocking there would block that context.
-    let frames = pc.irq_frames.load(Ordering::Relaxed);
+    let frames = percpu::irq_frames();
     if pcount != 0 || frames != 0 || !cpu::irqs_enabled() {
         panic!(
             "BUG: sleeping function called from invalid context: {what} with preempt_count={pcount}, in_irq={}, in_irq_exit={}, irqs_disabled={}",

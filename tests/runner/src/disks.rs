@@ -48,9 +48,10 @@ pub const SECTOR_SIZE: u64 = 512;
 pub const SUITE: &str = "block";
 
 /// Every suite that runs on the disks: the block layer's, the page
-/// cache's, the flusher's, reclaim's, the restart test's and the misuse
-/// table's (its block rows).
-pub const SUITES: [&str; 6] = [SUITE, "pagecache", "writeback", "kswapd", "restart", "misuse"];
+/// cache's, the flusher's, reclaim's, the restart test's, the misuse
+/// table's (its block rows) and the torture suite's (block I/O through the
+/// page cache among everything else).
+pub const SUITES: [&str; 7] = [SUITE, "pagecache", "writeback", "kswapd", "restart", "misuse", "torture"];
 
 /// FNV-1a 64-bit offset basis (the hash of no bytes).
 pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;

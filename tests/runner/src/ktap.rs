@@ -76,6 +76,9 @@ pub enum Line {
     Result(usize),
     /// A `# bench:` line; the index refers to [`Summary::benches`].
     Bench(usize),
+    /// A torture case's figures line, `# torture: CASE key=value ...`; the
+    /// index refers to [`Summary::tortures`].
+    Torture(usize),
     /// `# PANIC ...` (the text after `#`).
     Panic(String),
     /// `# EXCEPTION: ...` (the text after `#`).
@@ -112,6 +115,8 @@ pub struct Summary {
     pub results: Vec<TestResult>,
     /// All benchmark lines, in order.
     pub benches: Vec<Bench>,
+    /// The torture cases' figures lines, in order (name: the case).
+    pub tortures: Vec<Bench>,
     /// Structural problems: missing results, panics, exceptions, guest errors.
     pub problems: Vec<Problem>,
     /// The top-level plan, if one was seen.
@@ -241,6 +246,19 @@ impl Parser {
             let fields = words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
             self.out.benches.push(Bench { name: name.to_string(), fields });
             return Line::Bench(self.out.benches.len() - 1);
+        }
+        if let Some(rest) = text.strip_prefix("torture:") {
+            // `torture: CASE key=value ...`; other torture diagnostics use
+            // their own prefixes (`torture-note:`, `torture-violation:`).
+            let mut words = rest.split_whitespace();
+            let name = words.next().unwrap_or("");
+            let fields: Vec<(String, String)> =
+                words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            if name.is_empty() || name.contains('=') || fields.is_empty() {
+                return Line::Diagnostic;
+            }
+            self.out.tortures.push(Bench { name: name.to_string(), fields });
+            return Line::Torture(self.out.tortures.len() - 1);
         }
         if text.starts_with("PANIC") {
             self.problem(text.to_string(), 0);

@@ -84,6 +84,13 @@ pub fn judge(exit: Exit, ktap: &Summary, timeout_secs: u64) -> Vec<String> {
         Exit::Signal(s) => out.push(format!("QEMU killed by signal {s}")),
     }
     out.extend(ktap.problems.iter().map(|p| p.message.clone()));
+    // A torture case fails itself on a violation; its figures say so too.
+    for t in &ktap.tortures {
+        let v = field_u64(t, "violations");
+        if v > 0 {
+            out.push(format!("torture {}: {v} invariant violation(s)", t.name));
+        }
+    }
     out
 }
 
@@ -113,6 +120,8 @@ struct ConfigJson<'a> {
     log: &'a str,
     failures: &'a [String],
     tests: Vec<&'a TestResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    torture: Vec<Value>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +155,7 @@ pub fn results_json(info: &RunInfo, boots: &[BootResult]) -> String {
             log: &b.log,
             failures: &b.failures,
             tests: b.ktap.leaves().collect(),
+            torture: b.ktap.tortures.iter().map(figures_object).collect(),
         })
         .collect();
     let doc = ResultsJson { info, passed, failed, skipped, configs };
@@ -172,6 +182,42 @@ pub fn bench_objects(info: &RunInfo, boots: &[BootResult]) -> Vec<Value> {
         }
     }
     out
+}
+
+/// One torture figures line as a JSON object: `case` and its fields.
+fn figures_object(t: &crate::ktap::Bench) -> Value {
+    let mut obj = Map::new();
+    obj.insert("case".into(), Value::from(t.name.clone()));
+    for (k, v) in &t.fields {
+        obj.insert(k.clone(), number_or_string(v));
+    }
+    Value::Object(obj)
+}
+
+/// The value of `key` in a figures line, as a number (0 when absent).
+fn field_u64(t: &crate::ktap::Bench, key: &str) -> u64 {
+    t.fields.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+}
+
+/// The torture summary of one boot: per case its violations, faults and
+/// seconds, then the figures, as `torture CASE k=v ...`.
+fn torture_lines(b: &BootResult) -> Vec<String> {
+    b.ktap
+        .tortures
+        .iter()
+        .map(|t| {
+            let fields: Vec<String> = t.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("torture {} {}", t.name, fields.join(" "))
+        })
+        .collect()
+}
+
+/// Totals over every boot's torture lines: (case runs, violations, faults injected).
+pub fn torture_totals(boots: &[BootResult]) -> (usize, u64, u64) {
+    boots
+        .iter()
+        .flat_map(|b| b.ktap.tortures.iter())
+        .fold((0, 0, 0), |(n, v, f), t| (n + 1, v + field_u64(t, "violations"), f + field_u64(t, "faults")))
 }
 
 fn number_or_string(v: &str) -> Value {
@@ -219,6 +265,9 @@ pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> st
             let fields: Vec<String> = bench.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
             writeln!(out, "    bench {} {}", bench.name, fields.join(" "))?;
         }
+        for line in torture_lines(b) {
+            writeln!(out, "    {line}")?;
+        }
         for f in &b.failures {
             writeln!(out, "    FAIL: {f}")?;
         }
@@ -226,6 +275,10 @@ pub fn print_summary(out: &mut dyn Write, seed: u64, boots: &[BootResult]) -> st
     let benches: usize = boots.iter().map(|b| b.ktap.benches.len()).sum();
     if benches > 0 {
         writeln!(out, "{benches} benchmark figure(s) recorded")?;
+    }
+    let (runs, violations, faults) = torture_totals(boots);
+    if runs > 0 {
+        writeln!(out, "torture: {runs} case run(s), {violations} invariant violation(s), {faults} fault(s) injected")?;
     }
     let (p, f, s) = totals(boots);
     writeln!(out, "{s} skipped")?;

@@ -118,7 +118,7 @@ impl QuietFilter {
                 }
                 Vec::new()
             }
-            Line::Bench(_) | Line::Blank | Line::Garbage => Vec::new(),
+            Line::Bench(_) | Line::Torture(_) | Line::Blank | Line::Garbage => Vec::new(),
         }
     }
 }

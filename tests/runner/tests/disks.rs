@@ -156,6 +156,7 @@ fn which_boots_get_disks() {
     assert!(block_selected("tests=pagecache"));
     assert!(block_selected("tests=port,pagecache seed=2"));
     assert!(block_selected("tests=restart restart=write"));
+    assert!(block_selected("tests=torture torture_s=20"));
     assert!(block_selected("tests= seed=1"));
     assert!(block_selected("tests=,"));
     assert!(!block_selected("tests=boot seed=1"));

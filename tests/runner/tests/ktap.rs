@@ -276,6 +276,40 @@ ok 1 bench
 }
 
 #[test]
+fn torture_figures_lines() {
+    let text = "\
+KTAP version 1
+1..1
+    KTAP version 1
+    # Subtest: torture
+    1..2
+    # torture-note: no test interrupt on this port: no threaded IRQs
+    # torture: everything seconds=20 cpus=2 item_runs=50822 faults=7 violations=0
+    ok 1 everything
+    # torture: kthread_churn_on_every_cpu seconds=20 cycles=9 violations=2
+    # torture-violation: item 3 ran concurrently with itself
+    # torture: nothing to see here
+    not ok 2 kthread_churn_on_every_cpu # 2 invariant violation(s) (listed above)
+not ok 1 torture
+";
+    let (lines, s) = parse(text);
+    assert_eq!(lines[5], Line::Diagnostic, "a note is not a figures line");
+    assert_eq!(lines[6], Line::Torture(0));
+    assert_eq!(lines[9], Line::Diagnostic);
+    assert_eq!(lines[10], Line::Diagnostic, "words without key=value are not figures");
+    assert_eq!(s.tortures.len(), 2);
+    let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(s.tortures[0].name, "everything");
+    assert_eq!(
+        s.tortures[0].fields,
+        [kv("seconds", "20"), kv("cpus", "2"), kv("item_runs", "50822"), kv("faults", "7"), kv("violations", "0")]
+    );
+    let f = judge(Exit::Code(35), &s, 900);
+    assert!(f.iter().any(|m| m == "torture kthread_churn_on_every_cpu: 2 invariant violation(s)"), "{f:?}");
+    assert!(!f.iter().any(|m| m.contains("torture everything")), "{f:?}");
+}
+
+#[test]
 fn guest_command_line_error() {
     let (_, s) = parse("# ktest: error: unknown key 'foo' \n");
     assert!(s.problems.iter().any(|p| p.message == "guest error: unknown key 'foo'"));

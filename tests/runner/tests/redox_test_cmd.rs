@@ -228,7 +228,7 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn arguments_are_checked_before_anything_runs() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&[], "redox-test: give REDOX_KERNEL=<path to a redox-os/kernel checkout>"),
         (&["REDOX_KERNEL=/x", "FOO=1"], "redox-test: unknown argument 'FOO=1'"),
         (&["REDOX_KERNEL=/x", "--help"], "redox-test: unknown argument '--help'"),
@@ -242,6 +242,10 @@ fn arguments_are_checked_before_anything_runs() {
             "redox-test: TESTS must be a comma list of suites, not 'port kthread'",
         ),
         (&["REDOX_KERNEL=/x", "USERSPACE=yes"], "redox-test: USERSPACE must be auto, 0 or 1, not 'yes'"),
+        (
+            &["REDOX_KERNEL=/x", "TESTS=torture", "APPEND=torture_s=60 torture_fault"],
+            "redox-test: APPEND takes key=value words (the guest's command line), not 'torture_fault'",
+        ),
         (&["REDOX_KERNEL=/x", "KERNEL_BUILD=gcc"], "redox-test: KERNEL_BUILD must be auto, redox or host, not 'gcc'"),
         (
             &["REDOX_KERNEL=/x", "MODE=bench", "SMP=4"],
@@ -497,6 +501,7 @@ fn make_passes_only_what_was_given() {
             .env_remove("PREEMPT")
             .env_remove("SMP")
             .env_remove("TESTS")
+            .env_remove("APPEND")
             .env_remove("MAKEFLAGS")
             .env_remove("MFLAGS")
             .env_remove("MAKELEVEL")
@@ -509,6 +514,10 @@ fn make_passes_only_what_was_given() {
     assert_eq!(
         make(&["redox-test", "REDOX_KERNEL=/k", "SMP=1", "TESTS=port", "REDOX_SYSCALL=/s", "PREEMPT=none"]),
         "kernel-patch/redox-test.sh MODE=test REDOX_KERNEL=\"/k\" REDOX_SYSCALL=\"/s\" SMP=\"1\" PREEMPT=\"none\" TESTS=\"port\""
+    );
+    assert_eq!(
+        make(&["redox-test", "REDOX_KERNEL=/k", "TESTS=torture", "APPEND=torture_s=60 torture_fault=10"]),
+        "kernel-patch/redox-test.sh MODE=test REDOX_KERNEL=\"/k\" TESTS=\"torture\" APPEND=\"torture_s=60 torture_fault=10\""
     );
     assert_eq!(make(&["redox-bench", "REDOX_KERNEL=/k"]), "kernel-patch/redox-test.sh MODE=bench REDOX_KERNEL=\"/k\"");
 }

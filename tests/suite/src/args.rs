@@ -1,5 +1,6 @@
 //! The guest command line (see `docs/guest-protocol.md`): `tests=`, `seed=`,
 //! `preempt=`, `bench=`, `timeout=`, `fault=`, `expect_cpus=`, `expect_disks=`, `expect_mem_mib=`,
+//! `torture_s=`, `torture_fault=`,
 //! `redox_env_check=`, `restart=`, `restart_seed=`, `sysctl.NAME=`, `sysrq=`, `leak_check=`, and
 //! the tracing keys `trace_event=`, `trace_buf_size=`, `latency_hist=`, `trace_dump=`.
 
@@ -72,6 +73,11 @@ pub struct Args {
     pub expect_disks: bool,
     /// Seconds each torture case runs (suite `torture`).
     pub torture_s: Option<u64>,
+    /// `torture_fault=P`: the torture suite's fault-injection mode, in which
+    /// the three `kport::fault` attributes are switched on and off at
+    /// random while it runs, each failing `P` percent of eligible calls
+    /// while on (0: off, the default).
+    pub torture_fault: u8,
     /// Memory (MiB) the runner told QEMU to give the guest, if it says.
     pub expect_mem_mib: Option<u64>,
     /// A token the runner passes through a boot loader's environment, for the
@@ -157,6 +163,7 @@ impl Default for Args {
             expect_mem_mib: None,
             redox_env_check: None,
             torture_s: None,
+            torture_fault: 0,
             restart: None,
             restart_seed: None,
             sysctl: Vec::new(),
@@ -229,6 +236,12 @@ impl Args {
                 "expect_cpus" => a.expect_cpus = Some(number(k, v)?),
                 "expect_disks" => a.expect_disks = number::<u8>(k, v)? != 0,
                 "torture_s" => a.torture_s = Some(number(k, v)?),
+                "torture_fault" => {
+                    a.torture_fault = number(k, v)?;
+                    if a.torture_fault > 100 {
+                        return Err(format!("torture_fault is a percentage (0 to 100), not {v}"));
+                    }
+                }
                 "expect_mem_mib" => a.expect_mem_mib = Some(number(k, v)?),
                 "redox_env_check" => a.redox_env_check = Some(v.to_string()),
                 "restart" => {

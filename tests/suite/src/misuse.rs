@@ -145,8 +145,14 @@ ktest!(misuse::kthread_park_of_an_exited_thread_is_enosys_and_a_second_park_ebus
 
 ktest!(misuse::kthread_park_of_a_thread_that_never_parks_ends_with_enosys_at_stop => |ctx| {
     // Not an smpboot thread and no parkme in its loop: the park waits (as
-    // Linux's does) until a stop makes the thread exit instead.
+    // Linux's does) until a stop makes the thread exit instead. Started is
+    // not enough: a thread parks once at its start if a park came first
+    // (Linux's kthread() does too), so wait until it sleeps in its loop.
     let t = sleeper("mis-noparkme", 4)?;
+    check!(
+        wait_for(10_000, || t.state() == kport::TaskState::Sleeping && t.task().wait_channel() == "msleep"),
+        "[mis-noparkme] never slept in its loop"
+    );
     let answer = Arc::new(AtomicI64::new(i64::MIN));
     let (t2, a) = (t.clone(), answer.clone());
     let parker = kthread_run!(move || {

@@ -1,7 +1,9 @@
 //! Suite `workqueue`, continued: the cases of the conformance defects an
 //! outside check found against Linux's documented semantics (a pending
 //! instance handed to the worker that runs the item, `drain` with requeues
-//! hopping CPUs, cancellers waiting on each other).
+//! hopping CPUs, cancellers waiting on each other), and of the one the
+//! torture suite found (a cancel from hard-IRQ context spinning for ever on
+//! a `cancel_sync` that waited for the run the interrupt had stopped).
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -214,5 +216,63 @@ ktest!(workqueue::a_second_canceller_sleeps_instead_of_spinning => |ctx| {
     let runs = h.runs.clone();
     h.finish()?;
     check_eq!(runs.load(Ordering::SeqCst), 1, "the cancelled instance ran");
+    Ok(())
+});
+
+/// Run `cancel` on `w` from a port timer (hard-IRQ context) on `cpu`;
+/// `Some(was_pending)` once it returned, `None` if it had not within 2 s.
+fn cancel_from_hard_irq(w: &Work, cpu: usize) -> Option<bool> {
+    let p = port();
+    let returned = Arc::new(AtomicUsize::new(0));
+    let (r, w2) = (returned.clone(), w.clone());
+    let t = p.timer(Arc::new(move || {
+        let was = w2.cancel();
+        r.store(1 + usize::from(was), Ordering::SeqCst);
+    }));
+    t.arm(p.now_ns() + 1_000_000, Some(cpu));
+    let ok = wait_for(2_000, || returned.load(Ordering::SeqCst) != 0);
+    ok.then(|| returned.load(Ordering::SeqCst) == 2)
+}
+
+ktest!(workqueue::cancel_from_hard_irq_does_not_wait_on_a_cancel_sync_in_progress [min_cpus = 2] => |ctx| {
+    // An item runs on CPU 1 (a bound queue's worker there, spinning until
+    // told); a cancel_sync of it on CPU 0 waits for that run; then a timer
+    // interrupts CPU 1 and cancels the item from hard-IRQ context. Nothing
+    // is pending, so the cancel must return false at once, as Linux's
+    // cancel_work does while cancel_work_sync waits (the canceller holds no
+    // claim on the item while it waits, only its disable count). Had the
+    // interrupt to wait for the canceller, it would wait for the run it
+    // interrupted: CPU 1 would be stuck for ever.
+    let q = Workqueue::new("wq-irq-cancel", WqFlags::empty(), 1).map_err(err("alloc_workqueue"))?;
+    let started = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicUsize::new(0));
+    let (s, r) = (started.clone(), release.clone());
+    let w = Work::named("spins_until_released", move || {
+        s.store(1, Ordering::SeqCst);
+        while r.load(Ordering::SeqCst) == 0 {
+            core::hint::spin_loop();
+        }
+    });
+    check!(q.queue_on(1, &w));
+    check!(wait_for(5_000, || started.load(Ordering::SeqCst) == 1), "the item never started");
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let (w2, c) = (w.clone(), cancelled.clone());
+    let canceller = Builder::new(format_args!("wq-canceller"), move || {
+        c.store(1 + usize::from(w2.cancel_sync()), Ordering::SeqCst);
+        0
+    })
+    .on_cpu(0)
+    .run()
+    .map_err(err("canceller"))?;
+    check!(wait_for(5_000, || w.is_disabled()), "the cancel_sync never began");
+    crate::port_api::msleep(20);
+    let from_irq = cancel_from_hard_irq(&w, 1);
+    release.store(1, Ordering::SeqCst);
+    check_eq!(from_irq, Some(false), "the cancel from hard-IRQ context (None: still waiting after 2 s, its CPU stuck)");
+    check!(wait_for(5_000, || cancelled.load(Ordering::SeqCst) != 0), "the cancel_sync never returned");
+    check_eq!(cancelled.load(Ordering::SeqCst), 1, "cancel_sync of a running, not pending item");
+    check_eq!(canceller.stop().map_err(|e| e.errno), Ok(0));
+    q.destroy().map_err(err("destroy"))?;
+    let _ = ctx;
     Ok(())
 });
