@@ -215,6 +215,10 @@ fn start_cpu(cpu: usize) {
     let c = &STATE.get().expect("watchdog state").cpus[cpu];
     let now = port().now_ns();
     c.hard_warned.store(false, Ordering::Relaxed);
+    // The buddy's last look is from before the CPU went offline (or never
+    // happened): its next look only records (Linux's detector starts a
+    // CPU's count afresh when the CPU comes online).
+    c.interrupts_saved.store(u64::MAX, Ordering::Relaxed);
     c.last_timer_ns.store(now, Ordering::Relaxed);
     c.touch_ts.store(now, Ordering::Relaxed);
     c.report_ts.store(now, Ordering::Relaxed);
