@@ -243,6 +243,12 @@ ktest!(workqueue::cancel_from_hard_irq_does_not_wait_on_a_cancel_sync_in_progres
     // claim on the item while it waits, only its disable count). Had the
     // interrupt to wait for the canceller, it would wait for the run it
     // interrupted: CPU 1 would be stuck for ever.
+    if port().name() == "redox" {
+        // Redox runs kernel threads with interrupts off between their yield
+        // points: no timer can interrupt the spinning item, so the case
+        // cannot be built there.
+        return crate::skip("inside Redox no interrupt can stop a kernel thread that spins");
+    }
     let q = Workqueue::new("wq-irq-cancel", WqFlags::empty(), 1).map_err(err("alloc_workqueue"))?;
     let started = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(AtomicUsize::new(0));
