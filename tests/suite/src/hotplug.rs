@@ -428,7 +428,7 @@ ktest!(hotplug::msi_lines_move_off_the_cpu_and_back [min_cpus = 2] => |ctx| {
     result
 });
 
-ktest!(hotplug::an_offline_cpu_is_no_lockup [min_cpus = 2, timeout_s = 120] => |ctx| {
+ktest!(hotplug::an_offline_cpu_is_no_lockup [min_cpus = 2, timeout_s = 120, may_report = true] => |ctx| {
     // With a 2 s threshold the buddy looks every 1.2 s: a CPU offline for
     // 3 s and back must not be reported (a stopped CPU takes no timer
     // interrupt; once back, its count starts afresh).
@@ -436,16 +436,18 @@ ktest!(hotplug::an_offline_cpu_is_no_lockup [min_cpus = 2, timeout_s = 120] => |
     let old = kport::sysctl::get("kernel.watchdog_thresh").map_err(err("get"))?;
     kport::sysctl::set("kernel.watchdog_thresh", "1").map_err(err("set"))?;
     let seq0 = kthreadd::watchdog::reports();
+    let v = victim();
     let result = (|| -> crate::TestResult {
-        let v = victim();
         for _ in 0..2 {
             let d = Down::take(v)?;
             msleep(3_000);
             drop(d);
             msleep(3_000);
         }
-        let reports = kthreadd::watchdog::reports_since(seq0);
-        check!(reports.is_empty(), "lockup reports for a CPU that was only offline: {reports:?}");
+        // Only reports about the CPU that went: with a 2 s threshold a
+        // TCG vCPU the host does not run for a while is reported too.
+        let reports: Vec<_> = kthreadd::watchdog::reports_since(seq0).into_iter().filter(|r| r.cpu == v).collect();
+        check!(reports.is_empty(), "lockup reports for CPU {v}, which was only offline: {reports:?}");
         Ok(())
     })();
     let _ = kport::sysctl::set("kernel.watchdog_thresh", &format!("{old}"));
