@@ -21,6 +21,20 @@ as_root() {
     fi
 }
 
+# Disk: a clean clone's `make test` writes about 2.5 GB under target/ (debug host tests,
+# loom, the release runner and kernels). A full disk otherwise shows up half-way through as
+# rustc's "No space left on device"; say it at once, with what is free where.
+need_mb=${KTEST_NEED_DISK_MB:-3072}
+target_dir=${CARGO_TARGET_DIR:-target}
+probe_dir=$target_dir
+[ -d "$probe_dir" ] || probe_dir=.
+free_kb=$(df -Pk "$probe_dir" 2>/dev/null | awk 'NR == 2 { print $4 }')
+if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt $((need_mb * 1024)) ]; then
+    echo "error: only $((free_kb / 1024)) MB free on the file system of $probe_dir; the build and tests need about $need_mb MB" >&2
+    echo "  free space there (old target/ directories, cargo clean), or set KTEST_NEED_DISK_MB to override" >&2
+    exit 1
+fi
+
 if [ "$need_qemu" -eq 1 ] && ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
         echo "qemu-system-x86_64 not found: installing the Debian/Ubuntu package qemu-system-x86" >&2
