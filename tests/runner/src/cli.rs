@@ -31,6 +31,9 @@ options:
   --no-build          boot the already built kernel
   --append \"k=v ...\"  extra guest command-line words (repeatable)
   --kvm               use -accel kvm instead of -accel tcg,thread=multi
+  --icount            one TCG thread with -icount shift=0,align=off,sleep=off: guest time
+                      counts instructions (1 ns each), for comparisons a busy host or
+                      TCG's code placement cannot move
   --initrd PATH       pass -initrd PATH to QEMU
   --qemu-arg ARG      extra QEMU argument (repeatable)
   --sysrq KEYS[@SECS] type SysRq KEYS on the serial console (BREAK, then each key), SECS
@@ -263,6 +266,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, String> {
             "--no-build" => o.no_build = true,
             "--append" => o.append.extend(value()?.split_whitespace().map(String::from)),
             "--kvm" => o.accel = Accel::Kvm,
+            "--icount" => o.accel = Accel::Icount,
             "--initrd" => o.initrd = Some(PathBuf::from(value()?)),
             "--qemu-arg" => o.qemu_args.push(value()?),
             "--sysrq" => o.sysrq = Some(parse_sysrq(&value()?)?),

@@ -66,6 +66,11 @@ pub enum Accel {
     Tcg,
     /// `-accel kvm`.
     Kvm,
+    /// `-accel tcg,thread=single -icount shift=0,align=off,sleep=off`: time is the count of
+    /// guest instructions (1 ns each), so a benchmark counts instructions and neither the
+    /// host's load nor where TCG's translated blocks fall moves it. One host thread runs
+    /// every vCPU in turn.
+    Icount,
 }
 
 impl Accel {
@@ -74,6 +79,7 @@ impl Accel {
         match self {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
+            Accel::Icount => "tcg-icount",
         }
     }
 }
@@ -200,7 +206,11 @@ pub fn qemu_command(c: &QemuConfig<'_>) -> Command {
     cmd.arg("-accel").arg(match c.accel {
         Accel::Tcg => "tcg,thread=multi",
         Accel::Kvm => "kvm",
+        Accel::Icount => "tcg,thread=single",
     });
+    if c.accel == Accel::Icount {
+        cmd.args(["-icount", "shift=0,align=off,sleep=off"]);
+    }
     if let Some(initrd) = c.initrd {
         cmd.arg("-initrd").arg(initrd);
     }

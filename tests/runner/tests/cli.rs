@@ -265,3 +265,33 @@ fn restart_refuses_what_would_change_its_boots() {
     let err = opts(&["bogus"]).unwrap_err();
     assert!(err.contains("'restart'"), "{err}");
 }
+
+#[test]
+fn icount_runs_one_tcg_thread_with_instruction_time() {
+    let o = opts(&["bench", "--icount"]).unwrap();
+    assert_eq!(o.accel, Accel::Icount);
+    assert_eq!(opts(&["bench"]).unwrap().accel, Accel::Tcg);
+    let args = |accel| -> Vec<String> {
+        let cmd = qemu_command(&QemuConfig {
+            qemu: Path::new("qemu"),
+            kernel: Path::new("k"),
+            cmdline: "tests=port",
+            smp: 2,
+            topology: None,
+            numa_nodes: None,
+            mem_mib: 256,
+            accel,
+            initrd: None,
+            extra: &[],
+            serial_monitor: false,
+        });
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    };
+    let ic = args(Accel::Icount);
+    let at = ic.iter().position(|a| a == "-accel").unwrap();
+    assert_eq!(ic[at + 1], "tcg,thread=single");
+    let at = ic.iter().position(|a| a == "-icount").unwrap();
+    assert_eq!(ic[at + 1], "shift=0,align=off,sleep=off");
+    assert!(!args(Accel::Tcg).iter().any(|a| a == "-icount"));
+    assert_eq!(Accel::Icount.name(), "tcg-icount");
+}

@@ -109,6 +109,9 @@ pub struct Args {
     pub trace_dump: TraceDump,
     /// `leak_check=`: the leak check after every suite.
     pub leak_check: LeakCheck,
+    /// `cases=A,B`: only the cases of the chosen suites whose names contain
+    /// one of these (empty: every case), e.g. one benchmark to profile.
+    pub cases: Vec<String>,
 }
 
 /// What the harness prints of the trace and histograms at the end of a run
@@ -174,6 +177,7 @@ impl Default for Args {
             latency_hist: 0,
             trace_dump: TraceDump::NONE,
             leak_check: LeakCheck::On,
+            cases: Vec::new(),
         }
     }
 }
@@ -261,6 +265,7 @@ impl Args {
                 "trace_buf_size" => a.trace_buf_size = Some(kport::trace::parse_size(v)?),
                 "latency_hist" => a.latency_hist = kport::trace::hist::parse(v)?,
                 "trace_dump" => a.trace_dump = TraceDump::parse(v)?,
+                "cases" => a.cases = v.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
                 "leak_check" => {
                     a.leak_check = match v {
                         "on" => LeakCheck::On,

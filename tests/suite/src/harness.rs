@@ -70,6 +70,7 @@ pub fn plan(args: &Args) -> Result<Vec<(&'static str, Vec<&'static TestCase>)>, 
             .iter()
             .filter(|c| c.suite == s)
             .filter(|c| !c.explicit || args.tests.iter().any(|t| t == s))
+            .filter(|c| args.cases.is_empty() || args.cases.iter().any(|w| c.name.contains(w.as_str())))
             .filter(|c| match args.bench {
                 BenchMode::Skip => !c.bench,
                 BenchMode::Only => c.bench,

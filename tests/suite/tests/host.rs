@@ -46,3 +46,15 @@ fn shared_suites_pass_on_the_host_port() {
     assert_eq!(planned, want);
     assert!(run(&args()), "a case failed on the host port (KTAP output above)");
 }
+
+#[test]
+fn cases_word_keeps_only_the_named_cases() {
+    let a = Args::parse("tests=softirq,tasklet bench=only cases=raise_run,schedule_run", &[]).expect("parse");
+    let picked: Vec<&str> = plan(&a).expect("plan").iter().flat_map(|(_, cs)| cs.iter().map(|c| c.name)).collect();
+    assert_eq!(picked.len(), 2, "{picked:?}");
+    assert!(picked.iter().any(|n| n.contains("softirq_raise_run")), "{picked:?}");
+    assert!(picked.iter().any(|n| n.contains("tasklet_schedule_run")), "{picked:?}");
+    let all = Args::parse("tests=softirq bench=only", &[]).expect("parse");
+    let n: usize = plan(&all).expect("plan").iter().map(|(_, cs)| cs.len()).sum();
+    assert!(n > 1, "without cases= every benchmark of the suite runs");
+}
