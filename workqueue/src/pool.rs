@@ -235,6 +235,13 @@ pub(crate) struct Pool {
     /// while its CPU is offline): one runner at a time, as a BH pool has a
     /// single pseudo-worker.
     bh_running: AtomicBool,
+    /// A BH pool may have items on its worklist (Linux's `need_more_worker`
+    /// test in `workqueue_softirq_action`): set by [`Pool::kick`] before it
+    /// raises the softirq, cleared under the pool lock by a run that leaves
+    /// the worklist empty. Every `TASKLET` and `HI` softirq on the CPU passes
+    /// through the BH runner, and most have no BH work: this one load lets
+    /// them skip the pool lock.
+    bh_queued: AtomicBool,
     /// I: reaps idle workers.
     idle_timer: spin::Once<alloc::boxed::Box<dyn PortTimer>>,
     /// I: calls the rescuers when workers cannot be made.
@@ -247,8 +254,38 @@ pub(crate) type Guard<'a> = SpinLockGuard<'a, PoolState>;
 /// unbound ones in creation order. Pools are never destroyed.
 static POOLS: SpinLock<Vec<Arc<Pool>>> = SpinLock::ranked("workqueue pools", crate::RANK_LEAF, Vec::new());
 
+/// Pools with ids below this are also found without [`POOLS`]' lock: the
+/// per-CPU and BH pools of 64 CPUs (256 ids) and the first 256 unbound
+/// ones.
+#[cfg(not(feature = "loom"))]
+const FAST_POOLS: usize = 512;
+
+/// [`POOLS`]' first [`FAST_POOLS`] entries, each set once as its pool is
+/// added (pools are never destroyed): the queueing, cancelling and BH
+/// softirq paths look pools up by id on every call, from every CPU, and a
+/// global lock there would be shared by them all. The loom models reset
+/// the pool list between iterations, so they use the locked list alone.
+#[cfg(not(feature = "loom"))]
+static FAST: [spin::Once<Arc<Pool>>; FAST_POOLS] = [const { spin::Once::new() }; FAST_POOLS];
+
 pub(crate) fn pool_by_id(id: usize) -> Option<Arc<Pool>> {
+    #[cfg(not(feature = "loom"))]
+    if let Some(p) = FAST.get(id).and_then(spin::Once::get) {
+        return Some(p.clone());
+    }
     POOLS.lock().get(id).cloned()
+}
+
+/// Add `pool` to the list of every pool, where its id is its index.
+fn add_pool(pool: &Arc<Pool>) {
+    let mut all = POOLS.lock();
+    debug_assert_eq!(all.len(), pool.id, "pool ids are their index in the list");
+    all.push(pool.clone());
+    drop(all);
+    #[cfg(not(feature = "loom"))]
+    if let Some(slot) = FAST.get(pool.id) {
+        slot.call_once(|| pool.clone());
+    }
 }
 
 pub(crate) fn all_pools() -> Vec<Arc<Pool>> {
@@ -276,7 +313,7 @@ pub(crate) fn model_reset() {
 #[cfg(feature = "loom")]
 pub(crate) fn model_add_pool(cpu: usize, highpri: bool, mask: CpuMask) {
     let p = new_pool(Some(cpu), highpri, mask, mask, false);
-    POOLS.lock().push(p);
+    add_pool(&p);
 }
 
 /// The bound pool of `cpu`.
@@ -301,7 +338,7 @@ pub(crate) fn unbound_pool(highpri: bool, mask: CpuMask, pod: CpuMask) -> Result
     }
     let p = new_pool(None, highpri, mask, pod, false);
     create_worker(&p)?;
-    POOLS.lock().push(p.clone());
+    add_pool(&p);
     Ok(p)
 }
 
@@ -330,6 +367,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
         watchdog_ts: AtomicU64::new(port().now_ns()),
         disassociated: AtomicBool::new(false),
         bh_running: AtomicBool::new(false),
+        bh_queued: AtomicBool::new(false),
         idle_timer: spin::Once::new(),
         mayday_timer: spin::Once::new(),
     });
@@ -389,6 +427,7 @@ impl Pool {
             if st.worklist.is_empty() {
                 return false;
             }
+            self.bh_queued.store(true, Ordering::Release);
             raise_bh(self);
             return true;
         }
@@ -1117,7 +1156,7 @@ pub(crate) fn init() -> Result<()> {
     for cpu in 0..p.cpu_count() {
         for highpri in [false, true] {
             let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu), false);
-            POOLS.lock().push(pool.clone());
+            add_pool(&pool);
             create_worker(&pool)?;
         }
     }
@@ -1125,7 +1164,7 @@ pub(crate) fn init() -> Result<()> {
     for cpu in 0..p.cpu_count() {
         for highpri in [false, true] {
             let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu), true);
-            POOLS.lock().push(pool);
+            add_pool(&pool);
         }
     }
     softirq::tasklet::set_bh_runner(bh_worker);
@@ -1164,7 +1203,9 @@ fn raise_bh(pool: &Pool) {
 /// `HI`) softirq, before its tasklets: a budget of items and time, then the
 /// softirq is raised again for the rest.
 fn bh_worker(highpri: bool) {
-    if let Some(pool) = bh_pool(port().cpu_id(), highpri) {
+    if let Some(pool) = bh_pool(port().cpu_id(), highpri)
+        && pool.bh_queued.load(Ordering::Acquire)
+    {
         run_bh_pool(&pool);
     }
     if DEAD_BH_POOLS.load(Ordering::Acquire) != 0 {
@@ -1201,9 +1242,16 @@ fn run_bh_pool(pool: &Arc<Pool>) {
         }
     }
     pool.bh_running.store(false, Ordering::Release);
-    if !st.worklist.is_empty() {
+    // A budget that ran out may also leave flush barriers on the
+    // pseudo-worker's own list: they need another run as much as the
+    // worklist does.
+    let scheduled = !w.st.borrow_mut(st.held()).scheduled.is_empty();
+    if !st.worklist.is_empty() || scheduled {
         raise_bh(pool);
     } else {
+        // Under the lock, so a queue (which sets it again in `kick`, also
+        // under the lock) cannot be missed.
+        pool.bh_queued.store(false, Ordering::Release);
         trim(&mut st.worklist);
     }
 }

@@ -237,12 +237,32 @@ pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
 /// tasklet disabling itself is caught instead of waiting for itself.
 static RUNNING: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
-/// Run the calling CPU's list (Linux `tasklet_action_common`).
+/// A list's buffer is kept across runs up to this many entries (a burst's
+/// larger buffer is given back once the list is empty).
+const LIST_KEEP: usize = 32;
+
+/// Run the calling CPU's list (Linux `tasklet_action_common`): the
+/// tasklets on it when the run starts, not those scheduled while it runs
+/// (they wait for the next pass, as Linux's detached list makes them).
+/// They are taken off one at a time, so the list keeps its buffer and a
+/// run allocates nothing; a tasklet put back (running elsewhere, or
+/// disabled) goes behind the ones counted.
 fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
     let p = port();
     let cpu = p.cpu_id();
-    let taken = core::mem::take(&mut *lists[cpu].lock());
-    for t in taken {
+    let mut left = lists[cpu].lock().len();
+    while left > 0 {
+        left -= 1;
+        let t = {
+            let mut g = lists[cpu].lock();
+            let t = g.pop_front();
+            if g.is_empty() && g.capacity() > LIST_KEEP {
+                g.shrink_to(LIST_KEEP);
+            }
+            t
+        };
+        // A kill may have taken one off meanwhile.
+        let Some(t) = t else { break };
         let st = t.state.fetch_or(RUN, Ordering::AcqRel);
         if st & RUN == 0 {
             if t.count.load(Ordering::Acquire) == 0 {
