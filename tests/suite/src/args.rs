@@ -112,6 +112,9 @@ pub struct Args {
     /// `cases=A,B`: only the cases of the chosen suites whose names contain
     /// one of these (empty: every case), e.g. one benchmark to profile.
     pub cases: Vec<String>,
+    /// `repeat=N`: each selected case runs N times in a row (default 1),
+    /// e.g. to keep one benchmark running long enough to sample it.
+    pub repeat: usize,
 }
 
 /// What the harness prints of the trace and histograms at the end of a run
@@ -178,6 +181,7 @@ impl Default for Args {
             trace_dump: TraceDump::NONE,
             leak_check: LeakCheck::On,
             cases: Vec::new(),
+            repeat: 1,
         }
     }
 }
@@ -265,6 +269,12 @@ impl Args {
                 "trace_buf_size" => a.trace_buf_size = Some(kport::trace::parse_size(v)?),
                 "latency_hist" => a.latency_hist = kport::trace::hist::parse(v)?,
                 "trace_dump" => a.trace_dump = TraceDump::parse(v)?,
+                "repeat" => {
+                    a.repeat = number(k, v)?;
+                    if a.repeat == 0 || a.repeat > 100_000 {
+                        return Err(format!("repeat is 1 to 100000, not {v}"));
+                    }
+                }
                 "cases" => a.cases = v.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
                 "leak_check" => {
                     a.leak_check = match v {

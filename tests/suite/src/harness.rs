@@ -76,6 +76,7 @@ pub fn plan(args: &Args) -> Result<Vec<(&'static str, Vec<&'static TestCase>)>, 
                 BenchMode::Only => c.bench,
                 BenchMode::Also => true,
             })
+            .flat_map(|c| core::iter::repeat_n(c, args.repeat))
             .collect();
         if !sel.is_empty() {
             out.push((s, sel));

@@ -57,4 +57,9 @@ fn cases_word_keeps_only_the_named_cases() {
     let all = Args::parse("tests=softirq bench=only", &[]).expect("parse");
     let n: usize = plan(&all).expect("plan").iter().map(|(_, cs)| cs.len()).sum();
     assert!(n > 1, "without cases= every benchmark of the suite runs");
+    let thrice = Args::parse("tests=softirq bench=only cases=raise_run repeat=3", &[]).expect("parse");
+    let names: Vec<&str> = plan(&thrice).expect("plan").iter().flat_map(|(_, cs)| cs.iter().map(|c| c.name)).collect();
+    assert_eq!(names.len(), 3, "repeat=3 runs the one case three times: {names:?}");
+    assert!(names.iter().all(|n| *n == names[0]));
+    assert_eq!(Args::parse("repeat=0", &[]).unwrap_err(), "repeat is 1 to 100000, not 0");
 }
