@@ -1165,6 +1165,10 @@ pub(crate) fn init() -> Result<()> {
         for highpri in [false, true] {
             let pool = new_pool(Some(cpu), highpri, CpuMask::one(cpu), CpuMask::one(cpu), true);
             add_pool(&pool);
+            #[cfg(not(feature = "loom"))]
+            if let Some(pair) = BH_POOLS.get(cpu) {
+                pair[usize::from(highpri)].call_once(|| pool.clone());
+            }
         }
     }
     softirq::tasklet::set_bh_runner(bh_worker);
@@ -1174,9 +1178,19 @@ pub(crate) fn init() -> Result<()> {
 
 /// The BH pool of `cpu`.
 pub(crate) fn bh_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
+    #[cfg(not(feature = "loom"))]
+    if let Some(p) = BH_POOLS.get(cpu).and_then(|pair| pair[usize::from(highpri)].get()) {
+        return Some(p.clone());
+    }
     let n = port().cpu_count();
     pool_by_id(2 * n + 2 * cpu + usize::from(highpri)).filter(|p| p.bh.get().is_some())
 }
+
+/// Each CPU's BH pools (normal, high priority), set at init: the `TASKLET`
+/// and `HI` softirqs find theirs without the CPU count or an id.
+#[cfg(not(feature = "loom"))]
+static BH_POOLS: [[spin::Once<Arc<Pool>>; 2]; kport::MAX_CPUS] =
+    [const { [const { spin::Once::new() }, const { spin::Once::new() }] }; kport::MAX_CPUS];
 
 /// Items a BH pool runs in one softirq run before it gives the CPU back
 /// (Linux `BH_WORKER_RESTARTS`, 10) ...

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use kport::irq::{SOFTIRQ_DISABLE_OFFSET, SOFTIRQ_OFFSET, bh_add, bh_count, bh_sub};
+use kport::irq::{SOFTIRQ_DISABLE_OFFSET, SOFTIRQ_OFFSET, bh_add, bh_count};
 use kport::trace;
 use kport::{MAX_CPUS, port};
 use kthreadd::smpboot::{self, PercpuThread, Registration};
@@ -177,15 +177,22 @@ pub fn raise_softirq(v: Vector) {
 ///
 /// Context: interrupts disabled.
 pub fn raise_softirq_irqoff(v: Vector) {
+    raise_irqoff_on(port().cpu_id(), v);
+}
+
+/// [`raise_softirq_irqoff`] for a caller that has read its CPU already.
+pub(crate) fn raise_irqoff_on(cpu: usize, v: Vector) {
     let p = port();
-    let cpu = p.cpu_id();
     let was = PENDING[cpu].fetch_or(v.bit(), Ordering::Relaxed);
     if trace::any(trace::Event::SoftirqRaise.bit() | trace::hist::HIST_SOFTIRQ) {
         trace_raise(cpu, v, was);
     }
     // In an interrupt or with bottom halves disabled, the run comes at the
     // interrupt's exit or the enable; otherwise nothing would run it soon.
-    if !in_interrupt() {
+    // The bottom-half word first: raises with bottom halves disabled (a
+    // tasklet scheduled from a softirq or under `local_bh_disable`) are the
+    // common case, and it answers them in one look.
+    if p.bh_word().load(Ordering::Relaxed) == 0 && !p.in_irq() {
         wakeup_ksoftirqd(cpu);
     }
 }
@@ -289,12 +296,34 @@ pub fn in_interrupt() -> bool {
 /// with interrupts disabled.
 fn run_pending() {
     let p = port();
-    let cpu = p.cpu_id();
+    run_pending_on(p, p.cpu_id(), p.bh_word());
+}
+
+/// Does the port let softirq handlers run with interrupts enabled? Asked
+/// once ([`kport::Port::softirqs_with_irqs_enabled`] is a property of the
+/// port): 0 not asked yet, 1 no, 2 yes.
+static IRQS_ON_IN_SOFTIRQ: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+fn softirqs_with_irqs_enabled(p: &dyn kport::Port) -> bool {
+    match IRQS_ON_IN_SOFTIRQ.load(Ordering::Relaxed) {
+        0 => {
+            let on = p.softirqs_with_irqs_enabled();
+            IRQS_ON_IN_SOFTIRQ.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// [`run_pending`] for a caller that has `cpu` and its bottom-half word
+/// (`word`) at hand: the same CPU and word for the whole run, as preemption
+/// stays disabled throughout.
+fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::AtomicU32) {
     let (max_restart, max_ns) = budget();
     let end = p.now_ns().saturating_add(max_ns);
-    let irqs_on = p.softirqs_with_irqs_enabled();
+    let irqs_on = softirqs_with_irqs_enabled(p);
     p.preempt_disable();
-    bh_add(SOFTIRQ_OFFSET);
+    word.fetch_add(SOFTIRQ_OFFSET, Ordering::Relaxed);
     PASSES[cpu].fetch_add(1, Ordering::Relaxed);
     let mut restarts = max_restart;
     let mut pending = PENDING[cpu].swap(0, Ordering::Relaxed);
@@ -331,7 +360,7 @@ fn run_pending() {
             break;
         }
     }
-    bh_sub(SOFTIRQ_OFFSET);
+    word.fetch_sub(SOFTIRQ_OFFSET, Ordering::Relaxed);
     // Interrupts are off: the enable cannot switch here; the caller's
     // return path does.
     p.preempt_enable();
@@ -373,11 +402,21 @@ pub fn local_bh_disable() -> BhGuard {
 
 impl Drop for BhGuard {
     /// Linux `local_bh_enable`: at the last enable, run what is pending.
+    /// The word's new value says whether this was the last disable (and no
+    /// softirq is being served); a hard interrupt cannot hold a guard.
     fn drop(&mut self) {
-        bh_sub(SOFTIRQ_DISABLE_OFFSET);
         let p = port();
-        if !in_interrupt() && PENDING[p.cpu_id()].load(Ordering::Relaxed) != 0 {
-            do_softirq();
+        let word = p.bh_word();
+        let left = word.fetch_sub(SOFTIRQ_DISABLE_OFFSET, Ordering::Relaxed).wrapping_sub(SOFTIRQ_DISABLE_OFFSET);
+        if left == 0 {
+            let cpu = p.cpu_id();
+            if PENDING[cpu].load(Ordering::Relaxed) != 0 && !p.in_irq() {
+                let was = p.irq_save();
+                if PENDING[cpu].load(Ordering::Relaxed) != 0 {
+                    run_pending_on(p, cpu, word);
+                }
+                p.irq_restore(was);
+            }
         }
         p.preempt_enable();
     }

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use kport::sync::SpinLock;
 use kport::{MAX_CPUS, might_sleep, port};
 
-use crate::softirq::{Vector, in_interrupt, in_serving_softirq, open_softirq, raise_softirq_irqoff};
+use crate::softirq::{Vector, in_interrupt, in_serving_softirq, open_softirq, raise_irqoff_on};
 
 /// Scheduled and not yet run (Linux `TASKLET_STATE_SCHED`).
 const SCHED: u32 = 1 << 0;
@@ -98,8 +98,9 @@ impl Tasklet {
         }
         let p = port();
         let was = p.irq_save();
-        lists[p.cpu_id()].lock().push_back(self.0.clone());
-        raise_softirq_irqoff(v);
+        let cpu = p.cpu_id();
+        lists[cpu].lock().push_back(self.0.clone());
+        raise_irqoff_on(cpu, v);
         p.irq_restore(was);
         true
     }
@@ -250,11 +251,16 @@ const LIST_KEEP: usize = 32;
 fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
     let p = port();
     let cpu = p.cpu_id();
-    let mut left = lists[cpu].lock().len();
-    while left > 0 {
-        left -= 1;
+    // Counted at the first look, which also takes the first one.
+    let mut left = None;
+    loop {
         let t = {
             let mut g = lists[cpu].lock();
+            let n = left.get_or_insert(g.len());
+            if *n == 0 {
+                break;
+            }
+            *n -= 1;
             let t = g.pop_front();
             if g.is_empty() && g.capacity() > LIST_KEEP {
                 g.shrink_to(LIST_KEEP);
