@@ -1039,7 +1039,12 @@ impl Shared {
             self.ops.inc(Op::tasklet_disable);
             let t = &self.tasklets[i];
             t.disable();
-            if t.is_running() {
+            // The function must not be running: its body, as the tracker
+            // sees it. The RUN bit (`is_running`) is no witness: a CPU
+            // about to run the tasklet sets it, finds it disabled and clears
+            // it again (Linux's `tasklet_trylock` before the count test),
+            // without running anything.
+            if self.tasklet_track.is_running(i) {
                 self.v.record(Violation::Tasklet, TASKLET_BASE + i as u64, 0, 0);
             }
             if rng.below(2) == 0 {

@@ -354,6 +354,11 @@ impl Tracker {
         out
     }
 
+    /// Is item `id`'s body running now (inside [`Tracker::run`])?
+    pub fn is_running(&self, id: usize) -> bool {
+        self.slots[id].running.load(Ordering::SeqCst)
+    }
+
     /// Item `id`'s counts now.
     pub fn counts(&self, id: usize) -> Counts {
         let s = &self.slots[id];
