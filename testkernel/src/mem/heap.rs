@@ -8,8 +8,12 @@
 //! its run. Blocks of up to 1 KiB (alignment up to 16) are rounded up to one
 //! of seven size classes; a freed one goes on its CPU's list for the class
 //! (up to [`CACHE_MAX`] blocks), where the next allocation of the class on
-//! that CPU takes it back with interrupts off and no lock. A block freed on
-//! another CPU than the one that allocated it is simply cached there.
+//! that CPU takes it back with interrupts off and no lock. An empty list is
+//! refilled, and a full one half emptied, in batches under one lock, so
+//! that a producer on one CPU and a consumer on another (a work item made
+//! here and freed by a worker there) pay for the lock once per batch. A
+//! block freed on another CPU than the one that allocated it is simply
+//! cached there.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -27,11 +31,14 @@ const CLASSES: [usize; 7] = [16, 32, 64, 128, 256, 512, 1024];
 /// Alignment of every cached block (that of the largest type the classes
 /// serve; larger alignments go to the list allocator directly).
 const CLASS_ALIGN: usize = 16;
-/// Free blocks a CPU keeps per class; more go back to the list allocator.
+/// Free blocks a CPU keeps per class; a free into a full cache gives half
+/// of them back to the list allocator first.
 pub const CACHE_MAX: usize = 64;
 
 /// One CPU's free blocks: a list per class, linked through each block's
-/// first word.
+/// first word. Cache-line aligned, so that two CPUs' lists never share a
+/// line (under QEMU's threads, as on hardware, a shared line bounces).
+#[repr(align(64))]
 struct Cache {
     heads: [*mut u8; CLASSES.len()],
     lens: [usize; CLASSES.len()],
@@ -53,11 +60,64 @@ static CACHES: Caches = Caches(
 /// the caches and the size classes' rounding make of it underneath. A block
 /// freed on another CPU than it was allocated on makes the two counts
 /// differ by its size; only the sum means anything.
-static USED: [core::sync::atomic::AtomicI64; MAX_CPUS] = [const { core::sync::atomic::AtomicI64::new(0) }; MAX_CPUS];
+static USED: [Used; MAX_CPUS] = [const { Used(core::sync::atomic::AtomicI64::new(0)) }; MAX_CPUS];
+
+/// One CPU's count, alone on its cache line: every allocation and free
+/// adds to it, and a line shared with another CPU's count would bounce
+/// between them on each.
+#[repr(align(64))]
+struct Used(core::sync::atomic::AtomicI64);
 
 #[inline]
 fn account(bytes: i64) {
-    USED[percpu::cpu_id() % MAX_CPUS].fetch_add(bytes, Ordering::Relaxed);
+    USED[percpu::cpu_id() % MAX_CPUS].0.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Blocks an empty cache takes from the list allocator at once.
+const REFILL: usize = 16;
+
+impl Cache {
+    /// Put `p` on class `c`'s list.
+    ///
+    /// # Safety
+    /// `p` is a block of class `c` (at least 16 bytes, 16-aligned) that
+    /// nothing else uses.
+    unsafe fn push(&mut self, c: usize, p: *mut u8) {
+        // SAFETY: as the contract: its first word is free for the link.
+        unsafe { p.cast::<*mut u8>().write(self.heads[c]) };
+        self.heads[c] = p;
+        self.lens[c] += 1;
+    }
+
+    /// Take a block of class `c` off its list (null if empty).
+    fn pop(&mut self, c: usize) -> *mut u8 {
+        let head = self.heads[c];
+        if !head.is_null() {
+            // SAFETY: a block on the list holds the next one's address in
+            // its first word, written by `push`.
+            self.heads[c] = unsafe { head.cast::<*mut u8>().read() };
+            self.lens[c] -= 1;
+        }
+        head
+    }
+}
+
+/// Allocate from the list allocator (its lock held), growing the region if
+/// needed.
+fn alloc_locked(h: &mut KernelHeap, layout: Layout) -> *mut u8 {
+    if let Ok(p) = h.heap.allocate_first_fit(layout) {
+        return p.as_ptr();
+    }
+    let want = (layout.size() + layout.align()) as u64;
+    let grow = want.max(HEAP_GROW_MIN).next_multiple_of(PAGE_SIZE);
+    if h.mapped + grow > HEAP_MAX || !map_more(HEAP_BASE + h.mapped, grow) {
+        GROW_FAILURES.fetch_add(1, Ordering::Relaxed);
+        return core::ptr::null_mut();
+    }
+    h.mapped += grow;
+    // SAFETY: the pages right after the heap's end were just mapped.
+    unsafe { h.heap.extend(grow as usize) };
+    h.heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
 }
 
 /// The class serving `layout`, if any.
@@ -169,28 +229,32 @@ unsafe impl GlobalAlloc for LockedHeap {
 }
 
 impl LockedHeap {
-    /// A block for `layout`: from this CPU's cache of its class, else from
-    /// the list allocator.
+    /// A block for `layout`: from this CPU's cache of its class (refilled
+    /// with [`REFILL`] blocks under one lock when empty), else from the list
+    /// allocator.
     fn alloc_block(&self, layout: Layout) -> *mut u8 {
         let Some(c) = class_of(layout) else { return self.alloc_list(layout) };
-        let cached = with_cache(|cache| {
-            let head = cache.heads[c];
-            if !head.is_null() {
-                // SAFETY: a block on the list holds the next one's address
-                // in its first word, written when it was freed.
-                cache.heads[c] = unsafe { head.cast::<*mut u8>().read() };
-                cache.lens[c] -= 1;
+        with_cache(|cache| {
+            if cache.heads[c].is_null() {
+                let mut g = self.0.lock();
+                if let Some(h) = g.as_mut() {
+                    for _ in 0..REFILL {
+                        let p = alloc_locked(h, class_layout(c));
+                        if p.is_null() {
+                            break;
+                        }
+                        // SAFETY: a fresh block of the class, ours alone.
+                        unsafe { cache.push(c, p) };
+                    }
+                }
             }
-            head
-        });
-        if !cached.is_null() {
-            return cached;
-        }
-        self.alloc_list(class_layout(c))
+            cache.pop(c)
+        })
     }
 
-    /// Give a block back: to this CPU's cache of its class if there is
-    /// room, else to the list allocator.
+    /// Give a block back to this CPU's cache of its class; a full cache
+    /// first gives half its blocks back to the list allocator under one
+    /// lock.
     ///
     /// # Safety
     /// `ptr` came from [`LockedHeap::alloc_block`] with `layout`.
@@ -199,42 +263,27 @@ impl LockedHeap {
             // SAFETY: as the caller's contract.
             return unsafe { self.dealloc_list(ptr, layout) };
         };
-        let kept = with_cache(|cache| {
+        with_cache(|cache| {
             if cache.lens[c] >= CACHE_MAX {
-                return false;
+                let mut g = self.0.lock();
+                if let Some(h) = g.as_mut() {
+                    for _ in 0..CACHE_MAX / 2 {
+                        let Some(b) = NonNull::new(cache.pop(c)) else { break };
+                        // SAFETY: cached blocks came from the list allocator
+                        // with their class's layout.
+                        unsafe { h.heap.deallocate(b, class_layout(c)) };
+                    }
+                }
             }
-            // SAFETY: the block is the caller's to give back, at least
-            // CLASSES[c] >= 16 bytes and 16-aligned: its first word is free
-            // to hold the link.
-            unsafe { ptr.cast::<*mut u8>().write(cache.heads[c]) };
-            cache.heads[c] = ptr;
-            cache.lens[c] += 1;
-            true
+            // SAFETY: the block is the caller's to give back, of the class.
+            unsafe { cache.push(c, ptr) };
         });
-        if !kept {
-            // SAFETY: the block came from the list allocator with its class's
-            // layout.
-            unsafe { self.dealloc_list(ptr, class_layout(c)) };
-        }
     }
 
     /// Allocate from the list allocator, growing the region if needed.
     fn alloc_list(&self, layout: Layout) -> *mut u8 {
         let mut g = self.0.lock();
-        let Some(h) = g.as_mut() else { return core::ptr::null_mut() };
-        if let Ok(p) = h.heap.allocate_first_fit(layout) {
-            return p.as_ptr();
-        }
-        let want = (layout.size() + layout.align()) as u64;
-        let grow = want.max(HEAP_GROW_MIN).next_multiple_of(PAGE_SIZE);
-        if h.mapped + grow > HEAP_MAX || !map_more(HEAP_BASE + h.mapped, grow) {
-            GROW_FAILURES.fetch_add(1, Ordering::Relaxed);
-            return core::ptr::null_mut();
-        }
-        h.mapped += grow;
-        // SAFETY: the pages right after the heap's end were just mapped.
-        unsafe { h.heap.extend(grow as usize) };
-        h.heap.allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+        g.as_mut().map_or(core::ptr::null_mut(), |h| alloc_locked(h, layout))
     }
 
     /// Give a block back to the list allocator.
@@ -255,7 +304,7 @@ impl LockedHeap {
 /// asked for and holds (the sum of the live layouts' sizes), not what the
 /// caches and the classes' rounding take underneath.
 pub fn usage() -> (u64, u64) {
-    let used: i64 = USED.iter().map(|u| u.load(Ordering::Relaxed)).sum();
+    let used: i64 = USED.iter().map(|u| u.0.load(Ordering::Relaxed)).sum();
     let mapped = HEAP.0.lock().as_ref().map_or(0, |h| h.mapped);
     (used.max(0) as u64, mapped)
 }
