@@ -147,6 +147,11 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     r
 }
 
+/// Free blocks in the calling CPU's cache, per class (for tests).
+pub fn cached_here() -> [usize; CLASSES.len()] {
+    with_cache(|cache| cache.lens)
+}
+
 /// Start of the heap's virtual region.
 pub const HEAP_BASE: u64 = 0xffff_c000_0000_0000;
 /// Largest the heap may grow (virtual space only; frames come on demand).

@@ -108,6 +108,52 @@ ktest!(boot::heap_allocations_from_every_cpu => |ctx| {
     Ok(())
 });
 
+ktest!(boot::heap_blocks_freed_on_another_cpu_come_back_whole [min_cpus = 2] => |ctx| {
+    // Small blocks made on CPU 0 and freed on CPU 1 go through CPU 1's
+    // cache: their contents arrive intact, the cache never holds more than
+    // its bound, and the bytes in use drop by what was freed.
+    const N: usize = 3 * mem::heap::CACHE_MAX;
+    const SIZE: usize = 100;
+    let made: Arc<kport::sync::SpinLock<Vec<Vec<u8>>>> = Arc::new(kport::sync::SpinLock::new(Vec::new()));
+    let done = Arc::new(Completion::new());
+    let (m, d) = (made.clone(), done.clone());
+    spawn_on("heap-make", CpuMask::one(0), move || {
+        let v: Vec<Vec<u8>> = (0..N).map(|i| alloc::vec![i as u8; SIZE]).collect();
+        *m.lock() = v;
+        d.complete_all();
+    })
+    .wake();
+    done.wait("heap-make");
+    let bad = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Completion::new());
+    let (m, d, b, mo, fr) = (made.clone(), done.clone(), bad.clone(), most.clone(), freed.clone());
+    spawn_on("heap-free", CpuMask::one(1), move || {
+        let v = core::mem::take(&mut *m.lock());
+        let before = mem::heap::usage().0;
+        for (i, block) in v.into_iter().enumerate() {
+            if block.len() != SIZE || block.iter().any(|&x| x != i as u8) {
+                b.fetch_add(1, Ordering::SeqCst);
+            }
+            drop(block);
+            let high = mem::heap::cached_here().into_iter().max().unwrap_or(0);
+            mo.fetch_max(high, Ordering::SeqCst);
+        }
+        fr.store(before.saturating_sub(mem::heap::usage().0), Ordering::SeqCst);
+        d.complete_all();
+    })
+    .wake();
+    done.wait("heap-free");
+    check_eq!(bad.load(Ordering::SeqCst), 0, "blocks changed on their way to the other CPU");
+    check!(most.load(Ordering::SeqCst) <= mem::heap::CACHE_MAX, "a cache held {} blocks", most.load(Ordering::SeqCst));
+    // The blocks and the vector that held them; other CPUs' allocations
+    // meanwhile may hide a little of it.
+    let want = (N * SIZE) as u64;
+    check!(freed.load(Ordering::SeqCst) >= want, "heap bytes in use fell by {}, not {want}", freed.load(Ordering::SeqCst));
+    Ok(())
+});
+
 ktest!(boot::timer_ticks_on_every_cpu => |ctx| {
     let n = percpu::cpus_up();
     let before: Vec<u64> = (0..n).map(|c| percpu::PERCPU[c].ticks.load(Ordering::Relaxed)).collect();
