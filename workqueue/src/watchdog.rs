@@ -5,13 +5,14 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kport::sync::SpinLock;
 use kport::{PortTimer, port};
 
 use crate::WATCHDOG_THRESH_NS;
-use crate::pool::all_pools;
+use crate::pool::{Pool, PoolState, all_pools};
 
 static THRESH: AtomicU64 = AtomicU64::new(WATCHDOG_THRESH_NS);
 static REPORTS: AtomicU64 = AtomicU64::new(0);
@@ -41,7 +42,8 @@ pub fn lockup_reports() -> u64 {
     REPORTS.load(Ordering::Relaxed)
 }
 
-/// The text of the last lockup report.
+/// The text of the last lockup report: the `BUG:` line, then the stuck
+/// pool's line and one line per worker (see `pool_state`).
 pub fn last_lockup_report() -> Option<String> {
     LAST.lock().clone()
 }
@@ -65,7 +67,7 @@ fn check() {
                 .iter()
                 .map(|b| format!(" {} (for {} ms)", b.cur.work.name, (now - b.cur.started_ns) / 1_000_000))
                 .collect();
-            format!(
+            let line = format!(
                 "BUG: workqueue lockup - pool {} (id {}) stuck for {}.{}s! first pending: {}; running:{}",
                 pool.label(),
                 pool.id,
@@ -73,14 +75,59 @@ fn check() {
                 (now - ts) / 100_000_000 % 10,
                 first.unwrap_or("-"),
                 if running.is_empty() { String::from(" -") } else { running }
-            )
+            );
+            (line, pool_state(&pool, &st, (now - ts) / 1_000_000_000))
         };
+        let (report, state) = report;
         REPORTS.fetch_add(1, Ordering::Relaxed);
         port().console_line(&format!("# {report}"));
-        *LAST.lock() = Some(report);
+        let mut text = report;
+        for l in state {
+            port().console_line(&format!("# {l}"));
+            text.push('\n');
+            text.push_str(&l);
+        }
+        *LAST.lock() = Some(text);
         // Report a stuck pool once per threshold, not at every check.
         pool.watchdog_ts.store(now, Ordering::Relaxed);
     }
+}
+
+/// What a lockup report adds about the stuck pool (Linux's
+/// `show_one_worker_pool` and the worker lines of `show_one_workqueue`):
+/// the pool's line, then one line per worker with its thread's state
+/// letter, CPU and allowed CPUs, and the worker's own flags, so a report
+/// tells a worker nobody woke from one that cannot get a CPU.
+fn pool_state(pool: &Pool, st: &PoolState, hung_s: u64) -> Vec<String> {
+    let mut out = Vec::with_capacity(st.workers.len() + 1);
+    let idle: String = st.idle.iter().map(|w| format!(" {}", w.name)).collect();
+    out.push(format!(
+        "pool {}: {}{} nr_running={} hung={}s workers={} manager: {} idle:{}",
+        pool.id,
+        pool.label(),
+        if pool.disassociated.load(Ordering::Acquire) { " disassociated" } else { "" },
+        pool.nr_running.load(Ordering::Acquire),
+        hung_s,
+        st.workers.len(),
+        u8::from(st.manager),
+        if idle.is_empty() { String::from(" -") } else { idle },
+    ));
+    for w in &st.workers {
+        let thread = match w.task.get() {
+            Some(t) => format!("{} cpu={} allowed={:#x}", t.state().letter(), t.cpu(), t.affinity().0),
+            None => String::from("? (no thread yet)"),
+        };
+        out.push(format!(
+            "  {}: {} flags={:#x}{}{}{}",
+            w.name,
+            thread,
+            w.flags.load(Ordering::Acquire),
+            if w.kicked.load(Ordering::Acquire) { " kicked" } else { "" },
+            if w.rebind.load(Ordering::Acquire) { " rebind" } else { "" },
+            if w.sleeping.load(Ordering::Acquire) { " sleeping" } else { "" },
+        ));
+    }
+    out
 }
 
 /// Start the periodic check.

@@ -636,6 +636,10 @@ ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
     check!(seen, "no lockup reported");
     let r = workqueue::last_lockup_report().unwrap_or_default();
     check!(r.contains(&format!("cpus={cpu}")) && r.contains("stuck_spinner") && r.contains("waits_behind"), "report: {r}");
+    // Then the pool's state, as Linux's show_one_worker_pool prints it, and a
+    // line per worker: the spinner's thread is running on the pool's CPU.
+    check!(r.lines().any(|l| l.starts_with("pool ") && l.contains(&format!("cpus={cpu}")) && l.contains(" workers=")), "no pool line: {r}");
+    check!(r.lines().any(|l| l.starts_with("  kworker/") && l.contains(&format!(": R cpu={cpu} "))), "no line for the running worker: {r}");
     q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
     Ok(())
 });
