@@ -622,8 +622,10 @@ fn redox_prio(p: Priority) -> usize {
     }
 }
 
-/// Put `task`'s effective affinity into its context; a context that is not running and sits on a
-/// CPU it may no longer use is moved for its next wake-up.
+/// Put `task`'s effective affinity into its context, and move it off a CPU it may no longer use:
+/// one waiting in that CPU's run queue is queued again on an allowed CPU at once
+/// (`dequeue_disallowed`, Linux's `move_queued_task`), a blocked one is woken on an allowed CPU
+/// (its `cpu_id`), and a running one moves at its next switch (`switch_enter`).
 fn apply_affinity(task: &Task) {
     let Some(ctx) = task.ctx.upgrade() else {
         return;
@@ -638,11 +640,22 @@ fn apply_affinity(task: &Task) {
             }
             guard.cpu_id
         };
+        // Runnable in the run queue of a CPU it may no longer use: that CPU skips it and no
+        // other takes it from there, so it is taken out and queued again on an allowed one.
+        let moved = context::switch::dequeue_disallowed(&ctx);
         // Chosen with the lock released (the idle test try-locks other contexts).
-        let cpu = pick_cpu(token, last, mask);
-        let mut guard = ctx.write(token.token());
-        if !guard.running && guard.sched_affinity.contains(cpu) {
-            guard.cpu_id = Some(cpu);
+        let mut cpu = pick_cpu(token, last, mask);
+        {
+            let mut guard = ctx.write(token.token());
+            if !guard.sched_affinity.contains(cpu) {
+                cpu = guard.sched_affinity.iter().next().unwrap_or(cpu);
+            }
+            if !guard.running {
+                guard.cpu_id = Some(cpu);
+            }
+        }
+        if moved {
+            wakeup_context(&ctx, Some(cpu), &mut token.downgrade());
         }
     });
 }
