@@ -199,10 +199,17 @@ impl PercpuThread for Desc {
         start_cpu(cpu);
     }
     fn park(&self, cpu: usize) {
-        let c = &STATE.get().expect("watchdog state").cpus[cpu];
+        let st = STATE.get().expect("watchdog state");
+        let c = &st.cpus[cpu];
         c.active.store(false, Ordering::Release);
         if let Some(t) = c.timer.get() {
             t.cancel();
+        }
+        // The CPU before this one now checks the one after it, whose count
+        // this CPU may have saved less than a period ago (Linux
+        // `watchdog_hardlockup_disable` touches the next CPU).
+        if let Some(next) = next_active(st, cpu) {
+            fresh_look(&st.cpus[next]);
         }
     }
     fn priority(&self) -> Priority {
@@ -212,18 +219,38 @@ impl PercpuThread for Desc {
 
 /// On the CPU's own thread: stamp it alive and start its timer.
 fn start_cpu(cpu: usize) {
-    let c = &STATE.get().expect("watchdog state").cpus[cpu];
+    let st = STATE.get().expect("watchdog state");
+    let c = &st.cpus[cpu];
     let now = port().now_ns();
     c.hard_warned.store(false, Ordering::Relaxed);
     // The buddy's last look is from before the CPU went offline (or never
     // happened): its next look only records (Linux's detector starts a
     // CPU's count afresh when the CPU comes online).
-    c.interrupts_saved.store(u64::MAX, Ordering::Relaxed);
+    fresh_look(c);
     c.last_timer_ns.store(now, Ordering::Relaxed);
     c.touch_ts.store(now, Ordering::Relaxed);
     c.report_ts.store(now, Ordering::Relaxed);
     c.active.store(true, Ordering::Release);
+    // This CPU now checks the next one, whose count the CPU before this one
+    // may have saved less than a period ago (Linux
+    // `watchdog_hardlockup_enable` touches the next CPU too).
+    if let Some(next) = next_active(st, cpu) {
+        fresh_look(&st.cpus[next]);
+    }
     arm(cpu, now);
+}
+
+/// The next active CPU after `cpu`, the one `cpu`'s timer checks.
+fn next_active(st: &State, cpu: usize) -> Option<usize> {
+    let n = st.cpus.len();
+    (1..n).map(|d| (cpu + d) % n).find(|&c| st.cpus[c].active.load(Ordering::Acquire))
+}
+
+/// The next look at `c`'s count only records it: the look before was by
+/// another buddy, at another phase, and comparing with it could find no
+/// timer interrupt in between on a CPU that is fine.
+fn fresh_look(c: &Cpu) {
+    c.interrupts_saved.store(u64::MAX, Ordering::Relaxed);
 }
 
 fn arm(cpu: usize, now: u64) {
@@ -321,8 +348,7 @@ fn buddy_check(st: &State, cpu: usize) {
     if HARD_WATCHDOG.get() != 1 {
         return;
     }
-    let n = st.cpus.len();
-    let Some(next) = (1..n).map(|d| (cpu + d) % n).find(|&c| st.cpus[c].active.load(Ordering::Acquire)) else {
+    let Some(next) = next_active(st, cpu) else {
         return;
     };
     let b = &st.cpus[next];

@@ -428,6 +428,37 @@ ktest!(hotplug::msi_lines_move_off_the_cpu_and_back [min_cpus = 2] => |ctx| {
     result
 });
 
+ktest!(hotplug::a_changed_buddy_reports_no_hard_lockup [min_cpus = 3, timeout_s = 120, may_report = true] => |ctx| {
+    // Each CPU's timer checks the next online CPU's interrupt count every
+    // third period. While the victim is offline, the CPU before it checks
+    // the one after it, against the count the victim saved there, maybe
+    // less than a period ago: without a fresh start at each change of buddy
+    // (Linux touches the next CPU when one goes or comes) that is a hard
+    // lockup reported for a CPU that is fine.
+    kthreadd::watchdog::init().map_err(err("watchdog"))?;
+    let old = kport::sysctl::get("kernel.watchdog_thresh").map_err(err("get"))?;
+    kport::sysctl::set("kernel.watchdog_thresh", "1").map_err(err("set"))?;
+    let seq0 = kthreadd::watchdog::reports();
+    let v = victim();
+    let after = (v + 1) % port().cpu_count();
+    let result = (|| -> crate::TestResult {
+        // Offline and online for times that are not multiples of the
+        // 0.4 s period, so the changes meet the checks at many phases.
+        for round in 0..12u64 {
+            let d = Down::take(v)?;
+            msleep(150 + 70 * round);
+            drop(d);
+            msleep(250 + 50 * round);
+        }
+        let reports: Vec<_> = kthreadd::watchdog::reports_since(seq0).into_iter().filter(|r| r.hard && (r.cpu == after || r.cpu == v)).collect();
+        check!(reports.is_empty(), "hard lockups reported for CPU {after} (checked by a new buddy) or {v} (offline): {reports:?}");
+        Ok(())
+    })();
+    let _ = kport::sysctl::set("kernel.watchdog_thresh", &format!("{old}"));
+    let _ = ctx;
+    result
+});
+
 ktest!(hotplug::an_offline_cpu_is_no_lockup [min_cpus = 2, timeout_s = 120, may_report = true] => |ctx| {
     // With a 2 s threshold the buddy looks every 1.2 s: a CPU offline for
     // 3 s and back must not be reported (a stopped CPU takes no timer
