@@ -461,15 +461,17 @@ impl IrqChip for RedoxIrqChip {
                 to = cpu;
             }
             let pending = core::mem::take(&mut st.pending) && st.handler.is_some();
-            // A test fire still on its way arrives unmasked and is handled: no resend, or the
-            // local APIC would merge the two (and the fires' count would never catch up).
-            if pending && test && l.arrivals.load(Ordering::Acquire) < SENT.load(Ordering::Acquire)
-            {
-                false
+            if pending && test {
+                // A test fire still on its way arrives unmasked and is handled: no resend, or
+                // the local APIC would merge the two and the fires' count would never catch up.
+                // The resend claims its place in the count as a fire does (`fire` takes no line
+                // lock): a fire that got in between is on its way and stands for this one.
+                let sent = SENT.load(Ordering::Acquire);
+                l.arrivals.load(Ordering::Acquire) >= sent
+                    && SENT
+                        .compare_exchange(sent, sent + 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
             } else {
-                if pending && test {
-                    SENT.fetch_add(1, Ordering::AcqRel);
-                }
                 pending
             }
         };
