@@ -983,7 +983,7 @@ impl Shared {
         self.begin(a, Op::flush_work);
         if !self.track.is_settled(id) {
             self.flush_item(id);
-            self.track.check_settled(id, &self.v);
+            self.settled_after(id, "flush (before queueing)");
         }
         let before = self.track.counts(id).queued;
         let qi = self.queue_item(id, From::Task, rng.next_u64());
@@ -992,11 +992,11 @@ impl Shared {
         match rng.below(4) {
             0 => {
                 self.flush_item(id);
-                self.track.check_settled(id, &self.v);
+                self.settled_after(id, "flush");
             }
             1 => {
                 self.cancel_item(id, true);
-                self.track.check_settled(id, &self.v);
+                self.settled_after(id, "cancel_sync");
             }
             2 if plain && made => {
                 // flush_workqueue waits for what was queued on the queue
@@ -1006,11 +1006,39 @@ impl Shared {
                 if let Err(e) = q.flush() {
                     self.errno(Op::flush_queue, e, &[]);
                 }
-                self.track.check_settled(id, &self.v);
+                self.settled_after(id, "flush_workqueue");
             }
             _ => {}
         }
         self.end(a);
+    }
+
+    /// [`Tracker::check_settled`] after `what` on private item `id`, and on
+    /// a violation a note with what the item was doing then and 50 ms
+    /// later (an instance that finishes later was still queued or running
+    /// when the call returned; one that never does was lost).
+    fn settled_after(&self, id: usize, what: &str) {
+        if self.track.is_settled(id) {
+            return;
+        }
+        self.track.check_settled(id, &self.v);
+        let kind = if matches!(self.items[id].handle, Handle::Plain(_)) { "plain" } else { "delayed" };
+        let (c, running, pending) = (self.track.counts(id), self.track.is_running(id), self.is_pending(id));
+        kthread::msleep(50);
+        let (l, later_running, later_pending) = (self.track.counts(id), self.track.is_running(id), self.is_pending(id));
+        crate::diag!(
+            "torture-note: {kind} item {} not settled after {what} on cpu {}: queued {} started {} done {} cancelled {} running {running} pending {pending}; 50 ms later: queued {} started {} done {} cancelled {} running {later_running} pending {later_pending}",
+            self.track.name_of(id),
+            port().cpu_id(),
+            c.queued,
+            c.started,
+            c.done,
+            c.cancelled,
+            l.queued,
+            l.started,
+            l.done,
+            l.cancelled
+        );
     }
 
     fn disable_op(&self, a: usize, rng: &mut Rng) {

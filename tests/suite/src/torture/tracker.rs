@@ -274,6 +274,11 @@ impl Tracker {
         self.base + id as u64
     }
 
+    /// The number reports give item `id`.
+    pub fn name_of(&self, id: usize) -> u64 {
+        self.name(id)
+    }
+
     /// How many items.
     pub fn len(&self) -> usize {
         self.slots.len()
