@@ -632,17 +632,21 @@ fn apply_affinity(task: &Task) {
     };
     let mask = effective(task.affinity.load(Ordering::Acquire));
     with_token(|token| {
-        let last = {
+        let (last, queued) = {
             let mut guard = ctx.write(token.token());
             guard.sched_affinity = to_cpu_set(mask);
             if guard.running {
                 return;
             }
-            guard.cpu_id
+            // Seen under the lock that set the affinity: a context queued after this is queued
+            // by a wake-up that reads the new affinity, so only one queued now needs moving.
+            let queued = guard.queue_key.is_some() && guard.status.is_runnable();
+            (guard.cpu_id, queued)
         };
         // Runnable in the run queue of a CPU it may no longer use: that CPU skips it and no
         // other takes it from there, so it is taken out and queued again on an allowed one.
-        let moved = context::switch::dequeue_disallowed(&ctx);
+        // Only then is every CPU's queue looked at (each under its lock).
+        let moved = queued && context::switch::dequeue_disallowed(&ctx);
         // Chosen with the lock released (the idle test try-locks other contexts).
         let mut cpu = pick_cpu(token, last, mask);
         {
