@@ -164,13 +164,11 @@ global_asm!(
     r#"
     .section .text.sched_switch, "ax"
     .global sched_switch
-// sched_switch(prev_rsp: *mut u64, next_rsp: u64, prev_fx: *mut u8,
-//              next_fx: *const u8, ret: u64) -> u64
-// Saves the callee-saved registers and the SSE state of the running context,
-// switches stacks, restores the next context's, and returns `ret` (the
-// previous context) to it.
+// sched_switch(prev_rsp: *mut u64, next_rsp: u64, ret: u64) -> u64
+// Saves the callee-saved registers of the running context, switches stacks,
+// restores the next context's, and returns `ret` (the previous context) to
+// it. Nothing of SSE or x87 (see `task::Saved`).
 sched_switch:
-    fxsave64 (%rdx)
     pushq %rbp
     pushq %rbx
     pushq %r12
@@ -185,8 +183,7 @@ sched_switch:
     popq %r12
     popq %rbx
     popq %rbp
-    fxrstor64 (%rcx)
-    movq %r8, %rax
+    movq %rdx, %rax
     ret
 
     .global sched_task_start
@@ -200,7 +197,7 @@ sched_task_start:
 );
 
 unsafe extern "C" {
-    fn sched_switch(prev_rsp: *mut u64, next_rsp: u64, prev_fx: *mut u8, next_fx: *const u8, ret: u64) -> u64;
+    fn sched_switch(prev_rsp: *mut u64, next_rsp: u64, ret: u64) -> u64;
     fn sched_task_start();
 }
 
@@ -699,7 +696,7 @@ fn schedule_inner(preempt: bool) {
     let from = unsafe {
         let ps = &mut *prev.saved.get();
         let ns = &*(*next_ptr).saved.get();
-        sched_switch(&mut ps.rsp, ns.rsp, ps.fx.0.as_mut_ptr(), ns.fx.0.as_ptr(), prev_ptr as u64)
+        sched_switch(&mut ps.rsp, ns.rsp, prev_ptr as u64)
     };
     finish_switch(from as *const Task);
     crate::sync::irq_restore(irqs_on);

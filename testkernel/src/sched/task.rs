@@ -81,15 +81,14 @@ impl Prio {
     }
 }
 
-/// The FXSAVE area (512 bytes, 16-byte aligned).
-#[repr(C, align(16))]
-pub struct FxArea(pub [u8; 512]);
-
-/// Saved switch state: the stack pointer (callee-saved registers are on the
-/// stack) and the SSE state.
+/// Saved switch state: the stack pointer (the callee-saved registers are on
+/// the stack). No SSE or x87 state: a switch is a function call, across which
+/// the SysV ABI makes every XMM register caller-saved, and the control words
+/// it keeps (MXCSR's and x87's) are never changed in this kernel. An
+/// interrupted context's XMM registers are saved by the interrupt entry
+/// (`isr_common`), on its own stack, before any switch from the handler.
 pub(super) struct Saved {
     pub rsp: u64,
-    pub fx: Box<FxArea>,
 }
 
 /// Set in `flags`: call the workqueue hooks when this context blocks/runs.
@@ -158,7 +157,7 @@ impl Task {
         Task {
             id,
             name: IrqSpinLock::named("task name", Name::new(name)),
-            saved: UnsafeCell::new(Saved { rsp: 0, fx: Box::new(FxArea(default_fx())) }),
+            saved: UnsafeCell::new(Saved { rsp: 0 }),
             stack: IrqSpinLock::named("task stack", None),
             state: AtomicU8::new(State::New as u8),
             on_cpu: AtomicBool::new(false),
@@ -313,14 +312,4 @@ impl Task {
     pub fn hook_ticks(&self) -> u64 {
         self.hook_ticks.load(Ordering::Relaxed)
     }
-}
-
-/// The FXSAVE image of a fresh context: default x87 control word (0x37F) and
-/// MXCSR (0x1F80, all exceptions masked).
-fn default_fx() -> [u8; 512] {
-    let mut a = [0u8; 512];
-    a[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
-    a[24..28].copy_from_slice(&0x1F80u32.to_le_bytes());
-    a[28..32].copy_from_slice(&0xFFFFu32.to_le_bytes());
-    a
 }
