@@ -132,6 +132,12 @@ pub(crate) struct Worker {
     /// A: when the item it runs started or last resumed after sleeping (0:
     /// no item); the tick compares it with the CPU-intensive threshold.
     pub(crate) current_at: AtomicU64,
+    /// A: when its CPU time in the current item was last counted (the
+    /// item's start, its wake-up after sleeping, or the last tick).
+    pub(crate) acct_at: AtomicU64,
+    /// A: CPU time the ticks counted in the current item, not yet added to
+    /// its pwq's statistics.
+    pub(crate) cpu_acc: AtomicU64,
     /// Own lock (a leaf): what listings show after its name (Linux
     /// `worker->desc`): the queue of the item it runs or last ran, or what
     /// the item set with `set_worker_desc`.
@@ -166,6 +172,8 @@ impl Worker {
             kicked: AtomicBool::new(false),
             rebind: AtomicBool::new(false),
             current_at: AtomicU64::new(0),
+            acct_at: AtomicU64::new(0),
+            cpu_acc: AtomicU64::new(0),
             desc: SpinLock::ranked("worker desc", crate::RANK_LEAF, String::new()),
             desc_wq: AtomicUsize::new(0),
             pool,
@@ -715,7 +723,10 @@ pub(crate) fn process_one_work<'a>(
     w.current_wq.store(wq_addr, Ordering::Release);
     // Listings show the queue it runs for (Linux records the queue's name
     // in `worker->desc` for each item); rewritten only when it changes.
-    if w.desc_wq.swap(wq_addr, Ordering::AcqRel) != wq_addr
+    // Only this worker writes it: a load saves the locked exchange on the
+    // common path, the same queue as last time.
+    if w.desc_wq.load(Ordering::Relaxed) != wq_addr
+        && w.desc_wq.swap(wq_addr, Ordering::AcqRel) != wq_addr
         && let Some(q) = pwq.wq.upgrade()
     {
         let mut d = w.desc.lock();
@@ -727,6 +738,7 @@ pub(crate) fn process_one_work<'a>(
         pwq.stats.inc(PwqStat::CpuIntensive);
     }
     w.current_at.store(now.max(1), Ordering::Release);
+    w.acct_at.store(now, Ordering::Relaxed);
     // Chain the pool's pending items to another worker if this one is out
     // of the count (Linux kicks here for every item): a no-op for a counted
     // worker, but unbound, CPU-intensive and rescuer workers never bring
@@ -741,8 +753,6 @@ pub(crate) fn process_one_work<'a>(
     if rescued {
         pwq.stats.inc(PwqStat::Rescued);
     }
-    let task = w.task.get().map(|t| t.task());
-    let cpu0 = task.map_or(0, |t| t.cpu_time_ns());
     let work_addr = Arc::as_ptr(&work) as *const u8 as u64;
     let traced = trace::any(
         trace::Event::WorkqueueExecuteStart.bit()
@@ -754,9 +764,7 @@ pub(crate) fn process_one_work<'a>(
     if traced {
         trace_end(work_addr, work.name, t0);
     }
-    let cpu1 = task.map_or(0, |t| t.cpu_time_ns());
     pwq.stats.inc(PwqStat::Completed);
-    pwq.stats.add(PwqStat::CpuTime, cpu1.saturating_sub(cpu0));
     // A kworker offers the CPU between items (Linux's `cond_resched` in
     // `process_one_work`); a BH pool's items run in softirq context, where
     // giving up the CPU would switch away from an interrupt's exit path.
@@ -766,6 +774,11 @@ pub(crate) fn process_one_work<'a>(
 
     let mut st = pool.st.lock();
     w.current_at.store(0, Ordering::Release);
+    // Its CPU time, as the ticks counted it (Linux's `PWQ_STAT_CPU_TIME`
+    // is sampled at the tick too): no clock is read per item.
+    if w.cpu_acc.load(Ordering::Relaxed) != 0 {
+        pwq.stats.add(PwqStat::CpuTime, w.cpu_acc.swap(0, Ordering::Relaxed));
+    }
     // Flagged by its queue, or by the tick for hogging the CPU.
     if w.has(wf::CPU_INTENSIVE) {
         clr_flags(pool, w, wf::CPU_INTENSIVE);
@@ -970,7 +983,9 @@ impl SchedHooks for Hooks {
         // Its time without sleeping starts again (Linux resets
         // `current_at` here too).
         if w.current_at.load(Ordering::Acquire) != 0 {
-            w.current_at.store(port().now_ns().max(1), Ordering::Release);
+            let now = port().now_ns();
+            w.current_at.store(now.max(1), Ordering::Release);
+            w.acct_at.store(now, Ordering::Relaxed);
         }
         w.sleeping.store(false, Ordering::Release);
     }
@@ -983,10 +998,19 @@ impl SchedHooks for Hooks {
     fn tick(&self, d: &TaskData) {
         let Some(w) = worker_of(d) else { return };
         let at = w.current_at.load(Ordering::Acquire);
-        if at == 0 || w.has(wf::NOT_RUNNING) || w.sleeping.load(Ordering::Acquire) {
+        if at == 0 || w.sleeping.load(Ordering::Acquire) {
             return;
         }
         let now = port().now_ns();
+        // The item's CPU time since it started, woke or was last counted
+        // (the tick runs on the worker's CPU, between its instructions).
+        let mark = w.acct_at.swap(now, Ordering::Relaxed);
+        if mark != 0 {
+            w.cpu_acc.fetch_add(now.saturating_sub(mark), Ordering::Relaxed);
+        }
+        if w.has(wf::NOT_RUNNING) {
+            return;
+        }
         if now.saturating_sub(at) < crate::cpu_intensive_thresh_ns() {
             return;
         }
