@@ -201,6 +201,14 @@ fn descs() -> Result<&'static [&'static Desc]> {
     }))
 }
 
+/// Make every line's descriptor now (Linux `early_irq_init`, at boot)
+/// rather than at the first request: they live for the rest of the boot,
+/// and the first user should not be charged with them (inside Redox, 224
+/// lines of per-CPU counts, about 135 KiB). Nothing without an IRQ chip.
+pub(crate) fn alloc_descs() {
+    let _ = descs();
+}
+
 fn desc(irq: u32) -> Result<&'static Desc> {
     descs()?.get(irq as usize).copied().ok_or(Error::new(EINVAL))
 }

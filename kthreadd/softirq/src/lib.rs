@@ -60,6 +60,7 @@ pub fn init() -> kport::Result<()> {
     tasklet::init();
     timer::init();
     softirq::init()?;
+    irq::alloc_descs();
     static INSTALLED: spin::Once<()> = spin::Once::new();
     INSTALLED.call_once(|| kport::port().add_hotplug_hooks(&HOTPLUG));
     Ok(())
