@@ -218,6 +218,33 @@ ktest!(workqueue::a_cpu_hog_is_detected_and_taken_out_of_concurrency_management 
     Ok(())
 });
 
+ktest!(workqueue::an_items_cpu_time_is_counted_at_the_tick => |ctx| {
+    // Linux's PWQ_STAT_CPU_TIME is sampled by wq_worker_tick; so is ours:
+    // an item that keeps its CPU for 100 ms is counted for most of it
+    // (all but what follows the last tick) and never for more than the
+    // time it was queued. It calls cond_resched, where Redox takes its tick.
+    const SPIN_NS: u64 = 100_000_000;
+    let q = Workqueue::new("wq-cputime", WqFlags::empty(), 0).map_err(err("alloc"))?;
+    check_eq!(q.stats().cpu_time_ns, 0, "a new queue has no CPU time");
+    let spinner = Work::named("cpu_time_probe", || {
+        let p = port();
+        let end = p.now_ns() + SPIN_NS;
+        while p.now_ns() < end {
+            p.cond_resched();
+        }
+    });
+    let t0 = port().now_ns();
+    check!(q.queue(&spinner));
+    q.flush().map_err(err("flush"))?;
+    let wall = port().now_ns() - t0;
+    let s = q.stats();
+    check_eq!(s.completed, 1);
+    check!(s.cpu_time_ns >= SPIN_NS / 2, "counted {} ns of a {SPIN_NS} ns spin (stats {s:?})", s.cpu_time_ns);
+    check!(s.cpu_time_ns <= wall, "counted {} ns in {wall} ns from queue to flush (stats {s:?})", s.cpu_time_ns);
+    q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
 /// The pool id in an unbound worker's name (`kworker/uP:M`).
 fn unbound_pool_of_current() -> Option<usize> {
     let name = port().current().name();
