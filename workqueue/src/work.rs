@@ -63,6 +63,11 @@ pub(crate) struct WorkInner {
     /// R: running anywhere, the instances that must wait for that run, and
     /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
+    /// A: a copy of `run.done` (every instance up to it has ended), stored
+    /// with Release under the run lock whenever it advances, and read
+    /// without the lock by [`WorkInner::is_idle`]: flushing or cancelling
+    /// an idle item then takes no lock at all.
+    pub(crate) ended: AtomicU64,
 }
 
 /// Wait queues of cancellers that wait for a pending instance to show up
@@ -245,6 +250,27 @@ impl WorkInner {
         (w & PENDING != 0, w >> 1)
     }
 
+    /// Is the item idle: no instance pending, and every instance it ever
+    /// had ended (ran or was cancelled)? Returns the state word it judged,
+    /// for [`WorkInner::still`]. Lock-free: the state word, then the ended
+    /// count. An instance that was running when the word was read and ended
+    /// before the count was read is over; one queued after the word was
+    /// read is newer than the caller's question.
+    #[inline]
+    pub(crate) fn is_idle(&self) -> Option<u64> {
+        let w = self.state.load(Ordering::Acquire);
+        (w & PENDING == 0 && self.ended.load(Ordering::Acquire) >= w >> 1).then_some(w)
+    }
+
+    /// Is the state word still `w` (no instance numbered, no pending bit
+    /// taken since)? With [`WorkInner::is_idle`] before it, the item was
+    /// idle at the moment its ended count was read: neither pending nor
+    /// running, with nothing queued between.
+    #[inline]
+    pub(crate) fn still(&self, w: u64) -> bool {
+        self.state.load(Ordering::Acquire) == w
+    }
+
     /// Is the pending bit set, read in the total order of `notify_grabbers`
     /// (a waiting canceller's condition).
     pub(crate) fn is_pending_seqcst(&self) -> bool {
@@ -259,7 +285,12 @@ impl WorkInner {
     /// The pending instance `seq` was cancelled: release its flushers
     /// (or, if an older instance still runs, when that one ends).
     pub(crate) fn instance_cancelled(&self, seq: u64) {
-        let ready = self.run.lock().cancel(seq);
+        let ready = {
+            let mut r = self.run.lock();
+            let ready = r.cancel(seq);
+            self.ended.store(r.done, Ordering::Release);
+            ready
+        };
         for c in ready {
             c.complete_all();
         }
@@ -308,6 +339,7 @@ impl Work {
             grab_waiters: AtomicU32::new(0),
             grab_events: AtomicU32::new(0),
             run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
+            ended: AtomicU64::new(0),
         }))
     }
 
@@ -368,6 +400,7 @@ impl DelayedWork {
                 grab_events: AtomicU32::new(0),
                 delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),
                 run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
+                ended: AtomicU64::new(0),
             }
         });
         DelayedWork { work: Work(inner) }

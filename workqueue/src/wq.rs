@@ -730,7 +730,19 @@ fn wait_holding(work: &Arc<WorkInner>, off: IrqsOff, what: &str) {
 /// instance had already ended. A delayed item whose
 /// timer has not fired is not queued yet: false, as in Linux. A self-flush is
 /// reported, not waited; `what` names the caller's API in that report.
+#[inline]
 fn flush_work_inner(work: &Arc<WorkInner>, what: &str) -> bool {
+    // An idle item (never queued, or every instance over): no lock, as
+    // Linux's `flush_work` of an item with no pool returns at once.
+    if work.is_idle().is_some() {
+        return false;
+    }
+    flush_work_busy(work, what)
+}
+
+/// [`flush_work_inner`] of an item that was not idle a moment ago.
+#[inline(never)]
+fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
     let (pending, seq) = work.pending_and_seq();
     let target = if pending {
         if work.delayed.as_ref().is_some_and(|d| d.has_target()) {
@@ -769,7 +781,22 @@ fn flush_work_inner(work: &Arc<WorkInner>, what: &str) -> bool {
 
 /// Cancel `work` and wait for a running instance (Linux
 /// `__cancel_work_sync`); true if it was pending.
+#[inline]
 fn cancel_sync_inner(work: &Arc<WorkInner>, what: &str) -> bool {
+    // Idle, and still idle after its ended count was read: at that moment
+    // nothing was pending or running, so the cancel happened then, with
+    // nothing to take or wait for.
+    if let Some(w) = work.is_idle()
+        && work.still(w)
+    {
+        return false;
+    }
+    cancel_sync_busy(work, what)
+}
+
+/// [`cancel_sync_inner`] of an item that was not idle a moment ago.
+#[inline(never)]
+fn cancel_sync_busy(work: &Arc<WorkInner>, what: &str) -> bool {
     work.disable.fetch_add(1, Ordering::AcqRel);
     // A caller that may sleep never gets Grab::Canceling.
     let (g, off) = grab_pending(work);
@@ -1474,6 +1501,10 @@ impl DelayedWork {
         might_sleep();
         let w = &self.work.0;
         let Some(d) = &w.delayed else { return flush_work_inner(w, "flush_delayed_work") };
+        // Nothing pending: no timer armed or fired, nothing to queue early.
+        if w.is_idle().is_some() {
+            return false;
+        }
         loop {
             // Off the timer and onto a list with interrupts off (see IrqsOff).
             let off = IrqsOff::enter();

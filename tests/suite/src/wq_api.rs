@@ -11,6 +11,7 @@ use kport::sync::{Completion, SpinLock};
 use kport::{EINVAL, port};
 use workqueue::{DelayedWork, SystemWq, Work, Workqueue, WqFlags, system};
 
+use crate::bench::Pinned;
 use crate::port_api::{msleep, wait_for};
 use crate::{Failure, check, check_eq, err, ktest};
 
@@ -409,5 +410,39 @@ ktest!(workqueue::worker_desc_shows_in_listings => |ctx| {
     let after = listed(v[1].0);
     check!(after.ends_with("-probe-42]"), "idle after the described item: {after}");
     q.destroy().map_err(err("destroy"))?;
+    Ok(())
+});
+
+ktest!(workqueue::flush_and_cancel_sync_of_an_ending_item_see_its_end [min_cpus = 2] => |ctx| {
+    // The idle shortcut of flush_work and cancel_work_sync (no lock when
+    // nothing is pending or running) must not mistake an instance that is
+    // no longer pending but still running for an ended one: both return
+    // only once the function has finished. The item runs on CPU 1 while
+    // CPU 0 watches its pending bit drop, then flushes (or cancels) at
+    // once, which lands in the middle of the run or just after it.
+    let _pin = Pinned::to(0);
+    let q = system::wq();
+    let left = Arc::new(AtomicUsize::new(0));
+    let l = left.clone();
+    let w = Work::new(move || {
+        for _ in 0..200 {
+            core::hint::spin_loop();
+        }
+        l.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut waited = 0;
+    for i in 0..2_000usize {
+        check!(q.queue_on(1, &w), "round {i}: the item was still pending");
+        while w.is_pending() {
+            core::hint::spin_loop();
+        }
+        if i % 2 == 0 {
+            waited += usize::from(w.flush());
+        } else {
+            check!(!w.cancel_sync(), "round {i}: nothing was pending");
+        }
+        check_eq!(left.load(Ordering::SeqCst), i + 1, "round {i}: returned before the function ended");
+    }
+    crate::diag!("flushes that waited for the run: {waited} of 1000");
     Ok(())
 });
