@@ -79,6 +79,11 @@ pub fn tsc_to_ns(d: u64) -> u64 {
     ((d as u128 * MULT.load(Ordering::Relaxed) as u128) >> 32) as u64
 }
 
+/// Convert nanoseconds to a TSC delta (rounded down).
+pub fn ns_to_tsc(ns: u64) -> u64 {
+    (ns as u128 * tsc_hz() as u128 / 1_000_000_000) as u64
+}
+
 /// Nanoseconds since calibration; 0 before it (used by lock warnings).
 #[inline]
 pub fn now_ns_raw() -> u64 {

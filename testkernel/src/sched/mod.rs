@@ -106,6 +106,11 @@ struct CpuSched {
     /// Halted: everything it held is handed over (`cpu_down` waits for
     /// this, not for `dead`).
     halted: AtomicBool,
+    /// Its idle context polls `need_resched` with interrupts on (Linux's
+    /// `TIF_POLLING_NRFLAG`): a waker that sets `need_resched` and then
+    /// finds this set sends no IPI. Both sides SeqCst: the poller clears it
+    /// and then looks at `need_resched` once more before it halts.
+    polling: AtomicBool,
 }
 
 static RQ: [IrqSpinLock<RunQueue>; MAX_CPUS] = [const { IrqSpinLock::named("runqueue", RunQueue::new()) }; MAX_CPUS];
@@ -122,6 +127,7 @@ static CPU: [CpuSched; MAX_CPUS] = [const {
         revive: AtomicBool::new(false),
         deaths: AtomicU64::new(0),
         halted: AtomicBool::new(false),
+        polling: AtomicBool::new(false),
     }
 }; MAX_CPUS];
 
@@ -444,8 +450,9 @@ fn kick(cpu_num: usize, prio: Prio) {
         return;
     }
     let pc = &PERCPU[cpu_num];
-    pc.need_resched.store(true, Ordering::Release);
-    if cpu_num != percpu::cpu_id() {
+    pc.need_resched.store(true, Ordering::SeqCst);
+    // A polling idle CPU sees the flag by itself (see `CpuSched::polling`).
+    if cpu_num != percpu::cpu_id() && !CPU[cpu_num].polling.load(Ordering::SeqCst) {
         apic::send_ipi(pc.apic_id.load(Ordering::Relaxed), interrupts::VEC_RESCHED);
     }
 }
@@ -906,7 +913,83 @@ pub fn idle_loop() -> ! {
         if CPU[me].online.load(Ordering::Relaxed) && steal(me) {
             continue;
         }
+        let window = POLL_NS[me].load(Ordering::Relaxed);
+        if window > 0 && poll_idle(me, pc, window) {
+            continue;
+        }
+        let t0 = cpu::rdtsc();
         cpu::sti_hlt();
+        adapt_poll(me, window, crate::time::tsc_to_ns(cpu::rdtsc().wrapping_sub(t0)));
+    }
+}
+
+/// How long an idle CPU polls before it halts, per CPU (ns; 0: it halts at
+/// once). Waking a halted CPU costs far more than finding a flag set on a
+/// polling one: an IPI, and under QEMU the wake-up of the vCPU's host
+/// thread. Linux's cpuidle makes the same trade with its poll state for
+/// idle periods predicted short, and its `haltpoll` governor adapts a
+/// window the way this does.
+static POLL_NS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The window a CPU starts polling with once its halts turn out short.
+const POLL_START_NS: u64 = 2_000;
+/// The longest window, and the longest halt still counted as short.
+const POLL_MAX_NS: u64 = 50_000;
+
+/// Poll for work with interrupts on, for `window` ns after the last
+/// interrupt taken here (an interrupt's handler runs as it would from a
+/// halt, and a CPU that keeps taking them keeps polling). True if work came
+/// or interrupts did (the caller looks again); false when the window ran
+/// out with nothing (the caller halts, and then judges the window by the
+/// whole idle period). Returns with interrupts off.
+fn poll_idle(me: usize, pc: &percpu::PerCpu, window: u64) -> bool {
+    let window_cycles = crate::time::ns_to_tsc(window);
+    let mut irqs = pc.irqs.load(Ordering::Relaxed);
+    let mut since = cpu::rdtsc();
+    let mut busy = false;
+    CPU[me].polling.store(true, Ordering::SeqCst);
+    cpu::sti();
+    loop {
+        if pc.need_resched.load(Ordering::SeqCst)
+            || CPU[me].nr_queued.load(Ordering::Relaxed) > 0
+            || !CPU[me].online.load(Ordering::Relaxed)
+        {
+            busy = true;
+            break;
+        }
+        let now_irqs = pc.irqs.load(Ordering::Relaxed);
+        let now = cpu::rdtsc();
+        if now_irqs != irqs {
+            irqs = now_irqs;
+            since = now;
+            busy = true;
+        } else if now.wrapping_sub(since) >= window_cycles {
+            break;
+        }
+        cpu::pause();
+    }
+    cpu::cli();
+    // After this, a waker sends the IPI; the caller's look at
+    // `need_resched` comes after the store (SeqCst on both sides).
+    CPU[me].polling.store(false, Ordering::SeqCst);
+    busy
+}
+
+/// Half the window; 0 below the starting one.
+fn shrink(w: u64) -> u64 {
+    let h = w / 2;
+    if h < POLL_START_NS { 0 } else { h }
+}
+
+/// Adjust this CPU's window after it polled `w` ns in vain and then
+/// halted for `slept` ns: an idle period (both together) short enough for
+/// the longest window doubles it, a longer one halves it. Judging the poll
+/// alone would halve a window just short of the wake-ups and let the next
+/// short halt double it back, never reaching them.
+fn adapt_poll(me: usize, w: u64, slept: u64) {
+    let idle = w.saturating_add(slept);
+    let next = if idle <= POLL_MAX_NS { (w * 2).clamp(POLL_START_NS, POLL_MAX_NS) } else { shrink(w) };
+    if next != w {
+        POLL_NS[me].store(next, Ordering::Relaxed);
     }
 }
 
