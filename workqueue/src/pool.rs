@@ -1211,6 +1211,15 @@ pub(crate) fn bh_pool(cpu: usize, highpri: bool) -> Option<Arc<Pool>> {
     pool_by_id(2 * n + 2 * cpu + usize::from(highpri)).filter(|p| p.bh.get().is_some())
 }
 
+/// Is anything queued on `cpu`'s BH pool (a look, without a reference)?
+fn bh_queued(cpu: usize, highpri: bool) -> bool {
+    #[cfg(not(feature = "loom"))]
+    if let Some(p) = BH_POOLS.get(cpu).and_then(|pair| pair[usize::from(highpri)].get()) {
+        return p.bh_queued.load(Ordering::Acquire);
+    }
+    bh_pool(cpu, highpri).is_some_and(|p| p.bh_queued.load(Ordering::Acquire))
+}
+
 /// Each CPU's BH pools (normal, high priority), set at init: the `TASKLET`
 /// and `HI` softirqs find theirs without the CPU count or an id.
 #[cfg(not(feature = "loom"))]
@@ -1241,9 +1250,11 @@ fn raise_bh(pool: &Pool) {
 /// Run this CPU's BH pool (Linux `bh_worker`), from the `TASKLET` (or
 /// `HI`) softirq, before its tasklets: a budget of items and time, then the
 /// softirq is raised again for the rest.
-fn bh_worker(highpri: bool) {
-    if let Some(pool) = bh_pool(port().cpu_id(), highpri)
-        && pool.bh_queued.load(Ordering::Acquire)
+fn bh_worker(cpu: usize, highpri: bool) {
+    // Nothing queued is the common case (a tasklet's softirq): one load,
+    // no reference taken on the pool.
+    if bh_queued(cpu, highpri)
+        && let Some(pool) = bh_pool(cpu, highpri)
     {
         run_bh_pool(&pool);
     }

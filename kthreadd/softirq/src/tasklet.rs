@@ -248,12 +248,15 @@ const LIST_KEEP: usize = 32;
 /// They are taken off one at a time, so the list keeps its buffer and a
 /// run allocates nothing; a tasklet put back (running elsewhere, or
 /// disabled) goes behind the ones counted.
-fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
+fn run_list(lists: &'static [List; MAX_CPUS], v: Vector, cpu: usize) {
     let p = port();
-    let cpu = p.cpu_id();
     // Counted at the first look, which also takes the first one.
     let mut left = None;
     loop {
+        // The last one counted is taken: no look at the list to learn it.
+        if left == Some(0) {
+            break;
+        }
         let t = {
             let mut g = lists[cpu].lock();
             let n = left.get_or_insert(g.len());
@@ -295,29 +298,31 @@ fn run_list(lists: &'static [List; MAX_CPUS], v: Vector) {
 /// What the BH workqueues run first in each tasklet softirq (Linux's
 /// `tasklet_action` calls `workqueue_softirq_action`): set by the workqueue
 /// layer, which stands above this one.
-static BH_RUNNER: spin::Once<fn(bool)> = spin::Once::new();
+static BH_RUNNER: spin::Once<fn(usize, bool)> = spin::Once::new();
 
 /// Let the layer above run its BH work from the `TASKLET` (`false`) and
 /// `HI` (`true`) softirqs, before the tasklets (once; later calls are
-/// ignored).
+/// ignored). `run` gets the calling CPU and which of the two it is.
 ///
 /// Context: boot.
-pub fn set_bh_runner(run: fn(bool)) {
+pub fn set_bh_runner(run: fn(usize, bool)) {
     BH_RUNNER.call_once(|| run);
 }
 
 fn tasklet_action() {
+    let cpu = port().cpu_id();
     if let Some(run) = BH_RUNNER.get() {
-        run(false);
+        run(cpu, false);
     }
-    run_list(&NORMAL, Vector::Tasklet);
+    run_list(&NORMAL, Vector::Tasklet, cpu);
 }
 
 fn tasklet_hi_action() {
+    let cpu = port().cpu_id();
     if let Some(run) = BH_RUNNER.get() {
-        run(true);
+        run(cpu, true);
     }
-    run_list(&HIGH, Vector::Hi);
+    run_list(&HIGH, Vector::Hi, cpu);
 }
 
 /// Open the two tasklet vectors.
