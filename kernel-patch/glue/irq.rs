@@ -223,6 +223,7 @@ pub fn irq_dispatch(irq: u8, token: &mut CleanLockToken) -> bool {
 /// pending softirqs (kport's `irq_exit`), with the port's interrupts-off count raised, as it
 /// asks.
 pub fn irq_exit(token: &mut CleanLockToken) {
+    super::count_interrupt();
     lend(token, || {
         let was = PORT.irq_save();
         kport::irq::irq_exit();

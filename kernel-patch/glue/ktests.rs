@@ -153,9 +153,10 @@ pub fn hold_user_space(token: &mut CleanLockToken) {
         match context::switch(token) {
             // SAFETY: as in Redox's idle loop: let the interrupts that arrived in, then go on.
             SwitchResult::Switched => unsafe { interrupt::enable_and_nop() },
-            // SAFETY: as in Redox's idle loop: sleep until the next interrupt (the PIT's at the
-            // latest, which also brings a request for user space here within a tick).
-            SwitchResult::AllContextsIdle => unsafe { interrupt::enable_and_halt() },
+            // SAFETY: as in Redox's idle loop (with the series' poll): wait for the next interrupt
+            // (the PIT's at the latest, which also brings a request for user space here within a
+            // tick).
+            SwitchResult::AllContextsIdle => unsafe { super::idle_wait() },
         }
     }
 }

@@ -41,7 +41,7 @@
 use alloc::{boxed::Box, collections::VecDeque, sync::Arc, vec::Vec};
 use core::{
     cell::{Cell, RefCell},
-    sync::atomic::{fence, AtomicUsize, Ordering},
+    sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering},
 };
 
 // The subsystem's API (the only lines to adapt when its crates change).
@@ -57,6 +57,7 @@ use kthreadd::{kthread, registry};
 use spin::{Mutex, Once};
 
 use crate::{
+    arch::interrupt,
     context::{self, wakeup_context, ArcContextLockWriteGuard, Context, ContextLock},
     percpu::{PercpuBlock, ALL_PERCPU_BLOCKS},
     sync::CleanLockToken,
@@ -112,6 +113,11 @@ pub struct KthreadPercpu {
     idle: Once<Arc<ContextLock>>,
     /// This CPU's topology (read on the CPU itself, by [`init`] or its first `switch()`).
     topology: Once<CpuTopology>,
+    /// Interrupts this CPU has taken (counted at their exit, [`irq::irq_exit`]): the idle poll
+    /// watches it.
+    irqs_taken: AtomicU64,
+    /// The idle loop's poll window, ns (0: it halts at once; only the idle loop touches it).
+    poll_ns: Cell<u64>,
 }
 
 impl KthreadPercpu {
@@ -128,6 +134,8 @@ impl KthreadPercpu {
             migrating: Mutex::new(Vec::new()),
             idle: Once::new(),
             topology: Once::new(),
+            irqs_taken: AtomicU64::new(0),
+            poll_ns: Cell::new(0),
         }
     }
 }
@@ -770,4 +778,72 @@ fn ps_text() -> alloc::string::String {
         return alloc::string::String::new();
     }
     registry::ps()
+}
+
+// ------------------------------------------------------------------------------- idle polling
+
+/// The window an idle CPU starts polling with once its idle periods turn out short (ns).
+const POLL_START_NS: u64 = 2_000;
+/// The longest window, and the longest idle period still counted as short (ns).
+const POLL_MAX_NS: u64 = 50_000;
+
+/// Count an interrupt taken on this CPU (from the exit hooks).
+pub(crate) fn count_interrupt() {
+    PercpuBlock::current()
+        .kthread
+        .irqs_taken
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Where Redox's idle loop would halt (`run_userspace`, and the suite's `hold_user_space`):
+/// first poll for an interrupt with interrupts on, when this CPU's idle periods have been short.
+/// Waking a halted vCPU costs tens of microseconds under QEMU; an interrupt to a running one
+/// costs what its handler does. Linux's cpuidle polls for idle periods it predicts short, with an
+/// adaptive window in its `haltpoll` governor; the testkernel does the same as this (the project's
+/// docs/benchmarks.md, "Idle polling"). Each idle period that polled in vain and then halted
+/// adjusts the window: doubled (2 to 50 us) if the whole period was at most 50 us, halved
+/// otherwise, down to no polling. Returns with interrupts on, as `enable_and_halt` does; the
+/// caller's loop disables them and switches again.
+///
+/// # Safety
+/// Only from a CPU's idle context, in its idle loop, with interrupts off.
+pub unsafe fn idle_wait() {
+    let pc = &PercpuBlock::current().kthread;
+    let window = pc.poll_ns.get();
+    if window > 0 {
+        let seen = pc.irqs_taken.load(Ordering::Relaxed);
+        let limit = (u128::from(window) * u128::from(clock::tsc_hz()) / 1_000_000_000) as u64;
+        let start = clock::cycles();
+        // SAFETY: the idle loop takes interrupts here, as it does in its halt (caller's contract).
+        unsafe { interrupt::enable_and_nop() };
+        loop {
+            if pc.irqs_taken.load(Ordering::Relaxed) != seen {
+                return;
+            }
+            if clock::cycles().wrapping_sub(start) >= limit {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        // SAFETY: back to the loop's state before its halt.
+        unsafe { interrupt::disable() };
+        if pc.irqs_taken.load(Ordering::Relaxed) != seen {
+            // One came after the last look: no halt, the caller switches again.
+            // SAFETY: as above.
+            unsafe { interrupt::enable_and_nop() };
+            return;
+        }
+    }
+    let t0 = clock::cycles();
+    // SAFETY: the idle loop's own halt (caller's contract).
+    unsafe { interrupt::enable_and_halt() };
+    let idle = window.saturating_add(clock::cycles_to_ns(clock::cycles().wrapping_sub(t0)));
+    let next = if idle <= POLL_MAX_NS {
+        (window * 2).clamp(POLL_START_NS, POLL_MAX_NS)
+    } else if window / 2 < POLL_START_NS {
+        0
+    } else {
+        window / 2
+    };
+    pc.poll_ns.set(next);
 }
