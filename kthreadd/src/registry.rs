@@ -19,6 +19,7 @@ use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::fmt::Write;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::kthread::{Inner, Kthread};
 use kport::sync::SpinLock;
@@ -29,20 +30,37 @@ const RESERVE: usize = 256;
 
 static THREADS: SpinLock<Vec<Weak<Inner>>> = SpinLock::ranked("kthread registry", crate::RANK_LEAF, Vec::new());
 
-/// Record a new thread (dropping entries of threads gone since).
+/// The registry's length at which the next registration drops the entries
+/// of threads gone: twice what the last pass left (at least [`RESERVE`]),
+/// so that registering is O(1) amortized however many threads are alive
+/// (a pass at each registration made creation O(n) in the live threads).
+/// Only written under the registry's lock.
+static PRUNE_AT: AtomicUsize = AtomicUsize::new(RESERVE);
+
+/// Drop the entries of threads gone, and set the next pass's length.
+fn prune_locked(v: &mut Vec<Weak<Inner>>) {
+    v.retain(|w| w.strong_count() > 0);
+    PRUNE_AT.store((2 * v.len()).max(RESERVE), Ordering::Relaxed);
+}
+
+/// Record a new thread (dropping entries of threads gone since, once the
+/// list has doubled).
 pub(crate) fn add(k: &Arc<Inner>) {
     let mut v = THREADS.lock();
     if v.capacity() == 0 {
         v.reserve(RESERVE);
     }
-    v.retain(|w| w.strong_count() > 0);
+    if v.len() >= PRUNE_AT.load(Ordering::Relaxed) {
+        prune_locked(&mut v);
+    }
     v.push(Arc::downgrade(k));
 }
 
 /// Forget threads that are gone (no handle left and reaped). Registration
-/// does this as it goes; call it before measuring memory.
+/// does this as the list grows; call it before measuring memory (an entry
+/// keeps its thread's record allocated until then).
 pub fn prune() {
-    THREADS.lock().retain(|w| w.strong_count() > 0);
+    prune_locked(&mut THREADS.lock());
 }
 
 /// Every kernel thread still known (alive, or exited with a handle left),
