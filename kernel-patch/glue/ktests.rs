@@ -214,6 +214,17 @@ ktest!(redox_user::kill_path_refuses_kernel_threads [explicit = true] => |_ctx| 
 // panics in `usermode_bootstrap` on the missing entry point and this case reports the panic.
 ktest!(redox_user::user_space [explicit = true, timeout_s = USER_SPACE_TIMEOUT_S] => |_ctx| {
     check!(!START_USER_SPACE.load(Ordering::Acquire), "user space was already started");
+    // The program checks that `sys:softirqs` counts TIMER runs. Any suite run before this one
+    // (delayed work, timers) makes some; run first, nothing may have yet: one soft timer's
+    // expiry makes sure of it.
+    let fired = Arc::new(AtomicBool::new(false));
+    let f = fired.clone();
+    let timer = softirq::SoftTimer::new(Arc::new(move || f.store(true, Ordering::Release)));
+    timer.arm(PORT.now_ns().saturating_add(1_000_000), None);
+    check!(
+        ::ktests::port_api::wait_for(5_000, || fired.load(Ordering::Acquire)),
+        "a 1 ms soft timer never fired through TIMER"
+    );
     START_USER_SPACE.store(true, Ordering::Release);
     USER_REPORTED.wait("redox_user");
     match USER_VERDICT.load(Ordering::Acquire) {
