@@ -782,11 +782,6 @@ fn ps_text() -> alloc::string::String {
 
 // ------------------------------------------------------------------------------- idle polling
 
-/// The window an idle CPU starts polling with once its idle periods turn out short (ns).
-const POLL_START_NS: u64 = 2_000;
-/// The longest window, and the longest idle period still counted as short (ns).
-const POLL_MAX_NS: u64 = 50_000;
-
 /// Count an interrupt taken on this CPU (from the exit hooks).
 pub(crate) fn count_interrupt() {
     PercpuBlock::current()
@@ -798,11 +793,9 @@ pub(crate) fn count_interrupt() {
 /// Where Redox's idle loop would halt (`run_userspace`, and the suite's `hold_user_space`):
 /// first poll for an interrupt with interrupts on, when this CPU's idle periods have been short.
 /// Waking a halted vCPU costs tens of microseconds under QEMU; an interrupt to a running one
-/// costs what its handler does. Linux's cpuidle polls for idle periods it predicts short, with an
-/// adaptive window in its `haltpoll` governor; the testkernel does the same as this (the project's
-/// docs/benchmarks.md, "Idle polling"). Each idle period that polled in vain and then halted
-/// adjusts the window: doubled (2 to 50 us) if the whole period was at most 50 us, halved
-/// otherwise, down to no polling. Returns with interrupts on, as `enable_and_halt` does; the
+/// costs what its handler does. The window adapts as the testkernel's does
+/// ([`kport::idle::next_window`]; the project's docs/benchmarks.md, "Idle polling"): each idle
+/// period that polled in vain and then halted adjusts it. Returns with interrupts on, as `enable_and_halt` does; the
 /// caller's loop disables them and switches again.
 ///
 /// # Safety
@@ -838,12 +831,5 @@ pub unsafe fn idle_wait() {
     // SAFETY: the idle loop's own halt (caller's contract).
     unsafe { interrupt::enable_and_halt() };
     let idle = window.saturating_add(clock::cycles_to_ns(clock::cycles().wrapping_sub(t0)));
-    let next = if idle <= POLL_MAX_NS {
-        (window * 2).clamp(POLL_START_NS, POLL_MAX_NS)
-    } else if window / 2 < POLL_START_NS {
-        0
-    } else {
-        window / 2
-    };
-    pc.poll_ns.set(next);
+    pc.poll_ns.set(kport::idle::next_window(window, idle));
 }

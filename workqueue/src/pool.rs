@@ -803,8 +803,7 @@ pub(crate) fn process_one_work<'a>(
     let (here, remote, flushers) = {
         let mut r = work.run.lock();
         r.running = None;
-        let flushers = r.end(seq);
-        work.ended.store(r.done, Ordering::Release);
+        let flushers = r.end(seq, &work.ended);
         let mut here = Vec::new();
         let mut remote: Vec<Arc<Pool>> = Vec::new();
         let mut i = 0;

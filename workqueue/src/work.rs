@@ -64,7 +64,7 @@ pub(crate) struct WorkInner {
     /// the flushers waiting for an instance to end.
     pub(crate) run: SpinLock<RunState>,
     /// A: a copy of `run.done` (every instance up to it has ended), stored
-    /// with Release under the run lock whenever it advances, and read
+    /// with Release under the run lock by `RunState::advance`, and read
     /// without the lock by [`WorkInner::is_idle`]: flushing or cancelling
     /// an idle item then takes no lock at all.
     pub(crate) ended: AtomicU64,
@@ -124,24 +124,28 @@ impl RunState {
     }
 
     /// Record that instance `seq` ran to its end; returns the flushers to
-    /// release.
-    pub(crate) fn end(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+    /// release. `ended` is the item's lock-free copy of `done`
+    /// ([`WorkInner::ended`]).
+    pub(crate) fn end(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         let ahead = self.cancelled_ahead.take().unwrap_or(0);
-        self.advance(seq.max(ahead))
+        self.advance(seq.max(ahead), ended)
     }
 
     /// Record that the pending instance `seq` was cancelled; returns the
     /// flushers to release (none while an older instance still runs).
-    pub(crate) fn cancel(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+    pub(crate) fn cancel(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         if self.running.is_some_and(|r| r < seq) {
             self.cancelled_ahead = Some(self.cancelled_ahead.map_or(seq, |a| a.max(seq)));
             return alloc::vec::Vec::new();
         }
-        self.advance(seq)
+        self.advance(seq, ended)
     }
 
-    fn advance(&mut self, seq: u64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+    /// The one place `done` moves: it and its lock-free copy `ended` move
+    /// together, under the run lock.
+    fn advance(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         self.done = self.done.max(seq);
+        ended.store(self.done, Ordering::Release);
         let mut out = alloc::vec::Vec::new();
         if self.waiters.is_empty() {
             return out;
@@ -285,12 +289,7 @@ impl WorkInner {
     /// The pending instance `seq` was cancelled: release its flushers
     /// (or, if an older instance still runs, when that one ends).
     pub(crate) fn instance_cancelled(&self, seq: u64) {
-        let ready = {
-            let mut r = self.run.lock();
-            let ready = r.cancel(seq);
-            self.ended.store(r.done, Ordering::Release);
-            ready
-        };
+        let ready = self.run.lock().cancel(seq, &self.ended);
         for c in ready {
             c.complete_all();
         }

@@ -43,6 +43,7 @@ pub mod fault;
 pub mod harness;
 #[cfg(feature = "host")]
 pub mod host;
+pub mod idle;
 pub mod irq;
 #[cfg(feature = "loom")]
 pub mod loom_port;

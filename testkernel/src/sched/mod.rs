@@ -924,16 +924,9 @@ pub fn idle_loop() -> ! {
 }
 
 /// How long an idle CPU polls before it halts, per CPU (ns; 0: it halts at
-/// once). Waking a halted CPU costs far more than finding a flag set on a
-/// polling one: an IPI, and under QEMU the wake-up of the vCPU's host
-/// thread. Linux's cpuidle makes the same trade with its poll state for
-/// idle periods predicted short, and its `haltpoll` governor adapts a
-/// window the way this does.
+/// once), adapted by [`kport::idle::next_window`]. Waking a halted CPU costs
+/// an IPI and, under QEMU, the wake-up of the vCPU's host thread.
 static POLL_NS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-/// The window a CPU starts polling with once its halts turn out short.
-const POLL_START_NS: u64 = 2_000;
-/// The longest window, and the longest halt still counted as short.
-const POLL_MAX_NS: u64 = 50_000;
 
 /// Poll for work with interrupts on, for `window` ns after the last
 /// interrupt taken here (an interrupt's handler runs as it would from a
@@ -974,20 +967,10 @@ fn poll_idle(me: usize, pc: &percpu::PerCpu, window: u64) -> bool {
     busy
 }
 
-/// Half the window; 0 below the starting one.
-fn shrink(w: u64) -> u64 {
-    let h = w / 2;
-    if h < POLL_START_NS { 0 } else { h }
-}
-
 /// Adjust this CPU's window after it polled `w` ns in vain and then
-/// halted for `slept` ns: an idle period (both together) short enough for
-/// the longest window doubles it, a longer one halves it. Judging the poll
-/// alone would halve a window just short of the wake-ups and let the next
-/// short halt double it back, never reaching them.
+/// halted for `slept` ns.
 fn adapt_poll(me: usize, w: u64, slept: u64) {
-    let idle = w.saturating_add(slept);
-    let next = if idle <= POLL_MAX_NS { (w * 2).clamp(POLL_START_NS, POLL_MAX_NS) } else { shrink(w) };
+    let next = kport::idle::next_window(w, w.saturating_add(slept));
     if next != w {
         POLL_NS[me].store(next, Ordering::Relaxed);
     }
