@@ -16,7 +16,9 @@ Start the guest with the monitor on a socket, then this script:
         --elf target/x86_64-unknown-linux-gnu/release/testkernel --cpus 2 --seconds 60
 
 It prints the functions where the vCPUs were found (all CPUs, then each), and
-the most frequent call chains. Under TCG a stopped vCPU is at a translation
+the most frequent call chains; `--lines process_one_work` adds the source
+lines of the samples inside that function, with the lines of what it
+inlined (addr2line -i). Under TCG a stopped vCPU is at a translation
 block boundary, so a function is found in proportion to the host time its
 translated code takes, which is what TCG's wall-clock figures measure.
 See docs/benchmarks.md ("Where the time goes").
@@ -119,6 +121,14 @@ def main():
     ap.add_argument("--depth", type=int, default=6, help="callers per sample (default 6; 0: none)")
     ap.add_argument("--top", type=int, default=40, help="lines per table (default 40)")
     ap.add_argument("--wait", type=float, default=30, help="seconds to wait for the socket (default 30)")
+    ap.add_argument(
+        "--lines",
+        metavar="SUBSTR",
+        action="append",
+        default=[],
+        help="also count the samples inside functions whose name contains SUBSTR by source line,"
+        " inlined callers included (addr2line -i); repeatable",
+    )
     a = ap.parse_args()
 
     addrs, names = symbols(a.elf)
@@ -149,6 +159,40 @@ def main():
         print("--- call chains")
         for t, k in by_chain.most_common(a.top):
             print(f"{k:7d} {t}")
+    for sub in a.lines:
+        lines_of(a.elf, sub, pcs, name, a.top)
+
+
+def lines_of(elf, sub, pcs, name, top):
+    """Samples inside the functions named like `sub`, by source line: each
+    sample counts for the innermost line and for each inlined caller's line,
+    so a line shows what it cost with what it inlined."""
+    at = collections.Counter()
+    for (_, pc), k in pcs.items():
+        if sub in name(pc):
+            at[pc] += k
+    total = sum(at.values())
+    print(f"--- lines in *{sub}*: {total} samples")
+    if not total:
+        return
+    order = sorted(at)
+    # -a prints each address before its frames (one line each with -i).
+    query = "".join(f"{pc:#x}\n" for pc in order)
+    out = subprocess.run(["addr2line", "-a", "-i", "-e", elf], input=query, capture_output=True, text=True, check=True)
+    counts = collections.Counter()
+    pc = None
+    frames = []
+    for line in out.stdout.splitlines() + ["0x"]:
+        if line.startswith("0x"):
+            if pc is not None:
+                for f in dict.fromkeys(frames):
+                    counts[f.split(" (discriminator")[0]] += at[pc]
+            pc = int(line, 16) if len(line) > 2 else None
+            frames = []
+        else:
+            frames.append(line)
+    for t, k in counts.most_common(top):
+        print(f"{k:7d} {100.0 * k / total:5.1f}% {t}")
 
 
 if __name__ == "__main__":
