@@ -786,7 +786,10 @@ pub(crate) fn process_one_work<'a>(
     st.busy.retain(|b| !Arc::ptr_eq(&b.worker, w));
     w.current_work.store(0, Ordering::Release);
     w.current_wq.store(0, Ordering::Release);
-    let successor = pwq_done(pool, &mut st, &pwq, color, true);
+    // A worker's loop (and a BH pool's run, which raises itself again
+    // for what is left) goes on with what this activates; a rescuer, which
+    // serves only its own list, wakes a worker for it.
+    let successor = pwq_done(pool, &mut st, &pwq, color, rescued);
     if let Some(s) = successor {
         // An ordered queue's old pwq ran its last item: its successor may
         // start (on another pool: this pool's lock is released first).
@@ -915,6 +918,10 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
                 }
             }
             set_flags(&pool, &w, wf::PREP);
+            // What its items' ends activated and it leaves (it goes to
+            // rebind, or others run) gets a worker now that it is out of
+            // the count.
+            pool.kick(&st);
         }
         trim(&mut st.worklist);
         // Sleep until kicked. The state is set before the lock is dropped:

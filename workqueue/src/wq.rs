@@ -306,28 +306,26 @@ fn current_item_name(w: &Worker) -> &'static str {
         .unwrap_or("an item")
 }
 
-/// An item left a pwq (ran, or was cancelled): update `max_active` and
-/// the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
+/// An active item left a pwq (ran, or was cancelled): update `max_active`
+/// and the flush counts (Linux `pwq_dec_nr_in_flight`). Pool lock held.
+///
+/// `kick`: wake a worker for what this activates. False only from a
+/// worker's own end of an item, when that worker goes on with the worklist
+/// itself (Linux activates there without a wake-up): waking a second
+/// worker for each item of an ordered queue made two CPUs take turns at
+/// its items, each turn a cross-CPU wake-up and a contended pool lock.
 ///
 /// Return: the successor to unplug when this was the last instance of an
 /// ordered queue's replaced pwq (the caller unplugs it with [`unplug`]
 /// once it has released this pool's lock: two pool locks are never held
 /// together).
 #[must_use]
-pub(crate) fn pwq_done(
-    pool: &Pool,
-    g: &mut Guard<'_>,
-    pwq: &Arc<Pwq>,
-    color: usize,
-    was_active: bool,
-) -> Option<Arc<Pwq>> {
+pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, kick: bool) -> Option<Arc<Pwq>> {
     pwq.in_flight_dec();
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
-    if was_active {
-        ps.nr_active -= 1;
-        activate_inactive(pool, st, &mut ps);
-    }
+    ps.nr_active -= 1;
+    activate_inactive(pool, st, &mut ps, kick);
     ps.nr_in_flight[color] -= 1;
     let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
     if ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0 {
@@ -342,8 +340,9 @@ pub(crate) fn pwq_done(
     if drained { pwq.successor.get().cloned() } else { None }
 }
 
-/// Move inactive entries to the worklist while `max_active` allows.
-fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
+/// Move inactive entries to the worklist while `max_active` allows; with
+/// `kick`, wake a worker for them.
+fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState, kick: bool) {
     let mut moved = false;
     while ps.may_activate() {
         let Some(e) = ps.inactive.pop_front() else {
@@ -357,7 +356,7 @@ fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState) {
         pool.push_work(st, e);
         moved = true;
     }
-    if moved {
+    if moved && kick {
         pool.kick(st);
     }
 }
@@ -935,7 +934,7 @@ pub(crate) fn unplug(pwq: &Arc<Pwq>) {
     let mut ps = pwq.st.borrow_mut(held);
     if ps.plugged {
         ps.plugged = false;
-        activate_inactive(&pwq.pool, st, &mut ps);
+        activate_inactive(&pwq.pool, st, &mut ps, true);
     }
 }
 
@@ -1181,7 +1180,7 @@ impl Workqueue {
             let (st, held) = g.split();
             let mut ps = pwq.st.borrow_mut(held);
             ps.max_active = n;
-            activate_inactive(&pwq.pool, st, &mut ps);
+            activate_inactive(&pwq.pool, st, &mut ps, true);
         }
         Ok(())
     }
@@ -1565,7 +1564,7 @@ pub(crate) fn set_frozen(on: bool) {
             let mut ps = pwq.st.borrow_mut(held);
             ps.frozen = on;
             if !on {
-                activate_inactive(pool, st, &mut ps);
+                activate_inactive(pool, st, &mut ps, true);
             }
         }
     }

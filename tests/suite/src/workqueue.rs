@@ -68,6 +68,56 @@ ktest!(workqueue::ordered_queue_runs_one_at_a_time_in_order => |ctx| {
     Ok(())
 });
 
+// Items an ordered queue activates one by one as each ends run back to
+// back on the worker that ended the last: Linux activates the next one
+// without waking anyone, as that worker's loop takes it. Waking an idle
+// worker at each activation (what this kernel did) made the woken workers
+// switch in, contend for the pool lock, find nothing and sleep again, item
+// after item. Counted here as the context switches of the kworkers other
+// than the draining one; other work on the shared unbound pool may wake
+// one now and then, hence the slack (the wake-ups this catches were one or
+// more per item).
+ktest!(workqueue::ordered_drain_wakes_no_other_worker [min_cpus = 2] => |ctx| {
+    const N: usize = 200;
+    let q = Workqueue::ordered("wq-ordered-drain", WqFlags::empty()).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let gate = Arc::new(Completion::new());
+    let g = gate.clone();
+    let first = Work::new(move || g.wait("gate"));
+    let ran_by = Arc::new(SpinLock::new(Vec::with_capacity(N)));
+    let items: Vec<Work> = (0..N)
+        .map(|_| {
+            let r = ran_by.clone();
+            Work::new(move || r.lock().push(port().current_id()))
+        })
+        .collect();
+    check!(q.queue(&first));
+    for it in &items {
+        check!(q.queue(it));
+    }
+    let switches = || -> Vec<(usize, u64)> {
+        kthreadd::registry::all()
+            .iter()
+            .filter(|k| k.task().name().starts_with("kworker/"))
+            .map(|k| (k.id(), k.task().nr_switches()))
+            .collect()
+    };
+    let before = switches();
+    gate.complete_all();
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let after = switches();
+    let ids = ran_by.lock().clone();
+    check_eq!(ids.len(), N);
+    let drainer = ids[N - 1];
+    let others: u64 = after
+        .iter()
+        .filter(|(id, _)| *id != drainer && !ids.contains(id))
+        .map(|(id, n)| n - before.iter().find(|(b, _)| b == id).map_or(0, |(_, m)| *m))
+        .sum();
+    check!(others <= (N / 10) as u64, "other kworkers switched {others} times while {N} ordered items drained");
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
 ktest!(workqueue::max_active_is_honoured => |ctx| {
     for (flags, max) in [(WqFlags::empty(), 2usize), (WqFlags::UNBOUND, 3)] {
         let q = wq("wq-maxact", flags, max)?;
