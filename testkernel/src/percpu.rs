@@ -216,7 +216,12 @@ pub fn preempt_disable() {
 /// Re-enable preemption without rescheduling.
 #[inline(always)]
 pub fn preempt_enable_no_resched() {
-    this_cpu().preempt_count.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: as in preempt_disable: one plain `sub` (no `lock` prefix: only
+    // this CPU writes the count, and an interrupt restores what it raised
+    // before it returns).
+    unsafe {
+        asm!("sub dword ptr gs:[{off}], 1", off = const PREEMPT_COUNT_OFF, options(nostack));
+    }
 }
 
 /// Re-enable preemption; reschedule if it reached zero and a reschedule is due
@@ -256,7 +261,9 @@ pub fn in_irq() -> bool {
 pub fn lock_enter() -> bool {
     let on = cpu::irqs_enabled();
     cpu::cli();
-    this_cpu().preempt_count.fetch_add(1, Ordering::Relaxed);
+    // A plain `add`, as preempt_disable: a locked one costs an atomic
+    // operation on every lock taken (under TCG, a host atomic per lock).
+    preempt_disable();
     on
 }
 
@@ -265,7 +272,7 @@ pub fn lock_enter() -> bool {
 #[inline]
 pub fn lock_exit(irqs_were_on: bool) {
     let pc = this_cpu();
-    pc.preempt_count.fetch_sub(1, Ordering::Relaxed);
+    preempt_enable_no_resched();
     if irqs_were_on {
         cpu::sti();
         if pc.need_resched.load(Ordering::Relaxed)

@@ -746,13 +746,13 @@ pub(crate) fn process_one_work<'a>(
     // worker was being woken would run behind it, one item at a time.
     pool.kick(&st);
     pool.watchdog_ts.store(now, Ordering::Relaxed);
+    pwq.stats.add_locked(&st.held(), PwqStat::Started, 1);
+    if rescued {
+        pwq.stats.add_locked(&st.held(), PwqStat::Rescued, 1);
+    }
     work.release();
     drop(st);
 
-    pwq.stats.inc(PwqStat::Started);
-    if rescued {
-        pwq.stats.inc(PwqStat::Rescued);
-    }
     let work_addr = Arc::as_ptr(&work) as *const u8 as u64;
     let traced = trace::any(
         trace::Event::WorkqueueExecuteStart.bit()
@@ -764,7 +764,6 @@ pub(crate) fn process_one_work<'a>(
     if traced {
         trace_end(work_addr, work.name, t0);
     }
-    pwq.stats.inc(PwqStat::Completed);
     // A kworker offers the CPU between items (Linux's `cond_resched` in
     // `process_one_work`); a BH pool's items run in softirq context, where
     // giving up the CPU would switch away from an interrupt's exit path.
@@ -774,10 +773,11 @@ pub(crate) fn process_one_work<'a>(
 
     let mut st = pool.st.lock();
     w.current_at.store(0, Ordering::Release);
+    pwq.stats.add_locked(&st.held(), PwqStat::Completed, 1);
     // Its CPU time, as the ticks counted it (Linux's `PWQ_STAT_CPU_TIME`
     // is sampled at the tick too): no clock is read per item.
     if w.cpu_acc.load(Ordering::Relaxed) != 0 {
-        pwq.stats.add(PwqStat::CpuTime, w.cpu_acc.swap(0, Ordering::Relaxed));
+        pwq.stats.add_locked(&st.held(), PwqStat::CpuTime, w.cpu_acc.swap(0, Ordering::Relaxed));
     }
     // Flagged by its queue, or by the tick for hogging the CPU.
     if w.has(wf::CPU_INTENSIVE) {

@@ -52,6 +52,15 @@ impl PwqStats {
         self.0[s as usize].fetch_add(v, Ordering::Relaxed);
     }
 
+    /// Add `v` to a counter that only holders of the pwq's pool lock
+    /// change (`_held` proves the caller is one): a plain load and store,
+    /// where [`PwqStats::add`]'s locked add costs an atomic operation on
+    /// the path every item takes.
+    pub(crate) fn add_locked(&self, _held: &kport::sync::Held<'_>, s: PwqStat, v: u64) {
+        let c = &self.0[s as usize];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(v), Ordering::Relaxed);
+    }
+
     /// Read a counter.
     pub(crate) fn get(&self, s: PwqStat) -> u64 {
         self.0[s as usize].load(Ordering::Relaxed)
