@@ -709,11 +709,11 @@ pub(crate) fn process_one_work<'a>(
     // the item until that run ends.
     {
         let mut r = work.run.lock();
-        if r.running.is_some() {
-            r.deferred.push_back(Entry { pwq, work: work.clone(), color, seq, queued_ns });
+        if r.running != 0 {
+            r.defer(Entry { pwq, work: work.clone(), color, seq, queued_ns });
             return st;
         }
-        r.running = Some(seq);
+        r.running = seq;
     }
     let p = port();
     let now = p.now_ns();
@@ -805,20 +805,22 @@ pub(crate) fn process_one_work<'a>(
     // held in our hands meanwhile would spin for ever on this CPU.
     let (here, remote, flushers) = {
         let mut r = work.run.lock();
-        r.running = None;
+        r.running = 0;
         let flushers = r.end(seq, &work.ended);
         let mut here = Vec::new();
         let mut remote: Vec<Arc<Pool>> = Vec::new();
-        let mut i = 0;
-        while i < r.deferred.len() {
-            let other = &r.deferred[i].pwq.pool;
-            if core::ptr::eq(&**other, pool) {
-                here.extend(r.deferred.remove(i));
-            } else {
-                if !remote.iter().any(|p| Arc::ptr_eq(p, other)) {
-                    remote.push(other.clone());
+        if let Some(d) = r.deferred() {
+            let mut i = 0;
+            while i < d.len() {
+                let other = &d[i].pwq.pool;
+                if core::ptr::eq(&**other, pool) {
+                    here.extend(d.remove(i));
+                } else {
+                    if !remote.iter().any(|p| Arc::ptr_eq(p, other)) {
+                        remote.push(other.clone());
+                    }
+                    i += 1;
                 }
-                i += 1;
             }
         }
         (here, remote, flushers)
@@ -853,12 +855,14 @@ fn requeue_deferred(work: &Arc<crate::work::WorkInner>, pools: Vec<Arc<Pool>>) {
             let mine: Vec<Entry> = {
                 let mut r = work.run.lock();
                 let mut out = Vec::new();
-                let mut i = 0;
-                while i < r.deferred.len() {
-                    if Arc::ptr_eq(&r.deferred[i].pwq.pool, &pool) {
-                        out.extend(r.deferred.remove(i));
-                    } else {
-                        i += 1;
+                if let Some(d) = r.deferred() {
+                    let mut i = 0;
+                    while i < d.len() {
+                        if Arc::ptr_eq(&d[i].pwq.pool, &pool) {
+                            out.extend(d.remove(i));
+                        } else {
+                            i += 1;
+                        }
                     }
                 }
                 out

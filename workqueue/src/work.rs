@@ -54,7 +54,7 @@ pub(crate) struct WorkInner {
     /// spinning until that wait ends.
     pub(crate) canceling: AtomicU32,
     /// I: the timer part, for a delayed item.
-    pub(crate) delayed: Option<Delayed>,
+    pub(crate) delayed: Option<Box<Delayed>>,
     /// A: cancellers sleeping in `grab_pending` until the pending instance
     /// can be found (SeqCst with `notify_grabbers`).
     pub(crate) grab_waiters: AtomicU32,
@@ -99,43 +99,62 @@ const SEQ_ONE: u64 = 2;
 ///
 /// Every field is `R:` (the item's run lock).
 pub(crate) struct RunState {
-    /// R: the instance running now (its run claim).
-    pub(crate) running: Option<u64>,
-    /// R: instances that came up while it ran elsewhere.
-    pub(crate) deferred: alloc::collections::VecDeque<crate::pool::Entry>,
+    /// R: the instance running now (its run claim), 0 for none (instances
+    /// are numbered from 1).
+    pub(crate) running: u64,
     /// R: every instance up to this one has ended (ran or was cancelled).
     pub(crate) done: u64,
-    /// R: a cancelled instance newer than the running one; it counts as
-    /// ended when the running one ends.
-    pub(crate) cancelled_ahead: Option<u64>,
+    /// R: a cancelled instance newer than the running one, 0 for none; it
+    /// counts as ended when the running one ends.
+    cancelled_ahead: u64,
+    /// R: the lists most items never use, allocated the first time one is
+    /// (an item is mostly this record: inline, the lists made it 56 bytes
+    /// larger, and every item is touched on the queue-and-run path).
+    rare: Option<Box<RunRare>>,
+}
+
+/// [`RunState`]'s lists.
+#[derive(Default)]
+struct RunRare {
+    /// R: instances that came up while it ran elsewhere.
+    deferred: alloc::collections::VecDeque<crate::pool::Entry>,
     /// R: flushers, by the instance they wait for.
-    pub(crate) waiters: alloc::vec::Vec<(u64, Arc<kport::sync::Completion>)>,
+    waiters: alloc::vec::Vec<(u64, Arc<kport::sync::Completion>)>,
 }
 
 impl RunState {
     pub(crate) const fn new() -> Self {
-        RunState {
-            running: None,
-            deferred: alloc::collections::VecDeque::new(),
-            done: 0,
-            cancelled_ahead: None,
-            waiters: alloc::vec::Vec::new(),
-        }
+        RunState { running: 0, done: 0, cancelled_ahead: 0, rare: None }
+    }
+
+    /// The instances that came up while it ran elsewhere (none yet: `None`).
+    pub(crate) fn deferred(&mut self) -> Option<&mut alloc::collections::VecDeque<crate::pool::Entry>> {
+        self.rare.as_mut().map(|r| &mut r.deferred)
+    }
+
+    /// Put an instance on the deferred list.
+    pub(crate) fn defer(&mut self, e: crate::pool::Entry) {
+        self.rare.get_or_insert_with(Box::default).deferred.push_back(e);
+    }
+
+    /// Wait for instance `target` to end: `c` is completed when it has.
+    pub(crate) fn add_waiter(&mut self, target: u64, c: Arc<kport::sync::Completion>) {
+        self.rare.get_or_insert_with(Box::default).waiters.push((target, c));
     }
 
     /// Record that instance `seq` ran to its end; returns the flushers to
     /// release. `ended` is the item's lock-free copy of `done`
     /// ([`WorkInner::ended`]).
     pub(crate) fn end(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
-        let ahead = self.cancelled_ahead.take().unwrap_or(0);
+        let ahead = core::mem::take(&mut self.cancelled_ahead);
         self.advance(seq.max(ahead), ended)
     }
 
     /// Record that the pending instance `seq` was cancelled; returns the
     /// flushers to release (none while an older instance still runs).
     pub(crate) fn cancel(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
-        if self.running.is_some_and(|r| r < seq) {
-            self.cancelled_ahead = Some(self.cancelled_ahead.map_or(seq, |a| a.max(seq)));
+        if self.running != 0 && self.running < seq {
+            self.cancelled_ahead = self.cancelled_ahead.max(seq);
             return alloc::vec::Vec::new();
         }
         self.advance(seq, ended)
@@ -147,11 +166,11 @@ impl RunState {
         self.done = self.done.max(seq);
         ended.store(self.done, Ordering::Release);
         let mut out = alloc::vec::Vec::new();
-        if self.waiters.is_empty() {
+        let Some(rare) = self.rare.as_mut().filter(|r| !r.waiters.is_empty()) else {
             return out;
-        }
+        };
         let done = self.done;
-        self.waiters.retain(|(t, c)| {
+        rare.waiters.retain(|(t, c)| {
             if *t <= done {
                 out.push(c.clone());
                 false
@@ -397,7 +416,10 @@ impl DelayedWork {
                 canceling: AtomicU32::new(0),
                 grab_waiters: AtomicU32::new(0),
                 grab_events: AtomicU32::new(0),
-                delayed: Some(Delayed { timer, target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None) }),
+                delayed: Some(Box::new(Delayed {
+                    timer,
+                    target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None),
+                })),
                 run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
                 ended: AtomicU64::new(0),
             }

@@ -591,12 +591,13 @@ fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64
 /// Remove the pending instance of `work` from the item's deferred list
 /// (it waits there for a run elsewhere to end). Returns its number.
 fn take_deferred(work: &Arc<WorkInner>) -> Option<u64> {
-    let pool = work.run.lock().deferred.iter().find(|e| e.is_work(work)).map(|e| e.pwq.pool.clone())?;
+    let pool = work.run.lock().deferred()?.iter().find(|e| e.is_work(work)).map(|e| e.pwq.pool.clone())?;
     let mut st = pool.st.lock();
     let e = {
         let mut r = work.run.lock();
-        let i = r.deferred.iter().position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))?;
-        r.deferred.remove(i)?
+        let d = r.deferred()?;
+        let i = d.iter().position(|e| e.is_work(work) && Arc::ptr_eq(&e.pwq.pool, &pool))?;
+        d.remove(i)?
     };
     let succ = pwq_done(&pool, &mut st, &e.pwq, e.color, true);
     drop(st);
@@ -750,8 +751,8 @@ fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
         seq
     } else {
         match work.run.lock().running {
-            Some(g) => g,
-            None => return false,
+            0 => return false,
+            g => g,
         }
     };
     if work.run.lock().done >= target {
@@ -772,7 +773,7 @@ fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
         if f.done >= target {
             return false;
         }
-        f.waiters.push((target, done.clone()));
+        f.add_waiter(target, done.clone());
     }
     done.wait("flush_work");
     true
