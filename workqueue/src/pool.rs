@@ -205,6 +205,9 @@ pub(crate) struct PoolState {
     pub(crate) manager: bool,
     /// L: number of the next worker's name.
     pub(crate) next_id: usize,
+    /// L: the pwqs that queue on this pool (pruned of dead ones as new ones
+    /// come): where a cancel looks for an inactive instance.
+    pub(crate) pwqs: Vec<alloc::sync::Weak<Pwq>>,
 }
 
 /// A pool of workers.
@@ -369,6 +372,7 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
                 busy: Vec::new(),
                 manager: false,
                 next_id: 0,
+                pwqs: Vec::new(),
             },
         ),
         nr_running: AtomicUsize::new(0),

@@ -40,7 +40,10 @@ pub(crate) struct WorkInner {
     /// flusher that sees the bit sees the number of the instance it means.
     pub(crate) state: AtomicU64,
     /// A: id of the pool of the pending instance, or of the pool it last ran
-    /// on (written under that pool's lock, read to find it there).
+    /// on (written under that pool's lock, read to find it there), with
+    /// [`POOL_INACTIVE`] while the pending instance waits on a pwq's inactive
+    /// list (Linux's `WORK_STRUCT_INACTIVE`). Read it with
+    /// [`WorkInner::pool_id`].
     pub(crate) pool: AtomicUsize,
     /// A: cancellers at work; queueing is refused while it is not zero
     /// (Linux's disable count).
@@ -80,6 +83,11 @@ static GRAB_WAIT: [WaitQueue; GRAB_QUEUES] = [const { WaitQueue::new() }; GRAB_Q
 pub(crate) fn grab_queue(w: &WorkInner) -> &'static WaitQueue {
     &GRAB_WAIT[(w as *const WorkInner as usize >> 6) % GRAB_QUEUES]
 }
+
+/// The flag of [`WorkInner::pool`] that says the pending instance was put
+/// on a pwq's inactive list; cleared when it is activated. A cancel looks
+/// there first; only a hint (the cancel looks everywhere else after it).
+pub(crate) const POOL_INACTIVE: usize = 1 << (usize::BITS - 1);
 
 /// The pending bit of [`WorkInner::state`].
 pub(crate) const PENDING: u64 = 1;
@@ -231,6 +239,14 @@ impl Delayed {
 }
 
 impl WorkInner {
+    /// The pool id of [`WorkInner::pool`] ([`NO_POOL`] before the first
+    /// queueing), and whether the pending instance was put on an inactive
+    /// list.
+    pub(crate) fn pool_id(&self) -> (usize, bool) {
+        let v = self.pool.load(Ordering::Acquire);
+        if v == NO_POOL { (NO_POOL, false) } else { (v & !POOL_INACTIVE, v & POOL_INACTIVE != 0) }
+    }
+
     /// Claim the pending bit and number a new instance, in one step; false
     /// if an instance is already pending or the item is being cancelled.
     pub(crate) fn claim_new(&self) -> bool {

@@ -353,6 +353,7 @@ fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState, kick: b
         if trace::on(trace::Event::WorkqueueActivateWork) {
             trace_activate(&e.work);
         }
+        e.work.pool.store(pool.id, Ordering::Release);
         pool.push_work(st, e);
         moved = true;
     }
@@ -437,7 +438,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     // Non-reentrancy: still running on another pool for this queue? Then
     // it goes there, behind the running instance.
     let mut redirected = false;
-    let last = work.pool.load(Ordering::Acquire);
+    let (last, _) = work.pool_id();
     if last != NO_POOL
         && last != pwq.pool.id
         && !wq.flags.contains(WqFlags::ORDERED)
@@ -488,6 +489,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
             pool.push_work(st, e);
             pool.kick(st);
         } else {
+            work.pool.store(pool.id | crate::work::POOL_INACTIVE, Ordering::Release);
             ps.inactive.push_back(e);
         }
         break;
@@ -542,8 +544,16 @@ fn take_from_pool(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<u64> {
 /// unplug (see [`pwq_done`]).
 fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64, Option<Arc<Pwq>>)> {
     let mut st = pool.st.lock();
-    if let Some(i) = st.worklist.iter().position(|e| e.is_work(work)) {
-        let e = st.worklist.remove(i).expect("index from position");
+    // An item put on an inactive list is most likely still there; the
+    // others are on the worklist or a worker's list. Each list is searched
+    // from its end: an item cancelled soon after it was queued (a re-arm, a
+    // probe) is found at once however long the list ahead of it.
+    let (_, inactive) = work.pool_id();
+    if inactive && let Some(r) = take_inactive(&mut st, work) {
+        return Some(r);
+    }
+    if let Some(i) = st.worklist.iter().rposition(|e| e.is_work(work)) {
+        let e = st.worklist.remove(i).expect("index from rposition");
         let succ = pwq_done(pool, &mut st, &e.pwq, e.color, true);
         return Some((e.seq, succ));
     }
@@ -560,32 +570,34 @@ fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64
         let succ = pwq_done(pool, &mut st, &e.pwq, e.color, true);
         return Some((e.seq, succ));
     }
-    let pwqs: Vec<Arc<Pwq>> =
-        all_wqs().iter().flat_map(|w| w.all_pwqs()).filter(|x| Arc::ptr_eq(&x.pool, pool)).collect();
-    for pwq in pwqs {
-        let mut ps = pwq.st.borrow_mut(st.held());
-        if let Some(i) = ps.inactive.iter().position(|e| e.is_work(work)) {
-            let e = ps.inactive.remove(i).expect("index from position");
-            ps.nr_in_flight[e.color] -= 1;
-            let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
-            if flushed {
-                ps.flush_color = None;
-            }
-            let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
-            drop(ps);
-            drop(st);
-            pwq.in_flight_dec();
-            if flushed
-                && let Some(wq) = pwq.wq.upgrade()
-                && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
-            {
-                wq.flush_wq.wake_all();
-            }
-            let succ = if drained { pwq.successor.get().cloned() } else { None };
-            return Some((e.seq, succ));
-        }
+    if inactive { None } else { take_inactive(&mut st, work) }
+}
+
+/// [`take_from_pool_locked`] on the inactive lists of the pool's pwqs
+/// (consumes the pool's guard when it finds the item).
+fn take_inactive(st: &mut Guard<'_>, work: &Arc<WorkInner>) -> Option<(u64, Option<Arc<Pwq>>)> {
+    let (pwq, i) = st.pwqs.iter().filter_map(Weak::upgrade).find_map(|pwq| {
+        let i = pwq.st.borrow_mut(st.held()).inactive.iter().rposition(|e| e.is_work(work))?;
+        Some((pwq, i))
+    })?;
+    let mut ps = pwq.st.borrow_mut(st.held());
+    let e = ps.inactive.remove(i).expect("index from rposition");
+    ps.nr_in_flight[e.color] -= 1;
+    let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
+    if flushed {
+        ps.flush_color = None;
     }
-    None
+    let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
+    drop(ps);
+    pwq.in_flight_dec();
+    if flushed
+        && let Some(wq) = pwq.wq.upgrade()
+        && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+    {
+        wq.flush_wq.wake_all();
+    }
+    let succ = if drained { pwq.successor.get().cloned() } else { None };
+    Some((e.seq, succ))
 }
 
 /// Remove the pending instance of `work` from the item's deferred list
@@ -675,7 +687,7 @@ fn grab_pending(work: &Arc<WorkInner>) -> (Grab, IrqsOff) {
             work.instance_cancelled(g);
             break (Grab::Pending, off);
         }
-        if let Some(pool) = pool::pool_by_id(work.pool.load(Ordering::Acquire))
+        if let Some(pool) = pool::pool_by_id(work.pool_id().0)
             && let Some(seq) = take_from_pool(&pool, work)
         {
             work.instance_cancelled(seq);
@@ -854,7 +866,7 @@ fn new_pwq(
     plugged: bool,
     in_flight: &Arc<AtomicUsize>,
 ) -> Arc<Pwq> {
-    Arc::new(Pwq {
+    let pwq = Arc::new(Pwq {
         wq: me.clone(),
         st: LockedBy::new(
             &pool.st,
@@ -876,7 +888,12 @@ fn new_pwq(
         flags,
         successor: spin::Once::new(),
         replaced: AtomicBool::new(false),
-    })
+    });
+    let mut st = pwq.pool.st.lock();
+    st.pwqs.retain(|w| w.strong_count() > 0);
+    st.pwqs.push(Arc::downgrade(&pwq));
+    drop(st);
+    pwq
 }
 
 /// The pools an unbound queue with `attrs` needs: for each CPU (possible

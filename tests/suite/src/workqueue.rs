@@ -118,6 +118,46 @@ ktest!(workqueue::ordered_drain_wakes_no_other_worker [min_cpus = 2] => |ctx| {
     Ok(())
 });
 
+// Items held back by max_active wait on their pwq's inactive list (Linux
+// `WORK_STRUCT_INACTIVE`); a cancel takes any of them off it, first, middle
+// or last, and the others still run, in order. One instance is requeued
+// after its cancel: it goes to the end, as a new queueing does.
+ktest!(workqueue::cancel_takes_items_off_the_inactive_list => |ctx| {
+    const N: usize = 40;
+    let q = Workqueue::ordered("wq-cancel-inactive", WqFlags::empty()).map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let gate = Arc::new(Completion::new());
+    let g = gate.clone();
+    let first = Work::new(move || g.wait("gate"));
+    let log = Arc::new(SpinLock::new(Vec::new()));
+    let items: Vec<Work> = (0..N)
+        .map(|i| {
+            let l = log.clone();
+            Work::new(move || l.lock().push(i))
+        })
+        .collect();
+    check!(q.queue(&first));
+    for it in &items {
+        check!(q.queue(it));
+    }
+    let gone = |i: usize| i == 0 || i == N - 1 || i % 7 == 3;
+    for (i, it) in items.iter().enumerate() {
+        if gone(i) {
+            check!(it.cancel(), "item {i} was pending on the inactive list");
+            check!(!it.cancel(), "item {i} cancelled twice");
+        }
+    }
+    check!(!q.queue(&items[11]), "item 11 is still pending");
+    check!(items[18].cancel());
+    check!(q.queue(&items[18]));
+    gate.complete_all();
+    q.flush().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let mut want: Vec<usize> = (0..N).filter(|&i| !gone(i) && i != 18).collect();
+    want.push(18);
+    check_eq!(*log.lock(), want);
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
 ktest!(workqueue::max_active_is_honoured => |ctx| {
     for (flags, max) in [(WqFlags::empty(), 2usize), (WqFlags::UNBOUND, 3)] {
         let q = wq("wq-maxact", flags, max)?;
