@@ -821,23 +821,27 @@ pub(crate) fn queue_run_latency(name: &str, target: usize) -> Result<(), Failure
     let p = port();
     let stamp = Arc::new(AtomicU64::new(0));
     let started = Arc::new(AtomicU64::new(0));
-    let (st, s2) = (stamp.clone(), started.clone());
+    let worker: Arc<SpinLock<Option<kport::TaskRef>>> = Arc::new(SpinLock::new(None));
+    let (st, s2, w2) = (stamp.clone(), started.clone(), worker.clone());
     let item = Work::named("bench_item", move || {
         s2.store(port().cycles().wrapping_sub(st.load(Ordering::SeqCst)), Ordering::SeqCst);
+        let mut w = w2.lock();
+        if w.is_none() {
+            *w = Some(port().current());
+        }
     });
     let mut v = Vec::with_capacity(ITERATIONS);
-    // From a cold start, as Linux's figure: the target pool's workers have
-    // gone back to sleep (otherwise a worker still finishing its loop picks
-    // the item up without a wake-up).
-    let asleep = || {
-        workqueue::pools()
-            .iter()
-            .find(|x| x.cpu == Some(target) && !x.highpri)
-            .is_some_and(|x| x.workers.iter().all(|w| !w.running))
-    };
+    // From a cold start, as Linux's figure: the worker that ran the item
+    // last has gone back to sleep (otherwise, still finishing its loop, it
+    // picks the item up without a wake-up). The module's method: a look at
+    // that thread alone. A snapshot of the whole pool (`workqueue::pools()`)
+    // here once took tens of microseconds under TCG, which made the target
+    // CPU's idle period, and so whether its idle loop polls or halts, depend
+    // on this check rather than on the queue.
     for i in 0..(ITERATIONS + WARMUP) {
-        while !asleep() {
-            p.yield_now();
+        let last = worker.lock().clone();
+        if let Some(w) = last {
+            crate::bench::wait_asleep(&w);
         }
         started.store(0, Ordering::SeqCst);
         stamp.store(p.cycles(), Ordering::SeqCst);
