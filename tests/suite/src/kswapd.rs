@@ -21,7 +21,7 @@ use kport::sync::SpinLock;
 use kport::{EINVAL, ENOMEM, port};
 
 use crate::block::disk;
-use crate::port_api::wait_for;
+use crate::port_api::{msleep, wait_for};
 use crate::{Ctx, Failure, check, check_eq, err, ktest, skip};
 
 fn need_mm() -> Result<(), Failure> {
@@ -195,7 +195,17 @@ ktest!(kswapd::kswapd_reclaims_the_cache_under_an_allocation_storm [timeout_s = 
     let mut lowest = u64::MAX;
     for k in 0..want {
         hog.take().map_err(|e| Failure::Fail(format!("allocation {k} of {want} failed: {e:?}")))?;
-        lowest = lowest.min(mm::free_pages());
+        let free = mm::free_pages();
+        lowest = lowest.min(free);
+        // Below low, kswapd has been woken: the storm pauses now and then
+        // (a millisecond every 16 pages) so kswapd, which may have to be
+        // woken on a halted CPU, gets to run before the allocations reach
+        // min. Without it a storm that reached min first was served by
+        // direct reclaim alone, which took the cache before kswapd came
+        // (once in a CI run, 2 CPUs, preempt=none: pgsteal_kswapd unchanged).
+        if free < w.low && k % 16 == 0 {
+            msleep(1);
+        }
     }
     // kswapd keeps free memory above low while the cache lasts (it is
     // woken below low and reclaims up to high; between the two it sleeps,
