@@ -811,20 +811,11 @@ pub(crate) fn process_one_work<'a>(
         let mut r = work.run.lock();
         r.running = 0;
         let flushers = r.end(seq, &work.ended);
-        let mut here = Vec::new();
+        let here = r.take_deferred_for(pool);
         let mut remote: Vec<Arc<Pool>> = Vec::new();
-        if let Some(d) = r.deferred() {
-            let mut i = 0;
-            while i < d.len() {
-                let other = &d[i].pwq.pool;
-                if core::ptr::eq(&**other, pool) {
-                    here.extend(d.remove(i));
-                } else {
-                    if !remote.iter().any(|p| Arc::ptr_eq(p, other)) {
-                        remote.push(other.clone());
-                    }
-                    i += 1;
-                }
+        for e in r.deferred().into_iter().flatten() {
+            if !remote.iter().any(|p| Arc::ptr_eq(p, &e.pwq.pool)) {
+                remote.push(e.pwq.pool.clone());
             }
         }
         (here, remote, flushers)
@@ -856,21 +847,7 @@ fn requeue_deferred(work: &Arc<crate::work::WorkInner>, pools: Vec<Arc<Pool>>) {
     for pool in pools {
         {
             let mut st = pool.st.lock();
-            let mine: Vec<Entry> = {
-                let mut r = work.run.lock();
-                let mut out = Vec::new();
-                if let Some(d) = r.deferred() {
-                    let mut i = 0;
-                    while i < d.len() {
-                        if Arc::ptr_eq(&d[i].pwq.pool, &pool) {
-                            out.extend(d.remove(i));
-                        } else {
-                            i += 1;
-                        }
-                    }
-                }
-                out
-            };
+            let mine: Vec<Entry> = work.run.lock().take_deferred_for(&pool);
             for e in mine.into_iter().rev() {
                 st.worklist.push_front(e);
             }

@@ -140,6 +140,22 @@ impl RunState {
         self.rare.as_mut().map(|r| &mut r.deferred)
     }
 
+    /// Take the deferred instances bound for `pool` off the list, in order.
+    pub(crate) fn take_deferred_for(&mut self, pool: &crate::pool::Pool) -> alloc::vec::Vec<crate::pool::Entry> {
+        let mut out = alloc::vec::Vec::new();
+        if let Some(d) = self.deferred() {
+            let mut i = 0;
+            while i < d.len() {
+                if core::ptr::eq(&*d[i].pwq.pool, pool) {
+                    out.extend(d.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// Put an instance on the deferred list.
     pub(crate) fn defer(&mut self, e: crate::pool::Entry) {
         self.rare.get_or_insert_with(Box::default).deferred.push_back(e);

@@ -12,7 +12,7 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
 use kport::sync::atomic::spin_loop;
-use kport::sync::{Completion, LockedBy, Mutex, SpinLock, WaitQueue};
+use kport::sync::{Completion, LockedBy, LockedRef, Mutex, SpinLock, WaitQueue};
 use kport::trace;
 use kport::{AffinityScope, CpuMask, EINVAL, ENOMEM, EPERM, ESRCH, Error, Priority, Result, might_sleep, port};
 use kthreadd::kthread::{self, Builder, Kthread};
@@ -321,21 +321,31 @@ fn current_item_name(w: &Worker) -> &'static str {
 /// together).
 #[must_use]
 pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, kick: bool) -> Option<Arc<Pwq>> {
-    pwq.in_flight_dec();
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
     ps.nr_active -= 1;
     activate_inactive(pool, st, &mut ps, kick);
+    retire(pwq, ps, color)
+}
+
+/// An instance of flush color `color` left `pwq`, active or inactive: the
+/// in-flight counts and the flush color (the rest of Linux's
+/// `pwq_dec_nr_in_flight`). Takes the pwq's state, borrowed under the pool
+/// lock, and ends the borrow. Return: as [`pwq_done`]'s.
+fn retire(pwq: &Arc<Pwq>, mut ps: LockedRef<'_, PwqState>, color: usize) -> Option<Arc<Pwq>> {
+    pwq.in_flight_dec();
     ps.nr_in_flight[color] -= 1;
     let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
-    if ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0 {
+    let flushed = ps.flush_color == Some(color) && ps.nr_in_flight[color] == 0;
+    if flushed {
         ps.flush_color = None;
-        drop(ps);
-        if let Some(wq) = pwq.wq.upgrade()
-            && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            wq.flush_wq.wake_all();
-        }
+    }
+    drop(ps);
+    if flushed
+        && let Some(wq) = pwq.wq.upgrade()
+        && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
+    {
+        wq.flush_wq.wake_all();
     }
     if drained { pwq.successor.get().cloned() } else { None }
 }
@@ -549,7 +559,7 @@ fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64
     // from its end: an item cancelled soon after it was queued (a re-arm, a
     // probe) is found at once however long the list ahead of it.
     let (_, inactive) = work.pool_id();
-    if inactive && let Some(r) = take_inactive(&mut st, work) {
+    if inactive && let Some(r) = take_inactive(&st, work) {
         return Some(r);
     }
     if let Some(i) = st.worklist.iter().rposition(|e| e.is_work(work)) {
@@ -570,34 +580,19 @@ fn take_from_pool_locked(pool: &Arc<Pool>, work: &Arc<WorkInner>) -> Option<(u64
         let succ = pwq_done(pool, &mut st, &e.pwq, e.color, true);
         return Some((e.seq, succ));
     }
-    if inactive { None } else { take_inactive(&mut st, work) }
+    if inactive { None } else { take_inactive(&st, work) }
 }
 
 /// [`take_from_pool_locked`] on the inactive lists of the pool's pwqs
-/// (consumes the pool's guard when it finds the item).
-fn take_inactive(st: &mut Guard<'_>, work: &Arc<WorkInner>) -> Option<(u64, Option<Arc<Pwq>>)> {
+/// (the pool lock held by `st`).
+fn take_inactive(st: &Guard<'_>, work: &Arc<WorkInner>) -> Option<(u64, Option<Arc<Pwq>>)> {
     let (pwq, i) = st.pwqs.iter().filter_map(Weak::upgrade).find_map(|pwq| {
         let i = pwq.st.borrow_mut(st.held()).inactive.iter().rposition(|e| e.is_work(work))?;
         Some((pwq, i))
     })?;
     let mut ps = pwq.st.borrow_mut(st.held());
     let e = ps.inactive.remove(i).expect("index from rposition");
-    ps.nr_in_flight[e.color] -= 1;
-    let flushed = ps.flush_color == Some(e.color) && ps.nr_in_flight[e.color] == 0;
-    if flushed {
-        ps.flush_color = None;
-    }
-    let drained = pwq.replaced.load(Ordering::Acquire) && ps.is_empty();
-    drop(ps);
-    pwq.in_flight_dec();
-    if flushed
-        && let Some(wq) = pwq.wq.upgrade()
-        && wq.flush_pending.fetch_sub(1, Ordering::AcqRel) == 1
-    {
-        wq.flush_wq.wake_all();
-    }
-    let succ = if drained { pwq.successor.get().cloned() } else { None };
-    Some((e.seq, succ))
+    Some((e.seq, retire(&pwq, ps, e.color)))
 }
 
 /// Remove the pending instance of `work` from the item's deferred list
