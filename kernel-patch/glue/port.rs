@@ -975,6 +975,12 @@ impl Port for RedoxPort {
         false
     }
 
+    /// A Redox CPU runs one context at a time: per-CPU words take plain read-modify-writes
+    /// (`kport::percpu`).
+    fn one_context_per_cpu(&self) -> bool {
+        true
+    }
+
     fn irq_chip(&self) -> Option<&'static dyn kport::irq::IrqChip> {
         Some(&super::irq::CHIP)
     }

@@ -243,6 +243,12 @@ impl Port for TestkernelPort {
         percpu::in_irq()
     }
 
+    /// One context at a time on each CPU: per-CPU words take plain
+    /// read-modify-writes (`kport::percpu`).
+    fn one_context_per_cpu(&self) -> bool {
+        true
+    }
+
     /// The IOAPIC's lines (`crate::irq`).
     fn irq_chip(&self) -> Option<&'static dyn kport::irq::IrqChip> {
         Some(&crate::irq::CHIP)

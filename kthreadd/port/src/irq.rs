@@ -256,7 +256,7 @@ pub fn bh_count() -> u32 {
 /// Context: preemption disabled.
 #[inline]
 pub fn bh_add(n: u32) {
-    port().bh_word().fetch_add(n, Ordering::Relaxed);
+    word_add(port().bh_word(), n);
 }
 
 /// Lower the bottom-half word by `n`.
@@ -264,7 +264,33 @@ pub fn bh_add(n: u32) {
 /// Context: preemption disabled.
 #[inline]
 pub fn bh_sub(n: u32) {
-    port().bh_word().fetch_sub(n, Ordering::Relaxed);
+    word_sub(port().bh_word(), n);
+}
+
+/// Add `n` to the calling context's bottom-half word `w` (from
+/// [`crate::Port::bh_word`]), returning the new value. A plain load and
+/// store: only the calling context writes its word, and an interrupt that
+/// nests on it between the two restores whatever it changed before it
+/// returns (it raises the word only while it serves softirqs), so nothing
+/// is lost. Under TCG that saves a locked instruction per change.
+///
+/// Context: preemption disabled.
+#[inline]
+pub fn word_add(w: &AtomicU32, n: u32) -> u32 {
+    let v = w.load(Ordering::Relaxed).wrapping_add(n);
+    w.store(v, Ordering::Relaxed);
+    v
+}
+
+/// Subtract `n` from the calling context's bottom-half word `w`, returning
+/// the new value (as [`word_add`]).
+///
+/// Context: preemption disabled.
+#[inline]
+pub fn word_sub(w: &AtomicU32, n: u32) -> u32 {
+    let v = w.load(Ordering::Relaxed).wrapping_sub(n);
+    w.store(v, Ordering::Relaxed);
+    v
 }
 
 /// The default [`crate::Port::bh_word`]: one word per CPU.

@@ -48,6 +48,7 @@ pub mod irq;
 #[cfg(feature = "loom")]
 pub mod loom_port;
 pub mod mm;
+pub mod percpu;
 pub mod sync;
 pub mod sysctl;
 pub mod timers;
@@ -471,6 +472,15 @@ pub trait Port: Send + Sync {
     /// interrupts disabled.
     fn softirqs_with_irqs_enabled(&self) -> bool {
         true
+    }
+    /// Does each CPU run one context at a time, so that a per-CPU word is
+    /// written only by the code on its CPU (and by interrupts nesting on
+    /// it)? True of a kernel on real CPUs; the host port, whose virtual
+    /// CPUs run several threads at once, answers false (the default).
+    /// When true, [`percpu`] updates per-CPU words with plain loads and
+    /// stores instead of locked read-modify-writes.
+    fn one_context_per_cpu(&self) -> bool {
+        false
     }
     /// The machine's device interrupt lines, if the host kernel lets the
     /// subsystem attach handlers to them (default: none).

@@ -602,3 +602,56 @@ ktest!(port::irq_exit_follows_timer_and_ipi_interrupts => |ctx| {
     check_eq!(kport::irq::exit_misuses(), misuses, "irq_exit was called in hard-IRQ context or with interrupts on");
     Ok(())
 });
+
+ktest!(port::percpu_words_lose_no_update_to_interrupts => |ctx| {
+    // `kport::percpu` updates a CPU's words with plain loads and stores
+    // where the port runs one context per CPU, relying on its callers'
+    // interrupts-off sections. Here a task on CPU 0 updates a word inside
+    // such sections while a timer's callback, a hard interrupt on the same
+    // CPU, updates it too: every update of both must count.
+    let p = port();
+    let _pin = crate::bench::Pinned::to(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    static MASK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    COUNT.store(0, Ordering::SeqCst);
+    MASK.store(0, Ordering::SeqCst);
+    let fired = Arc::new(AtomicU64::new(0));
+    let f = fired.clone();
+    let t = p.timer(Arc::new(move || {
+        let p = port();
+        let was = p.irq_save();
+        kport::percpu::add(&COUNT, 1);
+        kport::percpu::or(&MASK, 1 << 1);
+        p.irq_restore(was);
+        f.fetch_add(1, Ordering::SeqCst);
+    }));
+    // At least ROUNDS rounds, and on until the interrupt has come 50 times
+    // (or 5 s have passed).
+    const ROUNDS: u64 = 20_000;
+    let deadline = p.now_ns() + 5_000_000_000;
+    let mut taken_task = 0u32;
+    let mut i = 0u64;
+    while i < ROUNDS || (fired.load(Ordering::Relaxed) < 50 && p.now_ns() < deadline) {
+        i += 1;
+        if !t.is_pending() {
+            t.arm(p.now_ns() + 2_000, Some(0));
+        }
+        let was = p.irq_save();
+        kport::percpu::add(&COUNT, 1);
+        let before = kport::percpu::or(&MASK, 1);
+        check!(before & 1 == 0, "the task's bit was set before the task set it (round {i})");
+        taken_task |= kport::percpu::take(&MASK);
+        check_eq!(MASK.load(Ordering::Relaxed), 0, "take left bits behind");
+        p.irq_restore(was);
+    }
+    t.cancel_sync();
+    let fired = fired.load(Ordering::SeqCst);
+    check!(fired >= 50, "the timer fired {fired} times in {i} rounds");
+    check_eq!(COUNT.load(Ordering::SeqCst), i + fired, "updates lost ({fired} from the interrupt)");
+    check!(taken_task & 1 != 0);
+    crate::harness::diag_line(&format!(
+        "percpu: {fired} updates from the interrupt; plain updates: {}",
+        kport::percpu::one_context_per_cpu()
+    ));
+    Ok(())
+});
