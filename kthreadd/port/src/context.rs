@@ -197,7 +197,5 @@ pub fn may_sleep() -> bool {
 ///
 /// Context: any.
 pub fn current() -> AtomicContext {
-    let mut ctx = crate::port().atomic_context();
-    ctx.softirq |= crate::irq::bh_count() != 0;
-    ctx
+    crate::port().atomic_context_bh()
 }

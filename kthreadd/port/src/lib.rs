@@ -440,6 +440,16 @@ pub trait Port: Send + Sync {
     /// it; a port where interrupts are always off in kernel code (Redox)
     /// reports the subsystem's own interrupt-off sections instead.
     fn atomic_context(&self) -> AtomicContext;
+    /// [`Port::atomic_context`] with `softirq` set from the calling
+    /// context's bottom-half word ([`Port::bh_word`]) too: what
+    /// [`might_sleep`] asks on every API that may sleep. One call through
+    /// the port instead of two; the default, compiled for each port, calls
+    /// the two directly.
+    fn atomic_context_bh(&self) -> AtomicContext {
+        let mut ctx = self.atomic_context();
+        ctx.softirq |= self.bh_word().load(core::sync::atomic::Ordering::Relaxed) != 0;
+        ctx
+    }
     /// Is the caller in a context that must not sleep? Derived from
     /// [`Port::atomic_context`]; a port may answer faster.
     fn in_atomic(&self) -> bool {
