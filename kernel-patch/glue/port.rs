@@ -300,7 +300,7 @@ pub(super) fn current_task() -> (Arc<ContextLock>, Arc<Task>) {
 }
 
 /// Wake `task` if its state is in `mask` (Linux `try_to_wake_up`). True if it was woken.
-fn wake_task(task: &Task, mask: u8) -> bool {
+fn wake_task(task: &Task, mask: u8, sync: bool) -> bool {
     let Some(ctx) = task.ctx.upgrade() else {
         return false;
     };
@@ -341,7 +341,13 @@ fn wake_task(task: &Task, mask: u8) -> bool {
         // Runnable now but on no run queue, and nobody else queues it (its state is RUNNING, so
         // other wake-ups stop above): its CPU is chosen with its lock released, so that the idle
         // test can try-lock other CPUs' idle contexts without holding two context locks.
-        let mut cpu = pick_cpu(token, last, allowed);
+        // A sync wake-up (the waker sleeps next) stays on this CPU where it may.
+        let here = crate::cpu_id();
+        let mut cpu = if sync && CpuMask(allowed).contains(here.get() as usize) {
+            here
+        } else {
+            pick_cpu(token, last, allowed)
+        };
         {
             let mut guard = ctx.write(token.token());
             // `set_affinity` may have run meanwhile.
@@ -450,11 +456,17 @@ impl PortTask for Handle {
     }
 
     fn wake(&self) -> bool {
-        wake_task(&self.task, WAKE_NORMAL)
+        wake_task(&self.task, WAKE_NORMAL, false)
+    }
+
+    /// The caller sleeps next: this CPU, if the context may run here, rather than an idle one
+    /// (whose halt the wake-up would have to end).
+    fn wake_sync(&self) -> bool {
+        wake_task(&self.task, WAKE_NORMAL, true)
     }
 
     fn wake_parked(&self) -> bool {
-        wake_task(&self.task, WAKE_PARKED)
+        wake_task(&self.task, WAKE_PARKED, false)
     }
 
     fn state(&self) -> TaskState {
@@ -845,7 +857,7 @@ impl Port for RedoxPort {
         let (_, task) = current_task();
         let sleeper = Arc::clone(&task);
         let timer = Timer::new(Arc::new(move || {
-            wake_task(&sleeper, WAKE_TIMEOUT);
+            wake_task(&sleeper, WAKE_TIMEOUT, false);
         }));
         timer.arm(deadline_ns, None);
         self.schedule();

@@ -894,7 +894,8 @@ fn create_through_kthreadd(k: &Arc<Inner>) -> Result<()> {
         done: Completion::new(),
     });
     KTHREADD.queue.lock().push_back(req.clone());
-    KTHREADD.wq.wake_all();
+    // The caller sleeps at once: a port may run kthreadd on this CPU.
+    KTHREADD.wq.wake_all_sync();
     req.done.wait("kthread_create");
     req.result.lock().take().unwrap_or(Err(Error::new(ESRCH)))
 }

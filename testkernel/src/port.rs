@@ -39,6 +39,9 @@ impl PortTask for TaskHandle {
     fn wake(&self) -> bool {
         sched::wake(&self.0, wake_mask::NORMAL | wake_mask::NEW)
     }
+    fn wake_sync(&self) -> bool {
+        sched::wake_sync(&self.0, wake_mask::NORMAL | wake_mask::NEW)
+    }
     fn wake_parked(&self) -> bool {
         sched::wake(&self.0, wake_mask::PARKED)
     }

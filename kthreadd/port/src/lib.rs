@@ -248,6 +248,13 @@ pub trait PortTask: Send + Sync {
     /// Wake it if it sleeps in `Interruptible` or `Uninterruptible`, or was
     /// never started (Linux `wake_up_process`). True if it was woken.
     fn wake(&self) -> bool;
+    /// [`PortTask::wake`] from a caller that goes to sleep right after
+    /// (Linux's `WF_SYNC`, as `wake_up_sync` passes it): a port may queue
+    /// it on the caller's CPU, which is about to be free, instead of waking
+    /// an idle one. The default is [`PortTask::wake`].
+    fn wake_sync(&self) -> bool {
+        self.wake()
+    }
     /// Wake it if it is parked (Linux `wake_up_state(p, TASK_PARKED)`).
     fn wake_parked(&self) -> bool;
     /// Its state.

@@ -385,6 +385,19 @@ fn cpu_is_idle(c: usize) -> bool {
     CPU[c].curr_prio.load(Ordering::Relaxed) == u8::MAX && CPU[c].nr_queued.load(Ordering::Relaxed) == 0
 }
 
+/// Pick the CPU a woken context goes to; `sync`: the waker sleeps next
+/// (Linux `WF_SYNC`), so its CPU, if allowed, is about to be free.
+fn select_cpu_for(t: &Task, sync: bool) -> usize {
+    if sync {
+        let here = percpu::cpu_id();
+        let allowed = t.affinity() & present_mask() & online_mask();
+        if allowed & (1 << here) != 0 {
+            return here;
+        }
+    }
+    select_cpu(t)
+}
+
 /// Pick the CPU a woken context goes to.
 fn select_cpu(t: &Task) -> usize {
     let aff = t.affinity() & present_mask();
@@ -460,6 +473,16 @@ fn kick(cpu_num: usize, prio: Prio) {
 /// Wake `t` if its state is in `mask` (see [`wake_mask`]). True if woken.
 /// Linux `try_to_wake_up`.
 pub fn wake(t: &Arc<Task>, mask: u8) -> bool {
+    wake_on(t, mask, false)
+}
+
+/// [`wake`] from a waker that sleeps next (Linux `WF_SYNC`): `t` is queued
+/// on the waker's CPU where its affinity allows.
+pub fn wake_sync(t: &Arc<Task>, mask: u8) -> bool {
+    wake_on(t, mask, true)
+}
+
+fn wake_on(t: &Arc<Task>, mask: u8, sync: bool) -> bool {
     let g = t.sched_lock.lock();
     let st = t.state();
     if st == State::Dead || mask & (1 << st as u8) == 0 {
@@ -480,7 +503,7 @@ pub fn wake(t: &Arc<Task>, mask: u8) -> bool {
     while t.on_cpu.load(Ordering::Acquire) {
         cpu::pause();
     }
-    let c = select_cpu(t);
+    let c = select_cpu_for(t, sync);
     if kport::trace::on(kport::trace::Event::SchedWakeup) {
         trace_wakeup(t, c);
     }

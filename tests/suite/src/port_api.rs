@@ -655,3 +655,48 @@ ktest!(port::percpu_words_lose_no_update_to_interrupts => |ctx| {
     ));
     Ok(())
 });
+
+ktest!(port::wake_sync_queues_on_the_wakers_cpu [min_cpus = 2] => |ctx| {
+    // Linux's WF_SYNC: the waker sleeps next, so a port may run the woken
+    // context on the waker's CPU instead of waking an idle one. A context
+    // last on CPU 1, now allowed everywhere, is woken from CPU 0 with
+    // `wake_sync`: it must run on CPU 0, where an ordinary wake-up would
+    // send it back to its idle last CPU. The host port's virtual CPUs are
+    // threads and it keeps the default (an ordinary wake-up).
+    let p = port();
+    if p.name() == "host" {
+        return crate::skip("the host port takes the default wake_sync (an ordinary wake-up)");
+    }
+    let _pin = crate::bench::Pinned::to(0);
+    let all = CpuMask::first(p.cpu_count());
+    for round in 0..10 {
+        let go = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicUsize::new(usize::MAX));
+        let started = Arc::new(Completion::new());
+        let done = Arc::new(Completion::new());
+        let (g, s, st, d) = (go.clone(), seen.clone(), started.clone(), done.clone());
+        let t = spawn_on("port-wsync", CpuMask::one(1), move || {
+            let p = port();
+            st.complete_all();
+            loop {
+                p.set_current_state(SleepState::Interruptible, "wsync");
+                if g.load(Ordering::SeqCst) {
+                    break;
+                }
+                p.schedule();
+            }
+            p.set_current_running();
+            s.store(p.cpu_id(), Ordering::SeqCst);
+            d.complete_all();
+        });
+        t.wake();
+        started.wait("test");
+        check!(wait_for(5_000, || t.state() == TaskState::Sleeping && !t.is_running()), "round {round}: it never slept");
+        t.set_affinity(all).map_err(|e| crate::Failure::Fail(format!("set_affinity: {e:?}")))?;
+        go.store(true, Ordering::SeqCst);
+        check!(t.wake_sync(), "round {round}: wake_sync of a sleeping context answered false");
+        done.wait("test");
+        check_eq!(seen.load(Ordering::SeqCst), 0, "round {round}: the context ran on CPU {} after a sync wake-up from CPU 0", seen.load(Ordering::SeqCst));
+    }
+    Ok(())
+});

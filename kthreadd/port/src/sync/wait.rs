@@ -133,6 +133,20 @@ impl WaitQueue {
         n
     }
 
+    /// [`WaitQueue::wake_all`] from a caller that sleeps right after (Linux
+    /// `wake_up_all_sync`): each waiter is woken with
+    /// [`crate::PortTask::wake_sync`].
+    ///
+    /// Context: any.
+    pub fn wake_all_sync(&self) -> usize {
+        let all = core::mem::take(&mut *self.waiters.lock());
+        let n = all.len();
+        for t in all {
+            t.wake_sync();
+        }
+        n
+    }
+
     /// Are there waiters?
     pub fn has_waiters(&self) -> bool {
         !self.waiters.lock().is_empty()
