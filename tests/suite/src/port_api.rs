@@ -665,8 +665,11 @@ ktest!(port::wake_sync_queues_on_the_wakers_cpu [min_cpus = 2] => |ctx| {
     // Linux's WF_SYNC: the waker sleeps next, so a port may run the woken
     // context on the waker's CPU instead of waking an idle one. A context
     // last on CPU 1, now allowed everywhere, is woken from CPU 0 with
-    // `wake_sync`: it must run on CPU 0, where an ordinary wake-up would
-    // send it back to its idle last CPU. The host port's virtual CPUs are
+    // `wake_sync`: it is queued on CPU 0, where an ordinary wake-up sends
+    // it back to its idle last CPU every time. An idle CPU may still steal
+    // it from CPU 0's queue before the waker sleeps (seen once in ten
+    // rounds at 4 CPUs), so the case asks for most rounds on CPU 0, where
+    // an ordinary wake-up gives none. The host port's virtual CPUs are
     // threads and it keeps the default (an ordinary wake-up).
     let p = port();
     if p.name() == "host" {
@@ -674,7 +677,10 @@ ktest!(port::wake_sync_queues_on_the_wakers_cpu [min_cpus = 2] => |ctx| {
     }
     let _pin = crate::bench::Pinned::to(0);
     let all = CpuMask::first(p.cpu_count());
-    for round in 0..10 {
+    const ROUNDS: usize = 10;
+    let mut on_waker = 0;
+    let mut elsewhere = Vec::new();
+    for round in 0..ROUNDS {
         let go = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicUsize::new(usize::MAX));
         let started = Arc::new(Completion::new());
@@ -701,7 +707,11 @@ ktest!(port::wake_sync_queues_on_the_wakers_cpu [min_cpus = 2] => |ctx| {
         go.store(true, Ordering::SeqCst);
         check!(t.wake_sync(), "round {round}: wake_sync of a sleeping context answered false");
         done.wait("test");
-        check_eq!(seen.load(Ordering::SeqCst), 0, "round {round}: the context ran on CPU {} after a sync wake-up from CPU 0", seen.load(Ordering::SeqCst));
+        match seen.load(Ordering::SeqCst) {
+            0 => on_waker += 1,
+            c => elsewhere.push(c),
+        }
     }
+    check!(on_waker * 10 >= ROUNDS * 7, "{on_waker} of {ROUNDS} sync wake-ups from CPU 0 ran there; the others on CPUs {elsewhere:?}");
     Ok(())
 });
