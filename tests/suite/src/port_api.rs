@@ -638,7 +638,7 @@ ktest!(port::percpu_words_lose_no_update_to_interrupts => |ctx| {
         }
         // Inside Redox kernel code runs with interrupts off: the interrupt
         // (and the timer's callback) comes at a yield point.
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             p.cond_resched();
         }
         let was = p.irq_save();
