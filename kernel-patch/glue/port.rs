@@ -721,7 +721,9 @@ fn spawn_context(
     // kport's error type is the kernel's (the hooks patch crates.io redox_syscall to the
     // kernel's own), so Redox's error passes through as it is.
     let ctx = context::spawn(false, None, kthread_entry, token)?;
-    let (task, old_addr_space) = {
+    // Kernel-only: `spawn(false, ..)` gives it no address space (patch 0015), so switching
+    // between kernel threads keeps the page tables.
+    let task = {
         let mut guard = ctx.write(token.token());
         let task = Arc::new(Task {
             id: guard.debug_id as usize,
@@ -747,16 +749,12 @@ fn spawn_context(
         }
         guard.prio = redox_prio(spec.priority);
         guard.kthread = Some(Arc::clone(&task));
-        // Kernel-only: no user address space (switching between kernel threads then keeps
-        // the page tables).
-        let (ctx_mut, tok) = guard.token_split();
-        (task, ctx_mut.set_addr_space(None, tok))
+        debug_assert!(
+            guard.addr_space.is_none(),
+            "a kernel-only context has no address space"
+        );
+        task
     };
-    if let Some(old) = old_addr_space
-        && let Ok(old) = Arc::try_unwrap(old)
-    {
-        old.into_drop(token);
-    }
     Ok((ctx, task))
 }
 

@@ -387,19 +387,7 @@ fn cpu_is_idle(c: usize) -> bool {
 
 /// Pick the CPU a woken context goes to; `sync`: the waker sleeps next
 /// (Linux `WF_SYNC`), so its CPU, if allowed, is about to be free.
-fn select_cpu_for(t: &Task, sync: bool) -> usize {
-    if sync {
-        let here = percpu::cpu_id();
-        let allowed = t.affinity() & present_mask() & online_mask();
-        if allowed & (1 << here) != 0 {
-            return here;
-        }
-    }
-    select_cpu(t)
-}
-
-/// Pick the CPU a woken context goes to.
-fn select_cpu(t: &Task) -> usize {
+fn select_cpu(t: &Task, sync: bool) -> usize {
     let aff = t.affinity() & present_mask();
     let online_now = online_mask();
     let mut allowed = aff & online_now;
@@ -417,6 +405,9 @@ fn select_cpu(t: &Task) -> usize {
     }
     let last = t.cpu();
     let here = percpu::cpu_id();
+    if sync && allowed & (1 << here) != 0 {
+        return here;
+    }
     if allowed & (1 << last) != 0 && cpu_is_idle(last) {
         return last;
     }
@@ -445,7 +436,7 @@ fn enqueue(mut cpu_num: usize, t: Arc<Task>) {
         if CPU[cpu_num].dead.load(Ordering::Relaxed) {
             // Chosen before it went: choose again among the online CPUs.
             drop(rq);
-            cpu_num = select_cpu(&t);
+            cpu_num = select_cpu(&t, false);
             continue;
         }
         rq.queues[prio as usize].push_back(t);
@@ -503,7 +494,7 @@ fn wake_on(t: &Arc<Task>, mask: u8, sync: bool) -> bool {
     while t.on_cpu.load(Ordering::Acquire) {
         cpu::pause();
     }
-    let c = select_cpu_for(t, sync);
+    let c = select_cpu(t, sync);
     if kport::trace::on(kport::trace::Event::SchedWakeup) {
         trace_wakeup(t, c);
     }
@@ -757,7 +748,7 @@ fn finish_switch(from: *const Task) {
     unsafe { RQ[me].force_unlock() };
     percpu::preempt_enable_no_resched();
     if CPU[me].migrate_prev.swap(false, Ordering::Relaxed) {
-        let c = select_cpu(&from);
+        let c = select_cpu(&from, false);
         enqueue(c, from.clone());
     }
     if from.state() == State::Dead {
@@ -823,7 +814,7 @@ pub fn set_affinity(t: &Arc<Task>, mask: u64) -> Result<(), SpawnError> {
         cpu::pause();
     };
     if let Some(m) = moved {
-        let n = select_cpu(&m);
+        let n = select_cpu(&m, false);
         enqueue(n, m);
     } else if t.on_cpu.load(Ordering::Acquire) {
         // Running there: make it switch out; schedule() migrates it.
@@ -1030,7 +1021,7 @@ fn offline_idle(me: usize) {
     percpu::this_cpu().need_resched.store(false, Ordering::Relaxed);
     let (moved, dead) = take_queued(me, true);
     for t in moved {
-        let n = select_cpu(&t);
+        let n = select_cpu(&t, false);
         enqueue(n, t);
     }
     if !dead {
@@ -1120,7 +1111,7 @@ pub fn cpu_set_offline(c: usize) {
     CPU[c].online.store(false, Ordering::Release);
     let (movable, _) = take_queued(c, false);
     for t in movable {
-        let n = select_cpu(&t);
+        let n = select_cpu(&t, false);
         enqueue(n, t);
     }
     // A running context that may go elsewhere is asked to switch out.

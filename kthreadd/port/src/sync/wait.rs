@@ -125,12 +125,7 @@ impl WaitQueue {
     ///
     /// Context: any.
     pub fn wake_all(&self) -> usize {
-        let all = core::mem::take(&mut *self.waiters.lock());
-        let n = all.len();
-        for t in all {
-            t.wake();
-        }
-        n
+        self.wake_all_with(|t| t.wake())
     }
 
     /// [`WaitQueue::wake_all`] from a caller that sleeps right after (Linux
@@ -139,10 +134,15 @@ impl WaitQueue {
     ///
     /// Context: any.
     pub fn wake_all_sync(&self) -> usize {
+        self.wake_all_with(|t| t.wake_sync())
+    }
+
+    /// Take every waiter off and wake each with `wake`; how many there were.
+    fn wake_all_with(&self, wake: impl Fn(&crate::TaskRef) -> bool) -> usize {
         let all = core::mem::take(&mut *self.waiters.lock());
         let n = all.len();
         for t in all {
-            t.wake_sync();
+            wake(&t);
         }
         n
     }
