@@ -893,10 +893,11 @@ pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failur
     let ready = Arc::new(AtomicUsize::new(0));
     let go = Arc::new(AtomicBool::new(false));
     let done = Arc::new(Completion::new());
+    let measured = Arc::new(Completion::new());
     let left = Arc::new(AtomicUsize::new(n));
     let mut threads = Vec::new();
     for cpu in 0..n {
-        let (r, g, d, l) = (ready.clone(), go.clone(), done.clone(), left.clone());
+        let (r, g, d, l, m) = (ready.clone(), go.clone(), done.clone(), left.clone(), measured.clone());
         threads.push(
             kthread::create_on_cpu(
                 move || {
@@ -914,12 +915,16 @@ pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failur
                     if l.fetch_sub(1, Ordering::SeqCst) == 1 {
                         d.complete_all();
                     }
-                    // The items are freed only once every producer is done,
-                    // as Linux's module frees its arrays after the timing:
+                    // The items are freed only once the time is taken, as
+                    // Linux's module frees its arrays after the timing:
                     // freeing 50 000 of them takes the heap's lock for long
-                    // stretches, and one producer doing it while another
-                    // is still being timed measured the heap, not the queue.
-                    d.wait("throughput");
+                    // stretches. Waiting for the last producer only was not
+                    // enough: every producer then began to free at once,
+                    // and the measuring thread, woken onto a CPU busy with
+                    // that under preempt=none, read the clock only when one
+                    // had finished (inside Redox up to 1.6 s later, one run
+                    // in three measured a tenth of the queue's throughput).
+                    m.wait("throughput");
                     drop(items);
                     0
                 },
@@ -932,11 +937,18 @@ pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failur
     for t in &threads {
         t.wake();
     }
-    check!(wait_for(60_000, || ready.load(Ordering::SeqCst) == n), "producers not ready");
+    let all_ready = wait_for(60_000, || ready.load(Ordering::SeqCst) == n);
     let t0 = p.now_ns();
     go.store(true, Ordering::SeqCst);
     done.wait("throughput");
     let dt = p.now_ns() - t0;
+    measured.complete_all();
+    if !all_ready {
+        for t in threads {
+            let _ = t.stop();
+        }
+        return Err(Failure::Fail(format!("{name}: the producers were not ready within 60 s")));
+    }
     report_throughput(name, (per * n) as u64, dt);
     // The producers free their items after the timing: wait for them to
     // exit, or the suite's leak check would count what they still hold
