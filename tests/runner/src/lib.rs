@@ -11,7 +11,8 @@
 //! [`restart`] judges the two boots of `ktest restart` on the same images.
 //! The Linux side of the benchmarks: [`initramfs`] (the newc archive),
 //! [`linux`] (`bench-linux`), [`compare`] (tables and charts) and [`rounds`]
-//! (`bench-compare`, `bench-scale`).
+//! (`bench-compare`, `bench-scale`), with [`hostprobe`] (the host's
+//! core-to-core round trip before each boot).
 //! The guest side of the contract is described in `docs/guest-protocol.md`.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 pub mod cli;
 pub mod compare;
 pub mod disks;
+pub mod hostprobe;
 pub mod initramfs;
 pub mod ktap;
 pub mod linux;

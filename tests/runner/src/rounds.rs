@@ -5,6 +5,7 @@
 use crate::Error;
 use crate::cli::{Mode, Options};
 use crate::compare::{self, Figure, Side};
+use crate::hostprobe::{self, Sample};
 use crate::ktap::Bench;
 use crate::linux;
 use crate::run::{self, Console};
@@ -154,8 +155,16 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
     let mut kernel_release = None;
     let mut qemu_version = None;
     let started = Instant::now();
+    let mut probes: Vec<Sample> = Vec::new();
+    let mut probe = |round: usize, side: &str, out: &mut dyn Write| {
+        let ns = hostprobe::core_to_core_ns();
+        let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
+        let _ = writeln!(out, "bench-compare: host core-to-core round trip before round {round} {side}: {shown}");
+        probes.push(Sample { round, side: side.to_string(), ns });
+    };
     for k in 1..=n {
         let round = dir.join(format!("round-{k}"));
+        probe(k, "linux", &mut *out);
         {
             let mut console = Console::new(&mut *out, tty, opts.quiet);
             console.line(&format!("==== bench-compare: round {k}/{n}: Linux ===="));
@@ -169,6 +178,7 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
             sides[1].rounds.push(figures_of(&lb.boot.ktap.benches));
             console.line(&format!("==== bench-compare: round {k}/{n}: testkernel ===="));
         }
+        probe(k, "ours", &mut *out);
         let o = ours_options(opts, smp, opts.mem_mib, &opts.tests, round.join("ours"));
         let (figs, failure) = ours_round(&o, out, tty)?;
         if let Some(f) = failure {
@@ -178,6 +188,7 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
         for (i, (name, cmd)) in opts.sides.iter().enumerate() {
             let d = round.join(name);
             mkdir(&d)?;
+            probe(k, name, &mut *out);
             let _ = writeln!(out, "==== bench-compare: round {k}/{n}: {name}: {cmd} ====");
             let (figs, failure) = side_round(cmd, &d, Duration::from_secs(opts.timeout_secs.saturating_mul(3)));
             if let Some(f) = failure {
@@ -200,6 +211,8 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
         started.elapsed().as_secs_f64() / 60.0,
         compare::legend(&table)
     );
+    md.push('\n');
+    md.push_str(&hostprobe::markdown(&probes));
     if !failures.is_empty() {
         md.push_str("\nFailures:\n\n");
         for f in &failures {
@@ -215,6 +228,15 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
         ("smp", Value::from(smp)),
         ("mem_mib", Value::from(opts.mem_mib)),
         ("failures", Value::from(failures.clone())),
+        (
+            "host_core_to_core_ns",
+            Value::from(
+                probes
+                    .iter()
+                    .map(|p| serde_json::json!({ "round": p.round, "side": p.side, "ns": p.ns }))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
     ];
     write(&out_dir.join("bench-compare.json"), &compare::json(&table, &extra))?;
     write(&out_dir.join("bench-compare.svg"), &compare::svg(&table, &title))?;
@@ -239,6 +261,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
     let mut failures: Vec<String> = Vec::new();
     let mut runs: Vec<(String, u32, Vec<Figure>)> = Vec::new();
     let mut linux_scale = Vec::new();
+    let mut probes = vec![Sample { round: 1, side: String::from("start"), ns: hostprobe::core_to_core_ns() }];
     for &smp in &opts.smp {
         if let Some(inputs) = &inputs {
             let mut console = Console::new(&mut *out, tty, opts.quiet);
@@ -304,6 +327,9 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         compare::markdown(&table),
         compare::scale_markdown(&growth, "load N")
     );
+    probes.push(Sample { round: 1, side: String::from("end"), ns: hostprobe::core_to_core_ns() });
+    md.push('\n');
+    md.push_str(&hostprobe::markdown(&probes));
     if !failures.is_empty() {
         md.push_str("\nFailures:\n\n");
         for f in &failures {
@@ -331,6 +357,15 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         ("throughput_per_cpu", Value::from(series_json)),
         ("growth", Value::from(growth_json)),
         ("failures", Value::from(failures.clone())),
+        (
+            "host_core_to_core_ns",
+            Value::from(
+                probes
+                    .iter()
+                    .map(|p| serde_json::json!({ "round": p.round, "side": p.side, "ns": p.ns }))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
     ];
     write(&out_dir.join("bench-scale.json"), &compare::json(&table, &extra))?;
     write(

@@ -1,0 +1,202 @@
+//! How fast the host moves a cache line between two of its CPUs, measured
+//! before each boot of `bench-compare`.
+//!
+//! QEMU's TCG runs each guest CPU on a host thread and does the guest's
+//! atomic operations with the host's, so every lock, wake-up and work item
+//! handed from one guest CPU to the other costs host cache-line transfers.
+//! On a shared machine their price is not constant: on the machine these
+//! figures were taken on, the round trip between its two CPUs switched
+//! between about 55 ns and about 360 ns for minutes at a time (the machine is
+//! itself a virtual machine, placed on the physical cores by a hypervisor),
+//! and in the slow state the cross-CPU benchmarks (`wq_throughput_unbound`
+//! above all) measured half their throughput on every side, while a
+//! single-CPU loop ran at the same speed. The probe lets a table say which
+//! rounds were taken in which state (`docs/benchmarks.md`, "The collapsed
+//! throughput boots, explained").
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Round trips one probe aims for.
+const ROUND_TRIPS: u64 = 200_000;
+/// A probe gives up after this long (two threads sharing one host CPU make
+/// each hand-off wait for the host's scheduler).
+const LIMIT: Duration = Duration::from_millis(500);
+
+/// The median of three probes: nanoseconds per round trip of a value bounced
+/// between two host threads through one atomic word, or `None` when the host
+/// has a single CPU (nothing to measure) or a probe could not finish.
+pub fn core_to_core_ns() -> Option<f64> {
+    if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return None;
+    }
+    let mut v: Vec<f64> = (0..3).filter_map(|_| probe_once()).collect();
+    if v.len() < 3 {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[1])
+}
+
+/// One probe: the two threads take turns incrementing `word` (odd values
+/// are the partner's turn); the time over the round trips completed.
+fn probe_once() -> Option<f64> {
+    let word = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (w, s) = (word.clone(), stop.clone());
+    let partner = thread::spawn(move || {
+        let mut next = 1u64;
+        loop {
+            let mut spins = 0u32;
+            while w.load(Ordering::Acquire) != next {
+                if s.load(Ordering::Relaxed) {
+                    return;
+                }
+                spins += 1;
+                if spins.is_multiple_of(4096) {
+                    thread::yield_now();
+                }
+                std::hint::spin_loop();
+            }
+            w.store(next + 1, Ordering::Release);
+            next += 2;
+        }
+    });
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut failed = false;
+    'trips: while done < ROUND_TRIPS {
+        let mine = 2 * done;
+        word.store(mine + 1, Ordering::Release);
+        let mut spins = 0u32;
+        while word.load(Ordering::Acquire) != mine + 2 {
+            spins += 1;
+            if spins.is_multiple_of(4096) {
+                if start.elapsed() > LIMIT {
+                    failed = true;
+                    break 'trips;
+                }
+                thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+        done += 1;
+    }
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = partner.join();
+    if failed || done == 0 {
+        return None;
+    }
+    Some(elapsed.as_nanos() as f64 / done as f64)
+}
+
+/// One probe result: the round, the side about to boot, and the figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Round number, from 1.
+    pub round: usize,
+    /// The side about to be booted (`linux`, `ours`, or a `--side` name).
+    pub side: String,
+    /// Nanoseconds per round trip, `None` when it could not be measured.
+    pub ns: Option<f64>,
+}
+
+/// Ratio of the slowest to the fastest probe above which the table warns
+/// that the host changed state during the sitting.
+pub const STATE_CHANGE: f64 = 2.0;
+
+/// The Markdown paragraph `bench-compare` adds under its table: the probes
+/// per round, and a warning naming the boots taken in the slow state when
+/// the slowest probe is more than [`STATE_CHANGE`] times the fastest.
+pub fn markdown(samples: &[Sample]) -> String {
+    let known: Vec<f64> = samples.iter().filter_map(|s| s.ns).collect();
+    if known.is_empty() {
+        return String::from("Host core-to-core round trip: not measured (one host CPU, or a probe timed out).\n");
+    }
+    let mut rounds: Vec<usize> = samples.iter().map(|s| s.round).collect();
+    rounds.dedup();
+    let per_round: Vec<String> = rounds
+        .iter()
+        .map(|r| {
+            let figs: Vec<String> = samples
+                .iter()
+                .filter(|s| s.round == *r)
+                .map(|s| format!("{} {}", s.side, s.ns.map_or(String::from("?"), |ns| format!("{ns:.0}"))))
+                .collect();
+            format!("round {r}: {}", figs.join(", "))
+        })
+        .collect();
+    let mut md = format!(
+        "Host core-to-core round trip in ns, probed on the host at each point named (`docs/benchmarks.md`, \"The collapsed throughput boots, explained\"): {}.\n",
+        per_round.join("; ")
+    );
+    let lo = known.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = known.iter().copied().fold(0.0, f64::max);
+    if lo > 0.0 && hi / lo > STATE_CHANGE {
+        let slow: Vec<String> = samples
+            .iter()
+            .filter(|s| s.ns.is_some_and(|ns| ns / lo > STATE_CHANGE))
+            .map(|s| format!("round {} {}", s.round, s.side))
+            .collect();
+        md.push_str(&format!(
+            "\n**Warning: the host changed state during this sitting** ({lo:.0} to {hi:.0} ns): the cross-CPU \
+             rows of {} were measured with slow cache-line transfers and are not comparable with the others; \
+             run again.\n",
+            slow.join(", ")
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(round: usize, side: &str, ns: Option<f64>) -> Sample {
+        Sample { round, side: side.to_string(), ns }
+    }
+
+    #[test]
+    fn steady_host_gives_no_warning() {
+        let md = markdown(&[s(1, "linux", Some(55.0)), s(1, "ours", Some(61.0)), s(2, "linux", Some(58.0))]);
+        assert!(md.contains("round 1: linux 55, ours 61; round 2: linux 58"), "{md}");
+        assert!(!md.contains("Warning"), "{md}");
+    }
+
+    #[test]
+    fn a_state_change_names_the_slow_boots() {
+        let md = markdown(&[
+            s(1, "linux", Some(55.0)),
+            s(1, "ours", Some(360.0)),
+            s(2, "linux", Some(350.0)),
+            s(2, "ours", Some(57.0)),
+        ]);
+        assert!(md.contains("changed state"), "{md}");
+        assert!(md.contains("round 1 ours, round 2 linux"), "{md}");
+        assert!(!md.contains("round 2 ours,"), "{md}");
+    }
+
+    #[test]
+    fn unmeasured_probes_are_said_so() {
+        assert!(markdown(&[s(1, "linux", None)]).contains("not measured"));
+        let md = markdown(&[s(1, "linux", None), s(1, "ours", Some(60.0))]);
+        assert!(md.contains("linux ?, ours 60"), "{md}");
+    }
+
+    #[test]
+    fn the_probe_measures_a_round_trip_on_this_host() {
+        if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            assert_eq!(core_to_core_ns(), None);
+            return;
+        }
+        // Any host moves a line between two CPUs in well under a
+        // millisecond and not in under a nanosecond; a probe that timed
+        // out on a loaded host says None, which is not a figure.
+        if let Some(ns) = core_to_core_ns() {
+            assert!(ns > 1.0 && ns < 1_000_000.0, "{ns}");
+        }
+    }
+}
