@@ -15,7 +15,7 @@
 //! throughput boots, explained").
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,18 +40,29 @@ pub fn core_to_core_ns() -> Option<f64> {
     Some(v[1])
 }
 
-/// One probe: the two threads take turns incrementing `word` (odd values
+/// The word the two threads bounce, alone on its cache lines (a neighbour
+/// read or written by either thread would add transfers of its own).
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// Written by the measuring thread to tell the partner to return.
+const DONE: u64 = u64::MAX;
+
+/// One probe: the two threads take turns incrementing the word (odd values
 /// are the partner's turn); the time over the round trips completed.
 fn probe_once() -> Option<f64> {
-    let word = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let (w, s) = (word.clone(), stop.clone());
+    let word = Arc::new(Line(AtomicU64::new(0)));
+    let w = word.clone();
     let partner = thread::spawn(move || {
         let mut next = 1u64;
         loop {
             let mut spins = 0u32;
-            while w.load(Ordering::Acquire) != next {
-                if s.load(Ordering::Relaxed) {
+            loop {
+                let v = w.0.load(Ordering::Acquire);
+                if v == next {
+                    break;
+                }
+                if v == DONE {
                     return;
                 }
                 spins += 1;
@@ -60,7 +71,11 @@ fn probe_once() -> Option<f64> {
                 }
                 std::hint::spin_loop();
             }
-            w.store(next + 1, Ordering::Release);
+            // A swap, not a store: a give-up (`DONE`) written since the
+            // load must not be overwritten, or this thread would wait for good.
+            if w.0.compare_exchange(next, next + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                return;
+            }
             next += 2;
         }
     });
@@ -69,9 +84,9 @@ fn probe_once() -> Option<f64> {
     let mut failed = false;
     'trips: while done < ROUND_TRIPS {
         let mine = 2 * done;
-        word.store(mine + 1, Ordering::Release);
+        word.0.store(mine + 1, Ordering::Release);
         let mut spins = 0u32;
-        while word.load(Ordering::Acquire) != mine + 2 {
+        while word.0.load(Ordering::Acquire) != mine + 2 {
             spins += 1;
             if spins.is_multiple_of(4096) {
                 if start.elapsed() > LIMIT {
@@ -85,7 +100,7 @@ fn probe_once() -> Option<f64> {
         done += 1;
     }
     let elapsed = start.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    word.0.store(DONE, Ordering::Release);
     let _ = partner.join();
     if failed || done == 0 {
         return None;
