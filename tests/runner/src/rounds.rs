@@ -261,9 +261,17 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
     let mut failures: Vec<String> = Vec::new();
     let mut runs: Vec<(String, u32, Vec<Figure>)> = Vec::new();
     let mut linux_scale = Vec::new();
-    let mut probes = vec![Sample { round: 1, side: String::from("start"), ns: hostprobe::core_to_core_ns() }];
-    for &smp in &opts.smp {
+    // Probed before each boot; a step is one CPU count, then the scale suite.
+    let mut probes: Vec<Sample> = Vec::new();
+    let mut probe = |step: usize, side: String, out: &mut dyn Write| {
+        let ns = hostprobe::core_to_core_ns();
+        let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
+        let _ = writeln!(out, "bench-scale: host core-to-core round trip before {side}: {shown}");
+        probes.push(Sample { round: step, side, ns });
+    };
+    for (step, &smp) in opts.smp.iter().enumerate() {
         if let Some(inputs) = &inputs {
+            probe(step + 1, format!("linux-smp{smp}"), &mut *out);
             let mut console = Console::new(&mut *out, tty, opts.quiet);
             console.line(&format!("==== bench-scale: throughput, {smp} CPU(s): Linux ===="));
             let lb = linux::boot(
@@ -281,6 +289,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
             }
             runs.push(("linux".into(), smp, figures_of(&lb.boot.ktap.benches)));
         }
+        probe(step + 1, format!("ours-smp{smp}"), &mut *out);
         let _ = writeln!(out, "==== bench-scale: throughput, {smp} CPU(s): testkernel ====");
         let o = ours_options(opts, smp, opts.mem_mib, "scale_tput", dir.join(format!("ours-smp{smp}")));
         let (figs, failure) = ours_round(&o, out, tty)?;
@@ -289,7 +298,9 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         }
         runs.push(("ours".into(), smp, figs));
     }
+    let last = opts.smp.len() + 1;
     if let Some(inputs) = &inputs {
+        probe(last, String::from("linux-scale"), &mut *out);
         let mut console = Console::new(&mut *out, tty, opts.quiet);
         console.line("==== bench-scale: the scale suite: Linux ====");
         let lb = linux::boot(opts, inputs, 2, opts.scale_mem_mib, "scale", "", &dir.join("linux-scale"), &mut console)?;
@@ -298,6 +309,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         }
         linux_scale.push(figures_of(&lb.boot.ktap.benches));
     }
+    probe(last, String::from("ours-scale"), &mut *out);
     let _ = writeln!(out, "==== bench-scale: the scale suite: testkernel ====");
     let o = ours_options(opts, 2, opts.scale_mem_mib, "scale", dir.join("ours-scale"));
     let (ours_scale, failure) = ours_round(&o, out, tty)?;
@@ -327,7 +339,6 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         compare::markdown(&table),
         compare::scale_markdown(&growth, "load N")
     );
-    probes.push(Sample { round: 1, side: String::from("end"), ns: hostprobe::core_to_core_ns() });
     md.push('\n');
     md.push_str(&hostprobe::markdown(&probes));
     if !failures.is_empty() {
