@@ -6,7 +6,7 @@
 //! handed from one guest CPU to the other costs host cache-line transfers.
 //! On a shared machine their price is not constant: on the machine these
 //! figures were taken on, the round trip between its two CPUs switched
-//! between about 55 ns and about 360 ns for minutes at a time (the machine is
+//! between about 55 ns and about 360 ns for seconds or minutes at a time (the machine is
 //! itself a virtual machine, placed on the physical cores by a hypervisor),
 //! and in the slow state the cross-CPU benchmarks (`wq_throughput_unbound`
 //! above all) measured half their throughput on every side, while a
