@@ -1,18 +1,21 @@
 //! How fast the host moves a cache line between two of its CPUs, measured
-//! before each boot of `bench-compare`.
+//! right after each boot of `bench-compare` and `bench-scale`.
 //!
 //! QEMU's TCG runs each guest CPU on a host thread and does the guest's
 //! atomic operations with the host's, so every lock, wake-up and work item
 //! handed from one guest CPU to the other costs host cache-line transfers.
 //! On a shared machine their price is not constant: on the machine these
-//! figures were taken on, the round trip between its two CPUs switched
-//! between about 55 ns and about 360 ns for seconds or minutes at a time (the machine is
-//! itself a virtual machine, placed on the physical cores by a hypervisor),
-//! and in the slow state the cross-CPU benchmarks (`wq_throughput_unbound`
-//! above all) measured half their throughput on every side, while a
-//! single-CPU loop ran at the same speed. The probe lets a table say which
-//! rounds were taken in which state (`docs/benchmarks.md`, "The collapsed
-//! throughput boots, explained").
+//! figures were taken on (itself a virtual machine, placed on physical cores
+//! by a hypervisor) the round trip between its two CPUs switched between
+//! about 55 ns and about 360 ns, and in the slow state the cross-CPU
+//! benchmarks (`wq_throughput_unbound` above all) measured half their
+//! throughput on every side, while a single-CPU loop ran at the same speed.
+//! The placement held while QEMU kept both CPUs busy and often changed within
+//! seconds once they idled, so the probe runs the moment a boot ends: in
+//! eight boots, one right after matched the boot's state every time, one
+//! right before it six times in eight. The table then says which boots were
+//! taken in which state (`docs/benchmarks.md`, "The collapsed throughput
+//! boots, explained").
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,12 +111,13 @@ fn probe_once() -> Option<f64> {
     Some(elapsed.as_nanos() as f64 / done as f64)
 }
 
-/// One probe result: the round, the side about to boot, and the figure.
+/// One probe result: the round, the boot it followed, and the figure.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// Round number, from 1.
     pub round: usize,
-    /// The side about to be booted (`linux`, `ours`, or a `--side` name).
+    /// The boot just ended (`linux`, `ours`, a `--side` name, or a
+    /// `bench-scale` boot such as `ours-smp4`).
     pub side: String,
     /// Nanoseconds per round trip, `None` when it could not be measured.
     pub ns: Option<f64>,
@@ -123,9 +127,10 @@ pub struct Sample {
 /// that the host changed state during the sitting.
 pub const STATE_CHANGE: f64 = 2.0;
 
-/// The Markdown paragraph `bench-compare` adds under its table: the probes
-/// per round, and a warning naming the boots taken in the slow state when
-/// the slowest probe is more than [`STATE_CHANGE`] times the fastest.
+/// The Markdown paragraph `bench-compare` and `bench-scale` add under their
+/// tables: the probes per round, and a warning naming the boots taken in the
+/// slow state when the slowest probe is more than [`STATE_CHANGE`] times the
+/// fastest.
 pub fn markdown(samples: &[Sample]) -> String {
     let known: Vec<f64> = samples.iter().filter_map(|s| s.ns).collect();
     if known.is_empty() {
@@ -145,7 +150,7 @@ pub fn markdown(samples: &[Sample]) -> String {
         })
         .collect();
     let mut md = format!(
-        "Host core-to-core round trip in ns, probed on the host at each point named (`docs/benchmarks.md`, \"The collapsed throughput boots, explained\"): {}.\n",
+        "Host core-to-core round trip in ns, probed on the host right after each boot named (`docs/benchmarks.md`, \"The collapsed throughput boots, explained\"): {}.\n",
         per_round.join("; ")
     );
     let lo = known.iter().copied().fold(f64::INFINITY, f64::min);

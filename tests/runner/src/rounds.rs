@@ -155,16 +155,17 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
     let mut kernel_release = None;
     let mut qemu_version = None;
     let started = Instant::now();
+    // Probed right after each boot, while the host still places QEMU's
+    // threads where they ran (hostprobe.rs).
     let mut probes: Vec<Sample> = Vec::new();
     let mut probe = |round: usize, side: &str, out: &mut dyn Write| {
         let ns = hostprobe::core_to_core_ns();
         let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
-        let _ = writeln!(out, "bench-compare: host core-to-core round trip before round {round} {side}: {shown}");
+        let _ = writeln!(out, "bench-compare: host core-to-core round trip after round {round} {side}: {shown}");
         probes.push(Sample { round, side: side.to_string(), ns });
     };
     for k in 1..=n {
         let round = dir.join(format!("round-{k}"));
-        probe(k, "linux", &mut *out);
         {
             let mut console = Console::new(&mut *out, tty, opts.quiet);
             console.line(&format!("==== bench-compare: round {k}/{n}: Linux ===="));
@@ -176,11 +177,12 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
             kernel_release = kernel_release.or(lb.kernel);
             qemu_version = qemu_version.or(lb.info.qemu_version);
             sides[1].rounds.push(figures_of(&lb.boot.ktap.benches));
-            console.line(&format!("==== bench-compare: round {k}/{n}: testkernel ===="));
         }
-        probe(k, "ours", &mut *out);
+        probe(k, "linux", &mut *out);
+        let _ = writeln!(out, "==== bench-compare: round {k}/{n}: testkernel ====");
         let o = ours_options(opts, smp, opts.mem_mib, &opts.tests, round.join("ours"));
         let (figs, failure) = ours_round(&o, out, tty)?;
+        probe(k, "ours", &mut *out);
         if let Some(f) = failure {
             failures.push(format!("round {k}: ours: {f}"));
         }
@@ -188,9 +190,9 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
         for (i, (name, cmd)) in opts.sides.iter().enumerate() {
             let d = round.join(name);
             mkdir(&d)?;
-            probe(k, name, &mut *out);
             let _ = writeln!(out, "==== bench-compare: round {k}/{n}: {name}: {cmd} ====");
             let (figs, failure) = side_round(cmd, &d, Duration::from_secs(opts.timeout_secs.saturating_mul(3)));
+            probe(k, name, &mut *out);
             if let Some(f) = failure {
                 failures.push(format!("round {k}: {name}: {f}"));
             }
@@ -261,17 +263,16 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
     let mut failures: Vec<String> = Vec::new();
     let mut runs: Vec<(String, u32, Vec<Figure>)> = Vec::new();
     let mut linux_scale = Vec::new();
-    // Probed before each boot; a step is one CPU count, then the scale suite.
+    // Probed right after each boot; a step is one CPU count, then the scale suite.
     let mut probes: Vec<Sample> = Vec::new();
     let mut probe = |step: usize, side: String, out: &mut dyn Write| {
         let ns = hostprobe::core_to_core_ns();
         let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
-        let _ = writeln!(out, "bench-scale: host core-to-core round trip before {side}: {shown}");
+        let _ = writeln!(out, "bench-scale: host core-to-core round trip after {side}: {shown}");
         probes.push(Sample { round: step, side, ns });
     };
     for (step, &smp) in opts.smp.iter().enumerate() {
         if let Some(inputs) = &inputs {
-            probe(step + 1, format!("linux-smp{smp}"), &mut *out);
             let mut console = Console::new(&mut *out, tty, opts.quiet);
             console.line(&format!("==== bench-scale: throughput, {smp} CPU(s): Linux ===="));
             let lb = linux::boot(
@@ -289,10 +290,13 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
             }
             runs.push(("linux".into(), smp, figures_of(&lb.boot.ktap.benches)));
         }
-        probe(step + 1, format!("ours-smp{smp}"), &mut *out);
+        if inputs.is_some() {
+            probe(step + 1, format!("linux-smp{smp}"), &mut *out);
+        }
         let _ = writeln!(out, "==== bench-scale: throughput, {smp} CPU(s): testkernel ====");
         let o = ours_options(opts, smp, opts.mem_mib, "scale_tput", dir.join(format!("ours-smp{smp}")));
         let (figs, failure) = ours_round(&o, out, tty)?;
+        probe(step + 1, format!("ours-smp{smp}"), &mut *out);
         if let Some(f) = failure {
             failures.push(format!("ours, {smp} CPUs: {f}"));
         }
@@ -300,7 +304,6 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
     }
     let last = opts.smp.len() + 1;
     if let Some(inputs) = &inputs {
-        probe(last, String::from("linux-scale"), &mut *out);
         let mut console = Console::new(&mut *out, tty, opts.quiet);
         console.line("==== bench-scale: the scale suite: Linux ====");
         let lb = linux::boot(opts, inputs, 2, opts.scale_mem_mib, "scale", "", &dir.join("linux-scale"), &mut console)?;
@@ -309,10 +312,13 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         }
         linux_scale.push(figures_of(&lb.boot.ktap.benches));
     }
-    probe(last, String::from("ours-scale"), &mut *out);
+    if inputs.is_some() {
+        probe(last, String::from("linux-scale"), &mut *out);
+    }
     let _ = writeln!(out, "==== bench-scale: the scale suite: testkernel ====");
     let o = ours_options(opts, 2, opts.scale_mem_mib, "scale", dir.join("ours-scale"));
     let (ours_scale, failure) = ours_round(&o, out, tty)?;
+    probe(last, String::from("ours-scale"), &mut *out);
     if let Some(f) = failure {
         failures.push(format!("ours, scale suite: {f}"));
     }

@@ -461,7 +461,7 @@ fn bench_linux_and_bench_compare_with_a_fake_emulator() {
         serde_json::from_str(&std::fs::read_to_string(d.join("compare-out/bench-compare.json")).unwrap()).unwrap();
     assert_eq!(v["sides"], serde_json::json!(["ours", "linux", "other"]));
     assert_eq!(v["rounds"], 2);
-    // The host was probed before each of the six boots, named by round and side.
+    // The host was probed right after each of the six boots, named by round and side.
     assert!(md.contains("Host core-to-core round trip"), "{md}");
     let probes = v["host_core_to_core_ns"].as_array().expect("host_core_to_core_ns");
     let named: Vec<(u64, &str)> =
