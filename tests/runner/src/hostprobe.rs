@@ -22,25 +22,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Round trips one probe aims for.
-const ROUND_TRIPS: u64 = 200_000;
+/// Round trips one probe times, after [`WARMUP`] untimed ones (until the
+/// partner thread is running, a round trip measures the host's scheduler).
+const ROUND_TRIPS: u64 = 50_000;
+/// Untimed round trips first.
+const WARMUP: u64 = 2_000;
+/// Probes per figure.
+const PROBES: usize = 5;
 /// A probe gives up after this long (two threads sharing one host CPU make
 /// each hand-off wait for the host's scheduler).
-const LIMIT: Duration = Duration::from_millis(500);
+const LIMIT: Duration = Duration::from_millis(200);
 
-/// The median of three probes: nanoseconds per round trip of a value bounced
-/// between two host threads through one atomic word, or `None` when the host
-/// has a single CPU (nothing to measure) or a probe could not finish.
+/// The fastest of [`PROBES`] short probes: nanoseconds per round trip of a
+/// value bounced between two host threads through one atomic word, or `None`
+/// when the host has a single CPU (nothing to measure) or no probe could
+/// finish. The fastest, because what the figure is for is where the host
+/// placed the two CPUs, which holds for seconds; a probe that another task
+/// interrupted measures that task instead.
 pub fn core_to_core_ns() -> Option<f64> {
     if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return None;
     }
-    let mut v: Vec<f64> = (0..3).filter_map(|_| probe_once()).collect();
-    if v.len() < 3 {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(v[1])
+    (0..PROBES).filter_map(|_| probe_once()).min_by(f64::total_cmp)
 }
 
 /// The word the two threads bounce, alone on its cache lines (a neighbour
@@ -82,17 +85,21 @@ fn probe_once() -> Option<f64> {
             next += 2;
         }
     });
-    let start = Instant::now();
+    let begun = Instant::now();
+    let mut start = begun;
     let mut done = 0u64;
     let mut failed = false;
-    'trips: while done < ROUND_TRIPS {
+    'trips: while done < WARMUP + ROUND_TRIPS {
+        if done == WARMUP {
+            start = Instant::now();
+        }
         let mine = 2 * done;
         word.0.store(mine + 1, Ordering::Release);
         let mut spins = 0u32;
         while word.0.load(Ordering::Acquire) != mine + 2 {
             spins += 1;
             if spins.is_multiple_of(4096) {
-                if start.elapsed() > LIMIT {
+                if begun.elapsed() > LIMIT {
                     failed = true;
                     break 'trips;
                 }
@@ -105,10 +112,10 @@ fn probe_once() -> Option<f64> {
     let elapsed = start.elapsed();
     word.0.store(DONE, Ordering::Release);
     let _ = partner.join();
-    if failed || done == 0 {
+    if failed {
         return None;
     }
-    Some(elapsed.as_nanos() as f64 / done as f64)
+    Some(elapsed.as_nanos() as f64 / ROUND_TRIPS as f64)
 }
 
 /// One probe result: the round, the boot it followed, and the figure.
