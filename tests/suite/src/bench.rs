@@ -32,8 +32,14 @@ pub fn report_latency(name: &str, samples: &mut [u64]) {
 
 /// Print `# bench: NAME items_per_s=… n=…`.
 pub fn report_throughput(name: &str, items: u64, elapsed_ns: u64) {
+    report_throughput_with(name, items, elapsed_ns, "");
+}
+
+/// Print `# bench: NAME items_per_s=… n=…` followed by `extra` (further
+/// ` key=value` fields, each with its leading space).
+pub fn report_throughput_with(name: &str, items: u64, elapsed_ns: u64, extra: &str) {
     let per_s = if elapsed_ns == 0 { 0 } else { (items as u128 * 1_000_000_000 / elapsed_ns as u128) as u64 };
-    crate::harness::diag_line(&alloc::format!("bench: {name} items_per_s={per_s} n={items}"));
+    crate::harness::diag_line(&alloc::format!("bench: {name} items_per_s={per_s} n={items}{extra}"));
 }
 
 /// Print `# bench: NAME count=…`.

@@ -10,7 +10,7 @@ use kport::{CpuMask, Priority, port};
 use kthreadd::kthread::{self, Builder};
 use workqueue::{DelayedWork, QueueError, Work, Workqueue, WqFlags, system};
 
-use crate::bench::{ITERATIONS, Pinned, WARMUP, report_count, report_latency, report_throughput};
+use crate::bench::{ITERATIONS, Pinned, WARMUP, report_count, report_latency, report_throughput_with};
 use crate::port_api::{msleep, wait_for};
 use crate::{Failure, check, check_eq, ktest, skip};
 
@@ -885,9 +885,85 @@ ktest!(workqueue::bench_wq_delayed_zero [bench = true] => |ctx| {
     Ok(())
 });
 
+/// A value alone on its cache lines, bounced between two CPUs.
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// Nanoseconds per round trip of a value bounced through one atomic word
+/// between CPUs 0 and 1, the median of 5 000 after 200 untimed ones; `None`
+/// with one CPU, or when the partner did not answer within 100 ms.
+///
+/// Printed beside each throughput figure: under TCG every item passed
+/// between CPUs pays the host's cache-line transfers, whose price this
+/// machine's host changes from one moment to the next (`docs/benchmarks.md`,
+/// "The collapsed throughput boots, explained"); this is what it was just
+/// before the timing, inside the guest.
+fn line_round_trip_ns() -> Option<u64> {
+    const WARM: u64 = 200;
+    const TRIPS: u64 = 5_000;
+    const DONE: u64 = u64::MAX;
+    let p = port();
+    if p.cpu_count() < 2 {
+        return None;
+    }
+    let _pin = Pinned::to(0);
+    let word = Arc::new(Line(AtomicU64::new(0)));
+    let w = word.clone();
+    let partner = kthread::create_on_cpu(
+        move || {
+            let mut next = 1u64;
+            loop {
+                let v = w.0.load(Ordering::Acquire);
+                if v == DONE {
+                    return 0;
+                }
+                if v == next {
+                    // A swap: a give-up stored since the load stays.
+                    if w.0.compare_exchange(next, next + 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                        return 0;
+                    }
+                    next += 2;
+                }
+                core::hint::spin_loop();
+            }
+        },
+        1,
+        format_args!("tput-line"),
+    )
+    .ok()?;
+    partner.wake();
+    let begun = p.now_ns();
+    let mut samples = Vec::with_capacity(TRIPS as usize);
+    let mut ok = true;
+    'trips: for i in 0..WARM + TRIPS {
+        let t0 = p.cycles();
+        word.0.store(2 * i + 1, Ordering::Release);
+        let mut spins = 0u32;
+        while word.0.load(Ordering::Acquire) != 2 * i + 2 {
+            spins += 1;
+            if spins.is_multiple_of(1024) && p.now_ns().wrapping_sub(begun) > 100_000_000 {
+                ok = false;
+                break 'trips;
+            }
+            core::hint::spin_loop();
+        }
+        if i >= WARM {
+            samples.push(p.cycles().wrapping_sub(t0));
+        }
+    }
+    word.0.store(DONE, Ordering::Release);
+    let _ = partner.stop();
+    if !ok {
+        return None;
+    }
+    samples.sort_unstable();
+    Some(p.cycles_to_ns(samples[samples.len() / 2]))
+}
+
 pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failure> {
     const TOTAL: usize = 100_000;
     let p = port();
+    let line_ns = line_round_trip_ns();
     let n = p.cpu_count();
     let per = TOTAL / n;
     let ready = Arc::new(AtomicUsize::new(0));
@@ -949,7 +1025,8 @@ pub(crate) fn throughput(name: &str, q: &'static Workqueue) -> Result<(), Failur
         }
         return Err(Failure::Fail(format!("{name}: the producers were not ready within 60 s")));
     }
-    report_throughput(name, (per * n) as u64, dt);
+    let line = line_ns.map_or(alloc::string::String::new(), |ns| format!(" line_rt_ns={ns}"));
+    report_throughput_with(name, (per * n) as u64, dt, &line);
     // The producers free their items after the timing: wait for them to
     // exit, or the suite's leak check would count what they still hold
     // (with 4 and 8 CPUs under TCG they are still at it when it looks).
