@@ -130,6 +130,22 @@ pub struct Sample {
     pub ns: Option<f64>,
 }
 
+/// Probe now, print the figure on `out` after `label` (`bench-compare: ` or
+/// `bench-scale: ` and what was just booted), and return it as a [`Sample`].
+pub fn sample(round: usize, side: String, label: &str, out: &mut dyn std::io::Write) -> Sample {
+    let ns = core_to_core_ns();
+    let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
+    let _ = writeln!(out, "{label}: host core-to-core round trip after {side}: {shown}");
+    Sample { round, side, ns }
+}
+
+/// The samples as the `host_core_to_core_ns` array of a report's JSON.
+pub fn json(samples: &[Sample]) -> serde_json::Value {
+    serde_json::Value::from(
+        samples.iter().map(|p| serde_json::json!({ "round": p.round, "side": p.side, "ns": p.ns })).collect::<Vec<_>>(),
+    )
+}
+
 /// A boot whose probe is more than this factor away from the sitting's
 /// median probe (either way) was taken in another host state than most.
 pub const STATE_CHANGE: f64 = 2.0;

@@ -159,10 +159,7 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
     // threads where they ran (hostprobe.rs).
     let mut probes: Vec<Sample> = Vec::new();
     let mut probe = |round: usize, side: &str, out: &mut dyn Write| {
-        let ns = hostprobe::core_to_core_ns();
-        let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
-        let _ = writeln!(out, "bench-compare: host core-to-core round trip after round {round} {side}: {shown}");
-        probes.push(Sample { round, side: side.to_string(), ns });
+        probes.push(hostprobe::sample(round, side.to_string(), &format!("bench-compare: round {round}"), out));
     };
     for k in 1..=n {
         let round = dir.join(format!("round-{k}"));
@@ -230,15 +227,7 @@ pub fn run_compare(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32
         ("smp", Value::from(smp)),
         ("mem_mib", Value::from(opts.mem_mib)),
         ("failures", Value::from(failures.clone())),
-        (
-            "host_core_to_core_ns",
-            Value::from(
-                probes
-                    .iter()
-                    .map(|p| serde_json::json!({ "round": p.round, "side": p.side, "ns": p.ns }))
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        ("host_core_to_core_ns", hostprobe::json(&probes)),
     ];
     write(&out_dir.join("bench-compare.json"), &compare::json(&table, &extra))?;
     write(&out_dir.join("bench-compare.svg"), &compare::svg(&table, &title))?;
@@ -266,10 +255,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
     // Probed right after each boot; a step is one CPU count, then the scale suite.
     let mut probes: Vec<Sample> = Vec::new();
     let mut probe = |step: usize, side: String, out: &mut dyn Write| {
-        let ns = hostprobe::core_to_core_ns();
-        let shown = ns.map_or(String::from("not measured"), |ns| format!("{ns:.0} ns"));
-        let _ = writeln!(out, "bench-scale: host core-to-core round trip after {side}: {shown}");
-        probes.push(Sample { round: step, side, ns });
+        probes.push(hostprobe::sample(step, side, "bench-scale", out));
     };
     for (step, &smp) in opts.smp.iter().enumerate() {
         if let Some(inputs) = &inputs {
@@ -374,15 +360,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
         ("throughput_per_cpu", Value::from(series_json)),
         ("growth", Value::from(growth_json)),
         ("failures", Value::from(failures.clone())),
-        (
-            "host_core_to_core_ns",
-            Value::from(
-                probes
-                    .iter()
-                    .map(|p| serde_json::json!({ "round": p.round, "side": p.side, "ns": p.ns }))
-                    .collect::<Vec<_>>(),
-            ),
-        ),
+        ("host_core_to_core_ns", hostprobe::json(&probes)),
     ];
     write(&out_dir.join("bench-scale.json"), &compare::json(&table, &extra))?;
     write(
