@@ -33,7 +33,7 @@ const PROBES: usize = 5;
 /// each hand-off wait for the host's scheduler).
 const LIMIT: Duration = Duration::from_millis(200);
 
-/// The fastest of [`PROBES`] short probes: nanoseconds per round trip of a
+/// The fastest of [`PROBES`] probes: nanoseconds per round trip of a
 /// value bounced between two host threads through one atomic word, or `None`
 /// when the host has a single CPU (nothing to measure) or no probe could
 /// finish. The fastest, because what the figure is for is where the host

@@ -275,8 +275,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
                 failures.push(format!("Linux, {smp} CPUs: {}", lb.boot.failures.join("; ")));
             }
             runs.push(("linux".into(), smp, figures_of(&lb.boot.ktap.benches)));
-        }
-        if inputs.is_some() {
+            drop(console);
             probe(step + 1, format!("linux-smp{smp}"), &mut *out);
         }
         let _ = writeln!(out, "==== bench-scale: throughput, {smp} CPU(s): testkernel ====");
@@ -297,8 +296,7 @@ pub fn run_scale(opts: &Options, out: &mut dyn Write, tty: bool) -> Result<i32, 
             failures.push(format!("Linux, scale set: {}", lb.boot.failures.join("; ")));
         }
         linux_scale.push(figures_of(&lb.boot.ktap.benches));
-    }
-    if inputs.is_some() {
+        drop(console);
         probe(last, String::from("linux-scale"), &mut *out);
     }
     let _ = writeln!(out, "==== bench-scale: the scale suite: testkernel ====");
