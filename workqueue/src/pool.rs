@@ -710,14 +710,14 @@ pub(crate) fn process_one_work<'a>(
         return st;
     }
     // Anywhere else (another pool or queue)? Then this instance waits on
-    // the item until that run ends.
-    {
+    // the item until that run ends. The claim is one exchange when nothing
+    // runs; the lock only when something does.
+    if !work.try_claim_run(seq) {
         let mut r = work.run.lock();
-        if r.running != 0 {
+        if !work.claim_run_or_mark(seq) {
             r.defer(Entry { pwq, work: work.clone(), color, seq, queued_ns });
             return st;
         }
-        r.running = seq;
     }
     let p = port();
     let now = p.now_ns();
@@ -801,15 +801,20 @@ pub(crate) fn process_one_work<'a>(
         crate::wq::unplug(&s);
         st = pool.st.lock();
     }
-    // Release the run claim and requeue what waited on it, at the head of
-    // its pool (it was queued before anything behind it there). Instances
-    // for other pools stay on the deferred list, where a canceller finds
-    // them, until their pool's lock is taken: once this pool's lock is
-    // dropped an interrupt may come, and one that cancelled an instance
-    // held in our hands meanwhile would spin for ever on this CPU.
+    // Release the run claim: without the lock when nobody left the end
+    // anything to do (no flusher, nothing deferred, no cancelled instance
+    // ahead). Otherwise requeue what waited on it, at the head of its pool
+    // (it was queued before anything behind it there). Instances for other
+    // pools stay on the deferred list, where a canceller finds them, until
+    // their pool's lock is taken: once this pool's lock is dropped an
+    // interrupt may come, and one that cancelled an instance held in our
+    // hands meanwhile would spin for ever on this CPU.
+    if work.end_run_fast(seq) {
+        return st;
+    }
     let (here, remote, flushers) = {
         let mut r = work.run.lock();
-        r.running = 0;
+        work.claim.fetch_and(crate::work::RUN_ATTN, Ordering::AcqRel);
         let flushers = r.end(seq, &work.ended);
         let here = r.take_deferred_for(pool);
         let mut remote: Vec<Arc<Pool>> = Vec::new();
@@ -817,6 +822,9 @@ pub(crate) fn process_one_work<'a>(
             if !remote.iter().any(|p| Arc::ptr_eq(p, &e.pwq.pool)) {
                 remote.push(e.pwq.pool.clone());
             }
+        }
+        if r.quiet() {
+            work.claim.fetch_and(!crate::work::RUN_ATTN, Ordering::AcqRel);
         }
         (here, remote, flushers)
     };

@@ -63,15 +63,30 @@ pub(crate) struct WorkInner {
     pub(crate) grab_waiters: AtomicU32,
     /// A: bumped by `notify_grabbers` when someone waits.
     pub(crate) grab_events: AtomicU32,
-    /// R: running anywhere, the instances that must wait for that run, and
-    /// the flushers waiting for an instance to end.
+    /// A: the run claim: the number of the instance running now (0 for
+    /// none) shifted left by one, with [`RUN_ATTN`] in bit 0. A worker
+    /// takes the claim with one compare-exchange from a word whose number
+    /// is 0, and gives it back with one from exactly `seq << 1`, both
+    /// without the run lock; whoever leaves the end of a run something to
+    /// do (a deferred instance, a flusher, a cancelled instance ahead) sets
+    /// `RUN_ATTN` under the run lock, which makes the end's exchange fail
+    /// and the worker take the lock. Only the lock's holder clears the bit,
+    /// once `run` holds nothing for an end.
+    pub(crate) claim: AtomicU64,
+    /// R: the instances that must wait for a run elsewhere, the flushers
+    /// waiting for an instance to end, and a cancelled instance ahead.
     pub(crate) run: SpinLock<RunState>,
-    /// A: a copy of `run.done` (every instance up to it has ended), stored
-    /// with Release under the run lock by `RunState::advance`, and read
-    /// without the lock by [`WorkInner::is_idle`]: flushing or cancelling
-    /// an idle item then takes no lock at all.
+    /// A: every instance up to this one has ended (ran or was cancelled).
+    /// Raised only, with `fetch_max`: by the end of a run (without the run
+    /// lock, before the claim is given back) and by `RunState::advance`
+    /// (under it). Read without the lock by [`WorkInner::is_idle`]: flushing
+    /// or cancelling an idle item then takes no lock at all.
     pub(crate) ended: AtomicU64,
 }
+
+/// The bit of [`WorkInner::claim`] that sends the end of a run through the
+/// run lock.
+pub(crate) const RUN_ATTN: u64 = 1;
 
 /// Wait queues of cancellers that wait for a pending instance to show up
 /// (hashed by item, as Linux's bit wait tables are: an item carries no wait
@@ -94,24 +109,20 @@ pub(crate) const PENDING: u64 = 1;
 /// One instance number in [`WorkInner::state`].
 const SEQ_ONE: u64 = 2;
 
-/// Which instance of an item runs now, and the instances that came up
-/// meanwhile (from another pool or queue): they are requeued, at the head
-/// of their pools, when the run ends, so the item never runs on two workers
-/// at once. Also who waits for which instance to end. Instances of one item
-/// end in order (one pending at a time, never two running), with one
-/// exception: the pending instance may be cancelled while an older one
-/// runs. `done` counts only what ended in order: a cancelled instance ahead
-/// of a running one is remembered and ends with it, so a flusher of it (a
-/// `cancel_sync` among them) still waits for the running instance, as
-/// Linux's `cancel_work_sync` does.
+/// What the end of a run must see to besides giving the claim back: the
+/// instances that came up meanwhile (from another pool or queue), requeued
+/// at the head of their pools when the run ends, so the item never runs on
+/// two workers at once; and who waits for which instance to end. Instances
+/// of one item end in order (one pending at a time, never two running),
+/// with one exception: the pending instance may be cancelled while an
+/// older one runs. [`WorkInner::ended`] counts only what ended in order: a
+/// cancelled instance ahead of a running one is remembered and ends with
+/// it, so a flusher of it (a `cancel_sync` among them) still waits for the
+/// running instance, as Linux's `cancel_work_sync` does.
 ///
-/// Every field is `R:` (the item's run lock).
+/// Every field is `R:` (the item's run lock). While any of them holds
+/// something, [`RUN_ATTN`] is set in the item's claim word.
 pub(crate) struct RunState {
-    /// R: the instance running now (its run claim), 0 for none (instances
-    /// are numbered from 1).
-    pub(crate) running: u64,
-    /// R: every instance up to this one has ended (ran or was cancelled).
-    pub(crate) done: u64,
     /// R: a cancelled instance newer than the running one, 0 for none; it
     /// counts as ended when the running one ends.
     cancelled_ahead: u64,
@@ -132,7 +143,12 @@ struct RunRare {
 
 impl RunState {
     pub(crate) const fn new() -> Self {
-        RunState { running: 0, done: 0, cancelled_ahead: 0, rare: None }
+        RunState { cancelled_ahead: 0, rare: None }
+    }
+
+    /// Nothing here for the end of a run: [`RUN_ATTN`] may be cleared.
+    pub(crate) fn quiet(&self) -> bool {
+        self.cancelled_ahead == 0 && self.rare.as_ref().is_none_or(|r| r.deferred.is_empty() && r.waiters.is_empty())
     }
 
     /// The instances that came up while it ran elsewhere (none yet: `None`).
@@ -156,44 +172,81 @@ impl RunState {
         out
     }
 
-    /// Put an instance on the deferred list.
+    /// Put an instance on the deferred list (the caller set [`RUN_ATTN`]
+    /// with [`WorkInner::claim_run_or_mark`]).
     pub(crate) fn defer(&mut self, e: crate::pool::Entry) {
         self.rare.get_or_insert_with(Box::default).deferred.push_back(e);
     }
 
     /// Wait for instance `target` to end: `c` is completed when it has.
-    pub(crate) fn add_waiter(&mut self, target: u64, c: Arc<kport::sync::Completion>) {
-        self.rare.get_or_insert_with(Box::default).waiters.push((target, c));
+    /// Sets [`RUN_ATTN`] in `claim`, then reads `ended` again: false (and
+    /// nothing registered) if `target` ended meanwhile, which a run that
+    /// gave its claim back before the bit was set did without the lock.
+    pub(crate) fn add_waiter(
+        &mut self,
+        target: u64,
+        c: Arc<kport::sync::Completion>,
+        claim: &AtomicU64,
+        ended: &AtomicU64,
+    ) -> bool {
+        let waiters = &mut self.rare.get_or_insert_with(Box::default).waiters;
+        waiters.push((target, c));
+        // The run's end raises `ended` and then exchanges the claim word;
+        // this sets the bit and then reads `ended`. Either the bit came
+        // first (the exchange fails and the end takes this lock and
+        // completes `c`), or this read follows the end's exchange and sees
+        // what it raised `ended` to.
+        claim.fetch_or(RUN_ATTN, Ordering::AcqRel);
+        if ended.load(Ordering::Acquire) >= target {
+            waiters.pop();
+            return false;
+        }
+        true
     }
 
     /// Record that instance `seq` ran to its end; returns the flushers to
-    /// release. `ended` is the item's lock-free copy of `done`
-    /// ([`WorkInner::ended`]).
+    /// release. `ended` is the item's [`WorkInner::ended`].
     pub(crate) fn end(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
         let ahead = core::mem::take(&mut self.cancelled_ahead);
         self.advance(seq.max(ahead), ended)
     }
 
     /// Record that the pending instance `seq` was cancelled; returns the
-    /// flushers to release (none while an older instance still runs).
-    pub(crate) fn cancel(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
-        if self.running != 0 && self.running < seq {
-            self.cancelled_ahead = self.cancelled_ahead.max(seq);
-            return alloc::vec::Vec::new();
+    /// flushers to release (none while an older instance still runs: it is
+    /// remembered, with [`RUN_ATTN`] set in `claim`, and ends with that
+    /// run).
+    pub(crate) fn cancel(
+        &mut self,
+        seq: u64,
+        claim: &AtomicU64,
+        ended: &AtomicU64,
+    ) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
+        let mut v = claim.load(Ordering::Acquire);
+        loop {
+            let running = v >> 1;
+            if running == 0 || running >= seq {
+                return self.advance(seq, ended);
+            }
+            // An older instance runs: the bit makes its end come here. If
+            // it gave the claim back first, the exchange fails and the
+            // loop sees it over.
+            match claim.compare_exchange_weak(v, v | RUN_ATTN, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.cancelled_ahead = self.cancelled_ahead.max(seq);
+                    return alloc::vec::Vec::new();
+                }
+                Err(now) => v = now,
+            }
         }
-        self.advance(seq, ended)
     }
 
-    /// The one place `done` moves: it and its lock-free copy `ended` move
-    /// together, under the run lock.
+    /// Raise `ended` to `seq` and release the flushers it satisfies.
     fn advance(&mut self, seq: u64, ended: &AtomicU64) -> alloc::vec::Vec<Arc<kport::sync::Completion>> {
-        self.done = self.done.max(seq);
-        ended.store(self.done, Ordering::Release);
+        let done = ended.fetch_max(seq, Ordering::AcqRel).max(seq);
         let mut out = alloc::vec::Vec::new();
         let Some(rare) = self.rare.as_mut().filter(|r| !r.waiters.is_empty()) else {
             return out;
         };
-        let done = self.done;
         rare.waiters.retain(|(t, c)| {
             if *t <= done {
                 out.push(c.clone());
@@ -340,10 +393,53 @@ impl WorkInner {
     /// The pending instance `seq` was cancelled: release its flushers
     /// (or, if an older instance still runs, when that one ends).
     pub(crate) fn instance_cancelled(&self, seq: u64) {
-        let ready = self.run.lock().cancel(seq, &self.ended);
+        let ready = self.run.lock().cancel(seq, &self.claim, &self.ended);
         for c in ready {
             c.complete_all();
         }
+    }
+
+    /// The instance running now, 0 for none.
+    pub(crate) fn running(&self) -> u64 {
+        self.claim.load(Ordering::Acquire) >> 1
+    }
+
+    /// Take the run claim for instance `seq` without the run lock; false if
+    /// an instance runs (then [`WorkInner::claim_run_or_mark`], under the
+    /// lock, decides).
+    #[inline]
+    pub(crate) fn try_claim_run(&self, seq: u64) -> bool {
+        let mut v = self.claim.load(Ordering::Acquire);
+        while v >> 1 == 0 {
+            match self.claim.compare_exchange_weak(v, v | seq << 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => v = now,
+            }
+        }
+        false
+    }
+
+    /// Under the run lock: take the run claim for `seq`, or, while another
+    /// instance runs, set [`RUN_ATTN`] so that its end takes the lock and
+    /// finds what the caller defers (false).
+    pub(crate) fn claim_run_or_mark(&self, seq: u64) -> bool {
+        let mut v = self.claim.load(Ordering::Acquire);
+        loop {
+            let next = if v >> 1 == 0 { v | seq << 1 } else { v | RUN_ATTN };
+            match self.claim.compare_exchange_weak(v, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return v >> 1 == 0,
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// End the run of instance `seq` without the run lock: raise `ended`,
+    /// then give the claim back; false, with the claim still held, if
+    /// [`RUN_ATTN`] is set (the caller ends it under the lock).
+    #[inline]
+    pub(crate) fn end_run_fast(&self, seq: u64) -> bool {
+        self.ended.fetch_max(seq, Ordering::AcqRel);
+        self.claim.compare_exchange(seq << 1, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Tell cancellers waiting in `grab_pending` that the pending instance
@@ -388,6 +484,7 @@ impl Work {
             delayed: None,
             grab_waiters: AtomicU32::new(0),
             grab_events: AtomicU32::new(0),
+            claim: AtomicU64::new(0),
             run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
             ended: AtomicU64::new(0),
         }))
@@ -452,6 +549,7 @@ impl DelayedWork {
                     timer,
                     target: SpinLock::ranked("delayed target", crate::RANK_LEAF, None),
                 })),
+                claim: AtomicU64::new(0),
                 run: SpinLock::ranked("work run", crate::RANK_RUN, RunState::new()),
                 ended: AtomicU64::new(0),
             }

@@ -757,12 +757,12 @@ fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
         }
         seq
     } else {
-        match work.run.lock().running {
+        match work.running() {
             0 => return false,
             g => g,
         }
     };
-    if work.run.lock().done >= target {
+    if work.ended.load(Ordering::Acquire) >= target {
         return false;
     }
     if let Some(w) = current_worker()
@@ -777,10 +777,10 @@ fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
     let done = Arc::new(Completion::new());
     {
         let mut f = work.run.lock();
-        if f.done >= target {
+        if work.ended.load(Ordering::Acquire) >= target || !f.add_waiter(target, done.clone(), &work.claim, &work.ended)
+        {
             return false;
         }
-        f.add_waiter(target, done.clone());
     }
     done.wait("flush_work");
     true
