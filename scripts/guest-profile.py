@@ -74,8 +74,8 @@ def symbols(elf):
 
 
 def sample(mon, cpus, depth, seconds, interval):
-    pcs = collections.Counter()
-    chains = collections.Counter()
+    """Samples as a Counter of (vCPU, call chain), innermost address first."""
+    samples = collections.Counter()
     end = time.time() + seconds
     try:
         while time.time() < end:
@@ -102,13 +102,12 @@ def sample(mon, cpus, depth, seconds, interval):
                     if next_bp <= bp:
                         break
                     bp = next_bp
-                pcs[(c, chain[0])] += 1
-                chains[tuple(chain)] += 1
+                samples[(c, tuple(chain))] += 1
             mon.cmd("cont")
             time.sleep(interval)
     except EOFError:
         pass
-    return pcs, chains
+    return samples
 
 
 def main():
@@ -129,6 +128,14 @@ def main():
         help="also count the samples inside functions whose name contains SUBSTR by source line,"
         " inlined callers included (addr2line -i); repeatable",
     )
+    ap.add_argument(
+        "--exclude",
+        metavar="SUBSTR",
+        action="append",
+        default=[],
+        help="drop the samples with a function whose name contains SUBSTR anywhere in their call"
+        " chain (to leave out a benchmark's untimed set-up, e.g. its allocations); repeatable",
+    )
     a = ap.parse_args()
 
     addrs, names = symbols(a.elf)
@@ -137,9 +144,18 @@ def main():
         i = bisect.bisect_right(addrs, addr) - 1
         return names[i] if i >= 0 else hex(addr)
 
-    pcs, chains = sample(Monitor(a.socket, a.wait), a.cpus, a.depth, a.seconds, a.interval)
+    samples = sample(Monitor(a.socket, a.wait), a.cpus, a.depth, a.seconds, a.interval)
+    pcs = collections.Counter()
+    chains = collections.Counter()
+    dropped = 0
+    for (c, chain), k in samples.items():
+        if any(sub in name(x) for x in chain for sub in a.exclude):
+            dropped += k
+            continue
+        pcs[(c, chain[0])] += k
+        chains[chain] += k
     total = sum(pcs.values())
-    print(f"{total} samples")
+    print(f"{total} samples" + (f" ({dropped} excluded)" if a.exclude else ""))
     by_fn = collections.Counter()
     per_cpu = collections.defaultdict(collections.Counter)
     for (c, pc), k in pcs.items():

@@ -3,6 +3,7 @@
 //! `__flush_workqueue`, `drain_workqueue`, `destroy_workqueue`,
 //! `cancel_work_sync`, `mod_delayed_work_on`, `rescuer_thread`).
 
+use alloc::borrow::Cow;
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -423,11 +424,13 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     }
     let p = port();
     let c = cpu.unwrap_or_else(|| p.cpu_id());
-    let mut pwq = if wq.flags.contains(WqFlags::UNBOUND) {
+    // A bound queue's pwq is borrowed from the queue (no reference count
+    // taken per item); an unbound one is cloned out of its lock.
+    let mut pwq: Cow<'_, Arc<Pwq>> = if wq.flags.contains(WqFlags::UNBOUND) {
         // The pod of the CPU it is queued from (or for).
         let u = wq.unbound.lock();
         match u.by_cpu.get(c).or(u.by_cpu.first()) {
-            Some(x) => x.clone(),
+            Some(x) => Cow::Owned(x.clone()),
             None => {
                 drop(u);
                 work.release();
@@ -437,7 +440,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         }
     } else {
         match wq.bound.get(c) {
-            Some(x) => x.clone(),
+            Some(x) => Cow::Borrowed(x),
             None => {
                 work.release();
                 warn(&format!("{} refused on '{}': no CPU {c}", work.name, wq.name));
@@ -458,13 +461,13 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         if let Some((_, running_for)) = lp.find_busy(&st, work)
             && running_for.wq.as_ptr() == Arc::as_ptr(wq)
         {
-            pwq = running_for;
+            pwq = Cow::Owned(running_for);
             redirected = true;
         }
     }
     pwq.in_flight_inc();
     loop {
-        let pool = pwq.pool.clone();
+        let pool = &pwq.pool;
         let mut g = pool.st.lock();
         // The queue's attributes changed since the pwq was picked: take the
         // new one. Checked under the pool lock, so an ordered queue's new
@@ -476,7 +479,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
             drop(g);
             let u = wq.unbound.lock();
             if let Some(x) = u.by_cpu.get(c).or(u.by_cpu.first()) {
-                pwq = x.clone();
+                pwq = Cow::Owned(x.clone());
             }
             continue;
         }
@@ -486,7 +489,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         ps.nr_in_flight[color] += 1;
         work.pool.store(pool.id, Ordering::Release);
         let queued_ns = if trace::any(trace::hist::HIST_WORKQUEUE) { p.now_ns().max(1) } else { 0 };
-        let e = Entry { pwq: pwq.clone(), work: work.clone(), color, seq: work.pending_seq(), queued_ns };
+        let e = Entry { pwq: Arc::clone(&pwq), work: work.clone(), color, seq: work.pending_seq(), queued_ns };
         if trace::on(trace::Event::WorkqueueQueueWork) {
             trace_queue(wq, work, cpu, pool.cpu);
         }
