@@ -105,6 +105,10 @@ pub struct KthreadPercpu {
     current: RefCell<Option<Arc<Task>>>,
     /// Armed port timers, earliest first (any CPU arms them).
     timers: Mutex<timer::TimerMap>,
+    /// No armed timer here is due before this port-clock time (`u64::MAX`: none armed): lowered
+    /// by every arm and set exactly by `timer::run_expired`, both under `timers`' lock, and read
+    /// without it by the yield points, which skip the timer map while nothing is due.
+    timer_next: AtomicU64,
     /// Calls sent here by `call_on_cpu`.
     calls: Mutex<VecDeque<Call>>,
     /// Contexts that switched out of this CPU to move elsewhere, woken once the switch is over.
@@ -130,6 +134,7 @@ impl KthreadPercpu {
             lent: Cell::new(token::Slot::Empty),
             current: RefCell::new(None),
             timers: Mutex::new(timer::TimerMap::new()),
+            timer_next: AtomicU64::new(u64::MAX),
             calls: Mutex::new(VecDeque::new()),
             migrating: Mutex::new(Vec::new()),
             idle: Once::new(),

@@ -89,10 +89,15 @@ impl Timer {
         st.cpu = target;
         st.generation = st.generation.wrapping_add(1);
         let generation = st.generation;
-        map_of(target).lock().insert(
+        let mut map = map_of(target).lock();
+        map.insert(
             (deadline, self.inner.id),
             (Arc::clone(&self.inner), generation),
         );
+        percpu_of(target)
+            .kthread
+            .timer_next
+            .fetch_min(deadline, Ordering::Release);
     }
 
     /// Disarm it; true if it was pending.
@@ -164,6 +169,16 @@ impl Drop for Timer {
     }
 }
 
+/// Is a timer armed on this CPU due (possibly: a cancelled one may still be counted until
+/// [`run_expired`] looks)? One load and a clock read, no lock.
+pub fn maybe_due() -> bool {
+    PercpuBlock::current()
+        .kthread
+        .timer_next
+        .load(Ordering::Acquire)
+        <= clock::now_ns()
+}
+
 /// Run the expired timers of the calling CPU, in interrupt context.
 pub fn run_expired() {
     let percpu = PercpuBlock::current();
@@ -174,7 +189,13 @@ pub fn run_expired() {
             let mut map = percpu.kthread.timers.lock();
             match map.first_key_value() {
                 Some((&(deadline, _), _)) if deadline <= now => map.pop_first(),
-                _ => None,
+                first => {
+                    // Nothing due: what the yield points compare the clock with until the next
+                    // arm.
+                    let next = first.map_or(u64::MAX, |(&(deadline, _), _)| deadline);
+                    percpu.kthread.timer_next.store(next, Ordering::Release);
+                    None
+                }
             }
         };
         let Some((_, (timer, generation))) = entry else {
