@@ -407,7 +407,12 @@ fn trace_activate(work: &Arc<WorkInner>) {
 
 /// Queue an item whose pending bit the caller holds (Linux `__queue_work`).
 /// On refusal the pending bit is released and a warning printed.
-fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -> core::result::Result<(), QueueError> {
+fn queue_claimed(
+    wq: &Arc<WqInner>,
+    cpu: Option<usize>,
+    work: &Arc<WorkInner>,
+    off: &IrqsOff,
+) -> core::result::Result<(), QueueError> {
     {
         let refused = if wq.destroyed.load(Ordering::Acquire) {
             Some(QueueError::Destroyed)
@@ -428,7 +433,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     // taken per item); an unbound one is cloned out of its lock.
     let mut pwq: Cow<'_, Arc<Pwq>> = if wq.flags.contains(WqFlags::UNBOUND) {
         // The pod of the CPU it is queued from (or for).
-        let u = wq.unbound.lock();
+        let u = wq.unbound.lock_in(off);
         match u.by_cpu.get(c).or(u.by_cpu.first()) {
             Some(x) => Cow::Owned(x.clone()),
             None => {
@@ -457,7 +462,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         && !wq.flags.contains(WqFlags::ORDERED)
         && let Some(lp) = pool::pool_by_id(last)
     {
-        let st = lp.st.lock();
+        let st = lp.st.lock_in(off);
         if let Some((_, running_for)) = lp.find_busy(&st, work)
             && running_for.wq.as_ptr() == Arc::as_ptr(wq)
         {
@@ -468,7 +473,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
     pwq.in_flight_inc();
     loop {
         let pool = &pwq.pool;
-        let mut g = pool.st.lock();
+        let mut g = pool.st.lock_in(off);
         // The queue's attributes changed since the pwq was picked: take the
         // new one. Checked under the pool lock, so an ordered queue's new
         // pwq is never unplugged while an item is still going into the old
@@ -477,7 +482,7 @@ fn queue_claimed(wq: &Arc<WqInner>, cpu: Option<usize>, work: &Arc<WorkInner>) -
         // the pwq the item runs on.
         if !redirected && pwq.replaced.load(Ordering::Acquire) {
             drop(g);
-            let u = wq.unbound.lock();
+            let u = wq.unbound.lock_in(off);
             if let Some(x) = u.by_cpu.get(c).or(u.by_cpu.first()) {
                 pwq = Cow::Owned(x.clone());
             }
@@ -518,7 +523,8 @@ pub(crate) fn delayed_timer_fired(work: &Arc<WorkInner>) {
     let target = work.delayed.as_ref().and_then(|d| d.take_target());
     match target.and_then(|(wq, cpu)| wq.upgrade().map(|wq| (wq, cpu))) {
         Some((wq, cpu)) => {
-            let _ = queue_claimed(&wq, cpu, work);
+            let off = IrqsOff::enter();
+            let _ = queue_claimed(&wq, cpu, work, &off);
         }
         None => {
             work.release();
@@ -622,20 +628,10 @@ fn take_deferred(work: &Arc<WorkInner>) -> Option<u64> {
 /// can find it (Linux's `local_irq_save` around `queue_work_on`'s claim and
 /// `__queue_work`, and around `try_to_grab_pending` and what follows it):
 /// an interrupt or a softirq on this CPU that cancelled the item meanwhile
-/// would otherwise spin for ever on a holder that cannot run.
-pub(crate) struct IrqsOff(bool);
-
-impl IrqsOff {
-    pub(crate) fn enter() -> IrqsOff {
-        IrqsOff(port().lock_enter())
-    }
-}
-
-impl Drop for IrqsOff {
-    fn drop(&mut self) {
-        port().lock_exit(self.0);
-    }
-}
+/// would otherwise spin for ever on a holder that cannot run. The pool
+/// and queue locks taken inside it are taken with `lock_in`, which skips
+/// the port's section calls the section already made.
+pub(crate) type IrqsOff = kport::sync::IrqSection;
 
 /// What [`grab_pending`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1227,11 +1223,11 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {c}", work.0.name, self.0.name));
             return Err(QueueError::BadCpu);
         }
-        let _off = IrqsOff::enter();
+        let off = IrqsOff::enter();
         if !work.0.claim_new() {
             return Ok(false);
         }
-        queue_claimed(&self.0, cpu, &work.0).map(|()| true)
+        queue_claimed(&self.0, cpu, &work.0, &off).map(|()| true)
     }
 
     /// Queue `dwork` after `delay_ns` (Linux `queue_delayed_work`); false if
@@ -1251,19 +1247,19 @@ impl Workqueue {
             warn(&format!("{} refused on '{}': no CPU {:?}", dwork.work.0.name, self.0.name, cpu));
             return false;
         }
-        let _off = IrqsOff::enter();
+        let off = IrqsOff::enter();
         if dwork.work.0.disable.load(Ordering::Acquire) > 0 || !dwork.work.0.claim_bit() {
             return false;
         }
-        self.arm_claimed(cpu, dwork, delay_ns);
+        self.arm_claimed(cpu, dwork, delay_ns, &off);
         true
     }
 
-    fn arm_claimed(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64) {
+    fn arm_claimed(&self, cpu: Option<usize>, dwork: &DelayedWork, delay_ns: u64, off: &IrqsOff) {
         let w = &dwork.work.0;
         w.start_instance();
         if delay_ns == 0 {
-            let _ = queue_claimed(&self.0, cpu, w);
+            let _ = queue_claimed(&self.0, cpu, w, off);
             return;
         }
         let d = w.delayed.as_ref().expect("a DelayedWork has a timer");
@@ -1296,13 +1292,13 @@ impl Workqueue {
             // instance but the one a canceller holds for a moment.
             return w.state.load(Ordering::Acquire) & crate::work::PENDING != 0;
         }
-        let (g, _off) = grab_pending(w);
+        let (g, off) = grab_pending(w);
         if g == Grab::Canceling {
             // Being cancelled (from atomic context): queue nothing, as for
             // a disabled item.
             return false;
         }
-        self.arm_claimed(cpu, dwork, delay_ns);
+        self.arm_claimed(cpu, dwork, delay_ns, &off);
         g == Grab::Pending
     }
 
@@ -1528,7 +1524,7 @@ impl DelayedWork {
             let target = if d.timer.cancel() { d.take_target() } else { None };
             if let Some((wq, cpu)) = target {
                 if let Some(wq) = wq.upgrade() {
-                    let _ = queue_claimed(&wq, cpu, w);
+                    let _ = queue_claimed(&wq, cpu, w, &off);
                 } else {
                     w.release();
                 }

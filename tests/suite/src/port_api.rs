@@ -715,3 +715,28 @@ ktest!(port::wake_sync_queues_on_the_wakers_cpu [min_cpus = 2] => |ctx| {
     check!(on_waker * 10 >= ROUNDS * 7, "{on_waker} of {ROUNDS} sync wake-ups from CPU 0 ran there; the others on CPUs {elsewhere:?}");
     Ok(())
 });
+
+ktest!(port::a_lock_taken_in_an_irq_section_holds_only_its_word => |ctx| {
+    // `SpinLock::lock_in`: inside an `IrqSection` the guard takes the lock
+    // word and nothing else; the section, not the guard, turns interrupts
+    // and preemption back on.
+    let p = port();
+    let l = kport::sync::SpinLock::new(0u32);
+    check!(!p.in_atomic(), "a test case starts outside atomic context");
+    let before = p.atomic_context();
+    let section = kport::sync::IrqSection::enter();
+    let inside = p.atomic_context();
+    check!(inside.irqs_disabled && inside.preempt_count > before.preempt_count, "the section: {inside:?}");
+    {
+        let mut g = l.lock_in(&section);
+        *g += 1;
+        check!(l.is_locked(), "the word is held while the guard lives");
+        check_eq!(p.atomic_context(), inside, "the guard changed nothing beside the word");
+    }
+    check!(!l.is_locked(), "the word is released with the guard");
+    check_eq!(p.atomic_context(), inside, "the guard's drop left the section as it was");
+    drop(section);
+    check_eq!(p.atomic_context(), before, "the section's end restored the context");
+    check_eq!(*l.lock(), 1, "the write under the guard");
+    Ok(())
+});

@@ -26,5 +26,8 @@ mod wait;
 
 pub use locked_by::{LockedBy, LockedRef};
 pub use mutex::{Mutex, MutexGuard};
-pub use spin::{GuardPolicy, Held, IrqSave, LockEnv, PreemptOff, SPIN_WARN_NS, SpinLock, SpinLockGuard, set_lock_env};
+pub use spin::{
+    GuardPolicy, Held, IrqSave, IrqSaved, IrqSection, LockEnv, PreemptOff, SPIN_WARN_NS, SpinLock, SpinLockGuard,
+    set_lock_env,
+};
 pub use wait::{Completion, WaitQueue};

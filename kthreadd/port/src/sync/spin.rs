@@ -55,15 +55,59 @@ pub trait GuardPolicy: 'static {
 /// `spin_lock_irqsave`). The default policy.
 pub enum IrqSave {}
 
+/// What an [`IrqSave`] guard undoes when it is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqSaved {
+    /// Interrupts were off before the lock was taken: preemption on again.
+    WereOff,
+    /// Interrupts were on: preemption and interrupts on again.
+    WereOn,
+    /// Taken inside an [`IrqSection`] ([`SpinLock::lock_in`]), which undoes
+    /// its own entry: nothing.
+    InSection,
+}
+
 impl GuardPolicy for IrqSave {
-    type Saved = bool;
+    type Saved = IrqSaved;
     #[inline]
-    fn enter() -> bool {
-        crate::port().lock_enter()
+    fn enter() -> IrqSaved {
+        if crate::port().lock_enter() { IrqSaved::WereOn } else { IrqSaved::WereOff }
     }
     #[inline]
-    fn exit(irqs_were_on: bool) {
-        crate::port().lock_exit(irqs_were_on)
+    fn exit(saved: IrqSaved) {
+        match saved {
+            IrqSaved::WereOff => crate::port().lock_exit(false),
+            IrqSaved::WereOn => crate::port().lock_exit(true),
+            IrqSaved::InSection => {}
+        }
+    }
+}
+
+/// Interrupts and preemption off on the calling CPU while it lives, as an
+/// [`IrqSave`] lock's guard keeps them, without a lock (Linux
+/// `local_irq_save` with the preemption count raised). Locks taken inside
+/// it with [`SpinLock::lock_in`] skip the port's section calls, which
+/// under TCG cost several times the lock word itself. It stays on the CPU
+/// that made it (not `Send`).
+pub struct IrqSection {
+    irqs_were_on: bool,
+    _this_cpu: PhantomData<*const ()>,
+}
+
+impl IrqSection {
+    /// Enter the section (the port's `lock_enter`).
+    ///
+    /// Context: any.
+    #[inline]
+    pub fn enter() -> IrqSection {
+        IrqSection { irqs_were_on: crate::port().lock_enter(), _this_cpu: PhantomData }
+    }
+}
+
+impl Drop for IrqSection {
+    #[inline]
+    fn drop(&mut self) {
+        crate::port().lock_exit(self.irqs_were_on);
     }
 }
 
@@ -314,6 +358,22 @@ impl<T: ?Sized, G: GuardPolicy> SpinLock<T, G> {
 
     pub(super) fn addr(&self) -> *const u8 {
         self as *const Self as *const u8
+    }
+}
+
+impl<T: ?Sized> SpinLock<T, IrqSave> {
+    /// Take the lock inside `section`, whose interrupts-off, preemption-off
+    /// state is the one [`SpinLock::lock`] would enter: the guard holds only
+    /// the lock word, and cannot outlive the section.
+    ///
+    /// Context: the section's CPU; the holder must not sleep.
+    #[track_caller]
+    #[inline]
+    pub fn lock_in<'a>(&'a self, _section: &'a IrqSection) -> SpinLockGuard<'a, T, IrqSave> {
+        #[cfg(debug_assertions)]
+        super::rank::acquire(self.rank, self.name, Location::caller());
+        self.raw.acquire(IrqSave::owner_tag(), Location::caller(), self.name);
+        SpinLockGuard { lock: self, saved: IrqSaved::InSection }
     }
 }
 
