@@ -774,12 +774,9 @@ fn flush_work_busy(work: &Arc<WorkInner>, what: &str) -> bool {
         return false;
     }
     let done = Arc::new(Completion::new());
-    {
-        let mut f = work.run.lock();
-        if work.ended.load(Ordering::Acquire) >= target || !f.add_waiter(target, done.clone(), &work.claim, &work.ended)
-        {
-            return false;
-        }
+    // `add_waiter` reads the ended count again once its bit is set.
+    if !work.run.lock().add_waiter(target, done.clone(), &work.claim, &work.ended) {
+        return false;
     }
     done.wait("flush_work");
     true
