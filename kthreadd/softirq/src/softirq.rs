@@ -347,15 +347,19 @@ fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::At
         if irqs_on {
             p.irq_restore(true);
         }
-        for v in Vector::ALL {
-            if pending & v.bit() != 0 {
-                percpu::add(&COUNTS[cpu][v as usize], 1);
-                if let Some(h) = HANDLERS[v as usize].get() {
-                    if trace::any(SOFTIRQ_TRACE_BITS) {
-                        run_traced(cpu, v, *h);
-                    } else {
-                        h();
-                    }
+        // The raised vectors in Linux's order (lowest number first), one
+        // step per raised bit rather than a look at all ten: under TCG the
+        // ten looks were an eighth of a raise-to-run's instructions.
+        let mut bits = pending & ((1 << NR_SOFTIRQS) - 1);
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            percpu::add(&COUNTS[cpu][i], 1);
+            if let Some(h) = HANDLERS[i].get() {
+                if trace::any(SOFTIRQ_TRACE_BITS) {
+                    run_traced(cpu, Vector::ALL[i], *h);
+                } else {
+                    h();
                 }
             }
         }

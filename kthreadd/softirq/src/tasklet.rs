@@ -20,7 +20,7 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use kport::sync::SpinLock;
+use kport::sync::{IrqSection, SpinLock};
 use kport::{MAX_CPUS, might_sleep, port};
 
 use crate::softirq::{Vector, in_interrupt, in_serving_softirq, open_softirq, raise_irqoff_on};
@@ -96,12 +96,13 @@ impl Tasklet {
         if self.0.state.fetch_or(SCHED, Ordering::AcqRel) & SCHED != 0 {
             return false;
         }
-        let p = port();
-        let was = p.irq_save();
-        let cpu = p.cpu_id();
-        lists[cpu].lock().push_back(self.0.clone());
+        // One interrupts-off section for the list and the raise: the list's
+        // lock is taken inside it, not as a second nested section.
+        let section = IrqSection::enter();
+        let cpu = port().cpu_id();
+        lists[cpu].lock_in(&section).push_back(self.0.clone());
         raise_irqoff_on(cpu, v);
-        p.irq_restore(was);
+        drop(section);
         true
     }
 
@@ -249,7 +250,6 @@ const LIST_KEEP: usize = 32;
 /// run allocates nothing; a tasklet put back (running elsewhere, or
 /// disabled) goes behind the ones counted.
 fn run_list(lists: &'static [List; MAX_CPUS], v: Vector, cpu: usize) {
-    let p = port();
     // Counted at the first look, which also takes the first one.
     let mut left = None;
     loop {
@@ -288,10 +288,10 @@ fn run_list(lists: &'static [List; MAX_CPUS], v: Vector, cpu: usize) {
         }
         // Running elsewhere, or disabled: back on this CPU's list, and
         // another look at the next run.
-        lists[cpu].lock().push_back(t);
-        let was = p.irq_save();
+        let section = IrqSection::enter();
+        lists[cpu].lock_in(&section).push_back(t);
         crate::softirq::raise_softirq_nowake(v);
-        p.irq_restore(was);
+        drop(section);
     }
 }
 
