@@ -721,7 +721,6 @@ pub(crate) fn process_one_work<'a>(
     }
     let p = port();
     let now = p.now_ns();
-    st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq: pwq.clone(), started_ns: now } });
     w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
     let wq_addr = pwq.wq.as_ptr() as *const u8 as usize;
     w.current_wq.store(wq_addr, Ordering::Release);
@@ -754,6 +753,9 @@ pub(crate) fn process_one_work<'a>(
     if rescued {
         pwq.stats.add_locked(&st.held(), PwqStat::Rescued, 1);
     }
+    // The busy list owns the pwq while the item runs (moved, not cloned:
+    // nothing outside the lock needs it); the end takes it back.
+    st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq, started_ns: now } });
     work.release();
     drop(st);
 
@@ -776,6 +778,8 @@ pub(crate) fn process_one_work<'a>(
     }
 
     let mut st = pool.st.lock();
+    let mine = st.busy.iter().position(|b| Arc::ptr_eq(&b.worker, w)).expect("a running worker is on the busy list");
+    let Busy { cur: Current { pwq, .. }, .. } = st.busy.swap_remove(mine);
     w.current_at.store(0, Ordering::Release);
     pwq.stats.add_locked(&st.held(), PwqStat::Completed, 1);
     // Its CPU time, as the ticks counted it (Linux's `PWQ_STAT_CPU_TIME`
@@ -787,7 +791,6 @@ pub(crate) fn process_one_work<'a>(
     if w.has(wf::CPU_INTENSIVE) {
         clr_flags(pool, w, wf::CPU_INTENSIVE);
     }
-    st.busy.retain(|b| !Arc::ptr_eq(&b.worker, w));
     w.current_work.store(0, Ordering::Release);
     w.current_wq.store(0, Ordering::Release);
     // A worker's loop (and a BH pool's run, which raises itself again

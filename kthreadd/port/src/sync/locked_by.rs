@@ -75,9 +75,14 @@ impl<T: ?Sized> LockedBy<T> {
     #[track_caller]
     pub fn borrow_mut<'h>(&'h self, held: Held<'h>) -> LockedRef<'h, T> {
         self.check_owner(&held);
-        if self.borrowed.swap(true, Ordering::Acquire) {
+        // Only the owner lock's holder touches the flag, so a load and a
+        // store suffice (the lock orders them against other holders): a
+        // locked exchange here was one of the per-item atomics of a work
+        // item's queue and run.
+        if self.borrowed.load(Ordering::Relaxed) {
             panic!("LockedBy at {:p}: borrowed twice", self);
         }
+        self.borrowed.store(true, Ordering::Relaxed);
         LockedRef { cell: self }
     }
 
@@ -138,6 +143,6 @@ impl<T: ?Sized> DerefMut for LockedRef<'_, T> {
 
 impl<T: ?Sized> Drop for LockedRef<'_, T> {
     fn drop(&mut self) {
-        self.cell.borrowed.store(false, Ordering::Release);
+        self.cell.borrowed.store(false, Ordering::Relaxed);
     }
 }
