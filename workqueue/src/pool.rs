@@ -88,8 +88,21 @@ pub(crate) struct Current {
     pub(crate) work: Arc<crate::work::WorkInner>,
     /// L: the pwq it runs for.
     pub(crate) pwq: Arc<Pwq>,
-    /// L: when it started (watchdog, reports).
-    pub(crate) started_ns: u64,
+}
+
+/// A worker's time stamp that is taken lazily: an item's start is not read
+/// from the clock (under TCG the read was a twentieth of a short item's
+/// cost), the first tick, sleep or reader that needs it stamps it, so it
+/// is late by less than one tick while the item runs on its CPU.
+pub(crate) const UNSTAMPED: u64 = 1;
+
+/// Stamp `at` with `now` if it is [`UNSTAMPED`]; returns its value.
+pub(crate) fn stamp(at: &AtomicU64, now: u64) -> u64 {
+    let now = now.max(UNSTAMPED + 1);
+    match at.compare_exchange(UNSTAMPED, now, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => now,
+        Err(v) => v,
+    }
 }
 
 /// A worker running an item (the pool's busy list; `L:`).
@@ -130,10 +143,15 @@ pub(crate) struct Worker {
     /// W: address of the queue of the item it runs (0: none).
     pub(crate) current_wq: AtomicUsize,
     /// A: when the item it runs started or last resumed after sleeping (0:
-    /// no item); the tick compares it with the CPU-intensive threshold.
+    /// no item; [`UNSTAMPED`]: started, the first tick stamps it); the
+    /// tick compares it with the CPU-intensive threshold.
     pub(crate) current_at: AtomicU64,
-    /// A: when its CPU time in the current item was last counted (the
-    /// item's start, its wake-up after sleeping, or the last tick).
+    /// A: when the item it runs started ([`UNSTAMPED`] until a tick, its
+    /// first sleep or a report stamps it), for reports and listings.
+    pub(crate) started_at: AtomicU64,
+    /// A: when its CPU time in the current item was last counted (0: not
+    /// yet; the first tick starts counting, as do its wake-ups and the
+    /// ticks after).
     pub(crate) acct_at: AtomicU64,
     /// A: CPU time the ticks counted in the current item, not yet added to
     /// its pwq's statistics.
@@ -172,6 +190,7 @@ impl Worker {
             kicked: AtomicBool::new(false),
             rebind: AtomicBool::new(false),
             current_at: AtomicU64::new(0),
+            started_at: AtomicU64::new(0),
             acct_at: AtomicU64::new(0),
             cpu_acc: AtomicU64::new(0),
             desc: SpinLock::ranked("worker desc", crate::RANK_LEAF, String::new()),
@@ -235,7 +254,14 @@ pub(crate) struct Pool {
     /// the workers' flag changes and scheduler hooks, read under the lock
     /// to decide on wake-ups.
     pub(crate) nr_running: AtomicUsize,
-    /// A: last time the pool made progress (watchdog; a hint).
+    /// A: bumped under the pool lock when an item starts and when the
+    /// worklist gets its first entry (Linux stamps `watchdog_ts` with
+    /// `jiffies` at the same two places; a count costs no clock read).
+    pub(crate) progress: AtomicU64,
+    /// A (watchdog): the `progress` the watchdog last saw, and when it first
+    /// saw it (see `watchdog::check`).
+    pub(crate) watchdog_seen: AtomicU64,
+    /// A (watchdog): when the watchdog first saw `watchdog_seen`.
     pub(crate) watchdog_ts: AtomicU64,
     /// A bound pool whose CPU is offline (Linux `POOL_DISASSOCIATED`): its
     /// workers may run on any online CPU and are not counted; a BH pool's
@@ -376,6 +402,8 @@ fn new_pool(cpu: Option<usize>, highpri: bool, mask: CpuMask, pod: CpuMask, bh: 
             },
         ),
         nr_running: AtomicUsize::new(0),
+        progress: AtomicU64::new(0),
+        watchdog_seen: AtomicU64::new(0),
         watchdog_ts: AtomicU64::new(port().now_ns()),
         disassociated: AtomicBool::new(false),
         bh_running: AtomicBool::new(false),
@@ -458,10 +486,16 @@ impl Pool {
         }
     }
 
+    /// Count progress for the watchdog (under the lock: the only writer, so
+    /// no locked instruction).
+    pub(crate) fn note_progress(&self, _st: &PoolState) {
+        self.progress.store(self.progress.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Put an entry at the end of the worklist (from a pwq).
     pub(crate) fn push_work(&self, st: &mut PoolState, e: Entry) {
         if st.worklist.is_empty() {
-            self.watchdog_ts.store(port().now_ns(), Ordering::Relaxed);
+            self.note_progress(st);
         }
         st.worklist.push_back(e);
     }
@@ -720,7 +754,6 @@ pub(crate) fn process_one_work<'a>(
         }
     }
     let p = port();
-    let now = p.now_ns();
     w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
     let wq_addr = pwq.wq.as_ptr() as *const u8 as usize;
     w.current_wq.store(wq_addr, Ordering::Release);
@@ -740,22 +773,25 @@ pub(crate) fn process_one_work<'a>(
         set_flags(pool, w, wf::CPU_INTENSIVE);
         pwq.stats.inc(PwqStat::CpuIntensive);
     }
-    w.current_at.store(now.max(1), Ordering::Release);
-    w.acct_at.store(now, Ordering::Relaxed);
+    // Its start is stamped by the first tick, sleep or report that needs it
+    // (no clock read per item; see `UNSTAMPED`).
+    w.started_at.store(UNSTAMPED, Ordering::Relaxed);
+    w.acct_at.store(0, Ordering::Relaxed);
+    w.current_at.store(UNSTAMPED, Ordering::Release);
     // Chain the pool's pending items to another worker if this one is out
     // of the count (Linux kicks here for every item): a no-op for a counted
     // worker, but unbound, CPU-intensive and rescuer workers never bring
     // nr_running above zero, so without it everything queued while one idle
     // worker was being woken would run behind it, one item at a time.
     pool.kick(&st);
-    pool.watchdog_ts.store(now, Ordering::Relaxed);
+    pool.note_progress(&st);
     pwq.stats.add_locked(&st.held(), PwqStat::Started, 1);
     if rescued {
         pwq.stats.add_locked(&st.held(), PwqStat::Rescued, 1);
     }
     // The busy list owns the pwq while the item runs (moved, not cloned:
     // nothing outside the lock needs it); the end takes it back.
-    st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq, started_ns: now } });
+    st.busy.push(Busy { worker: w.clone(), cur: Current { work: work.clone(), pwq } });
     work.release();
     drop(st);
 
@@ -951,6 +987,11 @@ impl SchedHooks for Hooks {
     /// A worker is about to block (Linux `wq_worker_sleeping`).
     fn sleeping(&self, d: &TaskData) {
         let Some(w) = worker_of(d) else { return };
+        // An item that sleeps before its first tick gets its start here
+        // (its wake-up restarts `current_at`, not the start).
+        if w.started_at.load(Ordering::Relaxed) == UNSTAMPED {
+            stamp(&w.started_at, port().now_ns());
+        }
         if w.has(wf::NOT_RUNNING) || w.sleeping.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -987,7 +1028,7 @@ impl SchedHooks for Hooks {
         // `current_at` here too).
         if w.current_at.load(Ordering::Acquire) != 0 {
             let now = port().now_ns();
-            w.current_at.store(now.max(1), Ordering::Release);
+            w.current_at.store(now.max(UNSTAMPED + 1), Ordering::Release);
             w.acct_at.store(now, Ordering::Relaxed);
         }
         w.sleeping.store(false, Ordering::Release);
@@ -1005,8 +1046,18 @@ impl SchedHooks for Hooks {
             return;
         }
         let now = port().now_ns();
-        // The item's CPU time since it started, woke or was last counted
-        // (the tick runs on the worker's CPU, between its instructions).
+        // The first tick of an item stamps its start (less than a tick
+        // late: it began on this CPU since the last one), so the threshold
+        // counts from here.
+        let at = if at == UNSTAMPED {
+            stamp(&w.started_at, now);
+            stamp(&w.current_at, now)
+        } else {
+            at
+        };
+        // The item's CPU time since the first tick that saw it, its wake-up
+        // or the last count (the tick runs on the worker's CPU, between its
+        // instructions). Linux counts a whole tick per tick instead.
         let mark = w.acct_at.swap(now, Ordering::Relaxed);
         if mark != 0 {
             w.cpu_acc.fetch_add(now.saturating_sub(mark), Ordering::Relaxed);
@@ -1324,7 +1375,9 @@ pub struct WorkerInfo {
     pub running: bool,
     /// Name of the item it runs.
     pub current: Option<&'static str>,
-    /// Since when it runs that item (ns).
+    /// Since when it runs that item (ns, [`kport::Port::now_ns`]): taken
+    /// at the first tick, sleep or look after the item's start, so it is
+    /// late by less than one tick of the worker's CPU.
     pub current_since_ns: Option<u64>,
     /// Its description (Linux `worker->desc`): the queue it runs or last
     /// ran for, or what an item set with `set_worker_desc`.
@@ -1384,7 +1437,7 @@ pub fn pools() -> Vec<PoolInfo> {
                             idle: w.has(wf::IDLE),
                             running: w.task.get().is_some_and(|t| t.task().is_running()),
                             current: cur.map(|c| c.work.name),
-                            current_since_ns: cur.map(|c| c.started_ns),
+                            current_since_ns: cur.map(|_| stamp(&w.started_at, port().now_ns())),
                             desc: w.desc.lock().clone(),
                         }
                     })

@@ -54,18 +54,31 @@ fn check() {
     for pool in all_pools() {
         let report = {
             let st = pool.st.lock();
+            // Progress since the last look: its time is taken as now, at
+            // most a check interval (a quarter of the threshold) after it
+            // happened, so a stall is reported between the threshold and
+            // 1.25 times it after the pool's last progress, as Linux's.
+            let progress = pool.progress.load(Ordering::Relaxed);
+            if progress != pool.watchdog_seen.load(Ordering::Relaxed) {
+                pool.watchdog_seen.store(progress, Ordering::Relaxed);
+                pool.watchdog_ts.store(now, Ordering::Relaxed);
+                continue;
+            }
             if st.worklist.is_empty() {
                 continue;
             }
             let ts = pool.watchdog_ts.load(Ordering::Relaxed);
-            if now <= ts + thresh {
+            if now < ts + thresh {
                 continue;
             }
             let first = st.worklist.front().map(|e| e.work.name);
             let running: String = st
                 .busy
                 .iter()
-                .map(|b| format!(" {} (for {} ms)", b.cur.work.name, (now - b.cur.started_ns) / 1_000_000))
+                .map(|b| {
+                    let since = crate::pool::stamp(&b.worker.started_at, now);
+                    format!(" {} (for {} ms)", b.cur.work.name, now.saturating_sub(since) / 1_000_000)
+                })
                 .collect();
             let line = format!(
                 "BUG: workqueue lockup - pool {} (id {}) stuck for {}.{}s! first pending: {}; running:{}",

@@ -734,6 +734,58 @@ ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
     Ok(())
 });
 
+ktest!(workqueue::watchdog_reports_between_the_threshold_and_a_quarter_more [timeout_s = 120] => |ctx| {
+    // Linux checks every quarter of `watchdog_thresh` for a pool whose last
+    // progress (an item's start, or work arriving at an empty worklist) is
+    // older than the threshold: a stall is reported no sooner than the
+    // threshold after that progress and no later than 1.25 times it. The
+    // stuck item watches for the report itself (with one CPU nothing else
+    // could until it ends); the watchdog's timer runs on CPU 0 even then.
+    const THRESH_NS: u64 = 400_000_000;
+    const SLACK_NS: u64 = 100_000_000;
+    let p = port();
+    let cpu = p.cpu_count() - 1;
+    let before = workqueue::lockup_reports();
+    let old = workqueue::watchdog_thresh_ns();
+    let thresh_us = workqueue::cpu_intensive_thresh_us();
+    workqueue::set_cpu_intensive_thresh_us(10_000_000);
+    workqueue::set_watchdog_thresh_ns(THRESH_NS);
+    let after_ns = Arc::new(AtomicU64::new(0));
+    let seen = after_ns.clone();
+    let q = wq("wq-stall-bound", WqFlags::empty(), 0)?;
+    let stuck = Work::named("stall_timer", move || {
+        let p = port();
+        let t0 = p.now_ns();
+        while p.now_ns() - t0 < 4 * THRESH_NS {
+            if workqueue::lockup_reports() > before {
+                seen.store(p.now_ns() - t0, Ordering::SeqCst);
+                return;
+            }
+            // Still running (not sleeping): inside Redox, whose kernel
+            // code runs with interrupts off, this is where the watchdog's
+            // timer gets in with one CPU.
+            p.cond_resched();
+        }
+    });
+    let behind = Work::named("stall_behind", || {});
+    check!(q.queue_on(cpu, &stuck));
+    check!(q.queue_on(cpu, &behind));
+    let flushed = q.flush();
+    workqueue::set_watchdog_thresh_ns(old);
+    workqueue::set_cpu_intensive_thresh_us(thresh_us);
+    flushed.map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    let after = after_ns.load(Ordering::SeqCst);
+    check!(after != 0, "no lockup reported within {} ms of the stall", 4 * THRESH_NS / 1_000_000);
+    check!(
+        after + 5_000_000 >= THRESH_NS && after <= THRESH_NS + THRESH_NS / 4 + SLACK_NS,
+        "reported {} ms after the pool's last progress; the threshold is {} ms",
+        after / 1_000_000,
+        THRESH_NS / 1_000_000
+    );
+    q.destroy().map_err(|e| Failure::Fail(format!("{e:?}")))?;
+    Ok(())
+});
+
 ktest!(workqueue::idle_workers_are_reaped => |ctx| {
     let p = port();
     let cpu = p.cpu_count() - 1;
