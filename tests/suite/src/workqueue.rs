@@ -713,7 +713,16 @@ ktest!(workqueue::watchdog_reports_a_stalled_pool [timeout_s = 120] => |ctx| {
     let thresh = workqueue::cpu_intensive_thresh_us();
     workqueue::set_cpu_intensive_thresh_us(10_000_000);
     let q = wq("wq-stall", WqFlags::empty(), 0)?;
-    let stuck = Work::named("stuck_spinner", || spin_ms(1_500));
+    // It runs without sleeping but passes yield points: inside Redox, whose
+    // kernel code runs with interrupts off, the watchdog's timer reaches a
+    // CPU only there (with one CPU, nowhere else).
+    let stuck = Work::named("stuck_spinner", || {
+        let p = port();
+        let end = p.now_ns() + 1_500_000_000;
+        while p.now_ns() < end {
+            p.cond_resched();
+        }
+    });
     let behind = Work::named("waits_behind", || {});
     // Both queued before the spinner can take the CPU (with one CPU and no
     // preemption the test could not run again until it ends).
