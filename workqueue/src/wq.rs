@@ -321,6 +321,7 @@ fn current_item_name(w: &Worker) -> &'static str {
 /// once it has released this pool's lock: two pool locks are never held
 /// together).
 #[must_use]
+#[inline]
 pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: usize, kick: bool) -> Option<Arc<Pwq>> {
     let (st, held) = g.split();
     let mut ps = pwq.st.borrow_mut(held);
@@ -333,6 +334,7 @@ pub(crate) fn pwq_done(pool: &Pool, g: &mut Guard<'_>, pwq: &Arc<Pwq>, color: us
 /// in-flight counts and the flush color (the rest of Linux's
 /// `pwq_dec_nr_in_flight`). Takes the pwq's state, borrowed under the pool
 /// lock, and ends the borrow. Return: as [`pwq_done`]'s.
+#[inline]
 fn retire(pwq: &Arc<Pwq>, mut ps: LockedRef<'_, PwqState>, color: usize) -> Option<Arc<Pwq>> {
     pwq.in_flight_dec();
     ps.nr_in_flight[color] -= 1;
@@ -353,6 +355,7 @@ fn retire(pwq: &Arc<Pwq>, mut ps: LockedRef<'_, PwqState>, color: usize) -> Opti
 
 /// Move inactive entries to the worklist while `max_active` allows; with
 /// `kick`, wake a worker for them.
+#[inline]
 fn activate_inactive(pool: &Pool, st: &mut PoolState, ps: &mut PwqState, kick: bool) {
     let mut moved = false;
     while ps.may_activate() {
@@ -1214,8 +1217,10 @@ impl Workqueue {
     ///
     /// Context: any. Return: `Ok(true)` if queued, `Ok(false)` if already pending, the reason if refused.
     pub fn try_queue_on(&self, cpu: Option<usize>, work: &Work) -> core::result::Result<bool, QueueError> {
+        // A bound queue has one pwq per CPU the port has: its table's
+        // length answers without a call through the port.
         if let Some(c) = cpu
-            && c >= port().cpu_count()
+            && c >= if self.0.bound.is_empty() { port().cpu_count() } else { self.0.bound.len() }
         {
             warn(&format!("{} refused on '{}': no CPU {c}", work.0.name, self.0.name));
             return Err(QueueError::BadCpu);
