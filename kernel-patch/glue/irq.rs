@@ -244,9 +244,13 @@ pub fn interrupt_exit() {
 /// interrupts left pending (a window's interrupt exits ran them already unless they came in
 /// between).
 pub fn yield_point() {
-    let was = PORT.irq_save();
-    kport::irq::softirq_point();
-    PORT.irq_restore(was);
+    // Interrupts are off: the caller closed its window with `cli`, and Redox's kernel code runs
+    // with them off. Only the port's count of interrupts-off sections (what `irqs_disabled`
+    // reports) is kept, as `irq_save` would keep it, without reading the flags back.
+    let pc = &crate::percpu::PercpuBlock::current().kthread;
+    pc.irq_off.set(pc.irq_off.get().saturating_add(1));
+    kport::irq::softirq_point_on(crate::cpu_id().get() as usize);
+    pc.irq_off.set(pc.irq_off.get().saturating_sub(1));
 }
 
 // ------------------------------------------------------------------- irq: scheme delivery
