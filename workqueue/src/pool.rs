@@ -940,8 +940,11 @@ fn worker_thread(w: Arc<Worker>) -> i32 {
                 continue;
             }
             clr_flags(&pool, &w, wf::PREP | wf::REBOUND);
+            // What was handed to this worker first; after each item, what
+            // was handed to it meanwhile. The lock stays held from there
+            // to the next item, so nothing can be handed over in between.
+            st = process_scheduled(&pool, &w, st, false);
             loop {
-                st = process_scheduled(&pool, &w, st, false);
                 let Some(e) = st.worklist.pop_front() else { break };
                 st = process_one_work(&pool, &w, st, e, false);
                 st = process_scheduled(&pool, &w, st, false);
