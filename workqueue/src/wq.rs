@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use kport::sync::atomic::spin_loop;
 use kport::sync::{Completion, LockedBy, LockedRef, Mutex, SpinLock, WaitQueue};
@@ -146,44 +146,39 @@ impl Pwq {
     }
 
     /// An instance is about to be inserted through this pwq: count it in
-    /// its queue's and the global in-flight counts.
+    /// its queue's in-flight count.
     fn in_flight_inc(&self) {
         self.wq_in_flight.fetch_add(1, Ordering::AcqRel);
-        in_flight_shard(&self.pool).fetch_add(1, Ordering::Relaxed);
     }
 
     /// An instance left this pwq (ran, or was cancelled).
     fn in_flight_dec(&self) {
         self.wq_in_flight.fetch_sub(1, Ordering::AcqRel);
-        in_flight_shard(&self.pool).fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// One cache line of [`IN_FLIGHT`].
-#[repr(align(64))]
-struct Shard(AtomicIsize);
-
-/// A: instances in flight on every queue, for [`crate::in_flight`] (the
-/// leak check), in one counter per CPU whose pool counts it: a single
-/// counter was written by every CPU for every item, and its cache line
-/// went back and forth between them. An instance may be counted up in one
-/// shard and down in another (its pwq was replaced meanwhile), so a shard
-/// can go negative; the sum is exact whenever nothing is being queued or
-/// retired, which is when the leak check reads it. A queue's own count
-/// (`WqInner::in_flight`), which `drain` waits on while items chain, stays
-/// one counter.
-static IN_FLIGHT: [Shard; kport::MAX_CPUS] = [const { Shard(AtomicIsize::new(0)) }; kport::MAX_CPUS];
-
-/// The [`IN_FLIGHT`] shard of `pool`: its CPU's, or, for an unbound pool, one
-/// picked by its id.
-fn in_flight_shard(pool: &Pool) -> &'static AtomicIsize {
-    &IN_FLIGHT[pool.cpu.unwrap_or(pool.id) % kport::MAX_CPUS].0
-}
-
-/// Instances queued, inactive, deferred or running, on every queue.
+/// Instances queued, inactive, deferred or running, on every queue: the
+/// pwqs' own counts (`nr_in_flight`), summed pool by pool under each pool's
+/// lock, as Linux's debugging dumps read them. Exact whenever nothing is
+/// being queued or retired, which is when the leak check asks; no counter
+/// of its own costs the queueing and running paths anything.
 pub(crate) fn queued_in_flight() -> usize {
-    let n: isize = IN_FLIGHT.iter().map(|s| s.0.load(Ordering::Acquire)).sum();
-    n.max(0) as usize
+    let mut n = 0;
+    for pool in pool::all_pools() {
+        // The pwqs are dropped after the lock (an instance's end may have
+        // left this the last reference).
+        let mut seen = Vec::new();
+        {
+            let mut g = pool.st.lock();
+            let (st, held) = g.split();
+            for pwq in st.pwqs.iter().filter_map(Weak::upgrade) {
+                n += pwq.st.borrow_mut(held).nr_in_flight.iter().sum::<usize>();
+                seen.push(pwq);
+            }
+        }
+        drop(seen);
+    }
+    n
 }
 
 /// Queues with instances in flight, by name, with how many (in creation
