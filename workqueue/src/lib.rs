@@ -235,9 +235,10 @@ impl InFlight {
     }
 }
 
-/// Work items in flight now, on every queue.
+/// Work items in flight now, on every queue: each pool's pwqs' counts,
+/// read under the pool's lock (exact while nothing is queued or retired).
 ///
-/// Context: any.
+/// Context: task context, holding no workqueue lock.
 pub fn in_flight() -> InFlight {
     InFlight { queued: wq::queued_in_flight(), delayed: work::delayed_armed() }
 }

@@ -165,18 +165,12 @@ impl Pwq {
 pub(crate) fn queued_in_flight() -> usize {
     let mut n = 0;
     for pool in pool::all_pools() {
-        // The pwqs are dropped after the lock (an instance's end may have
-        // left this the last reference).
-        let mut seen = Vec::new();
-        {
-            let mut g = pool.st.lock();
-            let (st, held) = g.split();
-            for pwq in st.pwqs.iter().filter_map(Weak::upgrade) {
-                n += pwq.st.borrow_mut(held).nr_in_flight.iter().sum::<usize>();
-                seen.push(pwq);
-            }
+        let mut g = pool.st.lock();
+        let (st, held) = g.split();
+        // A pwq dropped here (its last instance just ended) takes no lock.
+        for pwq in st.pwqs.iter().filter_map(Weak::upgrade) {
+            n += pwq.st.borrow_mut(held).nr_in_flight.iter().sum::<usize>();
         }
-        drop(seen);
     }
     n
 }
