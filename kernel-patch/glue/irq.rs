@@ -245,12 +245,11 @@ pub fn interrupt_exit() {
 /// between).
 pub fn yield_point() {
     // Interrupts are off: the caller closed its window with `cli`, and Redox's kernel code runs
-    // with them off. Only the port's count of interrupts-off sections (what `irqs_disabled`
-    // reports) is kept, as `irq_save` would keep it, without reading the flags back.
-    let pc = &crate::percpu::PercpuBlock::current().kthread;
-    pc.irq_off.set(pc.irq_off.get().saturating_add(1));
+    // with them off. Only the port's count of interrupts-off sections is kept, as `irq_save`
+    // keeps it, without reading the flags back.
+    super::port::count_irqs_off(true);
     kport::irq::softirq_point_on(crate::cpu_id().get() as usize);
-    pc.irq_off.set(pc.irq_off.get().saturating_sub(1));
+    super::port::count_irqs_off(false);
 }
 
 // ------------------------------------------------------------------- irq: scheme delivery

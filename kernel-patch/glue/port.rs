@@ -406,6 +406,19 @@ fn yield_point() {
     super::irq::yield_point();
 }
 
+/// Count an interrupts-off section of the port's own in or out (what `irqs_disabled` reports:
+/// Redox's kernel code always runs with interrupts off). `irq_save` and `irq_restore` keep it
+/// around their flag changes; the yield point, which knows interrupts are off, keeps only it.
+pub(super) fn count_irqs_off(entering: bool) {
+    let pc = &PercpuBlock::current().kthread;
+    let n = pc.irq_off.get();
+    pc.irq_off.set(if entering {
+        n.saturating_add(1)
+    } else {
+        n.saturating_sub(1)
+    });
+}
+
 /// Panic if the caller is about to switch away where it must not (Linux's fatal "scheduling
 /// while atomic"): atomic context, or a Redox hook's token lent on this CPU (the lender's frame
 /// and CPU must outlive the loan). `kport::might_sleep` warns earlier, at the sleeping API.
@@ -937,14 +950,12 @@ impl Port for RedoxPort {
         unsafe {
             core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem));
         }
-        let pc = &PercpuBlock::current().kthread;
-        pc.irq_off.set(pc.irq_off.get().saturating_add(1));
+        count_irqs_off(true);
         flags & (1 << 9) != 0
     }
 
     fn irq_restore(&self, was_enabled: bool) {
-        let pc = &PercpuBlock::current().kthread;
-        pc.irq_off.set(pc.irq_off.get().saturating_sub(1));
+        count_irqs_off(false);
         if was_enabled {
             // SAFETY: interrupts were on when the matching irq_save ran (only in an idle-loop
             // window), so turning them back on restores that state.

@@ -258,8 +258,8 @@ pub(crate) struct Pool {
     /// worklist gets its first entry (Linux stamps `watchdog_ts` with
     /// `jiffies` at the same two places; a count costs no clock read).
     pub(crate) progress: AtomicU64,
-    /// A (watchdog): the `progress` the watchdog last saw, and when it first
-    /// saw it (see `watchdog::check`).
+    /// A (watchdog): the `progress` the watchdog last saw (see
+    /// `watchdog::check`).
     pub(crate) watchdog_seen: AtomicU64,
     /// A (watchdog): when the watchdog first saw `watchdog_seen`.
     pub(crate) watchdog_ts: AtomicU64,
