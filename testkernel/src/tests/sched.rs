@@ -235,9 +235,11 @@ ktest!(sched::waitqueue_wake_one_and_wake_all => |ctx| {
         let (w, g, k) = (wq.clone(), gate.clone(), woke.clone());
         ts.push(run_on("wq", u64::MAX, Prio::Normal, move || {
             // Each waiter consumes one ticket: wake_one must let exactly one go.
+            // The take retries when another woken waiter took one at the same
+            // moment; it fails only when none is left (a failed take puts the
+            // waiter back to sleep, and nothing would wake it again).
             w.wait_until("wq-test", || {
-                let v = g.load(Ordering::SeqCst);
-                v > 0 && g.compare_exchange(v, v - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+                g.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1)).is_ok()
             });
             k.fetch_add(1, Ordering::SeqCst);
         }));
