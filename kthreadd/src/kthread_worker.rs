@@ -293,7 +293,6 @@ fn remove_delayed(
 }
 
 fn worker_fn(w: Arc<WorkerShared>) -> i32 {
-    let p = port();
     if w.flags.contains(KtwFlags::FREEZABLE) {
         freezer::set_freezable();
     }
@@ -320,7 +319,7 @@ fn worker_fn(w: Arc<WorkerShared>) -> i32 {
                 // The freeze point between items (a no-op unless the
                 // worker is freezable and a freeze is on).
                 freezer::try_to_freeze();
-                p.cond_resched();
+                kport::local::cond_resched();
             }
             None => {
                 if kthread::should_stop() {

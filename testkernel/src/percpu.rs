@@ -82,6 +82,18 @@ const IRQ_DEPTH_OFF: usize = core::mem::offset_of!(PerCpu, irq_depth);
 const IRQ_FRAMES_OFF: usize = core::mem::offset_of!(PerCpu, irq_frames);
 const NEED_RESCHED_OFF: usize = core::mem::offset_of!(PerCpu, need_resched);
 
+/// Where the subsystem's inline per-CPU reads find this CPU's number,
+/// preemption count and interrupt depth (`kport::local`).
+pub fn gs_layout() -> kport::local::GsLayout {
+    kport::local::GsLayout {
+        cpu_id: core::mem::offset_of!(PerCpu, cpu) as u32,
+        preempt_count: PREEMPT_COUNT_OFF as u32,
+        irq_depth: IRQ_DEPTH_OFF as u32,
+        need_resched: NEED_RESCHED_OFF as u32,
+        native_irq_flag: true,
+    }
+}
+
 /// Read a 32-bit field of this CPU's [`PerCpu`] in one instruction.
 macro_rules! gs_read_u32 {
     ($off:expr) => {{

@@ -221,6 +221,10 @@ impl Port for TestkernelPort {
         percpu::preempt_enable();
     }
 
+    fn preempt_check_resched(&self) {
+        percpu::preempt_check_resched();
+    }
+
     fn lock_enter(&self) -> bool {
         percpu::lock_enter()
     }
@@ -412,4 +416,10 @@ impl Harness for TestkernelPort {
 pub fn install() {
     kport::install(&PORT);
     kport::harness::install(&PORT);
+    // SAFETY: every CPU's GS base points at its PerCpu before it runs any
+    // code (percpu::init, the APs' entry); the offsets are those of its u32
+    // fields the port's cpu_id, preempt_disable and in_irq use; irq_save is
+    // pushf+cli and irq_restore sti (crate::sync); the port keeps the
+    // default per-CPU bottom-half word and runs one context per CPU.
+    unsafe { kport::local::install_gs_layout(percpu::gs_layout()) };
 }

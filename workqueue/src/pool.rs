@@ -753,7 +753,6 @@ pub(crate) fn process_one_work<'a>(
             return st;
         }
     }
-    let p = port();
     w.current_work.store(Arc::as_ptr(&work) as *const u8 as usize, Ordering::Release);
     let wq_addr = pwq.wq.as_ptr() as *const u8 as usize;
     w.current_wq.store(wq_addr, Ordering::Release);
@@ -810,7 +809,7 @@ pub(crate) fn process_one_work<'a>(
     // `process_one_work`); a BH pool's items run in softirq context, where
     // giving up the CPU would switch away from an interrupt's exit path.
     if pool.bh.get().is_none() {
-        p.cond_resched();
+        kport::local::cond_resched();
     }
 
     let mut st = pool.st.lock();
@@ -1296,7 +1295,7 @@ fn raise_bh(pool: &Pool) {
     let p = port();
     let cpu = pool.cpu.unwrap_or(0);
     // A dead CPU's pool is run by whichever CPU raises for it.
-    if cpu == p.cpu_id() || pool.disassociated.load(Ordering::Acquire) {
+    if cpu == kport::local::cpu_id() || pool.disassociated.load(Ordering::Acquire) {
         softirq::raise_softirq(v);
     } else {
         let _ = p.call_on_cpu(cpu, alloc::boxed::Box::new(move || softirq::raise_softirq(v)), false);

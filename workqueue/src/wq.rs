@@ -420,7 +420,7 @@ fn queue_claimed(
         }
     }
     let p = port();
-    let c = cpu.unwrap_or_else(|| p.cpu_id());
+    let c = cpu.unwrap_or_else(kport::local::cpu_id);
     // A bound queue's pwq is borrowed from the queue (no reference count
     // taken per item); an unbound one is cloned out of its lock.
     let mut pwq: Cow<'_, Arc<Pwq>> = if wq.flags.contains(WqFlags::UNBOUND) {

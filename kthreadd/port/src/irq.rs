@@ -72,7 +72,7 @@ pub fn irq_exit() {
         return;
     }
     let p = port();
-    let cpu = p.cpu_id();
+    let cpu = crate::local::cpu_id();
     // Only this CPU writes its counter, with interrupts off: no atomic
     // read-modify-write needed.
     let exits = &EXITS[cpu % MAX_CPUS];
@@ -117,7 +117,7 @@ fn exit_misused(cpu: usize, in_irq: bool, irqs_disabled: bool) {
 ///
 /// Context: task context, interrupts disabled (the port's `irq_save`).
 pub fn softirq_point() {
-    softirq_point_on(port().cpu_id());
+    softirq_point_on(crate::local::cpu_id());
 }
 
 /// [`softirq_point`] for a caller that has its CPU number at hand (one call
@@ -256,7 +256,7 @@ static BH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 /// Context: any (meaningful with preemption disabled).
 #[inline]
 pub fn bh_count() -> u32 {
-    port().bh_word().load(Ordering::Relaxed)
+    crate::local::bh_word().load(Ordering::Relaxed)
 }
 
 /// Raise the bottom-half word by `n` (the caller has preemption disabled).
@@ -264,7 +264,7 @@ pub fn bh_count() -> u32 {
 /// Context: preemption disabled.
 #[inline]
 pub fn bh_add(n: u32) {
-    word_add(port().bh_word(), n);
+    word_add(crate::local::bh_word(), n);
 }
 
 /// Lower the bottom-half word by `n`.
@@ -272,7 +272,7 @@ pub fn bh_add(n: u32) {
 /// Context: preemption disabled.
 #[inline]
 pub fn bh_sub(n: u32) {
-    word_sub(port().bh_word(), n);
+    word_sub(crate::local::bh_word(), n);
 }
 
 /// Add `n` to the calling context's bottom-half word `w` (from

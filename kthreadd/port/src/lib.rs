@@ -45,6 +45,7 @@ pub mod harness;
 pub mod host;
 pub mod idle;
 pub mod irq;
+pub mod local;
 #[cfg(feature = "loom")]
 pub mod loom_port;
 pub mod mm;
@@ -425,6 +426,14 @@ pub trait Port: Send + Sync {
     fn preempt_disable(&self);
     /// Re-enable preemption.
     fn preempt_enable(&self);
+    /// Reschedule now if one is due and the caller may be preempted (the
+    /// check at the end of [`Port::preempt_enable`], for a caller that
+    /// lowered the count itself: [`local::preempt_enable`]). The default
+    /// raises and lowers the count once, which checks.
+    fn preempt_check_resched(&self) {
+        self.preempt_disable();
+        self.preempt_enable();
+    }
     /// Enter a spinlock's critical section: disable interrupts and
     /// preemption, returning whether interrupts were enabled (Linux
     /// `spin_lock_irqsave` minus the lock word). One call so a port can do

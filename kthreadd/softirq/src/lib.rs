@@ -77,10 +77,9 @@ impl kport::HotplugHooks for Hotplug {
     fn cpu_going_down(&self, _cpu: usize) {}
 
     fn cpu_dead(&self, cpu: usize) {
-        let p = kport::port();
         // Interrupts off: this CPU stays the one taking over.
-        let was = p.irq_save();
-        let here = p.cpu_id();
+        let was = kport::local::irq_save();
+        let here = kport::local::cpu_id();
         if here != cpu {
             let mut pending = tasklet::take_over(cpu, here);
             pending |= timer::take_over(cpu, here);
@@ -91,7 +90,7 @@ impl kport::HotplugHooks for Hotplug {
                 }
             }
         }
-        p.irq_restore(was);
+        kport::local::irq_restore(was);
     }
 
     fn cpu_came_up(&self, _cpu: usize) {}

@@ -27,6 +27,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use kport::irq::{self, SOFTIRQ_DISABLE_OFFSET, SOFTIRQ_OFFSET, bh_add, bh_count};
+use kport::local;
 use kport::percpu;
 use kport::trace;
 use kport::{MAX_CPUS, port};
@@ -167,10 +168,9 @@ pub fn open_softirq(v: Vector, handler: fn()) {
 ///
 /// Context: any.
 pub fn raise_softirq(v: Vector) {
-    let p = port();
-    let was = p.irq_save();
+    let was = local::irq_save();
     raise_softirq_irqoff(v);
-    p.irq_restore(was);
+    local::irq_restore(was);
 }
 
 /// [`raise_softirq`] with interrupts already disabled (Linux
@@ -178,7 +178,7 @@ pub fn raise_softirq(v: Vector) {
 ///
 /// Context: interrupts disabled.
 pub fn raise_softirq_irqoff(v: Vector) {
-    raise_irqoff_on(port().cpu_id(), v);
+    raise_irqoff_on(local::cpu_id(), v);
 }
 
 /// [`raise_softirq_irqoff`] for a caller that has read its CPU already.
@@ -187,7 +187,6 @@ pub fn raise_softirq_irqoff(v: Vector) {
 /// `notrace` build, where it is inlined, was 30-odd instructions faster).
 #[inline(always)]
 pub(crate) fn raise_irqoff_on(cpu: usize, v: Vector) {
-    let p = port();
     let was = percpu::or(&PENDING[cpu], v.bit());
     if trace::any(trace::Event::SoftirqRaise.bit() | trace::hist::HIST_SOFTIRQ) {
         trace_raise(cpu, v, was);
@@ -197,7 +196,7 @@ pub(crate) fn raise_irqoff_on(cpu: usize, v: Vector) {
     // The bottom-half word first: raises with bottom halves disabled (a
     // tasklet scheduled from a softirq or under `local_bh_disable`) are the
     // common case, and it answers them in one look.
-    if p.bh_word().load(Ordering::Relaxed) == 0 && !p.in_irq() {
+    if local::bh_word().load(Ordering::Relaxed) == 0 && !local::in_irq() {
         wakeup_ksoftirqd(cpu);
     }
 }
@@ -207,7 +206,7 @@ pub(crate) fn raise_irqoff_on(cpu: usize, v: Vector) {
 ///
 /// Context: interrupts disabled.
 pub fn raise_softirq_nowake(v: Vector) {
-    let cpu = port().cpu_id();
+    let cpu = local::cpu_id();
     let was = percpu::or(&PENDING[cpu], v.bit());
     if trace::any(trace::Event::SoftirqRaise.bit() | trace::hist::HIST_SOFTIRQ) {
         trace_raise(cpu, v, was);
@@ -276,7 +275,7 @@ fn wakeup_ksoftirqd(cpu: usize) {
 
 /// Is the caller in a hard interrupt handler (Linux `in_hardirq`)?
 pub fn in_hardirq() -> bool {
-    port().in_irq()
+    local::in_irq()
 }
 
 /// Is the caller serving a softirq or running with bottom halves disabled
@@ -301,7 +300,7 @@ pub fn in_interrupt() -> bool {
 /// with interrupts disabled.
 fn run_pending() {
     let p = port();
-    run_pending_on(p, p.cpu_id(), p.bh_word(), false);
+    run_pending_on(p, local::cpu_id(), local::bh_word(), false);
 }
 
 /// Does the port let softirq handlers run with interrupts enabled? Asked
@@ -334,7 +333,7 @@ fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::At
     let mut end = None;
     let irqs_on = softirqs_with_irqs_enabled(p);
     if !preempt_held {
-        p.preempt_disable();
+        local::preempt_disable();
     }
     // This CPU's words, with interrupts off (and, while handlers run with
     // them on, no second pass can start here): plain updates, see
@@ -345,7 +344,7 @@ fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::At
     let mut pending = percpu::take(&PENDING[cpu]);
     loop {
         if irqs_on {
-            p.irq_restore(true);
+            local::irq_restore(true);
         }
         // The raised vectors in Linux's order (lowest number first), one
         // step per raised bit rather than a look at all ten: under TCG the
@@ -364,7 +363,7 @@ fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::At
             }
         }
         if irqs_on {
-            let _ = p.irq_save();
+            let _ = local::irq_save();
         }
         pending = percpu::take(&PENDING[cpu]);
         if pending == 0 {
@@ -385,7 +384,7 @@ fn run_pending_on(p: &dyn kport::Port, cpu: usize, word: &core::sync::atomic::At
     // Interrupts are off: the enable cannot switch here; the caller's
     // return path does.
     if !preempt_held {
-        p.preempt_enable();
+        local::preempt_enable();
     }
 }
 
@@ -397,12 +396,11 @@ pub fn do_softirq() {
     if in_interrupt() {
         return;
     }
-    let p = port();
-    let was = p.irq_save();
-    if PENDING[p.cpu_id()].load(Ordering::Relaxed) != 0 {
+    let was = local::irq_save();
+    if PENDING[local::cpu_id()].load(Ordering::Relaxed) != 0 {
         run_pending();
     }
-    p.irq_restore(was);
+    local::irq_restore(was);
 }
 
 /// Bottom halves stay disabled on this CPU while it lives (Linux
@@ -418,7 +416,7 @@ pub struct BhGuard {
 ///
 /// Context: task or softirq context (not a hard interrupt).
 pub fn local_bh_disable() -> BhGuard {
-    port().preempt_disable();
+    local::preempt_disable();
     bh_add(SOFTIRQ_DISABLE_OFFSET);
     BhGuard { _private: () }
 }
@@ -428,20 +426,19 @@ impl Drop for BhGuard {
     /// The word's new value says whether this was the last disable (and no
     /// softirq is being served); a hard interrupt cannot hold a guard.
     fn drop(&mut self) {
-        let p = port();
-        let word = p.bh_word();
+        let word = local::bh_word();
         let left = irq::word_sub(word, SOFTIRQ_DISABLE_OFFSET);
         if left == 0 {
-            let cpu = p.cpu_id();
-            if PENDING[cpu].load(Ordering::Relaxed) != 0 && !p.in_irq() {
-                let was = p.irq_save();
+            let cpu = local::cpu_id();
+            if PENDING[cpu].load(Ordering::Relaxed) != 0 && !local::in_irq() {
+                let was = local::irq_save();
                 if PENDING[cpu].load(Ordering::Relaxed) != 0 {
-                    run_pending_on(p, cpu, word, true);
+                    run_pending_on(port(), cpu, word, true);
                 }
-                p.irq_restore(was);
+                local::irq_restore(was);
             }
         }
-        p.preempt_enable();
+        local::preempt_enable();
     }
 }
 
@@ -471,13 +468,12 @@ impl PercpuThread for Ksoftirqd {
         PENDING[cpu].load(Ordering::Relaxed) != 0
     }
     fn run(&self, cpu: usize) {
-        let p = port();
-        let was = p.irq_save();
+        let was = local::irq_save();
         if PENDING[cpu].load(Ordering::Relaxed) != 0 {
             run_pending();
         }
-        p.irq_restore(was);
-        p.cond_resched();
+        local::irq_restore(was);
+        local::cond_resched();
     }
 }
 

@@ -20,6 +20,7 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use kport::local;
 use kport::sync::{IrqSection, SpinLock};
 use kport::{MAX_CPUS, might_sleep, port};
 
@@ -99,7 +100,7 @@ impl Tasklet {
         // One interrupts-off section for the list and the raise: the list's
         // lock is taken inside it, not as a second nested section.
         let section = IrqSection::enter();
-        let cpu = port().cpu_id();
+        let cpu = local::cpu_id();
         lists[cpu].lock_in(&section).push_back(self.0.clone());
         raise_irqoff_on(cpu, v);
         drop(section);
@@ -132,7 +133,7 @@ impl Tasklet {
     /// Context: any.
     pub fn disable(&self) {
         self.disable_nosync();
-        let me = RUNNING[port().cpu_id() % MAX_CPUS].load(Ordering::Relaxed);
+        let me = RUNNING[local::cpu_id() % MAX_CPUS].load(Ordering::Relaxed);
         if me == Arc::as_ptr(&self.0) as usize && in_serving_softirq() {
             kport::warn::warn(&format!(
                 "tasklet_disable of {} from the tasklet itself: it would wait for itself; disabled without waiting",
@@ -310,7 +311,7 @@ pub fn set_bh_runner(run: fn(usize, bool)) {
 }
 
 fn tasklet_action() {
-    let cpu = port().cpu_id();
+    let cpu = local::cpu_id();
     if let Some(run) = BH_RUNNER.get() {
         run(cpu, false);
     }
@@ -318,7 +319,7 @@ fn tasklet_action() {
 }
 
 fn tasklet_hi_action() {
-    let cpu = port().cpu_id();
+    let cpu = local::cpu_id();
     if let Some(run) = BH_RUNNER.get() {
         run(cpu, true);
     }

@@ -14,6 +14,7 @@ use alloc::collections::VecDeque;
 use alloc::sync::{Arc, Weak};
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use kport::local;
 use kport::sync::SpinLock;
 use kport::{MAX_CPUS, PortTimer, port};
 
@@ -157,11 +158,10 @@ fn expire(t: Arc<Inner>) {
     if t.state.fetch_or(QUEUED, Ordering::AcqRel) & QUEUED != 0 {
         return;
     }
-    let p = port();
-    let was = p.irq_save();
-    EXPIRED[p.cpu_id()].lock().push_back(t);
+    let was = local::irq_save();
+    EXPIRED[local::cpu_id()].lock().push_back(t);
     raise_softirq_irqoff(Vector::Timer);
-    p.irq_restore(was);
+    local::irq_restore(was);
 }
 
 /// Move a dead CPU's expired timers to `to`'s list; returns the vector
@@ -180,12 +180,11 @@ pub(crate) fn take_over(dead: usize, to: usize) -> u32 {
 /// The `TIMER` softirq: run this CPU's expired callbacks (Linux
 /// `run_timer_softirq`).
 fn timer_softirq() {
-    let p = port();
-    let cpu = p.cpu_id();
+    let cpu = local::cpu_id();
     let expired = core::mem::take(&mut *EXPIRED[cpu].lock());
     for t in expired {
         // An IRQ-safe timer's expiry is taken and run with interrupts off.
-        let was = t.irqsafe.then(|| p.irq_save());
+        let was = t.irqsafe.then(local::irq_save);
         // Cancelled or re-armed since it expired: pass over.
         let prev = t.state.fetch_and(!QUEUED, Ordering::AcqRel);
         if prev & QUEUED != 0 {
@@ -194,7 +193,7 @@ fn timer_softirq() {
             t.state.fetch_and(!RUNNING, Ordering::AcqRel);
         }
         if let Some(was) = was {
-            p.irq_restore(was);
+            local::irq_restore(was);
         }
     }
 }

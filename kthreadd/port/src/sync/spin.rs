@@ -69,15 +69,15 @@ pub enum IrqSaved {
 
 impl GuardPolicy for IrqSave {
     type Saved = IrqSaved;
-    #[inline]
+    #[inline(always)]
     fn enter() -> IrqSaved {
-        if crate::port().lock_enter() { IrqSaved::WereOn } else { IrqSaved::WereOff }
+        if crate::local::lock_enter() { IrqSaved::WereOn } else { IrqSaved::WereOff }
     }
-    #[inline]
+    #[inline(always)]
     fn exit(saved: IrqSaved) {
         match saved {
-            IrqSaved::WereOff => crate::port().lock_exit(false),
-            IrqSaved::WereOn => crate::port().lock_exit(true),
+            IrqSaved::WereOff => crate::local::lock_exit(false),
+            IrqSaved::WereOn => crate::local::lock_exit(true),
             IrqSaved::InSection => {}
         }
     }
@@ -100,14 +100,14 @@ impl IrqSection {
     /// Context: any.
     #[inline]
     pub fn enter() -> IrqSection {
-        IrqSection { irqs_were_on: crate::port().lock_enter(), _this_cpu: PhantomData }
+        IrqSection { irqs_were_on: crate::local::lock_enter(), _this_cpu: PhantomData }
     }
 }
 
 impl Drop for IrqSection {
     #[inline]
     fn drop(&mut self) {
-        crate::port().lock_exit(self.irqs_were_on);
+        crate::local::lock_exit(self.irqs_were_on);
     }
 }
 
@@ -119,11 +119,11 @@ impl GuardPolicy for PreemptOff {
     type Saved = ();
     #[inline]
     fn enter() {
-        crate::port().preempt_disable()
+        crate::local::preempt_disable()
     }
     #[inline]
     fn exit(_: ()) {
-        crate::port().preempt_enable()
+        crate::local::preempt_enable()
     }
 }
 
@@ -429,7 +429,7 @@ impl<T: ?Sized, G: GuardPolicy> DerefMut for SpinLockGuard<'_, T, G> {
 }
 
 impl<T: ?Sized, G: GuardPolicy> Drop for SpinLockGuard<'_, T, G> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         #[cfg(debug_assertions)]
         super::rank::release(self.lock.rank);

@@ -1,0 +1,342 @@
+//! The calling CPU's hottest words, read and written inline where the port
+//! says where they are.
+//!
+//! The bottom-half and spinlock paths ask the port for the CPU number, the
+//! bottom-half word, "in a hard interrupt?", and enter interrupts-off and
+//! preemption-off sections many times per operation: a raise-and-run of a
+//! tasklet asked it 17 times. Through the [`Port`](crate::Port) trait
+//! object each is a dynamic call and a return, which under QEMU's TCG each
+//! end a translation block and look the next one up; Linux's are single
+//! per-CPU instructions (`this_cpu_read`, `__preempt_count_add`,
+//! `local_irq_save`).
+//!
+//! A kernel port that reaches its per-CPU block through the GS segment (the
+//! testkernel) tells this module where those words sit with
+//! [`install_gs_layout`]; the functions here then do what Linux's do, in a
+//! few instructions and no call. Elsewhere (the host port, loom, a port
+//! that did not install a layout, another architecture) they are the port's
+//! calls. Whether and how to reschedule stays the port's policy: the
+//! inline re-enables and [`cond_resched`] call it only when the port's
+//! need-resched flag is set.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::port;
+
+/// Where a port's per-CPU block, at the GS segment's base on each CPU,
+/// keeps the words this module reads (byte offsets of aligned `u32`
+/// fields).
+#[derive(Clone, Copy, Debug)]
+pub struct GsLayout {
+    /// The CPU number, what [`Port::cpu_id`](crate::Port::cpu_id) answers.
+    pub cpu_id: u32,
+    /// The preemption count that [`Port::preempt_disable`](crate::Port::preempt_disable)
+    /// raises by one (written only by its own CPU).
+    pub preempt_count: u32,
+    /// The hard-interrupt nesting depth: non-zero exactly when
+    /// [`Port::in_irq`](crate::Port::in_irq) is true.
+    pub irq_depth: u32,
+    /// A byte that is non-zero whenever the port wants to reschedule this
+    /// CPU: while it is zero, [`Port::cond_resched`](crate::Port::cond_resched)
+    /// and [`Port::preempt_check_resched`](crate::Port::preempt_check_resched)
+    /// do nothing.
+    pub need_resched: u32,
+    /// [`Port::irq_save`](crate::Port::irq_save) is the processor's own:
+    /// read the interrupt flag, then `cli`; and
+    /// [`Port::irq_restore`](crate::Port::irq_restore) is `sti` when it was
+    /// set. False for a port that counts sections of its own (Redox).
+    pub native_irq_flag: bool,
+}
+
+// Each offset is stored plus one: 0 means no layout, and one load answers
+// both "installed?" and "where?".
+static CPU_ID: AtomicU32 = AtomicU32::new(0);
+static PREEMPT: AtomicU32 = AtomicU32::new(0);
+static IRQ_DEPTH: AtomicU32 = AtomicU32::new(0);
+static NEED_RESCHED: AtomicU32 = AtomicU32::new(0);
+static NATIVE_IF: AtomicBool = AtomicBool::new(false);
+
+/// Tell this module where the calling port keeps its per-CPU words.
+///
+/// # Safety
+/// On every CPU that runs subsystem code from now on, the GS base must
+/// point at that CPU's block before any of it runs, and the offsets must
+/// be those of aligned `u32` fields that mean what [`GsLayout`] says. The
+/// port's [`bh_word`](crate::Port::bh_word) must be the default one (one
+/// word per CPU), and each CPU must run one context at a time.
+///
+/// Context: boot, on the boot CPU, after [`crate::install`].
+#[cfg(target_arch = "x86_64")]
+pub unsafe fn install_gs_layout(layout: GsLayout) {
+    NATIVE_IF.store(layout.native_irq_flag, Ordering::Relaxed);
+    IRQ_DEPTH.store(layout.irq_depth + 1, Ordering::Relaxed);
+    NEED_RESCHED.store(layout.need_resched + 1, Ordering::Relaxed);
+    PREEMPT.store(layout.preempt_count + 1, Ordering::Relaxed);
+    CPU_ID.store(layout.cpu_id + 1, Ordering::Release);
+}
+
+/// Is a layout installed (the inline forms in use)?
+pub fn installed() -> bool {
+    CPU_ID.load(Ordering::Relaxed) != 0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod gs {
+    use core::arch::asm;
+
+    /// The `u32` at GS base + `off1` - 1.
+    #[inline(always)]
+    pub(super) fn read(off1: u32) -> u32 {
+        let v: u32;
+        // SAFETY: install_gs_layout's contract: GS points at this CPU's
+        // block and `off1 - 1` is an aligned u32 field of it, read whole.
+        unsafe {
+            asm!("mov {v:e}, dword ptr gs:[{o} - 1]", o = in(reg) off1 as u64, v = out(reg) v,
+                 options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+
+    /// The byte at GS base + `off1` - 1.
+    #[inline(always)]
+    pub(super) fn read_u8(off1: u32) -> u8 {
+        let v: u8;
+        // SAFETY: as in `read`, for a byte field.
+        unsafe {
+            asm!("mov {v}, byte ptr gs:[{o} - 1]", o = in(reg) off1 as u64, v = out(reg_byte) v,
+                 options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+
+    /// Subtract one from the `u32` at GS base + `off1` - 1 (as [`inc`]).
+    #[inline(always)]
+    pub(super) fn dec(off1: u32) {
+        // SAFETY: as in `inc`.
+        unsafe {
+            asm!("sub dword ptr gs:[{o} - 1], 1", o = in(reg) off1 as u64, options(nostack));
+        }
+    }
+
+    /// Add one to the `u32` at GS base + `off1` - 1 in one instruction
+    /// (no `lock`: only its own CPU writes it, and an interrupt between
+    /// two instructions puts back what it raised).
+    #[inline(always)]
+    pub(super) fn inc(off1: u32) {
+        // SAFETY: as in `read`; one `add` is whole against this CPU's
+        // interrupts, and other CPUs only read the field.
+        unsafe {
+            asm!("add dword ptr gs:[{o} - 1], 1", o = in(reg) off1 as u64, options(nostack));
+        }
+    }
+
+    /// Read the interrupt flag, then clear it.
+    #[inline(always)]
+    pub(super) fn irq_save() -> bool {
+        let flags: u64;
+        // SAFETY: pushes and pops one word of the stack and clears the
+        // interrupt flag, which install_gs_layout's caller said is how the
+        // port disables interrupts; no `nomem`: memory accesses must not
+        // move across the `cli`.
+        unsafe {
+            asm!("pushfq", "pop {f}", "cli", f = out(reg) flags);
+        }
+        flags & (1 << 9) != 0
+    }
+
+    /// Set the interrupt flag.
+    #[inline(always)]
+    pub(super) fn sti() {
+        // SAFETY: enables interrupts, as the port's own irq_restore does
+        // (install_gs_layout's contract); a compiler barrier like `cli`.
+        unsafe {
+            asm!("sti", options(nostack));
+        }
+    }
+}
+
+/// The calling CPU's number (the port's [`cpu_id`](crate::Port::cpu_id)).
+///
+/// Context: any; with preemption enabled the answer may be stale at once.
+#[inline(always)]
+pub fn cpu_id() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = CPU_ID.load(Ordering::Relaxed);
+        if o != 0 {
+            return gs::read(o) as usize;
+        }
+    }
+    port().cpu_id()
+}
+
+/// Is the caller a hard interrupt handler (the port's
+/// [`in_irq`](crate::Port::in_irq))?
+///
+/// Context: any.
+#[inline(always)]
+pub fn in_irq() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = IRQ_DEPTH.load(Ordering::Relaxed);
+        if o != 0 {
+            return gs::read(o) != 0;
+        }
+    }
+    port().in_irq()
+}
+
+/// The calling context's bottom-half word (the port's
+/// [`bh_word`](crate::Port::bh_word)).
+///
+/// Context: any.
+#[inline(always)]
+pub fn bh_word() -> &'static AtomicU32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = CPU_ID.load(Ordering::Relaxed);
+        if o != 0 {
+            return crate::irq::per_cpu_bh_word(gs::read(o) as usize);
+        }
+    }
+    port().bh_word()
+}
+
+/// Disable preemption (the port's
+/// [`preempt_disable`](crate::Port::preempt_disable)).
+///
+/// Context: any.
+#[inline(always)]
+pub fn preempt_disable() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = PREEMPT.load(Ordering::Relaxed);
+        if o != 0 {
+            gs::inc(o);
+            return;
+        }
+    }
+    port().preempt_disable()
+}
+
+/// Disable interrupts, returning whether they were enabled (the port's
+/// [`irq_save`](crate::Port::irq_save)).
+///
+/// Context: any.
+#[inline(always)]
+pub fn irq_save() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if NATIVE_IF.load(Ordering::Relaxed) {
+        return gs::irq_save();
+    }
+    port().irq_save()
+}
+
+/// Restore the interrupt state [`irq_save`] returned (the port's
+/// [`irq_restore`](crate::Port::irq_restore)).
+///
+/// Context: after the matching [`irq_save`].
+#[inline(always)]
+pub fn irq_restore(was_enabled: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if NATIVE_IF.load(Ordering::Relaxed) {
+        if was_enabled {
+            gs::sti();
+        }
+        return;
+    }
+    port().irq_restore(was_enabled)
+}
+
+/// Enter a spinlock's section: interrupts and preemption off, returning
+/// whether interrupts were on (the port's
+/// [`lock_enter`](crate::Port::lock_enter)). Left with the port's
+/// [`lock_exit`](crate::Port::lock_exit), which may reschedule.
+///
+/// Context: any.
+#[inline(always)]
+pub fn lock_enter() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if NATIVE_IF.load(Ordering::Relaxed) {
+        let o = PREEMPT.load(Ordering::Relaxed);
+        if o != 0 {
+            let on = gs::irq_save();
+            gs::inc(o);
+            return on;
+        }
+    }
+    port().lock_enter()
+}
+
+/// The port's reschedule check, out of line: the inline paths reach it
+/// only when the port's flag is set.
+#[cold]
+#[inline(never)]
+fn check_resched() {
+    port().preempt_check_resched();
+}
+
+/// Re-enable preemption (the port's
+/// [`preempt_enable`](crate::Port::preempt_enable)): the count goes down
+/// inline, and the port is asked to reschedule only if its flag says so.
+///
+/// Context: after the matching [`preempt_disable`].
+#[inline(always)]
+pub fn preempt_enable() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let o = PREEMPT.load(Ordering::Relaxed);
+        let nr = NEED_RESCHED.load(Ordering::Relaxed);
+        if o != 0 && nr != 0 {
+            gs::dec(o);
+            if gs::read_u8(nr) != 0 {
+                check_resched();
+            }
+            return;
+        }
+    }
+    port().preempt_enable()
+}
+
+/// Leave a section entered with [`lock_enter`] (the port's
+/// [`lock_exit`](crate::Port::lock_exit)): preemption count down,
+/// interrupts back on if they were, then the port's reschedule check if
+/// its flag is set.
+///
+/// Context: after the matching [`lock_enter`].
+#[inline(always)]
+pub fn lock_exit(irqs_were_on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if NATIVE_IF.load(Ordering::Relaxed) {
+        let o = PREEMPT.load(Ordering::Relaxed);
+        let nr = NEED_RESCHED.load(Ordering::Relaxed);
+        if o != 0 && nr != 0 {
+            gs::dec(o);
+            if irqs_were_on {
+                gs::sti();
+                if gs::read_u8(nr) != 0 {
+                    check_resched();
+                }
+            }
+            return;
+        }
+    }
+    port().lock_exit(irqs_were_on)
+}
+
+/// Give the CPU away if a reschedule is due (the port's
+/// [`cond_resched`](crate::Port::cond_resched)); with a layout, the port is
+/// called only when its flag is set.
+///
+/// Context: task context that may sleep.
+#[inline(always)]
+pub fn cond_resched() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let nr = NEED_RESCHED.load(Ordering::Relaxed);
+        if nr != 0 && gs::read_u8(nr) == 0 {
+            return;
+        }
+    }
+    port().cond_resched()
+}
