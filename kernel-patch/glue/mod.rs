@@ -649,6 +649,7 @@ pub fn init(token: &mut CleanLockToken) {
     }
     lend(token, || {
         install(&port::PORT);
+        port::install_local_layout();
         trace_from_env();
         #[cfg(feature = "ktests")]
         harness::install(&port::PORT);

@@ -419,6 +419,46 @@ pub(super) fn count_irqs_off(entering: bool) {
     });
 }
 
+/// Tell `kport::local` where this CPU's number, preemption count and interrupt depth sit from
+/// the GS base (the processor control region, whose `percpu` holds the `PercpuBlock`), so the
+/// subsystem reads and raises them inline instead of calling the port. Interrupt save/restore,
+/// the preemption re-enable and `cond_resched` stay calls: `irq_save` counts the port's own
+/// sections and `cond_resched` opens an interrupt window.
+///
+/// Context: boot, on the boot CPU, after `kport::install`.
+pub(super) fn install_local_layout() {
+    // The CPU number is a one-field struct of a `u32`: with the size of its field, the field
+    // is all of it.
+    const _: () = assert!(core::mem::size_of::<crate::cpu_set::LogicalCpuId>() == 4);
+    // SAFETY: reads this CPU's GS base; kernel code runs with the kernel's (Redox writes the
+    // processor control region's address there at CPU init, before anything of ours runs).
+    let base = unsafe { x86::msr::rdmsr(x86::msr::IA32_GS_BASE) } as usize;
+    let pb = PercpuBlock::current();
+    let at = |p: *const u8| -> Option<u32> { u32::try_from((p as usize).wrapping_sub(base)).ok() };
+    let cpu_id = at(core::ptr::addr_of!(pb.cpu_id).cast());
+    let preempt_count = at(pb.kthread.preempt.as_ptr().cast());
+    let irq_depth = at(pb.kthread.irq.as_ptr().cast());
+    let Some(cpu_id) = cpu_id.filter(|_| preempt_count.is_some() && irq_depth.is_some()) else {
+        kport::warn::warn(
+            "kthread: the per-CPU block is not at the GS base; kport::local keeps calling the port",
+        );
+        return;
+    };
+    let layout = kport::local::GsLayout {
+        cpu_id,
+        preempt_count,
+        irq_depth,
+        need_resched: None,
+        native_irq_flag: false,
+    };
+    // SAFETY: every CPU's GS base holds its own control region before it runs kernel code (Redox's
+    // CPU init), and the offsets were just taken from this CPU's, which all CPUs share as a type;
+    // the fields are `u32` (`LogicalCpuId`, asserted above; `Cell<u32>`), mean what GsLayout
+    // says (`cpu_id`, `preempt_disable`'s count, `in_irq`'s depth), and are written only by their
+    // own CPU; the port keeps the default per-CPU bottom-half word and runs one context per CPU.
+    unsafe { kport::local::install_gs_layout(layout) };
+}
+
 /// Panic if the caller is about to switch away where it must not (Linux's fatal "scheduling
 /// while atomic"): atomic context, or a Redox hook's token lent on this CPU (the lender's frame
 /// and CPU must outlive the loan). `kport::might_sleep` warns earlier, at the sleeping API.

@@ -87,9 +87,9 @@ const NEED_RESCHED_OFF: usize = core::mem::offset_of!(PerCpu, need_resched);
 pub fn gs_layout() -> kport::local::GsLayout {
     kport::local::GsLayout {
         cpu_id: core::mem::offset_of!(PerCpu, cpu) as u32,
-        preempt_count: PREEMPT_COUNT_OFF as u32,
-        irq_depth: IRQ_DEPTH_OFF as u32,
-        need_resched: NEED_RESCHED_OFF as u32,
+        preempt_count: Some(PREEMPT_COUNT_OFF as u32),
+        irq_depth: Some(IRQ_DEPTH_OFF as u32),
+        need_resched: Some(NEED_RESCHED_OFF as u32),
         native_irq_flag: true,
     }
 }

@@ -31,16 +31,18 @@ pub struct GsLayout {
     /// The CPU number, what [`Port::cpu_id`](crate::Port::cpu_id) answers.
     pub cpu_id: u32,
     /// The preemption count that [`Port::preempt_disable`](crate::Port::preempt_disable)
-    /// raises by one (written only by its own CPU).
-    pub preempt_count: u32,
+    /// raises by one (written only by its own CPU); `None`: the calls stay.
+    pub preempt_count: Option<u32>,
     /// The hard-interrupt nesting depth: non-zero exactly when
-    /// [`Port::in_irq`](crate::Port::in_irq) is true.
-    pub irq_depth: u32,
+    /// [`Port::in_irq`](crate::Port::in_irq) is true; `None`: the calls stay.
+    pub irq_depth: Option<u32>,
     /// A byte that is non-zero whenever the port wants to reschedule this
     /// CPU: while it is zero, [`Port::cond_resched`](crate::Port::cond_resched)
     /// and [`Port::preempt_check_resched`](crate::Port::preempt_check_resched)
-    /// do nothing.
-    pub need_resched: u32,
+    /// do nothing. `None` for a port whose `cond_resched` does more (Redox:
+    /// an interrupt window): then it, the preemption re-enable and the
+    /// lock section's exit stay calls.
+    pub need_resched: Option<u32>,
     /// [`Port::irq_save`](crate::Port::irq_save) is the processor's own:
     /// read the interrupt flag, then `cli`; and
     /// [`Port::irq_restore`](crate::Port::irq_restore) is `sti` when it was
@@ -61,7 +63,8 @@ static NATIVE_IF: AtomicBool = AtomicBool::new(false);
 /// # Safety
 /// On every CPU that runs subsystem code from now on, the GS base must
 /// point at that CPU's block before any of it runs, and the offsets must
-/// be those of aligned `u32` fields that mean what [`GsLayout`] says. The
+/// be those of aligned `u32` fields (the need-resched flag: a byte) that
+/// mean what [`GsLayout`] says. The
 /// port's [`bh_word`](crate::Port::bh_word) must be the default one (one
 /// word per CPU), and each CPU must run one context at a time.
 ///
@@ -69,9 +72,10 @@ static NATIVE_IF: AtomicBool = AtomicBool::new(false);
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn install_gs_layout(layout: GsLayout) {
     NATIVE_IF.store(layout.native_irq_flag, Ordering::Relaxed);
-    IRQ_DEPTH.store(layout.irq_depth + 1, Ordering::Relaxed);
-    NEED_RESCHED.store(layout.need_resched + 1, Ordering::Relaxed);
-    PREEMPT.store(layout.preempt_count + 1, Ordering::Relaxed);
+    let plus_one = |o: Option<u32>| o.map_or(0, |o| o + 1);
+    IRQ_DEPTH.store(plus_one(layout.irq_depth), Ordering::Relaxed);
+    NEED_RESCHED.store(plus_one(layout.need_resched), Ordering::Relaxed);
+    PREEMPT.store(plus_one(layout.preempt_count), Ordering::Relaxed);
     CPU_ID.store(layout.cpu_id + 1, Ordering::Release);
 }
 
