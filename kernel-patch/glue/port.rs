@@ -419,11 +419,12 @@ pub(super) fn count_irqs_off(entering: bool) {
     });
 }
 
-/// Tell `kport::local` where this CPU's number, preemption count and interrupt depth sit from
-/// the GS base (the processor control region, whose `percpu` holds the `PercpuBlock`), so the
-/// subsystem reads and raises them inline instead of calling the port. Interrupt save/restore,
-/// the preemption re-enable and `cond_resched` stay calls: `irq_save` counts the port's own
-/// sections and `cond_resched` opens an interrupt window.
+/// Tell `kport::local` where this CPU's number, preemption count, interrupt depth and count of
+/// interrupts-off sections sit from the GS base (the processor control region, whose `percpu`
+/// holds the `PercpuBlock`), so the subsystem does `cpu_id`, `in_irq`, `irq_save`/`irq_restore`
+/// (`cli`/`sti` and the count) and `preempt_disable`/`preempt_enable` (which never reschedules
+/// here) inline instead of calling the port. `cond_resched` stays a call: it opens an interrupt
+/// window.
 ///
 /// Context: boot, on the boot CPU, after `kport::install`.
 pub(super) fn install_local_layout() {
@@ -438,7 +439,10 @@ pub(super) fn install_local_layout() {
     let cpu_id = at(core::ptr::addr_of!(pb.cpu_id).cast());
     let preempt_count = at(pb.kthread.preempt.as_ptr().cast());
     let irq_depth = at(pb.kthread.irq.as_ptr().cast());
-    let Some(cpu_id) = cpu_id.filter(|_| preempt_count.is_some() && irq_depth.is_some()) else {
+    let irq_off_count = at(pb.kthread.irq_off.as_ptr().cast());
+    let Some(cpu_id) = cpu_id
+        .filter(|_| preempt_count.is_some() && irq_depth.is_some() && irq_off_count.is_some())
+    else {
         kport::warn::warn(
             "kthread: the per-CPU block is not at the GS base; kport::local keeps calling the port",
         );
@@ -448,14 +452,17 @@ pub(super) fn install_local_layout() {
         cpu_id,
         preempt_count,
         irq_depth,
-        need_resched: None,
-        native_irq_flag: false,
+        resched: kport::local::Resched::Never,
+        native_irq_flag: true,
+        irq_off_count,
     };
     // SAFETY: every CPU's GS base holds its own control region before it runs kernel code (Redox's
     // CPU init), and the offsets were just taken from this CPU's, which all CPUs share as a type;
     // the fields are `u32` (`LogicalCpuId`, asserted above; `Cell<u32>`), mean what GsLayout
-    // says (`cpu_id`, `preempt_disable`'s count, `in_irq`'s depth), and are written only by their
-    // own CPU; the port keeps the default per-CPU bottom-half word and runs one context per CPU.
+    // says (`cpu_id`, `preempt_disable`'s count, `in_irq`'s depth, the sections `irq_save`
+    // counts after its `cli`) and are written only by their own CPU; `preempt_enable` never
+    // reschedules; the port keeps the default per-CPU bottom-half word and runs one context per
+    // CPU.
     unsafe { kport::local::install_gs_layout(layout) };
 }
 

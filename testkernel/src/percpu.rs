@@ -89,8 +89,9 @@ pub fn gs_layout() -> kport::local::GsLayout {
         cpu_id: core::mem::offset_of!(PerCpu, cpu) as u32,
         preempt_count: Some(PREEMPT_COUNT_OFF as u32),
         irq_depth: Some(IRQ_DEPTH_OFF as u32),
-        need_resched: Some(NEED_RESCHED_OFF as u32),
+        resched: kport::local::Resched::Flag(NEED_RESCHED_OFF as u32),
         native_irq_flag: true,
+        irq_off_count: None,
     }
 }
 

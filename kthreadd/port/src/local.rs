@@ -17,9 +17,10 @@
 //! that did not install a layout, another architecture) they are the port's
 //! calls. Whether and how to reschedule stays the port's policy: the
 //! inline re-enables and [`cond_resched`] call it only when the port's
-//! need-resched flag is set.
+//! need-resched flag is set (or never, for a port without kernel
+//! preemption).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use crate::port;
 
@@ -36,18 +37,37 @@ pub struct GsLayout {
     /// The hard-interrupt nesting depth: non-zero exactly when
     /// [`Port::in_irq`](crate::Port::in_irq) is true; `None`: the calls stay.
     pub irq_depth: Option<u32>,
-    /// A byte that is non-zero whenever the port wants to reschedule this
-    /// CPU: while it is zero, [`Port::cond_resched`](crate::Port::cond_resched)
-    /// and [`Port::preempt_check_resched`](crate::Port::preempt_check_resched)
-    /// do nothing. `None` for a port whose `cond_resched` does more (Redox:
-    /// an interrupt window): then it, the preemption re-enable and the
-    /// lock section's exit stay calls.
-    pub need_resched: Option<u32>,
+    /// When the port reschedules at a preemption re-enable.
+    pub resched: Resched,
     /// [`Port::irq_save`](crate::Port::irq_save) is the processor's own:
-    /// read the interrupt flag, then `cli`; and
-    /// [`Port::irq_restore`](crate::Port::irq_restore) is `sti` when it was
-    /// set. False for a port that counts sections of its own (Redox).
+    /// read the interrupt flag, then `cli` (then raise
+    /// [`GsLayout::irq_off_count`] if given); and
+    /// [`Port::irq_restore`](crate::Port::irq_restore) lowers that count,
+    /// then is `sti` when the flag was set.
     pub native_irq_flag: bool,
+    /// A count of the port's own interrupts-off sections that `irq_save`
+    /// raises by one and `irq_restore` lowers (Redox, whose kernel code
+    /// always runs with interrupts off, reports these sections as its
+    /// interrupts-off state); `None`: no such count.
+    pub irq_off_count: Option<u32>,
+}
+
+/// When a port reschedules at [`Port::preempt_enable`](crate::Port::preempt_enable)
+/// and at a lock section's exit.
+#[derive(Clone, Copy, Debug)]
+pub enum Resched {
+    /// Not said: the re-enables, the section exits and `cond_resched` stay
+    /// calls.
+    Unknown,
+    /// Only while the byte at this offset is non-zero; while it is zero,
+    /// [`Port::cond_resched`](crate::Port::cond_resched) and
+    /// [`Port::preempt_check_resched`](crate::Port::preempt_check_resched)
+    /// do nothing (the testkernel).
+    Flag(u32),
+    /// Never: a re-enable only lowers the count (a port without kernel
+    /// preemption: Redox). Its `cond_resched` may do more (Redox opens an
+    /// interrupt window there), so it stays a call.
+    Never,
 }
 
 // Each offset is stored plus one: 0 means no layout, and one load answers
@@ -55,8 +75,27 @@ pub struct GsLayout {
 static CPU_ID: AtomicU32 = AtomicU32::new(0);
 static PREEMPT: AtomicU32 = AtomicU32::new(0);
 static IRQ_DEPTH: AtomicU32 = AtomicU32::new(0);
+/// [`Resched`]: 0 unknown, [`NEVER`], else the flag's offset plus one.
 static NEED_RESCHED: AtomicU32 = AtomicU32::new(0);
-static NATIVE_IF: AtomicBool = AtomicBool::new(false);
+static IRQ_OFF: AtomicU32 = AtomicU32::new(0);
+const NEVER: u32 = u32::MAX;
+
+/// How `irq_save`/`irq_restore` go: the port's calls, the processor's flag
+/// alone, or the flag and a count of sections ([`GsLayout::irq_off_count`]).
+static IRQ_MODE: AtomicU8 = AtomicU8::new(IRQ_PORT);
+const IRQ_PORT: u8 = 0;
+const IRQ_NATIVE: u8 = 1;
+const IRQ_COUNTED: u8 = 2;
+
+/// How a lock section is entered and left, decided once at install so the
+/// hot paths test one byte: the port's calls, the testkernel's form
+/// (native flag, preemption count, need-resched byte) or Redox's (native
+/// flag with its count of sections, preemption count, never a
+/// reschedule). Other combinations keep the port's calls.
+static SECTION_MODE: AtomicU8 = AtomicU8::new(SECTION_PORT);
+const SECTION_PORT: u8 = 0;
+const SECTION_FLAG: u8 = 1;
+const SECTION_NEVER: u8 = 2;
 
 /// Tell this module where the calling port keeps its per-CPU words.
 ///
@@ -71,10 +110,27 @@ static NATIVE_IF: AtomicBool = AtomicBool::new(false);
 /// Context: boot, on the boot CPU, after [`crate::install`].
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn install_gs_layout(layout: GsLayout) {
-    NATIVE_IF.store(layout.native_irq_flag, Ordering::Relaxed);
     let plus_one = |o: Option<u32>| o.map_or(0, |o| o + 1);
     IRQ_DEPTH.store(plus_one(layout.irq_depth), Ordering::Relaxed);
-    NEED_RESCHED.store(plus_one(layout.need_resched), Ordering::Relaxed);
+    let resched = match layout.resched {
+        Resched::Unknown => 0,
+        Resched::Flag(o) => o + 1,
+        Resched::Never => NEVER,
+    };
+    NEED_RESCHED.store(resched, Ordering::Relaxed);
+    IRQ_OFF.store(plus_one(layout.irq_off_count), Ordering::Relaxed);
+    let irq = match (layout.native_irq_flag, layout.irq_off_count) {
+        (false, _) => IRQ_PORT,
+        (true, None) => IRQ_NATIVE,
+        (true, Some(_)) => IRQ_COUNTED,
+    };
+    IRQ_MODE.store(irq, Ordering::Relaxed);
+    let section = match (irq, layout.preempt_count, layout.resched) {
+        (IRQ_NATIVE, Some(_), Resched::Flag(_)) => SECTION_FLAG,
+        (IRQ_COUNTED, Some(_), Resched::Never) => SECTION_NEVER,
+        _ => SECTION_PORT,
+    };
+    SECTION_MODE.store(section, Ordering::Relaxed);
     PREEMPT.store(plus_one(layout.preempt_count), Ordering::Relaxed);
     CPU_ID.store(layout.cpu_id + 1, Ordering::Release);
 }
@@ -230,8 +286,15 @@ pub fn preempt_disable() {
 #[inline(always)]
 pub fn irq_save() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if NATIVE_IF.load(Ordering::Relaxed) {
-        return gs::irq_save();
+    {
+        let m = IRQ_MODE.load(Ordering::Relaxed);
+        if m != IRQ_PORT {
+            let on = gs::irq_save();
+            if m == IRQ_COUNTED {
+                gs::inc(IRQ_OFF.load(Ordering::Relaxed));
+            }
+            return on;
+        }
     }
     port().irq_save()
 }
@@ -243,29 +306,40 @@ pub fn irq_save() -> bool {
 #[inline(always)]
 pub fn irq_restore(was_enabled: bool) {
     #[cfg(target_arch = "x86_64")]
-    if NATIVE_IF.load(Ordering::Relaxed) {
-        if was_enabled {
-            gs::sti();
+    {
+        let m = IRQ_MODE.load(Ordering::Relaxed);
+        if m != IRQ_PORT {
+            if m == IRQ_COUNTED {
+                gs::dec(IRQ_OFF.load(Ordering::Relaxed));
+            }
+            if was_enabled {
+                gs::sti();
+            }
+            return;
         }
-        return;
     }
     port().irq_restore(was_enabled)
 }
 
 /// Enter a spinlock's section: interrupts and preemption off, returning
 /// whether interrupts were on (the port's
-/// [`lock_enter`](crate::Port::lock_enter)). Left with the port's
-/// [`lock_exit`](crate::Port::lock_exit), which may reschedule.
+/// [`lock_enter`](crate::Port::lock_enter)). Left with [`lock_exit`].
 ///
 /// Context: any.
 #[inline(always)]
 pub fn lock_enter() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if NATIVE_IF.load(Ordering::Relaxed) {
-        let o = PREEMPT.load(Ordering::Relaxed);
-        if o != 0 {
+    {
+        let m = SECTION_MODE.load(Ordering::Relaxed);
+        if m == SECTION_FLAG {
             let on = gs::irq_save();
-            gs::inc(o);
+            gs::inc(PREEMPT.load(Ordering::Relaxed));
+            return on;
+        }
+        if m == SECTION_NEVER {
+            let on = gs::irq_save();
+            gs::inc(IRQ_OFF.load(Ordering::Relaxed));
+            gs::inc(PREEMPT.load(Ordering::Relaxed));
             return on;
         }
     }
@@ -293,7 +367,7 @@ pub fn preempt_enable() {
         let nr = NEED_RESCHED.load(Ordering::Relaxed);
         if o != 0 && nr != 0 {
             gs::dec(o);
-            if gs::read_u8(nr) != 0 {
+            if nr != NEVER && gs::read_u8(nr) != 0 {
                 check_resched();
             }
             return;
@@ -303,25 +377,35 @@ pub fn preempt_enable() {
 }
 
 /// Leave a section entered with [`lock_enter`] (the port's
-/// [`lock_exit`](crate::Port::lock_exit)): preemption count down,
-/// interrupts back on if they were, then the port's reschedule check if
+/// [`lock_exit`](crate::Port::lock_exit)): interrupts back on if they
+/// were and the preemption count down, then the port's reschedule check if
 /// its flag is set.
 ///
 /// Context: after the matching [`lock_enter`].
 #[inline(always)]
 pub fn lock_exit(irqs_were_on: bool) {
     #[cfg(target_arch = "x86_64")]
-    if NATIVE_IF.load(Ordering::Relaxed) {
-        let o = PREEMPT.load(Ordering::Relaxed);
-        let nr = NEED_RESCHED.load(Ordering::Relaxed);
-        if o != 0 && nr != 0 {
-            gs::dec(o);
+    {
+        let m = SECTION_MODE.load(Ordering::Relaxed);
+        if m == SECTION_FLAG {
+            // The count first: with interrupts back on, the check below
+            // is the only reschedule point.
+            gs::dec(PREEMPT.load(Ordering::Relaxed));
             if irqs_were_on {
                 gs::sti();
-                if gs::read_u8(nr) != 0 {
+                if gs::read_u8(NEED_RESCHED.load(Ordering::Relaxed)) != 0 {
                     check_resched();
                 }
             }
+            return;
+        }
+        if m == SECTION_NEVER {
+            // The port's default order: interrupts, then preemption.
+            gs::dec(IRQ_OFF.load(Ordering::Relaxed));
+            if irqs_were_on {
+                gs::sti();
+            }
+            gs::dec(PREEMPT.load(Ordering::Relaxed));
             return;
         }
     }
@@ -338,7 +422,7 @@ pub fn cond_resched() {
     #[cfg(target_arch = "x86_64")]
     {
         let nr = NEED_RESCHED.load(Ordering::Relaxed);
-        if nr != 0 && gs::read_u8(nr) == 0 {
+        if nr != 0 && nr != NEVER && gs::read_u8(nr) == 0 {
             return;
         }
     }
