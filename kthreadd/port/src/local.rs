@@ -71,7 +71,9 @@ pub enum Resched {
 }
 
 // Each offset is stored plus one: 0 means no layout, and one load answers
-// both "installed?" and "where?".
+// both "installed?" and "where?". The two mode bytes below are stored after
+// the offsets their paths read (release) and loaded with acquire: other
+// CPUs may already take locks while the boot CPU installs the layout.
 static CPU_ID: AtomicU32 = AtomicU32::new(0);
 static PREEMPT: AtomicU32 = AtomicU32::new(0);
 static IRQ_DEPTH: AtomicU32 = AtomicU32::new(0);
@@ -111,33 +113,30 @@ const SECTION_NEVER: u8 = 2;
 #[cfg(target_arch = "x86_64")]
 pub unsafe fn install_gs_layout(layout: GsLayout) {
     let plus_one = |o: Option<u32>| o.map_or(0, |o| o + 1);
-    IRQ_DEPTH.store(plus_one(layout.irq_depth), Ordering::Relaxed);
     let resched = match layout.resched {
         Resched::Unknown => 0,
         Resched::Flag(o) => o + 1,
         Resched::Never => NEVER,
     };
+    // The offsets first: each is whole by itself, and the modes below
+    // promise the ones their paths read.
     NEED_RESCHED.store(resched, Ordering::Relaxed);
     IRQ_OFF.store(plus_one(layout.irq_off_count), Ordering::Relaxed);
+    IRQ_DEPTH.store(plus_one(layout.irq_depth), Ordering::Relaxed);
+    PREEMPT.store(plus_one(layout.preempt_count), Ordering::Relaxed);
+    CPU_ID.store(layout.cpu_id + 1, Ordering::Relaxed);
     let irq = match (layout.native_irq_flag, layout.irq_off_count) {
         (false, _) => IRQ_PORT,
         (true, None) => IRQ_NATIVE,
         (true, Some(_)) => IRQ_COUNTED,
     };
-    IRQ_MODE.store(irq, Ordering::Relaxed);
+    IRQ_MODE.store(irq, Ordering::Release);
     let section = match (irq, layout.preempt_count, layout.resched) {
         (IRQ_NATIVE, Some(_), Resched::Flag(_)) => SECTION_FLAG,
         (IRQ_COUNTED, Some(_), Resched::Never) => SECTION_NEVER,
         _ => SECTION_PORT,
     };
-    SECTION_MODE.store(section, Ordering::Relaxed);
-    PREEMPT.store(plus_one(layout.preempt_count), Ordering::Relaxed);
-    CPU_ID.store(layout.cpu_id + 1, Ordering::Release);
-}
-
-/// Is a layout installed (the inline forms in use)?
-pub fn installed() -> bool {
-    CPU_ID.load(Ordering::Relaxed) != 0
+    SECTION_MODE.store(section, Ordering::Release);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -287,7 +286,7 @@ pub fn preempt_disable() {
 pub fn irq_save() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        let m = IRQ_MODE.load(Ordering::Relaxed);
+        let m = IRQ_MODE.load(Ordering::Acquire);
         if m != IRQ_PORT {
             let on = gs::irq_save();
             if m == IRQ_COUNTED {
@@ -307,7 +306,7 @@ pub fn irq_save() -> bool {
 pub fn irq_restore(was_enabled: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        let m = IRQ_MODE.load(Ordering::Relaxed);
+        let m = IRQ_MODE.load(Ordering::Acquire);
         if m != IRQ_PORT {
             if m == IRQ_COUNTED {
                 gs::dec(IRQ_OFF.load(Ordering::Relaxed));
@@ -330,7 +329,7 @@ pub fn irq_restore(was_enabled: bool) {
 pub fn lock_enter() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        let m = SECTION_MODE.load(Ordering::Relaxed);
+        let m = SECTION_MODE.load(Ordering::Acquire);
         if m == SECTION_FLAG {
             let on = gs::irq_save();
             gs::inc(PREEMPT.load(Ordering::Relaxed));
@@ -386,7 +385,7 @@ pub fn preempt_enable() {
 pub fn lock_exit(irqs_were_on: bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        let m = SECTION_MODE.load(Ordering::Relaxed);
+        let m = SECTION_MODE.load(Ordering::Acquire);
         if m == SECTION_FLAG {
             // The count first: with interrupts back on, the check below
             // is the only reschedule point.
